@@ -1,0 +1,426 @@
+"""The stack configuration: one pydantic model, validated once at the boundary.
+
+Keys are the camelCase names users write in ``Pulumi.<stack>.yaml`` under the
+``vllm-deploy:`` namespace; they are the public API of this project, so they never get
+renamed. ``parse()`` is pure (no Pulumi), so every rule here is unit-tested directly;
+``config.stack.load()`` feeds it what ``pulumi.Config`` holds.
+
+Secrets (``apiKey``, ``hfToken``) are deliberately *not* fields of this model: they stay
+``pulumi.Output`` secrets end to end and are read by ``config.stack``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from typing import Any, Literal, Optional, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+NAMESPACE = "vllm-deploy"
+
+# The vLLM release whose flags (config/catalog/vllm-serve-flags.txt) and memory behaviour
+# (config/sizing.py) this program is written against. Changing it means re-checking both.
+PINNED_VLLM_VERSION = "0.33.0"
+DEFAULT_VLLM_IMAGE = f"vllm/vllm-openai:v{PINNED_VLLM_VERSION}"
+
+# vLLM 0.33 default (vllm/config/cache.py); see shared reference vllm-notes.md section 4.
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
+
+# Without an explicit maxModelLen we serve the model's own context, capped here: a 128k
+# context multiplies the KV cache (and so the instance price) for a length few requests use.
+DEFAULT_MAX_MODEL_LEN_CAP = 32768
+
+# AWS GPU instances carry 1, 2, 4 or 8 GPUs; tensor parallelism spans the GPUs of one host.
+TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
+
+# Methods we can size (bytes per weight are known for them); vLLM accepts more, but a
+# method we cannot size would make the instance choice a guess.
+QUANTIZATIONS = ("none", "awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "mxfp4")
+ROPE_TYPES = ("yarn", "linear", "dynamic", "longrope", "llama3")
+
+SECRET_KEYS = ("apiKey", "hfToken")
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_EC2_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+_AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?(@sha256:[0-9a-f]{64})?$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+)
+
+
+class ConfigError(ValueError):
+    """Bad stack configuration. Each line names the key, the value given and the fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            "invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+def _cidr_list(value: list[str], key: str) -> list[str]:
+    checked = []
+    for raw in value:
+        try:
+            net = ipaddress.ip_network(raw, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{raw!r} is not a CIDR block; write one as 203.0.113.0/24 "
+                f"(IPv4 prefix 0-32) or 2001:db8::/32"
+            ) from None
+        if str(net) != raw and "/" in raw:
+            raise ValueError(
+                f"{raw!r} has host bits set; did you mean {str(net)!r}?"
+            )
+        checked.append(str(net) if "/" in raw else f"{raw}/{net.max_prefixlen}")
+    return checked
+
+
+class StackConfig(BaseModel):
+    """Everything a stack can say, with defaults. Field docs are the config reference."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        str_strip_whitespace=True,
+    )
+
+    # --- the model -----------------------------------------------------------------
+    model: str = Field(
+        description="Hugging Face or ModelScope id (org/name), or an absolute path to a "
+        "model directory on this machine (its config.json sizes the host).",
+    )
+    model_source: Literal["huggingface", "modelscope"] = Field(
+        "huggingface", description="Where the host downloads the weights from."
+    )
+    model_revision: Optional[str] = Field(
+        None, description="Branch, tag or commit of the model repository (default: main)."
+    )
+    served_model_name: Optional[str] = Field(
+        None, description="Name clients pass as `model` (default: the model id)."
+    )
+    dtype: Literal["auto", "bfloat16", "float16"] = Field(
+        "auto",
+        description="Weight and activation dtype; auto = bfloat16, or float16 on GPUs "
+        "without bf16 (T4).",
+    )
+    quantization: Literal[QUANTIZATIONS] = Field(  # type: ignore[valid-type]
+        "none",
+        description="Quantization method of the checkpoint; none = read it from the "
+        "checkpoint's own quantization_config.",
+    )
+    kv_cache_dtype: Literal["auto", "fp8"] = Field(
+        "auto", description="KV cache dtype; fp8 halves KV memory (needs compute capability 8.9+)."
+    )
+
+    # --- serving -------------------------------------------------------------------
+    max_model_len: Optional[int] = Field(
+        None,
+        gt=0,
+        description="Longest request (prompt + output) in tokens (default: the model's "
+        f"context, capped at {DEFAULT_MAX_MODEL_LEN_CAP}).",
+    )
+    max_num_seqs: Optional[int] = Field(
+        None, gt=0, description="Most sequences in one batch (default: vLLM's, by GPU)."
+    )
+    max_num_batched_tokens: Optional[int] = Field(
+        None, gt=0, description="Most tokens in one batch (default: vLLM's, by GPU)."
+    )
+    min_concurrent_sequences: int = Field(
+        2,
+        ge=1,
+        le=1024,
+        description="Full-length (maxModelLen) sequences the KV cache must hold at once; "
+        "sizing picks a GPU with room for them.",
+    )
+    gpu_memory_utilization: float = Field(
+        DEFAULT_GPU_MEMORY_UTILIZATION,
+        gt=0.0,
+        le=0.99,
+        description="Share of each GPU's memory vLLM may use (0 < x <= 0.99).",
+    )
+    tensor_parallel_size: Union[Literal["auto"], int] = Field(
+        "auto", description="GPUs one model replica spans: auto, or 1, 2, 4, 8."
+    )
+    pipeline_parallel_size: int = Field(
+        1, ge=1, le=1, description="Pipeline stages; only 1 (single node) is supported yet."
+    )
+    rope_scaling: Optional[dict[str, Any]] = Field(
+        None,
+        description='RoPE scaling object passed via --hf-overrides, e.g. {"rope_type": '
+        '"yarn", "factor": 4.0, "original_max_position_embeddings": 32768}.',
+    )
+    vllm_image: str = Field(
+        DEFAULT_VLLM_IMAGE, description="vLLM container image, pinned by tag or digest."
+    )
+    vllm_extra_args: list[str] = Field(
+        default_factory=list,
+        description="Extra `vllm serve` flags, checked against the pinned vLLM's flag list.",
+    )
+    readiness_timeout_minutes: int = Field(
+        30,
+        ge=1,
+        le=240,
+        description="How long `pulumi up` waits for vLLM to load and answer /health.",
+    )
+
+    # --- the host ------------------------------------------------------------------
+    instance_type: str = Field(
+        "auto", description="EC2 instance type, or auto for the cheapest that fits."
+    )
+    spot: bool = Field(False, description="Run as a spot instance (stopped on interruption).")
+    max_hourly_price_usd: Optional[float] = Field(
+        None, gt=0, description="Refuse instances whose on-demand price is above this."
+    )
+    disk_size_gb: Optional[int] = Field(
+        None,
+        ge=30,
+        le=16384,
+        description="Root volume size (default: weights + image + headroom).",
+    )
+    ami: str = Field(
+        "dlami",
+        description="Host image: dlami (AWS Deep Learning Base OSS Nvidia Driver AMI, "
+        "drivers preinstalled), ubuntu (plain Ubuntu 22.04), or an AMI id.",
+    )
+    vpc_id: Optional[str] = Field(None, description="VPC to use (default: the default VPC).")
+    subnet_id: Optional[str] = Field(
+        None, description="Subnet to use (default: one in the default VPC whose zone offers the type)."
+    )
+    ssh_public_key: Optional[str] = Field(
+        None,
+        description="Your own OpenSSH public key; by default the stack generates a key "
+        "pair and keeps the private key as a secret output.",
+    )
+
+    # --- access --------------------------------------------------------------------
+    allowed_cidrs: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0"],
+        description="Who may reach the HTTPS endpoint (the API key is still required).",
+    )
+    ssh_allowed_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Who may SSH to the host. Must include the address `pulumi up` runs "
+        "from, since provisioning runs over SSH; empty means only SSM.",
+    )
+    metrics_allowed_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Who may read Prometheus /metrics through the proxy (default: nobody).",
+    )
+    domain: Optional[str] = Field(
+        None, description="DNS name pointing at the host's Elastic IP (needed for letsencrypt)."
+    )
+    tls: Literal["self-signed", "letsencrypt"] = Field(
+        "self-signed",
+        description="self-signed: a stack CA signs the certificate (exported as "
+        "caCertificate); letsencrypt: a real certificate for `domain`.",
+    )
+    letsencrypt_email: Optional[str] = Field(
+        None, description="Contact address for Let's Encrypt expiry notices."
+    )
+    rate_limit_per_minute: Optional[int] = Field(
+        None, gt=0, description="Requests per minute per client IP at the proxy (default: off)."
+    )
+    max_request_body_mb: int = Field(
+        64, ge=1, le=1024, description="Largest request body the proxy accepts, in MiB."
+    )
+
+    # --- validators ----------------------------------------------------------------
+    @field_validator("model")
+    @classmethod
+    def _model_id_or_path(cls, value: str) -> str:
+        if value.startswith(("/", "./", "~")) or _HUB_ID.match(value):
+            return value
+        raise ValueError(
+            "expected a hub id like Qwen/Qwen2.5-7B-Instruct (org/name) or an absolute "
+            "path to a local model directory"
+        )
+
+    @field_validator("tensor_parallel_size", mode="before")
+    @classmethod
+    def _tp(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be auto or one of 1, 2, 4, 8")
+        if value not in TENSOR_PARALLEL_SIZES:
+            raise ValueError(
+                "must be auto or one of 1, 2, 4, 8 (AWS GPU instances have 1, 2, 4 or 8 "
+                "GPUs, and vLLM splits attention heads evenly across them)"
+            )
+        return value
+
+    @field_validator("rope_scaling")
+    @classmethod
+    def _rope(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        if value is None:
+            return value
+        rope_type = value.get("rope_type", value.get("type"))
+        if rope_type not in ROPE_TYPES:
+            raise ValueError(
+                f"needs rope_type, one of {', '.join(ROPE_TYPES)} "
+                '(e.g. {"rope_type": "yarn", "factor": 4.0, '
+                '"original_max_position_embeddings": 32768})'
+            )
+        factor = value.get("factor")
+        if rope_type != "llama3" and (
+            not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 1
+        ):
+            raise ValueError("needs a numeric factor greater than 1")
+        return value
+
+    @field_validator("vllm_image")
+    @classmethod
+    def _pinned_image(cls, value: str) -> str:
+        if not _IMAGE_REF.match(value):
+            raise ValueError("expected an image reference like vllm/vllm-openai:v0.33.0")
+        last = value.rsplit("/", 1)[-1]
+        if "@sha256:" not in value and (":" not in last or last.endswith(":latest")):
+            raise ValueError(
+                f"pin a version so redeploys are repeatable, e.g. {DEFAULT_VLLM_IMAGE}"
+            )
+        return value
+
+    @field_validator("vllm_extra_args")
+    @classmethod
+    def _extra_args(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            if not isinstance(arg, str) or not arg:
+                raise ValueError("must be a list of non-empty strings")
+        return value
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, value: str) -> str:
+        if value == "auto" or _EC2_TYPE.match(value):
+            return value
+        raise ValueError("expected auto or an EC2 instance type such as g6.xlarge")
+
+    @field_validator("ami")
+    @classmethod
+    def _ami(cls, value: str) -> str:
+        if value in ("dlami", "ubuntu") or _AMI_ID.match(value):
+            return value
+        raise ValueError("expected dlami, ubuntu, or an AMI id such as ami-0abcdef1234567890")
+
+    @field_validator("vpc_id")
+    @classmethod
+    def _vpc(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or re.match(r"^vpc-[0-9a-f]{8,17}$", value):
+            return value
+        raise ValueError("expected a VPC id such as vpc-0abc1234")
+
+    @field_validator("subnet_id")
+    @classmethod
+    def _subnet(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or re.match(r"^subnet-[0-9a-f]{8,17}$", value):
+            return value
+        raise ValueError("expected a subnet id such as subnet-0abc1234")
+
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _ssh_key(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+", value):
+            return value
+        raise ValueError("expected an OpenSSH public key line (ssh-ed25519 AAAA... or ssh-rsa AAAA...)")
+
+    @field_validator("allowed_cidrs", "ssh_allowed_cidrs", "metrics_allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str], info) -> list[str]:
+        return _cidr_list(value, info.field_name)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or _HOSTNAME.match(value.lower()):
+            return value.lower() if value else value
+        raise ValueError("expected a DNS name such as llm.example.com")
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "StackConfig":
+        if self.tls == "letsencrypt" and not self.domain:
+            raise ValueError(
+                "tls=letsencrypt needs `domain` (a DNS name pointing at the host); "
+                "set domain, or use tls=self-signed"
+            )
+        if self.model_source == "modelscope" and self.model.startswith(("/", "./", "~")):
+            raise ValueError("modelSource=modelscope needs a ModelScope id, not a local path")
+        return self
+
+    # --- derived -------------------------------------------------------------------
+    @property
+    def is_local_model(self) -> bool:
+        return self.model.startswith(("/", "./", "~"))
+
+    @property
+    def served_name(self) -> str:
+        if self.served_model_name:
+            return self.served_model_name
+        return self.model.rstrip("/").rsplit("/", 1)[-1] if self.is_local_model else self.model
+
+
+KEYS: tuple[str, ...] = tuple(
+    field.alias or name for name, field in StackConfig.model_fields.items()
+)
+
+
+_FIELD_BY_KEY = {field.alias or name: name for name, field in StackConfig.model_fields.items()}
+
+
+def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
+    loc = err.get("loc") or ()
+    key = str(loc[0]) if loc else ""
+    msg = err["msg"].removeprefix("Value error, ")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        guess = difflib.get_close_matches(key, KEYS + SECRET_KEYS, n=1, cutoff=0.6)
+        hint = f"did you mean {NAMESPACE}:{guess[0]}?" if guess else (
+            f"known keys: {', '.join(KEYS)}"
+        )
+        return f"{NAMESPACE}:{key} is not a known key; {hint} (pulumi config rm {key})"
+    if not key:  # model-level cross-field check
+        return msg
+    where = f"{NAMESPACE}:{key}" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+    given = raw.get(key, "<missing>")
+    if kind == "missing":
+        return f"{where} is required: set it with `pulumi config set {key} <value>`"
+    if kind == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        value = err.get("input")
+        options = re.findall(r"'([^']*)'", allowed)
+        guess = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
+        return f"{where}={value!r} is not allowed: expected {allowed}{hint}"
+    field = StackConfig.model_fields.get(_FIELD_BY_KEY.get(key, ""))
+    about = f" ({field.description})" if field is not None and field.description else ""
+    return f"{where}={given!r}: {msg}{about}"
+
+
+def parse(raw: dict[str, Any]) -> StackConfig:
+    """Validate the stack's config values (camelCase keys, namespace stripped).
+
+    Raises ConfigError listing every problem at once, so one `pulumi preview` shows them all.
+    """
+    secrets = sorted(k for k in raw if k in SECRET_KEYS)
+    values = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
+    if secrets:  # callers pass secrets separately; reaching here is a programming error
+        raise ConfigError([f"{NAMESPACE}:{k} must be read as a secret" for k in secrets])
+    try:
+        return StackConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError([_describe_error(e, values) for e in exc.errors()]) from None
