@@ -69,9 +69,16 @@ class ConfigError(ValueError):
         )
 
 
+# In sshAllowedCidrs: the public IPv4 address `pulumi` runs from, looked up at preview time.
+THIS_MACHINE = "auto"
+
+
 def _cidr_list(value: list[str], key: str) -> list[str]:
     checked = []
     for raw in value:
+        if raw == THIS_MACHINE and key == "ssh_allowed_cidrs":
+            checked.append(raw)
+            continue
         try:
             net = ipaddress.ip_network(raw, strict=False)
         except ValueError:
@@ -212,9 +219,9 @@ class StackConfig(BaseModel):
         description="Who may reach the HTTPS endpoint (the API key is still required).",
     )
     ssh_allowed_cidrs: list[str] = Field(
-        default_factory=list,
-        description="Who may SSH to the host. Must include the address `pulumi up` runs "
-        "from, since provisioning runs over SSH; empty means only SSM.",
+        default_factory=lambda: [THIS_MACHINE],
+        description="Who may SSH to the host; `auto` = the public IPv4 address pulumi runs "
+        "from (provisioning runs over SSH, so it must be included).",
     )
     metrics_allowed_cidrs: list[str] = Field(
         default_factory=list,

@@ -1,0 +1,39 @@
+"""vllm-deploy: `pulumi up` -> a sized, provisioned, TLS-secured vLLM endpoint on AWS.
+
+Data flows one way: stack config -> sizing plan (pure) -> resources -> stack outputs.
+"""
+
+import pulumi
+
+from components.deployment import VllmDeployment, VllmDeploymentArgs
+from components.region import offered_instance_types
+from config.sizing import format_report
+from config.stack import load, size
+
+settings, secrets = load()  # every bad value fails here, before any resource exists
+plan = size(settings, offered=offered_instance_types())  # so does a model that fits nowhere
+pulumi.log.info(format_report(plan))
+
+deployment = VllmDeployment(
+    "vllm",
+    VllmDeploymentArgs(
+        settings=settings,
+        plan=plan,
+        api_key=secrets.api_key,
+        hf_token=secrets.hf_token,
+        region=pulumi.Config("aws").get("region"),
+    ),
+)
+
+pulumi.export("endpoint", deployment.endpoint)
+pulumi.export("apiKey", deployment.api_key)
+pulumi.export("caCertificate", deployment.ca_certificate)
+pulumi.export("servedModelName", settings.served_name)
+pulumi.export("instanceType", plan.instance.name)
+pulumi.export("instanceId", deployment.instance_id)
+pulumi.export("publicIp", deployment.public_ip)
+pulumi.export("sshCommand", deployment.ssh_command)
+if deployment.ssh_private_key is not None:
+    pulumi.export("sshPrivateKey", deployment.ssh_private_key)
+pulumi.export("hourlyPriceUsd", plan.hourly_price_usd)
+pulumi.export("sizing", plan.to_output())

@@ -1,0 +1,133 @@
+"""VllmDeployment: the whole endpoint, composed from one component per concern."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+from components.docker_host import docker_over_ssh, identity_file_hint
+from components.gpu_host import GpuHost, GpuHostArgs
+from components.host_setup import HostSetup, HostSetupArgs
+from components.naming import child, component_type, default_tags
+from components.proxy import NginxProxy, NginxProxyArgs
+from components.vllm_server import VllmServer, VllmServerArgs
+from config.plan import SizingPlan
+from config.settings import StackConfig
+
+
+@dataclass
+class VllmDeploymentArgs:
+    settings: StackConfig
+    """The validated stack config."""
+    plan: SizingPlan
+    """The sizing decision."""
+    api_key: Optional[pulumi.Output[str]] = None
+    """Secret API key; generated when None."""
+    hf_token: Optional[pulumi.Output[str]] = None
+    """Secret Hugging Face token for gated models."""
+    region: Optional[str] = None
+    """AWS region (aws:region); None = the provider's default."""
+
+
+class VllmDeployment(pulumi.ComponentResource):
+    """A secured OpenAI-compatible vLLM endpoint on one AWS GPU instance."""
+
+    endpoint: pulumi.Output[str]
+    api_key: pulumi.Output[str]
+    ca_certificate: pulumi.Output[str]
+    instance_id: pulumi.Output[str]
+    public_ip: pulumi.Output[str]
+    ssh_command: pulumi.Output[str]
+    ssh_private_key: Optional[pulumi.Output[str]]
+
+    def __init__(self, name: str, args: VllmDeploymentArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(component_type("VllmDeployment"), name, None, opts)
+        settings, plan = args.settings, args.plan
+
+        provider = aws.Provider(
+            child(name, "aws"),
+            region=args.region,
+            default_tags=aws.ProviderDefaultTagsArgs(tags=default_tags()),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        in_aws = pulumi.ResourceOptions(parent=self, providers={"aws": provider})
+        mine = pulumi.ResourceOptions(parent=self)
+
+        api_key = args.api_key if args.api_key is not None else self._generated_api_key(name)
+        host = GpuHost(child(name, "host"), GpuHostArgs(settings=settings, plan=plan), in_aws)
+        setup = HostSetup(
+            child(name, "setup"),
+            HostSetupArgs(
+                settings=settings,
+                plan=plan,
+                connection=host.connection,
+                instance_id=host.instance_id,
+                hf_token=args.hf_token,
+            ),
+            mine,
+        )
+        engine = docker_over_ssh(
+            name, host=host.public_ip, user=host.ssh_user, private_key=host.ssh_private_key, opts=mine
+        )
+        server = VllmServer(
+            child(name, "vllm"),
+            VllmServerArgs(
+                settings=settings,
+                plan=plan,
+                docker_provider=engine,
+                connection=host.connection,
+                instance_id=host.instance_id,
+                runtime_ready=setup.runtime_ready,
+                model_ready=setup.model_ready,
+                model_dir=setup.model_dir,
+                api_key=api_key,
+            ),
+            mine,
+        )
+        proxy = NginxProxy(
+            child(name, "proxy"),
+            NginxProxyArgs(
+                settings=settings,
+                docker_provider=engine,
+                public_ip=host.public_ip,
+                upstream_port=server.port,
+                depends_on=[server.ready],
+            ),
+            mine,
+        )
+
+        address = settings.domain or host.public_ip
+        # The endpoint exists once vLLM answered and the proxy is up: carry both as dependencies.
+        self.endpoint = pulumi.Output.all(server.ready.id, proxy.ca_certificate, address).apply(
+            lambda v: f"https://{v[2]}/v1"
+        )
+        self.api_key = pulumi.Output.secret(api_key)
+        self.ca_certificate = proxy.ca_certificate
+        self.instance_id = host.instance_id
+        self.public_ip = host.public_ip
+        self.ssh_private_key = host.ssh_private_key
+        key_hint = f"-i {identity_file_hint(pulumi.get_stack())} " if host.ssh_private_key is not None else ""
+        self.ssh_command = pulumi.Output.concat("ssh ", key_hint, "ubuntu@", host.public_ip)
+        self.register_outputs(
+            {
+                "endpoint": self.endpoint,
+                "apiKey": self.api_key,
+                "caCertificate": self.ca_certificate,
+                "instanceId": self.instance_id,
+                "publicIp": self.public_ip,
+                "sshCommand": self.ssh_command,
+            }
+        )
+
+    def _generated_api_key(self, name: str) -> pulumi.Output[str]:
+        password = random.RandomPassword(
+            child(name, "api-key"),
+            length=48,
+            special=False,  # safe in an Authorization header and a shell variable
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return password.result

@@ -1,0 +1,77 @@
+"""The host's Docker engine as a pulumi-docker provider, reached over SSH.
+
+`ssh://ubuntu@<ip>`: the machine running `pulumi preview`/`up` needs TCP 22 to the host
+(sshAllowedCidrs) and an `ssh` client. The stack's generated private key is written to
+~/.ssh/vllm-deploy/<stack>.key (mode 0600, where SSH keys live) whenever the program runs, so a
+later preview on another machine works from the stack's state alone; with your own
+`sshPublicKey`, your ssh-agent is used and nothing is written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import pulumi
+import pulumi_docker as docker
+
+from components.naming import child
+
+
+IDENTITY_DIR = ".ssh/vllm-deploy"  # under the home directory of whoever runs pulumi
+
+
+def identity_file(stack: str) -> Path:
+    return Path(os.path.expanduser("~")) / IDENTITY_DIR / f"{stack}.key"
+
+
+def identity_file_hint(stack: str) -> str:
+    """The same path as users type it (machine-independent, unlike the expanded one)."""
+    return f"~/{IDENTITY_DIR}/{stack}.key"
+
+
+def write_identity_file(path: Path, private_key: str) -> str:
+    """Write the key with 0600 from creation (never world-readable, not even briefly)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(private_key)
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def docker_ssh_opts(key_path: Optional[str]) -> list[str]:
+    # Host keys are not pinned: the Elastic IP outlives a replaced instance (new host key),
+    # and pulumi-command's own SSH connection does not check them either. Authentication
+    # of the client is by key only.
+    opts = [
+        "-o", "StrictHostKeyChecking=no",
+        "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "LogLevel=ERROR",
+        "-o", "ServerAliveInterval=30",
+        "-o", "ConnectTimeout=15",
+    ]
+    if key_path:
+        opts += ["-o", "IdentitiesOnly=yes", "-i", key_path]
+    return opts
+
+
+def docker_over_ssh(
+    name: str,
+    *,
+    host: pulumi.Input[str],
+    user: pulumi.Input[str],
+    private_key: Optional[pulumi.Output[str]],
+    opts: Optional[pulumi.ResourceOptions] = None,
+) -> docker.Provider:
+    key_path: pulumi.Input[Optional[str]] = None
+    if private_key is not None:
+        path = identity_file(pulumi.get_stack())
+        key_path = private_key.apply(lambda key: write_identity_file(path, key) if key else str(path))
+    return docker.Provider(
+        child(name, "docker"),
+        host=pulumi.Output.concat("ssh://", user, "@", host),
+        ssh_opts=pulumi.Output.from_input(key_path).apply(docker_ssh_opts),
+        opts=opts,
+    )

@@ -1,0 +1,339 @@
+"""GpuHost: everything one GPU server needs on AWS — image, network placement, firewall,
+access (SSH key and SSM), the instance with its encrypted disk, and a stable address."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_command as command
+import pulumi_tls as tls
+import yaml
+
+from components.naming import child, component_type, default_tags
+from config.plan import SizingPlan
+from config.settings import StackConfig
+
+SSH_USER = "ubuntu"
+HTTPS_PORT = 443
+HTTP_PORT = 80  # redirects to HTTPS, and answers ACME http-01 challenges
+SSH_PORT = 22
+
+# Environment names sshd must accept so remote commands can pass parameters and secrets
+# through the SSH session's environment instead of the command line.
+ACCEPTED_ENV = ("VLLM_DEPLOY_*", "HF_TOKEN", "MODELSCOPE_API_TOKEN", "VLLM_API_KEY")
+
+
+@dataclass(frozen=True)
+class AmiQuery:
+    owner: str
+    name_pattern: str
+    arch: str
+
+
+# Owners and name patterns: shared reference ami-notes.md. The DLAMI ships the NVIDIA driver,
+# Docker and the container toolkit; plain Ubuntu gets them from the provisioning scripts.
+_DLAMI_OWNER = "898082745236"
+_CANONICAL_OWNER = "099720109477"
+
+
+def ami_query(choice: str, arch: str) -> Optional[AmiQuery]:
+    """How to look up the image for `ami` = dlami | ubuntu; None for an explicit AMI id."""
+    if choice == "dlami":
+        family = "Deep Learning ARM64 Base OSS Nvidia Driver GPU AMI" if arch == "arm64" else (
+            "Deep Learning Base OSS Nvidia Driver GPU AMI"
+        )
+        return AmiQuery(_DLAMI_OWNER, f"{family} (Ubuntu 22.04) *", arch)
+    if choice == "ubuntu":
+        ubuntu_arch = "arm64" if arch == "arm64" else "amd64"
+        return AmiQuery(
+            _CANONICAL_OWNER, f"ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-{ubuntu_arch}-server-*", arch
+        )
+    return None
+
+
+def user_data() -> str:
+    """cloud-init for the host: only non-secret settings (user data is readable by anyone who
+    can describe the instance). Lets sshd accept our environment variables."""
+    accept = " ".join(ACCEPTED_ENV)
+    doc = {
+        "write_files": [
+            {
+                "path": "/etc/ssh/sshd_config.d/60-vllm-deploy.conf",
+                "permissions": "0644",
+                "content": f"# vllm-deploy passes step parameters as environment variables\nAcceptEnv {accept}\n",
+            }
+        ],
+        "runcmd": [["systemctl", "reload", "ssh"]],
+    }
+    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
+
+
+@dataclass
+class GpuHostArgs:
+    settings: StackConfig
+    """The validated stack config (access lists, image choice, spot, network placement)."""
+    plan: SizingPlan
+    """The sizing decision: instance type, architecture, disk size."""
+
+
+class GpuHost(pulumi.ComponentResource):
+    """One GPU server: reachable on 443/80 from allowedCidrs, on 22 from sshAllowedCidrs only."""
+
+    instance_id: pulumi.Output[str]
+    public_ip: pulumi.Output[str]
+    availability_zone: pulumi.Output[str]
+    ssh_user: pulumi.Output[str]
+    ssh_private_key: Optional[pulumi.Output[str]]
+    connection: command.remote.ConnectionArgs
+
+    def __init__(self, name: str, args: GpuHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(component_type("GpuHost"), name, None, opts)
+        self._name = name
+        self._args = args
+        settings, plan = args.settings, args.plan
+
+        ami_id = self._image(settings.ami, plan.instance.arch)
+        subnet = self._placement(settings, plan.instance.name)
+        security_group = self._security_group(settings, subnet.vpc_id)
+        key_name, private_key = self._key_pair(settings)
+        profile = self._instance_profile()
+        instance = self._instance(plan, settings, ami_id, subnet.id, security_group, key_name, profile)
+        address, attached_ip = self._elastic_ip(instance)
+
+        self.instance_id = instance.id
+        # The association's id rides along so whoever connects waits until the address is attached.
+        self.public_ip = pulumi.Output.all(attached_ip.id, address.public_ip).apply(lambda v: v[1])
+        self.availability_zone = instance.availability_zone
+        self.ssh_user = pulumi.Output.from_input(SSH_USER)
+        self.ssh_private_key = private_key
+        self.connection = command.remote.ConnectionArgs(
+            host=self.public_ip,
+            user=SSH_USER,
+            private_key=private_key,
+            # A fresh instance takes minutes to boot (longer after a driver reboot).
+            dial_error_limit=120,
+            per_dial_timeout=10,
+        )
+        self.register_outputs(
+            {
+                "instanceId": self.instance_id,
+                "publicIp": self.public_ip,
+                "availabilityZone": self.availability_zone,
+                "sshUser": self.ssh_user,
+            }
+        )
+
+    # --- helpers -------------------------------------------------------------------
+    def _invoke_opts(self) -> pulumi.InvokeOptions:
+        return pulumi.InvokeOptions(parent=self)
+
+    def _image(self, choice: str, arch: str) -> str:
+        query = ami_query(choice, arch)
+        if query is None:
+            return choice
+        ami = aws.ec2.get_ami(
+            most_recent=True,
+            owners=[query.owner],
+            filters=[
+                aws.ec2.GetAmiFilterArgs(name="name", values=[query.name_pattern]),
+                aws.ec2.GetAmiFilterArgs(name="architecture", values=[query.arch]),
+                aws.ec2.GetAmiFilterArgs(name="state", values=["available"]),
+            ],
+            opts=self._invoke_opts(),
+        )
+        return ami.id
+
+    def _placement(self, settings: StackConfig, instance_type: str) -> aws.ec2.AwaitableGetSubnetResult:
+        offerings = aws.ec2.get_instance_type_offerings(
+            location_type="availability-zone",
+            filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=[instance_type])],
+            opts=self._invoke_opts(),
+        )
+        zones = sorted(set(offerings.locations))
+        if not zones:
+            raise pulumi.RunError(
+                f"no availability zone in this region offers {instance_type}; "
+                "set aws:region to another region or pick another instanceType"
+            )
+        if settings.subnet_id:
+            subnet = aws.ec2.get_subnet(id=settings.subnet_id, opts=self._invoke_opts())
+            if subnet.availability_zone not in zones:
+                raise pulumi.RunError(
+                    f"vllm-deploy:subnetId={settings.subnet_id!r} is in {subnet.availability_zone}, "
+                    f"which does not offer {instance_type}; use a subnet in one of {', '.join(zones)}"
+                )
+            return subnet
+        vpc = aws.ec2.get_vpc(
+            id=settings.vpc_id, default=None if settings.vpc_id else True, opts=self._invoke_opts()
+        )
+        filters = [
+            aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc.id]),
+            aws.ec2.GetSubnetsFilterArgs(name="availability-zone", values=zones),
+        ]
+        candidates = aws.ec2.get_subnets(filters=filters, opts=self._invoke_opts())
+        if not candidates.ids:
+            where = f"VPC {vpc.id}" if settings.vpc_id else "the default VPC"
+            raise pulumi.RunError(
+                f"{where} has no subnet in a zone offering {instance_type} ({', '.join(zones)}); "
+                "set vllm-deploy:subnetId, or another aws:region"
+            )
+        # Sorted so a re-run picks the same subnet (and does not move the instance).
+        return aws.ec2.get_subnet(id=sorted(candidates.ids)[0], opts=self._invoke_opts())
+
+    def _security_group(self, settings: StackConfig, vpc_id: str) -> aws.ec2.SecurityGroup:
+        group = aws.ec2.SecurityGroup(
+            child(self._name, "sg"),
+            vpc_id=vpc_id,
+            description="vllm-deploy: HTTPS to the proxy, SSH for provisioning; vLLM stays on loopback",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        rules: list[tuple[str, int, str]] = []
+        for cidr in settings.allowed_cidrs:
+            rules += [("https", HTTPS_PORT, cidr), ("http", HTTP_PORT, cidr)]
+        for cidr in settings.ssh_allowed_cidrs:
+            rules.append(("ssh", SSH_PORT, cidr))
+        for role, port, cidr in rules:
+            ipv6 = ":" in cidr
+            aws.vpc.SecurityGroupIngressRule(
+                child(self._name, f"{role}-{cidr.replace('/', '-').replace(':', '_')}"),
+                security_group_id=group.id,
+                ip_protocol="tcp",
+                from_port=port,
+                to_port=port,
+                cidr_ipv4=None if ipv6 else cidr,
+                cidr_ipv6=cidr if ipv6 else None,
+                description=f"{role} from {cidr}",
+                opts=pulumi.ResourceOptions(parent=group),
+            )
+        for family, cidr in (("ipv4", "0.0.0.0/0"), ("ipv6", "::/0")):
+            aws.vpc.SecurityGroupEgressRule(
+                child(self._name, f"egress-{family}"),
+                security_group_id=group.id,
+                ip_protocol="-1",
+                cidr_ipv4=cidr if family == "ipv4" else None,
+                cidr_ipv6=cidr if family == "ipv6" else None,
+                description="image pulls, model downloads, package installs",
+                opts=pulumi.ResourceOptions(parent=group),
+            )
+        return group
+
+    def _key_pair(self, settings: StackConfig) -> tuple[pulumi.Output[str], Optional[pulumi.Output[str]]]:
+        private_key: Optional[pulumi.Output[str]] = None
+        if settings.ssh_public_key:
+            public_key: pulumi.Input[str] = settings.ssh_public_key
+        else:
+            generated = tls.PrivateKey(
+                child(self._name, "ssh-key"),
+                algorithm="ED25519",
+                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["privateKeyOpenssh", "privateKeyPem"]),
+            )
+            public_key = generated.public_key_openssh
+            private_key = pulumi.Output.secret(generated.private_key_openssh)
+        key_pair = aws.ec2.KeyPair(
+            child(self._name, "key"),
+            public_key=public_key,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return key_pair.key_name, private_key
+
+    def _instance_profile(self) -> aws.iam.InstanceProfile:
+        role = aws.iam.Role(
+            child(self._name, "role"),
+            assume_role_policy=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "ec2.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                }
+            ),
+            description="vllm-deploy host: SSM Session Manager only",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        aws.iam.RolePolicyAttachment(
+            child(self._name, "ssm"),
+            role=role.name,
+            policy_arn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
+            opts=pulumi.ResourceOptions(parent=role),
+        )
+        return aws.iam.InstanceProfile(
+            child(self._name, "profile"), role=role.name, opts=pulumi.ResourceOptions(parent=self)
+        )
+
+    def _instance(
+        self,
+        plan: SizingPlan,
+        settings: StackConfig,
+        ami_id: str,
+        subnet_id: str,
+        security_group: aws.ec2.SecurityGroup,
+        key_name: pulumi.Output[str],
+        profile: aws.iam.InstanceProfile,
+    ) -> aws.ec2.Instance:
+        market = None
+        if settings.spot:
+            market = aws.ec2.InstanceInstanceMarketOptionsArgs(
+                market_type="spot",
+                spot_options=aws.ec2.InstanceInstanceMarketOptionsSpotOptionsArgs(
+                    # Stop (keep the disk and the downloaded model) instead of terminating;
+                    # AWS allows "stop" only for persistent requests.
+                    instance_interruption_behavior="stop",
+                    spot_instance_type="persistent",
+                ),
+            )
+        return aws.ec2.Instance(
+            child(self._name, "instance"),
+            ami=ami_id,
+            instance_type=plan.instance.name,
+            subnet_id=subnet_id,
+            vpc_security_group_ids=[security_group.id],
+            key_name=key_name,
+            iam_instance_profile=profile.name,
+            associate_public_ip_address=True,
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+                http_endpoint="enabled",
+                http_tokens="required",  # IMDSv2 only
+                http_put_response_hop_limit=1,  # containers cannot reach the instance role
+            ),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                volume_type="gp3",
+                volume_size=plan.disk_size_gb,
+                encrypted=True,
+                delete_on_termination=True,
+                # Provider default tags do not reach the root volume.
+                tags={**default_tags(), "Name": f"{self._name}-root"},
+            ),
+            instance_market_options=market,
+            user_data=user_data(),
+            tags={"Name": self._name},
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                # A new type or image is a new host: say "replace" in preview rather than an
+                # in-place stop/modify/start that AWS may refuse mid-way.
+                replace_on_changes=["instanceType", "ami"],
+                ignore_changes=["associatePublicIpAddress"],
+            ),
+        )
+
+    def _elastic_ip(self, instance: aws.ec2.Instance) -> tuple[aws.ec2.Eip, aws.ec2.EipAssociation]:
+        address = aws.ec2.Eip(
+            child(self._name, "eip"),
+            domain="vpc",
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        # A separate association keeps the address when the instance is replaced.
+        association = aws.ec2.EipAssociation(
+            child(self._name, "eip-assoc"),
+            allocation_id=address.allocation_id,
+            instance_id=instance.id,
+            opts=pulumi.ResourceOptions(parent=address),
+        )
+        return address, association

@@ -1,0 +1,116 @@
+"""HostSetup: provisions the GPU host over SSH as an explicit chain of scripted steps.
+
+wait -> NVIDIA driver -> (reboot pause, wait again) -> Docker -> container toolkit -> GPU smoke check
+                                                   \\-> model download (in parallel with Docker & co.)
+
+Each step copies its script (and the shared lib.sh) to the host and runs it with sudo; its
+parameters travel as the SSH session's environment (sshd accepts them, see gpu_host.user_data),
+secrets only there, never in the command string. A step's triggers hold its scripts' hashes and
+the previous step's id, so editing a script re-runs that step and the ones after it, and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_command as command
+
+from components.naming import child, component_type
+from components.script_steps import ScriptSteps
+from config.plan import SizingPlan
+from config.settings import StackConfig
+
+MODELS_DIR = "/data/models"
+NVIDIA_DRIVER_BRANCH = "580"  # CUDA 13 (the vLLM 0.33 image) needs driver >= 580
+REBOOT_PAUSE_SECONDS = 45  # longer than the driver script's reboot delay
+_REBOOT_MARKER = re.compile(r"^VLLM_DEPLOY_REBOOT=scheduled boot_id=(\S+)$", re.M)
+
+
+def model_dir_on_host(settings: StackConfig) -> str:
+    """Where the weights live on the host; the vLLM container mounts it read-only."""
+    revision = settings.model_revision or "default"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "--", f"{settings.model}@{revision}").strip("-")
+    return f"{MODELS_DIR}/{safe}"
+
+
+def reboot_boot_id(stdout: Optional[str]) -> str:
+    """The boot id the driver step printed when it scheduled a reboot ("" when none)."""
+    match = _REBOOT_MARKER.search(stdout or "")
+    return match.group(1) if match else ""
+
+
+@dataclass
+class HostSetupArgs:
+    settings: StackConfig
+    """The validated stack config (model, source, revision)."""
+    plan: SizingPlan
+    """The sizing decision: how many GPUs of how much memory the smoke check expects."""
+    connection: command.remote.ConnectionArgs
+    """SSH connection to the host."""
+    instance_id: pulumi.Input[str]
+    """Re-provision when the instance is replaced."""
+    hf_token: Optional[pulumi.Output[str]] = None
+    """Secret token for gated Hugging Face models."""
+
+
+class HostSetup(pulumi.ComponentResource):
+    """The provisioned host: GPU runtime ready and the model on disk."""
+
+    runtime_ready: command.remote.Command  # GPU smoke check passed
+    model_ready: command.remote.Command  # weights downloaded and verified
+    model_dir: str
+
+    def __init__(self, name: str, args: HostSetupArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(component_type("HostSetup"), name, None, opts)
+        self._name = name
+        self._steps = ScriptSteps(self, name, args.connection, args.instance_id)
+        settings, plan = args.settings, args.plan
+
+        waited = self._steps.run("wait", "wait_for_host.sh", after=None)
+        driver = self._steps.run(
+            "driver", "install_nvidia_driver.sh", after=waited,
+            env={"VLLM_DEPLOY_DRIVER_BRANCH": NVIDIA_DRIVER_BRANCH},
+        )
+        rebooted = self._after_possible_reboot(driver)
+        docker = self._steps.run("docker", "install_docker.sh", after=rebooted)
+        toolkit = self._steps.run("toolkit", "install_container_toolkit.sh", after=docker)
+        smoke = self._steps.run(
+            "gpu-check", "gpu_smoke_check.sh", after=toolkit,
+            env={
+                "VLLM_DEPLOY_EXPECTED_GPUS": str(plan.instance.gpu_count),
+                # 95%: nvidia-smi reports slightly different totals than the EC2 API.
+                "VLLM_DEPLOY_MIN_GPU_MEMORY_MIB": str(int(plan.instance.gpu_memory_gib * 1024 * 0.95)),
+            },
+        )
+        self.model_dir = model_dir_on_host(settings)
+        download = self._steps.run(
+            "model", "download_model.sh", after=rebooted,
+            env={
+                "VLLM_DEPLOY_MODEL": settings.model,
+                "VLLM_DEPLOY_MODEL_SOURCE": settings.model_source,
+                "VLLM_DEPLOY_MODEL_REVISION": settings.model_revision or "",
+                "VLLM_DEPLOY_MODELS_DIR": MODELS_DIR,
+                "VLLM_DEPLOY_MODEL_DIR": self.model_dir,
+            },
+            secret_env={"HF_TOKEN": args.hf_token} if args.hf_token is not None else None,
+        )
+        self.runtime_ready = smoke
+        self.model_ready = download
+        self.register_outputs({"modelDir": self.model_dir, "gpuCheck": smoke.stdout})
+
+    def _after_possible_reboot(self, driver: command.remote.Command) -> command.remote.Command:
+        boot_id = driver.stdout.apply(reboot_boot_id)
+        # Runs where `pulumi up` runs: a remote sleep would die with the reboot it waits for.
+        pause = command.local.Command(
+            child(self._name, "reboot-pause"),
+            create=f'if [ -n "$BOOT_ID_BEFORE" ]; then sleep {REBOOT_PAUSE_SECONDS}; fi',
+            environment={"BOOT_ID_BEFORE": boot_id},
+            triggers=[driver.id],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return self._steps.run(
+            "rebooted", "wait_for_host.sh", after=pause, env={"VLLM_DEPLOY_BOOT_ID_BEFORE": boot_id}
+        )

@@ -1,0 +1,101 @@
+"""Runs host scripts (components/scripts/*.sh) over SSH as pulumi-command steps.
+
+A step copies its script and lib.sh to the host, then runs it with sudo. Parameters travel
+as the SSH session's environment (sshd accepts them, see gpu_host.user_data) and secrets only
+there: never in the command string, which the state and `pulumi preview` show. A step's
+triggers hold its scripts' hashes, its parameters and the previous step's id, so editing a
+script re-runs that step and the ones after it, and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+import pulumi
+import pulumi_command as command
+
+from components.naming import child
+
+SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
+REMOTE_DIR = "/home/ubuntu/vllm-deploy"
+
+
+def file_digest(name: str) -> str:
+    return hashlib.sha256((SCRIPTS_DIR / name).read_bytes()).hexdigest()
+
+
+def script_digest(name: str) -> str:
+    """sha256 of a script plus the lib.sh it sources: what a step's triggers track."""
+    return hashlib.sha256((file_digest("lib.sh") + file_digest(name)).encode()).hexdigest()
+
+
+class ScriptSteps:
+    """Step factory bound to one host; children are parented to `parent`."""
+
+    def __init__(
+        self,
+        parent: pulumi.Resource,
+        name: str,
+        connection: command.remote.ConnectionArgs,
+        instance_id: pulumi.Input[str],
+    ):
+        self._parent = parent
+        self._name = name
+        self._connection = connection
+        self._instance_id = instance_id  # a replaced instance is provisioned from scratch
+
+    def _copy(self, role: str, script: str, after: Optional[pulumi.Resource]) -> command.remote.CopyToRemote:
+        return command.remote.CopyToRemote(
+            child(self._name, f"{role}-copy-{Path(script).stem}"),
+            connection=self._connection,
+            source=pulumi.FileAsset(str(SCRIPTS_DIR / script)),
+            remote_path=f"{REMOTE_DIR}/{script}",
+            triggers=[file_digest(script), self._instance_id],
+            opts=pulumi.ResourceOptions(parent=self._parent, depends_on=[after] if after else None),
+        )
+
+    def run(
+        self,
+        role: str,
+        script: str,
+        *,
+        after: Optional[pulumi.Resource],
+        env: Optional[Mapping[str, pulumi.Input[str]]] = None,
+        secret_env: Optional[Mapping[str, pulumi.Input[str]]] = None,
+        extra_triggers: Sequence[pulumi.Input[str]] = (),
+        log_output: Optional[bool] = None,
+        timeout: str = "60m",
+    ) -> command.remote.Command:
+        copies = [self._copy(role, "lib.sh", after), self._copy(role, script, after)]
+        env = dict(env or {})
+        environment: dict[str, pulumi.Input[str]] = dict(env)
+        names = sorted(env)
+        if secret_env:
+            environment.update({k: pulumi.Output.secret(v) for k, v in secret_env.items()})
+            names += sorted(secret_env)
+        preserve = f"--preserve-env={','.join(names)} " if names else ""
+        triggers: list[pulumi.Input[str]] = [script_digest(script), self._instance_id]
+        triggers += [pulumi.Output.concat(k, "=", v) for k, v in sorted(env.items())]
+        triggers += list(extra_triggers)
+        if after is not None:
+            triggers.append(after.id)
+        # By default a step whose environment holds a secret logs nothing: a tool it runs
+        # could echo it. Such steps also keep their output secret in the state.
+        if log_output is None:
+            log_output = not secret_env
+        return command.remote.Command(
+            child(self._name, role),
+            connection=self._connection,
+            create=f"sudo {preserve}bash {REMOTE_DIR}/{script}",
+            environment=environment or None,
+            triggers=triggers,
+            logging=command.remote.Logging.STDOUT_AND_STDERR if log_output else command.remote.Logging.NONE,
+            opts=pulumi.ResourceOptions(
+                parent=self._parent,
+                depends_on=copies,
+                additional_secret_outputs=["stdout", "stderr"] if secret_env else None,
+                custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
+            ),
+        )

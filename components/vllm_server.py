@@ -1,0 +1,117 @@
+"""VllmServer: the vLLM container on the provisioned host, and the wait until it serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_command as command
+import pulumi_docker as docker
+
+from components.naming import child, component_type
+from components.script_steps import ScriptSteps
+from config.plan import SizingPlan
+from config.settings import StackConfig
+from config.vllm_args import serve_args
+
+VLLM_PORT = 8000  # on the host's loopback only; nginx is the way in
+CONTAINER_NAME = "vllm"
+MODEL_MOUNT = "/models/served"
+
+
+@dataclass
+class VllmServerArgs:
+    settings: StackConfig
+    """The validated stack config (image, serving flags, readiness timeout)."""
+    plan: SizingPlan
+    """The sizing decision (TP, dtype, max model len...)."""
+    docker_provider: docker.Provider
+    """Docker engine of the host (components.docker_host)."""
+    connection: command.remote.ConnectionArgs
+    """SSH connection for the readiness check."""
+    instance_id: pulumi.Input[str]
+    """Re-run the readiness check on a new instance."""
+    runtime_ready: pulumi.Resource
+    """Docker and the GPU runtime work (the GPU smoke check)."""
+    model_ready: pulumi.Resource
+    """The weights are on disk."""
+    model_dir: str
+    """Where the weights are on the host."""
+    api_key: pulumi.Output[str]
+    """Secret key vLLM checks on /v1 (passed as VLLM_API_KEY, never as a flag)."""
+
+
+class VllmServer(pulumi.ComponentResource):
+    """vLLM's OpenAI-compatible server on 127.0.0.1:8000 of the host, ready when this exists."""
+
+    port: int
+    container_name: pulumi.Output[str]
+    ready: command.remote.Command
+    args: list[str]
+
+    def __init__(self, name: str, args: VllmServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(component_type("VllmServer"), name, None, opts)
+        self._name = name
+        settings = args.settings
+        self.port = VLLM_PORT
+        self.args = serve_args(settings, args.plan, model_path=MODEL_MOUNT, port=VLLM_PORT)
+
+        provider = args.docker_provider
+        image = docker.RemoteImage(
+            child(name, "image"),
+            name=settings.vllm_image,
+            keep_locally=True,  # tens of GB: pull once, keep across container replacements
+            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[args.runtime_ready]),
+        )
+        container = self._container(args, image, provider)
+        self.ready = ScriptSteps(self, name, args.connection, args.instance_id).run(
+            "ready", "wait_for_vllm.sh", after=container,
+            env={
+                "VLLM_DEPLOY_PORT": str(VLLM_PORT),
+                "VLLM_DEPLOY_CONTAINER": CONTAINER_NAME,
+                "VLLM_DEPLOY_SERVED_MODEL": settings.served_name,
+                "VLLM_DEPLOY_TIMEOUT_SECONDS": str(settings.readiness_timeout_minutes * 60),
+            },
+            secret_env={"VLLM_API_KEY": args.api_key},
+            # Its failure output (the container log tail) is what a user needs to see;
+            # the script never prints the key and vLLM does not log it.
+            log_output=True,
+            extra_triggers=[container.id],
+            timeout=f"{settings.readiness_timeout_minutes + 5}m",
+        )
+        self.container_name = container.name
+        self.register_outputs({"port": self.port, "containerName": self.container_name})
+
+    def _container(self, args: VllmServerArgs, image: docker.RemoteImage, provider: docker.Provider) -> docker.Container:
+        return docker.Container(
+            child(self._name, "container"),
+            name=CONTAINER_NAME,
+            image=image.image_id,
+            command=self.args,
+            envs=[
+                pulumi.Output.concat("VLLM_API_KEY=", args.api_key),
+                "HF_HUB_OFFLINE=1",  # the weights are already on disk; never fetch at start
+                "VLLM_NO_USAGE_STATS=1",
+            ],
+            gpus="all",
+            ipc_mode="host",  # PyTorch shared memory for tensor parallelism
+            restart="always",
+            must_run=True,
+            ports=[docker.ContainerPortArgs(internal=VLLM_PORT, external=VLLM_PORT, ip="127.0.0.1")],
+            mounts=[
+                docker.ContainerMountArgs(
+                    type="bind", source=args.model_dir, target=MODEL_MOUNT, read_only=True
+                )
+            ],
+            log_driver="json-file",
+            log_opts={"max-size": "100m", "max-file": "5"},
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                provider=provider,
+                depends_on=[args.model_ready, args.runtime_ready],
+                additional_secret_outputs=["envs"],
+                # Replace in place rather than run two copies: the GPU holds one at a time.
+                delete_before_replace=True,
+            ),
+        )

@@ -1,0 +1,117 @@
+"""Reads the stack's configuration out of Pulumi and hands it to the pure validator.
+
+The only module under config/ that imports pulumi: everything it returns is either a
+validated `StackConfig` or a secret `pulumi.Output`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import typing
+import urllib.request
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from config import sizing
+from config.models import ModelResolutionError
+from config.plan import SizingPlan
+from config.settings import NAMESPACE, SECRET_KEYS, THIS_MACHINE, ConfigError, StackConfig, parse
+
+# Answers with the caller's public IPv4 address as plain text.
+IP_ECHO_URL = "https://checkip.amazonaws.com"
+
+# Keys whose values are not plain strings: the CLI stores every top-level value as a
+# string, so these arrive JSON-encoded (arrays, objects) or as "true"/"2"/"0.9".
+_STRING_KEYS = {
+    field.alias
+    for field in StackConfig.model_fields.values()
+    if field.annotation is str
+    or (typing.get_origin(field.annotation) is typing.Union and str in typing.get_args(field.annotation))
+}
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Secret config values; never unwrapped in program code."""
+
+    api_key: Optional[pulumi.Output[str]]
+    hf_token: Optional[pulumi.Output[str]]
+
+
+def _project_keys() -> dict[str, Any]:
+    """Every `vllm-deploy:*` value the engine passed in, namespace stripped."""
+    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    prefix = f"{NAMESPACE}:"
+    return {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
+
+
+def _decode(key: str, value: Any) -> Any:
+    if not isinstance(value, str) or key in _STRING_KEYS:
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value  # the validator reports it with the key name and what is allowed
+
+
+def load() -> tuple[StackConfig, Secrets]:
+    """Validate the stack config once; raise pulumi.RunError (message only) when it is bad."""
+    raw = _project_keys()
+    problems = []
+    for key in SECRET_KEYS:
+        full = f"{NAMESPACE}:{key}"
+        if key in raw and not runtime_config.is_config_secret(full):
+            problems.append(
+                f"{full} is stored in plain text in the stack file; store it encrypted: "
+                f"pulumi config set --secret {key} <value>"
+            )
+    values = {k: _decode(k, v) for k, v in raw.items() if k not in SECRET_KEYS}
+    try:
+        settings = parse(values)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise pulumi.RunError(str(ConfigError(problems)))
+
+    if THIS_MACHINE in settings.ssh_allowed_cidrs:
+        settings = settings.model_copy(
+            update={"ssh_allowed_cidrs": _with_this_machine(settings.ssh_allowed_cidrs)}
+        )
+    cfg = pulumi.Config(NAMESPACE)
+    return settings, Secrets(api_key=cfg.get_secret("apiKey"), hf_token=cfg.get_secret("hfToken"))
+
+
+def public_ipv4() -> str:
+    """This machine's public IPv4 address: $VLLM_DEPLOY_PUBLIC_IP, else asked of IP_ECHO_URL."""
+    override = os.environ.get("VLLM_DEPLOY_PUBLIC_IP")
+    if override:
+        return str(ipaddress.IPv4Address(override.strip()))
+    url = os.environ.get("VLLM_DEPLOY_IP_ECHO_URL", IP_ECHO_URL)
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - fixed https URL
+            return str(ipaddress.IPv4Address(response.read().decode().strip()))
+    except (OSError, ValueError) as exc:
+        raise pulumi.RunError(
+            f"{NAMESPACE}:sshAllowedCidrs contains 'auto' but this machine's public IPv4 address "
+            f"could not be found ({url}: {exc}); set sshAllowedCidrs to your address, e.g. "
+            "pulumi config set --path 'sshAllowedCidrs[0]' 203.0.113.7/32, or export "
+            "VLLM_DEPLOY_PUBLIC_IP"
+        ) from None
+
+
+def _with_this_machine(cidrs: list[str]) -> list[str]:
+    resolved = [f"{public_ipv4()}/32" if c == THIS_MACHINE else c for c in cidrs]
+    return list(dict.fromkeys(resolved))
+
+
+def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
+    """The sizing decision, or pulumi.RunError with the arithmetic when nothing fits."""
+    try:
+        return sizing.plan(settings, offered=offered)
+    except (sizing.SizingError, ModelResolutionError) as exc:
+        raise pulumi.RunError(str(exc)) from None

@@ -1,0 +1,126 @@
+"""The stack config contract: defaults, and one clear error per bad value (pure, no Pulumi)."""
+
+import pytest
+
+from config.settings import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_VLLM_IMAGE,
+    KEYS,
+    ConfigError,
+    StackConfig,
+    parse,
+)
+
+MODEL = "Qwen/Qwen2.5-7B-Instruct"
+
+
+def problems(**values) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse({"model": MODEL, **values})
+    return caught.value.problems
+
+
+def test_minimal_config_gets_production_defaults():
+    cfg = parse({"model": MODEL})
+    assert cfg.model_source == "huggingface"
+    assert cfg.gpu_memory_utilization == DEFAULT_GPU_MEMORY_UTILIZATION
+    assert cfg.tensor_parallel_size == "auto"
+    assert cfg.vllm_image == DEFAULT_VLLM_IMAGE and not cfg.vllm_image.endswith(":latest")
+    assert cfg.tls == "self-signed"
+    assert cfg.ssh_allowed_cidrs == ["auto"], "SSH must default to this machine only, never the world"
+    assert cfg.metrics_allowed_cidrs == [], "metrics must be closed by default"
+    assert cfg.served_name == MODEL
+
+
+def test_the_contract_keys_exist_with_their_stable_names():
+    contract = {
+        "model", "modelSource", "modelRevision", "servedModelName", "dtype", "quantization",
+        "maxModelLen", "maxNumSeqs", "maxNumBatchedTokens", "gpuMemoryUtilization",
+        "tensorParallelSize", "pipelineParallelSize", "ropeScaling", "vllmImage",
+        "vllmExtraArgs", "instanceType", "spot", "maxHourlyPriceUsd", "diskSizeGb",
+        "allowedCidrs", "sshAllowedCidrs", "domain", "tls",
+    }
+    assert contract <= set(KEYS)
+
+
+@pytest.mark.parametrize(
+    ("values", "key", "must_mention"),
+    [
+        ({"gpuMemoryUtilization": 1.5}, "gpuMemoryUtilization=1.5", "0.99"),
+        ({"gpuMemoryUtilization": 0}, "gpuMemoryUtilization=0", "greater than 0"),
+        ({"maxModelLen": -3}, "maxModelLen=-3", "greater than 0"),
+        ({"quantization": "awq4"}, "quantization='awq4'", "did you mean 'awq'"),
+        ({"allowedCidrs": ["10.0.0.0/33"]}, "allowedCidrs", "10.0.0.0/33"),
+        ({"allowedCidrs": ["10.0.0.1/24"]}, "allowedCidrs", "did you mean '10.0.0.0/24'"),
+        ({"tensorParallelSize": 3}, "tensorParallelSize=3", "1, 2, 4, 8"),
+        ({"tensorParallelSize": "3"}, "tensorParallelSize='3'", "1, 2, 4, 8"),
+        ({"dtype": "fp32"}, "dtype='fp32'", "'bfloat16'"),
+        ({"vllmImage": "vllm/vllm-openai:latest"}, "vllmImage", "pin a version"),
+        ({"vllmImage": "vllm/vllm-openai"}, "vllmImage", "pin a version"),
+        ({"instanceType": "big-gpu"}, "instanceType='big-gpu'", "g6.xlarge"),
+        ({"modelSource": "s3"}, "modelSource='s3'", "'huggingface'"),
+        ({"ami": "centos"}, "ami='centos'", "dlami"),
+        ({"ropeScaling": {"factor": 4}}, "ropeScaling", "rope_type"),
+        ({"ropeScaling": {"rope_type": "yarn", "factor": 0.5}}, "ropeScaling", "greater than 1"),
+        ({"sshAllowedCidrs": ["everyone"]}, "sshAllowedCidrs", "CIDR"),
+        ({"spot": "sometimes"}, "spot='sometimes'", "bool"),
+        ({"pipelineParallelSize": 2}, "pipelineParallelSize=2", "single node"),
+        ({"domain": "not a domain"}, "domain", "llm.example.com"),
+    ],
+)
+def test_each_bad_value_names_the_key_the_value_and_what_is_allowed(values, key, must_mention):
+    found = problems(**values)
+    assert len(found) == 1, found
+    assert f"vllm-deploy:{key}" in found[0]
+    assert must_mention in found[0]
+
+
+def test_unknown_key_suggests_the_right_one():
+    (message,) = problems(maxModelLength=4096)
+    assert "vllm-deploy:maxModelLength is not a known key" in message
+    assert "did you mean vllm-deploy:maxModelLen" in message
+
+
+def test_all_problems_are_reported_at_once():
+    found = problems(gpuMemoryUtilization=2, maxModelLen=0, quantization="int3")
+    assert len(found) == 3
+
+
+def test_missing_model_says_how_to_set_it():
+    with pytest.raises(ConfigError) as caught:
+        parse({})
+    assert "pulumi config set model" in str(caught.value)
+
+
+def test_letsencrypt_needs_a_domain():
+    (message,) = problems(tls="letsencrypt")
+    assert "domain" in message
+    assert parse({"model": MODEL, "tls": "letsencrypt", "domain": "LLM.Example.com"}).domain == "llm.example.com"
+
+
+def test_secrets_are_not_config_fields():
+    with pytest.raises(ConfigError) as caught:
+        parse({"model": MODEL, "apiKey": "plain"})
+    assert "secret" in str(caught.value)
+    assert "apiKey" not in StackConfig.model_fields and "api_key" not in StackConfig.model_fields
+
+
+def test_ssh_auto_is_only_meaningful_for_ssh():
+    assert parse({"model": MODEL, "sshAllowedCidrs": ["auto", "203.0.113.5"]}).ssh_allowed_cidrs == [
+        "auto",
+        "203.0.113.5/32",
+    ]
+    (message,) = problems(allowedCidrs=["auto"])
+    assert "allowedCidrs" in message
+
+
+def test_local_model_path_serves_under_its_directory_name():
+    cfg = parse({"model": "/srv/models/my-finetune/"})
+    assert cfg.is_local_model and cfg.served_name == "my-finetune"
+    (message,) = problems(model="/srv/models/x", modelSource="modelscope")
+    assert "local path" in message
+
+
+def test_numbers_given_as_strings_by_the_cli_are_accepted():
+    cfg = parse({"model": MODEL, "tensorParallelSize": "2", "maxModelLen": "8192"})
+    assert cfg.tensor_parallel_size == 2 and cfg.max_model_len == 8192
