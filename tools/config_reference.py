@@ -1,0 +1,94 @@
+"""Prints the stack config reference (a Markdown table) from config/settings.py.
+
+README.md embeds its output between the config-reference markers; tests/test_project.py
+fails when the two differ. Refresh with:  .venv/bin/python tools/config_reference.py --write
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from pathlib import Path
+
+from pydantic_core import PydanticUndefined
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from config.settings import StackConfig  # noqa: E402
+
+START = "<!-- config-reference:start -->"
+END = "<!-- config-reference:end -->"
+
+
+def _type_name(annotation: object) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is bool:
+        return "boolean"
+    if annotation is int:
+        return "integer"
+    if annotation is float:
+        return "number"
+    if annotation is str:
+        return "string"
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin is list:
+        return "array of strings"
+    if origin is dict:
+        return "object"
+    if origin is typing.Union:
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " or ".join(names)
+    return str(annotation)
+
+
+def _default(field) -> str:
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return "**required**"
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "(derived)"
+    return f"`{json.dumps(value)}`" if not isinstance(value, str) else f"`{value}`"
+
+
+def table() -> str:
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in StackConfig.model_fields.items():
+        rows.append(
+            f"| `{field.alias}` | {_type_name(field.annotation)} | {_default(field)} | {field.description} |"
+        )
+    rows.append(
+        "| `apiKey` | secret string | generated | API key clients send as `Authorization: Bearer`; "
+        "set with `pulumi config set --secret apiKey ...`, else a random 48-character key. |"
+    )
+    rows.append(
+        "| `hfToken` | secret string | none | Hugging Face token for gated models; "
+        "`pulumi config set --secret hfToken hf_...`. |"
+    )
+    rows.append(
+        "| `aws:region` | string | none | AWS region (the AWS provider's own key). |"
+    )
+    return "\n".join(rows)
+
+
+def embedded(readme: str) -> str:
+    return readme.split(START, 1)[1].split(END, 1)[0].strip()
+
+
+def main() -> None:
+    text = table()
+    if "--write" in sys.argv:
+        path = ROOT / "README.md"
+        readme = path.read_text()
+        before, rest = readme.split(START, 1)
+        after = rest.split(END, 1)[1]
+        path.write_text(f"{before}{START}\n{text}\n{END}{after}")
+    else:
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
