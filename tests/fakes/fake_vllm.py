@@ -1,0 +1,303 @@
+"""A stand-in for vLLM's OpenAI-compatible server, so the proxy can be tested without a GPU.
+
+Stdlib only. It mimics what the proxy depends on (vLLM 0.33, see shared reference
+vllm-notes.md): `/health` and `/metrics` open, every path under the guarded prefixes
+needs `Authorization: Bearer <key>` and gets vLLM's 401 body otherwise, chat completions
+plain and streamed as server-sent events, one flushed HTTP chunk per event.
+
+Each chat answer also carries a `fake_request` object (an extension the real server does
+not have) reporting the body size and the forwarding headers it received, so tests can
+see what crossed the proxy.
+
+    python -m tests.fakes.fake_vllm --port 8000 --api-key KEY [--chunk-delay-ms 20]
+
+The key can come from the VLLM_API_KEY environment variable instead, as with vLLM itself;
+helpers use that so the key is not on a command line. Prints one line
+`fake-vllm listening on http://HOST:PORT` once it accepts connections (use --port 0 to
+let the OS pick a free port).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Optional
+
+API_KEY_ENV = "VLLM_API_KEY"
+DEFAULT_MODEL = "fake-model"
+# vllm/entrypoints/serve/middleware/authenticate.py GUARDED_PREFIX
+GUARDED_PREFIXES = ("/v1", "/v2", "/inference", "/cohere")
+FORWARDING_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip")
+
+
+@dataclass(frozen=True)
+class FakeSettings:
+    api_key: Optional[str]
+    model: str = DEFAULT_MODEL
+    chunks: int = 16  # streamed content chunks when the request gives no max_tokens
+    chunk_delay_s: float = 0.02
+    max_model_len: int = 32768
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+        self.finished = 0
+
+    def start(self) -> None:
+        with self._lock:
+            self.running += 1
+
+    def finish(self) -> None:
+        with self._lock:
+            self.running -= 1
+            self.finished += 1
+
+
+class FakeVllmServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # The default backlog of 5 makes 32 simultaneous connects wait for SYN retries.
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], settings: FakeSettings):
+        super().__init__(address, FakeVllmHandler)
+        self.settings = settings
+        self.counters = _Counters()
+
+
+class FakeVllmHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive and chunked responses, like uvicorn
+    # TCP_NODELAY, as asyncio (so uvicorn) sets it: otherwise a body written after its
+    # headers waits ~40 ms for a delayed ACK, and every figure would measure that.
+    disable_nagle_algorithm = True
+    server: FakeVllmServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass  # tests read nginx's access log; this one would only add noise
+
+    # --- routing --------------------------------------------------------------------
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._handle("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._handle("POST")
+
+    def _handle(self, method: str) -> None:
+        body = self._read_body()
+        path = self.path.split("?", 1)[0]
+        if path.startswith(GUARDED_PREFIXES) and not self._authorized():
+            self._send_json(401, {"error": "Unauthorized"})
+            return
+        route = {
+            ("GET", "/health"): lambda: self._send_bytes(200, b"", "application/json"),
+            ("GET", "/metrics"): self._metrics,
+            ("GET", "/v1/models"): self._models,
+            ("POST", "/v1/chat/completions"): lambda: self._chat(body),
+        }.get((method, path))
+        if route is None:
+            self._send_json(404, {"detail": "Not Found"})
+        else:
+            route()
+
+    def _authorized(self) -> bool:
+        key = self.server.settings.api_key
+        if not key:
+            return True
+        given = self.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {key}".encode())
+
+    # --- endpoints ------------------------------------------------------------------
+    def _metrics(self) -> None:
+        counters = self.server.counters
+        name = self.server.settings.model
+        text = (
+            "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
+            "# TYPE vllm:num_requests_running gauge\n"
+            f'vllm:num_requests_running{{model_name="{name}"}} {counters.running}\n'
+            "# HELP vllm:request_success_total Count of successfully processed requests.\n"
+            "# TYPE vllm:request_success_total counter\n"
+            f'vllm:request_success_total{{model_name="{name}"}} {counters.finished}\n'
+        )
+        self._send_bytes(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
+
+    def _models(self) -> None:
+        settings = self.server.settings
+        model = {
+            "id": settings.model,
+            "object": "model",
+            "created": int(time.time()),
+            "owned_by": "vllm",
+            "root": settings.model,
+            "parent": None,
+            "max_model_len": settings.max_model_len,
+        }
+        self._send_json(200, {"object": "list", "data": [model]})
+
+    def _chat(self, body: bytes) -> None:
+        try:
+            request = json.loads(body or b"{}")
+            messages = request["messages"]
+        except (ValueError, KeyError, TypeError):
+            self._send_json(400, _error("body must be JSON with a messages list", "BadRequestError", 400))
+            return
+        settings = self.server.settings
+        if request.get("model") != settings.model:
+            message = f"The model `{request.get('model')}` does not exist."
+            self._send_json(404, _error(message, "NotFoundError", 404))
+            return
+        chunks = int(request.get("max_tokens") or settings.chunks)
+        delay_ms = request.get("fake_chunk_delay_ms")
+        delay_s = settings.chunk_delay_s if delay_ms is None else float(delay_ms) / 1000
+        seen = {
+            "body_bytes": len(body),
+            "prompt_chars": sum(len(str(m.get("content", ""))) for m in messages),
+            "headers": {h: self.headers.get(h) for h in FORWARDING_HEADERS},
+        }
+        self.server.counters.start()
+        try:
+            if request.get("stream"):
+                self._stream_chat(chunks, delay_s, seen, request)
+            else:
+                self._send_json(200, _completion(settings.model, chunks, seen))
+        finally:
+            self.server.counters.finish()
+
+    def _stream_chat(self, chunks: int, delay_s: float, seen: dict, request: dict) -> None:
+        model = self.server.settings.model
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def event(choices: list, **extra: Any) -> bytes:
+            chunk = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
+                "choices": choices,
+                **extra,
+            }
+            return f"data: {json.dumps(chunk)}\n\n".encode()
+
+        def choice(delta: dict, finish: Optional[str] = None) -> list:
+            return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+
+        try:
+            self._write_chunk(event(choice({"role": "assistant", "content": ""})))
+            for index in range(chunks):
+                if index:
+                    time.sleep(delay_s)
+                self._write_chunk(event(choice({"content": f"tok{index} "})))
+            self._write_chunk(event(choice({}, "stop"), fake_request=seen))
+            if (request.get("stream_options") or {}).get("include_usage"):
+                self._write_chunk(event([], usage=_usage(seen["prompt_chars"], chunks)))
+            self._write_chunk(b"data: [DONE]\n\n")
+            self._write_chunk(b"")
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client went away mid-stream, as clients do
+
+    # --- HTTP plumbing --------------------------------------------------------------
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def _write_chunk(self, data: bytes) -> None:
+        # wfile is unbuffered, so each event leaves in its own write, as vLLM sends it.
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+
+    def _send_json(self, status: int, payload: dict) -> None:
+        self._send_bytes(status, json.dumps(payload).encode(), "application/json")
+
+    def _send_bytes(self, status: int, data: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _error(message: str, kind: str, code: int) -> dict:
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _usage(prompt_chars: int, completion_tokens: int) -> dict:
+    prompt_tokens = max(1, prompt_chars // 4)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _completion(model: str, chunks: int, seen: dict) -> dict:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "".join(f"tok{i} " for i in range(chunks))},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": _usage(seen["prompt_chars"], chunks),
+        "fake_request": seen,
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 = any free port")
+    parser.add_argument(
+        "--api-key", default=os.environ.get(API_KEY_ENV), help=f"default: ${API_KEY_ENV}; none = open"
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--chunks", type=int, default=16, help="streamed chunks without max_tokens")
+    parser.add_argument("--chunk-delay-ms", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    settings = FakeSettings(
+        api_key=args.api_key or None,
+        model=args.model,
+        chunks=args.chunks,
+        chunk_delay_s=args.chunk_delay_ms / 1000,
+    )
+    server = FakeVllmServer((args.host, args.port), settings)
+    host, port = server.server_address[:2]
+    print(f"fake-vllm listening on http://{host}:{port}", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
