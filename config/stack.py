@@ -17,10 +17,14 @@ from typing import Any, Optional
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from config import sizing
+from config import sizing, vllm_args
 from config.models import ModelResolutionError
 from config.plan import SizingPlan
 from config.settings import NAMESPACE, SECRET_KEYS, THIS_MACHINE, ConfigError, StackConfig, parse
+
+# Where vLLM listens on the host's loopback, and where the weights appear in its container.
+VLLM_PORT = 8000
+SERVED_MODEL_PATH = "/models/served"
 
 # Answers with the caller's public IPv4 address as plain text.
 IP_ECHO_URL = "https://checkip.amazonaws.com"
@@ -115,3 +119,14 @@ def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
         return sizing.plan(settings, offered=offered)
     except (sizing.SizingError, ModelResolutionError) as exc:
         raise pulumi.RunError(str(exc)) from None
+
+
+def vllm_command(settings: StackConfig, plan: SizingPlan) -> list[str]:
+    """`vllm serve` arguments, every flag checked against the pinned vLLM's flag list."""
+    try:
+        argv = vllm_args.serve_args(settings, plan, model_path=SERVED_MODEL_PATH, port=VLLM_PORT)
+    except ConfigError as exc:
+        raise pulumi.RunError(str(exc)) from None
+    for warning in vllm_args.flag_warnings(settings.vllm_extra_args):
+        pulumi.log.warn(warning)
+    return argv
