@@ -4,7 +4,7 @@
 # Env: VLLM_DEPLOY_PORT, VLLM_DEPLOY_CONTAINER, VLLM_DEPLOY_SERVED_MODEL,
 #      VLLM_DEPLOY_TIMEOUT_SECONDS, VLLM_API_KEY (secret: only ever fed to curl on stdin).
 set -euo pipefail
-# shellcheck source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 port="${VLLM_DEPLOY_PORT:-8000}"

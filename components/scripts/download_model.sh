@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# Downloads the model weights onto the host (resumable), checks they are complete
+# and records what was downloaded, so a re-run with the same inputs does nothing.
+#
+# Environment:
+#   VLLM_DEPLOY_MODEL           hub id, e.g. Qwen/Qwen3-8B (required)
+#   VLLM_DEPLOY_MODEL_SOURCE    huggingface | modelscope (default huggingface)
+#   VLLM_DEPLOY_MODEL_REVISION  branch, tag or commit (default: the hub's default branch)
+#   VLLM_DEPLOY_MODELS_DIR      root of all model directories, e.g. /data/models (required)
+#   VLLM_DEPLOY_MODEL_DIR       the directory the container mounts; inside MODELS_DIR (required)
+#   VLLM_DEPLOY_VENV            the downloaders' virtualenv (/opt/vllm-deploy/venv)
+#   HF_TOKEN                    secret, optional; for modelscope MODELSCOPE_API_TOKEN wins,
+#                               else HF_TOKEN is used as the ModelScope token. It reaches
+#                               the downloader only through its environment and is masked
+#                               in everything the downloader prints.
+#
+# Stdout: one line, VLLM_DEPLOY_MODEL_DIR=<dir>
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# Pinned so every host gets the same, tested CLI flags.
+HF_REQUIREMENTS=("huggingface_hub[hf-xet]==2.4.0" "hf_xet==1.8.0")
+MODELSCOPE_REQUIREMENTS=("modelscope==1.40.2" "modelscope-hub==0.5.1")
+MARKER_NAME=.vllm-deploy-download
+
+require_env VLLM_DEPLOY_MODEL VLLM_DEPLOY_MODELS_DIR VLLM_DEPLOY_MODEL_DIR
+model=$VLLM_DEPLOY_MODEL
+source_hub=${VLLM_DEPLOY_MODEL_SOURCE:-huggingface}
+revision=${VLLM_DEPLOY_MODEL_REVISION:-}
+models_dir=${VLLM_DEPLOY_MODELS_DIR%/}
+model_dir=${VLLM_DEPLOY_MODEL_DIR%/}
+venv=${VLLM_DEPLOY_VENV:-/opt/vllm-deploy/venv}
+marker="$model_dir/$MARKER_NAME"
+
+if [[ ! "$model" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$ ]]; then
+  die "VLLM_DEPLOY_MODEL must be a hub id like org/name, got '$model'" "set the model to a Hugging Face or ModelScope id"
+fi
+if [[ -n "$revision" && ! "$revision" =~ ^[A-Za-z0-9][A-Za-z0-9._/-]*$ ]]; then
+  die "VLLM_DEPLOY_MODEL_REVISION is not a valid branch, tag or commit: '$revision'" "set the model revision to a branch, tag or commit id"
+fi
+case $source_hub in
+  huggingface | modelscope) ;;
+  *) die "VLLM_DEPLOY_MODEL_SOURCE must be huggingface or modelscope, got '$source_hub'" "set the model source to huggingface or modelscope" ;;
+esac
+if [[ "$model_dir" != "$models_dir"/* || "$model_dir" == *"/.."* ]]; then
+  die "VLLM_DEPLOY_MODEL_DIR ($model_dir) is not inside VLLM_DEPLOY_MODELS_DIR ($models_dir)" \
+    "pass a model directory under the models directory"
+fi
+
+# Token: read once into a non-exported variable, then exported only under the name
+# the chosen downloader reads.
+secret=""
+if [[ "$source_hub" == huggingface ]]; then
+  secret=${HF_TOKEN:-}
+  unset MODELSCOPE_API_TOKEN
+  if [[ -n "$secret" ]]; then export HF_TOKEN="$secret"; else unset HF_TOKEN; fi
+else
+  secret=${MODELSCOPE_API_TOKEN:-${HF_TOKEN:-}}
+  unset HF_TOKEN
+  if [[ -n "$secret" ]]; then export MODELSCOPE_API_TOKEN="$secret"; else unset MODELSCOPE_API_TOKEN; fi
+fi
+
+marker_content() {
+  printf 'model=%s\nsource=%s\nrevision=%s\n' "$model" "$source_hub" "${revision:-default}"
+}
+
+# Fills `problems` with what is missing; returns 1 when anything is.
+problems=()
+check_model_files() {
+  problems=()
+  [[ -s "$model_dir/config.json" ]] || problems+=("config.json is missing or empty")
+  local index shard found_index=0
+  for index in "$model_dir/model.safetensors.index.json" "$model_dir/pytorch_model.bin.index.json"; do
+    [[ -f "$index" ]] || continue
+    found_index=1
+    # Shard file names are the only JSON strings in an index that end in a weight suffix.
+    while IFS= read -r shard; do
+      [[ -s "$model_dir/$shard" ]] || problems+=("shard $shard (listed in ${index##*/}) is missing or empty")
+    done < <(grep -o '"[^"]*\.\(safetensors\|bin\)"' "$index" | tr -d '"' | sort -u)
+  done
+  if ((found_index == 0)); then
+    local weights=()
+    shopt -s nullglob
+    for shard in "$model_dir"/*.safetensors "$model_dir"/*.bin; do
+      if [[ -s "$shard" ]]; then weights+=("$shard"); fi
+    done
+    shopt -u nullglob
+    ((${#weights[@]} > 0)) || problems+=("no *.safetensors or *.bin weight files")
+  fi
+  ((${#problems[@]} == 0))
+}
+
+ensure_venv() {
+  if [[ -x "$venv/bin/python" ]]; then
+    return 0
+  fi
+  apt_install python3-venv
+  log "creating the downloader virtualenv $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv" >&2 ||
+    die "python3 -m venv $venv failed" "check python3 and python3-venv on the host (python3 -m venv --help)"
+}
+
+ensure_downloader() {
+  local stamp="$venv/.vllm-deploy-$source_hub" requirements
+  if [[ "$source_hub" == huggingface ]]; then
+    requirements=("${HF_REQUIREMENTS[@]}")
+  else
+    requirements=("${MODELSCOPE_REQUIREMENTS[@]}")
+  fi
+  if [[ "$(cat "$stamp" 2>/dev/null)" == "${requirements[*]}" ]]; then
+    return 0
+  fi
+  log "installing ${requirements[*]} into $venv"
+  retry "pip install ${requirements[*]}" "$venv/bin/pip" install --disable-pip-version-check -q \
+    "${requirements[@]}" >&2 ||
+    die "pip install ${requirements[*]} failed" "check the host's access to PyPI (pip config, proxy), then re-run"
+  printf '%s\n' "${requirements[*]}" >"$stamp"
+}
+
+# Masks the token in the downloader's output; pure bash, so the token is never an argument.
+redact() {
+  local line
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    if [[ -n "$secret" ]]; then
+      line=${line//"$secret"/[redacted]}
+    fi
+    printf '%s\n' "$line"
+  done
+}
+
+run_downloader() {
+  local cmd
+  if [[ "$source_hub" == huggingface ]]; then
+    cmd=("$venv/bin/hf" download "$model" --local-dir "$model_dir")
+  else
+    cmd=("$venv/bin/modelscope" download "$model" --local-dir "$model_dir")
+  fi
+  # original/ holds a second copy of the weights in the publisher's native format
+  # (Meta's Llama repositories); vLLM reads the Hugging Face format only.
+  cmd+=(--exclude "original/*")
+  if [[ -n "$revision" ]]; then
+    cmd+=(--revision "$revision")
+  fi
+  "${cmd[@]}" 2>&1 | redact >&2
+}
+
+if [[ -f "$marker" && "$(cat "$marker")" == "$(marker_content)" ]] && check_model_files; then
+  log "$model (${revision:-default revision}) already downloaded to $model_dir; nothing to do"
+  printf 'VLLM_DEPLOY_MODEL_DIR=%s\n' "$model_dir"
+  exit 0
+fi
+
+rm -f "$marker"
+install -d -m 0755 "$models_dir" "$model_dir"
+ensure_venv
+ensure_downloader
+
+# Caches next to the models (the data volume), not on the small root disk; progress
+# bars off because they only flood the deployment log.
+export HF_HOME="$models_dir/.hf-home" MODELSCOPE_CACHE="$models_dir/.modelscope-cache"
+export HF_HUB_DISABLE_PROGRESS_BARS=1 HF_XET_HIGH_PERFORMANCE=1 NO_COLOR=1
+
+log "downloading $model (${revision:-default revision}) from $source_hub into $model_dir"
+retry "download of $model from $source_hub" run_downloader ||
+  die "downloading $model from $source_hub failed" \
+    "check the model id and revision exist, that the token (hfToken) grants access to gated models, and the host's network; re-running resumes the download"
+
+if ! check_model_files; then
+  for problem in "${problems[@]}"; do
+    log "incomplete download: $problem"
+  done
+  die "the download of $model into $model_dir is incomplete: ${problems[0]}" \
+    "re-run to resume the download; check free disk space (df -h $models_dir)"
+fi
+
+marker_content >"$marker.tmp"
+mv "$marker.tmp" "$marker"
+log "$model ready in $model_dir"
+printf 'VLLM_DEPLOY_MODEL_DIR=%s\n' "$model_dir"

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Shared helpers for the host provisioning steps; sourced, never run.
+#
+# Output contract for every step: progress, tool output and errors go to stderr;
+# stdout carries only the step's result lines (KEY=value ...), so the Pulumi
+# component can parse them without tripping over apt or pip chatter.
+#
+# Tuning knobs (environment, production defaults):
+#   VLLM_DEPLOY_RETRY_ATTEMPTS  attempts for network/apt operations (5)
+#   VLLM_DEPLOY_RETRY_DELAY     first back-off in seconds, doubled each time (5)
+#   VLLM_DEPLOY_RETRY_MAX_DELAY back-off ceiling in seconds (60)
+#   VLLM_DEPLOY_LOCK_TIMEOUT    seconds to wait for the dpkg/apt locks (900)
+#   VLLM_DEPLOY_LOCK_POLL       seconds between lock checks (5)
+
+VLLM_DEPLOY_STEP=$(basename "$0" .sh)
+
+log() {
+  printf '[vllm-deploy] %s: %s\n' "$VLLM_DEPLOY_STEP" "$*" >&2
+}
+
+# die MESSAGE [HINT]: the message names what failed, the hint what to try.
+die() {
+  printf '[vllm-deploy] %s: ERROR: %s\n' "$VLLM_DEPLOY_STEP" "$1" >&2
+  if [[ -n "${2:-}" ]]; then
+    printf '[vllm-deploy] %s: try: %s\n' "$VLLM_DEPLOY_STEP" "$2" >&2
+  fi
+  exit 1
+}
+
+# require_env NAME...: fail naming the first variable that is unset or empty.
+require_env() {
+  local name
+  for name in "$@"; do
+    if [[ -z "${!name:-}" ]]; then
+      die "required environment variable $name is not set" \
+        "pass $name to this script (the deploy component sets it via sudo --preserve-env)"
+    fi
+  done
+}
+
+# require_uint NAME: the variable holds a non-negative integer.
+require_uint() {
+  if [[ ! "${!1}" =~ ^[0-9]+$ ]]; then
+    die "$1 must be a non-negative integer, got '${!1}'" "fix the value passed as $1"
+  fi
+}
+
+# retry WHAT CMD...: run CMD until it succeeds, with exponential back-off.
+# CMD runs in a condition context, where bash ignores `set -e`; a function passed
+# here must therefore chain its commands with && or return explicitly on failure.
+retry() {
+  local what=$1
+  shift
+  local attempts=${VLLM_DEPLOY_RETRY_ATTEMPTS:-5}
+  local delay=${VLLM_DEPLOY_RETRY_DELAY:-5}
+  local max_delay=${VLLM_DEPLOY_RETRY_MAX_DELAY:-60}
+  local attempt=1
+  until "$@"; do
+    if ((attempt >= attempts)); then
+      log "$what failed after $attempts attempts"
+      return 1
+    fi
+    log "$what failed (attempt $attempt of $attempts); retrying in ${delay}s"
+    sleep "$delay"
+    delay=$((delay * 2 > max_delay ? max_delay : delay * 2))
+    attempt=$((attempt + 1))
+  done
+}
+
+APT_LOCK_FILES=(
+  /var/lib/dpkg/lock-frontend
+  /var/lib/dpkg/lock
+  /var/lib/apt/lists/lock
+  /var/cache/apt/archives/lock
+)
+
+apt_locks_held() {
+  # fuser exits 0 when some process has one of the files open. Without fuser
+  # (psmisc) the locks read as free and apt-get's own DPkg::Lock::Timeout waits.
+  fuser "${APT_LOCK_FILES[@]}" >/dev/null 2>&1
+}
+
+# Fresh Ubuntu hosts run unattended-upgrades and cloud-init package steps right
+# after boot; both hold the dpkg lock for minutes.
+wait_for_apt_locks() {
+  local timeout=${VLLM_DEPLOY_LOCK_TIMEOUT:-900}
+  local poll=${VLLM_DEPLOY_LOCK_POLL:-5}
+  local waited=0
+  while apt_locks_held; do
+    if ((waited >= timeout)); then
+      die "the dpkg/apt locks are still held after ${timeout}s" \
+        "see which process holds them: sudo fuser -v ${APT_LOCK_FILES[*]}; wait for it (often unattended-upgrades) and re-run"
+    fi
+    if ((waited == 0)); then
+      log "waiting for another package manager to release the dpkg/apt locks"
+    fi
+    sleep "$poll"
+    waited=$((waited + poll))
+  done
+}
+
+# apt_get ARGS...: non-interactive apt-get that waits for the locks and retries.
+apt_get() {
+  wait_for_apt_locks
+  retry "apt-get $1" env DEBIAN_FRONTEND=noninteractive apt-get -y -q \
+    -o DPkg::Lock::Timeout="${VLLM_DEPLOY_LOCK_TIMEOUT:-900}" \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+    "$@" >&2
+}
+
+# apt_update [WHY]: refresh the package lists (again after adding a repository).
+APT_UPDATED=0
+apt_update() {
+  apt_get update ||
+    die "apt-get update failed${1:+ ($1)}" \
+      "check the host's network access to the package repositories and the files in /etc/apt/sources.list.d, then re-run"
+  APT_UPDATED=1
+}
+
+# apt_install PKG...: install the packages not yet installed; a no-op when all are.
+apt_install() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    package_installed "$pkg" || missing+=("$pkg")
+  done
+  if ((${#missing[@]} == 0)); then
+    return 0
+  fi
+  # Fresh cloud images ship without package lists.
+  if ((APT_UPDATED == 0)); then
+    apt_update "before installing ${missing[*]}"
+  fi
+  log "installing ${missing[*]}"
+  apt_get install "${missing[@]}" ||
+    die "apt-get install ${missing[*]} failed" \
+      "check the host's network and apt sources (sudo apt-get update), then re-run"
+}
+
+package_installed() {
+  [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
+}
+
+# download_to URL FILE: fetch over HTTPS with retries.
+download_to() {
+  retry "download of $1" curl -fsSL --connect-timeout 20 --retry 2 -o "$2" "$1"
+}
+
+os_codename() {
+  local os_release=${VLLM_DEPLOY_OS_RELEASE:-/etc/os-release}
+  local codename
+  codename=$(sed -n 's/^VERSION_CODENAME=//p' "$os_release" | tr -d '"')
+  [[ -n "$codename" ]] || die "no VERSION_CODENAME in $os_release" "this step supports Ubuntu 22.04/24.04 hosts"
+  printf '%s\n' "$codename"
+}
+
+boot_id() {
+  local file=${VLLM_DEPLOY_BOOT_ID_FILE:-/proc/sys/kernel/random/boot_id}
+  [[ -r "$file" ]] || die "cannot read the boot id from $file" "is this a Linux host?"
+  cat "$file"
+}
