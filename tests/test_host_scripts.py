@@ -743,6 +743,7 @@ def cert_env(host: Host, **extra: str) -> dict[str, str]:
         "VLLM_DEPLOY_SYSTEMD_DIR": str(host.root / "etc" / "systemd" / "system"),
         "VLLM_DEPLOY_ACME_EMAIL": "ops@example.com",
         "VLLM_DEPLOY_NGINX_CONTAINER": "vllm-nginx",
+        "VLLM_DEPLOY_ACME_MODE": "webroot",
         **extra,
     }
 
@@ -779,6 +780,36 @@ def test_certificate_is_obtained_by_webroot_and_renewal_timer_installed(dlami: H
     assert_ok(again)
     assert certbot_runs(again) == [] and again.called("systemctl") == []
     assert again.stdout == run.stdout
+
+
+def test_first_certificate_is_obtained_standalone_when_nothing_serves_port_80(dlami: Host) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    env = cert_env(dlami, VLLM_DEPLOY_ACME_MODE="auto", VLLM_DEPLOY_ACME_HTTP_PORT=str(free_port))
+    run = dlami.run("obtain_certificate.sh", **env)
+    assert_ok(run)
+    [certbot] = certbot_runs(run)
+    assert certbot[:4] == ["run", "--rm", "-p", f"{free_port}:80"]
+    assert "--standalone" in certbot and "--webroot" not in certbot
+    service = (Path(env["VLLM_DEPLOY_SYSTEMD_DIR"]) / f"{RENEW_UNIT}.service").read_text()
+    assert "renew --webroot" in service, "renewals go through nginx once it runs"
+
+
+def test_certificate_goes_through_nginx_when_port_80_is_served(dlami: Host) -> None:
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        env = cert_env(dlami, VLLM_DEPLOY_ACME_MODE="auto", VLLM_DEPLOY_ACME_HTTP_PORT=str(port))
+        run = dlami.run("obtain_certificate.sh", **env)
+    assert_ok(run)
+    [certbot] = certbot_runs(run)
+    assert "--webroot" in certbot and "-p" not in certbot
 
 
 def test_certificate_expiring_within_30_days_is_renewed(dlami: Host) -> None:

@@ -12,6 +12,10 @@
 #   VLLM_DEPLOY_ACME_WEBROOT     directory nginx serves the challenges from
 #                                (/var/lib/vllm-deploy/acme-webroot)
 #   VLLM_DEPLOY_ACME_STAGING     1: use Let's Encrypt's staging CA (untrusted test certificates)
+#   VLLM_DEPLOY_ACME_MODE        auto (default): certbot answers on port 80 itself (standalone)
+#                                when nothing listens there yet -- the first deploy, before nginx
+#                                can start without a certificate -- else through nginx (webroot)
+#   VLLM_DEPLOY_ACME_HTTP_PORT   the port checked for a listener (80)
 #   VLLM_DEPLOY_NGINX_CONTAINER  container to send SIGHUP (reload) after each renewal run
 #   VLLM_DEPLOY_CERTBOT_IMAGE    certbot/certbot:v5.8.0
 #   VLLM_DEPLOY_SYSTEMD_DIR      /etc/systemd/system
@@ -54,9 +58,30 @@ cert_valid() {
     openssl x509 -checkend "$RENEW_BEFORE_SECONDS" -noout -in "$live/fullchain.pem" >/dev/null 2>&1
 }
 
+# http_port_in_use: something (nginx) already answers on the ACME HTTP port.
+http_port_in_use() {
+  (exec 3<>"/dev/tcp/127.0.0.1/${VLLM_DEPLOY_ACME_HTTP_PORT:-80}") 2>/dev/null
+}
+
+acme_mode() {
+  local mode=${VLLM_DEPLOY_ACME_MODE:-auto}
+  case $mode in
+    webroot | standalone) echo "$mode" ;;
+    auto) if http_port_in_use; then echo webroot; else echo standalone; fi ;;
+    *) die "VLLM_DEPLOY_ACME_MODE must be auto, webroot or standalone, got '$mode'" "unset it to use auto" ;;
+  esac
+}
+
 obtain() {
-  local args=(certonly --webroot -w /var/www/acme -d "$domain" --non-interactive --agree-tos
-    --keep-until-expiring)
+  local mode publish=()
+  mode=$(acme_mode)
+  local args=(certonly -d "$domain" --non-interactive --agree-tos --keep-until-expiring)
+  if [[ "$mode" == standalone ]]; then
+    args=(certonly --standalone "${args[@]:1}")
+    publish=(-p "${VLLM_DEPLOY_ACME_HTTP_PORT:-80}:80")
+  else
+    args=(certonly --webroot -w /var/www/acme "${args[@]:1}")
+  fi
   if [[ -n "$email" ]]; then
     args+=(--email "$email" --no-eff-email)
   else
@@ -70,10 +95,10 @@ obtain() {
     retry "docker pull $image" docker pull -q "$image" >&2 ||
       die "could not pull $image" "check the host's access to Docker Hub, then re-run"
   fi
-  log "requesting a certificate for $domain from Let's Encrypt"
+  log "requesting a certificate for $domain from Let's Encrypt ($mode)"
   # Few attempts: Let's Encrypt limits failed validations per hostname and hour.
   VLLM_DEPLOY_RETRY_ATTEMPTS=${VLLM_DEPLOY_CERTBOT_ATTEMPTS:-2} \
-    retry "certbot certonly for $domain" docker run --rm -v "$cert_dir:/etc/letsencrypt" \
+    retry "certbot certonly for $domain" docker run --rm "${publish[@]}" -v "$cert_dir:/etc/letsencrypt" \
     -v "$webroot:/var/www/acme" "$image" "${args[@]}" >&2 ||
     die "Let's Encrypt did not issue a certificate for $domain" \
       "check that $domain resolves to this host's public IP, that port 80 is open to the internet, and that nginx serves $webroot at http://$domain/.well-known/acme-challenge/ (certbot's own message is above)"
