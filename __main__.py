@@ -8,10 +8,11 @@ import pulumi
 from components.deployment import VllmDeployment, VllmDeploymentArgs
 from components.region import offered_instance_types
 from config.sizing import format_report
-from config.stack import load, size
+from config.stack import load, size, vllm_command
 
 settings, secrets = load()  # every bad value fails here, before any resource exists
 plan = size(settings, offered=offered_instance_types())  # so does a model that fits nowhere
+serve_command = vllm_command(settings, plan)  # and a flag the pinned vLLM does not know
 pulumi.log.info(format_report(plan))
 
 deployment = VllmDeployment(
@@ -19,6 +20,7 @@ deployment = VllmDeployment(
     VllmDeploymentArgs(
         settings=settings,
         plan=plan,
+        vllm_command=serve_command,
         api_key=secrets.api_key,
         hf_token=secrets.hf_token,
         region=pulumi.Config("aws").get("region"),
@@ -27,7 +29,8 @@ deployment = VllmDeployment(
 
 pulumi.export("endpoint", deployment.endpoint)
 pulumi.export("apiKey", deployment.api_key)
-pulumi.export("caCertificate", deployment.ca_certificate)
+if deployment.ca_certificate is not None:  # tls=self-signed: clients verify against it
+    pulumi.export("caCertificate", deployment.ca_certificate)
 pulumi.export("servedModelName", settings.served_name)
 pulumi.export("instanceType", plan.instance.name)
 pulumi.export("instanceId", deployment.instance_id)

@@ -25,6 +25,8 @@ class VllmDeploymentArgs:
     """The validated stack config."""
     plan: SizingPlan
     """The sizing decision."""
+    vllm_command: list[str]
+    """`vllm serve` arguments (config.stack.vllm_command), already checked."""
     api_key: Optional[pulumi.Output[str]] = None
     """Secret API key; generated when None."""
     hf_token: Optional[pulumi.Output[str]] = None
@@ -38,7 +40,7 @@ class VllmDeployment(pulumi.ComponentResource):
 
     endpoint: pulumi.Output[str]
     api_key: pulumi.Output[str]
-    ca_certificate: pulumi.Output[str]
+    ca_certificate: Optional[pulumi.Output[str]]  # None with tls=letsencrypt
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
     ssh_command: pulumi.Output[str]
@@ -78,6 +80,7 @@ class VllmDeployment(pulumi.ComponentResource):
             VllmServerArgs(
                 settings=settings,
                 plan=plan,
+                command=args.vllm_command,
                 docker_provider=engine,
                 connection=host.connection,
                 instance_id=host.instance_id,
@@ -96,13 +99,15 @@ class VllmDeployment(pulumi.ComponentResource):
                 public_ip=host.public_ip,
                 upstream_port=server.port,
                 depends_on=[server.ready],
+                connection=host.connection,
+                instance_id=host.instance_id,
             ),
             mine,
         )
 
         address = settings.domain or host.public_ip
         # The endpoint exists once vLLM answered and the proxy is up: carry both as dependencies.
-        self.endpoint = pulumi.Output.all(server.ready.id, proxy.ca_certificate, address).apply(
+        self.endpoint = pulumi.Output.all(server.ready.id, proxy.container_id, address).apply(
             lambda v: f"https://{v[2]}/v1"
         )
         self.api_key = pulumi.Output.secret(api_key)
@@ -130,4 +135,5 @@ class VllmDeployment(pulumi.ComponentResource):
             special=False,  # safe in an Authorization header and a shell variable
             opts=pulumi.ResourceOptions(parent=self),
         )
-        return password.result
+        # Secret here, not only by the provider's schema: nothing downstream may see it plain.
+        return pulumi.Output.secret(password.result)

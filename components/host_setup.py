@@ -3,23 +3,25 @@
 wait -> NVIDIA driver -> (reboot pause, wait again) -> Docker -> container toolkit -> GPU smoke check
                                                    \\-> model download (in parallel with Docker & co.)
 
-Each step copies its script (and the shared lib.sh) to the host and runs it with sudo; its
-parameters travel as the SSH session's environment (sshd accepts them, see gpu_host.user_data),
-secrets only there, never in the command string. A step's triggers hold its scripts' hashes and
-the previous step's id, so editing a script re-runs that step and the ones after it, and nothing else.
+Each step is a host script run by components.script_steps: parameters travel as the SSH
+session's environment (secrets only there), and a step re-runs when its script, its parameters
+or a step before it changes, and not otherwise. A model given as a local directory is uploaded
+instead of downloaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import pulumi
 import pulumi_command as command
 
 from components.naming import child, component_type
-from components.script_steps import ScriptSteps
+from components.script_steps import REMOTE_DIR, ScriptSteps
 from config.plan import SizingPlan
 from config.settings import StackConfig
 
@@ -31,9 +33,26 @@ _REBOOT_MARKER = re.compile(r"^VLLM_DEPLOY_REBOOT=scheduled boot_id=(\S+)$", re.
 
 def model_dir_on_host(settings: StackConfig) -> str:
     """Where the weights live on the host; the vLLM container mounts it read-only."""
+    if settings.is_local_model:
+        # Uploaded as the login user, who can write under its home but not /data.
+        return f"{REMOTE_DIR}/models/{settings.served_name}"
     revision = settings.model_revision or "default"
     safe = re.sub(r"[^A-Za-z0-9._-]+", "--", f"{settings.model}@{revision}").strip("-")
     return f"{MODELS_DIR}/{safe}"
+
+
+def local_model_path(settings: StackConfig) -> Path:
+    return Path(settings.model).expanduser().resolve()
+
+
+def directory_fingerprint(directory: Path) -> str:
+    """Names, sizes and modification times: cheap to compute for tens of GB, and changes
+    whenever a file is replaced."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        stat = path.stat()
+        digest.update(f"{path.relative_to(directory)}:{stat.st_size}:{int(stat.st_mtime)}\n".encode())
+    return digest.hexdigest()
 
 
 def reboot_boot_id(stdout: Optional[str]) -> str:
@@ -60,12 +79,13 @@ class HostSetup(pulumi.ComponentResource):
     """The provisioned host: GPU runtime ready and the model on disk."""
 
     runtime_ready: command.remote.Command  # GPU smoke check passed
-    model_ready: command.remote.Command  # weights downloaded and verified
+    model_ready: pulumi.Resource  # weights downloaded and verified (or uploaded)
     model_dir: str
 
     def __init__(self, name: str, args: HostSetupArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("HostSetup"), name, None, opts)
         self._name = name
+        self._connection = args.connection
         self._steps = ScriptSteps(self, name, args.connection, args.instance_id)
         settings, plan = args.settings, args.plan
 
@@ -86,20 +106,36 @@ class HostSetup(pulumi.ComponentResource):
             },
         )
         self.model_dir = model_dir_on_host(settings)
-        download = self._steps.run(
-            "model", "download_model.sh", after=rebooted,
-            env={
-                "VLLM_DEPLOY_MODEL": settings.model,
-                "VLLM_DEPLOY_MODEL_SOURCE": settings.model_source,
-                "VLLM_DEPLOY_MODEL_REVISION": settings.model_revision or "",
-                "VLLM_DEPLOY_MODELS_DIR": MODELS_DIR,
-                "VLLM_DEPLOY_MODEL_DIR": self.model_dir,
-            },
-            secret_env={"HF_TOKEN": args.hf_token} if args.hf_token is not None else None,
-        )
+        if settings.is_local_model:
+            download = self._upload_local_model(settings, after=rebooted, instance_id=args.instance_id)
+        else:
+            download = self._steps.run(
+                "model", "download_model.sh", after=rebooted,
+                env={
+                    "VLLM_DEPLOY_MODEL": settings.model,
+                    "VLLM_DEPLOY_MODEL_SOURCE": settings.model_source,
+                    "VLLM_DEPLOY_MODEL_REVISION": settings.model_revision or "",
+                    "VLLM_DEPLOY_MODELS_DIR": MODELS_DIR,
+                    "VLLM_DEPLOY_MODEL_DIR": self.model_dir,
+                },
+                secret_env={"HF_TOKEN": args.hf_token} if args.hf_token is not None else None,
+            )
         self.runtime_ready = smoke
         self.model_ready = download
         self.register_outputs({"modelDir": self.model_dir, "gpuCheck": smoke.stdout})
+
+    def _upload_local_model(
+        self, settings: StackConfig, *, after: pulumi.Resource, instance_id: pulumi.Input[str]
+    ) -> command.remote.CopyToRemote:
+        """A model directory on this machine, copied as is (re-copied when a file changes)."""
+        return command.remote.CopyToRemote(
+            child(self._name, "model-upload"),
+            connection=self._connection,
+            source=pulumi.FileArchive(str(local_model_path(settings))),
+            remote_path=self.model_dir,
+            triggers=[directory_fingerprint(local_model_path(settings)), instance_id],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[after]),
+        )
 
     def _after_possible_reboot(self, driver: command.remote.Command) -> command.remote.Command:
         boot_id = driver.stdout.apply(reboot_boot_id)

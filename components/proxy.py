@@ -1,8 +1,11 @@
 """NginxProxy: TLS termination and streaming reverse proxy in front of vLLM.
 
-The only way in from outside: 443 (and 80, which redirects). The nginx config is a typed model
-rendered from a template (config/nginx.py); certificate and key are uploaded into the container
-by pulumi-docker, so the key never sits in a command line or a host file Pulumi wrote.
+The only way in from outside: 443 (and 80, which redirects and answers ACME challenges). The
+nginx config is a typed model rendered from a template (config/nginx.py).
+tls=self-signed: a stack CA signs a certificate for the address; certificate and key are
+uploaded into the container by pulumi-docker, so the key is in no command line or script.
+tls=letsencrypt: certbot on the host obtains (and a systemd timer renews) a certificate for
+`domain`; nginx reads it from /etc/letsencrypt.
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ import pulumi
 import pulumi_docker as docker
 import pulumi_tls as tls
 
+import pulumi_command as command
+
 from components.naming import child, component_type
+from components.script_steps import ScriptSteps
 from config.nginx import CONTAINER_CONF_PATH, NGINX_IMAGE, render, site_for_stack
 from config.settings import StackConfig
 
 PROXY_CONTAINER_NAME = "vllm-proxy"
+# Served at /.well-known/acme-challenge/ on port 80 in every mode, so a stack can switch to
+# letsencrypt while the old proxy still runs.
+ACME_WEBROOT = "/var/lib/vllm-deploy/acme-webroot"
+LETSENCRYPT_DIR = "/etc/letsencrypt"
 CA_VALIDITY_HOURS = 10 * 365 * 24
 SERVER_CERT_VALIDITY_HOURS = 365 * 24
 # `pulumi up` within 30 days of expiry issues a new server certificate.
@@ -37,12 +47,17 @@ class NginxProxyArgs:
     """vLLM's port on the host's loopback."""
     depends_on: list[pulumi.Resource]
     """What must exist before the proxy starts (the vLLM container)."""
+    connection: command.remote.ConnectionArgs
+    """SSH connection (obtaining a Let's Encrypt certificate runs on the host)."""
+    instance_id: pulumi.Input[str]
+    """Obtain the certificate again on a new instance."""
 
 
 class NginxProxy(pulumi.ComponentResource):
     """nginx on the host network: 443 TLS -> 127.0.0.1:<vLLM port>, streaming, unbuffered."""
 
-    ca_certificate: pulumi.Output[str]
+    ca_certificate: Optional[pulumi.Output[str]]  # None with letsencrypt: publicly trusted
+    container_id: pulumi.Output[str]
     config_text: str
 
     def __init__(self, name: str, args: NginxProxyArgs, opts: Optional[pulumi.ResourceOptions] = None):
@@ -50,41 +65,70 @@ class NginxProxy(pulumi.ComponentResource):
         self._name = name
         settings = args.settings
 
-        site = site_for_stack(settings, vllm_port=args.upstream_port)
-        self.config_text = render(site)
-        ca_cert, server_cert, server_key = self._certificates(settings, args.public_ip)
         image = docker.RemoteImage(
             child(name, "image"),
             name=NGINX_IMAGE,
             keep_locally=True,
             opts=pulumi.ResourceOptions(parent=self, provider=args.docker_provider),
         )
-        docker.Container(
+        volumes = [docker.ContainerVolumeArgs(host_path=ACME_WEBROOT, container_path=ACME_WEBROOT, read_only=True)]
+        uploads: list[docker.ContainerUploadArgs] = []
+        depends_on = list(args.depends_on)
+        if settings.tls == "letsencrypt":
+            live = f"{LETSENCRYPT_DIR}/live/{settings.domain}"
+            site = site_for_stack(
+                settings, vllm_port=args.upstream_port, acme_webroot=ACME_WEBROOT,
+                tls_certificate_path=f"{live}/fullchain.pem", tls_key_path=f"{live}/privkey.pem",
+            )
+            depends_on.append(self._letsencrypt(settings, args))
+            volumes.append(
+                docker.ContainerVolumeArgs(host_path=LETSENCRYPT_DIR, container_path=LETSENCRYPT_DIR, read_only=True)
+            )
+            self.ca_certificate = None
+        else:
+            site = site_for_stack(settings, vllm_port=args.upstream_port, acme_webroot=ACME_WEBROOT)
+            ca_cert, server_cert, server_key = self._certificates(settings, args.public_ip)
+            uploads += [
+                docker.ContainerUploadArgs(file=site.tls_certificate_path, content=server_cert),
+                docker.ContainerUploadArgs(file=site.tls_key_path, content=server_key, permissions="0600"),
+            ]
+            self.ca_certificate = ca_cert
+        self.config_text = render(site)
+        uploads.insert(0, docker.ContainerUploadArgs(file=CONTAINER_CONF_PATH, content=self.config_text))
+        container = docker.Container(
             child(name, "container"),
             name=PROXY_CONTAINER_NAME,
             image=image.image_id,
             network_mode="host",  # real client addresses for allow-lists and rate limits
             restart="always",
             must_run=True,
-            uploads=[
-                docker.ContainerUploadArgs(file=CONTAINER_CONF_PATH, content=self.config_text),
-                docker.ContainerUploadArgs(file=site.tls_certificate_path, content=server_cert),
-                docker.ContainerUploadArgs(
-                    file=site.tls_key_path, content=pulumi.Output.secret(server_key), permissions="0600"
-                ),
-            ],
+            uploads=uploads,
+            volumes=volumes,
             log_driver="json-file",
             log_opts={"max-size": "50m", "max-file": "5"},
             opts=pulumi.ResourceOptions(
                 parent=self,
                 provider=args.docker_provider,
-                depends_on=args.depends_on,
+                depends_on=depends_on,
                 additional_secret_outputs=["uploads"],
                 delete_before_replace=True,  # one process can hold ports 80/443
             ),
         )
-        self.ca_certificate = ca_cert
-        self.register_outputs({"caCertificate": self.ca_certificate})
+        self.container_id = container.id
+        self.register_outputs({"caCertificate": self.ca_certificate, "containerId": self.container_id})
+
+    def _letsencrypt(self, settings: StackConfig, args: NginxProxyArgs) -> command.remote.Command:
+        """certbot on the host; standalone on the first deploy (nothing serves port 80 yet)."""
+        return ScriptSteps(self, self._name, args.connection, args.instance_id).run(
+            "certificate", "obtain_certificate.sh", after=args.depends_on[-1] if args.depends_on else None,
+            env={
+                "VLLM_DEPLOY_DOMAIN": settings.domain or "",
+                "VLLM_DEPLOY_ACME_EMAIL": settings.letsencrypt_email or "",
+                "VLLM_DEPLOY_CERT_DIR": LETSENCRYPT_DIR,
+                "VLLM_DEPLOY_ACME_WEBROOT": ACME_WEBROOT,
+                "VLLM_DEPLOY_NGINX_CONTAINER": PROXY_CONTAINER_NAME,
+            },
+        )
 
     def _certificates(
         self, settings: StackConfig, public_ip: pulumi.Input[str]
@@ -98,7 +142,7 @@ class NginxProxy(pulumi.ComponentResource):
         )
         ca = tls.SelfSignedCert(
             child(self._name, "ca"),
-            private_key_pem=ca_key.private_key_pem,
+            private_key_pem=pulumi.Output.secret(ca_key.private_key_pem),
             is_ca_certificate=True,
             validity_period_hours=CA_VALIDITY_HOURS,
             allowed_uses=["cert_signing", "crl_signing"],
@@ -115,7 +159,7 @@ class NginxProxy(pulumi.ComponentResource):
         )
         request = tls.CertRequest(
             child(self._name, "server-csr"),
-            private_key_pem=server_key.private_key_pem,
+            private_key_pem=pulumi.Output.secret(server_key.private_key_pem),
             subject=tls.CertRequestSubjectArgs(
                 common_name=settings.domain or public_ip, organization="vllm-deploy"
             ),
@@ -126,7 +170,7 @@ class NginxProxy(pulumi.ComponentResource):
         server = tls.LocallySignedCert(
             child(self._name, "server-cert"),
             cert_request_pem=request.cert_request_pem,
-            ca_private_key_pem=ca_key.private_key_pem,
+            ca_private_key_pem=pulumi.Output.secret(ca_key.private_key_pem),
             ca_cert_pem=ca.cert_pem,
             validity_period_hours=SERVER_CERT_VALIDITY_HOURS,
             early_renewal_hours=SERVER_CERT_EARLY_RENEWAL_HOURS,
@@ -134,4 +178,4 @@ class NginxProxy(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         chain = pulumi.Output.concat(server.cert_pem, ca.cert_pem)
-        return ca.cert_pem, chain, server_key.private_key_pem
+        return ca.cert_pem, chain, pulumi.Output.secret(server_key.private_key_pem)

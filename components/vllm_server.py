@@ -13,11 +13,9 @@ from components.naming import child, component_type
 from components.script_steps import ScriptSteps
 from config.plan import SizingPlan
 from config.settings import StackConfig
-from config.vllm_args import serve_args
+from config.stack import SERVED_MODEL_PATH, VLLM_PORT
 
-VLLM_PORT = 8000  # on the host's loopback only; nginx is the way in
 CONTAINER_NAME = "vllm"
-MODEL_MOUNT = "/models/served"
 
 
 @dataclass
@@ -26,6 +24,8 @@ class VllmServerArgs:
     """The validated stack config (image, serving flags, readiness timeout)."""
     plan: SizingPlan
     """The sizing decision (TP, dtype, max model len...)."""
+    command: list[str]
+    """`vllm serve` arguments, checked against the pinned flag list."""
     docker_provider: docker.Provider
     """Docker engine of the host (components.docker_host)."""
     connection: command.remote.ConnectionArgs
@@ -55,13 +55,15 @@ class VllmServer(pulumi.ComponentResource):
         self._name = name
         settings = args.settings
         self.port = VLLM_PORT
-        self.args = serve_args(settings, args.plan, model_path=MODEL_MOUNT, port=VLLM_PORT)
+        self.args = list(args.command)
 
         provider = args.docker_provider
         image = docker.RemoteImage(
             child(name, "image"),
             name=settings.vllm_image,
             keep_locally=True,  # tens of GB: pull once, keep across container replacements
+            # After the GPU check, not right after Docker: the toolkit step restarts the
+            # engine, which would cut a pull short. It still overlaps the model download.
             opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[args.runtime_ready]),
         )
         container = self._container(args, image, provider)
@@ -101,7 +103,7 @@ class VllmServer(pulumi.ComponentResource):
             ports=[docker.ContainerPortArgs(internal=VLLM_PORT, external=VLLM_PORT, ip="127.0.0.1")],
             mounts=[
                 docker.ContainerMountArgs(
-                    type="bind", source=args.model_dir, target=MODEL_MOUNT, read_only=True
+                    type="bind", source=args.model_dir, target=SERVED_MODEL_PATH, read_only=True
                 )
             ],
             log_driver="json-file",

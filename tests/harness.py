@@ -262,7 +262,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     replace_on_changes=list(request.replaceOnChanges),
                     delete_before_replace=bool(request.deleteBeforeReplace),
                     ignore_changes=list(request.ignoreChanges),
-                    aliases=list(request.aliasSpecs),
+                    aliases=list(request.aliases),
                 )
             )
         return response
@@ -281,6 +281,7 @@ class ProgramRun:
     invokes: list[Invoke]
     exports: dict[str, Export]
     logs: list[str] = field(default_factory=list)
+    error: Optional[BaseException] = None
 
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.type == typ]
@@ -364,6 +365,7 @@ def run_program(
     stack: str = "dev",
     preview: bool = False,
     with_defaults: bool = True,
+    expect_error: bool = False,
 ) -> ProgramRun:
     """Run __main__.py with `config` (project keys without namespace; `aws:*` kept) on top of
     the Pulumi.yaml defaults. `secrets` are passed as encrypted config unless `plaintext_secrets`."""
@@ -388,14 +390,18 @@ def run_program(
     pulumi.runtime.set_all_config(flat, secret_keys)
     stack_resource = settings.get_root_resource()
 
-    _sync_await(
-        pulumi.runtime.stack.run_pulumi_func(
-            lambda: runpy.run_path(str(MAIN), run_name="__main__")
+    error: Optional[BaseException] = None
+    try:
+        _sync_await(
+            pulumi.runtime.stack.run_pulumi_func(
+                lambda: runpy.run_path(str(MAIN), run_name="__main__")
+            )
         )
-    )
+    except Exception as exc:  # noqa: BLE001 - handed to the test, which asserts on it
+        error = exc
 
     exports: dict[str, Export] = {}
-    for name, value in stack_resource.outputs.items():
+    for name, value in (stack_resource.outputs.items() if error is None else ()):
         out = pulumi.Output.from_input(value)
         resolved = _sync_await(out.future(with_unknowns=True))
         exports[name] = Export(
@@ -403,4 +409,7 @@ def run_program(
             secret=_sync_await(out.is_secret()),
             known=_sync_await(out.is_known()),
         )
-    return ProgramRun(resources=monitor.registered, invokes=mocks.invokes, exports=exports, logs=logs.lines)
+    run = ProgramRun(resources=monitor.registered, invokes=mocks.invokes, exports=exports, logs=logs.lines, error=error)
+    if error is not None and not expect_error:
+        raise AssertionError(f"the program failed: {error}") from error
+    return run

@@ -1,0 +1,22 @@
+import functools
+
+import pytest
+
+from tests.harness import AwsWorld, run_program
+
+# Stands in for "the public address of the machine running pulumi" (sshAllowedCidrs: auto).
+DEPLOYER_IP = "192.0.2.44"
+
+
+@pytest.fixture
+def program(monkeypatch, tmp_path):
+    """run_program with the process environment a deployer would have, kept out of the real
+    home directory (the program writes the stack's SSH identity file under ~/.ssh)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VLLM_DEPLOY_PUBLIC_IP", DEPLOYER_IP)
+    return functools.partial(run_program)
+
+
+@pytest.fixture
+def world():
+    return AwsWorld()

@@ -1,0 +1,407 @@
+"""The whole program under recording mocks: invariants and wiring a user relies on."""
+
+import json
+import re
+
+import pytest
+
+from config.vllm_args import check_flags
+from tests.conftest import DEPLOYER_IP
+from tests.harness import AwsWorld, is_secret, plain_text, reveal, stack_config
+
+INSTANCE = "aws:ec2/instance:Instance"
+CONTAINER = "docker:index/container:Container"
+COMMAND = "command:remote:Command"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+API_KEY = "sk-test-0f9e8d7c6b5a4f3e2d1c0b9a"
+HF_TOKEN = "hf_testtoken_a1b2c3d4e5f6g7h8"
+SMALL = {"model": "Qwen/Qwen2.5-1.5B-Instruct", "maxModelLen": 8192}
+
+
+def step(run, role):
+    return run.named(f"vllm-setup-{role}")
+
+
+def vllm_container(run):
+    return run.named("vllm-vllm-container")
+
+
+# --- the stacks ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_example_stack_deploys_and_exports_the_output_contract(program, stack):
+    run = program(stack_config(stack), stack=stack)
+    exports = run.exports
+    for name in ("endpoint", "apiKey", "servedModelName", "instanceType", "instanceId", "publicIp",
+                 "sshCommand", "hourlyPriceUsd", "sizing", "caCertificate"):
+        assert name in exports, name
+    assert re.fullmatch(r"https://[\d.]+/v1", exports["endpoint"].value)
+    assert exports["apiKey"].secret and exports["sshPrivateKey"].secret
+    instance = run.one(INSTANCE)
+    assert instance.plain["instanceType"] == exports["instanceType"].value == exports["sizing"].value["instanceType"]
+    assert exports["hourlyPriceUsd"].value == exports["sizing"].value["hourlyPriceUsd"] > 0
+    sizing = exports["sizing"].value
+    for key in ("gpus", "gpuMemoryGib", "tensorParallelSize"):
+        assert sizing[key] > 0
+    for key in ("weightsGib", "kvCacheGib", "overheadGib"):
+        assert sizing["perGpu"][key] > 0
+    assert exports["publicIp"].value in exports["sshCommand"].value
+    assert any("per GPU: weights" in line for line in run.logs), "the sizing report is logged at preview"
+
+
+def test_instance_type_registered_is_the_sizing_decision_and_region_offerings_are_honoured(program):
+    world = AwsWorld()
+    everything = program(SMALL).one(INSTANCE).plain["instanceType"]
+    world.offered_instance_types = {"g5.xlarge", "g6.xlarge", "g6e.xlarge"} - {everything}
+    run = program(SMALL, world=world)
+    chosen = run.one(INSTANCE).plain["instanceType"]
+    assert chosen != everything and chosen in world.offered_instance_types
+    assert any(i.token.endswith("getInstanceTypeOfferings") and i.args.get("locationType") == "region"
+               for i in run.invokes)
+
+
+# --- bad input: one clear error, nothing created -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "mentions"),
+    [
+        ({"gpuMemoryUtilization": 1.5}, "vllm-deploy:gpuMemoryUtilization=1.5"),
+        ({"maxModelLen": -3}, "vllm-deploy:maxModelLen=-3"),
+        ({"maxModelLength": 4096}, "did you mean vllm-deploy:maxModelLen"),
+        ({"quantization": "awq4"}, "vllm-deploy:quantization='awq4'"),
+        ({"allowedCidrs": ["10.0.0.0/33"]}, "10.0.0.0/33"),
+        ({"tensorParallelSize": 3}, "vllm-deploy:tensorParallelSize=3"),
+        ({"vllmExtraArgs": ["--enable-metrics"]}, "--enable-metrics"),
+        ({"model": "deepseek-ai/DeepSeek-R1", "dtype": "bfloat16", "quantization": "none"}, "DeepSeek"),
+    ],
+)
+def test_bad_input_fails_before_any_cloud_resource(program, values, mentions):
+    run = program({**SMALL, **values}, expect_error=True)
+    assert run.error is not None and mentions in str(run.error)
+    assert run.cloud_resources == [], [r.urn for r in run.cloud_resources]
+
+
+def test_plain_text_api_key_in_the_stack_file_is_refused(program):
+    run = program(SMALL, secrets={"apiKey": API_KEY}, plaintext_secrets=True, expect_error=True)
+    assert "pulumi config set --secret apiKey" in str(run.error)
+    assert API_KEY not in str(run.error)
+    assert run.cloud_resources == []
+
+
+# --- secrets -------------------------------------------------------------------------
+
+
+def test_secrets_never_appear_in_plain_text(program):
+    run = program(SMALL, secrets={"apiKey": API_KEY, "hfToken": HF_TOKEN})
+    for res in run.resources:
+        text = plain_text(res.inputs)
+        assert API_KEY not in text, f"API key in plain inputs of {res.urn}"
+        assert HF_TOKEN not in text, f"HF token in plain inputs of {res.urn}"
+        assert "MOCKPRIVATEKEY" not in text, f"SSH private key in plain inputs of {res.urn}"
+    for name, export in run.exports.items():
+        if API_KEY in str(export.value) or "MOCKPRIVATEKEY" in str(export.value):
+            assert export.secret, f"output {name} holds a secret in plain text"
+    assert run.exports["apiKey"].value == API_KEY and run.exports["apiKey"].secret
+
+
+def test_api_key_reaches_vllm_only_as_a_secret_environment_variable(program):
+    run = program(SMALL, secrets={"apiKey": API_KEY})
+    container = vllm_container(run)
+    assert is_secret(container.inputs["envs"])
+    assert f"VLLM_API_KEY={API_KEY}" in reveal(container.inputs["envs"])
+    assert not any(API_KEY in arg or arg == "--api-key" for arg in container.plain["command"])
+    for cmd in run.of_type(COMMAND):
+        assert API_KEY not in cmd.plain["create"]
+
+
+def test_hf_token_reaches_only_the_download_step_as_secret_environment(program):
+    run = program(SMALL, secrets={"hfToken": HF_TOKEN})
+    download = step(run, "model")
+    env = download.inputs["environment"]
+    token = env["HF_TOKEN"] if not is_secret(env) else env["value"]["HF_TOKEN"]
+    assert is_secret(env) or is_secret(token)
+    assert reveal(token) == HF_TOKEN
+    assert "HF_TOKEN" in download.plain["create"] and HF_TOKEN not in download.plain["create"]
+    assert download.plain["logging"] == "none", "a step that holds a secret must not log its output"
+    holders = [r.name for r in run.resources if HF_TOKEN in str(reveal(r.inputs))]
+    assert holders == ["vllm-setup-model"]
+
+
+def test_generated_ssh_key_is_secret_and_written_only_under_the_users_ssh_dir(program, tmp_path):
+    run = program(SMALL)
+    assert run.exports["sshPrivateKey"].secret
+    key_file = tmp_path / "home" / ".ssh" / "vllm-deploy" / "dev.key"
+    assert key_file.exists() and (key_file.stat().st_mode & 0o777) == 0o600
+    provider = run.one("pulumi:providers:docker")
+    assert str(key_file) in provider.plain["sshOpts"]
+
+
+# --- the host ------------------------------------------------------------------------
+
+
+def test_security_group_opens_only_https_http_and_ssh_from_the_configured_cidrs(program):
+    run = program({**SMALL, "allowedCidrs": ["203.0.113.0/24"]})
+    rules = {(r.plain["fromPort"], r.plain.get("cidrIpv4") or r.plain.get("cidrIpv6")) for r in run.of_type(INGRESS)}
+    assert rules == {(443, "203.0.113.0/24"), (80, "203.0.113.0/24"), (22, f"{DEPLOYER_IP}/32")}
+    assert not any(r.plain["fromPort"] <= 8000 <= r.plain["toPort"] for r in run.of_type(INGRESS))
+
+
+def test_ssh_is_open_to_the_world_only_when_asked(program):
+    closed = program(SMALL)
+    assert not any(r.plain["fromPort"] == 22 and r.plain.get("cidrIpv4") == "0.0.0.0/0" for r in closed.of_type(INGRESS))
+    opened = program({**SMALL, "sshAllowedCidrs": ["0.0.0.0/0"]})
+    assert any(r.plain["fromPort"] == 22 and r.plain.get("cidrIpv4") == "0.0.0.0/0" for r in opened.of_type(INGRESS))
+
+
+def test_instance_is_hardened_and_sized(program):
+    run = program(SMALL)
+    instance = run.one(INSTANCE).plain
+    assert instance["metadataOptions"]["httpTokens"] == "required"
+    root = instance["rootBlockDevice"]
+    assert root["encrypted"] is True and root["volumeType"] == "gp3"
+    assert root["volumeSize"] == run.exports["sizing"].value["diskSizeGb"]
+    profile = run.one("aws:iam/instanceProfile:InstanceProfile")
+    assert run.one(INSTANCE).depends_on(profile)
+    role = run.one("aws:iam/role:Role")
+    assert profile.depends_on(role)
+    ssm = run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").plain
+    assert ssm["policyArn"].endswith("AmazonSSMManagedInstanceCore")
+    assert "AcceptEnv VLLM_DEPLOY_*" in instance["userData"]
+
+
+def test_disk_size_follows_the_user_when_larger(program):
+    run = program({**SMALL, "diskSizeGb": 500})
+    assert run.one(INSTANCE).plain["rootBlockDevice"]["volumeSize"] == 500
+
+
+def test_spot_stops_instead_of_terminating(program):
+    run = program({**SMALL, "spot": True})
+    market = run.one(INSTANCE).plain["instanceMarketOptions"]
+    assert market["marketType"] == "spot"
+    assert market["spotOptions"]["instanceInterruptionBehavior"] == "stop"
+
+
+def test_new_instance_type_or_image_replaces_the_host_but_serving_flags_do_not(program):
+    instance = program(SMALL).one(INSTANCE)
+    assert {"instanceType", "ami"} <= set(instance.replace_on_changes)
+    a = program(SMALL).one(INSTANCE).plain
+    b = program({**SMALL, "maxNumSeqs": 64, "vllmExtraArgs": ["--enable-prefix-caching"]}).one(INSTANCE).plain
+    assert a == b, "a serving flag must not change any input of the instance"
+
+
+@pytest.mark.parametrize(
+    ("ami", "owner", "pattern"),
+    [
+        ("dlami", "898082745236", "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"),
+        ("ubuntu", "099720109477", "ubuntu/images/hvm-ssd/ubuntu-jammy-22.04-amd64-server-*"),
+    ],
+)
+def test_ami_lookup_asks_for_the_right_owner_and_pattern(program, ami, owner, pattern):
+    run = program({**SMALL, "ami": ami})
+    (lookup,) = [i for i in run.invokes if i.token == "aws:ec2/getAmi:getAmi"]
+    assert lookup.args["owners"] == [owner]
+    filters = {f["name"]: f["values"] for f in lookup.args["filters"]}
+    assert filters["name"] == [pattern] and filters["architecture"] == ["x86_64"]
+    assert run.one(INSTANCE).plain["ami"].startswith("ami-")
+
+
+def test_explicit_ami_id_is_used_without_lookup(program):
+    run = program({**SMALL, "ami": "ami-0123456789abcdef1"})
+    assert not [i for i in run.invokes if i.token == "aws:ec2/getAmi:getAmi"]
+    assert run.one(INSTANCE).plain["ami"] == "ami-0123456789abcdef1"
+
+
+def test_subnet_is_in_a_zone_that_offers_the_type(program):
+    world = AwsWorld()
+    world.zone_offerings = {"us-east-1a": set(), "us-east-1b": set(), "us-east-1c": {"g4dn.xlarge", "g6.xlarge"}}
+    run = program(SMALL, world=world)
+    assert run.one(INSTANCE).plain["subnetId"] == "subnet-c000000000000000"
+
+
+def test_user_subnet_in_a_zone_without_the_type_is_refused(program):
+    world = AwsWorld()
+    world.zone_offerings = {"us-east-1a": set()}
+    run = program({**SMALL, "subnetId": "subnet-a000000000000000"}, world=world, expect_error=True)
+    assert "vllm-deploy:subnetId" in str(run.error) and "us-east-1a" in str(run.error)
+    assert not run.of_type(INSTANCE)
+
+
+def test_every_aws_resource_is_created_through_the_tagged_provider(program):
+    run = program(SMALL)
+    provider = run.one("pulumi:providers:aws")
+    default_tags = provider.plain["defaultTags"]  # provider config travels JSON-encoded
+    tags = (json.loads(default_tags) if isinstance(default_tags, str) else default_tags)["tags"]
+    assert tags["project"] == "vllm-deploy" and tags["stack"] == "dev" and tags["managed-by"] == "pulumi"
+    aws_resources = [r for r in run.cloud_resources if r.type.startswith("aws:")]
+    assert aws_resources
+    for res in aws_resources:
+        assert res.provider.startswith(provider.urn + "::"), f"{res.urn} bypasses the tagged provider"
+    root = run.one(INSTANCE).plain["rootBlockDevice"]["tags"]
+    assert root["project"] == "vllm-deploy" and root["stack"] == "dev"
+
+
+def test_every_resource_is_parented_to_a_component(program):
+    run = program(SMALL)
+    for res in run.resources:
+        if res.type == "vllm-deploy:index:VllmDeployment":
+            continue
+        ancestors = [a.type for a in run.ancestors(res)]
+        assert "vllm-deploy:index:VllmDeployment" in ancestors, res.urn
+
+
+# --- provisioning order and re-runs --------------------------------------------------
+
+
+def test_steps_run_in_order(program):
+    run = program(SMALL)
+    wait, driver, rebooted, docker, toolkit, smoke, model = (
+        step(run, r) for r in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "model")
+    )
+    pause = run.named("vllm-setup-reboot-pause")
+
+    def reaches(later, earlier, seen=None):
+        seen = seen or set()
+        if later.depends_on(earlier):
+            return True
+        deps = set(later.dependencies) | {u for us in later.property_dependencies.values() for u in us}
+        for urn in deps - seen:
+            seen.add(urn)
+            nxt = run.by_urn(urn) if any(r.urn == urn for r in run.resources) else None
+            if nxt is not None and reaches(nxt, earlier, seen):
+                return True
+        return False
+
+    chain = [wait, driver, pause, rebooted, docker, toolkit, smoke]
+    for earlier, later in zip(chain, chain[1:]):
+        assert reaches(later, earlier), f"{later.name} must wait for {earlier.name}"
+    assert reaches(model, rebooted) and not reaches(model, docker), "download runs beside docker & co."
+    container = vllm_container(run)
+    assert reaches(container, smoke) and reaches(container, model)
+    ready = run.named("vllm-vllm-ready")
+    assert reaches(ready, container)
+    assert reaches(run.named("vllm-proxy-container"), ready)
+
+
+def test_each_step_reruns_when_the_one_before_it_does(program):
+    run = program(SMALL)
+    for later, earlier in (("driver", "wait"), ("docker", "rebooted"), ("toolkit", "docker"),
+                           ("gpu-check", "toolkit"), ("model", "rebooted")):
+        triggers_from = step(run, later).property_dependencies.get("triggers", [])
+        assert step(run, earlier).urn in triggers_from, f"{later} triggers must include {earlier}'s id"
+
+
+def test_changing_the_model_reruns_the_download_but_not_the_driver(program):
+    a = program(SMALL)
+    b = program({**SMALL, "model": "Qwen/Qwen2.5-0.5B-Instruct"})
+    assert step(a, "driver").plain["triggers"] == step(b, "driver").plain["triggers"]
+    assert step(a, "model").plain["triggers"] != step(b, "model").plain["triggers"]
+
+
+def test_editing_a_script_reruns_only_its_step(program, monkeypatch, tmp_path):
+    import shutil
+
+    from components import script_steps
+
+    before = program(SMALL)
+    scripts = tmp_path / "scripts"
+    shutil.copytree(script_steps.SCRIPTS_DIR, scripts)
+    with open(scripts / "install_docker.sh", "a") as handle:
+        handle.write("\n# edited\n")
+    monkeypatch.setattr(script_steps, "SCRIPTS_DIR", scripts)
+    after = program(SMALL)
+    changed = {
+        role for role in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "model")
+        if step(before, role).plain["triggers"] != step(after, role).plain["triggers"]
+    }
+    assert changed == {"docker"}  # the later steps follow through the docker step's new id
+
+
+def test_gpu_check_expects_what_sizing_chose(program):
+    run = program(SMALL)
+    env = step(run, "gpu-check").plain["environment"]
+    assert int(env["VLLM_DEPLOY_EXPECTED_GPUS"]) == run.exports["sizing"].value["gpus"]
+
+
+# --- serving -------------------------------------------------------------------------
+
+
+def test_vllm_container_is_private_gpu_enabled_and_runs_valid_flags(program):
+    run = program({**SMALL, "vllmExtraArgs": ["--enable-prefix-caching"]})
+    container = vllm_container(run).plain
+    assert container["ports"] == [{"internal": 8000, "external": 8000, "ip": "127.0.0.1"}]
+    assert container["gpus"] == "all" and container["ipcMode"] == "host" and container["restart"] == "always"
+    mount = container["mounts"][0]
+    assert mount["readOnly"] is True and mount["source"] == reveal(step(run, "model").inputs["environment"])["VLLM_DEPLOY_MODEL_DIR"]
+    check_flags(container["command"][1:], source="recorded container args")
+    sizing = run.exports["sizing"].value
+    args = container["command"]
+    assert args[args.index("--tensor-parallel-size") + 1] == str(sizing["tensorParallelSize"])
+    assert args[args.index("--max-model-len") + 1] == str(sizing["maxModelLen"])
+    assert "--enable-prefix-caching" in args
+
+
+def test_nginx_upstream_is_the_vllm_port(program):
+    run = program(SMALL)
+    container = vllm_container(run).plain
+    port = container["ports"][0]["external"]
+    proxy = run.named("vllm-proxy-container")
+    uploads = reveal(proxy.inputs["uploads"])
+    conf = next(u["content"] for u in uploads if u["file"] == "/etc/nginx/nginx.conf")
+    upstreams = re.findall(r"server\s+127\.0\.0\.1:(\d+)", conf)
+    assert upstreams and {int(p) for p in upstreams} == {port}
+    assert proxy.plain["networkMode"] == "host"
+    key_upload = next(u for u in proxy.inputs["uploads"]["value"] if u["file"].endswith(".key")) \
+        if is_secret(proxy.inputs["uploads"]) else None
+    assert is_secret(proxy.inputs["uploads"]) or key_upload is not None
+
+
+def test_endpoint_waits_for_readiness(program):
+    run = program(SMALL)
+    ready = run.named("vllm-vllm-ready").plain
+    env = ready["environment"]
+    assert env["VLLM_DEPLOY_SERVED_MODEL"] == run.exports["servedModelName"].value
+    assert int(env["VLLM_DEPLOY_TIMEOUT_SECONDS"]) == 30 * 60
+
+
+def test_two_deployments_fit_in_one_program(program, monkeypatch):
+    from tests import harness
+
+    main = harness.ROOT / "tests" / "_two_deployments_main.py"
+    main.write_text("from tests.test_program import two_deployments\ntwo_deployments()\n")
+    monkeypatch.setattr(harness, "MAIN", main)
+    try:
+        run = program(SMALL)
+    finally:
+        main.unlink()
+    urns = [r.urn for r in run.resources]
+    assert len(urns) == len(set(urns))
+    assert len(run.of_type(INSTANCE)) == 2
+
+
+def two_deployments():
+    """A program with two endpoints side by side (run by the test above)."""
+    from components.deployment import VllmDeployment, VllmDeploymentArgs
+    from config.settings import parse
+    from config.sizing import plan as size
+    from config.stack import vllm_command
+
+    settings = parse({**SMALL, "sshAllowedCidrs": ["198.51.100.0/24"]})
+    plan = size(settings)
+    for name in ("blue", "green"):
+        VllmDeployment(name, VllmDeploymentArgs(settings=settings, plan=plan, vllm_command=vllm_command(settings, plan)))
+
+
+def test_letsencrypt_obtains_a_certificate_for_the_domain_before_the_proxy_starts(program):
+    run = program({**SMALL, "tls": "letsencrypt", "domain": "llm.example.com", "letsencryptEmail": "ops@example.com"})
+    assert run.exports["endpoint"].value == "https://llm.example.com/v1"
+    assert "caCertificate" not in run.exports, "a publicly trusted certificate needs no CA bundle"
+    cert_step = run.named("vllm-proxy-certificate")
+    assert cert_step.plain["environment"]["VLLM_DEPLOY_DOMAIN"] == "llm.example.com"
+    proxy = run.named("vllm-proxy-container")
+    assert proxy.depends_on(cert_step)
+    conf = next(u["content"] for u in reveal(proxy.inputs["uploads"]) if u["file"] == "/etc/nginx/nginx.conf")
+    assert "/etc/letsencrypt/live/llm.example.com/fullchain.pem" in conf
+    assert "/.well-known/acme-challenge/" in conf
+    assert not run.of_type("tls:index/locallySignedCert:LocallySignedCert")
