@@ -20,6 +20,7 @@ from typing import Optional
 import pulumi
 import pulumi_command as command
 
+from components.gpu_host import SSH_USER
 from components.naming import child, component_type
 from components.script_steps import REMOTE_DIR, ScriptSteps
 from config.plan import SizingPlan
@@ -95,7 +96,9 @@ class HostSetup(pulumi.ComponentResource):
             env={"VLLM_DEPLOY_DRIVER_BRANCH": NVIDIA_DRIVER_BRANCH},
         )
         rebooted = self._after_possible_reboot(driver)
-        docker = self._steps.run("docker", "install_docker.sh", after=rebooted)
+        docker = self._steps.run(
+            "docker", "install_docker.sh", after=rebooted, env={"VLLM_DEPLOY_DOCKER_USER": SSH_USER}
+        )
         toolkit = self._steps.run("toolkit", "install_container_toolkit.sh", after=docker)
         smoke = self._steps.run(
             "gpu-check", "gpu_smoke_check.sh", after=toolkit,

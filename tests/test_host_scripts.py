@@ -26,6 +26,7 @@ STUBS = Path(__file__).resolve().parent / "host_stubs"
 BASE_STUBS = (
     "apt-get", "apt-cache", "dpkg", "dpkg-query", "fuser", "cloud-init", "uname",
     "modprobe", "systemctl", "systemd-run", "curl", "gpg", "python3", "openssl",
+    "id", "usermod",
 )
 REAL_TOOLS = (
     "bash", "env", "cat", "cp", "mv", "rm", "mkdir", "chmod", "ln", "grep", "sed", "sort",
@@ -419,6 +420,15 @@ def test_docker_is_installed_from_dockers_apt_repository(host: Host) -> None:
     assert_ok(again)
     assert again.called("apt-get") == [] and again.called("curl") == []
     assert again.called("systemctl") == []
+
+
+def test_login_user_joins_the_docker_group_once(dlami: Host) -> None:
+    run = dlami.run("install_docker.sh")
+    assert_ok(run)
+    assert run.called("usermod") == [["-aG", "docker", "ubuntu"]]
+    again = dlami.run("install_docker.sh")
+    assert_ok(again)
+    assert again.called("usermod") == []
 
 
 def test_docker_key_download_is_retried_then_reported(host: Host) -> None:

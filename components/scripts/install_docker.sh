@@ -6,6 +6,8 @@
 #   VLLM_DEPLOY_APT_KEYRINGS_DIR  /etc/apt/keyrings
 #   VLLM_DEPLOY_APT_SOURCES_DIR   /etc/apt/sources.list.d
 #   VLLM_DEPLOY_DOCKER_TIMEOUT    seconds to wait for the daemon to answer (60)
+#   VLLM_DEPLOY_DOCKER_USER       login user that drives Docker over SSH (pulumi-docker's
+#                                 ssh:// provider); added to the docker group (ubuntu)
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -56,22 +58,31 @@ add_docker_repo() {
   fi
 }
 
-if docker_running; then
-  log "Docker is installed and running; nothing to do"
-  exit 0
-fi
+# The provider runs `docker system dial-stdio` as the login user over SSH, which needs
+# the engine's socket: membership of the docker group. New SSH sessions pick it up.
+allow_docker_user() {
+  local user=${VLLM_DEPLOY_DOCKER_USER:-ubuntu}
+  if id -nG "$user" 2>/dev/null | tr ' ' '\n' | grep -qx docker; then
+    return 0
+  fi
+  usermod -aG docker "$user" ||
+    die "could not add $user to the docker group" "check that the user exists: id $user"
+  log "added $user to the docker group"
+}
 
-if command -v docker >/dev/null; then
+if docker_running; then
+  log "Docker is installed and running"
+elif command -v docker >/dev/null; then
   log "Docker is installed but the daemon is not running; starting it"
   start_docker
   log "Docker started"
-  exit 0
+else
+  log "installing Docker Engine from Docker's apt repository"
+  apt_install ca-certificates curl
+  add_docker_repo
+  apt_update "with Docker's repository in $sources_dir/docker.list"
+  apt_install "${docker_packages[@]}"
+  start_docker
+  log "Docker installed and running"
 fi
-
-log "installing Docker Engine from Docker's apt repository"
-apt_install ca-certificates curl
-add_docker_repo
-apt_update "with Docker's repository in $sources_dir/docker.list"
-apt_install "${docker_packages[@]}"
-start_docker
-log "Docker installed and running"
+allow_docker_user
