@@ -13,6 +13,7 @@ import pulumi_command as command
 import pulumi_tls as tls
 import yaml
 
+from components.capacity import capacity_hook
 from components.naming import child, component_type, default_tags
 from config.plan import SizingPlan
 from config.settings import StackConfig
@@ -320,6 +321,9 @@ class GpuHost(pulumi.ComponentResource):
                 # in-place stop/modify/start that AWS may refuse mid-way.
                 replace_on_changes=["instanceType", "ami"],
                 ignore_changes=["associatePublicIpAddress"],
+                hooks=pulumi.ResourceHookBinding(
+                    on_error=[capacity_hook(child(self._name, "instance"), plan.instance.name, spot=settings.spot)]
+                ),
             ),
         )
 

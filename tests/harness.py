@@ -69,6 +69,7 @@ class Registered:
     delete_before_replace: bool
     ignore_changes: list[str]
     aliases: list[Any]
+    error_hooks: list[str]
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -263,6 +264,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     delete_before_replace=bool(request.deleteBeforeReplace),
                     ignore_changes=list(request.ignoreChanges),
                     aliases=list(request.aliases),
+                    error_hooks=list(request.hooks.on_error),
                 )
             )
         return response

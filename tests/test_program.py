@@ -365,16 +365,13 @@ def test_endpoint_waits_for_readiness(program):
     assert int(env["VLLM_DEPLOY_TIMEOUT_SECONDS"]) == 30 * 60
 
 
-def test_two_deployments_fit_in_one_program(program, monkeypatch):
+def test_two_deployments_fit_in_one_program(program, monkeypatch, tmp_path):
     from tests import harness
 
-    main = harness.ROOT / "tests" / "_two_deployments_main.py"
+    main = tmp_path / "__main__.py"
     main.write_text("from tests.test_program import two_deployments\ntwo_deployments()\n")
     monkeypatch.setattr(harness, "MAIN", main)
-    try:
-        run = program(SMALL)
-    finally:
-        main.unlink()
+    run = program(SMALL)
     urns = [r.urn for r in run.resources]
     assert len(urns) == len(set(urns))
     assert len(run.of_type(INSTANCE)) == 2
@@ -405,3 +402,8 @@ def test_letsencrypt_obtains_a_certificate_for_the_domain_before_the_proxy_start
     assert "/etc/letsencrypt/live/llm.example.com/fullchain.pem" in conf
     assert "/.well-known/acme-challenge/" in conf
     assert not run.of_type("tls:index/locallySignedCert:LocallySignedCert")
+
+
+def test_instance_carries_the_capacity_advice_hook(program):
+    instance = program(SMALL).one(INSTANCE)
+    assert instance.error_hooks == ["vllm-host-instance-capacity-advice"]

@@ -1,0 +1,59 @@
+"""Turns AWS's "no capacity" and quota errors for the GPU instance into what to try next.
+
+Attached to the instance as a Pulumi error hook: the provider's own error still ends the
+update, and this adds the advice next to it. Retrying is left to the user (returning False):
+a zone short of GPUs rarely recovers within one `pulumi up`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import pulumi
+from pulumi.resource_hooks import ErrorHook, ErrorHookArgs
+
+_CAPACITY = ("InsufficientInstanceCapacity", "InsufficientCapacity", "insufficient capacity")
+_QUOTA = ("VcpuLimitExceeded", "You have requested more vCPU capacity")
+_SPOT = ("MaxSpotInstanceCountExceeded", "SpotMaxPriceTooLow", "InsufficientSpotCapacity")
+_ZONE = ("Unsupported", "is not supported in your requested Availability Zone")
+
+
+def capacity_advice(errors: Sequence[str], *, instance_type: str, spot: bool) -> Optional[str]:
+    """What to try for the AWS error in `errors`, or None when it is not about capacity."""
+    text = "\n".join(errors)
+
+    def says(markers: Sequence[str]) -> bool:
+        return any(marker in text for marker in markers)
+
+    if says(_QUOTA):
+        return (
+            f"AWS refused {instance_type}: the account's vCPU quota for this instance family is too "
+            "low. Request an increase in Service Quotas (EC2: 'Running On-Demand G and VT instances' "
+            "or '... P instances'; for spot, the matching 'Spot Instance Requests' quota), or pick a "
+            "smaller type with vllm-deploy:instanceType."
+        )
+    if spot and says(_SPOT):
+        return (
+            f"No spot capacity for {instance_type} at the moment: set vllm-deploy:spot to false, or try "
+            "another region (aws:region)."
+        )
+    if says(_CAPACITY) or says(_ZONE):
+        tried = "spot " if spot else ""
+        return (
+            f"AWS has no {tried}capacity for {instance_type} in this availability zone right now. Try, "
+            "in order: another zone (vllm-deploy:subnetId = a subnet in another zone), another region "
+            "(aws:region), another instance type that fits (vllm-deploy:instanceType; list them with "
+            "`python -m config.sizing <model> --all`)"
+            + (", or spot: false." if spot else ".")
+        )
+    return None
+
+
+def capacity_hook(resource_name: str, instance_type: str, *, spot: bool) -> ErrorHook:
+    def explain(args: ErrorHookArgs) -> bool:
+        advice = capacity_advice(args.errors, instance_type=instance_type, spot=spot)
+        if advice:
+            pulumi.log.error(advice)
+        return False
+
+    return ErrorHook(f"{resource_name}-capacity-advice", explain)

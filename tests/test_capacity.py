@@ -1,0 +1,36 @@
+"""What a user is told when AWS cannot start the GPU instance."""
+
+from components.capacity import capacity_advice
+
+CAPACITY_ERROR = (
+    "creating EC2 Instance: operation error EC2: RunInstances, https response error StatusCode: 500, "
+    "api error InsufficientInstanceCapacity: We currently do not have sufficient g6.xlarge capacity "
+    "in the Availability Zone you requested (us-east-1a)."
+)
+QUOTA_ERROR = (
+    "api error VcpuLimitExceeded: You have requested more vCPU capacity than your current vCPU limit of 0 "
+    "allows for the instance bucket that the specified instance type belongs to."
+)
+
+
+def test_no_capacity_names_the_keys_to_change():
+    advice = capacity_advice([CAPACITY_ERROR], instance_type="g6.xlarge", spot=False)
+    for key in ("vllm-deploy:subnetId", "aws:region", "vllm-deploy:instanceType", "config.sizing"):
+        assert key in advice
+    assert "spot" not in advice
+
+
+def test_no_spot_capacity_suggests_on_demand():
+    advice = capacity_advice([CAPACITY_ERROR], instance_type="g6.xlarge", spot=True)
+    assert "spot: false" in advice
+    spot_only = capacity_advice(["api error InsufficientSpotCapacity"], instance_type="g6.xlarge", spot=True)
+    assert "vllm-deploy:spot to false" in spot_only
+
+
+def test_quota_errors_point_at_service_quotas():
+    advice = capacity_advice([QUOTA_ERROR], instance_type="g6.xlarge", spot=False)
+    assert "Service Quotas" in advice and "G and VT" in advice
+
+
+def test_other_errors_get_no_advice():
+    assert capacity_advice(["api error InvalidAMIID.NotFound"], instance_type="g6.xlarge", spot=False) is None
