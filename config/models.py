@@ -108,6 +108,7 @@ class ModelSpec:
     v_head_dim: Optional[int] = None
     sliding_window: Optional[int] = None
     sliding_window_layers: int = 0  # layers that attend only to the last `sliding_window` tokens
+    rope_theta: Optional[float] = None  # RoPE base, from config.json (the catalog does not carry it)
     checkpoint_bytes: Optional[int] = None  # exact size of the weights on disk, when known
     modelscope_id: Optional[str] = None
     source: str = "catalog"  # catalog | local | huggingface | modelscope
@@ -382,8 +383,17 @@ def spec_from_config(
         checkpoint_bytes=checkpoint_bytes,
         source=source,
         params_estimated=True,
+        rope_theta=_rope_theta(text),
     )
     return replace(spec, total_params=estimate_param_count(spec) + _vision_params(config))
+
+
+def _rope_theta(text: dict[str, Any]) -> Optional[float]:
+    """transformers 4 names it rope_theta; transformers 5 moves it into rope_parameters."""
+    value = text.get("rope_theta")
+    if value is None and isinstance(text.get("rope_parameters"), dict):
+        value = text["rope_parameters"].get("rope_theta")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _vision_params(config: dict[str, Any]) -> int:
@@ -513,6 +523,14 @@ def _hub_spec(model_id: str, source: str, revision: Optional[str], fetch: Fetch)
     except json.JSONDecodeError as exc:
         raise ModelResolutionError(f"{model_id}: the hub's config.json is not JSON ({exc})") from None
     return spec_from_config(config, model_id, source=source, checkpoint_bytes=_index_total_size(index))
+
+
+def hub_spec(
+    model_id: str, source: str = "huggingface", revision: Optional[str] = None, *, fetch: Fetch = http_fetch
+) -> ModelSpec:
+    """The hub's own config.json for `model_id`, even when the catalog knows the model
+    (for facts the catalog does not carry, such as rope_theta)."""
+    return _hub_spec(model_id, source, revision, fetch)
 
 
 def _unresolvable(model_id: str, source: str, revision: str, error: FetchError) -> str:

@@ -79,6 +79,7 @@ class SizingPlan:
     disk_size_gb: int
     hourly_price_usd: Optional[float]
     notes: tuple[str, ...] = field(default_factory=tuple)  # decisions worth telling the user
+    rope_theta: Optional[float] = None  # the model's RoPE base, when its config.json was read
 
     @property
     def concurrent_full_length_sequences(self) -> int:

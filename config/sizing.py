@@ -760,6 +760,7 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         disk_size_gb=disk_size_gb(spec, config),
         hourly_price_usd=chosen.price,
         notes=tuple(notes),
+        rope_theta=spec.rope_theta,
     )
 
 

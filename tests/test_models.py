@@ -283,3 +283,14 @@ def test_http_fetch_does_not_forward_the_token_across_a_redirect(local_hub):
     assert seen[0]["Authorization"] == "Bearer hf_tok"
     assert seen[1]["path"] == "/acme/awq-7b/resolve/main/config.json"
     assert "Authorization" not in seen[1]
+
+
+def test_rope_theta_is_read_from_either_transformers_layout():
+    from config.models import spec_from_config
+
+    base = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
+            "max_position_embeddings": 4096}
+    assert spec_from_config({**base, "rope_theta": 500000.0}, "t/v4", source="local").rope_theta == 500000.0
+    assert spec_from_config({**base, "rope_parameters": {"rope_theta": 10000}}, "t/v5", source="local").rope_theta == 10000.0
+    assert spec_from_config(base, "t/none", source="local").rope_theta is None

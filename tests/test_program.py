@@ -407,3 +407,32 @@ def test_letsencrypt_obtains_a_certificate_for_the_domain_before_the_proxy_start
 def test_instance_carries_the_capacity_advice_hook(program):
     instance = program(SMALL).one(INSTANCE)
     assert instance.error_hooks == ["vllm-host-instance-capacity-advice"]
+
+
+def test_rope_scaling_keeps_the_models_rope_theta(program):
+    """--hf-overrides replaces the model's whole RoPE block, so its rope_theta must ride along."""
+    from config.models import hub_spec
+
+    def hub(url, headers, timeout):  # the network boundary: what huggingface.co would answer
+        if url.endswith("config.json"):
+            return json.dumps({"model_type": "qwen2", "num_hidden_layers": 28, "hidden_size": 3584,
+                               "intermediate_size": 18944, "num_attention_heads": 28,
+                               "num_key_value_heads": 4, "vocab_size": 152064,
+                               "max_position_embeddings": 32768, "rope_theta": 1000000.0}).encode()
+        return None
+
+    hub_spec("Qwen/Qwen2.5-7B-Instruct", fetch=hub)  # the first preview fetched and cached it
+    rope = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    run = program({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 65536, "ropeScaling": rope,
+                   "minConcurrentSequences": 1})
+    args = vllm_container(run).plain["command"]
+    overrides = json.loads(args[args.index("--hf-overrides") + 1])
+    assert overrides["rope_scaling"]["factor"] == 4.0
+    assert overrides["rope_parameters"]["rope_theta"] == 1000000.0
+
+
+def test_rope_scaling_without_a_known_rope_theta_asks_for_it(program):
+    rope = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}
+    run = program({**SMALL, "ropeScaling": {**rope, "rope_theta": 1000000.0}})
+    args = vllm_container(run).plain["command"]
+    assert json.loads(args[args.index("--hf-overrides") + 1])["rope_parameters"]["rope_theta"] == 1000000.0
