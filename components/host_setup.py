@@ -137,7 +137,7 @@ class HostSetup(pulumi.ComponentResource):
             source=pulumi.FileArchive(str(local_model_path(settings))),
             remote_path=self.model_dir,
             triggers=[directory_fingerprint(local_model_path(settings)), instance_id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[after]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[after, self._steps.workdir]),
         )
 
     def _after_possible_reboot(self, driver: command.remote.Command) -> command.remote.Command:

@@ -45,6 +45,14 @@ class ScriptSteps:
         self._name = name
         self._connection = connection
         self._instance_id = instance_id  # a replaced instance is provisioned from scratch
+        # CopyToRemote creates only the last element of its remote path.
+        self.workdir = command.remote.Command(
+            child(name, "workdir"),
+            connection=connection,
+            create=f"mkdir -p {REMOTE_DIR}/models",
+            triggers=[instance_id],
+            opts=pulumi.ResourceOptions(parent=parent),
+        )
 
     def _copy(self, role: str, script: str, after: Optional[pulumi.Resource]) -> command.remote.CopyToRemote:
         return command.remote.CopyToRemote(
@@ -53,7 +61,9 @@ class ScriptSteps:
             source=pulumi.FileAsset(str(SCRIPTS_DIR / script)),
             remote_path=f"{REMOTE_DIR}/{script}",
             triggers=[file_digest(script), self._instance_id],
-            opts=pulumi.ResourceOptions(parent=self._parent, depends_on=[after] if after else None),
+            opts=pulumi.ResourceOptions(
+                parent=self._parent, depends_on=[self.workdir, *([after] if after else [])]
+            ),
         )
 
     def run(

@@ -436,3 +436,29 @@ def test_rope_scaling_without_a_known_rope_theta_asks_for_it(program):
     run = program({**SMALL, "ropeScaling": {**rope, "rope_theta": 1000000.0}})
     args = vllm_container(run).plain["command"]
     assert json.loads(args[args.index("--hf-overrides") + 1])["rope_parameters"]["rope_theta"] == 1000000.0
+
+
+def test_every_copy_waits_for_its_remote_directory(program):
+    """CopyToRemote creates only the last element of its path: the directory must exist first."""
+    run = program(SMALL)
+    copies = run.of_type("command:remote:CopyToRemote")
+    assert copies
+    for copy in copies:
+        parent_dir = copy.plain["remotePath"].rsplit("/", 1)[0]
+        makers = [run.by_urn(u) for u in copy.dependencies if run.by_urn(u).type == COMMAND]
+        assert any(f"mkdir -p {parent_dir}" in m.plain["create"] for m in makers), copy.name
+
+
+def test_a_local_model_directory_is_uploaded_not_downloaded(program, tmp_path):
+    model = tmp_path / "my-finetune"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "num_hidden_layers": 24, "hidden_size": 896, "intermediate_size": 4864,
+        "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+        "max_position_embeddings": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}))
+    (model / "model.safetensors").write_bytes(b"\0" * 1024)
+    run = program({"model": str(model), "maxModelLen": 4096})
+    upload = run.named("vllm-setup-model-upload")
+    assert not [r for r in run.of_type(COMMAND) if r.name == "vllm-setup-model"]
+    assert vllm_container(run).plain["mounts"][0]["source"] == upload.plain["remotePath"]
+    assert run.exports["servedModelName"].value == "my-finetune"
