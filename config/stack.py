@@ -94,7 +94,13 @@ def public_ipv4() -> str:
     """This machine's public IPv4 address: $VLLM_DEPLOY_PUBLIC_IP, else asked of IP_ECHO_URL."""
     override = os.environ.get("VLLM_DEPLOY_PUBLIC_IP")
     if override:
-        return str(ipaddress.IPv4Address(override.strip()))
+        try:
+            return str(ipaddress.IPv4Address(override.strip()))
+        except ValueError:
+            raise pulumi.RunError(
+                f"VLLM_DEPLOY_PUBLIC_IP={override!r} is not an IPv4 address; set it to this machine's "
+                "public address, e.g. 203.0.113.7, or unset it to look the address up"
+            ) from None
     url = os.environ.get("VLLM_DEPLOY_IP_ECHO_URL", IP_ECHO_URL)
     try:
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - fixed https URL
