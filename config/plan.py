@@ -80,6 +80,7 @@ class SizingPlan:
     hourly_price_usd: Optional[float]
     notes: tuple[str, ...] = field(default_factory=tuple)  # decisions worth telling the user
     rope_theta: Optional[float] = None  # the model's RoPE base, when its config.json was read
+    checkpoint_quantization: Optional[str] = None  # the checkpoint's own method (e.g. fbgemm_fp8)
 
     @property
     def concurrent_full_length_sequences(self) -> int:

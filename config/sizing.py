@@ -736,7 +736,7 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         )
     if spec.native_quantization == "fbgemm_fp8":
         notes.append(
-            "fbgemm_fp8 is deprecated in vLLM 0.33: serving needs --allow-deprecated-quantization"
+            "fbgemm_fp8 is deprecated in vLLM 0.33: served with --allow-deprecated-quantization"
         )
     if config.spot:
         notes.append("spot: the price shown is on-demand; spot does not change the choice")
@@ -761,6 +761,7 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         hourly_price_usd=chosen.price,
         notes=tuple(notes),
         rope_theta=spec.rope_theta,
+        checkpoint_quantization=spec.native_quantization,
     )
 
 

@@ -203,6 +203,11 @@ _HUMAN_INT = re.compile(r"^\d+$|^\d+(\.\d+)?[kmgt]$|^\d+[KMGT]$")
 _JSON_TYPES = ("parse_dataclass", "loads", "union_dict_and_str")
 
 
+# vllm/model_executor/layers/quantization/__init__.py DEPRECATED_QUANTIZATION_METHODS
+# (shared reference vllm-notes.md section 1).
+DEPRECATED_QUANTIZATIONS = frozenset({"fbgemm_fp8", "fp_quant"})
+
+
 def managed_flags() -> dict[str, str]:
     """Flags this stack sets itself, each mapped to the config key (or secret) that sets it."""
     return dict(_MANAGED)
@@ -649,6 +654,9 @@ def _managed_args(
         args += ["--max-num-batched-tokens", str(plan.max_num_batched_tokens)]
     if plan.quantization and plan.quantization != "none":
         args += ["--quantization", plan.quantization]
+    if plan.checkpoint_quantization in DEPRECATED_QUANTIZATIONS:
+        # vLLM 0.33 refuses to load these checkpoints without the opt-in.
+        args += ["--allow-deprecated-quantization"]
     if plan.kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", plan.kv_cache_dtype]
     if config.rope_scaling:

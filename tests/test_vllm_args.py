@@ -503,3 +503,15 @@ def test_other_hf_overrides_pass_through():
     extra = ["--hf-overrides", '{"rope_theta": 500000.0}']
     argv = serve_args(make_config(vllmExtraArgs=extra), make_plan(), model_path=MODEL_PATH)
     assert argv[-2:] == extra
+
+
+def test_deprecated_checkpoint_quantization_is_opted_into():
+    from config.sizing import plan as size
+
+    settings = parse({"model": "meta-llama/Llama-3.1-405B-Instruct-FP8", "maxModelLen": 8192})
+    planned = size(settings)
+    assert planned.checkpoint_quantization == "fbgemm_fp8"
+    args = serve_args(settings, planned, model_path="/models/served")
+    assert "--allow-deprecated-quantization" in args
+    small = parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 8192})
+    assert "--allow-deprecated-quantization" not in serve_args(small, size(small), model_path="/models/served")
