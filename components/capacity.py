@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 
 import pulumi
 from pulumi.resource_hooks import ErrorHook, ErrorHookArgs
+from pulumi.runtime.proto import resource_pb2
+from pulumi.runtime.settings import monitor_supports_feature
 
 _CAPACITY = ("InsufficientInstanceCapacity", "InsufficientCapacity", "insufficient capacity")
 _QUOTA = ("VcpuLimitExceeded", "You have requested more vCPU capacity")
@@ -47,6 +49,11 @@ def capacity_advice(errors: Sequence[str], *, instance_type: str, spot: bool) ->
             + (", or spot: false." if spot else ".")
         )
     return None
+
+
+def error_hooks_supported() -> bool:
+    """Error hooks need a recent Pulumi CLI; with an older one the advice is simply absent."""
+    return monitor_supports_feature(resource_pb2.RESOURCE_MONITOR_FEATURE_ERROR_HOOKS)
 
 
 def capacity_hook(resource_name: str, instance_type: str, *, spot: bool) -> ErrorHook:

@@ -13,7 +13,7 @@ import pulumi_command as command
 import pulumi_tls as tls
 import yaml
 
-from components.capacity import capacity_hook
+from components.capacity import capacity_hook, error_hooks_supported
 from components.naming import child, component_type, default_tags
 from config.plan import SizingPlan
 from config.settings import StackConfig
@@ -323,7 +323,9 @@ class GpuHost(pulumi.ComponentResource):
                 ignore_changes=["associatePublicIpAddress"],
                 hooks=pulumi.ResourceHookBinding(
                     on_error=[capacity_hook(child(self._name, "instance"), plan.instance.name, spot=settings.spot)]
-                ),
+                )
+                if error_hooks_supported()
+                else None,
             ),
         )
 
