@@ -27,6 +27,7 @@ from config.plan import SizingPlan
 from config.settings import StackConfig
 
 MODELS_DIR = "/data/models"
+LOCAL_MODELS_DIR = f"{REMOTE_DIR}/models"
 NVIDIA_DRIVER_BRANCH = "580"  # CUDA 13 (the vLLM 0.33 image) needs driver >= 580
 REBOOT_PAUSE_SECONDS = 45  # longer than the driver script's reboot delay
 _REBOOT_MARKER = re.compile(r"^VLLM_DEPLOY_REBOOT=scheduled boot_id=(\S+)$", re.M)
@@ -35,8 +36,9 @@ _REBOOT_MARKER = re.compile(r"^VLLM_DEPLOY_REBOOT=scheduled boot_id=(\S+)$", re.
 def model_dir_on_host(settings: StackConfig) -> str:
     """Where the weights live on the host; the vLLM container mounts it read-only."""
     if settings.is_local_model:
-        # Uploaded as the login user, who can write under its home but not /data.
-        return f"{REMOTE_DIR}/models/{settings.served_name}"
+        # Uploaded as the login user, who can write under its home but not /data. A directory
+        # copied to LOCAL_MODELS_DIR lands under its own name there.
+        return f"{LOCAL_MODELS_DIR}/{local_model_path(settings).name}"
     revision = settings.model_revision or "default"
     safe = re.sub(r"[^A-Za-z0-9._-]+", "--", f"{settings.model}@{revision}").strip("-")
     return f"{MODELS_DIR}/{safe}"
@@ -87,7 +89,7 @@ class HostSetup(pulumi.ComponentResource):
         super().__init__(component_type("HostSetup"), name, None, opts)
         self._name = name
         self._connection = args.connection
-        self._steps = ScriptSteps(self, name, args.connection, args.instance_id)
+        self._steps = ScriptSteps(self, name, args.connection, args.instance_id, extra_dirs=[LOCAL_MODELS_DIR])
         settings, plan = args.settings, args.plan
 
         waited = self._steps.run("wait", "wait_for_host.sh", after=None)
@@ -122,6 +124,8 @@ class HostSetup(pulumi.ComponentResource):
                     "VLLM_DEPLOY_MODEL_DIR": self.model_dir,
                 },
                 secret_env={"HF_TOKEN": args.hf_token} if args.hf_token is not None else None,
+                # A minute per GB of disk: hundreds of GB take hours even on fast links.
+                timeout=f"{max(60, plan.disk_size_gb)}m",
             )
         self.runtime_ready = smoke
         self.model_ready = download
@@ -135,7 +139,7 @@ class HostSetup(pulumi.ComponentResource):
             child(self._name, "model-upload"),
             connection=self._connection,
             source=pulumi.FileArchive(str(local_model_path(settings))),
-            remote_path=self.model_dir,
+            remote_path=LOCAL_MODELS_DIR,
             triggers=[directory_fingerprint(local_model_path(settings)), instance_id],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[after, self._steps.workdir]),
         )
@@ -148,6 +152,7 @@ class HostSetup(pulumi.ComponentResource):
             create=f'if [ -n "$BOOT_ID_BEFORE" ]; then sleep {REBOOT_PAUSE_SECONDS}; fi',
             environment={"BOOT_ID_BEFORE": boot_id},
             triggers=[driver.id],
+            add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
         return self._steps.run(

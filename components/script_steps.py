@@ -32,7 +32,11 @@ def script_digest(name: str) -> str:
 
 
 class ScriptSteps:
-    """Step factory bound to one host; children are parented to `parent`."""
+    """Step factory bound to one host; children are parented to `parent`.
+
+    Each factory has its own directory on the host and copies lib.sh there once, so steps
+    running in parallel never read a lib.sh another copy is rewriting.
+    """
 
     def __init__(
         self,
@@ -40,26 +44,39 @@ class ScriptSteps:
         name: str,
         connection: command.remote.ConnectionArgs,
         instance_id: pulumi.Input[str],
+        *,
+        extra_dirs: Sequence[str] = (),
     ):
         self._parent = parent
         self._name = name
         self._connection = connection
         self._instance_id = instance_id  # a replaced instance is provisioned from scratch
+        self.directory = f"{REMOTE_DIR}/{name}"
         # CopyToRemote creates only the last element of its remote path.
         self.workdir = command.remote.Command(
             child(name, "workdir"),
             connection=connection,
-            create=f"mkdir -p {REMOTE_DIR}/models",
+            create=f"mkdir -p {' '.join([self.directory, *extra_dirs])}",
             triggers=[instance_id],
+            add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=parent),
         )
+        self._copies: dict[str, command.remote.CopyToRemote] = {}
+        self._lib = self._copy("lib.sh", after=None)
 
-    def _copy(self, role: str, script: str, after: Optional[pulumi.Resource]) -> command.remote.CopyToRemote:
+    def _copy(self, script: str, *, after: Optional[pulumi.Resource]) -> command.remote.CopyToRemote:
+        """One copy per script: a script run twice (wait_for_host) is copied once; the home
+        directory survives reboots."""
+        if script not in self._copies:
+            self._copies[script] = self._new_copy(script, after=after)
+        return self._copies[script]
+
+    def _new_copy(self, script: str, *, after: Optional[pulumi.Resource]) -> command.remote.CopyToRemote:
         return command.remote.CopyToRemote(
-            child(self._name, f"{role}-copy-{Path(script).stem}"),
+            child(self._name, f"copy-{Path(script).stem}"),
             connection=self._connection,
             source=pulumi.FileAsset(str(SCRIPTS_DIR / script)),
-            remote_path=f"{REMOTE_DIR}/{script}",
+            remote_path=f"{self.directory}/{script}",
             triggers=[file_digest(script), self._instance_id],
             opts=pulumi.ResourceOptions(
                 parent=self._parent, depends_on=[self.workdir, *([after] if after else [])]
@@ -78,7 +95,7 @@ class ScriptSteps:
         log_output: Optional[bool] = None,
         timeout: str = "60m",
     ) -> command.remote.Command:
-        copies = [self._copy(role, "lib.sh", after), self._copy(role, script, after)]
+        copied = self._copy(script, after=after)
         env = dict(env or {})
         environment: dict[str, pulumi.Input[str]] = dict(env)
         names = sorted(env)
@@ -98,13 +115,15 @@ class ScriptSteps:
         return command.remote.Command(
             child(self._name, role),
             connection=self._connection,
-            create=f"sudo {preserve}bash {REMOTE_DIR}/{script}",
+            create=f"sudo {preserve}bash {self.directory}/{script}",
             environment=environment or None,
             triggers=triggers,
+            # Otherwise updates add PULUMI_COMMAND_STDOUT/STDERR, which sshd does not accept.
+            add_previous_output_in_env=False,
             logging=command.remote.Logging.STDOUT_AND_STDERR if log_output else command.remote.Logging.NONE,
             opts=pulumi.ResourceOptions(
                 parent=self._parent,
-                depends_on=copies,
+                depends_on=[self._lib, copied],
                 additional_secret_outputs=["stdout", "stderr"] if secret_env else None,
                 custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
             ),

@@ -373,7 +373,7 @@ def test_two_deployments_fit_in_one_program(program, monkeypatch, tmp_path):
     monkeypatch.setattr(harness, "MAIN", main)
     run = program(SMALL)
     urns = [r.urn for r in run.resources]
-    assert len(urns) == len(set(urns))
+    assert len(urns) == len(set(urns)), sorted(u for u in urns if urns.count(u) > 1)
     assert len(run.of_type(INSTANCE)) == 2
 
 
@@ -460,5 +460,6 @@ def test_a_local_model_directory_is_uploaded_not_downloaded(program, tmp_path):
     run = program({"model": str(model), "maxModelLen": 4096})
     upload = run.named("vllm-setup-model-upload")
     assert not [r for r in run.of_type(COMMAND) if r.name == "vllm-setup-model"]
-    assert vllm_container(run).plain["mounts"][0]["source"] == upload.plain["remotePath"]
+    # pulumi-command copies a directory *into* remotePath, under the directory's own name.
+    assert vllm_container(run).plain["mounts"][0]["source"] == f"{upload.plain['remotePath']}/my-finetune"
     assert run.exports["servedModelName"].value == "my-finetune"
