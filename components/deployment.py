@@ -83,6 +83,7 @@ class VllmDeployment(pulumi.ComponentResource):
                 command=args.vllm_command,
                 docker_provider=engine,
                 connection=host.connection,
+                instance=host.instance,
                 instance_id=host.instance_id,
                 runtime_ready=setup.runtime_ready,
                 model_ready=setup.model_ready,
@@ -100,7 +101,9 @@ class VllmDeployment(pulumi.ComponentResource):
                 upstream_port=server.port,
                 depends_on=[server.ready],
                 connection=host.connection,
+                instance=host.instance,
                 instance_id=host.instance_id,
+                runtime_ready=setup.runtime_ready,
             ),
             mine,
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import pulumi
 import pulumi_docker as docker
@@ -24,6 +24,23 @@ IDENTITY_DIR = ".ssh/vllm-deploy"  # under the home directory of whoever runs pu
 
 def identity_file(stack: str) -> Path:
     return Path(os.path.expanduser("~")) / IDENTITY_DIR / f"{stack}.key"
+
+
+INSTANCE_LABEL = "vllm-deploy.instance"
+
+
+def on_host(
+    parent: pulumi.Resource,
+    provider: docker.Provider,
+    host: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource] = (),
+    **extra: Any,
+) -> pulumi.ResourceOptions:
+    """Options for a Docker resource living on `host` (the EC2 instance): gone with it, so
+    `pulumi destroy` needs no SSH to a host that is being deleted anyway."""
+    return pulumi.ResourceOptions(
+        parent=parent, provider=provider, depends_on=list(depends_on), deleted_with=host, **extra
+    )
 
 
 def identity_file_hint(stack: str) -> str:
@@ -57,6 +74,13 @@ def docker_ssh_opts(key_path: Optional[str]) -> list[str]:
     return opts
 
 
+def ssh_identity(stack: str, private_key: str) -> str:
+    """Writes the key and returns it as `~/...`: ssh expands the tilde itself, so the provider
+    configuration in the state is the same on every machine that runs pulumi."""
+    write_identity_file(identity_file(stack), private_key)
+    return identity_file_hint(stack)
+
+
 def docker_over_ssh(
     name: str,
     *,
@@ -67,8 +91,10 @@ def docker_over_ssh(
 ) -> docker.Provider:
     key_path: pulumi.Input[Optional[str]] = None
     if private_key is not None:
-        path = identity_file(pulumi.get_stack())
-        key_path = private_key.apply(lambda key: write_identity_file(path, key) if key else str(path))
+        stack = pulumi.get_stack()
+        key_path = private_key.apply(
+            lambda key: ssh_identity(stack, key) if key else identity_file_hint(stack)
+        )
     return docker.Provider(
         child(name, "docker"),
         host=pulumi.Output.concat("ssh://", user, "@", host),

@@ -84,6 +84,7 @@ class GpuHostArgs:
 class GpuHost(pulumi.ComponentResource):
     """One GPU server: reachable on 443/80 from allowedCidrs, on 22 from sshAllowedCidrs only."""
 
+    instance: aws.ec2.Instance
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
     availability_zone: pulumi.Output[str]
@@ -105,6 +106,7 @@ class GpuHost(pulumi.ComponentResource):
         instance = self._instance(plan, settings, ami_id, subnet.id, security_group, key_name, profile)
         address, attached_ip = self._elastic_ip(instance)
 
+        self.instance = instance
         self.instance_id = instance.id
         # The association's id rides along so whoever connects waits until the address is attached.
         self.public_ip = pulumi.Output.all(attached_ip.id, address.public_ip).apply(lambda v: v[1])

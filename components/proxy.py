@@ -19,6 +19,7 @@ import pulumi_tls as tls
 
 import pulumi_command as command
 
+from components.docker_host import INSTANCE_LABEL, on_host
 from components.naming import child, component_type
 from components.script_steps import ScriptSteps
 from config.nginx import CONTAINER_CONF_PATH, NGINX_IMAGE, render, site_for_stack
@@ -49,8 +50,12 @@ class NginxProxyArgs:
     """What must exist before the proxy starts (the vLLM container)."""
     connection: command.remote.ConnectionArgs
     """SSH connection (obtaining a Let's Encrypt certificate runs on the host)."""
+    instance: pulumi.Resource
+    """The EC2 instance: the proxy's image and container are replaced and deleted with it."""
     instance_id: pulumi.Input[str]
     """Obtain the certificate again on a new instance."""
+    runtime_ready: pulumi.Resource
+    """Docker works on the host (the engine is installed, configured and restarted)."""
 
 
 class NginxProxy(pulumi.ComponentResource):
@@ -69,7 +74,8 @@ class NginxProxy(pulumi.ComponentResource):
             child(name, "image"),
             name=NGINX_IMAGE,
             keep_locally=True,
-            opts=pulumi.ResourceOptions(parent=self, provider=args.docker_provider),
+            triggers={INSTANCE_LABEL: args.instance_id},
+            opts=on_host(self, args.docker_provider, args.instance, [args.runtime_ready]),
         )
         volumes = [docker.ContainerVolumeArgs(host_path=ACME_WEBROOT, container_path=ACME_WEBROOT, read_only=True)]
         uploads: list[docker.ContainerUploadArgs] = []
@@ -104,12 +110,11 @@ class NginxProxy(pulumi.ComponentResource):
             must_run=True,
             uploads=uploads,
             volumes=volumes,
+            labels=[docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=args.instance_id)],
             log_driver="json-file",
             log_opts={"max-size": "50m", "max-file": "5"},
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                provider=args.docker_provider,
-                depends_on=depends_on,
+            opts=on_host(
+                self, args.docker_provider, args.instance, depends_on,
                 additional_secret_outputs=["uploads"],
                 delete_before_replace=True,  # one process can hold ports 80/443
             ),

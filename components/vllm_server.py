@@ -9,6 +9,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
+from components.docker_host import INSTANCE_LABEL, on_host
 from components.naming import child, component_type
 from components.script_steps import ScriptSteps
 from config.plan import SizingPlan
@@ -30,6 +31,8 @@ class VllmServerArgs:
     """Docker engine of the host (components.docker_host)."""
     connection: command.remote.ConnectionArgs
     """SSH connection for the readiness check."""
+    instance: pulumi.Resource
+    """The EC2 instance: its images and containers are replaced and deleted with it."""
     instance_id: pulumi.Input[str]
     """Re-run the readiness check on a new instance."""
     runtime_ready: pulumi.Resource
@@ -62,9 +65,11 @@ class VllmServer(pulumi.ComponentResource):
             child(name, "image"),
             name=settings.vllm_image,
             keep_locally=True,  # tens of GB: pull once, keep across container replacements
+            # The Elastic IP (so the provider) outlives a replaced instance: pull again there.
+            triggers={INSTANCE_LABEL: args.instance_id},
             # After the GPU check, not right after Docker: the toolkit step restarts the
             # engine, which would cut a pull short. It still overlaps the model download.
-            opts=pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[args.runtime_ready]),
+            opts=on_host(self, provider, args.instance, [args.runtime_ready]),
         )
         container = self._container(args, image, provider)
         self.ready = ScriptSteps(self, name, args.connection, args.instance_id).run(
@@ -106,12 +111,11 @@ class VllmServer(pulumi.ComponentResource):
                     type="bind", source=args.model_dir, target=SERVED_MODEL_PATH, read_only=True
                 )
             ],
+            labels=[docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=args.instance_id)],
             log_driver="json-file",
             log_opts={"max-size": "100m", "max-file": "5"},
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                provider=provider,
-                depends_on=[args.model_ready, args.runtime_ready],
+            opts=on_host(
+                self, provider, args.instance, [args.model_ready, args.runtime_ready],
                 additional_secret_outputs=["envs"],
                 # Replace in place rather than run two copies: the GPU holds one at a time.
                 delete_before_replace=True,

@@ -70,6 +70,7 @@ class Registered:
     ignore_changes: list[str]
     aliases: list[Any]
     error_hooks: list[str]
+    deleted_with: str
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -265,6 +266,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     ignore_changes=list(request.ignoreChanges),
                     aliases=list(request.aliases),
                     error_hooks=list(request.hooks.on_error),
+                    deleted_with=request.deletedWith,
                 )
             )
         return response

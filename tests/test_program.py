@@ -135,7 +135,9 @@ def test_generated_ssh_key_is_secret_and_written_only_under_the_users_ssh_dir(pr
     key_file = tmp_path / "home" / ".ssh" / "vllm-deploy" / "dev.key"
     assert key_file.exists() and (key_file.stat().st_mode & 0o777) == 0o600
     provider = run.one("pulumi:providers:docker")
-    assert str(key_file) in provider.plain["sshOpts"]
+    # As users type it: ssh expands the tilde, so the state is the same on every machine.
+    assert "~/.ssh/vllm-deploy/dev.key" in provider.plain["sshOpts"]
+    assert str(tmp_path) not in str(provider.plain)
 
 
 # --- the host ------------------------------------------------------------------------
@@ -261,27 +263,15 @@ def test_steps_run_in_order(program):
     )
     pause = run.named("vllm-setup-reboot-pause")
 
-    def reaches(later, earlier, seen=None):
-        seen = seen or set()
-        if later.depends_on(earlier):
-            return True
-        deps = set(later.dependencies) | {u for us in later.property_dependencies.values() for u in us}
-        for urn in deps - seen:
-            seen.add(urn)
-            nxt = run.by_urn(urn) if any(r.urn == urn for r in run.resources) else None
-            if nxt is not None and reaches(nxt, earlier, seen):
-                return True
-        return False
-
     chain = [wait, driver, pause, rebooted, docker, toolkit, smoke]
     for earlier, later in zip(chain, chain[1:]):
-        assert reaches(later, earlier), f"{later.name} must wait for {earlier.name}"
-    assert reaches(model, rebooted) and not reaches(model, docker), "download runs beside docker & co."
+        assert reaches(run, later, earlier), f"{later.name} must wait for {earlier.name}"
+    assert reaches(run, model, rebooted) and not reaches(run, model, docker), "download runs beside docker & co."
     container = vllm_container(run)
-    assert reaches(container, smoke) and reaches(container, model)
+    assert reaches(run, container, smoke) and reaches(run, container, model)
     ready = run.named("vllm-vllm-ready")
-    assert reaches(ready, container)
-    assert reaches(run.named("vllm-proxy-container"), ready)
+    assert reaches(run, ready, container)
+    assert reaches(run, run.named("vllm-proxy-container"), ready)
 
 
 def test_each_step_reruns_when_the_one_before_it_does(program):
@@ -463,3 +453,30 @@ def test_a_local_model_directory_is_uploaded_not_downloaded(program, tmp_path):
     # pulumi-command copies a directory *into* remotePath, under the directory's own name.
     assert vllm_container(run).plain["mounts"][0]["source"] == f"{upload.plain['remotePath']}/my-finetune"
     assert run.exports["servedModelName"].value == "my-finetune"
+
+
+def test_docker_resources_wait_for_docker_and_live_and_die_with_the_instance(program):
+    run = program(SMALL)
+    instance = run.one(INSTANCE)
+    gpu_check = step(run, "gpu-check")
+    docker_resources = [r for r in run.resources if r.type.startswith("docker:")]
+    assert len(docker_resources) == 4
+    for res in docker_resources:
+        assert res.deleted_with == instance.urn, f"{res.name}: destroy must not need SSH to the host"
+        assert reaches(run, res, gpu_check), f"{res.name} must wait until Docker works"
+        tied = res.plain.get("triggers") or {l["label"]: l["value"] for l in res.plain.get("labels", [])}
+        assert tied["vllm-deploy.instance"] == run.exports["instanceId"].value, res.name
+
+
+def reaches(run, later, earlier, seen=None):
+    """Whether `later` depends on `earlier`, directly or through other resources."""
+    seen = set() if seen is None else seen
+    if later.depends_on(earlier):
+        return True
+    deps = set(later.dependencies) | {u for us in later.property_dependencies.values() for u in us}
+    for urn in deps - seen:
+        seen.add(urn)
+        nxt = next((r for r in run.resources if r.urn == urn), None)
+        if nxt is not None and reaches(run, nxt, earlier, seen):
+            return True
+    return False
