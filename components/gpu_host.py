@@ -68,8 +68,7 @@ def user_data() -> str:
                 "content": f"# vllm-deploy passes step parameters as environment variables\nAcceptEnv {accept}\n",
             }
         ],
-        "runcmd": [["systemctl", "reload", "ssh"]],
-    }
+    }  # write_files runs in cloud-init's init stage, before sshd starts: no reload needed
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -316,13 +315,21 @@ class GpuHost(pulumi.ComponentResource):
             ),
             instance_market_options=market,
             user_data=user_data(),
+            # write_files runs once per instance: new user data needs a new instance.
+            user_data_replace_on_change=True,
             tags={"Name": self._name},
             opts=pulumi.ResourceOptions(
                 parent=self,
-                # A new type or image is a new host: say "replace" in preview rather than an
-                # in-place stop/modify/start that AWS may refuse mid-way.
-                replace_on_changes=["instanceType", "ami"],
-                ignore_changes=["associatePublicIpAddress"],
+                # A new type is a new host: say "replace" in preview rather than an in-place
+                # stop/modify/start that AWS may refuse mid-way.
+                replace_on_changes=["instanceType"],
+                # The image lookup answers with the newest AMI on every run; following it would
+                # replace the host (and re-download the model) after each AWS image release.
+                # The host is replaced when the `ami` setting changes, not the image it resolves to.
+                ignore_changes=["associatePublicIpAddress", "ami"],
+                replacement_trigger=settings.ami,
+                # Two GPU hosts at once would need twice the vCPU quota many accounts lack.
+                delete_before_replace=True,
                 hooks=pulumi.ResourceHookBinding(
                     on_error=[capacity_hook(child(self._name, "instance"), plan.instance.name, spot=settings.spot)]
                 )

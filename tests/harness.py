@@ -71,6 +71,7 @@ class Registered:
     aliases: list[Any]
     error_hooks: list[str]
     deleted_with: str
+    replacement_trigger: Any
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -242,6 +243,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         return self.world.answer(args.token, args.args)
 
 
+def _value(proto_value) -> Any:
+    """A protobuf Value as the plain Python value it carries."""
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(proto_value)
+
+
 class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: RecordingMocks):
         super().__init__(mocks)
@@ -267,6 +275,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     aliases=list(request.aliases),
                     error_hooks=list(request.hooks.on_error),
                     deleted_with=request.deletedWith,
+                    replacement_trigger=_value(request.replacement_trigger)
+                    if request.HasField("replacement_trigger")
+                    else None,
                 )
             )
         return response

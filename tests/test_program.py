@@ -187,7 +187,12 @@ def test_spot_stops_instead_of_terminating(program):
 
 def test_new_instance_type_or_image_replaces_the_host_but_serving_flags_do_not(program):
     instance = program(SMALL).one(INSTANCE)
-    assert {"instanceType", "ami"} <= set(instance.replace_on_changes)
+    assert "instanceType" in instance.replace_on_changes
+    assert instance.delete_before_replace, "two GPU hosts at once would need double the quota"
+    # A newer AMI release does not replace the host; changing the `ami` setting does.
+    assert "ami" in instance.ignore_changes
+    assert instance.replacement_trigger == "dlami"
+    assert program({**SMALL, "ami": "ubuntu"}).one(INSTANCE).replacement_trigger == "ubuntu"
     a = program(SMALL).one(INSTANCE).plain
     b = program({**SMALL, "maxNumSeqs": 64, "vllmExtraArgs": ["--enable-prefix-caching"]}).one(INSTANCE).plain
     assert a == b, "a serving flag must not change any input of the instance"
