@@ -8,7 +8,7 @@ import pulumi
 from components.deployment import VllmDeployment, VllmDeploymentArgs
 from components.region import offered_instance_types
 from config.sizing import format_report
-from config.stack import load, size, vllm_command
+from config.stack import aws_provider_settings, load, size, vllm_command
 
 settings, secrets = load()  # every bad value fails here, before any resource exists
 plan = size(settings, offered=offered_instance_types())  # so does a model that fits nowhere
@@ -23,7 +23,7 @@ deployment = VllmDeployment(
         vllm_command=serve_command,
         api_key=secrets.api_key,
         hf_token=secrets.hf_token,
-        region=pulumi.Config("aws").get("region"),
+        aws_settings=aws_provider_settings(),
     ),
 )
 

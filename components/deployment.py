@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -31,8 +31,8 @@ class VllmDeploymentArgs:
     """Secret API key; generated when None."""
     hf_token: Optional[pulumi.Output[str]] = None
     """Secret Hugging Face token for gated models."""
-    region: Optional[str] = None
-    """AWS region (aws:region); None = the provider's default."""
+    aws_settings: Optional[dict[str, Any]] = None
+    """The stack's aws:* settings for the explicit provider (config.stack.aws_provider_settings)."""
 
 
 class VllmDeployment(pulumi.ComponentResource):
@@ -50,12 +50,7 @@ class VllmDeployment(pulumi.ComponentResource):
         super().__init__(component_type("VllmDeployment"), name, None, opts)
         settings, plan = args.settings, args.plan
 
-        provider = aws.Provider(
-            child(name, "aws"),
-            region=args.region,
-            default_tags=aws.ProviderDefaultTagsArgs(tags=default_tags()),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        provider = self._tagged_provider(name, dict(args.aws_settings or {}))
         in_aws = pulumi.ResourceOptions(parent=self, providers={"aws": provider})
         mine = pulumi.ResourceOptions(parent=self)
 
@@ -129,6 +124,18 @@ class VllmDeployment(pulumi.ComponentResource):
                 "publicIp": self.public_ip,
                 "sshCommand": self.ssh_command,
             }
+        )
+
+    def _tagged_provider(self, name: str, settings: dict[str, Any]) -> aws.Provider:
+        """The stack's own AWS settings, plus our tags on everything it creates (merged with
+        any aws:defaultTags the stack sets)."""
+        theirs = settings.pop("default_tags", None) or {}
+        tags = {**(theirs.get("tags") or {}), **default_tags()}
+        return aws.Provider(
+            child(name, "aws"),
+            **settings,
+            default_tags=aws.ProviderDefaultTagsArgs(tags=tags),
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
     def _generated_api_key(self, name: str) -> pulumi.Output[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import typing
 import urllib.request
 from dataclasses import dataclass
@@ -47,11 +48,49 @@ class Secrets:
     hf_token: Optional[pulumi.Output[str]]
 
 
-def _project_keys() -> dict[str, Any]:
-    """Every `vllm-deploy:*` value the engine passed in, namespace stripped."""
+def _namespace_values(namespace: str) -> dict[str, Any]:
+    """Every `<namespace>:*` value the engine passed in, namespace stripped."""
     merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    prefix = f"{NAMESPACE}:"
+    prefix = f"{namespace}:"
     return {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
+
+
+def _project_keys() -> dict[str, Any]:
+    return _namespace_values(NAMESPACE)
+
+
+def aws_provider_settings() -> dict[str, Any]:
+    """The stack's `aws:*` settings as arguments of an explicit aws.Provider.
+
+    An explicit provider reads none of them by itself (profile, assumeRoles, allowed account
+    ids...), while the default provider that answers the preview-time lookups does: without
+    this, sizing could ask one account and the resources land in another.
+    """
+    import inspect
+
+    import pulumi_aws as aws
+
+    accepted = set(inspect.signature(aws.ProviderArgs.__init__).parameters) - {"__self__"}
+    settings: dict[str, Any] = {}
+    for key, raw in _namespace_values("aws").items():
+        arg = re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower()
+        if arg not in accepted:
+            continue
+        value = _json_or_text(raw)
+        if runtime_config.is_config_secret(f"aws:{key}"):
+            value = pulumi.Output.secret(value)
+        settings[arg] = value
+    return settings
+
+
+def _json_or_text(raw: Any) -> Any:
+    """Structured provider settings (assumeRoles, endpoints, booleans) arrive JSON-encoded."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
 
 
 def _decode(key: str, value: Any) -> Any:

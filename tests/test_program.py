@@ -485,3 +485,17 @@ def reaches(run, later, earlier, seen=None):
         if nxt is not None and reaches(run, nxt, earlier, seen):
             return True
     return False
+
+
+def test_the_stacks_aws_settings_reach_the_explicit_provider(program):
+    """The lookups at preview use the stack's aws:* settings; the resources must too."""
+    role = [{"roleArn": "arn:aws:iam::123456789012:role/deployer", "sessionName": "vllm-deploy"}]
+    run = program({**SMALL, "aws:profile": "team-gpu", "aws:assumeRoles": role,
+                   "aws:defaultTags": {"tags": {"cost-center": "ml"}}})
+    provider = run.one("pulumi:providers:aws").plain
+    assert provider["profile"] == "team-gpu" and provider["region"] == "us-east-1"
+    roles = json.loads(provider["assumeRoles"]) if isinstance(provider["assumeRoles"], str) else provider["assumeRoles"]
+    assert roles[0]["roleArn"] == role[0]["roleArn"]
+    tags = provider["defaultTags"]
+    tags = (json.loads(tags) if isinstance(tags, str) else tags)["tags"]
+    assert tags["cost-center"] == "ml" and tags["stack"] == "dev", "the stack's own tags are kept"
