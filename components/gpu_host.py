@@ -15,6 +15,7 @@ import yaml
 
 from components.capacity import capacity_hook, error_hooks_supported
 from components.naming import child, component_type, default_tags
+from components.region import lookup_errors
 from config.plan import SizingPlan
 from config.settings import StackConfig
 
@@ -137,16 +138,20 @@ class GpuHost(pulumi.ComponentResource):
         query = ami_query(choice, arch)
         if query is None:
             return choice
-        ami = aws.ec2.get_ami(
-            most_recent=True,
-            owners=[query.owner],
-            filters=[
-                aws.ec2.GetAmiFilterArgs(name="name", values=[query.name_pattern]),
-                aws.ec2.GetAmiFilterArgs(name="architecture", values=[query.arch]),
-                aws.ec2.GetAmiFilterArgs(name="state", values=["available"]),
-            ],
-            opts=self._invoke_opts(),
-        )
+        with lookup_errors(
+            f"no {query.arch} image named '{query.name_pattern}' from owner {query.owner} in this "
+            "region; set vllm-deploy:ami to another choice (dlami, ubuntu) or an AMI id"
+        ):
+            ami = aws.ec2.get_ami(
+                most_recent=True,
+                owners=[query.owner],
+                filters=[
+                    aws.ec2.GetAmiFilterArgs(name="name", values=[query.name_pattern]),
+                    aws.ec2.GetAmiFilterArgs(name="architecture", values=[query.arch]),
+                    aws.ec2.GetAmiFilterArgs(name="state", values=["available"]),
+                ],
+                opts=self._invoke_opts(),
+            )
         return ami.id
 
     def _placement(self, settings: StackConfig, instance_type: str) -> aws.ec2.AwaitableGetSubnetResult:
@@ -162,16 +167,23 @@ class GpuHost(pulumi.ComponentResource):
                 "set aws:region to another region or pick another instanceType"
             )
         if settings.subnet_id:
-            subnet = aws.ec2.get_subnet(id=settings.subnet_id, opts=self._invoke_opts())
+            with lookup_errors(f"vllm-deploy:subnetId={settings.subnet_id!r} was not found in this region"):
+                subnet = aws.ec2.get_subnet(id=settings.subnet_id, opts=self._invoke_opts())
             if subnet.availability_zone not in zones:
                 raise pulumi.RunError(
                     f"vllm-deploy:subnetId={settings.subnet_id!r} is in {subnet.availability_zone}, "
                     f"which does not offer {instance_type}; use a subnet in one of {', '.join(zones)}"
                 )
             return subnet
-        vpc = aws.ec2.get_vpc(
-            id=settings.vpc_id, default=None if settings.vpc_id else True, opts=self._invoke_opts()
+        where = (
+            f"vllm-deploy:vpcId={settings.vpc_id!r} was not found in this region"
+            if settings.vpc_id
+            else "this region has no default VPC; set vllm-deploy:vpcId and vllm-deploy:subnetId"
         )
+        with lookup_errors(where):
+            vpc = aws.ec2.get_vpc(
+                id=settings.vpc_id, default=None if settings.vpc_id else True, opts=self._invoke_opts()
+            )
         filters = [
             aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc.id]),
             aws.ec2.GetSubnetsFilterArgs(name="availability-zone", values=zones),

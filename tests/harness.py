@@ -90,6 +90,10 @@ class Invoke:
     args: dict[str, Any]
 
 
+class InvokeFailure(Exception):
+    """What AWS answers when a lookup finds nothing: the engine reports it as a failed invoke."""
+
+
 class AwsWorld:
     """What the AWS and hub invokes answer. Tests change fields to simulate other accounts."""
 
@@ -98,6 +102,8 @@ class AwsWorld:
         self.offered_instance_types: Optional[set[str]] = None  # None = every type
         self.zones = ["us-east-1a", "us-east-1b", "us-east-1c"]
         self.zone_offerings: dict[str, set[str]] = {}  # zone -> types; empty = all zones offer all
+        self.has_default_vpc = True
+        self.images_available = True
 
     def answer(self, token: str, args: dict[str, Any]) -> dict[str, Any]:
         handler = _INVOKES.get(token)
@@ -142,6 +148,8 @@ def _offerings(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _ami(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
+    if not world.images_available:
+        raise InvokeFailure("Your query returned no results. Please change your search criteria and try again.")
     names = _filters(args).get("name", ["?"])
     arch = _filters(args).get("architecture", ["x86_64"])[0]
     return {
@@ -155,6 +163,8 @@ def _ami(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _vpc(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
+    if not args.get("id") and not world.has_default_vpc:
+        raise InvokeFailure("no matching EC2 VPC found")
     return {"id": args.get("id") or "vpc-0default0000000", "cidrBlock": "172.31.0.0/16", "default": True}
 
 
@@ -240,7 +250,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         self.invokes.append(Invoke(args.token, reveal(args.args)))
-        return self.world.answer(args.token, args.args)
+        try:
+            return self.world.answer(args.token, args.args), []
+        except InvokeFailure as failure:
+            return {}, [("", str(failure))]
 
 
 def _value(proto_value) -> Any:

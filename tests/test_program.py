@@ -499,3 +499,15 @@ def test_the_stacks_aws_settings_reach_the_explicit_provider(program):
     tags = provider["defaultTags"]
     tags = (json.loads(tags) if isinstance(tags, str) else tags)["tags"]
     assert tags["cost-center"] == "ml" and tags["stack"] == "dev", "the stack's own tags are kept"
+
+
+@pytest.mark.parametrize(
+    ("trouble", "mentions"),
+    [("has_default_vpc", "no default VPC; set vllm-deploy:vpcId"), ("images_available", "set vllm-deploy:ami")],
+)
+def test_a_lookup_that_finds_nothing_says_which_key_to_set(program, trouble, mentions):
+    world = AwsWorld()
+    setattr(world, trouble, False)
+    run = program(SMALL, world=world, expect_error=True)
+    assert mentions in str(run.error)
+    assert not run.of_type(INSTANCE)
