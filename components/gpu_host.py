@@ -205,9 +205,11 @@ class GpuHost(pulumi.ComponentResource):
             description="vllm-deploy: HTTPS to the proxy, SSH for provisioning; vLLM stays on loopback",
             opts=pulumi.ResourceOptions(parent=self),
         )
-        rules: list[tuple[str, int, str]] = []
-        for cidr in settings.allowed_cidrs:
-            rules += [("https", HTTPS_PORT, cidr), ("http", HTTP_PORT, cidr)]
+        rules: list[tuple[str, int, str]] = [("https", HTTPS_PORT, c) for c in settings.allowed_cidrs]
+        # Let's Encrypt validates from addresses it does not publish, so with letsencrypt the
+        # HTTP port is open to all; nginx answers there only ACME challenges and redirects.
+        http_from = ["0.0.0.0/0", "::/0"] if settings.tls == "letsencrypt" else settings.allowed_cidrs
+        rules += [("http", HTTP_PORT, c) for c in http_from]
         for cidr in settings.ssh_allowed_cidrs:
             rules.append(("ssh", SSH_PORT, cidr))
         for role, port, cidr in rules:

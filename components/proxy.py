@@ -132,6 +132,7 @@ class NginxProxy(pulumi.ComponentResource):
                 "VLLM_DEPLOY_CERT_DIR": LETSENCRYPT_DIR,
                 "VLLM_DEPLOY_ACME_WEBROOT": ACME_WEBROOT,
                 "VLLM_DEPLOY_NGINX_CONTAINER": PROXY_CONTAINER_NAME,
+                "VLLM_DEPLOY_PUBLIC_IP": args.public_ip,
             },
         )
 

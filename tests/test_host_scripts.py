@@ -26,7 +26,7 @@ STUBS = Path(__file__).resolve().parent / "host_stubs"
 BASE_STUBS = (
     "apt-get", "apt-cache", "dpkg", "dpkg-query", "fuser", "cloud-init", "uname",
     "modprobe", "systemctl", "systemd-run", "curl", "gpg", "python3", "openssl",
-    "id", "usermod",
+    "id", "usermod", "getent",
 )
 REAL_TOOLS = (
     "bash", "env", "cat", "cp", "mv", "rm", "mkdir", "chmod", "ln", "grep", "sed", "sort",
@@ -820,6 +820,17 @@ def test_certificate_goes_through_nginx_when_port_80_is_served(dlami: Host) -> N
     assert_ok(run)
     [certbot] = certbot_runs(run)
     assert "--webroot" in certbot and "-p" not in certbot
+
+
+def test_certificate_is_not_requested_before_the_domain_points_at_the_host(dlami: Host) -> None:
+    env = cert_env(dlami, VLLM_DEPLOY_PUBLIC_IP="203.0.113.10")
+    run = dlami.run("obtain_certificate.sh", **env)
+    assert_failed(run, "does not resolve to this host's address 203.0.113.10",
+                  f"create a DNS A record {DOMAIN} -> 203.0.113.10")
+    assert certbot_runs(run) == [], "a doomed request would spend Let's Encrypt's failure allowance"
+    (dlami.state / "dns").mkdir(exist_ok=True)
+    (dlami.state / "dns" / DOMAIN).write_text("203.0.113.10\n")
+    assert_ok(dlami.run("obtain_certificate.sh", **env))
 
 
 def test_certificate_expiring_within_30_days_is_renewed(dlami: Host) -> None:

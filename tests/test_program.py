@@ -386,11 +386,16 @@ def two_deployments():
 
 
 def test_letsencrypt_obtains_a_certificate_for_the_domain_before_the_proxy_starts(program):
-    run = program({**SMALL, "tls": "letsencrypt", "domain": "llm.example.com", "letsencryptEmail": "ops@example.com"})
+    run = program({**SMALL, "tls": "letsencrypt", "domain": "llm.example.com", "letsencryptEmail": "ops@example.com",
+                   "allowedCidrs": ["203.0.113.0/24"]})
+    rules = {(r.plain["fromPort"], r.plain.get("cidrIpv4") or r.plain.get("cidrIpv6")) for r in run.of_type(INGRESS)}
+    assert (80, "0.0.0.0/0") in rules and (80, "::/0") in rules, "Let's Encrypt validates from anywhere"
+    assert {c for p, c in rules if p == 443} == {"203.0.113.0/24"}, "the API stays restricted"
     assert run.exports["endpoint"].value == "https://llm.example.com/v1"
     assert "caCertificate" not in run.exports, "a publicly trusted certificate needs no CA bundle"
     cert_step = run.named("vllm-proxy-certificate")
     assert cert_step.plain["environment"]["VLLM_DEPLOY_DOMAIN"] == "llm.example.com"
+    assert cert_step.plain["environment"]["VLLM_DEPLOY_PUBLIC_IP"] == run.exports["publicIp"].value
     proxy = run.named("vllm-proxy-container")
     assert proxy.depends_on(cert_step)
     conf = next(u["content"] for u in reveal(proxy.inputs["uploads"]) if u["file"] == "/etc/nginx/nginx.conf")

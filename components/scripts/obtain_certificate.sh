@@ -16,6 +16,8 @@
 #                                when nothing listens there yet -- the first deploy, before nginx
 #                                can start without a certificate -- else through nginx (webroot)
 #   VLLM_DEPLOY_ACME_HTTP_PORT   the port checked for a listener (80)
+#   VLLM_DEPLOY_PUBLIC_IP        the host's public address: before asking Let's Encrypt (whose
+#                                failed validations are rate-limited), <domain> must resolve to it
 #   VLLM_DEPLOY_NGINX_CONTAINER  container to send SIGHUP (reload) after each renewal run
 #   VLLM_DEPLOY_CERTBOT_IMAGE    certbot/certbot:v5.8.0
 #   VLLM_DEPLOY_SYSTEMD_DIR      /etc/systemd/system
@@ -162,9 +164,19 @@ install_renewal_timer() {
   fi
 }
 
+# dns_points_here: <domain> resolves to this host's public address.
+dns_points_here() {
+  local expected=${VLLM_DEPLOY_PUBLIC_IP:-}
+  [[ -z "$expected" ]] && return 0
+  getent ahostsv4 "$domain" 2>/dev/null | cut -d' ' -f1 | grep -qxF "$expected"
+}
+
 if cert_valid; then
   log "certificate for $domain is valid for more than 30 days; not requesting a new one"
 else
+  dns_points_here ||
+    die "$domain does not resolve to this host's address ${VLLM_DEPLOY_PUBLIC_IP:-}" \
+      "create a DNS A record $domain -> ${VLLM_DEPLOY_PUBLIC_IP:-} (the stack's Elastic IP, output publicIp), wait for it to propagate, then run pulumi up again"
   obtain
 fi
 install_renewal_timer
