@@ -1,4 +1,5 @@
-"""Turns AWS's "no capacity" and quota errors for the GPU instance into what to try next.
+"""Turns AWS's refusals for the GPU instance (no capacity, quotas, a root volume that cannot
+shrink) into what to try next.
 
 Attached to the instance as a Pulumi error hook: the provider's own error still ends the
 update, and this adds the advice next to it. Retrying is left to the user (returning False):
@@ -18,14 +19,25 @@ _CAPACITY = ("InsufficientInstanceCapacity", "InsufficientCapacity", "insufficie
 _QUOTA = ("VcpuLimitExceeded", "You have requested more vCPU capacity")
 _SPOT = ("MaxSpotInstanceCountExceeded", "SpotMaxPriceTooLow", "InsufficientSpotCapacity")
 _ZONE = ("Unsupported", "is not supported in your requested Availability Zone")
+_SHRINK = ("cannot be smaller than", "New size cannot be smaller")
 
 
-def capacity_advice(errors: Sequence[str], *, instance_type: str, spot: bool) -> Optional[str]:
-    """What to try for the AWS error in `errors`, or None when it is not about capacity."""
+def capacity_advice(
+    errors: Sequence[str], *, instance_type: str, spot: bool, current_volume_gb: Optional[int] = None
+) -> Optional[str]:
+    """What to try for the AWS error in `errors`, or None when it is not one we know."""
     text = "\n".join(errors)
 
     def says(markers: Sequence[str]) -> bool:
         return any(marker in text for marker in markers)
+
+    if says(_SHRINK):
+        size = f" ({current_volume_gb} GB)" if current_volume_gb else ""
+        return (
+            f"The root volume cannot shrink below its current size{size}; a smaller model asked for "
+            f"less. Set vllm-deploy:diskSizeGb to {current_volume_gb or 'the current size'} to keep "
+            "it, or replace the host to start small: pulumi up --replace <the instance's URN>."
+        )
 
     if says(_QUOTA):
         return (
@@ -58,7 +70,12 @@ def error_hooks_supported() -> bool:
 
 def capacity_hook(resource_name: str, instance_type: str, *, spot: bool) -> ErrorHook:
     def explain(args: ErrorHookArgs) -> bool:
-        advice = capacity_advice(args.errors, instance_type=instance_type, spot=spot)
+        root = (args.old_inputs or {}).get("rootBlockDevice") or {}
+        current = root.get("volumeSize") if isinstance(root, dict) else None
+        advice = capacity_advice(
+            args.errors, instance_type=instance_type, spot=spot,
+            current_volume_gb=int(current) if isinstance(current, (int, float)) else None,
+        )
         if advice:
             pulumi.log.error(advice)
         return False

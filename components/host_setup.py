@@ -1,7 +1,8 @@
 """HostSetup: provisions the GPU host over SSH as an explicit chain of scripted steps.
 
 wait -> NVIDIA driver -> (reboot pause, wait again) -> Docker -> container toolkit -> GPU smoke check
-                                                   \\-> model download (in parallel with Docker & co.)
+                                                   \\-> grow root filesystem -> model download
+                                                       (in parallel with Docker & co.)
 
 Each step is a host script run by components.script_steps: parameters travel as the SSH
 session's environment (secrets only there), and a step re-runs when its script, its parameters
@@ -110,12 +111,18 @@ class HostSetup(pulumi.ComponentResource):
                 "VLLM_DEPLOY_MIN_GPU_MEMORY_MIB": str(int(plan.instance.gpu_memory_gib * 1024 * 0.95)),
             },
         )
+        # The volume grows in place when sizing asks for more; the filesystem must follow
+        # before a bigger model arrives.
+        disk = self._steps.run(
+            "disk", "grow_root_filesystem.sh", after=rebooted,
+            env={"VLLM_DEPLOY_ROOT_VOLUME_GB": str(plan.disk_size_gb)},
+        )
         self.model_dir = model_dir_on_host(settings)
         if settings.is_local_model:
-            download = self._upload_local_model(settings, after=rebooted, instance_id=args.instance_id)
+            download = self._upload_local_model(settings, after=disk, instance_id=args.instance_id)
         else:
             download = self._steps.run(
-                "model", "download_model.sh", after=rebooted,
+                "model", "download_model.sh", after=disk,
                 env={
                     "VLLM_DEPLOY_MODEL": settings.model,
                     "VLLM_DEPLOY_MODEL_SOURCE": settings.model_source,

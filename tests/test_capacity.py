@@ -34,3 +34,10 @@ def test_quota_errors_point_at_service_quotas():
 
 def test_other_errors_get_no_advice():
     assert capacity_advice(["api error InvalidAMIID.NotFound"], instance_type="g6.xlarge", spot=False) is None
+
+
+def test_a_volume_that_cannot_shrink_says_which_size_to_keep():
+    error = ("modifying EC2 Volume (vol-0abc): InvalidParameterValue: New size cannot be smaller "
+             "than existing size")
+    advice = capacity_advice([error], instance_type="g6.xlarge", spot=False, current_volume_gb=190)
+    assert "vllm-deploy:diskSizeGb to 190" in advice and "--replace" in advice

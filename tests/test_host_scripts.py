@@ -26,7 +26,7 @@ STUBS = Path(__file__).resolve().parent / "host_stubs"
 BASE_STUBS = (
     "apt-get", "apt-cache", "dpkg", "dpkg-query", "fuser", "cloud-init", "uname",
     "modprobe", "systemctl", "systemd-run", "curl", "gpg", "python3", "openssl",
-    "id", "usermod", "getent",
+    "id", "usermod", "getent", "findmnt", "lsblk", "growpart", "resize2fs", "xfs_growfs", "df",
 )
 REAL_TOOLS = (
     "bash", "env", "cat", "cp", "mv", "rm", "mkdir", "chmod", "ln", "grep", "sed", "sort",
@@ -662,6 +662,22 @@ def test_download_reruns_when_the_revision_changes(host: Host) -> None:
     assert "revision=v2\n" in marker.read_text()
 
 
+def test_a_new_model_replaces_the_previous_one_on_disk(host: Host) -> None:
+    publish(host, "main")
+    assert_ok(host.run("download_model.sh", **download_env(host)))
+    previous = host.models / "Qwen--Qwen3-8B"
+    unrelated = host.models / "not-ours"
+    unrelated.mkdir()
+    publish(host, "v2")
+    new_dir = host.models / "Qwen--Qwen3-8B@v2"
+    run = host.run("download_model.sh", **download_env(
+        host, VLLM_DEPLOY_MODEL_REVISION="v2", VLLM_DEPLOY_MODEL_DIR=str(new_dir)))
+    assert_ok(run)
+    assert not previous.exists(), "the disk is sized for one model at a time"
+    assert unrelated.is_dir(), "only directories this step downloaded are removed"
+    assert (new_dir / ".vllm-deploy-download").is_file()
+
+
 def test_download_with_a_missing_shard_fails_and_writes_no_marker(host: Host) -> None:
     publish(host, "main", shards=SHARDS[:1])
     run = host.run("download_model.sh", **download_env(host))
@@ -737,6 +753,38 @@ def test_download_rejects_bad_input_naming_the_variable(
     run = host.run("download_model.sh", **{**download_env(host), **override})
     assert_failed(run, message)
     assert run.calls == []
+
+
+# --- grow_root_filesystem.sh -----------------------------------------------------------
+
+
+def root_partition(host: Host) -> None:
+    block = host.root / "sys" / "class" / "block" / "nvme0n1p1"
+    block.mkdir(parents=True, exist_ok=True)
+    (block / "partition").write_text("1\n")
+
+
+def test_a_grown_volume_grows_the_root_filesystem_once(dlami: Host) -> None:
+    root_partition(dlami)
+    (dlami.state / "volume_gb").write_text("200\n")  # the EBS volume was resized from 120 GB
+    env = {"VLLM_DEPLOY_SYS_CLASS_BLOCK": str(dlami.root / "sys" / "class" / "block"),
+           "VLLM_DEPLOY_ROOT_VOLUME_GB": "200"}
+    run = dlami.run("grow_root_filesystem.sh", **env)
+    assert_ok(run)
+    assert run.called("growpart") == [["/dev/nvme0n1", "1"]]
+    assert run.called("resize2fs") == [["/dev/nvme0n1p1"]]
+    assert run.stdout == "VLLM_DEPLOY_ROOT_FS=/dev/nvme0n1p1 size_gb=200\n"
+    again = dlami.run("grow_root_filesystem.sh", **env)
+    assert_ok(again)
+    assert again.called("resize2fs") == [] and again.stdout == run.stdout
+
+
+def test_a_root_filesystem_that_cannot_grow_says_so(dlami: Host) -> None:
+    root_partition(dlami)
+    (dlami.state / "volume_gb").write_text("200\n")
+    (dlami.state / "root_fstype").write_text("btrfs\n")
+    run = dlami.run("grow_root_filesystem.sh", VLLM_DEPLOY_SYS_CLASS_BLOCK=str(dlami.root / "sys" / "class" / "block"))
+    assert_failed(run, "the root filesystem is btrfs")
 
 
 # --- obtain_certificate.sh ------------------------------------------------------------

@@ -263,15 +263,16 @@ def test_every_resource_is_parented_to_a_component(program):
 
 def test_steps_run_in_order(program):
     run = program(SMALL)
-    wait, driver, rebooted, docker, toolkit, smoke, model = (
-        step(run, r) for r in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "model")
+    wait, driver, rebooted, docker, toolkit, smoke, disk, model = (
+        step(run, r) for r in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "disk", "model")
     )
     pause = run.named("vllm-setup-reboot-pause")
 
     chain = [wait, driver, pause, rebooted, docker, toolkit, smoke]
     for earlier, later in zip(chain, chain[1:]):
         assert reaches(run, later, earlier), f"{later.name} must wait for {earlier.name}"
-    assert reaches(run, model, rebooted) and not reaches(run, model, docker), "download runs beside docker & co."
+    assert reaches(run, model, disk) and reaches(run, disk, rebooted)
+    assert not reaches(run, model, docker), "download runs beside docker & co."
     container = vllm_container(run)
     assert reaches(run, container, smoke) and reaches(run, container, model)
     ready = run.named("vllm-vllm-ready")
@@ -282,7 +283,7 @@ def test_steps_run_in_order(program):
 def test_each_step_reruns_when_the_one_before_it_does(program):
     run = program(SMALL)
     for later, earlier in (("driver", "wait"), ("docker", "rebooted"), ("toolkit", "docker"),
-                           ("gpu-check", "toolkit"), ("model", "rebooted")):
+                           ("gpu-check", "toolkit"), ("disk", "rebooted"), ("model", "disk")):
         triggers_from = step(run, later).property_dependencies.get("triggers", [])
         assert step(run, earlier).urn in triggers_from, f"{later} triggers must include {earlier}'s id"
 
@@ -307,7 +308,7 @@ def test_editing_a_script_reruns_only_its_step(program, monkeypatch, tmp_path):
     monkeypatch.setattr(script_steps, "SCRIPTS_DIR", scripts)
     after = program(SMALL)
     changed = {
-        role for role in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "model")
+        role for role in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "disk", "model")
         if step(before, role).plain["triggers"] != step(after, role).plain["triggers"]
     }
     assert changed == {"docker"}  # the later steps follow through the docker step's new id
@@ -516,3 +517,13 @@ def test_a_lookup_that_finds_nothing_says_which_key_to_set(program, trouble, men
     run = program(SMALL, world=world, expect_error=True)
     assert mentions in str(run.error)
     assert not run.of_type(INSTANCE)
+
+
+def test_a_bigger_model_grows_the_disk_and_its_filesystem_before_downloading(program):
+    small = program(SMALL)
+    big = program({**SMALL, "model": "Qwen/Qwen2.5-32B-Instruct"})
+    small_gb = small.one(INSTANCE).plain["rootBlockDevice"]["volumeSize"]
+    big_gb = big.one(INSTANCE).plain["rootBlockDevice"]["volumeSize"]
+    assert big_gb > small_gb
+    assert int(step(big, "disk").plain["environment"]["VLLM_DEPLOY_ROOT_VOLUME_GB"]) == big_gb
+    assert step(small, "disk").plain["triggers"] != step(big, "disk").plain["triggers"]

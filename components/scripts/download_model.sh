@@ -8,6 +8,7 @@
 #   VLLM_DEPLOY_MODEL_REVISION  branch, tag or commit (default: the hub's default branch)
 #   VLLM_DEPLOY_MODELS_DIR      root of all model directories, e.g. /data/models (required)
 #   VLLM_DEPLOY_MODEL_DIR       the directory the container mounts; inside MODELS_DIR (required)
+#   VLLM_DEPLOY_KEEP_OTHER_MODELS  1: keep models downloaded earlier (default: remove them first)
 #   VLLM_DEPLOY_VENV            the downloaders' virtualenv (/opt/vllm-deploy/venv)
 #   HF_TOKEN                    secret, optional; for modelscope MODELSCOPE_API_TOKEN wins,
 #                               else HF_TOKEN is used as the ModelScope token. It reaches
@@ -152,7 +153,23 @@ if [[ -f "$marker" && "$(cat "$marker")" == "$(marker_content)" ]] && check_mode
   exit 0
 fi
 
+# prune_other_models: the root volume is sized for one model (config/sizing.py), so the
+# models this step downloaded before (they carry our marker) go before a new one comes.
+# A running container keeps its weights in GPU memory; it does not read them again.
+prune_other_models() {
+  local other
+  for other in "$models_dir"/*/; do
+    other=${other%/}
+    [[ "$other" == "$model_dir" || ! -f "$other/$MARKER_NAME" ]] && continue
+    log "removing the previous model in $other"
+    rm -rf -- "$other"
+  done
+}
+
 rm -f "$marker"
+if [[ "${VLLM_DEPLOY_KEEP_OTHER_MODELS:-0}" != 1 ]]; then
+  prune_other_models
+fi
 install -d -m 0755 "$models_dir" "$model_dir"
 ensure_venv
 ensure_downloader
