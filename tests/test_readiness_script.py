@@ -108,3 +108,14 @@ def test_gives_up_after_the_timeout_when_health_never_answers(host):
     assert result.returncode != 0
     assert "no 200 from /health within 3s" in result.stderr
     assert "readinessTimeoutMinutes" in result.stderr
+
+
+def test_a_key_with_quotes_and_backslashes_still_authenticates(host):
+    tricky = 'sk-"quoted"\\back\\slash'
+    server = start_fake_vllm(api_key=tricky, model="org/model.v1.5")
+    try:
+        result = run_script(host, server.port, key=tricky, model="org/model.v1.5")
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert tricky not in calls(host)

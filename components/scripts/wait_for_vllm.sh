@@ -33,9 +33,12 @@ explain_failure() {
   exit 1
 }
 
-# The key goes to curl on stdin (a config line), never on its command line.
+# The key goes to curl on stdin (a config line), never on its command line; backslashes
+# and double quotes are escaped as curl's config syntax wants.
 get_with_key() {
-  printf 'header = "Authorization: Bearer %s"\n' "$VLLM_API_KEY" \
+  local key=${VLLM_API_KEY//\\/\\\\}
+  key=${key//\"/\\\"}
+  printf 'header = "Authorization: Bearer %s"\n' "$key" \
     | curl --silent --show-error --fail --max-time 10 --config - "$1"
 }
 
@@ -54,7 +57,8 @@ until curl --silent --fail --max-time 5 --output /dev/null "${base}/health"; do
 done
 
 models=$(get_with_key "${base}/v1/models") || explain_failure "/v1/models refused the API key or failed"
-if ! grep -q "\"id\": *\"${served}\"" <<<"$models"; then
+# A fixed-string match: model names are full of regex characters (dots, slashes).
+if ! grep -qF "\"${served}\"" <<<"$models"; then
   explain_failure "/v1/models does not list '${served}'"
 fi
 log "vLLM is ready and serves '${served}'"
