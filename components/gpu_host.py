@@ -10,6 +10,7 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
+import pulumi_random as random
 import pulumi_tls as tls
 import yaml
 
@@ -134,10 +135,28 @@ class GpuHost(pulumi.ComponentResource):
     def _invoke_opts(self) -> pulumi.InvokeOptions:
         return pulumi.InvokeOptions(parent=self)
 
-    def _image(self, choice: str, arch: str) -> str:
+    def _image(self, choice: str, arch: str) -> pulumi.Input[str]:
+        """The image, pinned when the host is first created.
+
+        The lookup answers with the newest image on every run; feeding that straight to the
+        instance would replace the host (and re-download the model) after each AWS image
+        release. A holder resource records the image it first saw and ignores later answers;
+        its name carries the `ami` choice and the architecture, so changing either creates a
+        new holder with the newest image, and the instance follows.
+        """
         query = ami_query(choice, arch)
         if query is None:
             return choice
+        newest = self._newest_image(query)
+        pinned = random.RandomShuffle(
+            child(self._name, f"image-{choice}-{arch}"),
+            inputs=[newest],
+            result_count=1,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["inputs"]),
+        )
+        return pinned.results[0]
+
+    def _newest_image(self, query: AmiQuery) -> str:
         with lookup_errors(
             f"no {query.arch} image named '{query.name_pattern}' from owner {query.owner} in this "
             "region; set vllm-deploy:ami to another choice (dlami, ubuntu) or an AMI id"
@@ -335,13 +354,9 @@ class GpuHost(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 # A new type is a new host: say "replace" in preview rather than an in-place
-                # stop/modify/start that AWS may refuse mid-way.
+                # stop/modify/start that AWS may refuse mid-way. (A new image always replaces.)
                 replace_on_changes=["instanceType"],
-                # The image lookup answers with the newest AMI on every run; following it would
-                # replace the host (and re-download the model) after each AWS image release.
-                # The host is replaced when the `ami` setting changes, not the image it resolves to.
-                ignore_changes=["associatePublicIpAddress", "ami"],
-                replacement_trigger=settings.ami,
+                ignore_changes=["associatePublicIpAddress"],
                 # Two GPU hosts at once would need twice the vCPU quota many accounts lack.
                 delete_before_replace=True,
                 hooks=pulumi.ResourceHookBinding(

@@ -230,6 +230,8 @@ def _computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, 
         return {"certPem": f"-----BEGIN CERTIFICATE-----\nMOCK{name}\n-----END CERTIFICATE-----\n"}
     if typ == "tls:index/certRequest:CertRequest":
         return {"certRequestPem": "-----BEGIN CERTIFICATE REQUEST-----\nMOCK\n-----END CERTIFICATE REQUEST-----\n"}
+    if typ == "random:index/randomShuffle:RandomShuffle":
+        return {"results": list(inputs.get("inputs", []))[: int(inputs.get("resultCount", 1))]}
     if typ == "random:index/randomPassword:RandomPassword":
         return {"result": "mock-generated-api-key-0123456789abcdef"}
     if typ == "command:remote:Command":

@@ -189,10 +189,6 @@ def test_new_instance_type_or_image_replaces_the_host_but_serving_flags_do_not(p
     instance = program(SMALL).one(INSTANCE)
     assert "instanceType" in instance.replace_on_changes
     assert instance.delete_before_replace, "two GPU hosts at once would need double the quota"
-    # A newer AMI release does not replace the host; changing the `ami` setting does.
-    assert "ami" in instance.ignore_changes
-    assert instance.replacement_trigger == "dlami"
-    assert program({**SMALL, "ami": "ubuntu"}).one(INSTANCE).replacement_trigger == "ubuntu"
     a = program(SMALL).one(INSTANCE).plain
     b = program({**SMALL, "maxNumSeqs": 64, "vllmExtraArgs": ["--enable-prefix-caching"]}).one(INSTANCE).plain
     assert a == b, "a serving flag must not change any input of the instance"
@@ -527,3 +523,17 @@ def test_a_bigger_model_grows_the_disk_and_its_filesystem_before_downloading(pro
     assert big_gb > small_gb
     assert int(step(big, "disk").plain["environment"]["VLLM_DEPLOY_ROOT_VOLUME_GB"]) == big_gb
     assert step(small, "disk").plain["triggers"] != step(big, "disk").plain["triggers"]
+
+
+def test_the_image_is_pinned_when_the_host_is_created(program):
+    """A newer AMI release must not replace the host; changing the `ami` setting must."""
+    run = program(SMALL)
+    (holder,) = run.of_type("random:index/randomShuffle:RandomShuffle")
+    newest = next(i for i in run.invokes if i.token == "aws:ec2/getAmi:getAmi")
+    assert holder.plain["inputs"] == ["ami-0123456789abcdef0"]
+    assert "inputs" in holder.ignore_changes, "later lookups must not move the pinned image"
+    assert run.one(INSTANCE).depends_on(holder)
+    assert run.one(INSTANCE).plain["ami"] == holder.plain["inputs"][0]
+    other = program({**SMALL, "ami": "ubuntu"}).of_type("random:index/randomShuffle:RandomShuffle")[0]
+    assert other.name != holder.name, "a new choice is a new holder, created with the newest image"
+    assert newest.args["mostRecent"] is True
