@@ -205,7 +205,9 @@ class StackConfig(BaseModel):
     )
     vpc_id: Optional[str] = Field(None, description="VPC to use (default: the default VPC).")
     subnet_id: Optional[str] = Field(
-        None, description="Subnet to use (default: one in the default VPC whose zone offers the type)."
+        None,
+        description="Subnet to use: a public one (routed to an internet gateway), in a zone that "
+        "offers the type (default: such a subnet of the VPC).",
     )
     ssh_public_key: Optional[str] = Field(
         None,
@@ -350,6 +352,13 @@ class StackConfig(BaseModel):
     @classmethod
     def _cidrs(cls, value: list[str], info) -> list[str]:
         return _cidr_list(value, info.field_name)
+
+    @field_validator("letsencrypt_email")
+    @classmethod
+    def _email(cls, value: Optional[str]) -> Optional[str]:
+        if value is None or re.match(r"^[^\s@]+@[^\s@]+\.[^\s@]+$", value):
+            return value
+        raise ValueError("expected an e-mail address such as ops@example.com")
 
     @field_validator("domain")
     @classmethod
