@@ -56,7 +56,7 @@ def _default(field) -> str:
 
 def table() -> str:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for name, field in StackConfig.model_fields.items():
+    for field in StackConfig.model_fields.values():
         rows.append(
             f"| `{field.alias}` | {_type_name(field.annotation)} | {_default(field)} | {field.description} |"
         )
