@@ -96,7 +96,6 @@ class GpuHost(pulumi.ComponentResource):
     def __init__(self, name: str, args: GpuHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("GpuHost"), name, None, opts)
         self._name = name
-        self._args = args
         settings, plan = args.settings, args.plan
 
         ami_id = self._image(settings.ami, plan.instance.arch)
