@@ -30,7 +30,8 @@ from config.settings import StackConfig
 MODELS_DIR = "/data/models"
 LOCAL_MODELS_DIR = f"{REMOTE_DIR}/models"
 NVIDIA_DRIVER_BRANCH = "580"  # CUDA 13 (the vLLM 0.33 image) needs driver >= 580
-REBOOT_PAUSE_SECONDS = 45  # longer than the driver script's reboot delay
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WAIT_FOR_REBOOT = PROJECT_ROOT / "components" / "local" / "wait_for_reboot.py"
 _REBOOT_MARKER = re.compile(r"^VLLM_DEPLOY_REBOOT=scheduled boot_id=(\S+)$", re.M)
 
 
@@ -156,8 +157,11 @@ class HostSetup(pulumi.ComponentResource):
         # Runs where `pulumi up` runs: a remote sleep would die with the reboot it waits for.
         pause = command.local.Command(
             child(self._name, "reboot-pause"),
-            create=f'if [ -n "$BOOT_ID_BEFORE" ]; then sleep {REBOOT_PAUSE_SECONDS}; fi',
-            environment={"BOOT_ID_BEFORE": boot_id},
+            # `python3` from PATH, not this interpreter's path: the command is part of the state,
+            # and another machine running pulumi must not see it as changed.
+            # Relative: local commands run in the project directory.
+            create=f"python3 {WAIT_FOR_REBOOT.relative_to(PROJECT_ROOT)}",
+            environment={"BOOT_ID_BEFORE": boot_id, "HOST": self._connection.host},
             triggers=[driver.id],
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=self),

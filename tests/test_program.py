@@ -536,3 +536,9 @@ def test_the_image_is_pinned_when_the_host_is_created(program):
     other = program({**SMALL, "ami": "ubuntu"}).of_type("random:index/randomShuffle:RandomShuffle")[0]
     assert other.name != holder.name, "a new choice is a new holder, created with the newest image"
     assert newest.args["mostRecent"] is True
+
+
+def test_the_reboot_pause_is_the_same_command_on_every_machine(program, tmp_path):
+    pause = program(SMALL).named("vllm-setup-reboot-pause").plain
+    assert pause["create"] == "python3 components/local/wait_for_reboot.py"
+    assert str(tmp_path) not in str(pause) and "/root" not in str(pause)
