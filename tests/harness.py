@@ -71,6 +71,7 @@ class Registered:
     aliases: list[Any]
     error_hooks: list[str]
     deleted_with: str
+    additional_secret_outputs: list[str]
     replacement_trigger: Any
 
     @property
@@ -290,6 +291,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     aliases=list(request.aliases),
                     error_hooks=list(request.hooks.on_error),
                     deleted_with=request.deletedWith,
+                    additional_secret_outputs=list(request.additionalSecretOutputs),
                     replacement_trigger=_value(request.replacement_trigger)
                     if request.HasField("replacement_trigger")
                     else None,

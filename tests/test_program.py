@@ -161,6 +161,7 @@ def test_instance_is_hardened_and_sized(program):
     run = program(SMALL)
     instance = run.one(INSTANCE).plain
     assert instance["metadataOptions"]["httpTokens"] == "required"
+    assert instance["metadataOptions"]["httpPutResponseHopLimit"] == 1, "containers must not reach the role"
     root = instance["rootBlockDevice"]
     assert root["encrypted"] is True and root["volumeType"] == "gp3"
     assert root["volumeSize"] == run.exports["sizing"].value["diskSizeGb"]
@@ -170,7 +171,8 @@ def test_instance_is_hardened_and_sized(program):
     assert profile.depends_on(role)
     ssm = run.one("aws:iam/rolePolicyAttachment:RolePolicyAttachment").plain
     assert ssm["policyArn"].endswith("AmazonSSMManagedInstanceCore")
-    assert "AcceptEnv VLLM_DEPLOY_*" in instance["userData"]
+    accepted = instance["userData"].split("AcceptEnv ", 1)[1].split("\n", 1)[0].split()
+    assert {"VLLM_DEPLOY_*", "HF_TOKEN", "VLLM_API_KEY"} <= set(accepted)
 
 
 def test_disk_size_follows_the_user_when_larger(program):
@@ -542,3 +544,68 @@ def test_the_reboot_pause_is_the_same_command_on_every_machine(program, tmp_path
     pause = program(SMALL).named("vllm-setup-reboot-pause").plain
     assert pause["create"] == "python3 components/local/wait_for_reboot.py"
     assert str(tmp_path) not in str(pause) and "/root" not in str(pause)
+
+
+def test_a_replaced_instance_is_provisioned_again_and_a_new_container_checked_again(program):
+    run = program(SMALL)
+    instance = run.one(INSTANCE)
+    for res in run.of_type(COMMAND) + run.of_type("command:remote:CopyToRemote"):
+        assert instance.urn in res.property_dependencies.get("triggers", []), f"{res.name} ignores a new host"
+    ready = run.named("vllm-vllm-ready")
+    assert vllm_container(run).urn in ready.property_dependencies["triggers"]
+    for name in ("vllm-vllm-container", "vllm-proxy-container"):
+        # One GPU / one port 443: the old container goes before the new one starts.
+        assert run.named(name).delete_before_replace, name
+
+
+def test_editing_lib_sh_reruns_every_step(program, monkeypatch, tmp_path):
+    import shutil
+
+    from components import script_steps
+
+    before = program(SMALL)
+    scripts = tmp_path / "scripts"
+    shutil.copytree(script_steps.SCRIPTS_DIR, scripts)
+    with open(scripts / "lib.sh", "a") as handle:
+        handle.write("\n# edited\n")
+    monkeypatch.setattr(script_steps, "SCRIPTS_DIR", scripts)
+    after = program(SMALL)
+    for cmd in before.of_type(COMMAND):
+        if cmd.plain["create"].startswith("sudo "):
+            assert cmd.plain["triggers"] != after.named(cmd.name).plain["triggers"], cmd.name
+
+
+def test_an_edited_local_model_is_uploaded_again(program, tmp_path):
+    import os
+
+    model = tmp_path / "tuned"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "num_hidden_layers": 24, "hidden_size": 896, "intermediate_size": 4864,
+        "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+        "max_position_embeddings": 32768, "tie_word_embeddings": True}))
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"\0" * 1024)
+    first = program({"model": str(model), "maxModelLen": 4096}).named("vllm-setup-model-upload").plain["triggers"]
+    weights.write_bytes(b"\1" * 2048)
+    os.utime(weights, (1_700_000_000, 1_700_000_000))
+    second = program({"model": str(model), "maxModelLen": 4096}).named("vllm-setup-model-upload").plain["triggers"]
+    assert first != second
+
+
+def test_outputs_of_steps_holding_a_secret_stay_secret_in_the_state(program):
+    run = program(SMALL, secrets={"hfToken": HF_TOKEN})
+    assert {"stdout", "stderr"} <= set(step(run, "model").additional_secret_outputs)
+    assert {"stdout", "stderr"} <= set(run.named("vllm-vllm-ready").additional_secret_outputs)
+    assert "envs" in vllm_container(run).additional_secret_outputs
+
+
+def test_tls_certificate_names_the_address_and_its_key_is_private(program):
+    run = program(SMALL)
+    csr = run.one("tls:index/certRequest:CertRequest").plain
+    assert csr["ipAddresses"] == [run.exports["publicIp"].value]
+    uploads = reveal(run.named("vllm-proxy-container").inputs["uploads"])
+    key = next(u for u in uploads if u["file"].endswith(".key"))
+    assert key["permissions"] == "0600"
+    ca = run.one("tls:index/selfSignedCert:SelfSignedCert").plain
+    assert ca["isCaCertificate"] is True and "cert_signing" in ca["allowedUses"]
