@@ -8,7 +8,8 @@ a zone short of GPUs rarely recovers within one `pulumi up`.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import functools
+from typing import Callable, Optional, Sequence
 
 import pulumi
 from pulumi.resource_hooks import ErrorHook, ErrorHookArgs
@@ -68,16 +69,23 @@ def error_hooks_supported() -> bool:
     return monitor_supports_feature(resource_pb2.RESOURCE_MONITOR_FEATURE_ERROR_HOOKS)
 
 
-def capacity_hook(resource_name: str, instance_type: str, *, spot: bool) -> ErrorHook:
-    def explain(args: ErrorHookArgs) -> bool:
-        root = (args.old_inputs or {}).get("rootBlockDevice") or {}
-        current = root.get("volumeSize") if isinstance(root, dict) else None
-        advice = capacity_advice(
-            args.errors, instance_type=instance_type, spot=spot,
-            current_volume_gb=int(current) if isinstance(current, (int, float)) else None,
-        )
-        if advice:
-            pulumi.log.error(advice)
-        return False
+def explain_instance_error(
+    args: ErrorHookArgs, *, instance_type: str, spot: bool, log: Callable[[str], None] = pulumi.log.error
+) -> bool:
+    """The error hook's body: log the advice next to AWS's error; never retry."""
+    root = (args.old_inputs or {}).get("rootBlockDevice") or {}
+    current = root.get("volumeSize") if isinstance(root, dict) else None
+    advice = capacity_advice(
+        args.errors, instance_type=instance_type, spot=spot,
+        current_volume_gb=int(current) if isinstance(current, (int, float)) else None,
+    )
+    if advice:
+        log(advice)
+    return False
 
-    return ErrorHook(f"{resource_name}-capacity-advice", explain)
+
+def capacity_hook(resource_name: str, instance_type: str, *, spot: bool) -> ErrorHook:
+    return ErrorHook(
+        f"{resource_name}-capacity-advice",
+        functools.partial(explain_instance_error, instance_type=instance_type, spot=spot),
+    )

@@ -41,3 +41,23 @@ def test_a_volume_that_cannot_shrink_says_which_size_to_keep():
              "than existing size")
     advice = capacity_advice([error], instance_type="g6.xlarge", spot=False, current_volume_gb=190)
     assert "vllm-deploy:diskSizeGb to 190" in advice and "--replace" in advice
+
+
+def test_the_hook_reads_the_current_volume_size_logs_the_advice_and_does_not_retry():
+    from pulumi.resource_hooks import ErrorHookArgs
+
+    from components.capacity import explain_instance_error
+
+    logged: list[str] = []
+    args = ErrorHookArgs(
+        urn="urn:x", id="i-1", name="vllm-host-instance", type="aws:ec2/instance:Instance",
+        old_inputs={"rootBlockDevice": {"volumeSize": 190}}, failed_operation="update",
+        errors=["InvalidParameterValue: New size cannot be smaller than existing size"],
+    )
+    retry = explain_instance_error(args, instance_type="g6.xlarge", spot=False, log=logged.append)
+    assert retry is False
+    assert len(logged) == 1 and "diskSizeGb to 190" in logged[0]
+    quiet: list[str] = []
+    other = ErrorHookArgs(urn="urn:x", id="", name="n", type="t", errors=["InvalidAMIID.NotFound"])
+    assert explain_instance_error(other, instance_type="g6.xlarge", spot=False, log=quiet.append) is False
+    assert quiet == []

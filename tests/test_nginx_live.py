@@ -183,6 +183,17 @@ def test_chat_completion_through_the_proxy_with_the_openai_client(proxy):
     assert seen["x-real-ip"] == seen["x-forwarded-for"] == "127.0.0.1"
 
 
+def test_a_client_cannot_spoof_its_address_to_vllm(proxy):
+    """vLLM's server trusts X-Forwarded-For from 127.0.0.1: nginx must overwrite, not append."""
+    with _openai(proxy) as client:
+        completion = client.chat.completions.create(
+            model="fake-model", messages=[{"role": "user", "content": "hi"}], max_tokens=1,
+            extra_headers={"X-Forwarded-For": "6.6.6.6", "X-Real-IP": "6.6.6.6"},
+        )
+    seen = completion.model_extra["fake_request"]["headers"]
+    assert seen["x-forwarded-for"] == "127.0.0.1" and seen["x-real-ip"] == "127.0.0.1"
+
+
 def test_openai_stream_arrives_at_the_backends_pace(proxy):
     with _openai(proxy) as client:
         start = time.monotonic()
