@@ -258,6 +258,13 @@ def test_wait_for_host_without_cloud_init_only_checks_the_locks(host: Host) -> N
     assert run.called("cloud-init") == [] and len(run.called("fuser")) == 1
 
 
+def test_wait_for_host_goes_on_after_recoverable_cloud_init_errors(host: Host) -> None:
+    (host.state / "cloud_init_rc").write_text("2\n")  # e.g. a deprecated key in the user data
+    run = host.run("wait_for_host.sh")
+    assert_ok(run)
+    assert "recoverable errors" in run.stderr
+
+
 def test_wait_for_host_fails_when_cloud_init_failed(host: Host) -> None:
     (host.state / "cloud_init_rc").write_text("1\n")
     run = host.run("wait_for_host.sh")
@@ -678,6 +685,17 @@ def test_a_new_model_replaces_the_previous_one_on_disk(host: Host) -> None:
     assert (new_dir / ".vllm-deploy-download").is_file()
 
 
+def test_earlier_models_can_be_kept_on_request(host: Host) -> None:
+    publish(host, "main")
+    assert_ok(host.run("download_model.sh", **download_env(host)))
+    publish(host, "v2")
+    new_dir = host.models / "Qwen--Qwen3-8B@v2"
+    run = host.run("download_model.sh", **download_env(
+        host, VLLM_DEPLOY_MODEL_REVISION="v2", VLLM_DEPLOY_MODEL_DIR=str(new_dir), VLLM_DEPLOY_KEEP_OTHER_MODELS="1"))
+    assert_ok(run)
+    assert (host.models / "Qwen--Qwen3-8B" / ".vllm-deploy-download").is_file()
+
+
 def test_download_with_a_missing_shard_fails_and_writes_no_marker(host: Host) -> None:
     publish(host, "main", shards=SHARDS[:1])
     run = host.run("download_model.sh", **download_env(host))
@@ -777,6 +795,29 @@ def test_a_grown_volume_grows_the_root_filesystem_once(dlami: Host) -> None:
     again = dlami.run("grow_root_filesystem.sh", **env)
     assert_ok(again)
     assert again.called("resize2fs") == [] and again.stdout == run.stdout
+
+
+def test_an_xfs_root_grows_with_xfs_growfs(dlami: Host) -> None:
+    root_partition(dlami)
+    (dlami.state / "volume_gb").write_text("200\n")
+    (dlami.state / "root_fstype").write_text("xfs\n")
+    run = dlami.run("grow_root_filesystem.sh", VLLM_DEPLOY_SYS_CLASS_BLOCK=str(dlami.root / "sys" / "class" / "block"))
+    assert_ok(run)
+    assert run.called("xfs_growfs") == [["/"]] and run.called("resize2fs") == []
+
+
+def test_a_root_that_is_not_a_partition_is_left_alone(dlami: Host) -> None:
+    run = dlami.run("grow_root_filesystem.sh", VLLM_DEPLOY_SYS_CLASS_BLOCK=str(dlami.root / "sys" / "class" / "block"))
+    assert_ok(run)
+    assert run.called("growpart") == [] and "not a partition" in run.stderr
+
+
+def test_a_growpart_failure_is_reported(dlami: Host) -> None:
+    root_partition(dlami)
+    dlami.fail("growpart")
+    run = dlami.run("grow_root_filesystem.sh", VLLM_DEPLOY_SYS_CLASS_BLOCK=str(dlami.root / "sys" / "class" / "block"))
+    assert_failed(run, "growpart /dev/nvme0n1 1 failed")
+    assert run.called("resize2fs") == []
 
 
 def test_a_root_filesystem_that_cannot_grow_says_so(dlami: Host) -> None:

@@ -103,6 +103,13 @@ def test_a_crashed_container_fails_fast_instead_of_waiting(host):
     assert "docker logs --tail 80 vllm" in calls(host)
 
 
+def test_a_container_in_a_restart_loop_fails_fast(host):
+    (host / "container_state").write_text("running 5\n")  # restart: always keeps it "running"
+    result = run_script(host, free_port())
+    assert result.returncode != 0
+    assert "after 5 restarts" in result.stderr and "no 200 from /health" not in result.stderr
+
+
 def test_gives_up_after_the_timeout_when_health_never_answers(host):
     result = run_script(host, free_port())
     assert result.returncode != 0
