@@ -67,13 +67,12 @@ def test_instance_type_registered_is_the_sizing_decision_and_region_offerings_ar
 @pytest.mark.parametrize(
     ("values", "mentions"),
     [
+        # One case per stage that can refuse: the config model (a value, an unknown key), the
+        # vLLM flag check, and sizing. test_settings.py covers every message of the first.
         ({"gpuMemoryUtilization": 1.5}, "vllm-deploy:gpuMemoryUtilization=1.5"),
-        ({"maxModelLen": -3}, "vllm-deploy:maxModelLen=-3"),
         ({"maxModelLength": 4096}, "did you mean vllm-deploy:maxModelLen"),
-        ({"quantization": "awq4"}, "vllm-deploy:quantization='awq4'"),
-        ({"allowedCidrs": ["10.0.0.0/33"]}, "10.0.0.0/33"),
-        ({"tensorParallelSize": 3}, "vllm-deploy:tensorParallelSize=3"),
         ({"vllmExtraArgs": ["--enable-metrics"]}, "--enable-metrics"),
+        ({"instanceType": "g4dn.xlarge", "model": "Qwen/Qwen2.5-14B-Instruct"}, "g4dn.xlarge"),
         ({"model": "deepseek-ai/DeepSeek-R1", "dtype": "bfloat16", "quantization": "none"}, "DeepSeek"),
     ],
 )
@@ -209,7 +208,6 @@ def test_ami_lookup_asks_for_the_right_owner_and_pattern(program, ami, owner, pa
     assert lookup.args["owners"] == [owner]
     filters = {f["name"]: f["values"] for f in lookup.args["filters"]}
     assert filters["name"] == [pattern] and filters["architecture"] == ["x86_64"]
-    assert run.one(INSTANCE).plain["ami"].startswith("ami-")
 
 
 def test_explicit_ami_id_is_used_without_lookup(program):

@@ -1,0 +1,53 @@
+"""Sizing figures against numbers found outside the code: public vLLM logs and hand arithmetic.
+
+tests/test_sizing.py checks the choice of instance; these pin the terms of the memory estimate
+itself, so that a term set to zero (or doubled) cannot go unnoticed.
+"""
+
+import math
+
+import pytest
+
+from config import instances, sizing
+from config.models import resolve
+from config.settings import parse
+
+GIB = 2**30
+QWEN_7B_KV_BYTES_PER_TOKEN = 2 * 28 * 4 * 128 * 2  # 2 (K,V) x layers x KV heads x head dim x 2 bytes
+
+
+def test_overheads_are_at_least_what_vllm_was_seen_to_use():
+    """vllm-project/vllm PR #10511: Llama-3-8B on an H100 at 8192 batched tokens peaked at 1.26 GiB
+    of activations; CUDA graphs are logged at 0.3-1 GiB; non-torch memory after the baseline
+    snapshot at up to 0.43 GiB (PR #12126, issue #16570). The estimate must not be below them."""
+    config = parse({"model": "meta-llama/Llama-3.1-8B-Instruct", "maxModelLen": 8192, "maxNumBatchedTokens": 8192})
+    memory = sizing.evaluate(config, resolve(config.model), instances.get("p5.4xlarge")).memory
+    assert memory.activation_gib >= 1.26
+    assert memory.cuda_graphs_gib >= 0.3
+    assert memory.runtime_overhead_gib >= 0.43
+    # ...and not absurdly above them: a model should not be pushed two sizes up.
+    assert memory.overhead_gib <= 8
+
+
+def test_kv_capacity_is_what_the_leftover_budget_holds():
+    plan = sizing.plan(parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 8192}))
+    memory = plan.memory
+    leftover = (memory.budget_gib - memory.weights_gib - memory.overhead_gib) * GIB
+    capacity = plan.kv_cache_capacity_tokens
+    assert capacity * QWEN_7B_KV_BYTES_PER_TOKEN <= leftover < (capacity + 1) * QWEN_7B_KV_BYTES_PER_TOKEN
+
+
+@pytest.mark.parametrize("max_model_len", [8192, 8190, 8177])
+def test_each_sequence_takes_whole_16_token_blocks(max_model_len):
+    config = parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": max_model_len})
+    plan = sizing.plan(config)
+    tokens = math.ceil(max_model_len / 16) * 16 * config.min_concurrent_sequences
+    assert plan.memory.kv_cache_gib * GIB == pytest.approx(tokens * QWEN_7B_KV_BYTES_PER_TOKEN)
+
+
+def test_disk_holds_the_os_snapshot_the_image_and_the_weights():
+    plan = sizing.plan(parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 8192}))
+    weights_gb = 7.616e9 * 2 / 1e9  # 7.616B parameters in bfloat16
+    # The DLAMI's root snapshot (75 GB, the volume's floor) + the vLLM image (~20 GB unpacked).
+    assert plan.disk_size_gb >= 75 + 20 + weights_gb
+    assert plan.disk_size_gb % 10 == 0
