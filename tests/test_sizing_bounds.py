@@ -51,3 +51,18 @@ def test_disk_holds_the_os_snapshot_the_image_and_the_weights():
     # The DLAMI's root snapshot (75 GB, the volume's floor) + the vLLM image (~20 GB unpacked).
     assert plan.disk_size_gb >= 75 + 20 + weights_gb
     assert plan.disk_size_gb % 10 == 0
+
+
+def test_qwen_7b_choice_follows_from_hand_arithmetic():
+    """Qwen2.5-7B in bfloat16 at 8k, two sequences: weights 7.616e9 x 2 B = 14.19 GiB, KV cache
+    2 x 8192 x 57,344 B = 0.875 GiB. A T4's budget is 0.92 x 16 GiB = 14.72 GiB < 15.06 GiB even
+    before any overhead; an L4 or A10G (0.92 x 22.35 = 20.56 GiB) leaves 5.5 GiB for it. The
+    cheapest 22 GiB-class instance is g6.xlarge (L4, $0.8048/h, below g5.xlarge's $1.006)."""
+    weights_gib = 7.616e9 * 2 / GIB
+    kv_gib = 2 * 8192 * QWEN_7B_KV_BYTES_PER_TOKEN / GIB
+    assert weights_gib + kv_gib > 0.92 * 16
+    assert 0.92 * 22.35 - weights_gib - kv_gib > 5
+    plan = sizing.plan(parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 8192}))
+    assert plan.instance.name == "g6.xlarge"
+    assert plan.memory.weights_gib == pytest.approx(weights_gib, rel=0.03)
+    assert plan.memory.kv_cache_gib == pytest.approx(kv_gib)
