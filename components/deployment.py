@@ -114,7 +114,7 @@ class VllmDeployment(pulumi.ComponentResource):
         self.public_ip = host.public_ip
         self.ssh_private_key = host.ssh_private_key
         key_hint = f"-i {identity_file_hint(pulumi.get_stack())} " if host.ssh_private_key is not None else ""
-        self.ssh_command = pulumi.Output.concat("ssh ", key_hint, "ubuntu@", host.public_ip)
+        self.ssh_command = pulumi.Output.concat("ssh ", key_hint, host.ssh_user, "@", host.public_ip)
         self.register_outputs(
             {
                 "endpoint": self.endpoint,

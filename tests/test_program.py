@@ -18,6 +18,17 @@ HF_TOKEN = "hf_testtoken_a1b2c3d4e5f6g7h8"
 SMALL = {"model": "Qwen/Qwen2.5-1.5B-Instruct", "maxModelLen": 8192}
 
 
+def local_model(directory):
+    """A small model directory on this machine (a Qwen2.5-0.5B-shaped config.json)."""
+    directory.mkdir()
+    (directory / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "num_hidden_layers": 24, "hidden_size": 896, "intermediate_size": 4864,
+        "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
+        "max_position_embeddings": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}))
+    (directory / "model.safetensors").write_bytes(b"\0" * 1024)
+    return directory
+
+
 def step(run, role):
     return run.named(f"vllm-setup-{role}")
 
@@ -291,7 +302,8 @@ def test_changing_the_model_reruns_the_download_but_not_the_driver(program):
     assert step(a, "model").plain["triggers"] != step(b, "model").plain["triggers"]
 
 
-def test_editing_a_script_reruns_only_its_step(program, monkeypatch, tmp_path):
+def run_with_edited_script(program, monkeypatch, tmp_path, script):
+    """The program run once as is, and once with `script` edited (a copy of the scripts dir)."""
     import shutil
 
     from components import script_steps
@@ -299,10 +311,14 @@ def test_editing_a_script_reruns_only_its_step(program, monkeypatch, tmp_path):
     before = program(SMALL)
     scripts = tmp_path / "scripts"
     shutil.copytree(script_steps.SCRIPTS_DIR, scripts)
-    with open(scripts / "install_docker.sh", "a") as handle:
+    with open(scripts / script, "a") as handle:
         handle.write("\n# edited\n")
     monkeypatch.setattr(script_steps, "SCRIPTS_DIR", scripts)
-    after = program(SMALL)
+    return before, program(SMALL)
+
+
+def test_editing_a_script_reruns_only_its_step(program, monkeypatch, tmp_path):
+    before, after = run_with_edited_script(program, monkeypatch, tmp_path, "install_docker.sh")
     changed = {
         role for role in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "disk", "model")
         if step(before, role).plain["triggers"] != step(after, role).plain["triggers"]
@@ -446,13 +462,7 @@ def test_every_copy_waits_for_its_remote_directory(program):
 
 
 def test_a_local_model_directory_is_uploaded_not_downloaded(program, tmp_path):
-    model = tmp_path / "my-finetune"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({
-        "model_type": "qwen2", "num_hidden_layers": 24, "hidden_size": 896, "intermediate_size": 4864,
-        "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
-        "max_position_embeddings": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}))
-    (model / "model.safetensors").write_bytes(b"\0" * 1024)
+    model = local_model(tmp_path / "my-finetune")
     run = program({"model": str(model), "maxModelLen": 4096})
     upload = run.named("vllm-setup-model-upload")
     assert not [r for r in run.of_type(COMMAND) if r.name == "vllm-setup-model"]
@@ -557,17 +567,7 @@ def test_a_replaced_instance_is_provisioned_again_and_a_new_container_checked_ag
 
 
 def test_editing_lib_sh_reruns_every_step(program, monkeypatch, tmp_path):
-    import shutil
-
-    from components import script_steps
-
-    before = program(SMALL)
-    scripts = tmp_path / "scripts"
-    shutil.copytree(script_steps.SCRIPTS_DIR, scripts)
-    with open(scripts / "lib.sh", "a") as handle:
-        handle.write("\n# edited\n")
-    monkeypatch.setattr(script_steps, "SCRIPTS_DIR", scripts)
-    after = program(SMALL)
+    before, after = run_with_edited_script(program, monkeypatch, tmp_path, "lib.sh")
     for cmd in before.of_type(COMMAND):
         if cmd.plain["create"].startswith("sudo "):
             assert cmd.plain["triggers"] != after.named(cmd.name).plain["triggers"], cmd.name
@@ -576,14 +576,8 @@ def test_editing_lib_sh_reruns_every_step(program, monkeypatch, tmp_path):
 def test_an_edited_local_model_is_uploaded_again(program, tmp_path):
     import os
 
-    model = tmp_path / "tuned"
-    model.mkdir()
-    (model / "config.json").write_text(json.dumps({
-        "model_type": "qwen2", "num_hidden_layers": 24, "hidden_size": 896, "intermediate_size": 4864,
-        "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
-        "max_position_embeddings": 32768, "tie_word_embeddings": True}))
+    model = local_model(tmp_path / "tuned")
     weights = model / "model.safetensors"
-    weights.write_bytes(b"\0" * 1024)
     first = program({"model": str(model), "maxModelLen": 4096}).named("vllm-setup-model-upload").plain["triggers"]
     weights.write_bytes(b"\1" * 2048)
     os.utime(weights, (1_700_000_000, 1_700_000_000))
