@@ -7,7 +7,7 @@ import pulumi
 
 from components.deployment import VllmDeployment, VllmDeploymentArgs
 from components.region import offered_instance_types
-from config.sizing import format_report
+from sizing.report import format_report
 from config.stack import aws_provider_settings, load, size, vllm_command
 
 settings, secrets = load()  # every bad value fails here, before any resource exists

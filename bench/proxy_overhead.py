@@ -1,7 +1,7 @@
 """What the nginx TLS proxy costs a streaming client: direct to the backend vs through nginx.
 
-Starts the fake vLLM server and a real nginx rendered from config.nginx (the same helpers
-as tests/test_nginx_live.py), then for each concurrency opens that many simultaneous
+Starts the fake vLLM server and a real nginx rendered from serving.nginx (the same helpers
+as tests/serving/test_nginx_live.py), then for each concurrency opens that many simultaneous
 streamed chat completions, once straight to the backend over plain HTTP and once through
 nginx over HTTPS, and prints per level:
 

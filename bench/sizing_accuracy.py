@@ -28,9 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config.models import ModelSpec, catalog_models  # noqa: E402
 from config.settings import parse  # noqa: E402
-from config.sizing import GB, SizingError, WeightFormat, plan, weight_bytes  # noqa: E402
+from sizing.choice import plan  # noqa: E402
+from sizing.errors import SizingError  # noqa: E402
+from sizing.formats import WeightFormat  # noqa: E402
+from sizing.host import GB  # noqa: E402
+from sizing.memory import weight_bytes  # noqa: E402
+from sizing.models import ModelSpec, catalog_models  # noqa: E402
 
 SEED_RULE_GB = ((7, 16), (13, 24), (32, 64), (70, 140))  # (model size class in B, GPU GB)
 BULK_BYTES = {None: 2.0, "fp8": 1.0, "fbgemm_fp8": 1.0, "mxfp4": 4.25 / 8}

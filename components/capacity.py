@@ -58,7 +58,7 @@ def capacity_advice(
             f"AWS has no {tried}capacity for {instance_type} in this availability zone right now. Try, "
             "in order: another zone (vllm-deploy:subnetId = a subnet in another zone), another region "
             "(aws:region), another instance type that fits (vllm-deploy:instanceType; list them with "
-            "`python -m config.sizing <model> --all`)"
+            "`tools/size <model> --all`)"
             + (", or spot: false." if spot else ".")
         )
     return None

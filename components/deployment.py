@@ -15,7 +15,7 @@ from components.host_setup import HostSetup, HostSetupArgs
 from components.naming import child, component_type, default_tags
 from components.proxy import NginxProxy, NginxProxyArgs
 from components.vllm_server import VllmServer, VllmServerArgs
-from config.plan import SizingPlan
+from sizing.plan import SizingPlan
 from config.settings import StackConfig
 
 

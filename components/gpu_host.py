@@ -17,7 +17,7 @@ import yaml
 from components.capacity import capacity_hook, error_hooks_supported
 from components.naming import child, component_type, default_tags
 from components.region import lookup_errors
-from config.plan import SizingPlan
+from sizing.plan import SizingPlan
 from config.settings import StackConfig
 
 SSH_USER = "ubuntu"

@@ -24,7 +24,7 @@ import pulumi_command as command
 from components.gpu_host import SSH_USER
 from components.naming import child, component_type
 from components.script_steps import REMOTE_DIR, ScriptSteps
-from config.plan import SizingPlan
+from sizing.plan import SizingPlan
 from config.settings import StackConfig
 
 MODELS_DIR = "/data/models"

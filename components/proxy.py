@@ -1,7 +1,7 @@
 """NginxProxy: TLS termination and streaming reverse proxy in front of vLLM.
 
 The only way in from outside: 443 (and 80, which redirects and answers ACME challenges). The
-nginx config is a typed model rendered from a template (config/nginx.py).
+nginx config is a typed model rendered from a template (serving/nginx.py).
 tls=self-signed: a stack CA signs a certificate for the address; certificate and key are
 uploaded into the container by pulumi-docker, so the key is in no command line or script.
 tls=letsencrypt: certbot on the host obtains (and a systemd timer renews) a certificate for
@@ -22,7 +22,7 @@ import pulumi_command as command
 from components.docker_host import INSTANCE_LABEL, on_host
 from components.naming import child, component_type
 from components.script_steps import ScriptSteps
-from config.nginx import CONTAINER_CONF_PATH, NGINX_IMAGE, render, site_for_stack
+from serving.nginx import CONTAINER_CONF_PATH, NGINX_IMAGE, render, site_for_stack
 from config.settings import StackConfig
 
 PROXY_CONTAINER_NAME = "vllm-proxy"

@@ -8,7 +8,7 @@ from typing import Iterator
 import pulumi
 import pulumi_aws as aws
 
-from config.instances import load_instances
+from sizing.gpus import load_instances
 
 
 def offered_instance_types() -> set[str]:

@@ -12,7 +12,7 @@ import pulumi_docker as docker
 from components.docker_host import INSTANCE_LABEL, on_host
 from components.naming import child, component_type
 from components.script_steps import ScriptSteps
-from config.plan import SizingPlan
+from sizing.plan import SizingPlan
 from config.settings import StackConfig
 from config.stack import SERVED_MODEL_PATH, VLLM_PORT
 

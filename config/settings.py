@@ -28,8 +28,8 @@ from pydantic.alias_generators import to_camel
 
 NAMESPACE = "vllm-deploy"
 
-# The vLLM release whose flags (config/catalog/vllm-serve-flags.txt) and memory behaviour
-# (config/sizing.py) this program is written against. Changing it means re-checking both.
+# The vLLM release whose flags (serving/vllm-serve-flags.txt) and memory behaviour
+# (sizing/memory.py) this program is written against. Changing it means re-checking both.
 PINNED_VLLM_VERSION = "0.33.0"
 DEFAULT_VLLM_IMAGE = f"vllm/vllm-openai:v{PINNED_VLLM_VERSION}"
 

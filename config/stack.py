@@ -18,10 +18,14 @@ from typing import Any, Optional
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from config import sizing, vllm_args
-from config.models import ModelResolutionError, hub_spec
-from config.plan import SizingPlan
 from config.settings import NAMESPACE, SECRET_KEYS, THIS_MACHINE, ConfigError, StackConfig, parse
+from serving import vllm_args
+from serving.flag_reader import flag_warnings
+from sizing.choice import plan as choose_plan
+from sizing.errors import SizingError
+from sizing.hub import hub_spec
+from sizing.models import ModelResolutionError
+from sizing.plan import SizingPlan
 
 # Where vLLM listens on the host's loopback, and where the weights appear in its container.
 VLLM_PORT = 8000
@@ -161,8 +165,8 @@ def _with_this_machine(cidrs: list[str]) -> list[str]:
 def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
     """The sizing decision, or pulumi.RunError with the arithmetic when nothing fits."""
     try:
-        return sizing.plan(settings, offered=offered)
-    except (sizing.SizingError, ModelResolutionError) as exc:
+        return choose_plan(settings, offered=offered)
+    except (SizingError, ModelResolutionError) as exc:
         raise pulumi.RunError(str(exc)) from None
 
 
@@ -186,6 +190,6 @@ def vllm_command(settings: StackConfig, plan: SizingPlan) -> list[str]:
         )
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None
-    for warning in vllm_args.flag_warnings(settings.vllm_extra_args):
+    for warning in flag_warnings(settings.vllm_extra_args):
         pulumi.log.warn(warning)
     return argv

@@ -120,7 +120,7 @@ def _filters(args: dict[str, Any]) -> dict[str, list[str]]:
 def _offerings(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
     wanted = _filters(args).get("instance-type")
     location_type = args.get("locationType", "region")
-    from config.instances import load_instances  # the catalog is what AWS would list
+    from sizing.gpus import load_instances  # the catalog is what AWS would list
 
     every = [i.name for i in load_instances()]
     types = [t for t in every if world.offered_instance_types is None or t in world.offered_instance_types]

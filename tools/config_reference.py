@@ -1,6 +1,6 @@
 """Prints the stack config reference (a Markdown table) from config/settings.py.
 
-README.md embeds its output between the config-reference markers; tests/test_project.py
+README.md embeds its output between the config-reference markers; tests/config/test_project.py
 fails when the two differ. Refresh with:  .venv/bin/python tools/config_reference.py --write
 """
 

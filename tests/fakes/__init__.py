@@ -1,6 +1,6 @@
-"""A real nginx, rendered from config.nginx, in front of the fake vLLM server.
+"""A real nginx, rendered from serving.nginx, in front of the fake vLLM server.
 
-Shared by tests/test_nginx_live.py and bench/proxy_overhead.py so both measure the same
+Shared by tests/serving/test_nginx_live.py and bench/proxy_overhead.py so both measure the same
 thing: `make_test_pki` (a throwaway CA and a server certificate for 127.0.0.1/localhost,
 made with the openssl CLI), `start_fake_vllm`, `local_site` (an NginxSite whose ports and
 paths suit an unprivileged or root test run) and `start_nginx` (checks the file with
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from config.nginx import NginxSite, render
+from serving.nginx import NginxSite, render
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"

@@ -1,0 +1,274 @@
+"""The TLS reverse proxy in front of vLLM, as a typed model that renders its nginx.conf.
+
+``NginxSite`` holds every value the proxy needs; ``render(site)`` turns it into a complete
+nginx.conf from ``serving/templates/nginx.conf.j2``. Pure: no Pulumi, no files written,
+so the rules are unit-tested directly and the rendered file is run by a real nginx in
+tests/serving/test_nginx_live.py.
+
+In production the file is mounted read-only as /etc/nginx/nginx.conf into the official
+``NGINX_IMAGE`` container, which shares the host's network, so the upstream is vLLM's
+loopback port. The defaults below are that container's paths; tests override them with
+paths in a temporary directory so an unprivileged nginx can run the same file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Optional, Union
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:  # settings imports nothing from here; keep the import one-way
+    from config.settings import StackConfig
+
+# Stable line of the official image as of 2026-10-21 (docker-library/repo-info,
+# repos/nginx/remote/stable-alpine.md: NGINX_VERSION=1.30.6). The template uses only
+# directives that nginx 1.22 (Debian bookworm, what the tests run) also understands.
+NGINX_IMAGE = "nginx:1.30.6-alpine"
+
+# Where the official image expects things; its access/error logs are symlinks to the
+# container's stdout/stderr, so `docker logs` shows them.
+CONTAINER_CONF_PATH = "/etc/nginx/nginx.conf"
+CONTAINER_TLS_DIR = "/etc/nginx/tls"
+
+# A long answer from a large model can stream for many minutes with long gaps while a
+# batch is busy; nginx's 60 s default would cut it off mid-generation.
+DEFAULT_UPSTREAM_TIMEOUT_S = 3600
+
+TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "nginx.conf.j2"
+
+# Anything that ends up inside an nginx directive: no whitespace, quotes, braces or `;`,
+# which would let a value close the directive and start another one.
+_SAFE_PATH = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
+_SERVER_NAME = re.compile(
+    r"^(_|localhost|(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})$"
+)
+_UNIX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+
+
+class NginxSite(BaseModel):
+    """Everything the reverse proxy needs. Field docs say what each value controls."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- upstream: the vLLM server --------------------------------------------------
+    upstream_host: str = Field(
+        "127.0.0.1", description="IP address vLLM listens on (host networking: loopback)."
+    )
+    upstream_port: int = Field(
+        ge=1, le=65535, description="vLLM's --port; must be the port vLLM really uses."
+    )
+    upstream_keepalive: int = Field(
+        32, ge=1, le=1024, description="Idle connections to vLLM kept open for reuse."
+    )
+    upstream_read_timeout_s: int = Field(
+        DEFAULT_UPSTREAM_TIMEOUT_S,
+        ge=1,
+        description="Longest silence allowed from vLLM while it generates (seconds).",
+    )
+    upstream_send_timeout_s: int = Field(
+        DEFAULT_UPSTREAM_TIMEOUT_S,
+        ge=1,
+        description="Longest stall allowed while sending to vLLM or to the client (seconds).",
+    )
+
+    # --- listeners ----------------------------------------------------------------
+    listen_address: str = Field(
+        "0.0.0.0", description="IPv4 address nginx listens on; tests use 127.0.0.1."
+    )
+    https_port: int = Field(443, ge=1, le=65535, description="HTTPS (API) port.")
+    http_port: int = Field(
+        80, ge=1, le=65535, description="Plain HTTP port: ACME challenges, else 301 to HTTPS."
+    )
+    server_name: str = Field(
+        "_", description="DNS name clients use (the certificate's name), or _ for any."
+    )
+
+    # --- TLS ----------------------------------------------------------------------
+    tls_certificate_path: str = Field(
+        f"{CONTAINER_TLS_DIR}/server.crt", description="PEM certificate chain, server first."
+    )
+    tls_key_path: str = Field(
+        f"{CONTAINER_TLS_DIR}/server.key", description="PEM private key of the certificate."
+    )
+    hsts_max_age_s: int = Field(
+        31536000, ge=0, description="Strict-Transport-Security max-age; 0 tells browsers to forget it."
+    )
+    acme_webroot: Optional[str] = Field(
+        None,
+        description="Directory served at /.well-known/acme-challenge/ on the HTTP port "
+        "(Let's Encrypt http-01); None = the HTTP port only redirects.",
+    )
+
+    # --- process and files ----------------------------------------------------------
+    worker_user: Optional[str] = Field(
+        "nginx",
+        description="User the workers drop to when the master runs as root (the image's "
+        "`nginx`); None when nginx is started unprivileged.",
+    )
+    worker_group: Optional[str] = Field(
+        None, description="Group for the workers; None = the group named like the user."
+    )
+    worker_processes: Union[Literal["auto"], int] = Field(
+        "auto", description="Worker processes: auto (one per CPU) or a count."
+    )
+    worker_connections: int = Field(4096, ge=64, le=65535, description="Connections per worker.")
+    pid_path: str = Field("/var/run/nginx.pid", description="PID file.")
+    temp_dir: str = Field(
+        "/var/cache/nginx", description="Parent of nginx's client-body and proxy temp dirs."
+    )
+    access_log_path: str = Field("/var/log/nginx/access.log", description="Access log file.")
+    error_log_path: str = Field("/var/log/nginx/error.log", description="Error log file.")
+
+    # --- request policy -------------------------------------------------------------
+    client_max_body_size_mb: int = Field(
+        64, ge=1, le=1024, description="Largest request body accepted, in MiB; larger gets 413."
+    )
+    metrics_allowed_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Who may read /metrics; everyone else gets 403 (empty: nobody).",
+    )
+    rate_limit_per_minute: Optional[int] = Field(
+        None, ge=1, le=60000, description="API requests per minute per client IP; None = off."
+    )
+    rate_limit_burst: int = Field(
+        20,
+        ge=0,
+        le=100000,
+        description="Requests above the rate served at once before 429s start.",
+    )
+
+    # --- validators ---------------------------------------------------------------
+    @field_validator("upstream_host", "listen_address")
+    @classmethod
+    def _ipv4(cls, value: str, info) -> str:
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise ValueError(
+                f"{info.field_name}={value!r} is not an IPv4 address; use e.g. 127.0.0.1"
+            ) from None
+
+    @field_validator(
+        "tls_certificate_path",
+        "tls_key_path",
+        "acme_webroot",
+        "pid_path",
+        "temp_dir",
+        "access_log_path",
+        "error_log_path",
+    )
+    @classmethod
+    def _safe_path(cls, value: Optional[str], info) -> Optional[str]:
+        if value is None or _SAFE_PATH.match(value):
+            return value
+        raise ValueError(
+            f"{info.field_name}={value!r} must be an absolute path of letters, digits and "
+            f"._/@+- only (no spaces, quotes, braces or ';', which nginx would parse)"
+        )
+
+    @field_validator("server_name")
+    @classmethod
+    def _server_name(cls, value: str) -> str:
+        if _SERVER_NAME.match(value):
+            return value.lower()
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(
+                f"server_name={value!r} must be a DNS name such as llm.example.com, "
+                f"an IP address, or _ for any name"
+            ) from None
+
+    @field_validator("worker_user", "worker_group")
+    @classmethod
+    def _unix_name(cls, value: Optional[str], info) -> Optional[str]:
+        if value is None or _UNIX_NAME.match(value):
+            return value
+        raise ValueError(
+            f"{info.field_name}={value!r} must be a Unix user/group name such as nginx"
+        )
+
+    @field_validator("worker_processes")
+    @classmethod
+    def _workers(cls, value: Union[str, int]) -> Union[str, int]:
+        if value == "auto" or (isinstance(value, int) and 1 <= value <= 1024):
+            return value
+        raise ValueError(f"worker_processes={value!r} must be auto or 1-1024")
+
+    @field_validator("metrics_allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        checked = []
+        for raw in value:
+            try:
+                checked.append(str(ipaddress.ip_network(raw, strict=True)))
+            except ValueError as exc:
+                raise ValueError(
+                    f"metrics_allowed_cidrs entry {raw!r} is not a CIDR block ({exc}); "
+                    f"write e.g. 10.0.0.0/8 or 203.0.113.7/32"
+                ) from None
+        return checked
+
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> "NginxSite":
+        if self.https_port == self.http_port:
+            raise ValueError(
+                f"https_port and http_port are both {self.https_port}; nginx needs a "
+                f"separate port for each (443 and 80 in production)"
+            )
+        if self.upstream_port in (self.https_port, self.http_port):
+            raise ValueError(
+                f"upstream_port={self.upstream_port} is also a port nginx listens on; "
+                f"vLLM and nginx share the host network, so give vLLM another port"
+            )
+        return self
+
+    # --- derived ------------------------------------------------------------------
+    @property
+    def https_redirect_authority(self) -> str:
+        """`$host` plus the HTTPS port when it is not 443, for the HTTP->HTTPS redirect."""
+        return "$host" if self.https_port == 443 else f"$host:{self.https_port}"
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATE_PATH.parent)),
+        autoescape=False,  # nginx syntax, not HTML; values are validated by NginxSite instead
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+def render(site: NginxSite) -> str:
+    """The complete nginx.conf for `site`."""
+    template = _environment().get_template(TEMPLATE_PATH.name)
+    return template.render(site=site)
+
+
+def site_for_stack(
+    config: "StackConfig",
+    *,
+    vllm_port: int,
+    acme_webroot: Optional[str] = None,
+    **overrides: object,
+) -> NginxSite:
+    """The production site for a validated stack config; `vllm_port` is vLLM's --port.
+
+    `overrides` are further NginxSite fields (paths, ports) for callers that need them.
+    """
+    values: dict[str, object] = {
+        "upstream_port": vllm_port,
+        "server_name": config.domain or "_",
+        "acme_webroot": acme_webroot,
+        "client_max_body_size_mb": config.max_request_body_mb,
+        "metrics_allowed_cidrs": list(config.metrics_allowed_cidrs),
+        "rate_limit_per_minute": config.rate_limit_per_minute,
+    }
+    values.update(overrides)
+    return NginxSite.model_validate(values)

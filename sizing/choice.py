@@ -1,0 +1,409 @@
+"""The instance choice: every catalog instance judged for one model and config, the cheapest fit,
+and the refusal that shows the arithmetic when nothing fits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
+
+from config.settings import NAMESPACE, StackConfig
+from sizing import gpus as instance_catalog
+from sizing.context import resolve_max_model_len
+from sizing.errors import SizingError
+from sizing.formats import BYTES_16BIT, FP8_METHODS, MIN_CC_FP8, WeightFormat, resolve_dtype, weight_format
+from sizing.gpus import GpuInstance, gpus_label
+from sizing.host import disk_size_gb, host_ram_required_gib
+from sizing.hub import resolve
+from sizing.memory import (
+    GIB,
+    KV_BLOCK_TOKENS,
+    activation_bytes,
+    batch_defaults,
+    cuda_graph_bytes,
+    kv_bytes_for_sequences,
+    kv_bytes_per_token,
+    runtime_overhead_bytes,
+    weight_bytes,
+    weights_per_gpu_bytes,
+)
+from sizing.models import ModelResolutionError, ModelSpec
+from sizing.parallel import choose_tp
+from sizing.plan import MemoryBreakdown, SizingPlan
+
+
+Resolver = Callable[..., ModelSpec]
+
+
+# --- one candidate -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Blocker:
+    kind: str  # unsupported | filter | gpu | memory | host
+    message: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One instance type judged for one model and config."""
+
+    instance: GpuInstance
+    tensor_parallel_size: Optional[int]
+    dtype: Optional[str]
+    memory: Optional[MemoryBreakdown]  # per GPU; None when the GPU cannot run the model at all
+    kv_capacity_tokens: int
+    blockers: tuple[Blocker, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def fits(self) -> bool:
+        return not self.blockers
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        return tuple(b.message for b in self.blockers)
+
+    @property
+    def price(self) -> Optional[float]:
+        return self.instance.on_demand_usd_per_hour
+
+    @property
+    def sort_key(self) -> tuple:
+        """Cheapest first; ties: fewer GPUs, then more headroom."""
+        headroom = self.memory.headroom_gib if self.memory else -math.inf
+        return (self.price is None, self.price or 0.0, self.instance.gpu_count, -headroom)
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the config asks, resolved against the model once for all instances."""
+
+    spec: ModelSpec
+    fmt: WeightFormat
+    max_model_len: int
+    kv_dtype_bytes: int
+
+
+def _request(config: StackConfig, spec: ModelSpec) -> _Request:
+    if (
+        config.quantization == "none"
+        and spec.native_quantization in FP8_METHODS
+        and config.dtype != "auto"
+    ):
+        raise SizingError(sixteen_bit_refusal(spec, config))
+    return _Request(
+        spec=spec,
+        fmt=weight_format(spec, config),
+        max_model_len=resolve_max_model_len(spec, config),
+        kv_dtype_bytes=1 if config.kv_cache_dtype == "fp8" else BYTES_16BIT,
+    )
+
+
+def memory_breakdown(
+    request: _Request, config: StackConfig, instance: GpuInstance, tp: int
+) -> tuple[MemoryBreakdown, int]:
+    """(per-GPU estimate, KV tokens the leftover budget holds) for this instance at this TP."""
+    spec = request.spec
+    default_tokens, default_seqs = batch_defaults(instance)
+    batched = config.max_num_batched_tokens or default_tokens
+    seqs = config.max_num_seqs or default_seqs
+    kv_needed = kv_bytes_for_sequences(
+        spec, request.kv_dtype_bytes, tp, request.max_model_len, config.min_concurrent_sequences
+    )
+    memory = MemoryBreakdown(
+        weights_gib=weights_per_gpu_bytes(spec, request.fmt, tp) / GIB,
+        kv_cache_gib=kv_needed / GIB,
+        activation_gib=activation_bytes(spec, tp, batched, seqs) / GIB,
+        cuda_graphs_gib=cuda_graph_bytes(spec) / GIB,
+        runtime_overhead_gib=runtime_overhead_bytes(tp) / GIB,
+        budget_gib=config.gpu_memory_utilization * instance.gpu_memory_gib,
+    )
+    # Capacity in full-attention tokens, after the fixed windows of the required sequences.
+    per_token = kv_bytes_per_token(spec, request.kv_dtype_bytes, tp)
+    one_seq = kv_bytes_for_sequences(spec, request.kv_dtype_bytes, tp, request.max_model_len, 1)
+    full_seq = math.ceil(request.max_model_len / KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS * per_token
+    windows = (one_seq - full_seq) * config.min_concurrent_sequences
+    free = (memory.budget_gib - memory.weights_gib - memory.overhead_gib) * GIB - windows
+    capacity = int(free // per_token) if per_token and free > 0 else 0
+    return memory, capacity
+
+
+def evaluate(
+    config: StackConfig,
+    spec: ModelSpec,
+    instance: GpuInstance,
+    *,
+    offered: Optional[Collection[str]] = None,
+) -> Candidate:
+    """Does this instance serve this model as configured? The public per-candidate fit check."""
+    return _evaluate(_request(config, spec), config, instance, offered)
+
+
+def _evaluate(
+    request: _Request, config: StackConfig, instance: GpuInstance, offered: Optional[Collection[str]]
+) -> Candidate:
+    blockers: list[Blocker] = []
+    notes: list[str] = []
+    unsupported = instance_catalog.unsupported_reason(instance)
+    if unsupported:
+        return Candidate(instance, None, None, None, 0, (Blocker("unsupported", unsupported),))
+    price = instance.on_demand_usd_per_hour
+    if price is None:
+        blockers.append(Blocker("unsold", "no on-demand price (sold as Capacity Blocks/UltraServer only)"))
+    elif config.max_hourly_price_usd is not None and price > config.max_hourly_price_usd:
+        blockers.append(
+            Blocker("filter", f"${price:.2f}/h is above maxHourlyPriceUsd={config.max_hourly_price_usd:g}")
+        )
+    if offered is not None and instance.name not in offered:
+        blockers.append(Blocker("filter", "not offered in the stack's region"))
+    dtype, dtype_problem = resolve_dtype(request.spec, config, instance)
+    if dtype_problem:
+        blockers.append(Blocker("gpu", dtype_problem))
+    elif dtype == "float16" and config.dtype == "auto" and request.spec.native_dtype != "float16":
+        notes.append(f"{instance.gpu_model} has no bfloat16: serving in float16 (--dtype float16)")
+    cc = instance.compute_capability
+    if cc < request.fmt.min_compute_capability:
+        blockers.append(
+            Blocker("gpu", f"{request.fmt.label} weights need compute capability "
+                    f"{request.fmt.min_compute_capability:g}+, {instance.gpu_model} is {cc:g}")
+        )
+    if config.kv_cache_dtype == "fp8" and cc < MIN_CC_FP8:
+        blockers.append(
+            Blocker("gpu", f"kvCacheDtype=fp8 needs compute capability {MIN_CC_FP8:g}+, "
+                    f"{instance.gpu_model} is {cc:g}")
+        )
+    tp, tp_problem = choose_tp(request.spec, config, instance)
+    if tp is None:
+        blockers.append(Blocker("gpu", tp_problem or "no valid tensor-parallel size"))
+        return Candidate(instance, None, dtype, None, 0, tuple(blockers), tuple(notes))
+    if tp < instance.gpu_count:
+        notes.append(f"tensor parallel {tp} uses {tp} of the {instance.gpu_count} GPUs")
+    memory, capacity = memory_breakdown(request, config, instance, tp)
+    if not memory.fits:
+        blockers.append(Blocker("memory", _memory_shortfall(memory, request, config)))
+    ram_needed = host_ram_required_gib(tp)
+    if instance.memory_gib < ram_needed:
+        blockers.append(
+            Blocker("host", f"host RAM {instance.memory_gib:g} GiB < {ram_needed:g} GiB needed to load "
+                    f"with {tp} GPU worker(s)")
+        )
+    return Candidate(instance, tp, dtype, memory, capacity, tuple(blockers), tuple(notes))
+
+
+def _memory_shortfall(memory: MemoryBreakdown, request: _Request, config: StackConfig) -> str:
+    if memory.weights_gib > memory.budget_gib:
+        what = "the weights alone do not fit"
+    elif memory.weights_gib + memory.overhead_gib > memory.budget_gib:
+        what = "weights + activations/runtime leave no room for the KV cache"
+    else:
+        what = (f"KV for {config.min_concurrent_sequences} x {request.max_model_len} tokens "
+                "does not fit")
+    return (
+        f"needs {memory.required_gib:.1f} GiB per GPU (weights {memory.weights_gib:.1f} + KV "
+        f"{memory.kv_cache_gib:.1f} + overhead {memory.overhead_gib:.1f}), budget "
+        f"{memory.budget_gib:.1f} GiB: {what}"
+    )
+
+
+def candidates(
+    config: StackConfig,
+    *,
+    offered: Optional[Collection[str]] = None,
+    spec: Optional[ModelSpec] = None,
+    resolver: Resolver = resolve,
+) -> list[Candidate]:
+    """Every catalog instance judged for this config, cheapest first (fitting or not)."""
+    if spec is None:
+        spec = _resolve_spec(config, resolver)
+    request = _request(config, spec)
+    judged = [_evaluate(request, config, i, offered) for i in instance_catalog.load_instances()]
+    return sorted(judged, key=lambda c: c.sort_key)
+
+
+def _resolve_spec(config: StackConfig, resolver: Resolver) -> ModelSpec:
+    try:
+        return resolver(config.model, config.model_source, config.model_revision)
+    except ModelResolutionError as exc:
+        raise SizingError(str(exc)) from exc
+
+
+# --- the plan ----------------------------------------------------------------------------------
+
+
+def plan(
+    config: StackConfig,
+    *,
+    offered: Optional[Collection[str]] = None,
+    resolver: Resolver = resolve,
+) -> SizingPlan:
+    """The cheapest instance that serves the model as configured, and how vLLM will use it.
+
+    `offered`: the instance types AWS offers in the stack's region (None = don't filter).
+    Prices are us-east-1 on-demand; `spot` does not change the choice.
+    """
+    spec = _resolve_spec(config, resolver)
+    judged = candidates(config, offered=offered, spec=spec)
+    fitting = [c for c in judged if c.fits]
+    if config.instance_type != "auto":
+        chosen = _user_instance(config, spec, judged, fitting)
+    elif fitting:
+        chosen = fitting[0]
+    else:
+        raise SizingError(nothing_fits_message(config, spec, judged))
+    return _to_plan(config, spec, chosen)
+
+
+def _user_instance(
+    config: StackConfig, spec: ModelSpec, judged: list[Candidate], fitting: list[Candidate]
+) -> Candidate:
+    mine = next((c for c in judged if c.instance.name == config.instance_type), None)
+    if mine is None:
+        try:
+            instance_catalog.get(config.instance_type)
+        except instance_catalog.UnknownInstanceType as exc:
+            raise SizingError(f"{NAMESPACE}:instanceType={config.instance_type!r}: {exc}") from None
+    if mine is not None and mine.fits:
+        return mine
+    cheapest = (
+        f"the cheapest that fits is {fitting[0].instance.name} "
+        f"(${fitting[0].price:.2f}/h, {gpus_label(fitting[0].instance)})"
+        if fitting
+        else "no catalog instance fits either:\n" + nothing_fits_message(config, spec, judged)
+    )
+    why = "; ".join(mine.reasons) if mine else "not in the catalog"
+    raise SizingError(
+        f"{NAMESPACE}:instanceType={config.instance_type} cannot serve {config.model}: {why}. "
+        f"{cheapest}. Set instanceType to auto (or to that type), or change the model settings."
+    )
+
+
+def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingPlan:
+    request = _request(config, spec)
+    assert chosen.memory is not None and chosen.tensor_parallel_size is not None and chosen.dtype
+    default_tokens, _ = batch_defaults(chosen.instance)
+    notes = list(chosen.notes)
+    if spec.source != "catalog" and spec.checkpoint_bytes is None:
+        notes.append("weights estimated from the architecture (no checkpoint size found)")
+    if request.fmt.online:
+        notes.append("fp8 weights are quantized by vLLM while loading the 16-bit checkpoint")
+    if config.max_model_len is None and spec.max_position_embeddings > request.max_model_len:
+        notes.append(
+            f"maxModelLen defaults to {request.max_model_len} (the model allows "
+            f"{spec.max_position_embeddings}); set maxModelLen to serve longer requests"
+        )
+    if config.dtype != "auto" and spec.native_quantization:
+        notes.append(
+            f"dtype {chosen.dtype} sets the activation dtype; the {spec.native_quantization} "
+            "checkpoint's weights stay quantized"
+        )
+    if spec.native_quantization == "fbgemm_fp8":
+        notes.append(
+            "fbgemm_fp8 is deprecated in vLLM 0.33: served with --allow-deprecated-quantization"
+        )
+    if config.spot:
+        notes.append("spot: the price shown is on-demand; spot does not change the choice")
+    notes.append(
+        f"prices are {instance_catalog.PRICE_REGION} on-demand as of {instance_catalog.PRICE_DATE}"
+    )
+    return SizingPlan(
+        model=config.model,
+        instance=chosen.instance,
+        tensor_parallel_size=chosen.tensor_parallel_size,
+        pipeline_parallel_size=config.pipeline_parallel_size,
+        dtype=chosen.dtype,
+        quantization=request.fmt.plan_quantization,
+        kv_cache_dtype=config.kv_cache_dtype,
+        max_model_len=request.max_model_len,
+        max_num_seqs=config.max_num_seqs,
+        max_num_batched_tokens=config.max_num_batched_tokens or default_tokens,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        memory=chosen.memory,
+        kv_cache_capacity_tokens=chosen.kv_capacity_tokens,
+        disk_size_gb=disk_size_gb(spec, config),
+        hourly_price_usd=chosen.price,
+        notes=tuple(notes),
+        rope_theta=spec.rope_theta,
+        checkpoint_quantization=spec.native_quantization,
+    )
+
+
+# --- refusals ----------------------------------------------------------------------------------
+
+
+def nothing_fits_message(config: StackConfig, spec: ModelSpec, judged: list[Candidate]) -> str:
+    request = _request(config, spec)
+    total = weight_bytes(spec, request.fmt)
+    kv_token = kv_bytes_per_token(spec, request.kv_dtype_bytes, 1)
+    kv_total = kv_bytes_for_sequences(
+        spec, request.kv_dtype_bytes, 1, request.max_model_len, config.min_concurrent_sequences
+    )
+    lines = [
+        f"no instance can serve {config.model} as configured.",
+        f"  weights: {spec.total_params / 1e9:.1f}B parameters as {request.fmt.label} = "
+        f"{total / GIB:.1f} GiB in all (split across the GPUs of one instance)",
+        f"  KV cache: {kv_token:,} bytes/token x {config.min_concurrent_sequences} sequences x "
+        f"{request.max_model_len} tokens = {kv_total / GIB:.1f} GiB"
+        + (" (MLA: held in full on every GPU)" if spec.is_mla else " (split across GPUs)"),
+    ]
+    would_fit = [c for c in judged if c.blockers and all(b.kind == "filter" for b in c.blockers)]
+    if would_fit:
+        best = would_fit[0]
+        lines.append(
+            f"  {best.instance.name} (${best.price:.2f}/h) would fit but is excluded: "
+            f"{'; '.join(best.reasons)}"
+        )
+    # The largest instance that fails on its own merits shows the physical limit.
+    physical = [c for c in judged if any(b.kind in ("gpu", "memory", "host") for b in c.blockers)]
+    if physical:
+        largest = max(physical, key=lambda c: (c.instance.total_gpu_memory_gib, -(c.price or math.inf)))
+        reasons = "; ".join(b.message for b in largest.blockers if b.kind != "filter")
+        lines.append(
+            f"  largest candidate: {largest.instance.name} ({gpus_label(largest.instance)}, TP "
+            f"{largest.tensor_parallel_size or '-'}): {reasons}"
+        )
+    lines += [
+        "  ways out:",
+        "    - a quantized checkpoint (AWQ/GPTQ 4-bit is ~1/4 of 16-bit) or quantization=fp8 (1/2);",
+        "    - a shorter maxModelLen, or fewer minConcurrentSequences;",
+        "    - kvCacheDtype=fp8 (halves the KV cache; needs L4/L40S/H100 or newer);",
+        "    - a smaller model. Multi-node serving (pipeline parallel across hosts) is not "
+        "supported yet.",
+    ]
+    return "\n".join(lines)
+
+
+def sixteen_bit_refusal(spec: ModelSpec, config: StackConfig) -> str:
+    """Why an explicit 16-bit dtype on an fp8 checkpoint is refused, with both sizings.
+
+    `dtype` is documented as the weight and activation dtype, so dtype=bfloat16 with
+    quantization=none reads as "16-bit weights". vLLM cannot give that: it keeps an fp8
+    checkpoint's weights in fp8 (and refuses a --quantization that contradicts the checkpoint).
+    Rather than silently serve fp8, say so, show what 16-bit would take, and name the fix.
+    """
+    as_16bit = replace(spec, native_quantization=None, quant_bits=None, checkpoint_bytes=None)
+    judged_16bit = candidates(config, spec=as_16bit)
+    holds_16bit = [c.instance.name for c in judged_16bit if c.fits]
+    auto = config.model_copy(update={"dtype": "auto"})
+    fp8_fits = [c for c in candidates(auto, spec=spec) if c.fits]
+    lines = [
+        f"{NAMESPACE}:dtype={config.dtype} asks for 16-bit weights, but {spec.model_id}'s checkpoint "
+        f"is {spec.native_quantization} and vLLM serves it as {spec.native_quantization} whatever "
+        "dtype says (dtype then sets only the activations).",
+        "At 16-bit: " + nothing_fits_message(config, as_16bit, judged_16bit).split("\n", 1)[1].lstrip(),
+    ]
+    if holds_16bit:
+        lines.append(
+            f"  16-bit weights fit on one node only on {', '.join(holds_16bit)}, and only from a "
+            "bfloat16 conversion of the checkpoint (set model to such a repository)."
+        )
+    if fp8_fits:
+        best = fp8_fits[0]
+        lines.append(
+            f"Set dtype to auto to serve the {spec.native_quantization} weights with 16-bit "
+            f"activations: the cheapest instance for that is {best.instance.name} "
+            f"(${best.price:.2f}/h, {gpus_label(best.instance)})."
+        )
+    return "\n".join(lines)

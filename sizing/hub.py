@@ -1,0 +1,217 @@
+"""``resolve()``: a model's facts from the catalog, a local directory, or the hub.
+
+The catalog (sizing/catalog/models.csv) answers first, then a local directory's ``config.json``,
+then ``config.json`` (and ``model.safetensors.index.json`` for the exact checkpoint size) fetched
+from the Hugging Face Hub or ModelScope. The network is reached only through the injectable
+``fetch`` callable, and answers are cached on disk so a repeated preview does not refetch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sizing.hf_config import spec_from_config
+from sizing.models import ModelResolutionError, ModelSpec, from_catalog
+
+
+CACHE_DIR_ENV = "VLLM_DEPLOY_MODEL_CACHE"
+
+DEFAULT_CACHE_DIR = Path("~/.cache/vllm-deploy/models")
+
+# Long enough for a slow link to the Hub, short enough that an offline `pulumi preview` fails fast.
+FETCH_TIMEOUT_S = 10.0
+
+HUB_URLS = {
+    "huggingface": "https://huggingface.co/{id}/resolve/{rev}/{file}",
+    "modelscope": "https://modelscope.cn/models/{id}/resolve/{rev}/{file}",
+}
+
+DEFAULT_REVISION = {"huggingface": "main", "modelscope": "master"}
+
+Fetch = Callable[[str, dict[str, str], float], Optional[bytes]]
+
+
+class FetchError(OSError):
+    """The hub could not be reached, or refused (status set for HTTP errors)."""
+
+    def __init__(self, message: str, status: Optional[int] = None):
+        super().__init__(message)
+        self.status = status
+
+
+# --- local directories -------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelResolutionError(f"cannot read {path}: {exc}") from None
+
+
+def _index_total_size(index: dict[str, Any]) -> Optional[int]:
+    size = (index.get("metadata") or {}).get("total_size")
+    return int(size) if isinstance(size, (int, float)) and size > 0 else None
+
+
+def _local_spec(directory: Path, model_id: str) -> ModelSpec:
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise ModelResolutionError(
+            f"{model_id}: {directory} has no config.json. Point `model` at a Hugging Face model "
+            "directory (config.json + *.safetensors), or use a hub id."
+        )
+    checkpoint_bytes = None
+    index_path = directory / "model.safetensors.index.json"
+    if index_path.is_file():
+        checkpoint_bytes = _index_total_size(_read_json(index_path))
+    elif (directory / "model.safetensors").is_file():
+        checkpoint_bytes = (directory / "model.safetensors").stat().st_size
+    return spec_from_config(
+        _read_json(config_path), model_id, source="local", checkpoint_bytes=checkpoint_bytes
+    )
+
+
+# --- the hub -----------------------------------------------------------------------------------
+
+
+def http_fetch(url: str, headers: dict[str, str], timeout: float) -> Optional[bytes]:
+    """GET url; None on 404. The only function here that touches the network.
+
+    The Authorization header is not carried across redirects (the hub may redirect to a CDN
+    on another host, which must not see the token).
+    """
+    plain = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+    request = urllib.request.Request(url, headers=plain)
+    for key, value in headers.items():
+        if key.lower() == "authorization":
+            request.add_unredirected_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (https only)
+            return response.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise FetchError(f"HTTP {exc.code}", status=exc.code) from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise FetchError(f"cannot reach {url.split('/')[2]}: {reason}") from None
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR).expanduser()
+
+
+def _cache_path(source: str, model_id: str, revision: str, file: str) -> Path:
+    # The revision is hashed into the name so branch names with slashes stay one path segment.
+    rev = hashlib.sha256(revision.encode()).hexdigest()[:12]
+    return cache_dir() / source / model_id.replace("/", "--") / rev / file
+
+
+_MISSING = b"\x00missing\x00"  # cached "the hub has no such file" (e.g. single-file checkpoints)
+
+
+def _fetch_cached(
+    source: str, model_id: str, revision: str, file: str, fetch: Fetch
+) -> Optional[bytes]:
+    path = _cache_path(source, model_id, revision, file)
+    if path.is_file():
+        data = path.read_bytes()
+        return None if data == _MISSING else data
+    headers = {"User-Agent": "vllm-deploy-sizing"}
+    token = os.environ.get("HF_TOKEN")
+    if token and source == "huggingface":
+        headers["Authorization"] = f"Bearer {token}"
+    url = HUB_URLS[source].format(id=model_id, rev=revision, file=file)
+    data = fetch(url, headers, FETCH_TIMEOUT_S)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(_MISSING if data is None else data)
+    tmp.replace(path)
+    return data
+
+
+def _hub_spec(model_id: str, source: str, revision: Optional[str], fetch: Fetch) -> ModelSpec:
+    rev = revision or DEFAULT_REVISION[source]
+    try:
+        raw_config = _fetch_cached(source, model_id, rev, "config.json", fetch)
+        raw_index = (
+            _fetch_cached(source, model_id, rev, "model.safetensors.index.json", fetch)
+            if raw_config is not None
+            else None
+        )
+    except FetchError as exc:
+        raise ModelResolutionError(_unresolvable(model_id, source, rev, exc)) from None
+    if raw_config is None:
+        raise ModelResolutionError(
+            _unresolvable(model_id, source, rev, FetchError("config.json not found (HTTP 404)", 404))
+        )
+    try:
+        config = json.loads(raw_config)
+        index = json.loads(raw_index) if raw_index else {}
+    except json.JSONDecodeError as exc:
+        raise ModelResolutionError(f"{model_id}: the hub's config.json is not JSON ({exc})") from None
+    return spec_from_config(config, model_id, source=source, checkpoint_bytes=_index_total_size(index))
+
+
+def hub_spec(
+    model_id: str, source: str = "huggingface", revision: Optional[str] = None, *, fetch: Fetch = http_fetch
+) -> ModelSpec:
+    """The hub's own config.json for `model_id`, even when the catalog knows the model
+    (for facts the catalog does not carry, such as rope_theta)."""
+    return _hub_spec(model_id, source, revision, fetch)
+
+
+def _unresolvable(model_id: str, source: str, revision: str, error: FetchError) -> str:
+    why = str(error)
+    if error.status in (401, 403):
+        why += (
+            " - the repository is gated or private: accept its licence on the hub and set HF_TOKEN "
+            "in the environment of `pulumi preview` (and the hfToken secret for the host)"
+        )
+    return (
+        f"cannot size model {model_id!r}: it is not in the catalog and its config.json could not be "
+        f"read from {source} (revision {revision}): {why}.\n"
+        "The sizer needs the model's architecture (layers, hidden size, attention and KV heads, "
+        "head dim, vocabulary, context length, experts) and checkpoint format. Ways to give them:\n"
+        "  - run where the hub is reachable once (answers are cached in "
+        f"{cache_dir()}, or set {CACHE_DIR_ENV});\n"
+        "  - download the model's config.json (and model.safetensors.index.json) into a directory "
+        "and set `model` to that absolute path;\n"
+        "  - pick a catalog model (tools/size --list-models);\n"
+        "  - or set instanceType yourself and check the fit with "
+        "`tools/size <local dir> --all`."
+    )
+
+
+def resolve(
+    model_id_or_path: str,
+    source: str = "huggingface",
+    revision: Optional[str] = None,
+    *,
+    fetch: Fetch = http_fetch,
+) -> ModelSpec:
+    """The model's facts: catalog, else a local directory, else the hub's config.json."""
+    if source not in HUB_URLS:
+        raise ModelResolutionError(f"unknown model source {source!r}; use huggingface or modelscope")
+    candidate = model_id_or_path.strip()
+    if candidate.startswith(("/", "./", "~")):
+        directory = Path(candidate).expanduser()
+        if not directory.is_dir():
+            raise ModelResolutionError(f"model path {candidate} is not a directory on this machine")
+        return _local_spec(directory, candidate)
+    known = from_catalog(candidate)
+    if known is not None:
+        return known
+    if not re.match(r"^[\w.-]+/[\w.-]+$", candidate):
+        raise ModelResolutionError(
+            f"{candidate!r} is neither a hub id (org/name) nor an absolute model directory"
+        )
+    return _hub_spec(candidate, source, revision, fetch)

@@ -1,0 +1,97 @@
+"""The sizing decision: what `sizing.choice.plan()` derives and the components consume.
+
+Plain frozen dataclasses, no Pulumi: the contract between the pure half of the program
+(config/, sizing/, serving/) and the half that creates resources (components/).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+from sizing.gpus import GpuInstance
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Estimated GPU memory per GPU, in GiB (2**30 bytes)."""
+
+    weights_gib: float
+    kv_cache_gib: float  # what the required full-length sequences need
+    activation_gib: float  # profile-run peak at max_num_batched_tokens
+    cuda_graphs_gib: float
+    runtime_overhead_gib: float  # CUDA context, NCCL/cuBLAS workspaces, allocator slack
+    budget_gib: float  # gpu_memory_utilization x GPU memory
+
+    @property
+    def overhead_gib(self) -> float:
+        return self.activation_gib + self.cuda_graphs_gib + self.runtime_overhead_gib
+
+    @property
+    def required_gib(self) -> float:
+        return self.weights_gib + self.kv_cache_gib + self.overhead_gib
+
+    @property
+    def headroom_gib(self) -> float:
+        return self.budget_gib - self.required_gib
+
+    @property
+    def fits(self) -> bool:
+        return self.headroom_gib >= 0
+
+
+@dataclass(frozen=True)
+class SizingPlan:
+    """The chosen host and how vLLM will use it."""
+
+    model: str
+    instance: GpuInstance
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    dtype: str  # resolved: "bfloat16" | "float16"
+    quantization: Optional[str]  # None = unquantized or read from the checkpoint
+    kv_cache_dtype: str
+    max_model_len: int
+    max_num_seqs: Optional[int]
+    max_num_batched_tokens: int  # what the activation estimate assumed
+    gpu_memory_utilization: float
+    memory: MemoryBreakdown  # per GPU
+    kv_cache_capacity_tokens: int  # KV tokens the leftover budget holds, across the replica
+    disk_size_gb: int
+    hourly_price_usd: Optional[float]
+    notes: tuple[str, ...] = field(default_factory=tuple)  # decisions worth telling the user
+    rope_theta: Optional[float] = None  # the model's RoPE base, when its config.json was read
+    checkpoint_quantization: Optional[str] = None  # the checkpoint's own method (e.g. fbgemm_fp8)
+
+    @property
+    def concurrent_full_length_sequences(self) -> int:
+        return self.kv_cache_capacity_tokens // self.max_model_len
+
+    def to_output(self) -> dict[str, Any]:
+        """The `sizing` stack output: numbers an operator reads, stable keys."""
+        mem = self.memory
+        return {
+            "instanceType": self.instance.name,
+            "gpuModel": self.instance.gpu_model,
+            "gpus": self.instance.gpu_count,
+            "gpuMemoryGib": round(self.instance.gpu_memory_gib, 2),
+            "tensorParallelSize": self.tensor_parallel_size,
+            "dtype": self.dtype,
+            "quantization": self.quantization or "none",
+            "maxModelLen": self.max_model_len,
+            "perGpu": {
+                "budgetGib": round(mem.budget_gib, 2),
+                "weightsGib": round(mem.weights_gib, 2),
+                "kvCacheGib": round(mem.kv_cache_gib, 2),
+                "overheadGib": round(mem.overhead_gib, 2),
+                "headroomGib": round(mem.headroom_gib, 2),
+            },
+            "kvCacheCapacityTokens": self.kv_cache_capacity_tokens,
+            "concurrentFullLengthSequences": self.concurrent_full_length_sequences,
+            "diskSizeGb": self.disk_size_gb,
+            "hourlyPriceUsd": self.hourly_price_usd,
+            "notes": list(self.notes),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

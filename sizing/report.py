@@ -1,0 +1,56 @@
+"""The sizing report (logged at preview) and the candidate table (the CLI)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sizing.choice import Candidate
+from sizing.gpus import gpus_label
+from sizing.plan import SizingPlan
+
+
+def format_report(plan: SizingPlan) -> str:
+    """What the program logs at preview: the choice, the per-GPU memory arithmetic, the price."""
+    mem = plan.memory
+    price = f"${plan.hourly_price_usd:.4g}/h" if plan.hourly_price_usd is not None else "no price"
+    lines = [
+        f"sizing {plan.model}: {plan.instance.name} ({gpus_label(plan.instance)}), "
+        f"tensor parallel {plan.tensor_parallel_size}, {price} on-demand",
+        f"  dtype {plan.dtype}, quantization {plan.quantization or 'from checkpoint'}, "
+        f"kv cache {plan.kv_cache_dtype}, max model len {plan.max_model_len}, "
+        f"max batched tokens {plan.max_num_batched_tokens}",
+        f"  per GPU: weights {mem.weights_gib:.2f} GiB + KV cache {mem.kv_cache_gib:.2f} GiB + "
+        f"activations {mem.activation_gib:.2f} GiB + CUDA graphs {mem.cuda_graphs_gib:.2f} GiB + "
+        f"runtime {mem.runtime_overhead_gib:.2f} GiB = {mem.required_gib:.2f} GiB",
+        f"  budget {mem.budget_gib:.2f} GiB ({plan.gpu_memory_utilization:g} x "
+        f"{plan.instance.gpu_memory_gib:g} GiB), headroom {mem.headroom_gib:.2f} GiB",
+        f"  KV cache holds ~{plan.kv_cache_capacity_tokens:,} tokens = "
+        f"{plan.concurrent_full_length_sequences} full-length sequences",
+        f"  root volume {plan.disk_size_gb} GB",
+    ]
+    lines += [f"  note: {n}" for n in plan.notes]
+    return "\n".join(lines)
+
+
+def format_table(judged: Sequence[Candidate], *, show_all: bool = False) -> str:
+    rows = [c for c in judged if show_all or c.fits]
+    header = (
+        f"{'instance':<20} {'GPUs':<50} {'TP':>2} {'$/h':>8} {'fit':<3} "
+        f"{'weights':>8} {'KV':>7} {'other':>6} {'budget':>7} {'spare':>7}  why not"
+    )
+    lines = [header, "-" * len(header)]
+    for c in rows:
+        m = c.memory
+        mem = (
+            f"{m.weights_gib:>8.1f} {m.kv_cache_gib:>7.1f} {m.overhead_gib:>6.1f} "
+            f"{m.budget_gib:>7.1f} {m.headroom_gib:>7.1f}"
+            if m
+            else f"{'-':>8} {'-':>7} {'-':>6} {'-':>7} {'-':>7}"
+        )
+        price = f"{c.price:>8.3f}" if c.price is not None else f"{'-':>8}"
+        lines.append(
+            f"{c.instance.name:<20} {gpus_label(c.instance):<50} {c.tensor_parallel_size or '-':>2} "
+            f"{price} {'yes' if c.fits else 'no':<3} {mem}  {'; '.join(c.reasons)}"
+        )
+    lines.append("memory columns are GiB per GPU; other = activations + CUDA graphs + runtime")
+    return "\n".join(lines)

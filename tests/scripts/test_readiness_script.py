@@ -1,0 +1,128 @@
+"""wait_for_vllm.sh, run for real with the real curl against the fake vLLM server.
+
+Only `docker` is a stub (there is no engine here); a `curl` wrapper first on PATH records
+its argv and then runs the real curl, so the tests see whether the key ever reaches a
+command line.
+"""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import free_port, start_fake_vllm
+
+SCRIPT = Path(__file__).resolve().parents[2] / "components" / "scripts" / "wait_for_vllm.sh"
+KEY = "sk-readiness-5f4e3d2c1b0a"
+MODEL = "served-test-model"
+
+
+@pytest.fixture(scope="module")
+def fake_server():
+    server = start_fake_vllm(api_key=KEY, model=MODEL)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def host(tmp_path):
+    real_curl = shutil.which("curl")
+    if real_curl is None:
+        if os.environ.get("CI"):
+            pytest.fail("curl is missing; .ci/run installs it")
+        pytest.skip("curl is not installed")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "calls.log"
+    (bin_dir / "curl").write_text(
+        f'#!/usr/bin/env bash\nprintf "curl %s\\n" "$*" >>"{calls}"\nexec {real_curl} "$@"\n'
+    )
+    (bin_dir / "docker").write_text(
+        "#!/usr/bin/env bash\n"
+        f'printf "docker %s\\n" "$*" >>"{calls}"\n'
+        'case "$1" in\n'
+        f'  inspect) cat "{tmp_path}/container_state" 2>/dev/null || exit 1 ;;\n'
+        '  logs) echo "torch.OutOfMemoryError: CUDA out of memory (stub log line)" ;;\n'
+        "esac\n"
+    )
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    (tmp_path / "container_state").write_text("running 0\n")
+    return tmp_path
+
+
+def run_script(host, port, *, model=MODEL, key=KEY, timeout=20):
+    env = {
+        "PATH": f"{host / 'bin'}:{os.environ['PATH']}",
+        "VLLM_DEPLOY_PORT": str(port),
+        "VLLM_DEPLOY_CONTAINER": "vllm",
+        "VLLM_DEPLOY_SERVED_MODEL": model,
+        "VLLM_DEPLOY_TIMEOUT_SECONDS": "3",
+        "VLLM_DEPLOY_POLL_SECONDS": "1",
+        "VLLM_API_KEY": key,
+    }
+    return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def calls(host) -> str:
+    path = host / "calls.log"
+    return path.read_text() if path.exists() else ""
+
+
+def test_ready_when_health_answers_and_the_model_is_listed(host, fake_server):
+    result = run_script(host, fake_server.port)
+    assert result.returncode == 0, result.stderr
+    assert f"serves '{MODEL}'" in result.stderr
+    assert KEY not in result.stdout + result.stderr
+    assert KEY not in calls(host), "the API key must never be on a command line"
+    assert "/v1/models" in calls(host)
+
+
+def test_wrong_model_fails_with_the_container_log_and_the_usual_causes(host, fake_server):
+    result = run_script(host, fake_server.port, model="some-other-model")
+    assert result.returncode != 0
+    assert "does not list 'some-other-model'" in result.stderr
+    assert "CUDA out of memory (stub log line)" in result.stderr
+    assert "maxModelLen" in result.stderr and "gpuMemoryUtilization" in result.stderr
+
+
+def test_wrong_key_is_reported_without_printing_it(host, fake_server):
+    result = run_script(host, fake_server.port, key="sk-wrong-0000")
+    assert result.returncode != 0
+    assert "refused the API key" in result.stderr
+    assert "sk-wrong-0000" not in result.stdout + result.stderr
+
+
+def test_a_crashed_container_fails_fast_instead_of_waiting(host):
+    (host / "container_state").write_text("exited 0\n")
+    result = run_script(host, free_port())
+    assert result.returncode != 0
+    assert "container is exited" in result.stderr
+    assert "docker logs --tail 80 vllm" in calls(host)
+
+
+def test_a_container_in_a_restart_loop_fails_fast(host):
+    (host / "container_state").write_text("running 5\n")  # restart: always keeps it "running"
+    result = run_script(host, free_port())
+    assert result.returncode != 0
+    assert "after 5 restarts" in result.stderr and "no 200 from /health" not in result.stderr
+
+
+def test_gives_up_after_the_timeout_when_health_never_answers(host):
+    result = run_script(host, free_port())
+    assert result.returncode != 0
+    assert "no 200 from /health within 3s" in result.stderr
+    assert "readinessTimeoutMinutes" in result.stderr
+
+
+def test_a_key_with_quotes_and_backslashes_still_authenticates(host):
+    tricky = 'sk-"quoted"\\back\\slash'
+    server = start_fake_vllm(api_key=tricky, model="org/model.v1.5")
+    try:
+        result = run_script(host, server.port, key=tricky, model="org/model.v1.5")
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert tricky not in calls(host)

@@ -1,0 +1,290 @@
+"""Model facts: the catalog, config.json parsing, and the hub resolver behind an injected fetch."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from sizing import hub
+from sizing.hub import FetchError, resolve
+from sizing.models import ModelResolutionError, catalog_models, estimate_param_count, from_catalog
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "models"
+AWQ_DIR = FIXTURES / "qwen2.5-7b-instruct-awq"
+
+
+@pytest.fixture(autouse=True)
+def model_cache(tmp_path, monkeypatch):
+    """Every test gets an empty model cache and no HF token from the developer's shell."""
+    monkeypatch.setenv(hub.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return tmp_path / "cache"
+
+
+class RecordingFetch:
+    """Stands in for the hub: serves given files by name, records every request."""
+
+    def __init__(self, files: dict[str, bytes | None]):
+        self.files = files
+        self.calls: list[tuple[str, dict[str, str]]] = []
+
+    def __call__(self, url: str, headers: dict[str, str], timeout: float):
+        self.calls.append((url, dict(headers)))
+        return self.files.get(url.rsplit("/", 1)[-1])
+
+
+def awq_config_bytes() -> bytes:
+    return (AWQ_DIR / "config.json").read_bytes()
+
+
+# --- catalog ----------------------------------------------------------------------------------
+
+
+def test_catalog_matches_hf_id_modelscope_id_and_alias_case_insensitively():
+    by_hf = from_catalog("qwen/qwen2.5-7b-INSTRUCT")
+    assert by_hf is not None and by_hf.model_id == "Qwen/Qwen2.5-7B-Instruct"
+    by_ms = from_catalog("LLM-Research/Meta-Llama-3.1-8B-Instruct")
+    assert by_ms is not None and by_ms.model_id == "meta-llama/Llama-3.1-8B-Instruct"
+    by_alias = from_catalog("meta-llama/Meta-Llama-3.1-70B-Instruct")
+    assert by_alias is not None and by_alias.model_id == "meta-llama/Llama-3.1-70B-Instruct"
+    assert from_catalog("nobody/NoSuchModel-7B") is None
+
+
+def test_catalog_parameter_counts_agree_with_the_architecture_numbers():
+    # The catalog's counts are exact (keras-hub presets); the layer numbers must reproduce them,
+    # or the KV/activation estimates built on those numbers are wrong too.
+    for spec in catalog_models():
+        estimate = estimate_param_count(spec)
+        if spec.architecture == "Gemma3ForConditionalGeneration":
+            # the catalog counts the SigLIP vision tower, which the text formula leaves out
+            assert estimate < spec.total_params < estimate * 1.12, spec.model_id
+        else:
+            assert estimate == pytest.approx(spec.total_params, rel=1e-3), spec.model_id
+
+
+def test_catalog_flags_natively_quantized_checkpoints():
+    assert from_catalog("deepseek-ai/DeepSeek-R1").native_quantization == "fp8"
+    gpt_oss = from_catalog("openai/gpt-oss-120b")
+    assert gpt_oss.native_quantization == "mxfp4" and gpt_oss.quant_bits == 4.25
+    assert from_catalog("Qwen/Qwen2.5-72B-Instruct").native_quantization is None
+
+
+# --- config.json parsing ----------------------------------------------------------------------
+
+
+def test_local_awq_directory_gives_quantization_and_architecture():
+    spec = resolve(str(AWQ_DIR))
+    assert spec.source == "local"
+    assert (spec.native_quantization, spec.quant_bits, spec.quant_group_size) == ("awq", 4, 128)
+    assert (spec.num_layers, spec.hidden_size, spec.num_kv_heads, spec.head_dim) == (28, 3584, 4, 128)
+    assert spec.native_dtype == "float16"
+    assert spec.sliding_window_layers == 0  # use_sliding_window is false for Qwen2.5
+    # same architecture as the 16-bit model, so the same parameter count
+    assert spec.total_params == pytest.approx(from_catalog("Qwen/Qwen2.5-7B-Instruct").total_params, rel=1e-3)
+    assert spec.checkpoint_bytes is None
+
+
+def test_local_directory_takes_exact_size_from_the_safetensors_index(tmp_path):
+    model_dir = tmp_path / "awq"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_bytes(awq_config_bytes())
+    (model_dir / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": 5_583_457_280}, "weight_map": {}})
+    )
+    assert resolve(str(model_dir)).checkpoint_bytes == 5_583_457_280
+
+
+def test_local_directory_without_config_json_says_what_is_missing(tmp_path):
+    with pytest.raises(ModelResolutionError, match="has no config.json"):
+        resolve(str(tmp_path))
+
+
+def test_deepseek_v3_config_parses_mla_and_fp8():
+    spec = resolve(str(FIXTURES / "deepseek-v3"))
+    catalog = from_catalog("deepseek-ai/DeepSeek-V3")
+    assert spec.is_mla and (spec.kv_lora_rank, spec.qk_rope_head_dim) == (512, 64)
+    assert spec.head_dim == catalog.head_dim == 192
+    assert (spec.num_experts, spec.n_shared_experts, spec.first_k_dense_replace) == (256, 1, 3)
+    assert spec.native_quantization == "fp8"
+    assert spec.total_params == pytest.approx(671e9, rel=1e-3)
+
+
+def test_gpt_oss_config_parses_sliding_layers_and_mxfp4():
+    spec = resolve(str(FIXTURES / "gpt-oss-20b"))
+    assert (spec.sliding_window, spec.sliding_window_layers) == (128, 12)
+    assert spec.native_quantization == "mxfp4"
+    assert (spec.num_experts, spec.experts_per_token, spec.moe_intermediate_size) == (32, 4, 2880)
+    assert spec.total_params == pytest.approx(from_catalog("openai/gpt-oss-20b").total_params, rel=1e-3)
+
+
+def test_gemma3_multimodal_config_reads_nested_text_config_with_defaults():
+    spec = resolve(str(FIXTURES / "gemma-3-4b-it"))
+    catalog = from_catalog("google/gemma-3-4b-it")
+    fields = ("num_layers", "hidden_size", "num_attention_heads", "num_kv_heads", "head_dim", "vocab_size")
+    assert [getattr(spec, f) for f in fields] == [getattr(catalog, f) for f in fields]
+    assert spec.sliding_window_layers == catalog.sliding_window_layers == 29
+    assert spec.tie_word_embeddings
+    # the SigLIP vision tower is loaded too: the total matches the catalog's count with it
+    assert spec.total_params == pytest.approx(catalog.total_params, rel=0.01)
+
+
+def test_unknown_family_names_the_missing_fields(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["Weird"], "model_type": "weird"}))
+    with pytest.raises(ModelResolutionError, match="num_hidden_layers.*not understood"):
+        resolve(str(tmp_path))
+
+
+# --- the hub ----------------------------------------------------------------------------------
+
+
+def test_hub_model_is_fetched_once_then_served_from_the_cache(model_cache):
+    index = json.dumps({"metadata": {"total_size": 5_583_457_280}}).encode()
+    fetch = RecordingFetch({"config.json": awq_config_bytes(), "model.safetensors.index.json": index})
+    spec = resolve("Qwen/Qwen2.5-7B-Instruct-AWQ", fetch=fetch)
+    urls = [url for url, _ in fetch.calls]
+    assert urls == [
+        "https://huggingface.co/Qwen/Qwen2.5-7B-Instruct-AWQ/resolve/main/config.json",
+        "https://huggingface.co/Qwen/Qwen2.5-7B-Instruct-AWQ/resolve/main/model.safetensors.index.json",
+    ]
+    assert spec.native_quantization == "awq" and spec.checkpoint_bytes == 5_583_457_280
+    assert spec.source == "huggingface"
+
+    again = resolve("Qwen/Qwen2.5-7B-Instruct-AWQ", fetch=fetch)
+    assert len(fetch.calls) == 2, "a repeat resolve must not refetch"
+    assert again == spec
+    assert any(model_cache.rglob("config.json"))
+
+
+def test_missing_index_is_cached_too_and_weights_fall_back_to_the_estimate():
+    fetch = RecordingFetch({"config.json": awq_config_bytes()})  # single-file checkpoint: no index
+    first = resolve("someone/small-awq", fetch=fetch)
+    resolve("someone/small-awq", fetch=fetch)
+    assert len(fetch.calls) == 2 and first.checkpoint_bytes is None
+
+
+def test_revision_and_modelscope_urls():
+    fetch = RecordingFetch({"config.json": awq_config_bytes()})
+    resolve("qwen/Qwen2.5-7B-Instruct-AWQ", source="modelscope", fetch=fetch)
+    resolve("Qwen/Qwen2.5-7B-Instruct-AWQ", revision="v1.0", fetch=fetch)
+    urls = [url for url, _ in fetch.calls]
+    assert urls[0] == "https://modelscope.cn/models/qwen/Qwen2.5-7B-Instruct-AWQ/resolve/master/config.json"
+    assert "https://huggingface.co/Qwen/Qwen2.5-7B-Instruct-AWQ/resolve/v1.0/config.json" in urls
+
+
+def test_hf_token_goes_in_the_header_only_to_huggingface(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secretvalue123")
+    fetch = RecordingFetch({"config.json": awq_config_bytes()})
+    resolve("Qwen/Qwen2.5-7B-Instruct-AWQ", fetch=fetch)
+    resolve("qwen/Qwen2.5-7B-Instruct-AWQ", source="modelscope", fetch=fetch)
+    hf_headers = [h for url, h in fetch.calls if "huggingface.co" in url]
+    ms_headers = [h for url, h in fetch.calls if "modelscope.cn" in url]
+    assert all(h.get("Authorization") == "Bearer hf_secretvalue123" for h in hf_headers)
+    assert all("Authorization" not in h for h in ms_headers)
+
+
+def test_catalog_models_never_touch_the_network():
+    fetch = RecordingFetch({})
+    assert resolve("Qwen/Qwen2.5-72B-Instruct", fetch=fetch).source == "catalog"
+    assert fetch.calls == []
+
+
+def test_offline_unknown_model_explains_which_facts_to_give(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secretvalue123")
+
+    def offline(url, headers, timeout):
+        raise FetchError("cannot reach huggingface.co: [Errno -3] Temporary failure in name resolution")
+
+    with pytest.raises(ModelResolutionError) as caught:
+        resolve("acme/private-13b", fetch=offline)
+    message = str(caught.value)
+    assert "acme/private-13b" in message and "not in the catalog" in message
+    assert "layers" in message and "config.json" in message
+    assert "absolute path" in message and "--list-models" in message
+    assert "hf_secretvalue123" not in message
+
+
+def test_gated_repository_points_at_the_token():
+    def gated(url, headers, timeout):
+        raise FetchError("HTTP 401", status=401)
+
+    with pytest.raises(ModelResolutionError, match="gated or private.*HF_TOKEN"):
+        resolve("meta-llama/Llama-4-Secret", fetch=gated)
+
+
+def test_missing_repository_is_a_clear_error():
+    with pytest.raises(ModelResolutionError, match="config.json not found"):
+        resolve("acme/does-not-exist", fetch=RecordingFetch({}))
+
+
+# --- the real HTTP client against a local server ---------------------------------------------
+
+
+@pytest.fixture
+def local_hub():
+    seen: list[dict[str, str]] = []
+    files = {"/acme/awq-7b/resolve/main/config.json": awq_config_bytes()}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server API)
+            seen.append({"path": self.path, **dict(self.headers)})
+            if self.path.startswith("/moved/"):  # a redirect to another host name
+                port = self.server.server_address[1]
+                self.send_response(302)
+                self.send_header("Location", f"http://localhost:{port}/{self.path[len('/moved/'):]}")
+                self.end_headers()
+                return
+            body = files.get(self.path)
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            if body:
+                self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_fetch_resolves_through_a_real_http_server(local_hub, monkeypatch):
+    base, seen = local_hub
+    monkeypatch.setitem(hub.HUB_URLS, "huggingface", base + "/{id}/resolve/{rev}/{file}")
+    monkeypatch.setenv("HF_TOKEN", "hf_tok")
+    spec = resolve("acme/awq-7b")  # default fetch = hub.http_fetch
+    assert spec.native_quantization == "awq" and spec.checkpoint_bytes is None  # index was a 404
+    assert seen[0]["Authorization"] == "Bearer hf_tok"
+
+
+def test_http_fetch_reports_unreachable_hosts():
+    with pytest.raises(FetchError, match="cannot reach"):
+        hub.http_fetch("http://127.0.0.1:9/config.json", {}, 2.0)
+
+
+def test_http_fetch_does_not_forward_the_token_across_a_redirect(local_hub):
+    base, seen = local_hub
+    body = hub.http_fetch(
+        base + "/moved/acme/awq-7b/resolve/main/config.json", {"Authorization": "Bearer hf_tok"}, 5.0
+    )
+    assert json.loads(body)["quantization_config"]["quant_method"] == "awq"
+    assert seen[0]["Authorization"] == "Bearer hf_tok"
+    assert seen[1]["path"] == "/acme/awq-7b/resolve/main/config.json"
+    assert "Authorization" not in seen[1]
+
+
+def test_rope_theta_is_read_from_either_transformers_layout():
+    from sizing.hf_config import spec_from_config
+
+    base = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
+            "max_position_embeddings": 4096}
+    assert spec_from_config({**base, "rope_theta": 500000.0}, "t/v4", source="local").rope_theta == 500000.0
+    assert spec_from_config({**base, "rope_parameters": {"rope_theta": 10000}}, "t/v5", source="local").rope_theta == 10000.0
+    assert spec_from_config(base, "t/none", source="local").rope_theta is None
