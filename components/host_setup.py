@@ -24,6 +24,7 @@ import pulumi_command as command
 from components.gpu_host import SSH_USER
 from components.naming import child, component_type
 from components.script_steps import REMOTE_DIR, ScriptSteps
+from sizing.gpus import GpuInstance
 from sizing.plan import SizingPlan
 from config.settings import StackConfig
 
@@ -60,6 +61,25 @@ def directory_fingerprint(directory: Path) -> str:
     return digest.hexdigest()
 
 
+# How far a GPU's nvidia-smi memory.total may stray from the catalog's figure, in percent either
+# way: one GPU model's total moves by up to ~0.8% between driver/board revisions (V100-SXM2-32GB:
+# 32510 or 32768 MiB), while the catalog's other GPU sizes differ by far more (see the script).
+GPU_MEMORY_TOLERANCE_PCT = 2
+
+
+def gpu_check_env(instance: GpuInstance) -> dict[str, str]:
+    """What scripts/gpu_smoke_check.sh expects to see on the sized instance: the GPU count, a word
+    of the GPU's name and the memory.total nvidia-smi reports for one GPU (MiB; neither the EC2
+    API's figure nor the CUDA total)."""
+    memory = instance.gpu_memory
+    return {
+        "VLLM_DEPLOY_EXPECTED_GPUS": str(instance.gpu_count),
+        "VLLM_DEPLOY_EXPECTED_GPU_NAME": memory.nvidia_smi_name,
+        "VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB": str(memory.nvidia_smi_mib),
+        "VLLM_DEPLOY_GPU_MEMORY_TOLERANCE_PCT": str(GPU_MEMORY_TOLERANCE_PCT),
+    }
+
+
 def reboot_boot_id(stdout: Optional[str]) -> str:
     """The boot id the driver step printed when it scheduled a reboot ("" when none)."""
     match = _REBOOT_MARKER.search(stdout or "")
@@ -71,7 +91,7 @@ class HostSetupArgs:
     settings: StackConfig
     """The validated stack config (model, source, revision)."""
     plan: SizingPlan
-    """The sizing decision: how many GPUs of how much memory the smoke check expects."""
+    """The sizing decision: how many GPUs, of which model and nvidia-smi memory, the GPU check expects."""
     connection: command.remote.ConnectionArgs
     """SSH connection to the host."""
     instance_id: pulumi.Input[str]
@@ -106,11 +126,7 @@ class HostSetup(pulumi.ComponentResource):
         toolkit = self._steps.run("toolkit", "install_container_toolkit.sh", after=docker)
         smoke = self._steps.run(
             "gpu-check", "gpu_smoke_check.sh", after=toolkit,
-            env={
-                "VLLM_DEPLOY_EXPECTED_GPUS": str(plan.instance.gpu_count),
-                # 95%: nvidia-smi reports slightly different totals than the EC2 API.
-                "VLLM_DEPLOY_MIN_GPU_MEMORY_MIB": str(int(plan.instance.gpu_memory_gib * 1024 * 0.95)),
-            },
+            env=gpu_check_env(plan.instance),
         )
         # The volume grows in place when sizing asks for more; the filesystem must follow
         # before a bigger model arrives.

@@ -119,7 +119,7 @@ def memory_breakdown(
         activation_gib=activation_bytes(spec, tp, batched, seqs) / GIB,
         cuda_graphs_gib=cuda_graph_bytes(spec) / GIB,
         runtime_overhead_gib=runtime_overhead_bytes(tp) / GIB,
-        budget_gib=config.gpu_memory_utilization * instance.gpu_memory_gib,
+        budget_gib=config.gpu_memory_utilization * instance.cuda_memory_gib,
     )
     # Capacity in full-attention tokens, after the fixed windows of the required sequences.
     per_token = kv_bytes_per_token(spec, request.kv_dtype_bytes, tp)
@@ -358,7 +358,7 @@ def nothing_fits_message(config: StackConfig, spec: ModelSpec, judged: list[Cand
     # The largest instance that fails on its own merits shows the physical limit.
     physical = [c for c in judged if any(b.kind in ("gpu", "memory", "host") for b in c.blockers)]
     if physical:
-        largest = max(physical, key=lambda c: (c.instance.total_gpu_memory_gib, -(c.price or math.inf)))
+        largest = max(physical, key=lambda c: (c.instance.total_cuda_memory_gib, -(c.price or math.inf)))
         reasons = "; ".join(b.message for b in largest.blockers if b.kind != "filter")
         lines.append(
             f"  largest candidate: {largest.instance.name} ({gpus_label(largest.instance)}, TP "

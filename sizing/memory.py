@@ -12,7 +12,10 @@ vllm/v1/worker/gpu_worker.py, vllm/v1/worker/utils.py, vllm/utils/mem_utils.py):
 
 The estimate mirrors those terms. Each is rounded *up*: weights come from exact parameter counts,
 the activation/graph/runtime terms are upper-end estimates (not measured on a GPU here), and the
-budget uses the EC2-reported GPU memory, which is below what CUDA reports. So the plan never
+budget is ``gpu_memory_utilization`` x the GPU's CUDA total (``GpuMemory.cuda_total_gib``: the
+total torch.cuda.mem_get_info() reports, which vLLM budgets against; the lowest public figure
+for that GPU, or a conservatively derived one). The EC2 API's figure is *above* that total
+(T4: 16 GiB listed, 14.58 GiB seen by CUDA) and is never budgeted against. So the plan never
 picks an instance on which vLLM would refuse to start; the price of that is that a model which
 would just squeeze onto an instance may be sized one step up.
 
@@ -183,9 +186,13 @@ def kv_bytes_for_sequences(
 
 
 def batch_defaults(instance: GpuInstance) -> tuple[int, int]:
-    """(max_num_batched_tokens, max_num_seqs) vLLM picks for this GPU when the user sets none."""
+    """(max_num_batched_tokens, max_num_seqs) vLLM picks for this GPU when the user sets none.
+
+    vLLM compares the device total it reads from CUDA (GiB) with the thresholds, so the CUDA
+    total decides here too.
+    """
     for min_gib, excluded, tokens, seqs in BATCH_DEFAULTS:
-        if instance.gpu_memory_gib >= min_gib and not (excluded and excluded in instance.gpu_model):
+        if instance.cuda_memory_gib >= min_gib and not (excluded and excluded in instance.gpu_model):
             return tokens, seqs
     raise AssertionError("BATCH_DEFAULTS ends with a catch-all row")
 

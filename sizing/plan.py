@@ -21,7 +21,7 @@ class MemoryBreakdown:
     activation_gib: float  # profile-run peak at max_num_batched_tokens
     cuda_graphs_gib: float
     runtime_overhead_gib: float  # CUDA context, NCCL/cuBLAS workspaces, allocator slack
-    budget_gib: float  # gpu_memory_utilization x GPU memory
+    budget_gib: float  # gpu_memory_utilization x the GPU's CUDA total (what vLLM budgets against)
 
     @property
     def overhead_gib(self) -> float:
@@ -74,7 +74,9 @@ class SizingPlan:
             "instanceType": self.instance.name,
             "gpuModel": self.instance.gpu_model,
             "gpus": self.instance.gpu_count,
-            "gpuMemoryGib": round(self.instance.gpu_memory_gib, 2),
+            # The CUDA total vLLM budgets against, and the nvidia-smi total the GPU check expects.
+            "gpuMemoryGib": round(self.instance.cuda_memory_gib, 2),
+            "gpuMemoryNvidiaSmiMib": self.instance.gpu_memory.nvidia_smi_mib,
             "tensorParallelSize": self.tensor_parallel_size,
             "dtype": self.dtype,
             "quantization": self.quantization or "none",

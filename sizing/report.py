@@ -23,13 +23,19 @@ def format_report(plan: SizingPlan) -> str:
         f"activations {mem.activation_gib:.2f} GiB + CUDA graphs {mem.cuda_graphs_gib:.2f} GiB + "
         f"runtime {mem.runtime_overhead_gib:.2f} GiB = {mem.required_gib:.2f} GiB",
         f"  budget {mem.budget_gib:.2f} GiB ({plan.gpu_memory_utilization:g} x "
-        f"{plan.instance.gpu_memory_gib:g} GiB), headroom {mem.headroom_gib:.2f} GiB",
+        f"{plan.instance.cuda_memory_gib:.2f} GiB as CUDA sees it{_derived(plan)}), "
+        f"headroom {mem.headroom_gib:.2f} GiB",
         f"  KV cache holds ~{plan.kv_cache_capacity_tokens:,} tokens = "
         f"{plan.concurrent_full_length_sequences} full-length sequences",
         f"  root volume {plan.disk_size_gb} GB",
     ]
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
+
+
+def _derived(plan: SizingPlan) -> str:
+    """Says when the CUDA total is a derived figure rather than a published one."""
+    return "; derived, see sizing/catalog/SOURCES.md" if plan.instance.gpu_memory.cuda_derived else ""
 
 
 def format_table(judged: Sequence[Candidate], *, show_all: bool = False) -> str:
@@ -52,5 +58,8 @@ def format_table(judged: Sequence[Candidate], *, show_all: bool = False) -> str:
             f"{c.instance.name:<20} {gpus_label(c.instance):<50} {c.tensor_parallel_size or '-':>2} "
             f"{price} {'yes' if c.fits else 'no':<3} {mem}  {'; '.join(c.reasons)}"
         )
-    lines.append("memory columns are GiB per GPU; other = activations + CUDA graphs + runtime")
+    lines.append(
+        "memory columns are GiB per GPU; GPUs show the CUDA total (what vLLM budgets against); "
+        "other = activations + CUDA graphs + runtime"
+    )
     return "\n".join(lines)

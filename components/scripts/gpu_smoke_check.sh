@@ -3,9 +3,20 @@
 # (Docker + NVIDIA Container Toolkit + driver) the vLLM container will use.
 #
 # Environment:
-#   VLLM_DEPLOY_EXPECTED_GPUS       number of GPUs the instance type has (required)
-#   VLLM_DEPLOY_MIN_GPU_MEMORY_MIB  memory each GPU must report, in MiB (default 0)
-#   VLLM_DEPLOY_SMOKE_IMAGE         image to run; the toolkit injects nvidia-smi (ubuntu:22.04)
+#   VLLM_DEPLOY_EXPECTED_GPUS            number of GPUs the instance type has (required)
+#   VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB  memory.total nvidia-smi reports for one such GPU, in MiB
+#                                        (the catalog's nvidia-smi figure; 0 = do not check)
+#   VLLM_DEPLOY_GPU_MEMORY_TOLERANCE_PCT how far a GPU's memory.total may stray from that figure,
+#                                        in percent either way (default 2)
+#   VLLM_DEPLOY_EXPECTED_GPU_NAME        a word of the GPU name nvidia-smi prints, e.g. A10G
+#                                        (matched as whole words; empty = do not check)
+#   VLLM_DEPLOY_SMOKE_IMAGE              image to run; the toolkit injects nvidia-smi (ubuntu:22.04)
+#
+# The memory is compared with what nvidia-smi reports, never with the EC2 API's figure (a T4 is
+# listed as 16384 MiB and reports 15360 MiB). The default 2% admits the few-MiB-to-0.8% drift of
+# one GPU model's memory.total between driver and board revisions (V100-SXM2-32GB: 32510 or 32768
+# MiB) and still fails a GPU of another size: the closest sizes in the catalog are 2x apart or
+# more, except A10G/L4 (23028/23034 MiB), which the name check tells apart.
 #
 # Stdout: one line, e.g.
 #   VLLM_DEPLOY_GPUS=4 name="NVIDIA A10G" memory_mib=23028
@@ -14,15 +25,25 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require_env VLLM_DEPLOY_EXPECTED_GPUS
-: "${VLLM_DEPLOY_MIN_GPU_MEMORY_MIB:=0}"
+: "${VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB:=0}"
+: "${VLLM_DEPLOY_GPU_MEMORY_TOLERANCE_PCT:=2}"
 require_uint VLLM_DEPLOY_EXPECTED_GPUS
-require_uint VLLM_DEPLOY_MIN_GPU_MEMORY_MIB
+require_uint VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB
+require_uint VLLM_DEPLOY_GPU_MEMORY_TOLERANCE_PCT
 expected=$((10#$VLLM_DEPLOY_EXPECTED_GPUS))
-min_mib=$((10#$VLLM_DEPLOY_MIN_GPU_MEMORY_MIB))
+expected_mib=$((10#$VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB))
+tolerance_pct=$((10#$VLLM_DEPLOY_GPU_MEMORY_TOLERANCE_PCT))
+expected_name=${VLLM_DEPLOY_EXPECTED_GPU_NAME:-}
 image=${VLLM_DEPLOY_SMOKE_IMAGE:-ubuntu:22.04}
 if ((expected < 1)); then
   die "VLLM_DEPLOY_EXPECTED_GPUS must be at least 1, got $expected" "pass the GPU count of the instance type"
 fi
+
+# name_has_word NAME WORDS: WORDS appear in NAME as whole words ("L4" is not in "NVIDIA L40S").
+name_has_word() {
+  local name=" ${1//[^A-Za-z0-9]/ } " words=" ${2//[^A-Za-z0-9]/ } "
+  [[ "$name" == *"$words"* ]]
+}
 
 mismatch() {
   printf '[vllm-deploy] %s: nvidia-smi inside the container reported:\n%s\n' "$VLLM_DEPLOY_STEP" "$output" >&2
@@ -63,9 +84,17 @@ if ((count != expected)); then
 fi
 smallest=${memories[0]}
 for i in "${!memories[@]}"; do
-  if ((memories[i] < min_mib)); then
-    mismatch "GPU $i (${names[i]}) has ${memories[i]} MiB, the plan needs at least $min_mib MiB per GPU" \
-      "check the instance type matches the sizing plan (GPU model and memory)"
+  if [[ -n "$expected_name" ]] && ! name_has_word "${names[i]}" "$expected_name"; then
+    mismatch "GPU $i is '${names[i]}', the plan was sized for $expected_name GPUs" \
+      "check the instance type matches the sizing plan (pulumi stack output sizing)"
+  fi
+  if ((expected_mib > 0)); then
+    diff=$((memories[i] - expected_mib))
+    if ((diff < 0)); then diff=$((-diff)); fi
+    if ((diff * 100 > expected_mib * tolerance_pct)); then
+      mismatch "GPU $i (${names[i]}) reports $((memories[i])) MiB, expected $expected_mib MiB (nvidia-smi memory.total of the planned GPU, within ${tolerance_pct}%)" \
+        "check the instance type matches the sizing plan (GPU model and memory), and that no GPU is in MIG or vGPU mode (nvidia-smi -q | grep -i mode)"
+    fi
   fi
   if ((memories[i] < smallest)); then
     smallest=${memories[i]}

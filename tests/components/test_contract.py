@@ -14,6 +14,7 @@ import sys
 
 from components.host_setup import MODELS_DIR, reboot_boot_id
 from tests.harness import ROOT, reveal
+from tests.scripts.test_gpu_check import REAL_NVIDIA_SMI
 from tests.scripts.test_host_scripts import BOOT_ID, Host
 
 SMALL = {"model": "Qwen/Qwen2.5-1.5B-Instruct", "maxModelLen": 8192}
@@ -47,9 +48,9 @@ def test_the_recorded_environment_provisions_a_host_like_the_sized_one(program, 
     sizing = run.exports["sizing"].value
     host = Host(tmp_path / "host")
     host.make_dlami()
-    # What nvidia-smi reports for the sized GPU: a little more than EC2's figure (A10G: 22888 vs 23028 MiB).
-    mib = int(sizing["gpuMemoryGib"] * 1024) + 100
-    (host.state / "gpus").write_text(f"{sizing['gpuModel']}, {mib}\n" * sizing["gpus"])
+    # What nvidia-smi prints on a real host of the sized type (public outputs, not the catalog).
+    line = REAL_NVIDIA_SMI[sizing["instanceType"]]
+    (host.state / "gpus").write_text(f"{line}\n" * sizing["gpus"])
     for role in ("wait", "driver", "docker", "toolkit", "gpu-check", "disk"):
         cmd = run.named(f"vllm-setup-{role}")
         script = shlex.split(cmd.plain["create"])[-1].rsplit("/", 1)[1]

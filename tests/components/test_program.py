@@ -329,7 +329,11 @@ def test_editing_a_script_reruns_only_its_step(program, monkeypatch, tmp_path):
 def test_gpu_check_expects_what_sizing_chose(program):
     run = program(SMALL)
     env = step(run, "gpu-check").plain["environment"]
-    assert int(env["VLLM_DEPLOY_EXPECTED_GPUS"]) == run.exports["sizing"].value["gpus"]
+    sizing = run.exports["sizing"].value
+    assert int(env["VLLM_DEPLOY_EXPECTED_GPUS"]) == sizing["gpus"]
+    # The nvidia-smi figure of the chosen GPU (not the EC2 API's, not the CUDA total).
+    assert int(env["VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB"]) == sizing["gpuMemoryNvidiaSmiMib"]
+    assert sizing["gpuModel"] == "NVIDIA T4" and sizing["gpuMemoryNvidiaSmiMib"] == 15360
 
 
 # --- serving -------------------------------------------------------------------------

@@ -508,7 +508,8 @@ def test_toolkit_needs_docker_first(host: Host) -> None:
 def test_smoke_check_passes_and_prints_one_summary_line(dlami: Host) -> None:
     dlami.fail("docker-pull", times=1)
     run = dlami.run("gpu_smoke_check.sh", VLLM_DEPLOY_EXPECTED_GPUS="4",
-                    VLLM_DEPLOY_MIN_GPU_MEMORY_MIB="22000")
+                    VLLM_DEPLOY_EXPECTED_GPU_NAME="A10G",
+                    VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB="23028")
     assert_ok(run)
     assert run.stdout == 'VLLM_DEPLOY_GPUS=4 name="NVIDIA A10G" memory_mib=23028\n'
     pulls = [c for c in run.called("docker") if c[0] == "pull"]
@@ -529,11 +530,37 @@ def test_smoke_check_fails_with_the_nvidia_smi_output_on_a_count_mismatch(dlami:
 
 
 def test_smoke_check_fails_when_a_gpu_has_too_little_memory(dlami: Host) -> None:
-    (dlami.state / "gpus").write_text("NVIDIA L4, 22491\nNVIDIA L4, 15360\n")
+    (dlami.state / "gpus").write_text("NVIDIA L4, 23034\nNVIDIA L4, 15360\n")
     run = dlami.run("gpu_smoke_check.sh", VLLM_DEPLOY_EXPECTED_GPUS="2",
-                    VLLM_DEPLOY_MIN_GPU_MEMORY_MIB="20000")
-    assert_failed(run, "GPU 1 (NVIDIA L4) has 15360 MiB", "at least 20000 MiB", "NVIDIA L4, 22491")
+                    VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB="23034")
+    assert_failed(run, "GPU 1 (NVIDIA L4) reports 15360 MiB, expected 23034 MiB", "within 2%",
+                  "NVIDIA L4, 23034")
     assert run.stdout == ""
+
+
+def test_smoke_check_tolerance_admits_driver_drift_and_refuses_more(dlami: Host) -> None:
+    """2% either way: V100-SXM2-32GB reports 32510 or 32768 MiB depending on the revision."""
+    (dlami.state / "gpus").write_text("Tesla V100-SXM2-32GB, 32768\n")
+    env = {"VLLM_DEPLOY_EXPECTED_GPUS": "1", "VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB": "32510"}
+    assert_ok(dlami.run("gpu_smoke_check.sh", **env))
+    # 3% off (either way) is a different configuration, e.g. memory held back by MIG or vGPU.
+    for seen in (31535, 33486):
+        (dlami.state / "gpus").write_text(f"Tesla V100-SXM2-32GB, {seen}\n")
+        assert_failed(dlami.run("gpu_smoke_check.sh", **env),
+                      f"reports {seen} MiB, expected 32510 MiB")
+    tight = dlami.run("gpu_smoke_check.sh", **env, VLLM_DEPLOY_GPU_MEMORY_TOLERANCE_PCT="5")
+    assert_ok(tight)
+
+
+def test_smoke_check_tells_an_l4_from_an_a10g_by_name(dlami: Host) -> None:
+    """Their memory totals differ by 6 MiB; the name does not lie. "L4" is no word of "L40S"."""
+    (dlami.state / "gpus").write_text("NVIDIA L4, 23034\n")
+    run = dlami.run("gpu_smoke_check.sh", VLLM_DEPLOY_EXPECTED_GPUS="1",
+                    VLLM_DEPLOY_EXPECTED_GPU_NAME="A10G", VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB="23028")
+    assert_failed(run, "GPU 0 is 'NVIDIA L4', the plan was sized for A10G GPUs")
+    (dlami.state / "gpus").write_text("NVIDIA L40S, 46068\n")
+    run = dlami.run("gpu_smoke_check.sh", VLLM_DEPLOY_EXPECTED_GPUS="1", VLLM_DEPLOY_EXPECTED_GPU_NAME="L4")
+    assert_failed(run, "GPU 0 is 'NVIDIA L40S', the plan was sized for L4 GPUs")
 
 
 def test_smoke_check_reports_a_container_without_gpu_access(dlami: Host) -> None:
@@ -556,7 +583,7 @@ CHAIN = ("wait_for_host.sh", "install_nvidia_driver.sh", "install_docker.sh",
 
 
 def test_plain_ubuntu_is_provisioned_end_to_end_and_a_rerun_installs_nothing(host: Host) -> None:
-    env = {"VLLM_DEPLOY_EXPECTED_GPUS": "4", "VLLM_DEPLOY_MIN_GPU_MEMORY_MIB": "20000"}
+    env = {"VLLM_DEPLOY_EXPECTED_GPUS": "4", "VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB": "23028"}
     first = [host.run(script, **env) for script in CHAIN]
     for run in first:
         assert_ok(run)
