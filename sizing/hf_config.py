@@ -105,8 +105,10 @@ def spec_from_config(
     if missing:
         raise ModelResolutionError(
             f"{model_id}: config.json has no {', '.join(missing)} (architecture {architecture}); "
-            "this family is not understood by the sizer. Pick a catalog model "
-            "(tools/size --list-models) or set instanceType explicitly."
+            "this family is not understood by the sizer, so no instance can be checked for it. "
+            "Pick a catalog model (tools/size --list-models), or a checkpoint of a family the "
+            "sizer reads (its config.json names num_hidden_layers, hidden_size, "
+            "num_attention_heads and vocab_size)."
         )
     kv_heads = _first(text, "num_key_value_heads", "multi_query_group_num", "num_kv_heads") or heads
     head_dim = _first(text, "head_dim", "kv_channels") or hidden // heads

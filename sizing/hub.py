@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from sizing.hf_config import spec_from_config
-from sizing.models import ModelResolutionError, ModelSpec, from_catalog
+from sizing.models import ModelResolutionError, ModelSpec, did_you_mean, from_catalog
 
 
 CACHE_DIR_ENV = "VLLM_DEPLOY_MODEL_CACHE"
@@ -119,14 +119,14 @@ _MISSING = b"\x00missing\x00"  # cached "the hub has no such file" (e.g. single-
 
 
 def _fetch_cached(
-    source: str, model_id: str, revision: str, file: str, fetch: Fetch
+    source: str, model_id: str, revision: str, file: str, fetch: Fetch, token: Optional[str] = None
 ) -> Optional[bytes]:
     path = _cache_path(source, model_id, revision, file)
     if path.is_file():
         data = path.read_bytes()
         return None if data == _MISSING else data
     headers = {"User-Agent": "vllm-deploy-sizing"}
-    token = os.environ.get("HF_TOKEN")
+    token = token or os.environ.get("HF_TOKEN")
     if token and source == "huggingface":
         headers["Authorization"] = f"Bearer {token}"
     url = HUB_URLS[source].format(id=model_id, rev=revision, file=file)
@@ -138,21 +138,22 @@ def _fetch_cached(
     return data
 
 
-def _hub_spec(model_id: str, source: str, revision: Optional[str], fetch: Fetch) -> ModelSpec:
+def _hub_spec(
+    model_id: str, source: str, revision: Optional[str], fetch: Fetch, token: Optional[str] = None
+) -> ModelSpec:
     rev = revision or DEFAULT_REVISION[source]
     try:
-        raw_config = _fetch_cached(source, model_id, rev, "config.json", fetch)
-        raw_index = (
-            _fetch_cached(source, model_id, rev, "model.safetensors.index.json", fetch)
-            if raw_config is not None
-            else None
-        )
+        raw_config = _fetch_cached(source, model_id, rev, "config.json", fetch, token)
     except FetchError as exc:
         raise ModelResolutionError(_unresolvable(model_id, source, rev, exc)) from None
     if raw_config is None:
         raise ModelResolutionError(
             _unresolvable(model_id, source, rev, FetchError("config.json not found (HTTP 404)", 404))
         )
+    try:
+        raw_index = _fetch_cached(source, model_id, rev, "model.safetensors.index.json", fetch, token)
+    except FetchError:
+        raw_index = None  # e.g. a config.json saved into the cache by hand, offline: size estimated
     try:
         config = json.loads(raw_config)
         index = json.loads(raw_index) if raw_index else {}
@@ -162,32 +163,43 @@ def _hub_spec(model_id: str, source: str, revision: Optional[str], fetch: Fetch)
 
 
 def hub_spec(
-    model_id: str, source: str = "huggingface", revision: Optional[str] = None, *, fetch: Fetch = http_fetch
+    model_id: str,
+    source: str = "huggingface",
+    revision: Optional[str] = None,
+    *,
+    fetch: Fetch = http_fetch,
+    token: Optional[str] = None,
 ) -> ModelSpec:
     """The hub's own config.json for `model_id`, even when the catalog knows the model
     (for facts the catalog does not carry, such as rope_theta)."""
-    return _hub_spec(model_id, source, revision, fetch)
+    return _hub_spec(model_id, source, revision, fetch, token)
+
+
+CONFIG_PAGES = {
+    "huggingface": "https://huggingface.co/{id}/blob/{rev}/config.json",
+    "modelscope": "https://modelscope.cn/models/{id}/file/view/{rev}/config.json",
+}
 
 
 def _unresolvable(model_id: str, source: str, revision: str, error: FetchError) -> str:
     why = str(error)
     if error.status in (401, 403):
         why += (
-            " - the repository is gated or private: accept its licence on the hub and set HF_TOKEN "
-            "in the environment of `pulumi preview` (and the hfToken secret for the host)"
+            " - the repository is gated or private: request access on its page, then set the "
+            "token (hfToken: pulumi config set --secret hfToken; tools/size reads HF_TOKEN)"
         )
+    cached = _cache_path(source, model_id, revision, "config.json")
     return (
         f"cannot size model {model_id!r}: it is not in the catalog and its config.json could not be "
-        f"read from {source} (revision {revision}): {why}.\n"
+        f"read from {source} (revision {revision}): {why}.{did_you_mean(model_id)}\n"
         "The sizer needs the model's architecture (layers, hidden size, attention and KV heads, "
         "head dim, vocabulary, context length, experts) and checkpoint format. Ways to give them:\n"
-        "  - run where the hub is reachable once (answers are cached in "
-        f"{cache_dir()}, or set {CACHE_DIR_ENV});\n"
-        "  - download the model's config.json (and model.safetensors.index.json) into a directory "
-        "and set `model` to that absolute path;\n"
-        "  - pick a catalog model (tools/size --list-models);\n"
-        "  - or set instanceType yourself and check the fit with "
-        "`tools/size <local dir> --all`."
+        "  - if the id is mistyped, fix `model` (tools/size --list-models lists the catalog);\n"
+        "  - run the preview once where the hub is reachable: the answer is cached in "
+        f"{cache_dir()} (or ${CACHE_DIR_ENV});\n"
+        f"  - or save the model's config.json ({CONFIG_PAGES[source].format(id=model_id, rev=revision)}, "
+        f"or from a copy of the repository) as\n      {cached}\n"
+        "    and run the preview again: the sizer reads it from there without the network."
     )
 
 
@@ -197,8 +209,13 @@ def resolve(
     revision: Optional[str] = None,
     *,
     fetch: Fetch = http_fetch,
+    token: Optional[str] = None,
 ) -> ModelSpec:
-    """The model's facts: catalog, else a local directory, else the hub's config.json."""
+    """The model's facts: catalog, else a local directory, else the hub's config.json.
+
+    `token`: a Hugging Face token for gated repositories (else $HF_TOKEN); never sent elsewhere.
+    Raises ModelResolutionError saying which facts are missing and how to give them.
+    """
     if source not in HUB_URLS:
         raise ModelResolutionError(f"unknown model source {source!r}; use huggingface or modelscope")
     candidate = model_id_or_path.strip()
@@ -214,4 +231,4 @@ def resolve(
         raise ModelResolutionError(
             f"{candidate!r} is neither a hub id (org/name) nor an absolute model directory"
         )
-    return _hub_spec(candidate, source, revision, fetch)
+    return _hub_spec(candidate, source, revision, fetch, token)

@@ -115,8 +115,10 @@ def weight_bytes(spec: ModelSpec, fmt: WeightFormat) -> int:
         return math.ceil(kept * BYTES_16BIT + (spec.total_params - kept) * per_param)
     raise SizingError(
         f"model {spec.model_id} uses quantization {fmt.method!r}, whose bytes per weight the sizer "
-        "does not know, and its checkpoint size is unknown. Use a local model directory with "
-        "model.safetensors.index.json (its total_size gives the exact size), or set instanceType."
+        "does not know, and its checkpoint size is unknown (the repository has no "
+        "model.safetensors.index.json with metadata.total_size). Pick a checkpoint quantized with "
+        "a method the sizer knows (awq, gptq, fp8, fbgemm_fp8, mxfp4), or one whose repository "
+        "has that index."
     )
 
 

@@ -9,7 +9,10 @@ local directory or on the hub.
 from __future__ import annotations
 
 import csv
+import difflib
 import functools
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -165,7 +168,8 @@ def _spec_from_row(row: dict[str, str]) -> ModelSpec:
         active_params=round(float(active) * 1e9) if active else None,
         native_dtype=row["torch_dtype"] or "bfloat16",
         native_quantization=row["native_quantization"] or None,
-        quant_bits=_native_bits(row["native_quantization"]),
+        quant_bits=_float(row.get("quant_bits", "")) or _native_bits(row["native_quantization"]),
+        quant_group_size=_int(row.get("quant_group_size", "")),
         num_experts=_int(row["num_experts"]) or 0,
         experts_per_token=_int(row["experts_per_token"]) or 0,
         moe_intermediate_size=_int(row["moe_intermediate_size"]) or 0,
@@ -183,6 +187,10 @@ def _spec_from_row(row: dict[str, str]) -> ModelSpec:
         checkpoint_bytes=_int(row["checkpoint_bytes"]),
         source="catalog",
     )
+
+
+def _float(value: str) -> Optional[float]:
+    return float(value) if value.strip() else None
 
 
 def _native_bits(method: str) -> Optional[float]:
@@ -211,3 +219,62 @@ def from_catalog(model_id: str) -> Optional[ModelSpec]:
         if wanted in names:
             return spec
     return None
+
+
+# How alike a mistyped id must be to a catalog id (difflib ratio) to be offered as "did you mean":
+# 0.8 admits one wrong or missing part of a version ("Qwen2.5-70B" for "Qwen2.5-72B", "-GPTQ" for
+# "-GPTQ-Int4") and keeps different families apart ("Llama-3.1-8B" vs "Qwen3-8B" is about 0.6).
+CLOSE_MATCH_CUTOFF = 0.8
+
+# A suggestion whose size is this many times off the size the typed id names is not offered
+# ("Qwen2.5-70B" is close in spelling to the 7B, but means the 72B).
+SIZE_RATIO_LIMIT = 1.5
+
+_SIZE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[bB](?![a-zA-Z])")
+
+# Tuning suffixes people add or drop ("Qwen3-8B-Instruct" for "Qwen3-8B").
+_SUFFIX = re.compile(r"-(instruct|chat|it)$")
+
+
+def _size_b(model_id: str) -> Optional[float]:
+    """The parameter count an id names ("Qwen2.5-70B-Instruct" -> 70.0), in billions."""
+    match = _SIZE.search(model_id.rsplit("/", 1)[-1])
+    return float(match.group(1)) if match else None
+
+
+def _likeness(a: str, b: str) -> float:
+    plain = difflib.SequenceMatcher(None, a, b).ratio()
+    return max(plain, difflib.SequenceMatcher(None, _SUFFIX.sub("", a), _SUFFIX.sub("", b)).ratio())
+
+
+def close_model_ids(model_id: str, limit: int = 3) -> list[str]:
+    """Catalog ids that a mistyped `model_id` probably meant, best first; [] when none is close.
+
+    Spelling (difflib, CLOSE_MATCH_CUTOFF) finds them, on the HF and ModelScope ids and aliases;
+    the size the typed id names ranks them and rules out the ones SIZE_RATIO_LIMIT off.
+    Suggestions are spelled as HF ids.
+    """
+    wanted = model_id.strip().lower()
+    size = _size_b(model_id)
+    scored: dict[str, tuple[float, float]] = {}
+    for spec, names in _catalog():
+        if wanted in names:
+            return []  # not a typo
+        theirs = spec.total_params / 1e9
+        if size and max(size, theirs) / min(size, theirs) > SIZE_RATIO_LIMIT:
+            continue
+        likeness = max(_likeness(wanted, name) for name in names)
+        if likeness >= CLOSE_MATCH_CUTOFF:
+            distance = abs(math.log(size / theirs)) if size else 0.0
+            scored[spec.model_id] = (round(distance, 1), -likeness)
+    return sorted(scored, key=scored.get)[:limit]
+
+
+def did_you_mean(model_id: str) -> str:
+    """" Did you mean X?" (or "X, Y or Z?") for a mistyped id, else ""."""
+    close = close_model_ids(model_id)
+    if not close:
+        return ""
+    if len(close) == 1:
+        return f" Did you mean {close[0]}?"
+    return f" Did you mean {close[0]}? (or {' or '.join(close[1:])})"

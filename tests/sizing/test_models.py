@@ -144,16 +144,16 @@ def test_unknown_family_names_the_missing_fields(tmp_path):
 def test_hub_model_is_fetched_once_then_served_from_the_cache(model_cache):
     index = json.dumps({"metadata": {"total_size": 5_583_457_280}}).encode()
     fetch = RecordingFetch({"config.json": awq_config_bytes(), "model.safetensors.index.json": index})
-    spec = resolve("Qwen/Qwen2.5-7B-Instruct-AWQ", fetch=fetch)
+    spec = resolve("acme/Qwen2.5-7B-Instruct-AWQ-ft", fetch=fetch)
     urls = [url for url, _ in fetch.calls]
     assert urls == [
-        "https://huggingface.co/Qwen/Qwen2.5-7B-Instruct-AWQ/resolve/main/config.json",
-        "https://huggingface.co/Qwen/Qwen2.5-7B-Instruct-AWQ/resolve/main/model.safetensors.index.json",
+        "https://huggingface.co/acme/Qwen2.5-7B-Instruct-AWQ-ft/resolve/main/config.json",
+        "https://huggingface.co/acme/Qwen2.5-7B-Instruct-AWQ-ft/resolve/main/model.safetensors.index.json",
     ]
     assert spec.native_quantization == "awq" and spec.checkpoint_bytes == 5_583_457_280
     assert spec.source == "huggingface"
 
-    again = resolve("Qwen/Qwen2.5-7B-Instruct-AWQ", fetch=fetch)
+    again = resolve("acme/Qwen2.5-7B-Instruct-AWQ-ft", fetch=fetch)
     assert len(fetch.calls) == 2, "a repeat resolve must not refetch"
     assert again == spec
     assert any(model_cache.rglob("config.json"))
@@ -168,18 +168,18 @@ def test_missing_index_is_cached_too_and_weights_fall_back_to_the_estimate():
 
 def test_revision_and_modelscope_urls():
     fetch = RecordingFetch({"config.json": awq_config_bytes()})
-    resolve("qwen/Qwen2.5-7B-Instruct-AWQ", source="modelscope", fetch=fetch)
-    resolve("Qwen/Qwen2.5-7B-Instruct-AWQ", revision="v1.0", fetch=fetch)
+    resolve("acme/qwen2.5-7b-instruct-awq-ft", source="modelscope", fetch=fetch)
+    resolve("acme/Qwen2.5-7B-Instruct-AWQ-ft", revision="v1.0", fetch=fetch)
     urls = [url for url, _ in fetch.calls]
-    assert urls[0] == "https://modelscope.cn/models/qwen/Qwen2.5-7B-Instruct-AWQ/resolve/master/config.json"
-    assert "https://huggingface.co/Qwen/Qwen2.5-7B-Instruct-AWQ/resolve/v1.0/config.json" in urls
+    assert urls[0] == "https://modelscope.cn/models/acme/qwen2.5-7b-instruct-awq-ft/resolve/master/config.json"
+    assert "https://huggingface.co/acme/Qwen2.5-7B-Instruct-AWQ-ft/resolve/v1.0/config.json" in urls
 
 
 def test_hf_token_goes_in_the_header_only_to_huggingface(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_secretvalue123")
     fetch = RecordingFetch({"config.json": awq_config_bytes()})
-    resolve("Qwen/Qwen2.5-7B-Instruct-AWQ", fetch=fetch)
-    resolve("qwen/Qwen2.5-7B-Instruct-AWQ", source="modelscope", fetch=fetch)
+    resolve("acme/Qwen2.5-7B-Instruct-AWQ-ft", fetch=fetch)
+    resolve("acme/qwen2.5-7b-instruct-awq-ft", source="modelscope", fetch=fetch)
     hf_headers = [h for url, h in fetch.calls if "huggingface.co" in url]
     ms_headers = [h for url, h in fetch.calls if "modelscope.cn" in url]
     assert all(h.get("Authorization") == "Bearer hf_secretvalue123" for h in hf_headers)
@@ -203,8 +203,31 @@ def test_offline_unknown_model_explains_which_facts_to_give(monkeypatch):
     message = str(caught.value)
     assert "acme/private-13b" in message and "not in the catalog" in message
     assert "layers" in message and "config.json" in message
-    assert "absolute path" in message and "--list-models" in message
+    assert "--list-models" in message
+    # The working offline fix: the exact file the sizer reads, and where to get it.
+    cached = hub._cache_path("huggingface", "acme/private-13b", "main", "config.json")
+    assert str(cached) in message
+    assert "https://huggingface.co/acme/private-13b/blob/main/config.json" in message
+    assert "instanceType" not in message  # setting it does not size an unknown model
     assert "hf_secretvalue123" not in message
+
+
+def test_the_config_json_saved_where_the_message_says_sizes_the_model_offline():
+    def offline(url, headers, timeout):
+        raise FetchError("cannot reach huggingface.co: no route")
+
+    with pytest.raises(ModelResolutionError) as caught:
+        resolve("acme/private-13b", fetch=offline)
+    path = Path(str(caught.value).split("\n      ", 1)[1].split("\n", 1)[0])
+    path.parent.mkdir(parents=True)
+    path.write_bytes(awq_config_bytes())
+    spec = resolve("acme/private-13b", fetch=offline)
+    assert spec.native_quantization == "awq" and spec.checkpoint_bytes is None
+
+
+def test_a_mistyped_id_gets_did_you_mean():
+    with pytest.raises(ModelResolutionError, match=r"Did you mean Qwen/Qwen2\.5-72B-Instruct\?"):
+        resolve("Qwen/Qwen2.5-70B-Instruct", fetch=RecordingFetch({}))
 
 
 def test_gated_repository_points_at_the_token():
@@ -288,3 +311,57 @@ def test_rope_theta_is_read_from_either_transformers_layout():
     assert spec_from_config({**base, "rope_theta": 500000.0}, "t/v4", source="local").rope_theta == 500000.0
     assert spec_from_config({**base, "rope_parameters": {"rope_theta": 10000}}, "t/v5", source="local").rope_theta == 10000.0
     assert spec_from_config(base, "t/none", source="local").rope_theta is None
+
+
+# --- the deployment guide's models, offline, and its typos -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_id", "method", "intermediate"),
+    [
+        ("Qwen/Qwen2.5-7B-Instruct-AWQ", "awq", 18944),
+        ("Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4", "gptq", 18944),
+        ("Qwen/Qwen2.5-14B-Instruct-AWQ", "awq", 13824),
+        ("Qwen/Qwen2.5-32B-Instruct-AWQ", "awq", 27648),
+        ("Qwen/Qwen2.5-72B-Instruct-AWQ", "awq", 29696),
+    ],
+)
+def test_the_qwen_awq_and_gptq_checkpoints_size_offline(model_id, method, intermediate):
+    fetch = RecordingFetch({})
+    spec = resolve(model_id, fetch=fetch)
+    assert fetch.calls == [] and spec.source == "catalog"
+    assert (spec.native_quantization, spec.quant_bits, spec.quant_group_size) == (method, 4, 128)
+    assert spec.intermediate_size == intermediate
+    assert spec.modelscope_id == model_id  # Qwen publishes them under the same id on ModelScope
+    assert resolve(model_id, source="modelscope", fetch=fetch).model_id == model_id
+
+
+def test_the_padded_72b_awq_is_counted_with_its_padding():
+    """Qwen padded the 72B AWQ's MLP from 29568 to 29696 (whole 128-groups on every TP rank)."""
+    awq, base = from_catalog("Qwen/Qwen2.5-72B-Instruct-AWQ"), from_catalog("Qwen/Qwen2.5-72B-Instruct")
+    assert awq.total_params - base.total_params == pytest.approx(3 * 8192 * 128 * 80, abs=1e6)  # 3 decimals
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("Qwen/Qwen2.5-70B-Instruct", "Qwen/Qwen2.5-72B-Instruct"),  # the guide's multi-GPU example
+        ("Qwen/Qwen2.5-7B-Instruct-GPTQ", "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4"),  # the guide's GPTQ
+        ("deepseek-ai/DeepSeek-R1-671B", "deepseek-ai/DeepSeek-R1"),  # the guide's pipeline example
+        ("Qwen/Qwen3-8B-Instruct", "Qwen/Qwen3-8B"),
+        ("mistralai/Mistral-7B-Instruct-v0.2", "mistralai/Mistral-7B-Instruct-v0.3"),
+        ("google/gemma-3-4b", "google/gemma-3-4b-it"),
+    ],
+)
+def test_a_mistyped_id_is_told_the_catalog_id_it_meant(typed, meant):
+    from sizing.models import close_model_ids
+
+    assert close_model_ids(typed)[0] == meant
+
+
+def test_no_suggestion_for_unrelated_ids_or_a_far_size():
+    from sizing.models import close_model_ids
+
+    assert close_model_ids("acme/totally-different") == []
+    assert "Qwen/Qwen2.5-7B-Instruct" not in close_model_ids("Qwen/Qwen2.5-70B-Instruct")
+    assert close_model_ids("Qwen/Qwen2.5-7B-Instruct") == []  # exact (any case) is no typo
