@@ -13,7 +13,7 @@ from typing import Optional
 from config.settings import NAMESPACE, StackConfig
 from sizing.errors import SizingError
 from sizing.gpus import GpuInstance
-from sizing.models import ModelSpec
+from sizing.models import ModelSpec, quantized_checkpoints
 
 
 BYTES_16BIT = 2
@@ -103,11 +103,12 @@ def weight_format(spec: ModelSpec, config: StackConfig) -> WeightFormat:
     if family == native:
         return WeightFormat(native, spec.quant_bits, spec.quant_group_size, plan_quantization=asked)
     have = f"a {native} checkpoint" if native else f"a {spec.native_dtype} (unquantized) checkpoint"
-    fix = (
-        "an fp8 checkpoint, or quantization=fp8 on a 16-bit one"
-        if family == "fp8"
-        else f"a {family.upper()} checkpoint (e.g. Qwen/Qwen2.5-7B-Instruct-AWQ)"
-    )
+    if family == "fp8":
+        fix = "an fp8 checkpoint, or quantization=fp8 on a 16-bit one"
+    else:
+        examples = quantized_checkpoints((family,), spec.model_id)
+        example = f" (e.g. {examples[0]})" if examples else ""
+        fix = f"a {family.upper()} checkpoint{example}"
     raise SizingError(
         f"{NAMESPACE}:quantization={asked!r} does not match model {spec.model_id}, which is {have}. "
         f"vLLM reads the quantization from the checkpoint: set quantization to none, or point "

@@ -221,6 +221,14 @@ def from_catalog(model_id: str) -> Optional[ModelSpec]:
     return None
 
 
+def quantized_checkpoints(methods: tuple[str, ...], model_id: str = "") -> list[str]:
+    """Catalog checkpoints quantized with one of `methods` (vLLM names: awq, gptq, fp8...):
+    the ones of `model_id` itself first (its "-AWQ", "-GPTQ-Int4" repositories), then the rest."""
+    own = model_id.strip().lower() + "-"
+    matching = [spec.model_id for spec, _ in _catalog() if spec.native_quantization in methods]
+    return sorted(matching, key=lambda name: not (model_id and name.lower().startswith(own)))
+
+
 # How alike a mistyped id must be to a catalog id (difflib ratio) to be offered as "did you mean":
 # 0.8 admits one wrong or missing part of a version ("Qwen2.5-70B" for "Qwen2.5-72B", "-GPTQ" for
 # "-GPTQ-Int4") and keeps different families apart ("Llama-3.1-8B" vs "Qwen3-8B" is about 0.6).

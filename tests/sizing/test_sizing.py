@@ -180,7 +180,7 @@ def test_deepseek_r1_at_16bit_without_b300_is_refused_with_the_arithmetic_and_wa
     message = str(caught.value)
     assert f"{671e9 * 2 / GIB:.1f} GiB" in message  # the weight arithmetic
     assert "70,272 bytes/token" in message  # the KV arithmetic
-    assert "largest candidate: p6-b200.48xlarge" in message and "no room for the KV cache" in message
+    assert "largest candidate in the region: p6-b200.48xlarge" in message and "no room for the KV cache" in message
     for way_out in ("quantiz", "maxModelLen", "minConcurrentSequences", "kvCacheDtype=fp8", "Multi-node"):
         assert way_out in message
 
