@@ -108,7 +108,8 @@ class StackConfig(BaseModel):
     # --- the model -----------------------------------------------------------------
     model: str = Field(
         description="Hugging Face or ModelScope id (org/name), or an absolute path to a "
-        "model directory on this machine (its config.json sizes the host).",
+        "model directory on this machine (config.json, weights and tokenizer; it is uploaded to "
+        "the host, and its config.json sizes it).",
     )
     model_source: Literal["huggingface", "modelscope"] = Field(
         "huggingface", description="Where the host downloads the weights from."

@@ -13,6 +13,7 @@ import re
 import typing
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import pulumi
@@ -23,7 +24,7 @@ from serving import vllm_args
 from serving.flag_reader import flag_warnings
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
-from sizing.hub import hub_spec
+from sizing.hub import hub_spec, local_model_problems
 from sizing.models import ModelResolutionError
 from sizing.plan import SizingPlan
 
@@ -164,10 +165,28 @@ def _with_this_machine(cidrs: list[str]) -> list[str]:
 
 def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
     """The sizing decision, or pulumi.RunError with the arithmetic when nothing fits."""
+    if settings.is_local_model:
+        _check_local_model(settings)
     try:
         return choose_plan(settings, offered=offered)
     except (SizingError, ModelResolutionError) as exc:
         raise pulumi.RunError(str(exc)) from None
+
+
+def _check_local_model(settings: StackConfig) -> None:
+    """A local directory is uploaded as the model: it must hold what vLLM loads, not just the
+    config.json that sizes it."""
+    directory = Path(settings.model).expanduser()
+    if not directory.is_dir():
+        return  # the resolver says it is not a directory
+    problems = local_model_problems(directory)
+    if problems:
+        raise pulumi.RunError(
+            f"{NAMESPACE}:model={settings.model!r} is not a model directory vLLM can serve: "
+            f"{'; '.join(problems)}. Point model at a complete copy of the model (what "
+            "`hf download <org>/<name> --local-dir <dir>` writes: config.json, the weights and the "
+            "tokenizer files), or set model to the hub id and let the host download it."
+        )
 
 
 def _rope_theta(settings: StackConfig, plan: SizingPlan) -> Optional[float]:

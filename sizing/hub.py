@@ -79,6 +79,52 @@ def _local_spec(directory: Path, model_id: str) -> ModelSpec:
     )
 
 
+# What vLLM 0.33 loads from a model directory: weights in safetensors (preferred), else PyTorch
+# *.bin / *.pt files (vllm/model_executor/model_loader/default_loader.py, load_format auto), and a
+# tokenizer transformers' AutoTokenizer can build (a fast tokenizer.json, a sentencepiece
+# tokenizer.model, BPE/WordPiece vocabularies, tiktoken files, or a tokenizer_config.json naming
+# its own tokenizer class).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt")
+
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "tokenizer_config.json")
+
+
+def local_model_problems(directory: Path) -> list[str]:
+    """What a model directory lacks for vLLM to serve it ([] when complete): config.json, weights
+    (every shard an index lists, non-empty), a tokenizer."""
+    problems = []
+    if not (directory / "config.json").is_file():
+        problems.append("no config.json")
+    indexes = [directory / name for name in WEIGHT_INDEXES if (directory / name).is_file()]
+    for index in indexes:
+        try:
+            shards = sorted(set((json.loads(index.read_text()).get("weight_map") or {}).values()))
+        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+            problems.append(f"{index.name} cannot be read ({exc})")
+            continue
+        if not shards:
+            problems.append(f"{index.name} lists no weight files")
+        missing = [s for s in shards if not (directory / s).is_file() or not (directory / s).stat().st_size]
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            problems.append(f"{index.name} lists weight files that are missing or empty: {shown}")
+    if not indexes:
+        weights = [
+            f for f in directory.iterdir()
+            if f.is_file() and f.suffix in WEIGHT_SUFFIXES and f.stat().st_size
+        ]
+        if not weights:
+            problems.append("no weights (*.safetensors, *.bin or *.pt files)")
+    has_tokenizer = any((directory / name).is_file() for name in TOKENIZER_FILES) or any(
+        directory.glob("*.tiktoken")
+    )
+    if not has_tokenizer:
+        problems.append(f"no tokenizer ({', '.join(TOKENIZER_FILES)} or *.tiktoken)")
+    return problems
+
+
 # --- the hub -----------------------------------------------------------------------------------
 
 

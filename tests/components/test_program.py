@@ -26,6 +26,7 @@ def local_model(directory):
         "num_attention_heads": 14, "num_key_value_heads": 2, "vocab_size": 151936,
         "max_position_embeddings": 32768, "tie_word_embeddings": True, "torch_dtype": "bfloat16"}))
     (directory / "model.safetensors").write_bytes(b"\0" * 1024)
+    (directory / "tokenizer.json").write_text('{"version": "1.0"}')
     return directory
 
 
@@ -473,6 +474,18 @@ def test_a_local_model_directory_is_uploaded_not_downloaded(program, tmp_path):
     # pulumi-command copies a directory *into* remotePath, under the directory's own name.
     assert vllm_container(run).plain["mounts"][0]["source"] == f"{upload.plain['remotePath']}/my-finetune"
     assert run.exports["servedModelName"].value == "my-finetune"
+
+
+def test_a_local_directory_without_weights_or_tokenizer_is_refused_before_any_resource(program, tmp_path):
+    model = local_model(tmp_path / "config-only")
+    (model / "model.safetensors").unlink()
+    (model / "tokenizer.json").unlink()
+    run = program({"model": str(model), "maxModelLen": 4096}, expect_error=True)
+    message = str(run.error)
+    assert f"vllm-deploy:model='{model}' is not a model directory vLLM can serve" in message
+    assert "no weights (*.safetensors, *.bin or *.pt files)" in message and "no tokenizer" in message
+    assert "hf download" in message
+    assert run.cloud_resources == []
 
 
 def test_docker_resources_wait_for_docker_and_live_and_die_with_the_instance(program):

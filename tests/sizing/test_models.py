@@ -365,3 +365,58 @@ def test_no_suggestion_for_unrelated_ids_or_a_far_size():
     assert close_model_ids("acme/totally-different") == []
     assert "Qwen/Qwen2.5-7B-Instruct" not in close_model_ids("Qwen/Qwen2.5-70B-Instruct")
     assert close_model_ids("Qwen/Qwen2.5-7B-Instruct") == []  # exact (any case) is no typo
+
+
+# --- local model directories: what vLLM needs besides config.json ----------------------------
+
+
+def _model_dir(tmp_path, *files: str, index: dict | None = None) -> Path:
+    directory = tmp_path / "model"
+    directory.mkdir()
+    (directory / "config.json").write_bytes(awq_config_bytes())
+    for name in files:
+        (directory / name).write_bytes(b"\0" * 8)
+    if index is not None:
+        (directory / "model.safetensors.index.json").write_text(json.dumps({"weight_map": index}))
+    return directory
+
+
+def test_a_complete_directory_has_no_problems(tmp_path):
+    assert hub.local_model_problems(_model_dir(tmp_path, "model.safetensors", "tokenizer.json")) == []
+
+
+@pytest.mark.parametrize(
+    "files",
+    [("pytorch_model.bin", "tokenizer.model"), ("consolidated.pt", "vocab.json", "merges.txt"),
+     ("model.safetensors", "tokenizer_config.json", "qwen.tiktoken")],
+)
+def test_other_weight_and_tokenizer_formats_vllm_loads_are_accepted(tmp_path, files):
+    assert hub.local_model_problems(_model_dir(tmp_path, *files)) == []
+
+
+def test_a_config_only_directory_names_the_weights_and_the_tokenizer(tmp_path):
+    problems = hub.local_model_problems(_model_dir(tmp_path))
+    assert problems == [
+        "no weights (*.safetensors, *.bin or *.pt files)",
+        "no tokenizer (tokenizer.json, tokenizer.model, vocab.json, vocab.txt, tokenizer_config.json or *.tiktoken)",
+    ]
+
+
+def test_shards_an_index_lists_must_all_be_there_and_not_empty(tmp_path):
+    shards = {"a.weight": "model-00001-of-00003.safetensors", "b.weight": "model-00002-of-00003.safetensors",
+              "c.weight": "model-00003-of-00003.safetensors"}
+    directory = _model_dir(tmp_path, "model-00001-of-00003.safetensors", "tokenizer.json", index=shards)
+    (directory / "model-00002-of-00003.safetensors").write_bytes(b"")
+    assert hub.local_model_problems(directory) == [
+        "model.safetensors.index.json lists weight files that are missing or empty: "
+        "model-00002-of-00003.safetensors, model-00003-of-00003.safetensors"
+    ]
+    for name in shards.values():
+        (directory / name).write_bytes(b"\1")
+    assert hub.local_model_problems(directory) == []
+
+
+def test_an_empty_weight_file_is_no_weights(tmp_path):
+    directory = _model_dir(tmp_path, "tokenizer.json")
+    (directory / "model.safetensors").write_bytes(b"")
+    assert hub.local_model_problems(directory) == ["no weights (*.safetensors, *.bin or *.pt files)"]
