@@ -59,6 +59,35 @@ _HOSTNAME = re.compile(
 )
 
 
+# An image tag that names the pinned release: "v0.33.0", or a build of it ("v0.33.0-cu126").
+_PINNED_TAG = re.compile(rf"^v?{re.escape(PINNED_VLLM_VERSION)}(-[A-Za-z0-9_.]+)?$")
+
+# What this program checks against the pinned vLLM, and so does not know for another version.
+UNCHECKED_WITH_ANOTHER_VERSION = (
+    "the `vllm serve` flags in vllmExtraArgs and the ones the program writes "
+    "(serving/vllm-serve-flags.txt), the memory model that sizes the instance (sizing/memory.py), "
+    "and the dtype and model-type rules"
+)
+
+
+def is_pinned_vllm_image(image: str) -> bool:
+    """True when the image's tag names the pinned vLLM release (any registry, digest or not).
+    A digest alone names no version, so it is not known to be the pinned one."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return ":" in last and bool(_PINNED_TAG.match(last.rsplit(":", 1)[1]))
+
+
+def unverified_image_message(image: str) -> str:
+    return (
+        f"{NAMESPACE}:vllmImage={image!r} is not known to be vLLM {PINNED_VLLM_VERSION}, which this "
+        f"program is written against: with another version, {UNCHECKED_WITH_ANOTHER_VERSION} go "
+        f"unchecked and the host may fail where preview passed. Use {DEFAULT_VLLM_IMAGE} (a digest "
+        f"pins it further: {DEFAULT_VLLM_IMAGE}@sha256:<digest>), or confirm this image with "
+        "`pulumi config set allowUnverifiedVllmImage true`"
+    )
+
+
 class ConfigError(ValueError):
     """Bad stack configuration. Each line names the key, the value given and the fix."""
 
@@ -173,6 +202,11 @@ class StackConfig(BaseModel):
     )
     vllm_image: str = Field(
         DEFAULT_VLLM_IMAGE, description="vLLM container image, pinned by tag or digest."
+    )
+    allow_unverified_vllm_image: bool = Field(
+        False,
+        description="Confirms a vllmImage of another vLLM version than the pinned one; its flags, "
+        "memory model and dtype/model rules then go unchecked.",
     )
     vllm_extra_args: list[str] = Field(
         default_factory=list,
@@ -377,6 +411,8 @@ class StackConfig(BaseModel):
             )
         if self.model_source == "modelscope" and self.model.startswith(("/", "./", "~")):
             raise ValueError("modelSource=modelscope needs a ModelScope id, not a local path")
+        if not self.allow_unverified_vllm_image and not is_pinned_vllm_image(self.vllm_image):
+            raise ValueError(unverified_image_message(self.vllm_image))
         return self
 
     # --- derived -------------------------------------------------------------------

@@ -19,7 +19,17 @@ from typing import Any, Optional
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from config.settings import NAMESPACE, SECRET_KEYS, THIS_MACHINE, ConfigError, StackConfig, parse
+from config.settings import (
+    NAMESPACE,
+    PINNED_VLLM_VERSION,
+    SECRET_KEYS,
+    THIS_MACHINE,
+    UNCHECKED_WITH_ANOTHER_VERSION,
+    ConfigError,
+    StackConfig,
+    is_pinned_vllm_image,
+    parse,
+)
 from serving import vllm_args
 from serving.flag_reader import flag_warnings
 from sizing.choice import plan as choose_plan
@@ -126,6 +136,12 @@ def load() -> tuple[StackConfig, Secrets]:
     if problems:
         raise pulumi.RunError(str(ConfigError(problems)))
 
+    if not is_pinned_vllm_image(settings.vllm_image):  # allowUnverifiedVllmImage confirmed it
+        pulumi.log.warn(
+            f"{NAMESPACE}:vllmImage={settings.vllm_image!r} is not known to be vLLM "
+            f"{PINNED_VLLM_VERSION} (allowUnverifiedVllmImage is true): "
+            f"{UNCHECKED_WITH_ANOTHER_VERSION} are checked against {PINNED_VLLM_VERSION} only"
+        )
     if THIS_MACHINE in settings.ssh_allowed_cidrs:
         settings = settings.model_copy(
             update={"ssh_allowed_cidrs": _with_this_machine(settings.ssh_allowed_cidrs)}

@@ -94,6 +94,15 @@ def test_bad_input_fails_before_any_cloud_resource(program, values, mentions):
     assert run.cloud_resources == [], [r.urn for r in run.cloud_resources]
 
 
+def test_a_confirmed_other_vllm_image_deploys_with_a_warning_of_what_goes_unchecked(program):
+    image = "vllm/vllm-openai:v0.34.0"
+    refused = program({**SMALL, "vllmImage": image}, expect_error=True)
+    assert "allowUnverifiedVllmImage" in str(refused.error) and refused.cloud_resources == []
+    run = program({**SMALL, "vllmImage": image, "allowUnverifiedVllmImage": "true"})
+    assert run.named("vllm-vllm-image").plain["name"] == image
+    assert any("is not known to be vLLM 0.33.0" in line and "memory model" in line for line in run.logs)
+
+
 def test_plain_text_api_key_in_the_stack_file_is_refused(program):
     run = program(SMALL, secrets={"apiKey": API_KEY}, plaintext_secrets=True, expect_error=True)
     assert "pulumi config set --secret apiKey" in str(run.error)

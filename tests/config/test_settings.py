@@ -125,3 +125,42 @@ def test_local_model_path_serves_under_its_directory_name():
 def test_numbers_given_as_strings_by_the_cli_are_accepted():
     cfg = parse({"model": MODEL, "tensorParallelSize": "2", "maxModelLen": "8192"})
     assert cfg.tensor_parallel_size == 2 and cfg.max_model_len == 8192
+
+
+# --- vllmImage: the pinned vLLM, or a confirmed other one ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "vllm/vllm-openai:v0.33.0",
+        "vllm/vllm-openai:v0.33.0@sha256:" + "a" * 64,  # tag and digest
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/vllm-openai:v0.33.0",  # a mirror
+        "vllm/vllm-openai:v0.33.0-cu126",  # a build of the same release
+    ],
+)
+def test_an_image_of_the_pinned_vllm_is_accepted(image):
+    assert parse({"model": MODEL, "vllmImage": image}).vllm_image == image
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "vllm/vllm-openai:v0.32.1",
+        "vllm/vllm-openai:v0.34.0",
+        "vllm/vllm-openai:v0.33.0rc1",
+        "vllm/vllm-openai:nightly",
+        "vllm/vllm-openai@sha256:" + "b" * 64,  # a digest alone names no version
+        "acme/vllm-custom:2.1",
+    ],
+)
+def test_another_vllm_is_refused_unless_confirmed_saying_what_goes_unchecked(image):
+    (message,) = problems(vllmImage=image)
+    assert f"vllm-deploy:vllmImage={image!r} is not known to be vLLM 0.33.0" in message
+    for unchecked in ("flags", "memory model", "dtype and model-type rules"):
+        assert unchecked in message
+    assert "pulumi config set allowUnverifiedVllmImage true" in message
+    assert "vllm/vllm-openai:v0.33.0@sha256:<digest>" in message
+    # Both fixes work.
+    assert parse({"model": MODEL, "vllmImage": image, "allowUnverifiedVllmImage": True}).vllm_image == image
+    assert parse({"model": MODEL}).vllm_image == DEFAULT_VLLM_IMAGE
