@@ -23,6 +23,7 @@ deployment = VllmDeployment(
         vllm_command=serve_command,
         api_key=secrets.api_key,
         hf_token=secrets.hf_token,
+        modelscope_token=secrets.modelscope_token,
         aws_settings=aws_provider_settings(),
     ),
 )

@@ -31,6 +31,8 @@ class VllmDeploymentArgs:
     """Secret API key; generated when None."""
     hf_token: Optional[pulumi.Output[str]] = None
     """Secret Hugging Face token for gated models."""
+    modelscope_token: Optional[pulumi.Output[str]] = None
+    """Secret ModelScope token (modelSource modelscope)."""
     aws_settings: Optional[dict[str, Any]] = None
     """The stack's aws:* settings for the explicit provider (config.stack.aws_provider_settings)."""
 
@@ -64,6 +66,7 @@ class VllmDeployment(pulumi.ComponentResource):
                 connection=host.connection,
                 instance_id=host.instance_id,
                 hf_token=args.hf_token,
+                modelscope_token=args.modelscope_token,
             ),
             mine,
         )

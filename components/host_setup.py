@@ -25,6 +25,7 @@ from components.gpu_host import SSH_USER
 from components.naming import child, component_type
 from components.script_steps import REMOTE_DIR, ScriptSteps
 from sizing.gpus import GpuInstance
+from sizing.hub import download_repo_id
 from sizing.plan import SizingPlan
 from config.settings import StackConfig
 
@@ -80,6 +81,15 @@ def gpu_check_env(instance: GpuInstance) -> dict[str, str]:
     }
 
 
+def _download_token(settings: StackConfig, args: "HostSetupArgs") -> Optional[dict[str, pulumi.Output[str]]]:
+    """Each hub gets its own token, and only it: a Hugging Face token never goes to ModelScope."""
+    if settings.model_source == "modelscope":
+        token, name = args.modelscope_token, "MODELSCOPE_API_TOKEN"
+    else:
+        token, name = args.hf_token, "HF_TOKEN"
+    return {name: token} if token is not None else None
+
+
 def reboot_boot_id(stdout: Optional[str]) -> str:
     """The boot id the driver step printed when it scheduled a reboot ("" when none)."""
     match = _REBOOT_MARKER.search(stdout or "")
@@ -97,7 +107,9 @@ class HostSetupArgs:
     instance_id: pulumi.Input[str]
     """Re-provision when the instance is replaced."""
     hf_token: Optional[pulumi.Output[str]] = None
-    """Secret token for gated Hugging Face models."""
+    """Secret token for gated Hugging Face models (sent only when downloading from Hugging Face)."""
+    modelscope_token: Optional[pulumi.Output[str]] = None
+    """Secret ModelScope token (sent only when downloading from ModelScope)."""
 
 
 class HostSetup(pulumi.ComponentResource):
@@ -141,13 +153,14 @@ class HostSetup(pulumi.ComponentResource):
             download = self._steps.run(
                 "model", "download_model.sh", after=disk,
                 env={
-                    "VLLM_DEPLOY_MODEL": settings.model,
+                    # The hub's own id: ModelScope names some models differently (catalog).
+                    "VLLM_DEPLOY_MODEL": download_repo_id(settings.model, settings.model_source),
                     "VLLM_DEPLOY_MODEL_SOURCE": settings.model_source,
                     "VLLM_DEPLOY_MODEL_REVISION": settings.model_revision or "",
                     "VLLM_DEPLOY_MODELS_DIR": MODELS_DIR,
                     "VLLM_DEPLOY_MODEL_DIR": self.model_dir,
                 },
-                secret_env={"HF_TOKEN": args.hf_token} if args.hf_token is not None else None,
+                secret_env=_download_token(settings, args),
                 # A minute per GB of disk: hundreds of GB take hours even on fast links.
                 timeout=f"{max(60, plan.disk_size_gb)}m",
             )

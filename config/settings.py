@@ -5,7 +5,7 @@ Keys are the camelCase names users write in ``Pulumi.<stack>.yaml`` under the
 renamed. ``parse()`` is pure (no Pulumi), so every rule here is unit-tested directly;
 ``config.stack.load()`` feeds it what ``pulumi.Config`` holds.
 
-Secrets (``apiKey``, ``hfToken``) are deliberately *not* fields of this model: they stay
+Secrets (``apiKey``, ``hfToken``, ``modelscopeToken``) are deliberately *not* fields of this model: they stay
 ``pulumi.Output`` secrets end to end and are read by ``config.stack``.
 """
 
@@ -48,7 +48,7 @@ TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
 QUANTIZATIONS = ("none", "awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "mxfp4")
 ROPE_TYPES = ("yarn", "linear", "dynamic", "longrope", "llama3")
 
-SECRET_KEYS = ("apiKey", "hfToken")
+SECRET_KEYS = ("apiKey", "hfToken", "modelscopeToken")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _EC2_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")

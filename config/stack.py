@@ -34,7 +34,7 @@ from serving import vllm_args
 from serving.flag_reader import flag_warnings
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
-from sizing.hub import hub_spec, local_model_problems
+from sizing.hub import download_repo_id, hub_spec, local_model_problems
 from sizing.models import ModelResolutionError
 from sizing.plan import SizingPlan
 
@@ -61,6 +61,7 @@ class Secrets:
 
     api_key: Optional[pulumi.Output[str]]
     hf_token: Optional[pulumi.Output[str]]
+    modelscope_token: Optional[pulumi.Output[str]] = None
 
 
 def _namespace_values(namespace: str) -> dict[str, Any]:
@@ -147,7 +148,11 @@ def load() -> tuple[StackConfig, Secrets]:
             update={"ssh_allowed_cidrs": _with_this_machine(settings.ssh_allowed_cidrs)}
         )
     cfg = pulumi.Config(NAMESPACE)
-    return settings, Secrets(api_key=cfg.get_secret("apiKey"), hf_token=cfg.get_secret("hfToken"))
+    return settings, Secrets(
+        api_key=cfg.get_secret("apiKey"),
+        hf_token=cfg.get_secret("hfToken"),
+        modelscope_token=cfg.get_secret("modelscopeToken"),
+    )
 
 
 def public_ipv4() -> str:
@@ -184,9 +189,16 @@ def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
     if settings.is_local_model:
         _check_local_model(settings)
     try:
-        return choose_plan(settings, offered=offered)
+        repo = download_repo_id(settings.model, settings.model_source)
+        chosen = choose_plan(settings, offered=offered)
     except (SizingError, ModelResolutionError) as exc:
         raise pulumi.RunError(str(exc)) from None
+    if repo != settings.model:
+        pulumi.log.info(
+            f"{NAMESPACE}:model={settings.model!r} is {repo!r} on ModelScope (modelSource=modelscope): "
+            f"the host downloads {repo}"
+        )
+    return chosen
 
 
 def _check_local_model(settings: StackConfig) -> None:

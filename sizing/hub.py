@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from config.settings import NAMESPACE
 from sizing.hf_config import spec_from_config
 from sizing.models import ModelResolutionError, ModelSpec, did_you_mean, from_catalog
 
@@ -237,7 +238,7 @@ def _unresolvable(model_id: str, source: str, revision: str, error: FetchError) 
     cached = _cache_path(source, model_id, revision, "config.json")
     return (
         f"cannot size model {model_id!r}: it is not in the catalog and its config.json could not be "
-        f"read from {source} (revision {revision}): {why}.{did_you_mean(model_id)}\n"
+        f"read from {source} (revision {revision}): {why}.{did_you_mean(model_id, source)}\n"
         "The sizer needs the model's architecture (layers, hidden size, attention and KV heads, "
         "head dim, vocabulary, context length, experts) and checkpoint format. Ways to give them:\n"
         "  - if the id is mistyped, fix `model` (tools/size --list-models lists the catalog);\n"
@@ -247,6 +248,28 @@ def _unresolvable(model_id: str, source: str, revision: str, error: FetchError) 
         f"or from a copy of the repository) as\n      {cached}\n"
         "    and run the preview again: the sizer reads it from there without the network."
     )
+
+
+def download_repo_id(model_id: str, source: str) -> str:
+    """The repository the host downloads from `source`: the model id itself, except that a
+    catalog model asked from ModelScope is fetched under ModelScope's own id (the Hugging Face id
+    meta-llama/Llama-3.1-8B-Instruct is LLM-Research/Meta-Llama-3.1-8B-Instruct there).
+
+    Raises ModelResolutionError for a catalog model with no known ModelScope id. Ids the catalog
+    does not know are taken as the hub's own (the preview reads their config.json from it).
+    """
+    if source != "modelscope":
+        return model_id
+    spec = from_catalog(model_id)
+    if spec is None:
+        return model_id
+    if not spec.modelscope_id:
+        raise ModelResolutionError(
+            f"{NAMESPACE}:model={model_id!r} with modelSource=modelscope: the catalog knows no "
+            "ModelScope id for this model. Set model to its id on modelscope.cn, or set "
+            "modelSource to huggingface."
+        )
+    return spec.modelscope_id
 
 
 def resolve(

@@ -278,9 +278,13 @@ def close_model_ids(model_id: str, limit: int = 3) -> list[str]:
     return sorted(scored, key=scored.get)[:limit]
 
 
-def did_you_mean(model_id: str) -> str:
-    """" Did you mean X?" (or "X, Y or Z?") for a mistyped id, else ""."""
+def did_you_mean(model_id: str, source: str = "huggingface") -> str:
+    """" Did you mean X?" (or "X? (or Y or Z)") for a mistyped id, else "". With
+    source="modelscope" the suggestions are spelled as ModelScope ids."""
     close = close_model_ids(model_id)
+    if source == "modelscope":
+        spelled = [(from_catalog(name) or None) for name in close]
+        close = [spec.modelscope_id for spec in spelled if spec is not None and spec.modelscope_id]
     if not close:
         return ""
     if len(close) == 1:

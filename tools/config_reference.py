@@ -65,8 +65,13 @@ def table() -> str:
         "set with `pulumi config set --secret apiKey ...`, else a random 48-character key. |"
     )
     rows.append(
-        "| `hfToken` | secret string | none | Hugging Face token for gated models; "
-        "`pulumi config set --secret hfToken hf_...`. |"
+        "| `hfToken` | secret string | none | Hugging Face token for gated models, sent only to "
+        "Hugging Face; `pulumi config set --secret hfToken` (prompts). The preview asks the Hub "
+        "whether it can read the model. |"
+    )
+    rows.append(
+        "| `modelscopeToken` | secret string | none | ModelScope token, sent only to ModelScope "
+        "(modelSource modelscope); `pulumi config set --secret modelscopeToken` (prompts). |"
     )
     rows.append(
         "| `aws:region` | string | none | AWS region (the AWS provider's own key). |"

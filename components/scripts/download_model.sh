@@ -10,10 +10,11 @@
 #   VLLM_DEPLOY_MODEL_DIR       the directory the container mounts; inside MODELS_DIR (required)
 #   VLLM_DEPLOY_KEEP_OTHER_MODELS  1: keep models downloaded earlier (default: remove them first)
 #   VLLM_DEPLOY_VENV            the downloaders' virtualenv (/opt/vllm-deploy/venv)
-#   HF_TOKEN                    secret, optional; for modelscope MODELSCOPE_API_TOKEN wins,
-#                               else HF_TOKEN is used as the ModelScope token. It reaches
-#                               the downloader only through its environment and is masked
-#                               in everything the downloader prints.
+#   HF_TOKEN                    secret, optional: the Hugging Face token (huggingface only)
+#   MODELSCOPE_API_TOKEN        secret, optional: the ModelScope token (modelscope only)
+#                               Each hub's token reaches only that hub's downloader, only
+#                               through its environment, and is masked in everything the
+#                               downloader prints; the other hub's token is unset.
 #
 # Stdout: one line, VLLM_DEPLOY_MODEL_DIR=<dir>
 set -euo pipefail
@@ -57,7 +58,7 @@ if [[ "$source_hub" == huggingface ]]; then
   unset MODELSCOPE_API_TOKEN
   if [[ -n "$secret" ]]; then export HF_TOKEN="$secret"; else unset HF_TOKEN; fi
 else
-  secret=${MODELSCOPE_API_TOKEN:-${HF_TOKEN:-}}
+  secret=${MODELSCOPE_API_TOKEN:-}
   unset HF_TOKEN
   if [[ -n "$secret" ]]; then export MODELSCOPE_API_TOKEN="$secret"; else unset MODELSCOPE_API_TOKEN; fi
 fi

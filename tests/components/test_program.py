@@ -136,6 +136,41 @@ def test_api_key_reaches_vllm_only_as_a_secret_environment_variable(program):
         assert API_KEY not in cmd.plain["create"]
 
 
+MS_TOKEN = "ms-testtoken-9f8e7d6c5b4a"
+
+
+def test_modelscope_downloads_the_hubs_own_id_with_its_own_token(program):
+    run = program({"model": "meta-llama/Llama-3.1-8B-Instruct", "modelSource": "modelscope"},
+                  secrets={"hfToken": HF_TOKEN, "modelscopeToken": MS_TOKEN})
+    download = step(run, "model")
+    env = reveal(download.inputs["environment"])
+    assert env["VLLM_DEPLOY_MODEL"] == "LLM-Research/Meta-Llama-3.1-8B-Instruct"
+    assert env["VLLM_DEPLOY_MODEL_SOURCE"] == "modelscope"
+    assert env["MODELSCOPE_API_TOKEN"] == MS_TOKEN and "HF_TOKEN" not in env
+    assert is_secret(download.inputs["environment"]) or is_secret(download.inputs["environment"]["MODELSCOPE_API_TOKEN"])
+    assert any("the host downloads LLM-Research/Meta-Llama-3.1-8B-Instruct" in line for line in run.logs)
+    for res in run.resources:
+        text = plain_text(res.inputs)
+        assert MS_TOKEN not in text and HF_TOKEN not in text, res.urn
+    holders = {r.name for r in run.resources if MS_TOKEN in str(reveal(r.inputs))}
+    assert holders == {"vllm-setup-model"}
+    # The recorded step runs the real script: it downloads that id with that token only.
+    assert "MODELSCOPE_API_TOKEN" in download.plain["create"] and MS_TOKEN not in download.plain["create"]
+
+
+def test_hugging_face_downloads_never_get_the_modelscope_token(program):
+    run = program(SMALL, secrets={"hfToken": HF_TOKEN, "modelscopeToken": MS_TOKEN})
+    env = reveal(step(run, "model").inputs["environment"])
+    assert env["HF_TOKEN"] == HF_TOKEN and "MODELSCOPE_API_TOKEN" not in env
+    assert not [r.name for r in run.resources if MS_TOKEN in str(reveal(r.inputs))]
+
+
+def test_plain_text_modelscope_token_in_the_stack_file_is_refused(program):
+    run = program(SMALL, secrets={"modelscopeToken": MS_TOKEN}, plaintext_secrets=True, expect_error=True)
+    assert "pulumi config set --secret modelscopeToken" in str(run.error)
+    assert MS_TOKEN not in str(run.error) and run.cloud_resources == []
+
+
 def test_hf_token_reaches_only_the_download_step_as_secret_environment(program):
     run = program(SMALL, secrets={"hfToken": HF_TOKEN})
     download = step(run, "model")

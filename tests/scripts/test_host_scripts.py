@@ -761,7 +761,8 @@ def test_download_is_retried_then_fails_naming_the_model(host: Host) -> None:
 def test_download_from_modelscope_uses_its_cli_and_token_variable(host: Host) -> None:
     publish(host, "master")
     run = host.run("download_model.sh",
-                   **download_env(host, VLLM_DEPLOY_MODEL_SOURCE="modelscope", HF_TOKEN=FAKE_TOKEN))
+                   **download_env(host, VLLM_DEPLOY_MODEL_SOURCE="modelscope",
+                                  MODELSCOPE_API_TOKEN=FAKE_TOKEN))
     assert_ok(run)
     [pip] = run.called("pip")
     assert "modelscope==1.40.2" in pip and not any("huggingface" in a for a in pip)
@@ -772,6 +773,23 @@ def test_download_from_modelscope_uses_its_cli_and_token_variable(host: Host) ->
     seen = downloader_env(host)
     assert seen["MODELSCOPE_API_TOKEN"] == FAKE_TOKEN and seen["HF_TOKEN"] == "<unset>"
     assert FAKE_TOKEN not in run.stderr + run.stdout + (host.state / "calls.log").read_text()
+
+
+def test_a_hugging_face_token_never_goes_to_modelscope(host: Host) -> None:
+    publish(host, "master")
+    run = host.run("download_model.sh",
+                   **download_env(host, VLLM_DEPLOY_MODEL_SOURCE="modelscope", HF_TOKEN=FAKE_TOKEN))
+    assert_ok(run)
+    seen = downloader_env(host)
+    assert seen["MODELSCOPE_API_TOKEN"] == "<unset>" and seen["HF_TOKEN"] == "<unset>"
+
+
+def test_a_modelscope_token_never_goes_to_hugging_face(host: Host) -> None:
+    publish(host, "main")
+    run = host.run("download_model.sh", **download_env(host, MODELSCOPE_API_TOKEN=FAKE_TOKEN))
+    assert_ok(run)
+    seen = downloader_env(host)
+    assert seen["MODELSCOPE_API_TOKEN"] == "<unset>" and seen["HF_TOKEN"] == "<unset>"
 
 
 def test_download_creates_the_venv_once_installing_python3_venv_if_missing(host: Host) -> None:

@@ -420,3 +420,31 @@ def test_an_empty_weight_file_is_no_weights(tmp_path):
     directory = _model_dir(tmp_path, "tokenizer.json")
     (directory / "model.safetensors").write_bytes(b"")
     assert hub.local_model_problems(directory) == ["no weights (*.safetensors, *.bin or *.pt files)"]
+
+
+# --- ModelScope: the hub's own id --------------------------------------------------------------
+
+
+def test_modelscope_gets_its_own_id_for_a_catalog_model():
+    assert hub.download_repo_id("meta-llama/Llama-3.1-8B-Instruct", "modelscope") == "LLM-Research/Meta-Llama-3.1-8B-Instruct"
+    assert hub.download_repo_id("meta-llama/Meta-Llama-3.1-8B-Instruct", "modelscope") == "LLM-Research/Meta-Llama-3.1-8B-Instruct"
+    assert hub.download_repo_id("LLM-Research/Meta-Llama-3.1-8B-Instruct", "modelscope") == "LLM-Research/Meta-Llama-3.1-8B-Instruct"
+    assert hub.download_repo_id("meta-llama/Llama-3.1-8B-Instruct", "huggingface") == "meta-llama/Llama-3.1-8B-Instruct"
+    assert hub.download_repo_id("acme/only-on-modelscope", "modelscope") == "acme/only-on-modelscope"
+
+
+def test_a_catalog_model_without_a_modelscope_id_is_refused_naming_both_fixes(monkeypatch):
+    from dataclasses import replace
+
+    llama = from_catalog("meta-llama/Llama-3.1-8B-Instruct")
+    monkeypatch.setattr(hub, "from_catalog", lambda _: replace(llama, modelscope_id=None))
+    with pytest.raises(ModelResolutionError) as caught:
+        hub.download_repo_id("meta-llama/Llama-3.1-8B-Instruct", "modelscope")
+    message = str(caught.value)
+    assert "vllm-deploy:model='meta-llama/Llama-3.1-8B-Instruct' with modelSource=modelscope" in message
+    assert "its id on modelscope.cn" in message and "modelSource to huggingface" in message
+
+
+def test_a_mistyped_modelscope_id_is_told_modelscopes_spelling():
+    with pytest.raises(ModelResolutionError, match=r"Did you mean LLM-Research/Meta-Llama-3\.1-8B-Instruct\?"):
+        resolve("LLM-Research/Meta-Llama-3-8B-Instruct", source="modelscope", fetch=RecordingFetch({}))
