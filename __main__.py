@@ -8,9 +8,10 @@ import pulumi
 from components.deployment import VllmDeployment, VllmDeploymentArgs
 from components.region import offered_instance_types
 from sizing.report import format_report
-from config.stack import aws_provider_settings, load, size, vllm_command
+from config.stack import aws_provider_settings, check_model_access, load, size, vllm_command
 
 settings, secrets = load()  # every bad value fails here, before any resource exists
+check_model_access(settings)  # so does a gated model hfToken cannot read (asked of the Hub)
 plan = size(settings, offered=offered_instance_types())  # so does a model that fits nowhere
 serve_command = vllm_command(settings, plan)  # and a flag the pinned vLLM does not know
 pulumi.log.info(format_report(plan))

@@ -6,6 +6,7 @@ validated `StackConfig` or a secret `pulumi.Output`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -34,7 +35,8 @@ from serving import vllm_args
 from serving.flag_reader import flag_warnings
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
-from sizing.hub import download_repo_id, hub_spec, local_model_problems
+from sizing.gated import AccessRefused, check_access, unchecked_warning
+from sizing.hub import download_repo_id, hub_spec, local_model_problems, resolve
 from sizing.models import ModelResolutionError
 from sizing.plan import SizingPlan
 
@@ -155,6 +157,40 @@ def load() -> tuple[StackConfig, Secrets]:
     )
 
 
+def _plain_secret(key: str) -> Optional[str]:
+    """A secret config value as plain text, for a request made here at preview (never logged,
+    exported or put in a resource): the engine hands the program its decrypted config."""
+    value = _project_keys().get(key)
+    return str(value) if value else None
+
+
+def hub_api() -> Any:
+    """huggingface_hub's client, or None when HF_HUB_OFFLINE asks not to reach the Hub.
+    The one place the program talks to the Hub about access; tests replace it."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return None
+    from huggingface_hub import HfApi
+
+    return HfApi()
+
+
+def check_model_access(settings: StackConfig) -> None:
+    """Ask the Hugging Face Hub whether hfToken lets the host download the model (gated or private
+    repositories), before anything is created. Refuses with pulumi.RunError when the Hub says no;
+    warns when it could not be asked. Local directories and ModelScope are not asked."""
+    if settings.is_local_model or settings.model_source != "huggingface":
+        return
+    token = _plain_secret("hfToken")
+    try:
+        access = check_access(settings.model, settings.model_revision, token, hub_api())
+    except AccessRefused as exc:
+        raise pulumi.RunError(str(exc)) from None
+    if not access.checked:
+        pulumi.log.warn(unchecked_warning(settings.model, token, access.why_unchecked))
+    elif access.gated:
+        pulumi.log.info(f"{settings.model} is gated on the Hugging Face Hub; hfToken can read it")
+
+
 def public_ipv4() -> str:
     """This machine's public IPv4 address: $VLLM_DEPLOY_PUBLIC_IP, else asked of IP_ECHO_URL."""
     override = os.environ.get("VLLM_DEPLOY_PUBLIC_IP")
@@ -190,7 +226,9 @@ def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
         _check_local_model(settings)
     try:
         repo = download_repo_id(settings.model, settings.model_source)
-        chosen = choose_plan(settings, offered=offered)
+        # The hfToken also reads a gated model's config.json at preview (tools/size: $HF_TOKEN).
+        resolver = functools.partial(resolve, token=_plain_secret("hfToken"))
+        chosen = choose_plan(settings, offered=offered, resolver=resolver)
     except (SizingError, ModelResolutionError) as exc:
         raise pulumi.RunError(str(exc)) from None
     if repo != settings.model:
@@ -224,7 +262,9 @@ def _rope_theta(settings: StackConfig, plan: SizingPlan) -> Optional[float]:
     if plan.rope_theta is not None or settings.is_local_model:
         return plan.rope_theta
     try:  # a catalog model: its hub config.json has the value (cached after the first preview)
-        return hub_spec(settings.model, settings.model_source, settings.model_revision).rope_theta
+        return hub_spec(
+            settings.model, settings.model_source, settings.model_revision, token=_plain_secret("hfToken")
+        ).rope_theta
     except ModelResolutionError:
         return None  # serve_args then asks for rope_theta inside ropeScaling
 

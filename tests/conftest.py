@@ -8,6 +8,12 @@ from tests.harness import AwsWorld, run_program
 DEPLOYER_IP = "192.0.2.44"
 
 
+@pytest.fixture(autouse=True)
+def no_hugging_face_hub(monkeypatch):
+    """No test asks the real Hub: the access check sees HF_HUB_OFFLINE (tests inject a fake)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture
 def program(monkeypatch, tmp_path):
     """run_program with the process environment a deployer would have, kept out of the real

@@ -7,6 +7,8 @@ import pytest
 
 from serving.flag_reader import check_flags
 from tests.conftest import DEPLOYER_IP
+import config.stack
+from tests.fakes.hugging_face_hub import FakeHub
 from tests.harness import AwsWorld, is_secret, plain_text, reveal, stack_config
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -169,6 +171,39 @@ def test_plain_text_modelscope_token_in_the_stack_file_is_refused(program):
     run = program(SMALL, secrets={"modelscopeToken": MS_TOKEN}, plaintext_secrets=True, expect_error=True)
     assert "pulumi config set --secret modelscopeToken" in str(run.error)
     assert MS_TOKEN not in str(run.error) and run.cloud_resources == []
+
+
+LLAMA = {"model": "meta-llama/Llama-3.1-8B-Instruct", "maxModelLen": 8192}
+
+
+def test_a_gated_model_without_hf_token_is_refused_at_preview(program, monkeypatch):
+    hub = FakeHub(gated="manual", readers={HF_TOKEN})
+    monkeypatch.setattr(config.stack, "hub_api", lambda: hub)
+    run = program(LLAMA, expect_error=True)
+    assert "vllm-deploy:model='meta-llama/Llama-3.1-8B-Instruct' is a gated model" in str(run.error)
+    assert "pulumi config set --secret hfToken" in str(run.error)
+    assert run.cloud_resources == []
+    assert hub.calls[0][3] is False  # asked anonymously, as the host would download
+
+
+def test_a_gated_model_with_a_token_that_can_read_it_deploys_and_the_token_stays_secret(program, monkeypatch):
+    hub = FakeHub(gated="manual", readers={HF_TOKEN})
+    monkeypatch.setattr(config.stack, "hub_api", lambda: hub)
+    run = program(LLAMA, secrets={"hfToken": HF_TOKEN})
+    assert ("auth_check", LLAMA["model"], HF_TOKEN) in hub.calls  # the stack's token, resolved
+    assert any("is gated on the Hugging Face Hub; hfToken can read it" in line for line in run.logs)
+    assert not any(HF_TOKEN in line for line in run.logs)
+    for res in run.resources:
+        assert HF_TOKEN not in plain_text(res.inputs), res.urn
+    refused = program(LLAMA, secrets={"hfToken": "hf_no_access_token"}, expect_error=True)
+    assert "no access to it yet" in str(refused.error) and "hf_no_access_token" not in str(refused.error)
+    assert refused.cloud_resources == []
+
+
+def test_an_unreachable_hub_warns_that_access_was_not_checked(program):
+    run = program(LLAMA)  # tests run with HF_HUB_OFFLINE=1 (tests/conftest.py)
+    assert any("could not ask the Hugging Face Hub whether meta-llama/Llama-3.1-8B-Instruct is gated"
+               in line for line in run.logs)
 
 
 def test_hf_token_reaches_only_the_download_step_as_secret_environment(program):
