@@ -36,7 +36,7 @@ from serving.flag_reader import flag_warnings
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
 from sizing.gated import AccessRefused, check_access, unchecked_warning
-from sizing.hub import download_repo_id, hub_spec, local_model_problems, resolve
+from sizing.hub import download_repo_id, hub_offline, hub_spec, local_model_problems, resolve
 from sizing.models import ModelResolutionError
 from sizing.plan import SizingPlan
 
@@ -167,7 +167,7 @@ def _plain_secret(key: str) -> Optional[str]:
 def hub_api() -> Any:
     """huggingface_hub's client, or None when HF_HUB_OFFLINE asks not to reach the Hub.
     The one place the program talks to the Hub about access; tests replace it."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         return None
     from huggingface_hub import HfApi
 

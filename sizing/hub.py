@@ -129,12 +129,21 @@ def local_model_problems(directory: Path) -> list[str]:
 # --- the hub -----------------------------------------------------------------------------------
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE (huggingface_hub's switch) asks not to reach the Hugging Face Hub."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def http_fetch(url: str, headers: dict[str, str], timeout: float) -> Optional[bytes]:
-    """GET url; None on 404. The only function here that touches the network.
+    """GET url; None on 404. The only function here that touches the network; with
+    HF_HUB_OFFLINE set it does not reach huggingface.co.
 
     The Authorization header is not carried across redirects (the hub may redirect to a CDN
     on another host, which must not see the token).
     """
+    host = url.split("/")[2] if "://" in url else ""
+    if host == "huggingface.co" and hub_offline():
+        raise FetchError(f"cannot reach {host}: HF_HUB_OFFLINE is set")
     plain = {k: v for k, v in headers.items() if k.lower() != "authorization"}
     request = urllib.request.Request(url, headers=plain)
     for key, value in headers.items():

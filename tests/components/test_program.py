@@ -200,6 +200,13 @@ def test_a_gated_model_with_a_token_that_can_read_it_deploys_and_the_token_stays
     assert refused.cloud_resources == []
 
 
+def test_the_guides_mistyped_model_is_refused_before_any_resource_with_the_id_it_meant(program):
+    run = program({"model": "Qwen/Qwen2.5-70B-Instruct"}, expect_error=True)  # offline: not in the catalog
+    assert "cannot size model 'Qwen/Qwen2.5-70B-Instruct'" in str(run.error)
+    assert "Did you mean Qwen/Qwen2.5-72B-Instruct?" in str(run.error)
+    assert run.cloud_resources == []
+
+
 def test_an_unreachable_hub_warns_that_access_was_not_checked(program):
     run = program(LLAMA)  # tests run with HF_HUB_OFFLINE=1 (tests/conftest.py)
     assert any("could not ask the Hugging Face Hub whether meta-llama/Llama-3.1-8B-Instruct is gated"

@@ -286,6 +286,12 @@ def test_http_fetch_resolves_through_a_real_http_server(local_hub, monkeypatch):
     assert seen[0]["Authorization"] == "Bearer hf_tok"
 
 
+def test_http_fetch_does_not_reach_the_hub_with_hf_hub_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FetchError, match="HF_HUB_OFFLINE is set"):
+        hub.http_fetch("https://huggingface.co/acme/x/resolve/main/config.json", {}, 2.0)
+
+
 def test_http_fetch_reports_unreachable_hosts():
     with pytest.raises(FetchError, match="cannot reach"):
         hub.http_fetch("http://127.0.0.1:9/config.json", {}, 2.0)
