@@ -79,6 +79,7 @@ def is_pinned_vllm_image(image: str) -> bool:
 
 
 def unverified_image_message(image: str) -> str:
+    """The refusal of a vllmImage not known to be the pinned vLLM: what goes unchecked, both fixes."""
     return (
         f"{NAMESPACE}:vllmImage={image!r} is not known to be vLLM {PINNED_VLLM_VERSION}, which this "
         f"program is written against: with another version, {UNCHECKED_WITH_ANOTHER_VERSION} go "

@@ -9,7 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
-from config.settings import NAMESPACE, TENSOR_PARALLEL_SIZES, StackConfig
+from config.settings import NAMESPACE, StackConfig
 from sizing import gpus as instance_catalog
 from sizing.context import resolve_max_model_len
 from sizing.errors import SizingError
@@ -29,8 +29,9 @@ from sizing.memory import (
     weight_bytes,
     weights_per_gpu_bytes,
 )
-from sizing.models import ModelResolutionError, ModelSpec, quantized_checkpoints
-from sizing.parallel import choose_tp, tp_divides
+from sizing.models import ModelResolutionError, ModelSpec
+from sizing.parallel import choose_tp
+from sizing.ways_out import ways_out
 from sizing.plan import MemoryBreakdown, SizingPlan
 
 
@@ -371,47 +372,8 @@ def nothing_fits_message(config: StackConfig, spec: ModelSpec, judged: list[Cand
             f"({gpus_label(largest.instance)}, TP {largest.tensor_parallel_size or '-'}): {reasons}"
         )
     lines.append("  ways out:")
-    lines += [f"    - {way}" for way in ways_out(config, request)]
+    lines += [f"    - {way}" for way in ways_out(config, request.spec, request.fmt, request.max_model_len)]
     return "\n".join(lines)
-
-
-def ways_out(config: StackConfig, request: _Request) -> list[str]:
-    """What the user can change so the model fits, each naming the key and what it does; only
-    the ones that apply (an fp8 checkpoint is not told to try fp8, a set kvCacheDtype=fp8 is not
-    suggested again, a tensorParallelSize that divides no heads gets the ones that do)."""
-    spec, fmt = request.spec, request.fmt
-    ways: list[str] = []
-    own_4bit = [
-        name for name in quantized_checkpoints(("awq", "gptq"), spec.model_id)
-        if name.lower().startswith(spec.model_id.lower() + "-")
-    ]
-    example = f", e.g. model={own_4bit[0]}" if own_4bit else ""
-    if fmt.method is None:
-        ways.append(
-            f"a 4-bit AWQ/GPTQ checkpoint of the model (about 1/4 of the 16-bit weights{example}), or "
-            "quantization=fp8 (1/2: vLLM quantizes the 16-bit weights while loading; needs "
-            "L4/L40S/H100 or newer)"
-        )
-    elif fmt.method in FP8_METHODS:
-        ways.append(
-            f"a 4-bit AWQ/GPTQ checkpoint (about half of these {fmt.method} weights{example}); the "
-            f"checkpoint is already {fmt.method}, so quantization=fp8 would save nothing"
-        )
-    ways.append(
-        f"a shorter maxModelLen (now {request.max_model_len}), or fewer minConcurrentSequences "
-        f"(now {config.min_concurrent_sequences})"
-    )
-    if config.kv_cache_dtype != "fp8":
-        ways.append("kvCacheDtype=fp8 (halves the KV cache; needs L4/L40S/H100 or newer)")
-    if config.tensor_parallel_size != "auto" and not tp_divides(spec, int(config.tensor_parallel_size)):
-        valid = [str(tp) for tp in TENSOR_PARALLEL_SIZES if tp_divides(spec, tp)]
-        ways.append(
-            f"tensorParallelSize=auto, or one of {', '.join(valid)}: the sizes that divide the "
-            f"model's {spec.num_attention_heads} attention / {spec.num_kv_heads} KV heads "
-            f"(not {config.tensor_parallel_size})"
-        )
-    ways.append("a smaller model. Multi-node serving (pipeline parallel across hosts) is not supported yet.")
-    return ways
 
 
 def sixteen_bit_refusal(spec: ModelSpec, config: StackConfig) -> str:

@@ -125,6 +125,7 @@ def _gated_refusal(model_id: str, gated: Optional[str], token: Optional[str], pa
 
 
 def unchecked_warning(model_id: str, token: Optional[str], why: str) -> str:
+    """What preview logs when the Hub could not be asked: what that risks, and the fix."""
     hint = "" if token else f"; if it is, set hfToken: {SET_TOKEN}"
     return (
         f"could not ask the Hugging Face Hub whether {model_id} is gated or whether hfToken can read "
