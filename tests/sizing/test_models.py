@@ -369,7 +369,9 @@ def test_no_suggestion_for_unrelated_ids_or_a_far_size():
     from sizing.models import close_model_ids
 
     assert close_model_ids("acme/totally-different") == []
-    assert "Qwen/Qwen2.5-7B-Instruct" not in close_model_ids("Qwen/Qwen2.5-70B-Instruct")
+    # One character from the 7B and the 32B too, but 10x and 2x off the size the id names.
+    assert close_model_ids("Qwen/Qwen2.5-70B-Instruct", limit=10) == [
+        "Qwen/Qwen2.5-72B-Instruct", "Qwen/Qwen2.5-72B-Instruct-AWQ"]
     assert close_model_ids("Qwen/Qwen2.5-7B-Instruct") == []  # exact (any case) is no typo
 
 
