@@ -144,7 +144,10 @@ def _field_problem(spec: FlagSpec, path: list[str], value: Any, written: str) ->
     choices = fields[key]
     if len(path) == 1 and choices and value is not None and value not in choices:
         listed = ", ".join(map(str, choices))
-        guess = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+        names = [str(c) for c in choices]
+        guess = [n for n in names if n.lower() == str(value).lower()] or difflib.get_close_matches(
+            str(value), names, n=1, cutoff=0.6
+        )
         hint = f"; did you mean {guess[0]!r}?" if guess else ""
         return f"{written} {key}={value!r} is not allowed: expected one of {listed}{hint}"
     return None
