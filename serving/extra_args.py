@@ -97,12 +97,30 @@ def meaning_problems(reading: _Reading, config: StackConfig, plan: SizingPlan, m
     return problems
 
 
+def meaning_warnings(reading: _Reading) -> list[str]:
+    """Accepted combinations that do nothing (for pulumi.log.warn)."""
+    args = _Args(reading)
+    if args.value("--tool-call-parser") not in (None, "", "None") and not args.on("--enable-auto-tool-choice"):
+        return [
+            "--tool-call-parser does nothing without --enable-auto-tool-choice (vLLM 0.33 reads "
+            "tool calls only then); add --enable-auto-tool-choice to parse them"
+        ]
+    return []
+
+
 def _parsers(args: _Args, ctx: _Context) -> list[str]:
     facts = vllm_facts()
     problems = []
     tool = args.value("--tool-call-parser")
     plugin = args.value("--tool-parser-plugin") or ""
-    if tool not in (None, "", "None") and len(plugin) < _PLUGIN_MIN_LEN and tool not in facts["tool_parsers"]:
+    # vLLM resolves the tool-call parser only with --enable-auto-tool-choice
+    # (vllm/parser/parser_manager.py ParserManager.get_tool_parser); without it the name is unused.
+    if (
+        args.on("--enable-auto-tool-choice")
+        and tool not in (None, "", "None")
+        and len(plugin) < _PLUGIN_MIN_LEN
+        and tool not in facts["tool_parsers"]
+    ):
         problems.append(_unregistered(ctx, "--tool-call-parser", tool, facts["tool_parsers"], "--tool-parser-plugin"))
     reasoning = args.value("--reasoning-parser")
     nested = args.objects.get("--structured-outputs-config", {}).get("reasoning_parser")
@@ -156,7 +174,36 @@ def _dependencies(args: _Args, ctx: _Context) -> list[str]:
             "served over HTTPS by the proxy)"
         )
     problems += _effort_map(args, ctx)
+    problems += _scheduler(args, ctx)
     return problems
+
+
+def _scheduler(args: _Args, ctx: _Context) -> list[str]:
+    """vllm/config/scheduler.py SchedulerConfig.verify_max_model_len, for the extra flags."""
+    problems = []
+    threshold = _int_or_none(args.value("--long-prefill-token-threshold"))
+    if threshold is not None and threshold > ctx.plan.max_model_len:
+        problems.append(
+            f"{ctx.where}: --long-prefill-token-threshold {threshold} is above the served "
+            f"maxModelLen {ctx.plan.max_model_len}, which vLLM refuses; set it to "
+            f"{ctx.plan.max_model_len} or less"
+        )
+    active = _int_or_none(args.value("--max-num-active-seqs"))
+    seqs = ctx.plan.effective_max_num_seqs
+    if active is not None and seqs is not None and active > seqs:
+        problems.append(
+            f"{ctx.where}: --max-num-active-seqs {active} is above max_num_seqs {seqs} (the "
+            f"maxNumSeqs key, or vLLM's default on {ctx.plan.instance.gpu_model}), which vLLM "
+            f"refuses; set it to {seqs} or less, or raise maxNumSeqs"
+        )
+    return problems
+
+
+def _int_or_none(value: Optional[str]) -> Optional[int]:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _effort_map(args: _Args, ctx: _Context) -> list[str]:

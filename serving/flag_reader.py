@@ -377,12 +377,15 @@ def check_flags(args: Sequence[str], *, source: str = "vllmExtraArgs") -> None:
 
 def flag_warnings(args: Sequence[str]) -> list[str]:
     """Accepted flags that do nothing or are deprecated in the pinned vLLM (for pulumi.log.warn)."""
+    from serving.extra_args import meaning_warnings  # reads this module's options
+
     warnings = []
-    for option in _Reader(args, "vllmExtraArgs").run().options:
+    reading = _Reader(args, "vllmExtraArgs").run()
+    for option in reading.options:
         if option.spec is None:
             continue
         if option.spec.name in NO_EFFECT_FLAGS:
             warnings.append(f"{option.written}: {NO_EFFECT_FLAGS[option.spec.name]}")
         elif option.spec.deprecated:
             warnings.append(f"{option.written}: {option.spec.note}")
-    return warnings
+    return warnings + meaning_warnings(reading)

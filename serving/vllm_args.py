@@ -15,6 +15,7 @@ from serving.flag_reader import _Option, _Reader
 from serving.vllm_flags import _SECRET_FLAGS, DEPRECATED_QUANTIZATIONS
 from sizing.plan import SizingPlan
 from sizing.rope import RopeOverride
+from sizing.vllm_rules import MAX_LEN_KEYS
 
 
 # Inside the container's own network namespace; the host publishes the port on its
@@ -226,6 +227,13 @@ def _hf_override_problems(option: _Option, config: StackConfig, where: str) -> l
         return [
             f"{where}: {option.written} sets {', '.join(rope_keys)}; use the ropeScaling config "
             "key instead, so the sizing knows the longer context"
+        ]
+    length_keys = sorted(touched & set(MAX_LEN_KEYS))
+    if length_keys:
+        return [
+            f"{where}: {option.written} sets {', '.join(length_keys)}, which changes the context "
+            "length vLLM derives behind the sizing's back; set maxModelLen (and ropeScaling for a "
+            "longer context) instead"
         ]
     return []
 

@@ -140,6 +140,8 @@ LATE_CHECKED_CHOICES: dict[str, tuple[str, ...]] = {
         "ultraquant_4bit", "int4_per_token_head", "int8_per_token_head", "fp8_per_token_head",
         "nvfp4", "nvfp4_4over6",
     ),
+    # vllm/config/vllm.py OptimizationLevel (O0..O3): the flag is typed str, pydantic takes only these.
+    "--optimization-level": ("0", "1", "2", "3"),
     "--tokenizer-mode": (
         "auto", "hf", "alpamayo2_super", "mistral", "deepseek_v32", "deepseek_v4", "inkling",
         "kimi_k3", "cohere",

@@ -359,6 +359,7 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         max_num_batched_tokens=limits.max_num_batched_tokens,
         emit_max_num_batched_tokens=limits.pass_batched_tokens,
         data_parallel_size=request.engine.data_parallel_size,
+        effective_max_num_seqs=limits.max_num_seqs,
         gpu_memory_utilization=config.gpu_memory_utilization,
         memory=chosen.memory,
         kv_cache_capacity_tokens=chosen.kv_capacity_tokens,

@@ -65,6 +65,7 @@ class SizingPlan:
     rope_override: Optional[RopeOverride] = None  # what ropeScaling becomes (--hf-overrides)
     emit_max_num_batched_tokens: bool = False  # pass --max-num-batched-tokens (user's or raised)
     data_parallel_size: int = 1  # replicas set by --data-parallel-size in vllmExtraArgs
+    effective_max_num_seqs: Optional[int] = None  # what vLLM will run with (sizing.batch)
     checkpoint_quantization: Optional[str] = None  # the checkpoint's own method (e.g. fbgemm_fp8)
 
     @property

@@ -132,7 +132,7 @@ def test_config_object_facts_cover_every_parse_dataclass_flag_of_the_dump():
     "extra, guess",
     [
         (["--enable-auto-tool-choice", "--tool-call-parser", "hermes2"], "'hermes'"),
-        (["--tool-call-parser", "llama3-json"], "'llama3_json'"),
+        (["--enable-auto-tool-choice", "--tool-call-parser", "llama3-json"], "'llama3_json'"),
         (["--reasoning-parser", "deepseek-r1"], "'deepseek_r1'"),
         (["--structured-outputs-config.reasoning_parser", "qwen"], "'qwen3'"),
     ],
@@ -153,6 +153,13 @@ def test_unregistered_parser_names_are_refused(extra, guess):
 )
 def test_registered_parsers_and_plugins_are_accepted(extra):
     assert problems(extra) == []
+
+
+def test_a_tool_parser_without_auto_tool_choice_is_unused_and_warned_about():
+    from serving.flag_reader import flag_warnings
+
+    assert problems(["--tool-call-parser", "hermes2"]) == []  # vLLM never resolves it
+    assert "--enable-auto-tool-choice" in flag_warnings(["--tool-call-parser", "hermes"])[0]
 
 
 def test_the_parser_registries_hold_the_well_known_names():
@@ -178,6 +185,36 @@ def test_the_parser_registries_hold_the_well_known_names():
 )
 def test_flags_that_need_another_are_refused_naming_it(extra, needs):
     assert needs in only(extra)
+
+
+@pytest.mark.parametrize(
+    "extra, fix",
+    [
+        (["--long-prefill-token-threshold", "9000"], "8192 or less"),  # the plan serves 8192
+        (["--max-num-active-seqs", "300"], "256 or less"),  # vLLM's default max_num_seqs on L4
+    ],
+)
+def test_scheduler_limits_beyond_the_plan_are_refused(extra, fix):
+    assert fix in only(extra, effective_max_num_seqs=256)
+
+
+def test_scheduler_limits_within_the_plan_are_accepted():
+    assert problems(["--long-prefill-token-threshold", "4096", "--max-num-active-seqs", "128"],
+                    effective_max_num_seqs=256) == []
+
+
+@pytest.mark.parametrize("key", ["max_position_embeddings", "model_max_length", "seq_length"])
+def test_hf_overrides_that_change_the_context_length_go_through_the_config_keys(key):
+    problem = only(["--hf-overrides", json.dumps({key: 65536})])
+    assert key in problem and "maxModelLen" in problem
+
+
+def test_optimization_levels_are_vllms_four():
+    with pytest.raises(ConfigError):
+        check_flags(["--optimization-level", "5"])
+    with pytest.raises(ConfigError):
+        check_flags(["-Odecode"])
+    check_flags(["--optimization-level", "0", "-O3"])
 
 
 def test_auto_tool_choice_turned_off_again_needs_nothing():
