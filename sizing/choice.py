@@ -42,7 +42,7 @@ from sizing.models import ModelResolutionError, ModelSpec
 from sizing.parallel import choose_tp
 from sizing.plan import MemoryBreakdown, SizingPlan
 from sizing.rope import rope_override, with_hub_rope_facts
-from sizing.startup_memory import utilization_problem
+from sizing.startup_memory import ruled_out_notes, utilization_problem
 
 
 Resolver = Callable[..., ModelSpec]
@@ -289,7 +289,8 @@ def plan(
         chosen = fitting[0]
     else:
         raise SizingError(nothing_fits_message(config, spec, judged))
-    return _to_plan(config, spec, chosen)
+    planned = _to_plan(config, spec, chosen)
+    return replace(planned, notes=ruled_out_notes(config, chosen, judged) + planned.notes)
 
 
 def _user_instance(

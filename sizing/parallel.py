@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from config.settings import TENSOR_PARALLEL_SIZES, StackConfig
+from config.settings import NAMESPACE, TENSOR_PARALLEL_SIZES, StackConfig
 from sizing.engine_args import EngineOptions
 from sizing.formats import WeightFormat
 from sizing.gpus import GpuInstance
@@ -68,7 +68,9 @@ def choose_tp(
     layout = _layout(engine)
     if per_replica < 1:
         return None, (
-            f"{layout} needs at least {replicas} GPUs; {instance.name} has {instance.gpu_count}"
+            f"{NAMESPACE}:vllmExtraArgs {layout} needs at least {replicas} GPUs; "
+            f"{instance.name} has {instance.gpu_count} (lower it, or leave instanceType auto to "
+            f"get a host with {replicas} or more)"
         )
     if config.tensor_parallel_size != "auto":
         tp = int(config.tensor_parallel_size)

@@ -11,7 +11,7 @@ buffers, so the share is bounded by (CUDA total - that) / CUDA total.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from config.settings import NAMESPACE, StackConfig
 from sizing.gpus import GpuInstance
@@ -58,4 +58,22 @@ def utilization_problem(
         f"{', NCCL buffers' if tensor_parallel_size > 1 else ''}); it would stop with \"Free "
         f"memory on device ... is less than desired GPU memory utilization\". Set "
         f"gpuMemoryUtilization to {bound:g} or less (pulumi config set gpuMemoryUtilization {bound:g})"
+    )
+
+
+def ruled_out_notes(config: StackConfig, chosen: Any, judged: Sequence[Any]) -> tuple[str, ...]:
+    """A plan note when gpuMemoryUtilization alone ruled out instances cheaper than `chosen`
+    (sizing.choice Candidates: .price, .blockers, .instance)."""
+    cheaper = [
+        c for c in judged
+        if c.price is not None and chosen.price is not None and c.price < chosen.price
+        and c.blockers and all("gpuMemoryUtilization" in b.message for b in c.blockers)
+    ]
+    if not cheaper:
+        return ()
+    names = ", ".join(c.instance.name for c in cheaper[:3])
+    return (
+        f"gpuMemoryUtilization={config.gpu_memory_utilization:g} rules out cheaper {names}: vLLM "
+        "could not claim that share there at startup (tools/size --all shows the largest share "
+        "each takes)",
     )

@@ -107,7 +107,8 @@ def test_data_parallel_two_on_a_one_gpu_host_is_refused():
     with pytest.raises(SizingError) as caught:
         plan(parse({"model": "Qwen/Qwen2.5-1.5B-Instruct", "instanceType": "g4dn.xlarge",
                     "vllmExtraArgs": ["--data-parallel-size", "2"]}))
-    assert "--data-parallel-size 2" in str(caught.value) and "g4dn.xlarge has 1" in str(caught.value)
+    message = str(caught.value)
+    assert "vllm-deploy:vllmExtraArgs --data-parallel-size 2" in message and "g4dn.xlarge has 1" in message
 
 
 def test_data_parallel_with_auto_picks_a_host_with_enough_gpus():
@@ -162,3 +163,10 @@ def test_099_on_a_t4_is_refused_with_the_bound_and_the_fix_works():
     assert f"pulumi config set gpuMemoryUtilization {bound:g}" in message
     fixed = cfg.model_copy(update={"gpu_memory_utilization": bound})
     assert plan(fixed).instance.name == "g4dn.xlarge"
+
+
+def test_a_share_that_rules_out_cheaper_gpus_is_said_in_the_plan():
+    chosen = plan(parse({"model": "Qwen/Qwen2.5-1.5B-Instruct", "gpuMemoryUtilization": 0.99}))
+    assert chosen.notes[0].startswith("gpuMemoryUtilization=0.99 rules out cheaper g4dn.xlarge")
+    default = plan(parse({"model": "Qwen/Qwen2.5-1.5B-Instruct"}))
+    assert not any(n.startswith("gpuMemoryUtilization") for n in default.notes)
