@@ -65,6 +65,19 @@ def test_catalog_models_without_ropescaling_serve_their_own_length(model):
     assert limit(model) == spec.max_position_embeddings  # no catalog model multiplies
 
 
+def test_every_catalog_model_has_its_rope_facts():
+    import csv
+
+    from sizing.models import ROPE_CSV
+
+    with ROPE_CSV.open(newline="") as handle:
+        rows = {row["hf_id"]: row for row in csv.DictReader(handle)}
+    missing = [m.model_id for m in catalog_models() if m.model_id not in rows]
+    assert missing == []
+    unknown = [hf_id for hf_id, row in rows.items() if not row["rope_theta"]]
+    assert all(not rows[hf_id]["verified_by"] for hf_id in unknown)  # unknown says so
+
+
 # --- ropeScaling ---------------------------------------------------------------------------------
 
 
