@@ -8,7 +8,6 @@ start, after the instance was bought and the weights downloaded.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
@@ -346,8 +345,6 @@ def _value_fits_type(value_type: str, value: str) -> bool:
         return bool(_HUMAN_INT.match(value.strip()))
     if base == "human_readable_int_or_auto":
         return value in ("auto", "-1") or bool(_HUMAN_INT.match(value.strip()))
-    if _is_json_type(base) and value.lstrip().startswith(("{", "[")):
-        return _parses(json.loads, value)
     return True
 
 

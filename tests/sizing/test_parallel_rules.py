@@ -11,7 +11,6 @@ import pytest
 
 from config.settings import parse
 from sizing.choice import evaluate, plan
-from sizing.engine_args import EngineOptions
 from sizing.errors import SizingError
 from sizing.formats import WeightFormat
 from sizing.gpus import get, load_instances, unsupported_reason
