@@ -152,8 +152,9 @@ class StackConfig(BaseModel):
     )
     dtype: Literal["auto", "bfloat16", "float16"] = Field(
         "auto",
-        description="Weight and activation dtype; auto = bfloat16, or float16 on GPUs "
-        "without bf16 (T4).",
+        description="Weight and activation dtype; auto = what vLLM 0.33 picks: the checkpoint's "
+        "16-bit dtype, float16 on GPUs without bf16 (T4) except for models that refuse float16 "
+        "(Gemma-2/3, GLM-4), which need a bf16 GPU.",
     )
     quantization: Literal[QUANTIZATIONS] = Field(  # type: ignore[valid-type]
         "none",
@@ -172,10 +173,16 @@ class StackConfig(BaseModel):
         f"context, capped at {DEFAULT_MAX_MODEL_LEN_CAP}).",
     )
     max_num_seqs: Optional[int] = Field(
-        None, gt=0, description="Most sequences in one batch (default: vLLM's, by GPU)."
+        None,
+        gt=0,
+        description="Most sequences in one batch (default: vLLM's, by GPU); above vLLM's default "
+        "token budget, maxNumBatchedTokens is raised to match.",
     )
     max_num_batched_tokens: Optional[int] = Field(
-        None, gt=0, description="Most tokens in one batch (default: vLLM's, by GPU)."
+        None,
+        gt=0,
+        description="Most tokens in one batch (default: vLLM's, by GPU); at least maxNumSeqs, "
+        "and at least maxModelLen when vllmExtraArgs turns chunked prefill off.",
     )
     min_concurrent_sequences: int = Field(
         2,
@@ -188,7 +195,8 @@ class StackConfig(BaseModel):
         DEFAULT_GPU_MEMORY_UTILIZATION,
         gt=0.0,
         le=0.99,
-        description="Share of each GPU's memory vLLM may use (0 < x <= 0.99).",
+        description="Share of each GPU's memory vLLM may use (0 < x <= 0.99); GPUs that cannot "
+        "grant it at startup (CUDA context already taken) are skipped.",
     )
     tensor_parallel_size: Union[Literal["auto"], int] = Field(
         "auto", description="GPUs one model replica spans: auto, or 1, 2, 4, 8."
@@ -199,7 +207,8 @@ class StackConfig(BaseModel):
     rope_scaling: Optional[dict[str, Any]] = Field(
         None,
         description='RoPE scaling object passed via --hf-overrides, e.g. {"rope_type": '
-        '"yarn", "factor": 4.0, "original_max_position_embeddings": 32768}.',
+        '"yarn", "factor": 4.0, "original_max_position_embeddings": 32768}; rope_theta comes '
+        "from the model's config.",
     )
     vllm_image: str = Field(
         DEFAULT_VLLM_IMAGE, description="vLLM container image, pinned by tag or digest."
@@ -211,7 +220,9 @@ class StackConfig(BaseModel):
     )
     vllm_extra_args: list[str] = Field(
         default_factory=list,
-        description="Extra `vllm serve` flags, checked against the pinned vLLM's flag list.",
+        description="Extra `vllm serve` flags, checked as the pinned vLLM reads them: names, "
+        "value types and choices, parser names, flags that need each other, files the "
+        "container can see.",
     )
     readiness_timeout_minutes: int = Field(
         30,

@@ -36,7 +36,7 @@ from serving.flag_reader import flag_warnings
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
 from sizing.gated import AccessRefused, check_access, unchecked_warning
-from sizing.hub import download_repo_id, hub_offline, hub_spec, local_model_problems, resolve
+from sizing.hub import download_repo_id, hub_offline, local_model_problems, resolve
 from sizing.models import ModelResolutionError
 from sizing.plan import SizingPlan
 
@@ -255,25 +255,11 @@ def _check_local_model(settings: StackConfig) -> None:
         )
 
 
-def _rope_theta(settings: StackConfig, plan: SizingPlan) -> Optional[float]:
-    """Only needed with ropeScaling: --hf-overrides replaces the model's whole RoPE block."""
-    if settings.rope_scaling is None or "rope_theta" in settings.rope_scaling:
-        return None
-    if plan.rope_theta is not None or settings.is_local_model:
-        return plan.rope_theta
-    try:  # a catalog model: its hub config.json has the value (cached after the first preview)
-        return hub_spec(
-            settings.model, settings.model_source, settings.model_revision, token=_plain_secret("hfToken")
-        ).rope_theta
-    except ModelResolutionError:
-        return None  # serve_args then asks for rope_theta inside ropeScaling
-
-
 def vllm_command(settings: StackConfig, plan: SizingPlan) -> list[str]:
     """`vllm serve` arguments, every flag checked against the pinned vLLM's flag list."""
     try:
         argv = vllm_args.serve_args(
-            settings, plan, model_path=SERVED_MODEL_PATH, port=VLLM_PORT, rope_theta=_rope_theta(settings, plan)
+            settings, plan, model_path=SERVED_MODEL_PATH, port=VLLM_PORT
         )
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None

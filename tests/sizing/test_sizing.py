@@ -242,7 +242,8 @@ def test_tensor_parallel_size_that_does_not_divide_the_heads_is_refused():
     assert all(not c.fits for c in candidates(cfg))
     with pytest.raises(SizingError) as caught:
         plan(cfg)
-    assert "tensorParallelSize=4 does not divide the model's 14 attention / 2 KV heads" in str(caught.value)
+    assert "tensorParallelSize=4: tensor parallel 4 does not divide the model's 14 attention / 2 KV heads" in str(caught.value)
+    assert "set tensorParallelSize to 1 or 2 or auto" in str(caught.value)  # the sizes that do
 
 
 def test_auto_tp_uses_the_largest_size_that_divides_the_heads():
