@@ -422,16 +422,6 @@ class StackConfig(BaseModel):
         return self
 
     def _check_monitoring(self) -> None:
-        # Without log stats vLLM builds no StatLoggerManager, so /metrics has no vllm:* series
-        # (vllm 0.33.0 vllm/v1/engine/async_llm.py: `if self.log_stats:` around it, and
-        # log_stats=not engine_args.disable_log_stats).
-        # vLLM reads underscores in a flag name as dashes (vllm/utils/argparse_utils.py).
-        if any(a.split("=", 1)[0].replace("_", "-") == "--disable-log-stats" for a in self.vllm_extra_args):
-            raise ValueError(
-                f"{NAMESPACE}:vllmExtraArgs has --disable-log-stats, which removes every vllm:* "
-                f"metric the dashboards and alerts of {NAMESPACE}:monitoring read; drop the flag, "
-                "or set monitoring to false"
-            )
         unreachable = [c for c in self.grafana_cidrs if not _inside_any(c, self.allowed_cidrs)]
         if unreachable:
             raise ValueError(

@@ -146,10 +146,3 @@ def test_a_grafana_block_the_security_group_does_not_let_in_is_refused_naming_bo
     assert "203.0.112.0/23" in wider, "a wider block is only partly reachable"
     assert parse({"model": MODEL, "monitoring": False, "allowedCidrs": ["203.0.113.0/24"],
                   "grafanaAllowedCidrs": ["198.51.100.0/24"]}).monitoring is False
-
-
-@pytest.mark.parametrize("flag", ["--disable-log-stats", "--disable_log_stats"])
-def test_monitoring_refuses_the_flag_that_removes_vllms_metrics(flag):
-    (message,) = problems(vllmExtraArgs=["--enable-prefix-caching", flag])
-    assert "vllm-deploy:vllmExtraArgs" in message and "vllm-deploy:monitoring" in message
-    assert parse({"model": MODEL, "monitoring": False, "vllmExtraArgs": [flag]}).vllm_extra_args == [flag]
