@@ -224,7 +224,8 @@ class Monitoring(pulumi.ComponentResource):
             "ready", "wait_for_monitoring.sh", after=self._args.vllm_ready,
             env={
                 "VLLM_DEPLOY_PROMETHEUS": PROMETHEUS.address,
-                "VLLM_DEPLOY_GRAFANA": GRAFANA.address,
+                # Grafana serves from its sub-path on its own port too.
+                "VLLM_DEPLOY_GRAFANA": GRAFANA.address + grafana.SUB_PATH.rstrip("/"),
                 "VLLM_DEPLOY_JOBS": jobs,
                 "VLLM_DEPLOY_CONTAINERS": " ".join(
                     s.container for s in (PROMETHEUS, DCGM_EXPORTER, NODE_EXPORTER, GRAFANA)

@@ -154,7 +154,7 @@ def test_monitoring_is_checked_after_vllm_serves_and_grafana_starts_after_promet
     assert reaches(run, containers(run)["vllm-grafana"], containers(run)["vllm-prometheus"])
     env = ready.plain["environment"]
     assert env["VLLM_DEPLOY_JOBS"].split() == ["vllm", "dcgm", "node", "prometheus"]
-    assert env["VLLM_DEPLOY_GRAFANA"] == "127.0.0.1:3000"
+    assert env["VLLM_DEPLOY_GRAFANA"] == "127.0.0.1:3000/grafana"
 
 
 def test_a_grafana_list_the_security_group_cannot_serve_fails_before_any_resource(program):

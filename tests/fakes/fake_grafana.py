@@ -1,6 +1,7 @@
 """A stand-in for Grafana behind nginx's /grafana/ location, in a thread of the test process.
 
-Every HTTP answer is JSON reporting the path and the headers that reached it, so tests see
+Every HTTP answer is JSON reporting the path and the headers that reached it (with Grafana's
+`"database": "ok"` health field), so tests see
 what nginx forwarded. `GET /grafana/api/live/ws` with `Upgrade: websocket` is answered with
 101 Switching Protocols, after which the server echoes every byte back (enough to prove nginx
 tunnels a WebSocket both ways; no frame parsing needed).
@@ -28,7 +29,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == LIVE_PATH and self.headers.get("Upgrade", "").lower() == "websocket":
             self._tunnel()
             return
-        seen = {"path": self.path, "headers": {h: self.headers.get(h) for h in ECHOED_HEADERS}}
+        # Grafana's /api/health answers {"database": "ok", ...}; the rest is for the tests.
+        seen = {"database": "ok", "path": self.path, "headers": {h: self.headers.get(h) for h in ECHOED_HEADERS}}
         body = json.dumps(seen).encode()
         self.send_response(200 if self.path.startswith("/grafana/") else 404)
         self.send_header("Content-Type", "application/json")
@@ -58,6 +60,10 @@ class FakeGrafana:
     @property
     def port(self) -> int:
         return self.server.server_address[1]
+
+    @property
+    def address(self) -> str:
+        return f"{self.server.server_address[0]}:{self.port}"
 
     def stop(self) -> None:
         self.server.shutdown()
