@@ -200,3 +200,10 @@ def test_every_service_listens_on_loopback_with_a_pinned_image():
         assert tag and tag != "latest" and "/" in repository, service.image
     assert services.dcgm_exporter_args()[-2:] == ["-a", "127.0.0.1:9400"]
     assert "--web.listen-address=127.0.0.1:9100" in services.node_exporter_args()
+
+
+def test_the_operations_guide_explains_every_panel_and_every_alert():
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    missing = [p.title for d in dashboards.DASHBOARDS for p in d.panels if f"\n| {p.title} |" not in guide]
+    missing += [r.name for r in prometheus.alert_rules(4) if f"\n| `{r.name}` |" not in guide]
+    assert missing == []
