@@ -417,6 +417,8 @@ def test_prometheus_retention_is_on_the_disk_and_off_it_without_monitoring():
     assert bigger - without > 100 * 2**30 / 1e9 / 0.80 + host.MONITORING_IMAGES_DISK_GB - 10
     with pytest.raises(SizingError, match="monitoring .* GB .*monitoringRetentionSizeGib"):
         plan(config(model, diskSizeGb=without, monitoringRetentionSizeGib=50))
+    assert any("holds 17 GB for monitoring (10 GiB of metrics" in n for n in plan(config(model)).notes)
+    assert not any("monitoring" in n for n in plan(config(model, monitoring=False)).notes)
 
 
 def test_report_shows_the_choice_the_memory_arithmetic_and_the_price():
