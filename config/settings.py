@@ -284,8 +284,8 @@ class StackConfig(BaseModel):
     alert_requests_waiting: Optional[int] = Field(
         None,
         ge=1,
-        description="Requests waiting for 5 minutes that raise the VllmRequestsQueued alert "
-        "(default: the full-length sequences the KV cache holds, from sizing).",
+        description="More requests than this waiting for 5 minutes raise the VllmRequestsQueued "
+        "alert (default: the full-length sequences the KV cache holds, from sizing).",
     )
 
     # --- validators ----------------------------------------------------------------
