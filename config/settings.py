@@ -124,6 +124,16 @@ def _cidr_list(value: list[str], key: str) -> list[str]:
     return checked
 
 
+def _inside_any(cidr: str, blocks: list[str]) -> bool:
+    """Whether every address of `cidr` lies in one of `blocks` (same IP version)."""
+    net = ipaddress.ip_network(cidr)
+    for raw in blocks:
+        block = ipaddress.ip_network(raw)
+        if block.version == net.version and net.subnet_of(block):  # type: ignore[arg-type]
+            return True
+    return False
+
+
 class StackConfig(BaseModel):
     """Everything a stack can say, with defaults. Field docs are the config reference."""
 
@@ -294,6 +304,37 @@ class StackConfig(BaseModel):
         64, ge=1, le=1024, description="Largest request body the proxy accepts, in MiB."
     )
 
+    # --- monitoring ----------------------------------------------------------------
+    monitoring: bool = Field(
+        True,
+        description="Run Prometheus, the DCGM and node exporters and Grafana on the host "
+        "(Grafana at https://<address>/grafana/).",
+    )
+    monitoring_retention_days: int = Field(
+        15,
+        ge=1,
+        le=3650,
+        description="Days of metrics Prometheus keeps (its --storage.tsdb.retention.time).",
+    )
+    monitoring_retention_size_gib: int = Field(
+        10,
+        ge=1,
+        le=1024,
+        description="Most GiB of metrics Prometheus keeps (its --storage.tsdb.retention.size); "
+        "the disk is sized for it.",
+    )
+    grafana_allowed_cidrs: Optional[list[str]] = Field(
+        None,
+        description="Who may open Grafana at /grafana/ (default: allowedCidrs); each block must "
+        "lie inside allowedCidrs, which the security group lets reach port 443.",
+    )
+    alert_requests_waiting: Optional[int] = Field(
+        None,
+        ge=1,
+        description="More requests than this waiting for 5 minutes raise the VllmRequestsQueued "
+        "alert (default: the full-length sequences the KV cache holds, from sizing).",
+    )
+
     # --- validators ----------------------------------------------------------------
     @field_validator("model")
     @classmethod
@@ -395,10 +436,10 @@ class StackConfig(BaseModel):
             return value
         raise ValueError("expected an OpenSSH public key line (ssh-ed25519 AAAA... or ssh-rsa AAAA...)")
 
-    @field_validator("allowed_cidrs", "ssh_allowed_cidrs", "metrics_allowed_cidrs")
+    @field_validator("allowed_cidrs", "ssh_allowed_cidrs", "metrics_allowed_cidrs", "grafana_allowed_cidrs")
     @classmethod
-    def _cidrs(cls, value: list[str], info) -> list[str]:
-        return _cidr_list(value, info.field_name)
+    def _cidrs(cls, value: Optional[list[str]], info) -> Optional[list[str]]:
+        return None if value is None else _cidr_list(value, info.field_name)
 
     @field_validator("letsencrypt_email")
     @classmethod
@@ -425,12 +466,29 @@ class StackConfig(BaseModel):
             raise ValueError("modelSource=modelscope needs a ModelScope id, not a local path")
         if not self.allow_unverified_vllm_image and not is_pinned_vllm_image(self.vllm_image):
             raise ValueError(unverified_image_message(self.vllm_image))
+        if self.monitoring:
+            self._check_monitoring()
         return self
+
+    def _check_monitoring(self) -> None:
+        unreachable = [c for c in self.grafana_cidrs if not _inside_any(c, self.allowed_cidrs)]
+        if unreachable:
+            raise ValueError(
+                f"{NAMESPACE}:grafanaAllowedCidrs has {', '.join(unreachable)}, outside every "
+                f"block of {NAMESPACE}:allowedCidrs {self.allowed_cidrs}: the security group "
+                "lets only allowedCidrs reach port 443, so Grafana could not be reached from "
+                "there. Add the block to allowedCidrs, or remove it from grafanaAllowedCidrs"
+            )
 
     # --- derived -------------------------------------------------------------------
     @property
     def is_local_model(self) -> bool:
         return self.model.startswith(("/", "./", "~"))
+
+    @property
+    def grafana_cidrs(self) -> list[str]:
+        """Who nginx lets open /grafana/: grafanaAllowedCidrs, else allowedCidrs."""
+        return list(self.allowed_cidrs if self.grafana_allowed_cidrs is None else self.grafana_allowed_cidrs)
 
     @property
     def served_name(self) -> str:

@@ -62,6 +62,12 @@ _FIXED_FLAGS: dict[str, str] = {
 }
 
 
+# Without log stats vLLM 0.33 builds no StatLoggerManager, so /metrics has no vllm:* series
+# (vllm/v1/engine/async_llm.py: the loggers exist only `if self.log_stats:`, and
+# log_stats=not engine_args.disable_log_stats).
+_NO_METRICS_FLAG = "--disable-log-stats"
+
+
 def managed_flags() -> dict[str, str]:
     """Flags this stack sets itself, each mapped to the config key (or secret) that sets it."""
     return dict(_MANAGED)
@@ -205,6 +211,11 @@ def _ownership_problems(option: _Option, config: StackConfig, where: str) -> lis
         return [f"{where}: {option.written} is managed by this stack: {_FIXED_FLAGS[name]}"]
     if name == "--hf-overrides":
         return _hf_override_problems(option, config, where)
+    if name == _NO_METRICS_FLAG and config.monitoring:
+        return [
+            f"{where}: {option.written} removes every vllm:* metric that the dashboards and "
+            f"alerts of {NAMESPACE}:monitoring read; drop it, or set monitoring to false"
+        ]
     if name in _MANAGED:
         key = _MANAGED[name]
         return [

@@ -25,7 +25,7 @@ from sizing.formats import (
     weight_format,
 )
 from sizing.gpus import GpuInstance, gpus_label
-from sizing.host import disk_size_gb, host_ram_required_gib
+from sizing.host import disk_size_gb, host_ram_required_gib, monitoring_disk_gb
 from sizing.hub import resolve
 from sizing.memory import (
     GIB,
@@ -345,6 +345,11 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         )
     if config.spot:
         notes.append("spot: the price shown is on-demand; spot does not change the choice")
+    if config.monitoring:
+        notes.append(
+            f"the root volume holds {monitoring_disk_gb(config):.0f} GB for monitoring "
+            f"({config.monitoring_retention_size_gib} GiB of metrics kept, and the images)"
+        )
     notes.append(
         f"prices are {instance_catalog.PRICE_REGION} on-demand as of {instance_catalog.PRICE_DATE}"
     )

@@ -448,7 +448,8 @@ def test_nginx_upstream_is_the_vllm_port(program):
     proxy = run.named("vllm-proxy-container")
     uploads = reveal(proxy.inputs["uploads"])
     conf = next(u["content"] for u in uploads if u["file"] == "/etc/nginx/nginx.conf")
-    upstreams = re.findall(r"server\s+127\.0\.0\.1:(\d+)", conf)
+    vllm_upstream = re.search(r"upstream vllm \{(.*?)\}", conf, re.S).group(1)
+    upstreams = re.findall(r"server\s+127\.0\.0\.1:(\d+)", vllm_upstream)
     assert upstreams and {int(p) for p in upstreams} == {port}
     assert proxy.plain["networkMode"] == "host"
     assert any(u["file"].endswith(".key") for u in uploads), "the TLS key is uploaded into the container"
@@ -579,7 +580,8 @@ def test_docker_resources_wait_for_docker_and_live_and_die_with_the_instance(pro
     instance = run.one(INSTANCE)
     gpu_check = step(run, "gpu-check")
     docker_resources = [r for r in run.resources if r.type.startswith("docker:")]
-    assert len(docker_resources) == 4
+    # vLLM and nginx: an image and a container each; monitoring: four of each and a volume.
+    assert len(docker_resources) == 4 + 9
     for res in docker_resources:
         assert res.deleted_with == instance.urn, f"{res.name}: destroy must not need SSH to the host"
         assert reaches(run, res, gpu_check), f"{res.name} must wait until Docker works"

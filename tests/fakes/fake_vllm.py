@@ -10,6 +10,13 @@ not have) reporting the body size and the forwarding headers it received, so tes
 see what crossed the proxy.
 
     python -m tests.fakes.fake_vllm --port 8000 --api-key KEY [--chunk-delay-ms 20]
+        [--metrics-overrides FILE]
+
+`/metrics` serves every metric family vLLM 0.33 always registers, under its real name
+(tests/fakes/exposition.py, from serving/monitoring/metrics/vllm-0.33.0.txt), with the
+requests running now. `--metrics-overrides` names a JSON file read at each scrape: gauge
+values by family name ({"vllm:kv_cache_usage_perc": 0.95}), and "status" to answer /metrics
+with that HTTP status instead (a vLLM that Prometheus cannot scrape).
 
 The key can come from the VLLM_API_KEY environment variable instead, as with vLLM itself;
 helpers use that so the key is not on a command line. Prints one line
@@ -31,6 +38,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 
+from tests.fakes.exposition import vllm_text
+
 API_KEY_ENV = "VLLM_API_KEY"
 DEFAULT_MODEL = "fake-model"
 # vllm/entrypoints/serve/middleware/authenticate.py GUARDED_PREFIX
@@ -45,6 +54,7 @@ class FakeSettings:
     chunks: int = 16  # streamed content chunks when the request gives no max_tokens
     chunk_delay_s: float = 0.02
     max_model_len: int = 32768
+    metrics_overrides: Optional[str] = None  # JSON file read at each /metrics request
 
 
 class _Counters:
@@ -72,6 +82,7 @@ class FakeVllmServer(ThreadingHTTPServer):
         super().__init__(address, FakeVllmHandler)
         self.settings = settings
         self.counters = _Counters()
+        self.started = time.monotonic()
 
 
 class FakeVllmHandler(BaseHTTPRequestHandler):
@@ -117,16 +128,16 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
 
     # --- endpoints ------------------------------------------------------------------
     def _metrics(self) -> None:
-        counters = self.server.counters
-        name = self.server.settings.model
-        text = (
-            "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
-            "# TYPE vllm:num_requests_running gauge\n"
-            f'vllm:num_requests_running{{model_name="{name}"}} {counters.running}\n'
-            "# HELP vllm:request_success_total Count of successfully processed requests.\n"
-            "# TYPE vllm:request_success_total counter\n"
-            f'vllm:request_success_total{{model_name="{name}"}} {counters.finished}\n'
-        )
+        settings = self.server.settings
+        values: dict[str, Any] = {"vllm:num_requests_running": self.server.counters.running}
+        if settings.metrics_overrides and os.path.exists(settings.metrics_overrides):
+            with open(settings.metrics_overrides) as handle:
+                values.update(json.load(handle))
+        status = int(values.pop("status", 200))
+        if status != 200:
+            self._send_json(status, {"detail": "metrics unavailable (fake)"})
+            return
+        text = vllm_text(settings.model, start=self.server.started, values=values)
         self._send_bytes(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def _models(self) -> None:
@@ -280,12 +291,14 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--chunks", type=int, default=16, help="streamed chunks without max_tokens")
     parser.add_argument("--chunk-delay-ms", type=float, default=20.0)
+    parser.add_argument("--metrics-overrides", help="JSON file of gauge values (and status) for /metrics")
     args = parser.parse_args(argv)
     settings = FakeSettings(
         api_key=args.api_key or None,
         model=args.model,
         chunks=args.chunks,
         chunk_delay_s=args.chunk_delay_ms / 1000,
+        metrics_overrides=args.metrics_overrides,
     )
     server = FakeVllmServer((args.host, args.port), settings)
     host, port = server.server_address[:2]

@@ -32,7 +32,9 @@ def make_plan(**changes: Any) -> SizingPlan:
 
 
 def problems(extra: list[str], model: str = "Qwen/Qwen2.5-7B-Instruct", **plan_changes) -> list[str]:
-    settings = parse({"model": model, "vllmExtraArgs": extra})
+    # monitoring off: these are vLLM's own rules; the monitoring stack's needs (metrics kept
+    # on) are tested in tests/serving/test_vllm_args.py.
+    settings = parse({"model": model, "vllmExtraArgs": extra, "monitoring": False})
     try:
         serve_args(settings, make_plan(**plan_changes), model_path=MODEL_PATH)
     except ConfigError as exc:

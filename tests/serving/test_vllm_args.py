@@ -337,7 +337,19 @@ def test_the_seed_guides_flags_all_get_an_answer():
     assert "--enable-metrics" in text and "--rope-scaling" in text
     assert "pulumi config set --secret apiKey" in text
     assert "your-secret-key" not in text
-    assert not any("chunked" in p or "log-stats" in p or "log-requests" in p for p in problems)
+    assert not any("chunked" in p or "log-requests" in p for p in problems)
+    # The guide pairs --disable-log-stats with --enable-metrics; in vLLM 0.33 it removes the metrics.
+    (log_stats,) = [p for p in problems if "log-stats" in p]
+    assert "vllm-deploy:monitoring" in log_stats
+    without_monitoring = serve_problems(vllmExtraArgs=guide, monitoring=False)
+    assert not any("log-stats" in p for p in without_monitoring)
+
+
+@pytest.mark.parametrize("flag", ["--disable-log-stats", "--disable_log_stats"])
+def test_monitoring_refuses_the_flag_that_removes_vllms_metrics(flag):
+    (problem,) = serve_problems(vllmExtraArgs=["--enable-prefix-caching", flag])
+    assert "vllm-deploy:vllmExtraArgs" in problem and "vllm-deploy:monitoring" in problem
+    assert flag in serve_args(make_config(vllmExtraArgs=[flag], monitoring=False), make_plan(), model_path=MODEL_PATH)
 
 
 def test_no_effect_and_deprecated_flags_are_warnings_not_errors():
