@@ -44,7 +44,7 @@ def is_secret(value: Any) -> bool:
 
 def is_unknown(value: Any) -> bool:
     """A value only known after `pulumi up` (a provider computes it)."""
-    return value == rpc.UNKNOWN
+    return isinstance(value, pulumi.output.Unknown) or value == rpc.UNKNOWN
 
 
 def reveal(value: Any) -> Any:
@@ -99,6 +99,7 @@ class Registered:
     deleted_with: str
     additional_secret_outputs: list[str]
     replacement_trigger: Any
+    outputs: dict[str, Any] = field(default_factory=dict)  # a component's register_outputs()
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -232,6 +233,13 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 )
             )
         return response
+
+    def RegisterResourceOutputs(self, request):  # noqa: N802 - the gRPC method's name
+        outputs = rpc.deserialize_properties(request.outputs, keep_unknowns=True)
+        for res in self.registered:
+            if res.urn == request.urn:
+                res.outputs = outputs
+        return super().RegisterResourceOutputs(request)
 
 
 class _LogCapture:
