@@ -19,6 +19,13 @@ from config.stack import SERVED_MODEL_PATH, VLLM_PORT
 CONTAINER_NAME = "vllm"
 
 
+def generation_api(serve_args: list[str]) -> str:
+    """Which API the readiness check generates through: `chat` when `--chat-template` gives vLLM
+    a template, else `auto` (the host script reads the model directory; see wait_for_vllm.sh)."""
+    given = any(a == "--chat-template" or a.startswith("--chat-template=") for a in serve_args)
+    return "chat" if given else "auto"
+
+
 @dataclass
 class VllmServerArgs:
     settings: StackConfig
@@ -79,6 +86,9 @@ class VllmServer(pulumi.ComponentResource):
                 "VLLM_DEPLOY_CONTAINER": CONTAINER_NAME,
                 "VLLM_DEPLOY_SERVED_MODEL": settings.served_name,
                 "VLLM_DEPLOY_TIMEOUT_SECONDS": str(settings.readiness_timeout_minutes * 60),
+                # The script reads the directory vLLM loads to choose chat or plain completion.
+                "VLLM_DEPLOY_MODEL_DIR": args.model_dir,
+                "VLLM_DEPLOY_GENERATION_API": generation_api(self.args),
             },
             secret_env={"VLLM_API_KEY": args.api_key},
             # Its failure output (the container log tail) is what a user needs to see;

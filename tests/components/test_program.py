@@ -372,6 +372,15 @@ def test_endpoint_waits_for_readiness(program):
     assert int(env["VLLM_DEPLOY_TIMEOUT_SECONDS"]) == 30 * 60
 
 
+@pytest.mark.parametrize(("extra", "api"), [([], "auto"), (["--chat-template", "/models/served/t.jinja"], "chat")])
+def test_the_first_generation_reads_the_model_directory_vllm_serves(program, extra, api):
+    run = program({**SMALL, "vllmExtraArgs": extra})
+    env = run.named("vllm-vllm-ready").plain["environment"]
+    mount = vllm_container(run).plain["mounts"][0]
+    assert env["VLLM_DEPLOY_MODEL_DIR"] == mount["source"], "the check reads what vLLM loads"
+    assert env["VLLM_DEPLOY_GENERATION_API"] == api
+
+
 def test_two_deployments_fit_in_one_program(program, monkeypatch, tmp_path):
     from tests import harness
 
