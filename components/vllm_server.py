@@ -12,6 +12,7 @@ import pulumi_docker as docker
 from components.docker_host import INSTANCE_LABEL, on_host
 from components.naming import child, component_type
 from components.script_steps import ScriptSteps
+from serving.vllm_args import sets_chat_template
 from sizing.plan import SizingPlan
 from config.settings import StackConfig
 from config.stack import SERVED_MODEL_PATH, VLLM_PORT
@@ -22,8 +23,7 @@ CONTAINER_NAME = "vllm"
 def generation_api(serve_args: list[str]) -> str:
     """Which API the readiness check generates through: `chat` when `--chat-template` gives vLLM
     a template, else `auto` (the host script reads the model directory; see wait_for_vllm.sh)."""
-    given = any(a == "--chat-template" or a.startswith("--chat-template=") for a in serve_args)
-    return "chat" if given else "auto"
+    return "chat" if sets_chat_template(serve_args) else "auto"
 
 
 @dataclass

@@ -6,6 +6,7 @@ validated `StackConfig` or a secret `pulumi.Output`.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -23,7 +24,7 @@ from serving import vllm_args
 from serving.flag_reader import flag_warnings
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
-from sizing.hub import hub_spec
+from sizing.hub import has_chat_template, hub_spec
 from sizing.models import ModelResolutionError
 from sizing.plan import SizingPlan
 
@@ -163,11 +164,33 @@ def _with_this_machine(cidrs: list[str]) -> list[str]:
 
 
 def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
-    """The sizing decision, or pulumi.RunError with the arithmetic when nothing fits."""
+    """The sizing decision, or pulumi.RunError with the arithmetic when nothing fits.
+
+    A model known to have no chat template gets a note in the plan (so in the sizing report
+    and the `sizing` output) and a warning."""
     try:
-        return choose_plan(settings, offered=offered)
+        plan = choose_plan(settings, offered=offered)
     except (SizingError, ModelResolutionError) as exc:
         raise pulumi.RunError(str(exc)) from None
+    note = chat_template_note(settings)
+    if note is not None:
+        pulumi.log.warn(note)
+        plan = dataclasses.replace(plan, notes=(*plan.notes, note))
+    return plan
+
+
+def chat_template_note(settings: StackConfig) -> Optional[str]:
+    """What to tell the user when the model has no chat template and none is configured."""
+    if vllm_args.sets_chat_template(settings.vllm_extra_args):
+        return None
+    if has_chat_template(settings.model, settings.model_source, settings.model_revision) is not False:
+        return None
+    return (
+        f"{settings.model} has no chat template (no chat_template in its tokenizer_config.json, no "
+        "chat_template.jinja): /v1/chat/completions will answer 400, only /v1/completions works, "
+        "and the readiness check generates through it; to serve chat, add --chat-template "
+        "<template> to vllmExtraArgs"
+    )
 
 
 def _rope_theta(settings: StackConfig, plan: SizingPlan) -> Optional[float]:
