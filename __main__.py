@@ -40,3 +40,5 @@ if deployment.ssh_private_key is not None:
     pulumi.export("sshPrivateKey", deployment.ssh_private_key)
 pulumi.export("hourlyPriceUsd", plan.hourly_price_usd)
 pulumi.export("sizing", plan.to_output())
+if deployment.benchmark is not None:  # benchmarkOnDeploy: figures of the live endpoint after `up`
+    pulumi.export("benchmark", deployment.benchmark)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from plan import engine
+from tests.fakes import bench
 from plan.engine import (  # noqa: F401 - re-exported for the tests
     MAIN,
     PROJECT,
@@ -62,6 +63,10 @@ def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, A
         return {"results": list(inputs.get("inputs", []))[: int(inputs.get("resultCount", 1))]}
     if typ == "random:index/randomPassword:RandomPassword":
         return {"result": "mock-generated-api-key-0123456789abcdef"}
+    if typ == "command:remote:Command" and name.endswith("-benchmark-run"):
+        # What benchmark_vllm.sh prints for the levels it was given.
+        levels = tuple(int(c) for c in reveal(inputs["environment"])["VLLM_DEPLOY_BENCH_CONCURRENCY"].split())
+        return {"stdout": bench.script_stdout(levels), "stderr": ""}
     if typ == "command:remote:Command":
         return {"stdout": "", "stderr": ""}
     if typ == "docker:index/remoteImage:RemoteImage":
