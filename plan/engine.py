@@ -58,17 +58,6 @@ def reveal(value: Any) -> Any:
     return value
 
 
-def masked(value: Any, mask: str = "[secret]") -> Any:
-    """The value with every secret replaced by `mask`: what may be shown to a user."""
-    if is_secret(value):
-        return mask
-    if isinstance(value, dict):
-        return {k: masked(v, mask) for k, v in value.items()}
-    if isinstance(value, list):
-        return [masked(v, mask) for v in value]
-    return value
-
-
 def plain_text(value: Any) -> str:
     """Everything in `value` that is NOT under a secret wrapper, as one string to search."""
     if is_secret(value):
