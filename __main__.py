@@ -45,3 +45,5 @@ if deployment.grafana_url is not None:  # monitoring: true
     pulumi.export("grafanaPassword", deployment.grafana_password)
 pulumi.export("hourlyPriceUsd", plan.hourly_price_usd)
 pulumi.export("sizing", plan.to_output())
+if deployment.benchmark is not None:  # benchmarkOnDeploy: figures of the live endpoint after `up`
+    pulumi.export("benchmark", deployment.benchmark)

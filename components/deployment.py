@@ -9,6 +9,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.benchmark import VllmBenchmark, VllmBenchmarkArgs
 from components.docker_host import docker_over_ssh, identity_file_hint
 from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_setup import HostSetup, HostSetupArgs
@@ -50,6 +51,7 @@ class VllmDeployment(pulumi.ComponentResource):
     ssh_private_key: Optional[pulumi.Output[str]]
     grafana_url: Optional[pulumi.Output[str]]  # None with monitoring off
     grafana_password: Optional[pulumi.Output[str]]
+    benchmark: Optional[pulumi.Output[dict[str, Any]]]  # None with benchmarkOnDeploy false
 
     def __init__(self, name: str, args: VllmDeploymentArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("VllmDeployment"), name, None, opts)
@@ -109,6 +111,24 @@ class VllmDeployment(pulumi.ComponentResource):
             mine,
         )
 
+        # Beside the proxy, not before it: on a first deploy nobody has the endpoint yet, and a
+        # failed benchmark should not keep the endpoint from coming up.
+        self.benchmark = None
+        if settings.benchmark_on_deploy:
+            self.benchmark = VllmBenchmark(
+                child(name, "benchmark"),
+                VllmBenchmarkArgs(
+                    settings=settings,
+                    plan=plan,
+                    connection=host.connection,
+                    instance_id=host.instance_id,
+                    ready=server.ready,
+                    model_dir=setup.model_dir,
+                    api_key=api_key,
+                ),
+                mine,
+            ).result
+
         address = settings.domain or host.public_ip
         # The endpoint exists once vLLM answered and the proxy is up: carry both as dependencies.
         self.endpoint = pulumi.Output.all(server.ready.id, proxy.container_id, address).apply(
@@ -152,6 +172,7 @@ class VllmDeployment(pulumi.ComponentResource):
                 "sshCommand": self.ssh_command,
                 "grafanaUrl": self.grafana_url,
                 "grafanaPassword": self.grafana_password,
+                "benchmark": self.benchmark,
             }
         )
 

@@ -240,6 +240,14 @@ class StackConfig(BaseModel):
         le=240,
         description="How long `pulumi up` waits for vLLM to load and answer /health.",
     )
+    benchmark_on_deploy: bool = Field(
+        True,
+        description="After each new vLLM container, run a short `vllm bench serve` load on the "
+        "host and export TTFT, ITL, tokens/s and $ per million output tokens as `benchmark`.",
+    )
+    benchmark_trigger: Optional[str] = Field(
+        None, description="Any value; changing it runs the benchmark again (e.g. today's date)."
+    )
 
     # --- the host ------------------------------------------------------------------
     instance_type: str = Field(

@@ -7,6 +7,7 @@ validated `StackConfig` or a secret `pulumi.Output`.
 from __future__ import annotations
 
 import functools
+import dataclasses
 import ipaddress
 import json
 import os
@@ -36,7 +37,7 @@ from serving.flag_reader import flag_warnings
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
 from sizing.gated import AccessRefused, check_access, unchecked_warning
-from sizing.hub import download_repo_id, hub_offline, local_model_problems, resolve
+from sizing.hub import download_repo_id, hub_offline, has_chat_template, local_model_problems, resolve
 from sizing.models import ModelResolutionError
 from sizing.plan import SizingPlan
 
@@ -221,7 +222,10 @@ def _with_this_machine(cidrs: list[str]) -> list[str]:
 
 
 def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
-    """The sizing decision, or pulumi.RunError with the arithmetic when nothing fits."""
+    """The sizing decision, or pulumi.RunError with the arithmetic when nothing fits.
+
+    A model known to have no chat template gets a note in the plan (so in the sizing report
+    and the `sizing` output) and a warning."""
     if settings.is_local_model:
         _check_local_model(settings)
     try:
@@ -236,7 +240,25 @@ def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
             f"{NAMESPACE}:model={settings.model!r} is {repo!r} on ModelScope (modelSource=modelscope): "
             f"the host downloads {repo}"
         )
+    note = chat_template_note(settings)
+    if note is not None:
+        pulumi.log.warn(note)
+        chosen = dataclasses.replace(chosen, notes=(*chosen.notes, note))
     return chosen
+
+
+def chat_template_note(settings: StackConfig) -> Optional[str]:
+    """What to tell the user when the model has no chat template and none is configured."""
+    if vllm_args.sets_chat_template(settings.vllm_extra_args):
+        return None
+    if has_chat_template(settings.model, settings.model_source, settings.model_revision) is not False:
+        return None
+    return (
+        f"{settings.model} has no chat template (no chat_template in its tokenizer_config.json, no "
+        "chat_template.jinja): /v1/chat/completions will answer 400, only /v1/completions works, "
+        "and the readiness check generates through it; to serve chat, add --chat-template "
+        "<template> to vllmExtraArgs"
+    )
 
 
 def _check_local_model(settings: StackConfig) -> None:

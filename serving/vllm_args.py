@@ -68,6 +68,12 @@ _FIXED_FLAGS: dict[str, str] = {
 _NO_METRICS_FLAG = "--disable-log-stats"
 
 
+def sets_chat_template(argv: list[str]) -> bool:
+    """Whether an argv gives vLLM a chat template: `--chat-template` (a Frontend flag,
+    vllm/entrypoints/common/cli_args.py), as `--chat-template X` or `--chat-template=X`."""
+    return any(a == "--chat-template" or a.startswith("--chat-template=") for a in argv)
+
+
 def managed_flags() -> dict[str, str]:
     """Flags this stack sets itself, each mapped to the config key (or secret) that sets it."""
     return dict(_MANAGED)

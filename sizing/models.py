@@ -82,6 +82,8 @@ class ModelSpec:
     weight_block_size: Optional[tuple[int, int]] = None
     checkpoint_bytes: Optional[int] = None  # exact size of the weights on disk, when known
     modelscope_id: Optional[str] = None
+    # Whether the tokenizer ships a chat template (None = not known from this source).
+    chat_template: Optional[bool] = None
     source: str = "catalog"  # catalog | local | huggingface | modelscope
     params_estimated: bool = False  # True when total_params came from the formula, not a count
 
@@ -196,6 +198,7 @@ def _spec_from_row(row: dict[str, str]) -> ModelSpec:
         sliding_window=_int(row["sliding_window"]),
         sliding_window_layers=_int(row["sliding_window_layers"]) or 0,
         checkpoint_bytes=_int(row["checkpoint_bytes"]),
+        chat_template={"yes": True, "no": False}.get(row["chat_template"].strip()),
         source="catalog",
     )
 
