@@ -41,7 +41,7 @@ def test_monitoring_containers_run_pinned_images_and_listen_on_loopback_only(pro
         image_urns = set(container.property_dependencies["image"])
         assert {images[u] for u in image_urns} == {service.image}, name
         listen = " ".join(plain.get("command") or []) + " " + " ".join(reveal(container.inputs.get("envs") or []))
-        assert f"127.0.0.1:{service.port}" in listen or f"GF_SERVER_HTTP_ADDR=127.0.0.1" in listen, name
+        assert f"127.0.0.1:{service.port}" in listen or "GF_SERVER_HTTP_ADDR=127.0.0.1" in listen, name
         assert "0.0.0.0" not in listen and ":::" not in listen, name
     for container in found.values():  # vLLM and nginx included: nothing published beyond loopback
         for port in container.plain.get("ports") or []:
