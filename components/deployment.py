@@ -12,11 +12,12 @@ import pulumi_random as random
 from components.docker_host import docker_over_ssh, identity_file_hint
 from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_setup import HostSetup, HostSetupArgs
+from components.model_volume import ModelVolume, ModelVolumeArgs, find_model_volume
 from components.naming import child, component_type, default_tags
 from components.proxy import NginxProxy, NginxProxyArgs
 from components.vllm_server import VllmServer, VllmServerArgs
-from sizing.plan import SizingPlan
 from config.settings import StackConfig
+from sizing.plan import SizingPlan
 
 
 @dataclass
@@ -43,6 +44,7 @@ class VllmDeployment(pulumi.ComponentResource):
     ca_certificate: Optional[pulumi.Output[str]]  # None with tls=letsencrypt
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
+    model_volume_id: pulumi.Output[str]
     ssh_command: pulumi.Output[str]
     ssh_private_key: Optional[pulumi.Output[str]]
 
@@ -55,7 +57,25 @@ class VllmDeployment(pulumi.ComponentResource):
         mine = pulumi.ResourceOptions(parent=self)
 
         api_key = args.api_key if args.api_key is not None else self._generated_api_key(name)
-        host = GpuHost(child(name, "host"), GpuHostArgs(settings=settings, plan=plan), in_aws)
+        lookups = pulumi.InvokeOptions(parent=self, provider=provider)
+        volume_name = child(name, "models")
+        existing = find_model_volume(volume_name, lookups)
+        host = GpuHost(
+            child(name, "host"), GpuHostArgs(settings=settings, plan=plan, model_volume=existing), in_aws
+        )
+        # EBS volumes cannot shrink: a smaller model keeps the volume's size (and the room for
+        # the models downloaded before it). A volume in another zone is replaced anyway.
+        kept_gb = existing.size_gb if existing and existing.availability_zone == host.zone else 0
+        volume = ModelVolume(
+            volume_name,
+            ModelVolumeArgs(
+                availability_zone=host.zone,
+                size_gb=max(plan.model_volume_gb, kept_gb),
+                instance=host.instance,
+                retain=settings.retain_model_volume,
+            ),
+            in_aws,
+        )
         setup = HostSetup(
             child(name, "setup"),
             HostSetupArgs(
@@ -63,6 +83,8 @@ class VllmDeployment(pulumi.ComponentResource):
                 plan=plan,
                 connection=host.connection,
                 instance_id=host.instance_id,
+                volume=volume,
+                stable_connection=host.stable_connection,
                 hf_token=args.hf_token,
             ),
             mine,
@@ -112,6 +134,7 @@ class VllmDeployment(pulumi.ComponentResource):
         self.ca_certificate = proxy.ca_certificate
         self.instance_id = host.instance_id
         self.public_ip = host.public_ip
+        self.model_volume_id = volume.volume_id
         self.ssh_private_key = host.ssh_private_key
         key_hint = f"-i {identity_file_hint(pulumi.get_stack())} " if host.ssh_private_key is not None else ""
         self.ssh_command = pulumi.Output.concat("ssh ", key_hint, host.ssh_user, "@", host.public_ip)
@@ -122,6 +145,7 @@ class VllmDeployment(pulumi.ComponentResource):
                 "caCertificate": self.ca_certificate,
                 "instanceId": self.instance_id,
                 "publicIp": self.public_ip,
+                "modelVolumeId": self.model_volume_id,
                 "sshCommand": self.ssh_command,
             }
         )

@@ -44,8 +44,6 @@ class ScriptSteps:
         name: str,
         connection: command.remote.ConnectionArgs,
         instance_id: pulumi.Input[str],
-        *,
-        extra_dirs: Sequence[str] = (),
     ):
         self._parent = parent
         self._name = name
@@ -56,7 +54,7 @@ class ScriptSteps:
         self.workdir = command.remote.Command(
             child(name, "workdir"),
             connection=connection,
-            create=f"mkdir -p {' '.join([self.directory, *extra_dirs])}",
+            create=f"mkdir -p {self.directory}",
             triggers=[instance_id],
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=parent),
@@ -94,7 +92,16 @@ class ScriptSteps:
         extra_triggers: Sequence[pulumi.Input[str]] = (),
         log_output: Optional[bool] = None,
         timeout: str = "60m",
+        per_instance: bool = True,
+        connection: Optional[command.remote.ConnectionArgs] = None,
     ) -> command.remote.Command:
+        """Run `script` once, and again when its inputs change.
+
+        `per_instance=False`: a step whose work outlives the instance (on the
+        model volume); it re-runs when its script, parameters or `extra_triggers` change, not
+        when the instance or the step before it is replaced (`after` only orders it).
+        `connection` replaces the factory's for this step's command.
+        """
         copied = self._copy(script, after=after)
         env = dict(env or {})
         environment: dict[str, pulumi.Input[str]] = dict(env)
@@ -103,10 +110,12 @@ class ScriptSteps:
             environment.update({k: pulumi.Output.secret(v) for k, v in secret_env.items()})
             names += sorted(secret_env)
         preserve = f"--preserve-env={','.join(names)} " if names else ""
-        triggers: list[pulumi.Input[str]] = [script_digest(script), self._instance_id]
+        triggers: list[pulumi.Input[str]] = [script_digest(script)]
+        if per_instance:
+            triggers.append(self._instance_id)
         triggers += [pulumi.Output.concat(k, "=", v) for k, v in sorted(env.items())]
         triggers += list(extra_triggers)
-        if after is not None:
+        if after is not None and per_instance:
             triggers.append(after.id)
         # By default a step whose environment holds a secret logs nothing: a tool it runs
         # could echo it. Such steps also keep their output secret in the state.
@@ -114,7 +123,7 @@ class ScriptSteps:
             log_output = not secret_env
         return command.remote.Command(
             child(self._name, role),
-            connection=self._connection,
+            connection=connection or self._connection,
             create=f"sudo {preserve}bash {self.directory}/{script}",
             environment=environment or None,
             triggers=triggers,
@@ -123,7 +132,7 @@ class ScriptSteps:
             logging=command.remote.Logging.STDOUT_AND_STDERR if log_output else command.remote.Logging.NONE,
             opts=pulumi.ResourceOptions(
                 parent=self._parent,
-                depends_on=[self._lib, copied],
+                depends_on=[self._lib, copied, *([after] if after else [])],
                 additional_secret_outputs=["stdout", "stderr"] if secret_env else None,
                 custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
             ),

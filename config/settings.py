@@ -196,7 +196,21 @@ class StackConfig(BaseModel):
         None,
         ge=30,
         le=16384,
-        description="Root volume size (default: weights + image + headroom).",
+        description="Root volume size in GB: OS, Docker images, logs (default: OS + vLLM image + "
+        "headroom). The weights live on the model volume (modelVolumeSizeGb).",
+    )
+    model_volume_size_gb: Optional[int] = Field(
+        None,
+        ge=10,
+        le=16384,
+        description="Model cache volume size in GB, a gp3 volume kept across host replacements "
+        "(default: the weights + 10% (at least 10 GB) headroom; larger keeps earlier models on a "
+        "model change). It never shrinks.",
+    )
+    retain_model_volume: bool = Field(
+        False,
+        description="Keep the model cache volume when the stack is destroyed (it then costs "
+        "its gp3 storage until you delete it).",
     )
     ami: str = Field(
         "dlami",

@@ -26,7 +26,8 @@ def format_report(plan: SizingPlan) -> str:
         f"{plan.instance.gpu_memory_gib:g} GiB), headroom {mem.headroom_gib:.2f} GiB",
         f"  KV cache holds ~{plan.kv_cache_capacity_tokens:,} tokens = "
         f"{plan.concurrent_full_length_sequences} full-length sequences",
-        f"  root volume {plan.disk_size_gb} GB",
+        f"  root volume {plan.root_volume_gb} GB, model volume {plan.model_volume_gb} GB "
+        f"(weights {plan.weights_on_disk_gb:.1f} GB)",
     ]
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)

@@ -8,6 +8,7 @@ Tests then assert invariants and wiring on the recording, never the mocks' own e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class Registered:
     deleted_with: str
     additional_secret_outputs: list[str]
     replacement_trigger: Any
+    retain_on_delete: bool = False
 
     @property
     def plain(self) -> dict[str, Any]:
@@ -105,6 +107,9 @@ class AwsWorld:
         self.zone_offerings: dict[str, set[str]] = {}  # zone -> types; empty = all zones offer all
         self.has_default_vpc = True
         self.images_available = True
+        # What DescribeVolumes would list: dicts with id, status, zone, size and tags (the
+        # provider's default tags included).
+        self.volumes: list[dict[str, Any]] = []
 
     def answer(self, token: str, args: dict[str, Any]) -> dict[str, Any]:
         handler = _INVOKES.get(token)
@@ -196,6 +201,29 @@ def _partition(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
     return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
 
 
+def _tagged(item: dict[str, Any], tags: Optional[dict[str, str]]) -> bool:
+    return all(item.get("tags", {}).get(k) == v for k, v in (tags or {}).items())
+
+
+def _ebs_volumes(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
+    statuses = _filters(args).get("status")
+    ids = [
+        v["id"] for v in world.volumes
+        if _tagged(v, args.get("tags")) and (statuses is None or v["status"] in statuses)
+    ]
+    return {"ids": ids, "id": world.region}
+
+
+def _volume(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
+    wanted = _filters(args).get("volume-id") or []
+    found = [v for v in world.volumes if v["id"] in wanted]
+    if not found:
+        raise InvokeFailure("Your query returned no results. Please change your search criteria and try again.")
+    volume = found[-1]
+    return {"id": volume["id"], "volumeId": volume["id"], "availabilityZone": volume["zone"],
+            "size": volume["size"], "encrypted": True, "volumeType": "gp3", "tags": volume.get("tags", {})}
+
+
 _INVOKES: dict[str, Callable[[AwsWorld, dict[str, Any]], dict[str, Any]]] = {
     "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": _offerings,
     "aws:ec2/getAmi:getAmi": _ami,
@@ -206,7 +234,16 @@ _INVOKES: dict[str, Callable[[AwsWorld, dict[str, Any]], dict[str, Any]]] = {
     "aws:index/getRegion:getRegion": _region,
     "aws:index/getCallerIdentity:getCallerIdentity": _caller,
     "aws:index/getPartition:getPartition": _partition,
+    "aws:ebs/getEbsVolumes:getEbsVolumes": _ebs_volumes,
+    "aws:ebs/getVolume:getVolume": _volume,
 }
+
+
+def _resource_id(typ: str, name: str) -> str:
+    """The id the provider would assign: EC2's own shape where a host script checks it."""
+    if typ == "aws:ebs/volume:Volume":
+        return "vol-0" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{name}-id"
 
 
 def _computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -249,7 +286,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = {**args.inputs, **_computed_outputs(args.typ, args.name, args.inputs)}
-        return f"{args.name}-id", outputs
+        return _resource_id(args.typ, args.name), outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         self.invokes.append(Invoke(args.token, reveal(args.args)))
@@ -295,6 +332,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     replacement_trigger=_value(request.replacement_trigger)
                     if request.HasField("replacement_trigger")
                     else None,
+                    retain_on_delete=request.HasField("retainOnDelete") and request.retainOnDelete,
                 )
             )
         return response

@@ -67,6 +67,8 @@ def test_the_contract_keys_exist_with_their_stable_names():
         ({"pipelineParallelSize": 2}, "pipelineParallelSize=2", "single node"),
         ({"domain": "not a domain"}, "domain", "llm.example.com"),
         ({"letsencryptEmail": "ops at example"}, "letsencryptEmail", "ops@example.com"),
+        ({"modelVolumeSizeGb": 5}, "modelVolumeSizeGb=5", "greater than or equal to 10"),
+        ({"retainModelVolume": "maybe"}, "retainModelVolume='maybe'", "bool"),
     ],
 )
 def test_each_bad_value_names_the_key_the_value_and_what_is_allowed(values, key, must_mention):

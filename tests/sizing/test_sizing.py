@@ -396,14 +396,23 @@ def test_candidates_are_cheapest_first():
 # --- disk, report, outputs --------------------------------------------------------------------
 
 
-def test_disk_holds_weights_image_os_and_headroom_in_10gb_steps():
+def test_the_root_volume_holds_os_and_image_and_the_model_volume_the_weights():
     chosen = plan(config("Qwen/Qwen2.5-72B-Instruct"))
-    weights_gb = 72.706e9 * 2 / 1e9
-    raw = weights_gb + host.VLLM_IMAGE_DISK_GB + host.HOST_OS_DISK_GB + max(10, 0.1 * weights_gb)
-    assert chosen.disk_size_gb == math.ceil(raw / 10) * 10
-    assert plan(config("Qwen/Qwen2.5-72B-Instruct", diskSizeGb=2000)).disk_size_gb == 2000
-    with pytest.raises(SizingError, match=f"diskSizeGb=100 is too small.*needs {chosen.disk_size_gb} GB"):
+    weights_gb = 72.706e9 * 2 / 1e9  # 72.706B parameters in bfloat16
+    assert chosen.weights_on_disk_gb == pytest.approx(weights_gb)
+    # The model volume: weights + 10% headroom (here more than the 10 GB floor), in 10 GB steps.
+    assert chosen.model_volume_gb == math.ceil(weights_gb * 1.1 / 10) * 10 == 160
+    # The root volume no longer grows with the model: OS 75 + image 30 + headroom 10 -> 120.
+    assert chosen.root_volume_gb == 120 == plan(config("Qwen/Qwen2.5-0.5B-Instruct")).root_volume_gb
+    small = plan(config("Qwen/Qwen2.5-0.5B-Instruct"))
+    assert small.model_volume_gb == 20, "1 GB of weights + the 10 GB floor, rounded up"
+
+    assert plan(config("Qwen/Qwen2.5-72B-Instruct", diskSizeGb=2000)).root_volume_gb == 2000
+    assert plan(config("Qwen/Qwen2.5-72B-Instruct", modelVolumeSizeGb=500)).model_volume_gb == 500
+    with pytest.raises(SizingError, match="diskSizeGb=100 is too small.*needs 120 GB"):
         plan(config("Qwen/Qwen2.5-72B-Instruct", diskSizeGb=100))
+    with pytest.raises(SizingError, match="modelVolumeSizeGb=100 is too small.*needs 160 GB"):
+        plan(config("Qwen/Qwen2.5-72B-Instruct", modelVolumeSizeGb=100))
 
 
 def test_report_shows_the_choice_the_memory_arithmetic_and_the_price():
