@@ -107,6 +107,7 @@ class GpuHost(pulumi.ComponentResource):
         self._name = name
         settings, plan = args.settings, args.plan
 
+        self._refuse_a_stopped_host()
         ami_id = self._image(settings.ami, plan.instance.arch)
         subnet = choose_subnet(settings, plan.instance.name, args.model_volume, self)
         security_group = self._security_group(settings, subnet.vpc_id)
@@ -148,6 +149,26 @@ class GpuHost(pulumi.ComponentResource):
             dial_error_limit=120,
             per_dial_timeout=10,
         )
+
+    def _refuse_a_stopped_host(self) -> None:
+        """A stopped host (idle stop, a spot interruption, or by hand) fails `pulumi up` here,
+        with what to do: provisioning, the Docker provider and the readiness check all reach the
+        host over SSH, and would fail later with a connection error. Starting it from the
+        program instead would make a preview (CI runs them on pull requests, read-only) start an
+        instance that bills by the hour."""
+        stopped = aws.ec2.get_instances(
+            instance_tags={**default_tags(), "Name": self._name},
+            instance_state_names=["stopped", "stopping"],
+            opts=self._invoke_opts(),
+        ).ids
+        if stopped:
+            stack = pulumi.get_stack()
+            raise pulumi.RunError(
+                f"the host {stopped[0]} is stopped (idle stop, a spot interruption, or by hand), and "
+                "`pulumi up` provisions and checks it over SSH. Start it and wait until vLLM answers "
+                f"with `tools/wake {stack}`, then run `pulumi up` again. (If it is still stopping, "
+                "tools/wake waits for that first.)"
+            )
 
     def _image(self, choice: str, arch: str) -> pulumi.Input[str]:
         """The image, pinned when the host is first created.
@@ -317,6 +338,10 @@ class GpuHost(pulumi.ComponentResource):
                 tags={**default_tags(), "Name": f"{self._name}-root"},
             ),
             instance_market_options=market,
+            # A shutdown from the host (the idle-stop watcher's `systemctl poweroff`) stops the
+            # instance, keeping its volumes and Elastic IP; the EC2 default for EBS-backed
+            # instances, said here because idle stop relies on it.
+            instance_initiated_shutdown_behavior="stop",
             user_data=user_data(),
             # write_files runs once per instance: new user data needs a new instance.
             user_data_replace_on_change=True,

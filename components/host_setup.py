@@ -3,6 +3,7 @@
 wait -> NVIDIA driver -> (reboot pause, wait again) -> Docker -> container toolkit -> GPU smoke check
                                                    \\-> grow root filesystem
                                                    \\-> mount the model volume -> model download
+                                                   \\-> idle-stop watcher
                                                        (in parallel with Docker & co.)
 
 Each step is a host script run by components.script_steps: parameters travel as the SSH
@@ -28,6 +29,7 @@ from components.model_volume import ModelVolume
 from components.naming import child, component_type
 from components.script_steps import ScriptSteps
 from config.settings import StackConfig
+from config.stack import VLLM_PORT
 from sizing.plan import SizingPlan
 
 MODELS_DIR = "/data/models"  # the model volume's mount point
@@ -160,6 +162,13 @@ class HostSetup(pulumi.ComponentResource):
                 # A minute per GB: hundreds of GB take hours even on fast links.
                 timeout=f"{max(60, args.volume.size_gb)}m",
             )
+        self._steps.run(
+            "idle-stop", "install_idle_stop.sh", after=rebooted, companions=["idle_stop.sh"],
+            env={
+                "VLLM_DEPLOY_IDLE_STOP_MINUTES": str(settings.idle_stop_minutes or 0),
+                "VLLM_DEPLOY_METRICS_URL": f"http://127.0.0.1:{VLLM_PORT}/metrics",
+            },
+        )
         self.runtime_ready = smoke
         self.model_ready = download
         self.register_outputs({"modelDir": self.model_dir, "gpuCheck": smoke.stdout})

@@ -26,9 +26,11 @@ def file_digest(name: str) -> str:
     return hashlib.sha256((SCRIPTS_DIR / name).read_bytes()).hexdigest()
 
 
-def script_digest(name: str) -> str:
-    """sha256 of a script plus the lib.sh it sources: what a step's triggers track."""
-    return hashlib.sha256((file_digest("lib.sh") + file_digest(name)).encode()).hexdigest()
+def script_digest(name: str, *companions: str) -> str:
+    """sha256 of a script plus the lib.sh it sources (and any companion files it installs):
+    what a step's triggers track."""
+    parts = [file_digest("lib.sh"), file_digest(name), *(file_digest(c) for c in companions)]
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
 class ScriptSteps:
@@ -92,17 +94,21 @@ class ScriptSteps:
         extra_triggers: Sequence[pulumi.Input[str]] = (),
         log_output: Optional[bool] = None,
         timeout: str = "60m",
+        companions: Sequence[str] = (),
         per_instance: bool = True,
         connection: Optional[command.remote.ConnectionArgs] = None,
     ) -> command.remote.Command:
         """Run `script` once, and again when its inputs change.
 
-        `per_instance=False`: a step whose work outlives the instance (on the
+        `companions`: other scripts/ files the step installs (copied beside it, their hashes in
+        its triggers). `per_instance=False`: a step whose work outlives the instance (on the
         model volume); it re-runs when its script, parameters or `extra_triggers` change, not
         when the instance or the step before it is replaced (`after` only orders it).
         `connection` replaces the factory's for this step's command.
         """
         copied = self._copy(script, after=after)
+        for companion in companions:
+            self._copy(companion, after=after)
         env = dict(env or {})
         environment: dict[str, pulumi.Input[str]] = dict(env)
         names = sorted(env)
@@ -110,7 +116,7 @@ class ScriptSteps:
             environment.update({k: pulumi.Output.secret(v) for k, v in secret_env.items()})
             names += sorted(secret_env)
         preserve = f"--preserve-env={','.join(names)} " if names else ""
-        triggers: list[pulumi.Input[str]] = [script_digest(script)]
+        triggers: list[pulumi.Input[str]] = [script_digest(script, *companions)]
         if per_instance:
             triggers.append(self._instance_id)
         triggers += [pulumi.Output.concat(k, "=", v) for k, v in sorted(env.items())]
@@ -132,7 +138,7 @@ class ScriptSteps:
             logging=command.remote.Logging.STDOUT_AND_STDERR if log_output else command.remote.Logging.NONE,
             opts=pulumi.ResourceOptions(
                 parent=self._parent,
-                depends_on=[self._lib, copied, *([after] if after else [])],
+                depends_on=[self._lib, copied, *(self._copies[c] for c in companions), *([after] if after else [])],
                 additional_secret_outputs=["stdout", "stderr"] if secret_env else None,
                 custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
             ),

@@ -107,8 +107,9 @@ class AwsWorld:
         self.zone_offerings: dict[str, set[str]] = {}  # zone -> types; empty = all zones offer all
         self.has_default_vpc = True
         self.images_available = True
-        # What DescribeVolumes would list: dicts with id, status, zone, size and tags (the
-        # provider's default tags included).
+        # What DescribeInstances / DescribeVolumes would list: dicts with id, state (instances)
+        # or status, zone and size (volumes), and tags (the provider's default tags included).
+        self.instances: list[dict[str, Any]] = []
         self.volumes: list[dict[str, Any]] = []
 
     def answer(self, token: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -205,6 +206,12 @@ def _tagged(item: dict[str, Any], tags: Optional[dict[str, str]]) -> bool:
     return all(item.get("tags", {}).get(k) == v for k, v in (tags or {}).items())
 
 
+def _instances(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
+    states = args.get("instanceStateNames") or ["pending", "running", "stopping", "stopped"]
+    ids = [i["id"] for i in world.instances if i["state"] in states and _tagged(i, args.get("instanceTags"))]
+    return {"ids": ids, "privateIps": [], "publicIps": [], "ipv6Addresses": [], "id": world.region}
+
+
 def _ebs_volumes(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
     statuses = _filters(args).get("status")
     ids = [
@@ -234,6 +241,7 @@ _INVOKES: dict[str, Callable[[AwsWorld, dict[str, Any]], dict[str, Any]]] = {
     "aws:index/getRegion:getRegion": _region,
     "aws:index/getCallerIdentity:getCallerIdentity": _caller,
     "aws:index/getPartition:getPartition": _partition,
+    "aws:ec2/getInstances:getInstances": _instances,
     "aws:ebs/getEbsVolumes:getEbsVolumes": _ebs_volumes,
     "aws:ebs/getVolume:getVolume": _volume,
 }

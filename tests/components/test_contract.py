@@ -59,7 +59,7 @@ def test_the_recorded_environment_provisions_a_host_like_the_sized_one(program, 
     (host.root / "etc" / "fstab").touch()
     # Absolute host paths, re-rooted in the simulated host.
     rooted = ("VLLM_DEPLOY_MODELS_DIR", "VLLM_DEPLOY_UPLOADS_DIR")
-    for role in ("wait", "driver", "docker", "toolkit", "gpu-check", "disk", "volume"):
+    for role in ("wait", "driver", "docker", "toolkit", "gpu-check", "disk", "volume", "idle-stop"):
         cmd = run.named(f"vllm-setup-{role}")
         script = shlex.split(cmd.plain["create"])[-1].rsplit("/", 1)[1]
         env = _env(cmd)
@@ -72,9 +72,14 @@ def test_the_recorded_environment_provisions_a_host_like_the_sized_one(program, 
         env.update({
             "VLLM_DEPLOY_DISK_BY_ID": str(by_id), "VLLM_DEPLOY_FSTAB": str(host.root / "etc" / "fstab"),
             "VLLM_DEPLOY_SYSTEMD_DIR": str(host.root / "etc" / "systemd" / "system"),
+            "VLLM_DEPLOY_LIB_DIR": str(host.root / "usr" / "local" / "lib" / "vllm-deploy"),
+            "VLLM_DEPLOY_ETC_DIR": str(host.root / "etc" / "vllm-deploy"),
         })
+        if role == "idle-stop":
+            env["VLLM_DEPLOY_IDLE_STOP_MINUTES"] = "30"  # the dev stack has it off: install it here
         result = host.run(script, **env)
         assert result.returncode == 0, (role, result.stderr)
+    assert (host.root / "etc" / "systemd" / "system" / "vllm-idle-stop.service").is_file()
 
 
 def test_the_drivers_reboot_line_is_what_the_program_parses(tmp_path):

@@ -177,6 +177,8 @@ def test_instance_is_hardened_and_sized(program):
     root = instance["rootBlockDevice"]
     assert root["encrypted"] is True and root["volumeType"] == "gp3"
     assert root["volumeSize"] == run.exports["sizing"].value["rootVolumeGb"]
+    # A shutdown from the host (the idle-stop watcher) stops the instance: nothing is lost.
+    assert instance["instanceInitiatedShutdownBehavior"] == "stop"
     profile = run.one("aws:iam/instanceProfile:InstanceProfile")
     assert run.one(INSTANCE).depends_on(profile)
     role = run.one("aws:iam/role:Role")
@@ -272,16 +274,16 @@ def test_every_resource_is_parented_to_a_component(program):
 
 def test_steps_run_in_order(program):
     run = program(SMALL)
-    wait, driver, rebooted, docker, toolkit, smoke, disk, mount, model = (
+    wait, driver, rebooted, docker, toolkit, smoke, disk, mount, model, idle = (
         step(run, r) for r in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "disk",
-                               "volume", "model")
+                               "volume", "model", "idle-stop")
     )
     pause = run.named("vllm-setup-reboot-pause")
 
     chain = [wait, driver, pause, rebooted, docker, toolkit, smoke]
     for earlier, later in zip(chain, chain[1:]):
         assert reaches(run, later, earlier), f"{later.name} must wait for {earlier.name}"
-    assert reaches(run, disk, rebooted)
+    assert reaches(run, disk, rebooted) and reaches(run, idle, rebooted)
     assert reaches(run, model, mount) and reaches(run, mount, rebooted)
     assert reaches(run, mount, run.one(ATTACHMENT)), "the volume is mounted once it is attached"
     assert not reaches(run, model, docker), "download runs beside docker & co."
@@ -295,7 +297,8 @@ def test_steps_run_in_order(program):
 def test_each_step_reruns_when_the_one_before_it_does(program):
     run = program(SMALL)
     for later, earlier in (("driver", "wait"), ("docker", "rebooted"), ("toolkit", "docker"),
-                           ("gpu-check", "toolkit"), ("disk", "rebooted"), ("volume", "rebooted")):
+                           ("gpu-check", "toolkit"), ("disk", "rebooted"), ("volume", "rebooted"),
+                           ("idle-stop", "rebooted")):
         triggers_from = step(run, later).property_dependencies.get("triggers", [])
         assert step(run, earlier).urn in triggers_from, f"{later} triggers must include {earlier}'s id"
 
@@ -326,7 +329,7 @@ def test_editing_a_script_reruns_only_its_step(program, monkeypatch, tmp_path):
     before, after = run_with_edited_script(program, monkeypatch, tmp_path, "install_docker.sh")
     changed = {
         role for role in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "disk", "volume",
-                          "model")
+                          "model", "idle-stop")
         if step(before, role).plain["triggers"] != step(after, role).plain["triggers"]
     }
     assert changed == {"docker"}  # the later steps follow through the docker step's new id

@@ -1,5 +1,5 @@
-"""The model cache volume under recording mocks: what a change of instance type keeps, and
-where the host goes."""
+"""The model cache volume and idle stop, under recording mocks: what a change of instance type
+keeps, where the host goes, what a stopped host does to `pulumi up`."""
 
 from components.host_setup import MODELS_DIR
 from tests.components.test_program import reaches
@@ -130,3 +130,31 @@ def test_a_retained_volume_from_an_earlier_stack_only_guides_the_zone(program):
                       "tags": {**OURS, "Name": "vllm-models-volume"}}]
     run = program(SMALL, world=world)
     assert zone_of(run) == "us-east-1c"
+
+
+# --- idle stop ------------------------------------------------------------------------
+
+
+def test_idle_stop_is_off_by_default_and_installed_with_the_minutes_set(program):
+    off = step(program(SMALL), "idle-stop").plain["environment"]
+    assert off["VLLM_DEPLOY_IDLE_STOP_MINUTES"] == "0"
+    run = program({**SMALL, "idleStopMinutes": 45})
+    env = step(run, "idle-stop").plain["environment"]
+    assert env["VLLM_DEPLOY_IDLE_STOP_MINUTES"] == "45"
+    port = int(run.named("vllm-vllm-container").plain["ports"][0]["external"])
+    assert env["VLLM_DEPLOY_METRICS_URL"] == f"http://127.0.0.1:{port}/metrics"
+    assert run.exports["idleStopMinutes"].value == 45
+
+
+def test_a_stopped_host_refuses_pulumi_up_with_what_to_do(program):
+    world = AwsWorld()
+    world.instances = [{"id": "i-0123456789abcdef0", "state": "stopped", "tags": {**OURS, "Name": "vllm-host"}}]
+    run = program(SMALL, world=world, expect_error=True)
+    assert "i-0123456789abcdef0 is stopped" in str(run.error) and "tools/wake dev" in str(run.error)
+    assert not [r for r in run.cloud_resources if r.type.startswith("aws:")]
+
+    world.instances[0]["state"] = "running"
+    assert program(SMALL, world=world).one(INSTANCE)
+    other_stack = {**OURS, "stack": "prod", "Name": "vllm-host"}
+    world.instances = [{"id": "i-0fedcba987654321f", "state": "stopped", "tags": other_stack}]
+    assert program(SMALL, world=world).one(INSTANCE), "another stack's stopped host is not ours"

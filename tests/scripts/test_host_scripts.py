@@ -27,7 +27,7 @@ BASE_STUBS = (
     "apt-get", "apt-cache", "dpkg", "dpkg-query", "fuser", "cloud-init", "uname",
     "modprobe", "systemctl", "systemd-run", "curl", "gpg", "python3", "openssl",
     "id", "usermod", "getent", "findmnt", "lsblk", "growpart", "resize2fs", "xfs_growfs", "df",
-    "blkid", "mkfs.ext4", "mount", "systemd-escape", "chown",
+    "blkid", "mkfs.ext4", "mount", "systemd-escape", "chown", "ss",
 )
 REAL_TOOLS = (
     "bash", "env", "cat", "cp", "mv", "rm", "mkdir", "chmod", "ln", "grep", "sed", "sort",
