@@ -40,5 +40,6 @@ if deployment.ssh_private_key is not None:
     pulumi.export("sshPrivateKey", deployment.ssh_private_key)
 pulumi.export("modelVolumeId", deployment.model_volume_id)
 pulumi.export("hourlyPriceUsd", plan.hourly_price_usd)
+pulumi.export("costUsd", deployment.cost)  # running vs stopped (idleStopMinutes)
 pulumi.export("idleStopMinutes", settings.idle_stop_minutes or 0)  # 0 = off
 pulumi.export("sizing", plan.to_output())

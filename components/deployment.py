@@ -17,6 +17,7 @@ from components.naming import child, component_type, default_tags
 from components.proxy import NginxProxy, NginxProxyArgs
 from components.vllm_server import VllmServer, VllmServerArgs
 from config.settings import StackConfig
+from sizing.cost import host_cost
 from sizing.plan import SizingPlan
 
 
@@ -45,6 +46,7 @@ class VllmDeployment(pulumi.ComponentResource):
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
     model_volume_id: pulumi.Output[str]
+    cost: dict[str, Optional[float]]  # sizing.cost.HostCost.to_output(): running vs stopped
     ssh_command: pulumi.Output[str]
     ssh_private_key: Optional[pulumi.Output[str]]
 
@@ -135,6 +137,7 @@ class VllmDeployment(pulumi.ComponentResource):
         self.instance_id = host.instance_id
         self.public_ip = host.public_ip
         self.model_volume_id = volume.volume_id
+        self.cost = host_cost(plan.hourly_price_usd, plan.root_volume_gb + volume.size_gb).to_output()
         self.ssh_private_key = host.ssh_private_key
         key_hint = f"-i {identity_file_hint(pulumi.get_stack())} " if host.ssh_private_key is not None else ""
         self.ssh_command = pulumi.Output.concat("ssh ", key_hint, host.ssh_user, "@", host.public_ip)
@@ -146,6 +149,7 @@ class VllmDeployment(pulumi.ComponentResource):
                 "instanceId": self.instance_id,
                 "publicIp": self.public_ip,
                 "modelVolumeId": self.model_volume_id,
+                "costUsd": self.cost,
                 "sshCommand": self.ssh_command,
             }
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sizing.choice import Candidate
+from sizing.cost import host_cost
 from sizing.gpus import gpus_label
 from sizing.plan import SizingPlan
 
@@ -28,9 +29,19 @@ def format_report(plan: SizingPlan) -> str:
         f"{plan.concurrent_full_length_sequences} full-length sequences",
         f"  root volume {plan.root_volume_gb} GB, model volume {plan.model_volume_gb} GB "
         f"(weights {plan.weights_on_disk_gb:.1f} GB)",
+        f"  {_cost_line(plan)}",
     ]
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
+
+
+def _cost_line(plan: SizingPlan) -> str:
+    cost = host_cost(plan.hourly_price_usd, plan.root_volume_gb + plan.model_volume_gb)
+    running = "no price" if cost.running_usd_per_hour is None else f"${cost.running_usd_per_hour:.4g}/h"
+    return (
+        f"cost: running {running}, stopped ${cost.stopped_usd_per_hour:.4g}/h "
+        "(the volumes and the public IPv4 address)"
+    )
 
 
 def format_table(judged: Sequence[Candidate], *, show_all: bool = False) -> str:

@@ -1,7 +1,10 @@
 """The model cache volume and idle stop, under recording mocks: what a change of instance type
-keeps, where the host goes, what a stopped host does to `pulumi up`."""
+keeps, where the host goes, what a stopped host does to `pulumi up`, what it all costs."""
+
+import pytest
 
 from components.host_setup import MODELS_DIR
+from sizing.cost import GP3_USD_PER_GB_MONTH, HOURS_PER_MONTH, PUBLIC_IPV4_USD_PER_HOUR
 from tests.components.test_program import reaches
 from tests.harness import AwsWorld
 
@@ -158,3 +161,17 @@ def test_a_stopped_host_refuses_pulumi_up_with_what_to_do(program):
     other_stack = {**OURS, "stack": "prod", "Name": "vllm-host"}
     world.instances = [{"id": "i-0fedcba987654321f", "state": "stopped", "tags": other_stack}]
     assert program(SMALL, world=world).one(INSTANCE), "another stack's stopped host is not ours"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_outputs_show_the_cost_running_and_stopped(program, stack):
+    from tests.harness import stack_config
+
+    run = program(stack_config(stack), stack=stack)
+    cost = run.exports["costUsd"].value
+    volumes_gb = run.one(VOLUME).plain["size"] + run.one(INSTANCE).plain["rootBlockDevice"]["volumeSize"]
+    stopped = volumes_gb * GP3_USD_PER_GB_MONTH / HOURS_PER_MONTH + PUBLIC_IPV4_USD_PER_HOUR
+    assert cost["stoppedPerHour"] == pytest.approx(stopped, abs=1e-4)
+    assert cost["runningPerHour"] == pytest.approx(run.exports["hourlyPriceUsd"].value + stopped, abs=1e-4)
+    assert cost["runningPerMonth"] == pytest.approx(cost["runningPerHour"] * 730, abs=0.1)
+    assert cost["stoppedPerHour"] < cost["runningPerHour"] / 10, "stopping saves the instance's price"

@@ -20,6 +20,7 @@ from config.settings import parse
 from sizing import __main__ as sizing_cli
 from sizing import host
 from sizing.choice import candidates, evaluate, plan
+from sizing.cost import host_cost
 from sizing.errors import SizingError
 from sizing.gpus import get, load_instances, skipped_rows
 from sizing.hub import resolve
@@ -415,6 +416,18 @@ def test_the_root_volume_holds_os_and_image_and_the_model_volume_the_weights():
         plan(config("Qwen/Qwen2.5-72B-Instruct", modelVolumeSizeGb=100))
 
 
+def test_the_host_costs_its_instance_volumes_and_address_running_and_only_the_last_two_stopped():
+    """By hand, the dev stack: g4dn.xlarge $0.526/h; 120 + 20 GB of gp3 at $0.08/GB-month over a
+    730-hour month = $0.015342/h; one public IPv4 address $0.005/h."""
+    cost = host_cost(0.526, 140)
+    assert cost.stopped_usd_per_hour == pytest.approx(0.015342 + 0.005, abs=1e-6)
+    assert cost.running_usd_per_hour == pytest.approx(0.526 + 0.020342, abs=1e-6)
+    output = cost.to_output()
+    assert output == {"runningPerHour": 0.5463, "stoppedPerHour": 0.0203,
+                      "runningPerMonth": 398.83, "stoppedPerMonth": 14.85}
+    assert host_cost(None, 140).to_output()["runningPerHour"] is None, "a type without a price"
+
+
 def test_report_shows_the_choice_the_memory_arithmetic_and_the_price():
     chosen = plan(config("Qwen/Qwen2.5-7B-Instruct", maxModelLen=8192))
     report = format_report(chosen)
@@ -422,6 +435,8 @@ def test_report_shows_the_choice_the_memory_arithmetic_and_the_price():
     assert f"weights {chosen.memory.weights_gib:.2f} GiB" in report
     assert f"budget {chosen.memory.budget_gib:.2f} GiB" in report
     assert f"${chosen.hourly_price_usd:.4g}/h" in report
+    assert f"root volume {chosen.root_volume_gb} GB, model volume {chosen.model_volume_gb} GB" in report
+    assert "cost: running $" in report and ", stopped $" in report
     output = json.loads(json.dumps(chosen.to_output()))
     assert output["instanceType"] == chosen.instance.name and output["maxModelLen"] == 8192
 
