@@ -38,6 +38,7 @@ pulumi.export("publicIp", deployment.public_ip)
 pulumi.export("sshCommand", deployment.ssh_command)
 if deployment.ssh_private_key is not None:
     pulumi.export("sshPrivateKey", deployment.ssh_private_key)
+pulumi.export("region", deployment.region)  # with instanceId: what tools/wake starts
 pulumi.export("modelVolumeId", deployment.model_volume_id)
 pulumi.export("hourlyPriceUsd", plan.hourly_price_usd)
 pulumi.export("costUsd", deployment.cost)  # running vs stopped (idleStopMinutes)

@@ -45,6 +45,7 @@ class VllmDeployment(pulumi.ComponentResource):
     ca_certificate: Optional[pulumi.Output[str]]  # None with tls=letsencrypt
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
+    region: str
     model_volume_id: pulumi.Output[str]
     cost: dict[str, Optional[float]]  # sizing.cost.HostCost.to_output(): running vs stopped
     ssh_command: pulumi.Output[str]
@@ -136,6 +137,7 @@ class VllmDeployment(pulumi.ComponentResource):
         self.ca_certificate = proxy.ca_certificate
         self.instance_id = host.instance_id
         self.public_ip = host.public_ip
+        self.region = aws.get_region(opts=lookups).region
         self.model_volume_id = volume.volume_id
         self.cost = host_cost(plan.hourly_price_usd, plan.root_volume_gb + volume.size_gb).to_output()
         self.ssh_private_key = host.ssh_private_key
@@ -148,6 +150,7 @@ class VllmDeployment(pulumi.ComponentResource):
                 "caCertificate": self.ca_certificate,
                 "instanceId": self.instance_id,
                 "publicIp": self.public_ip,
+                "region": self.region,
                 "modelVolumeId": self.model_volume_id,
                 "costUsd": self.cost,
                 "sshCommand": self.ssh_command,

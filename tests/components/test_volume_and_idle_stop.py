@@ -175,3 +175,4 @@ def test_the_outputs_show_the_cost_running_and_stopped(program, stack):
     assert cost["runningPerHour"] == pytest.approx(run.exports["hourlyPriceUsd"].value + stopped, abs=1e-4)
     assert cost["runningPerMonth"] == pytest.approx(cost["runningPerHour"] * 730, abs=0.1)
     assert cost["stoppedPerHour"] < cost["runningPerHour"] / 10, "stopping saves the instance's price"
+    assert run.exports["region"].value == "us-east-1"
