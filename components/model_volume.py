@@ -104,9 +104,10 @@ class ModelVolume(pulumi.ComponentResource):
             volume_id=volume.id,
             instance_id=args.instance.id,
             # Detaching a mounted volume from a running instance can hang in "busy" (EC2 user
-            # guide, "Detach an Amazon EBS volume"). Instead the old instance's termination
-            # detaches it cleanly when the host is replaced, and on destroy.
-            skip_destroy=True,
+            # guide, "Detach an Amazon EBS volume"): when the host is replaced (and on destroy),
+            # the old instance is stopped first, and the detach completes before the new
+            # instance attaches the volume (AttachVolume does not wait for a volume in use).
+            stop_instance_before_detaching=True,
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.volume_id = volume.id

@@ -55,7 +55,7 @@ def test_the_model_volume_is_encrypted_gp3_sized_from_the_weights_and_attached_t
     attachment = run.one(ATTACHMENT)
     assert volume in inputs_from(run, attachment, "volumeId")
     assert run.one(INSTANCE) in inputs_from(run, attachment, "instanceId")
-    assert attachment.plain["skipDestroy"] is True, "a mounted volume is detached by the instance's end"
+    assert attachment.plain["stopInstanceBeforeDetaching"] is True, "never detach a mounted volume"
     mount = step(run, "volume").plain["environment"]
     assert mount["VLLM_DEPLOY_VOLUME_ID"] == run.exports["modelVolumeId"].value
     assert mount["VLLM_DEPLOY_MODELS_DIR"] == MODELS_DIR
