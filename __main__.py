@@ -43,7 +43,11 @@ if deployment.ssh_private_key is not None:
 if deployment.grafana_url is not None:  # monitoring: true
     pulumi.export("grafanaUrl", deployment.grafana_url)
     pulumi.export("grafanaPassword", deployment.grafana_password)
+pulumi.export("region", deployment.region)  # with instanceId: what tools/wake starts
+pulumi.export("modelVolumeId", deployment.model_volume_id)
 pulumi.export("hourlyPriceUsd", plan.hourly_price_usd)
+pulumi.export("costUsd", deployment.cost)  # running vs stopped (idleStopMinutes)
+pulumi.export("idleStopMinutes", settings.idle_stop_minutes or 0)  # 0 = off
 pulumi.export("sizing", plan.to_output())
 if deployment.benchmark is not None:  # benchmarkOnDeploy: figures of the live endpoint after `up`
     pulumi.export("benchmark", deployment.benchmark)

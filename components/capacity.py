@@ -35,9 +35,11 @@ def capacity_advice(
     if says(_SHRINK):
         size = f" ({current_volume_gb} GB)" if current_volume_gb else ""
         return (
-            f"The root volume cannot shrink below its current size{size}; a smaller model asked for "
-            f"less. Set vllm-deploy:diskSizeGb to {current_volume_gb or 'the current size'} to keep "
-            "it, or replace the host to start small: pulumi up --replace <the instance's URN>."
+            f"The root volume cannot shrink below its current size{size}. It asks for less when "
+            "diskSizeGb was lowered, or on the first update of a stack whose root volume still held "
+            "the weights (they now live on the model volume). Set vllm-deploy:diskSizeGb to "
+            f"{current_volume_gb or 'the current size'} to keep it, or replace the host to start "
+            "small: pulumi up --replace <the instance's URN> (the model volume stays)."
         )
 
     if says(_QUOTA):

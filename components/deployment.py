@@ -14,11 +14,13 @@ from components.docker_host import docker_over_ssh, identity_file_hint
 from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_setup import HostSetup, HostSetupArgs
 from components.monitoring import Monitoring, MonitoringArgs
+from components.model_volume import ModelVolume, ModelVolumeArgs, find_model_volume
 from components.naming import child, component_type, default_tags
 from components.proxy import NginxProxy, NginxProxyArgs
 from components.vllm_server import VllmServer, VllmServerArgs
-from sizing.plan import SizingPlan
 from config.settings import StackConfig
+from sizing.costs import host_cost
+from sizing.plan import SizingPlan
 
 
 @dataclass
@@ -47,6 +49,9 @@ class VllmDeployment(pulumi.ComponentResource):
     ca_certificate: Optional[pulumi.Output[str]]  # None with tls=letsencrypt
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
+    region: str
+    model_volume_id: pulumi.Output[str]
+    cost: dict[str, Optional[float]]  # sizing.costs.HostCost.to_output(): running vs stopped
     ssh_command: pulumi.Output[str]
     ssh_private_key: Optional[pulumi.Output[str]]
     grafana_url: Optional[pulumi.Output[str]]  # None with monitoring off
@@ -62,7 +67,25 @@ class VllmDeployment(pulumi.ComponentResource):
         mine = pulumi.ResourceOptions(parent=self)
 
         api_key = args.api_key if args.api_key is not None else self._generated_api_key(name)
-        host = GpuHost(child(name, "host"), GpuHostArgs(settings=settings, plan=plan), in_aws)
+        lookups = pulumi.InvokeOptions(parent=self, provider=provider)
+        volume_name = child(name, "models")
+        existing = find_model_volume(volume_name, lookups)
+        host = GpuHost(
+            child(name, "host"), GpuHostArgs(settings=settings, plan=plan, model_volume=existing), in_aws
+        )
+        # EBS volumes cannot shrink: a smaller model keeps the volume's size (and the room for
+        # the models downloaded before it). A volume in another zone is replaced anyway.
+        kept_gb = existing.size_gb if existing and existing.availability_zone == host.zone else 0
+        volume = ModelVolume(
+            volume_name,
+            ModelVolumeArgs(
+                availability_zone=host.zone,
+                size_gb=max(plan.model_volume_gb, kept_gb),
+                instance=host.instance,
+                retain=settings.retain_model_volume,
+            ),
+            in_aws,
+        )
         setup = HostSetup(
             child(name, "setup"),
             HostSetupArgs(
@@ -70,6 +93,8 @@ class VllmDeployment(pulumi.ComponentResource):
                 plan=plan,
                 connection=host.connection,
                 instance_id=host.instance_id,
+                volume=volume,
+                stable_connection=host.stable_connection,
                 hf_token=args.hf_token,
                 modelscope_token=args.modelscope_token,
             ),
@@ -159,6 +184,9 @@ class VllmDeployment(pulumi.ComponentResource):
         self.ca_certificate = proxy.ca_certificate
         self.instance_id = host.instance_id
         self.public_ip = host.public_ip
+        self.region = aws.get_region(opts=lookups).region
+        self.model_volume_id = volume.volume_id
+        self.cost = host_cost(plan.hourly_price_usd, plan.root_volume_gb + volume.size_gb).to_output()
         self.ssh_private_key = host.ssh_private_key
         key_hint = f"-i {identity_file_hint(pulumi.get_stack())} " if host.ssh_private_key is not None else ""
         self.ssh_command = pulumi.Output.concat("ssh ", key_hint, host.ssh_user, "@", host.public_ip)
@@ -169,6 +197,9 @@ class VllmDeployment(pulumi.ComponentResource):
                 "caCertificate": self.ca_certificate,
                 "instanceId": self.instance_id,
                 "publicIp": self.public_ip,
+                "region": self.region,
+                "modelVolumeId": self.model_volume_id,
+                "costUsd": self.cost,
                 "sshCommand": self.ssh_command,
                 "grafanaUrl": self.grafana_url,
                 "grafanaPassword": self.grafana_password,

@@ -15,7 +15,9 @@ import pulumi_tls as tls
 import yaml
 
 from components.capacity import capacity_hook, error_hooks_supported
+from components.model_volume import ExistingVolume
 from components.naming import child, component_type, default_tags
+from components.placement import choose_subnet
 from components.region import lookup_errors
 from sizing.plan import SizingPlan
 from config.settings import StackConfig
@@ -80,6 +82,9 @@ class GpuHostArgs:
     """The validated stack config (access lists, image choice, spot, network placement)."""
     plan: SizingPlan
     """The sizing decision: instance type, architecture, disk size."""
+    model_volume: Optional[ExistingVolume] = None
+    """The model cache volume created earlier (components.model_volume.find_model_volume): the
+    host stays in its zone when that zone offers the instance type."""
 
 
 class GpuHost(pulumi.ComponentResource):
@@ -89,17 +94,22 @@ class GpuHost(pulumi.ComponentResource):
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
     availability_zone: pulumi.Output[str]
+    zone: str  # the same, known at preview: where the model volume must be
     ssh_user: pulumi.Output[str]
     ssh_private_key: Optional[pulumi.Output[str]]
     connection: command.remote.ConnectionArgs
+    # The same host and key, without waiting for the Elastic IP's association: for steps that
+    # must not look changed when only the instance is replaced (their inputs stay known in preview).
+    stable_connection: command.remote.ConnectionArgs
 
     def __init__(self, name: str, args: GpuHostArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("GpuHost"), name, None, opts)
         self._name = name
         settings, plan = args.settings, args.plan
 
+        self._refuse_a_stopped_host()
         ami_id = self._image(settings.ami, plan.instance.arch)
-        subnet = self._placement(settings, plan.instance.name)
+        subnet = choose_subnet(settings, plan.instance.name, args.model_volume, self)
         security_group = self._security_group(settings, subnet.vpc_id)
         key_name, private_key = self._key_pair(settings)
         profile = self._instance_profile()
@@ -111,16 +121,11 @@ class GpuHost(pulumi.ComponentResource):
         # The association's id rides along so whoever connects waits until the address is attached.
         self.public_ip = pulumi.Output.all(attached_ip.id, address.public_ip).apply(lambda v: v[1])
         self.availability_zone = instance.availability_zone
+        self.zone = subnet.availability_zone
         self.ssh_user = pulumi.Output.from_input(SSH_USER)
         self.ssh_private_key = private_key
-        self.connection = command.remote.ConnectionArgs(
-            host=self.public_ip,
-            user=SSH_USER,
-            private_key=private_key,
-            # A fresh instance takes minutes to boot (longer after a driver reboot).
-            dial_error_limit=120,
-            per_dial_timeout=10,
-        )
+        self.connection = self._connection(self.public_ip, private_key)
+        self.stable_connection = self._connection(address.public_ip, private_key)
         self.register_outputs(
             {
                 "instanceId": self.instance_id,
@@ -133,6 +138,37 @@ class GpuHost(pulumi.ComponentResource):
     # --- helpers -------------------------------------------------------------------
     def _invoke_opts(self) -> pulumi.InvokeOptions:
         return pulumi.InvokeOptions(parent=self)
+
+    @staticmethod
+    def _connection(host: pulumi.Input[str], private_key: Optional[pulumi.Output[str]]) -> command.remote.ConnectionArgs:
+        return command.remote.ConnectionArgs(
+            host=host,
+            user=SSH_USER,
+            private_key=private_key,
+            # A fresh instance takes minutes to boot (longer after a driver reboot).
+            dial_error_limit=120,
+            per_dial_timeout=10,
+        )
+
+    def _refuse_a_stopped_host(self) -> None:
+        """A stopped host (idle stop, a spot interruption, or by hand) fails `pulumi up` here,
+        with what to do: provisioning, the Docker provider and the readiness check all reach the
+        host over SSH, and would fail later with a connection error. Starting it from the
+        program instead would make a preview (CI runs them on pull requests, read-only) start an
+        instance that bills by the hour."""
+        stopped = aws.ec2.get_instances(
+            instance_tags={**default_tags(), "Name": self._name},
+            instance_state_names=["stopped", "stopping"],
+            opts=self._invoke_opts(),
+        ).ids
+        if stopped:
+            stack = pulumi.get_stack()
+            raise pulumi.RunError(
+                f"the host {stopped[0]} is stopped (idle stop, a spot interruption, or by hand), and "
+                "`pulumi up` provisions and checks it over SSH. Start it and wait until vLLM answers "
+                f"with `tools/wake {stack}`, then run `pulumi up` again. (If it is still stopping, "
+                "tools/wake waits for that first.)"
+            )
 
     def _image(self, choice: str, arch: str) -> pulumi.Input[str]:
         """The image, pinned when the host is first created.
@@ -171,50 +207,6 @@ class GpuHost(pulumi.ComponentResource):
                 opts=self._invoke_opts(),
             )
         return ami.id
-
-    def _placement(self, settings: StackConfig, instance_type: str) -> aws.ec2.AwaitableGetSubnetResult:
-        offerings = aws.ec2.get_instance_type_offerings(
-            location_type="availability-zone",
-            filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=[instance_type])],
-            opts=self._invoke_opts(),
-        )
-        zones = sorted(set(offerings.locations))
-        if not zones:
-            raise pulumi.RunError(
-                f"no availability zone in this region offers {instance_type}; "
-                "set aws:region to another region or pick another instanceType"
-            )
-        if settings.subnet_id:
-            with lookup_errors(f"vllm-deploy:subnetId={settings.subnet_id!r} was not found in this region"):
-                subnet = aws.ec2.get_subnet(id=settings.subnet_id, opts=self._invoke_opts())
-            if subnet.availability_zone not in zones:
-                raise pulumi.RunError(
-                    f"vllm-deploy:subnetId={settings.subnet_id!r} is in {subnet.availability_zone}, "
-                    f"which does not offer {instance_type}; use a subnet in one of {', '.join(zones)}"
-                )
-            return subnet
-        where = (
-            f"vllm-deploy:vpcId={settings.vpc_id!r} was not found in this region"
-            if settings.vpc_id
-            else "this region has no default VPC; set vllm-deploy:vpcId and vllm-deploy:subnetId"
-        )
-        with lookup_errors(where):
-            vpc = aws.ec2.get_vpc(
-                id=settings.vpc_id, default=None if settings.vpc_id else True, opts=self._invoke_opts()
-            )
-        filters = [
-            aws.ec2.GetSubnetsFilterArgs(name="vpc-id", values=[vpc.id]),
-            aws.ec2.GetSubnetsFilterArgs(name="availability-zone", values=zones),
-        ]
-        candidates = aws.ec2.get_subnets(filters=filters, opts=self._invoke_opts())
-        if not candidates.ids:
-            where = f"VPC {vpc.id}" if settings.vpc_id else "the default VPC"
-            raise pulumi.RunError(
-                f"{where} has no subnet in a zone offering {instance_type} ({', '.join(zones)}); "
-                "set vllm-deploy:subnetId, or another aws:region"
-            )
-        # Sorted so a re-run picks the same subnet (and does not move the instance).
-        return aws.ec2.get_subnet(id=sorted(candidates.ids)[0], opts=self._invoke_opts())
 
     def _security_group(self, settings: StackConfig, vpc_id: str) -> aws.ec2.SecurityGroup:
         group = aws.ec2.SecurityGroup(
@@ -339,13 +331,17 @@ class GpuHost(pulumi.ComponentResource):
             ),
             root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
                 volume_type="gp3",
-                volume_size=plan.disk_size_gb,
+                volume_size=plan.root_volume_gb,
                 encrypted=True,
                 delete_on_termination=True,
                 # Provider default tags do not reach the root volume.
                 tags={**default_tags(), "Name": f"{self._name}-root"},
             ),
             instance_market_options=market,
+            # A shutdown from the host (the idle-stop watcher's `systemctl poweroff`) stops the
+            # instance, keeping its volumes and Elastic IP; the EC2 default for EBS-backed
+            # instances, said here because idle stop relies on it.
+            instance_initiated_shutdown_behavior="stop",
             user_data=user_data(),
             # write_files runs once per instance: new user data needs a new instance.
             user_data_replace_on_change=True,

@@ -1,13 +1,16 @@
 """HostSetup: provisions the GPU host over SSH as an explicit chain of scripted steps.
 
 wait -> NVIDIA driver -> (reboot pause, wait again) -> Docker -> container toolkit -> GPU smoke check
-                                                   \\-> grow root filesystem -> model download
+                                                   \\-> grow root filesystem
+                                                   \\-> mount the model volume -> model download
+                                                   \\-> idle-stop watcher
                                                        (in parallel with Docker & co.)
 
 Each step is a host script run by components.script_steps: parameters travel as the SSH
 session's environment (secrets only there), and a step re-runs when its script, its parameters
-or a step before it changes, and not otherwise. A model given as a local directory is uploaded
-instead of downloaded.
+or a step before it changes, and not otherwise. The download is the exception: its work lives on
+the model volume, so it re-runs when the model or the volume changes, not with the instance. A
+model given as a local directory is uploaded to the volume instead of downloaded.
 """
 
 from __future__ import annotations
@@ -22,15 +25,17 @@ import pulumi
 import pulumi_command as command
 
 from components.gpu_host import SSH_USER
+from components.model_volume import ModelVolume
 from components.naming import child, component_type
-from components.script_steps import REMOTE_DIR, ScriptSteps
+from components.script_steps import ScriptSteps
+from config.settings import StackConfig
+from config.stack import VLLM_PORT
 from sizing.gpus import GpuInstance
 from sizing.hub import download_repo_id
 from sizing.plan import SizingPlan
-from config.settings import StackConfig
 
-MODELS_DIR = "/data/models"
-LOCAL_MODELS_DIR = f"{REMOTE_DIR}/models"
+MODELS_DIR = "/data/models"  # the model volume's mount point
+LOCAL_MODELS_DIR = f"{MODELS_DIR}/uploads"  # local model directories, owned by the SSH user
 NVIDIA_DRIVER_BRANCH = "580"  # CUDA 13 (the vLLM 0.33 image) needs driver >= 580
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WAIT_FOR_REBOOT = PROJECT_ROOT / "components" / "local" / "wait_for_reboot.py"
@@ -106,6 +111,10 @@ class HostSetupArgs:
     """SSH connection to the host."""
     instance_id: pulumi.Input[str]
     """Re-provision when the instance is replaced."""
+    volume: ModelVolume
+    """The model cache volume, attached to the instance."""
+    stable_connection: command.remote.ConnectionArgs
+    """The same host, known at preview even while the instance is replaced (GpuHost)."""
     hf_token: Optional[pulumi.Output[str]] = None
     """Secret token for gated Hugging Face models (sent only when downloading from Hugging Face)."""
     modelscope_token: Optional[pulumi.Output[str]] = None
@@ -123,7 +132,8 @@ class HostSetup(pulumi.ComponentResource):
         super().__init__(component_type("HostSetup"), name, None, opts)
         self._name = name
         self._connection = args.connection
-        self._steps = ScriptSteps(self, name, args.connection, args.instance_id, extra_dirs=[LOCAL_MODELS_DIR])
+        self._stable_connection = args.stable_connection
+        self._steps = ScriptSteps(self, name, args.connection, args.instance_id)
         settings, plan = args.settings, args.plan
 
         waited = self._steps.run("wait", "wait_for_host.sh", after=None)
@@ -140,18 +150,29 @@ class HostSetup(pulumi.ComponentResource):
             "gpu-check", "gpu_smoke_check.sh", after=toolkit,
             env=gpu_check_env(plan.instance),
         )
-        # The volume grows in place when sizing asks for more; the filesystem must follow
-        # before a bigger model arrives.
-        disk = self._steps.run(
+        # The root volume grows in place when diskSizeGb asks for more; the filesystem follows.
+        self._steps.run(
             "disk", "grow_root_filesystem.sh", after=rebooted,
-            env={"VLLM_DEPLOY_ROOT_VOLUME_GB": str(plan.disk_size_gb)},
+            env={"VLLM_DEPLOY_ROOT_VOLUME_GB": str(plan.root_volume_gb)},
+        )
+        mounted = self._steps.run(
+            "volume", "mount_model_volume.sh", after=rebooted,
+            env={
+                "VLLM_DEPLOY_VOLUME_ID": args.volume.volume_id,
+                "VLLM_DEPLOY_VOLUME_GB": str(args.volume.size_gb),
+                "VLLM_DEPLOY_MODELS_DIR": MODELS_DIR,
+                "VLLM_DEPLOY_UPLOADS_DIR": LOCAL_MODELS_DIR,
+                "VLLM_DEPLOY_UPLOADS_OWNER": SSH_USER,
+            },
+            # A new attachment (a new instance) mounts again.
+            extra_triggers=[args.volume.attachment.id],
         )
         self.model_dir = model_dir_on_host(settings)
         if settings.is_local_model:
-            download = self._upload_local_model(settings, after=disk, instance_id=args.instance_id)
+            download = self._upload_local_model(settings, after=mounted, volume_id=args.volume.volume_id)
         else:
             download = self._steps.run(
-                "model", "download_model.sh", after=disk,
+                "model", "download_model.sh", after=mounted,
                 env={
                     # The hub's own id: ModelScope names some models differently (catalog).
                     "VLLM_DEPLOY_MODEL": download_repo_id(settings.model, settings.model_source),
@@ -159,26 +180,40 @@ class HostSetup(pulumi.ComponentResource):
                     "VLLM_DEPLOY_MODEL_REVISION": settings.model_revision or "",
                     "VLLM_DEPLOY_MODELS_DIR": MODELS_DIR,
                     "VLLM_DEPLOY_MODEL_DIR": self.model_dir,
+                    # Room to make before downloading: older models go only if it is short.
+                    "VLLM_DEPLOY_MODEL_BYTES": str(int(plan.weights_on_disk_gb * 1e9)),
                 },
                 secret_env=_download_token(settings, args),
-                # A minute per GB of disk: hundreds of GB take hours even on fast links.
-                timeout=f"{max(60, plan.disk_size_gb)}m",
+                # The weights outlive the instance: a new host finds them on the volume.
+                per_instance=False,
+                extra_triggers=[args.volume.volume_id],
+                connection=args.stable_connection,
+                # A minute per GB: hundreds of GB take hours even on fast links.
+                timeout=f"{max(60, args.volume.size_gb)}m",
             )
+        self._steps.run(
+            "idle-stop", "install_idle_stop.sh", after=rebooted, companions=["idle_stop.sh"],
+            env={
+                "VLLM_DEPLOY_IDLE_STOP_MINUTES": str(settings.idle_stop_minutes or 0),
+                "VLLM_DEPLOY_METRICS_URL": f"http://127.0.0.1:{VLLM_PORT}/metrics",
+            },
+        )
         self.runtime_ready = smoke
         self.model_ready = download
         self.register_outputs({"modelDir": self.model_dir, "gpuCheck": smoke.stdout})
 
     def _upload_local_model(
-        self, settings: StackConfig, *, after: pulumi.Resource, instance_id: pulumi.Input[str]
+        self, settings: StackConfig, *, after: pulumi.Resource, volume_id: pulumi.Input[str]
     ) -> command.remote.CopyToRemote:
-        """A model directory on this machine, copied as is (re-copied when a file changes)."""
+        """A model directory on this machine, copied as is onto the model volume (again when a
+        file changes or the volume is new, not when only the instance is)."""
         return command.remote.CopyToRemote(
             child(self._name, "model-upload"),
-            connection=self._connection,
+            connection=self._stable_connection,
             source=pulumi.FileArchive(str(local_model_path(settings))),
             remote_path=LOCAL_MODELS_DIR,
-            triggers=[directory_fingerprint(local_model_path(settings)), instance_id],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[after, self._steps.workdir]),
+            triggers=[directory_fingerprint(local_model_path(settings)), volume_id],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[after]),
         )
 
     def _after_possible_reboot(self, driver: command.remote.Command) -> command.remote.Command:

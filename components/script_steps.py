@@ -26,9 +26,11 @@ def file_digest(name: str) -> str:
     return hashlib.sha256((SCRIPTS_DIR / name).read_bytes()).hexdigest()
 
 
-def script_digest(name: str) -> str:
-    """sha256 of a script plus the lib.sh it sources: what a step's triggers track."""
-    return hashlib.sha256((file_digest("lib.sh") + file_digest(name)).encode()).hexdigest()
+def script_digest(name: str, *companions: str) -> str:
+    """sha256 of a script plus the lib.sh it sources (and any companion files it installs):
+    what a step's triggers track."""
+    parts = [file_digest("lib.sh"), file_digest(name), *(file_digest(c) for c in companions)]
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
 
 
 class ScriptSteps:
@@ -44,8 +46,6 @@ class ScriptSteps:
         name: str,
         connection: command.remote.ConnectionArgs,
         instance_id: pulumi.Input[str],
-        *,
-        extra_dirs: Sequence[str] = (),
     ):
         self._parent = parent
         self._name = name
@@ -56,7 +56,7 @@ class ScriptSteps:
         self.workdir = command.remote.Command(
             child(name, "workdir"),
             connection=connection,
-            create=f"mkdir -p {' '.join([self.directory, *extra_dirs])}",
+            create=f"mkdir -p {self.directory}",
             triggers=[instance_id],
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(parent=parent),
@@ -95,8 +95,21 @@ class ScriptSteps:
         log_output: Optional[bool] = None,
         secret_outputs: Optional[Sequence[str]] = None,
         timeout: str = "60m",
+        companions: Sequence[str] = (),
+        per_instance: bool = True,
+        connection: Optional[command.remote.ConnectionArgs] = None,
     ) -> command.remote.Command:
+        """Run `script` once, and again when its inputs change.
+
+        `companions`: other scripts/ files the step installs (copied beside it, their hashes in
+        its triggers). `per_instance=False`: a step whose work outlives the instance (on the
+        model volume); it re-runs when its script, parameters or `extra_triggers` change, not
+        when the instance or the step before it is replaced (`after` only orders it).
+        `connection` replaces the factory's for this step's command.
+        """
         copied = self._copy(script, after=after)
+        for companion in companions:
+            self._copy(companion, after=after)
         env = dict(env or {})
         environment: dict[str, pulumi.Input[str]] = dict(env)
         names = sorted(env)
@@ -104,10 +117,12 @@ class ScriptSteps:
             environment.update({k: pulumi.Output.secret(v) for k, v in secret_env.items()})
             names += sorted(secret_env)
         preserve = f"--preserve-env={','.join(names)} " if names else ""
-        triggers: list[pulumi.Input[str]] = [script_digest(script), self._instance_id]
+        triggers: list[pulumi.Input[str]] = [script_digest(script, *companions)]
+        if per_instance:
+            triggers.append(self._instance_id)
         triggers += [pulumi.Output.concat(k, "=", v) for k, v in sorted(env.items())]
         triggers += list(extra_triggers)
-        if after is not None:
+        if after is not None and per_instance:
             triggers.append(after.id)
         # By default a step whose environment holds a secret logs nothing: a tool it runs
         # could echo it. Such steps also keep their output secret in the state, unless the
@@ -118,7 +133,7 @@ class ScriptSteps:
             secret_outputs = ["stdout", "stderr"] if secret_env else []
         return command.remote.Command(
             child(self._name, role),
-            connection=self._connection,
+            connection=connection or self._connection,
             create=f"sudo {preserve}bash {self.directory}/{script}",
             environment=environment or None,
             triggers=triggers,
@@ -127,7 +142,7 @@ class ScriptSteps:
             logging=command.remote.Logging.STDOUT_AND_STDERR if log_output else command.remote.Logging.NONE,
             opts=pulumi.ResourceOptions(
                 parent=self._parent,
-                depends_on=[self._lib, copied],
+                depends_on=[self._lib, copied, *(self._copies[c] for c in companions), *([after] if after else [])],
                 additional_secret_outputs=list(secret_outputs) or None,
                 custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
             ),

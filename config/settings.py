@@ -50,6 +50,10 @@ ROPE_TYPES = ("yarn", "linear", "dynamic", "longrope", "llama3")
 
 SECRET_KEYS = ("apiKey", "hfToken", "modelscopeToken")
 
+# vLLM 0.33 creates no stat loggers, so no `vllm:` Prometheus metrics, with this flag
+# (vllm/v1/engine/async_llm.py: log_stats=not engine_args.disable_log_stats).
+DISABLE_LOG_STATS = "--disable-log-stats"
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _EC2_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 _AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
@@ -261,7 +265,28 @@ class StackConfig(BaseModel):
         None,
         ge=30,
         le=16384,
-        description="Root volume size (default: weights + image + headroom).",
+        description="Root volume size in GB: OS, Docker images, logs (default: OS + vLLM image + "
+        "headroom). The weights live on the model volume (modelVolumeSizeGb).",
+    )
+    model_volume_size_gb: Optional[int] = Field(
+        None,
+        ge=10,
+        le=16384,
+        description="Model cache volume size in GB, a gp3 volume kept across host replacements "
+        "(default: the weights + 10% (at least 10 GB) headroom; larger keeps earlier models on a "
+        "model change). It never shrinks.",
+    )
+    retain_model_volume: bool = Field(
+        False,
+        description="Keep the model cache volume when the stack is destroyed (it then costs "
+        "its gp3 storage until you delete it).",
+    )
+    idle_stop_minutes: Optional[int] = Field(
+        None,
+        ge=5,
+        le=10080,
+        description="Stop the instance after this many minutes without requests (default: off); "
+        "`tools/wake` starts it again.",
     )
     ami: str = Field(
         "dlami",
@@ -476,6 +501,14 @@ class StackConfig(BaseModel):
             raise ValueError(unverified_image_message(self.vllm_image))
         if self.monitoring:
             self._check_monitoring()
+        if self.idle_stop_minutes is not None and any(
+            arg == DISABLE_LOG_STATS or arg.startswith(DISABLE_LOG_STATS + "=") for arg in self.vllm_extra_args
+        ):
+            raise ValueError(
+                f"{NAMESPACE}:idleStopMinutes={self.idle_stop_minutes} reads vLLM's request metrics, "
+                f"which {DISABLE_LOG_STATS} in vllmExtraArgs turns off (the host would never look "
+                f"idle); remove {DISABLE_LOG_STATS} from vllmExtraArgs, or unset idleStopMinutes"
+            )
         return self
 
     def _check_monitoring(self) -> None:

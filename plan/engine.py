@@ -13,6 +13,7 @@ provider computes (ids, addresses, generated keys, command output) stays unknown
 
 from __future__ import annotations
 
+import hashlib
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class Registered:
     deleted_with: str
     additional_secret_outputs: list[str]
     replacement_trigger: Any
+    retain_on_delete: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)  # a component's register_outputs()
 
     @property
@@ -161,6 +163,14 @@ class ProgramRun:
         return [r for r in self.resources if r.custom and not r.type.startswith("pulumi:providers:")]
 
 
+def _resource_id(typ: str, name: str) -> str:
+    """The id the provider would assign: EC2's own shape where a host script checks it (the
+    model volume's id names its device under /dev/disk/by-id)."""
+    if typ == "aws:ebs/volume:Volume":
+        return "vol-0" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    return f"{name}-id"
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     """Echo a resource's inputs as its outputs, plus what `computed` says a provider adds."""
 
@@ -173,7 +183,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         extra = self.computed(args.typ, args.name, args.inputs) if self.computed else {}
         # An empty id reads as unknown in a preview, as the engine sends it for a new resource.
-        return ("" if self.preview else f"{args.name}-id"), {**args.inputs, **extra}
+        return ("" if self.preview else _resource_id(args.typ, args.name)), {**args.inputs, **extra}
 
     def call(self, args: pulumi.runtime.MockCallArgs):
         self.invokes.append(Invoke(args.token, reveal(args.args)))
@@ -219,6 +229,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                     replacement_trigger=_value(request.replacement_trigger)
                     if request.HasField("replacement_trigger")
                     else None,
+                    retain_on_delete=request.HasField("retainOnDelete") and request.retainOnDelete,
                 )
             )
         return response

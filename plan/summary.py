@@ -24,6 +24,7 @@ UNKNOWN = "(known after apply)"
 
 INSTANCE = "aws:ec2/instance:Instance"
 EIP = "aws:ec2/eip:Eip"
+EBS_VOLUME = "aws:ebs/volume:Volume"
 CONTAINER = "docker:index/container:Container"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 
@@ -178,16 +179,19 @@ def nginx_config(run: ProgramRun) -> Optional[str]:
 
 
 def host_cost(run: ProgramRun) -> Optional[HostCost]:
+    """The bill of the recorded host: the instance's price, its root volume plus the model
+    volume, and one public IPv4 address per Elastic IP."""
     instances = run.of_type(INSTANCE)
     sizing = run.exports.get("sizing")
     if len(instances) != 1 or sizing is None:
         return None
     inputs = instances[0].plain
-    volume = (inputs.get("rootBlockDevice") or {}).get("volumeSize")
+    root = (inputs.get("rootBlockDevice") or {}).get("volumeSize")
+    volumes = [v.plain.get("size") for v in run.of_type(EBS_VOLUME)]
     market = (inputs.get("instanceMarketOptions") or {}).get("marketType")
     return HostCost(
         instance_usd_per_hour=sizing.value.get("hourlyPriceUsd"),
-        volume_gb=int(volume or 0),
+        volume_gb=int(root or 0) + sum(int(v or 0) for v in volumes),
         public_ipv4_addresses=len(run.of_type(EIP)),
         spot=market == "spot",
     )

@@ -32,6 +32,11 @@ class AwsWorld:
         self.image_ids = {"x86_64": "ami-0123456789abcdef0", "arm64": "ami-0fedcba9876543210"}
         self.default_vpc_id = "vpc-0default0000000"
         self.subnet_template = "subnet-{letter}000000000000000"  # one subnet per zone
+        # What DescribeInstances / DescribeVolumes list: dicts with id, state (instances) or
+        # status, zone and size (volumes), and tags (the provider's default tags included).
+        # Empty: a stack deployed for the first time.
+        self.instances: list[dict[str, Any]] = []
+        self.volumes: list[dict[str, Any]] = []
 
     def subnet_id(self, zone: str) -> str:
         """The subnet the world has in `zone`."""
@@ -140,6 +145,35 @@ def _partition(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
     return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
 
 
+def _tagged(item: dict[str, Any], tags: Optional[dict[str, str]]) -> bool:
+    return all(item.get("tags", {}).get(k) == v for k, v in (tags or {}).items())
+
+
+def _instances(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
+    states = args.get("instanceStateNames") or ["pending", "running", "stopping", "stopped"]
+    ids = [i["id"] for i in world.instances if i["state"] in states and _tagged(i, args.get("instanceTags"))]
+    return {"ids": ids, "privateIps": [], "publicIps": [], "ipv6Addresses": [], "id": world.region}
+
+
+def _ebs_volumes(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
+    statuses = _filters(args).get("status")
+    ids = [
+        v["id"] for v in world.volumes
+        if _tagged(v, args.get("tags")) and (statuses is None or v["status"] in statuses)
+    ]
+    return {"ids": ids, "id": world.region}
+
+
+def _volume(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
+    wanted = _filters(args).get("volume-id") or []
+    found = [v for v in world.volumes if v["id"] in wanted]
+    if not found:
+        raise InvokeFailure("Your query returned no results. Please change your search criteria and try again.")
+    volume = found[-1]
+    return {"id": volume["id"], "volumeId": volume["id"], "availabilityZone": volume["zone"],
+            "size": volume["size"], "encrypted": True, "volumeType": "gp3", "tags": volume.get("tags", {})}
+
+
 _INVOKES: dict[str, Callable[[AwsWorld, dict[str, Any]], dict[str, Any]]] = {
     "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": _offerings,
     "aws:ec2/getAmi:getAmi": _ami,
@@ -150,4 +184,7 @@ _INVOKES: dict[str, Callable[[AwsWorld, dict[str, Any]], dict[str, Any]]] = {
     "aws:index/getRegion:getRegion": _region,
     "aws:index/getCallerIdentity:getCallerIdentity": _caller,
     "aws:index/getPartition:getPartition": _partition,
+    "aws:ec2/getInstances:getInstances": _instances,
+    "aws:ebs/getEbsVolumes:getEbsVolumes": _ebs_volumes,
+    "aws:ebs/getVolume:getVolume": _volume,
 }

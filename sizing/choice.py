@@ -25,7 +25,13 @@ from sizing.formats import (
     weight_format,
 )
 from sizing.gpus import GpuInstance, gpus_label
-from sizing.host import disk_size_gb, host_ram_required_gib, monitoring_disk_gb
+from sizing.host import (
+    host_ram_required_gib,
+    model_volume_gb,
+    monitoring_disk_gb,
+    root_volume_gb,
+    stored_weights_gb,
+)
 from sizing.hub import resolve
 from sizing.memory import (
     GIB,
@@ -370,7 +376,9 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         gpu_memory_utilization=config.gpu_memory_utilization,
         memory=chosen.memory,
         kv_cache_capacity_tokens=chosen.kv_capacity_tokens,
-        disk_size_gb=disk_size_gb(spec, config),
+        root_volume_gb=root_volume_gb(config),
+        model_volume_gb=model_volume_gb(spec, config),
+        weights_on_disk_gb=stored_weights_gb(spec),
         hourly_price_usd=chosen.price,
         notes=tuple(notes),
         rope_theta=spec.rope_theta,

@@ -1,5 +1,7 @@
-"""What a deployment costs per hour and per month: the instance, its gp3 root volume and its
-public IPv4 address. Pure arithmetic on published list prices (us-east-1, USD).
+"""What a deployment costs per hour and per month, running and stopped: the instance, its gp3
+volumes (root and model) and its public IPv4 address. Pure arithmetic on published list prices
+(us-east-1, USD). A stopped instance costs nothing for compute, but its EBS volumes and its
+Elastic IP keep being billed.
 
 Prices (re-check before quoting; other regions differ):
 * gp3 storage: $0.08 per GB-month in US East (N. Virginia), https://aws.amazon.com/ebs/pricing/
@@ -36,8 +38,8 @@ class HostCost:
     """
 
     instance_usd_per_hour: Optional[float]
-    volume_gb: int  # the gp3 root volume, in GB as EBS bills it (10**9 bytes per GB)
-    public_ipv4_addresses: int
+    volume_gb: int  # the gp3 volumes together (root + model), in GB as EBS bills it (10**9 bytes)
+    public_ipv4_addresses: int = 1
     spot: bool = False
 
     @property
@@ -55,6 +57,11 @@ class HostCost:
         return self.instance_usd_per_hour + self.volume_usd_per_hour + self.public_ipv4_usd_per_hour
 
     @property
+    def stopped_usd_per_hour(self) -> float:
+        """What a stopped instance still costs per hour: the volumes and the Elastic IP."""
+        return self.volume_usd_per_hour + self.public_ipv4_usd_per_hour
+
+    @property
     def total_usd_per_month(self) -> Optional[float]:
         hourly = self.total_usd_per_hour
         return None if hourly is None else hourly * HOURS_PER_MONTH
@@ -62,7 +69,7 @@ class HostCost:
     @property
     def stopped_usd_per_month(self) -> float:
         """What a stopped instance still costs: the volume and the Elastic IP."""
-        return (self.volume_usd_per_hour + self.public_ipv4_usd_per_hour) * HOURS_PER_MONTH
+        return self.stopped_usd_per_hour * HOURS_PER_MONTH
 
     def lines(self) -> list[tuple[str, Optional[float], Optional[float]]]:
         """(item, USD per hour, USD per month) rows, the total last."""
@@ -70,7 +77,7 @@ class HostCost:
         rows = [
             ("instance (on-demand)" if not self.spot else "instance (on-demand: the spot ceiling)",
              instance, None if instance is None else instance * HOURS_PER_MONTH),
-            (f"gp3 volume {self.volume_gb} GB", self.volume_usd_per_hour, self.volume_gb * GP3_USD_PER_GB_MONTH),
+            (f"gp3 volumes {self.volume_gb} GB", self.volume_usd_per_hour, self.volume_gb * GP3_USD_PER_GB_MONTH),
             (f"public IPv4 x{self.public_ipv4_addresses}", self.public_ipv4_usd_per_hour,
              self.public_ipv4_usd_per_hour * HOURS_PER_MONTH),
         ]
@@ -92,3 +99,22 @@ class HostCost:
             "hoursPerMonth": HOURS_PER_MONTH,
             "sources": list(PRICE_SOURCES),
         }
+
+    def to_output(self) -> dict[str, Optional[float]]:
+        """The `costUsd` stack output: per hour (4 decimals) and per 730-hour month (cents)."""
+
+        def month(per_hour: Optional[float]) -> Optional[float]:
+            return None if per_hour is None else round(per_hour * HOURS_PER_MONTH, 2)
+
+        running = self.total_usd_per_hour
+        return {
+            "runningPerHour": None if running is None else round(running, 4),
+            "stoppedPerHour": round(self.stopped_usd_per_hour, 4),
+            "runningPerMonth": month(running),
+            "stoppedPerMonth": month(self.stopped_usd_per_hour),
+        }
+
+
+def host_cost(instance_usd_per_hour: Optional[float], volumes_gb: int) -> HostCost:
+    """One host with one public IPv4 address and `volumes_gb` GB of gp3 volumes."""
+    return HostCost(instance_usd_per_hour=instance_usd_per_hour, volume_gb=volumes_gb)

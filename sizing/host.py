@@ -24,17 +24,21 @@ HOST_RAM_PER_GPU_GIB = 2.0
 
 HOST_SHARD_RAM_GIB = 5.0
 
-# Root volume: the pinned vllm/vllm-openai image (~20 GiB unpacked, plus its ~10 GiB compressed
-# layers held while `docker pull` extracts them), the host OS (the DLAMI's root snapshot, with
-# CUDA toolkits 12.8-13.2 side by side, is taken as 75 GB; an AMI snapshot is a hard floor on
-# the root volume), and headroom for logs, the HF cache metadata and a second image on upgrade.
+# Two volumes. The root volume holds the pinned vllm/vllm-openai image (~20 GiB unpacked, plus its
+# ~10 GiB compressed layers held while `docker pull` extracts them), the host OS (the DLAMI's root
+# snapshot, with CUDA toolkits 12.8-13.2 side by side, is taken as 75 GB; an AMI snapshot is a hard
+# floor on the root volume) and headroom for logs and a second image on upgrade. The model cache
+# volume holds the weights as stored, plus headroom for tokenizer files, the downloader's metadata
+# and partial files. It outlives the instance, so a new host finds the weights there.
 VLLM_IMAGE_DISK_GB = 30
 
 HOST_OS_DISK_GB = 75
 
-DISK_HEADROOM_GB = 10
+ROOT_HEADROOM_GB = 10
 
-DISK_HEADROOM_FRACTION = 0.10  # of the weights: partial downloads, tokenizer files, extras
+MODEL_HEADROOM_GB = 10  # at least this much room besides the weights
+
+MODEL_HEADROOM_FRACTION = 0.10  # of the weights: partial downloads, tokenizer files, extras
 
 DISK_ROUNDING_GB = 10
 
@@ -67,29 +71,53 @@ def monitoring_disk_gb(config: StackConfig) -> float:
     return retention_gb / PROMETHEUS_RETENTION_SHARE + MONITORING_IMAGES_DISK_GB
 
 
-def disk_size_gb(spec: ModelSpec, config: StackConfig) -> int:
-    """Root volume: checkpoint as stored + vLLM image + OS + headroom + monitoring, in whole
-    10 GB steps. Raises SizingError when diskSizeGb is set below that."""
+def _round_up(gb: float) -> int:
+    return int(math.ceil(gb / DISK_ROUNDING_GB) * DISK_ROUNDING_GB)
+
+
+def stored_weights_gb(spec: ModelSpec) -> float:
+    """The checkpoint's weights as stored on disk, in GB (10**9 bytes)."""
     stored = WeightFormat(spec.native_quantization, spec.quant_bits, spec.quant_group_size)
     weights_gb = weight_bytes(spec, stored) / GB
     if spec.native_dtype == "float32" and not spec.checkpoint_bytes:
         weights_gb *= 2  # float32 checkpoints are twice the 16-bit size on disk
-    headroom = max(DISK_HEADROOM_GB, DISK_HEADROOM_FRACTION * weights_gb)
+    return weights_gb
+
+
+def root_volume_gb(config: StackConfig) -> int:
+    """Root volume in GB: OS + vLLM image + headroom + monitoring (Prometheus's retention and
+    the images) in whole 10 GB steps, or diskSizeGb.
+
+    Raises SizingError naming diskSizeGb when it is set below that.
+    """
     monitoring = monitoring_disk_gb(config)
-    raw = weights_gb + VLLM_IMAGE_DISK_GB + HOST_OS_DISK_GB + headroom + monitoring
-    needed = int(math.ceil(raw / DISK_ROUNDING_GB) * DISK_ROUNDING_GB)
+    needed = _round_up(VLLM_IMAGE_DISK_GB + HOST_OS_DISK_GB + ROOT_HEADROOM_GB + monitoring)
     if config.disk_size_gb is not None and config.disk_size_gb < needed:
-        monitoring_part = (
-            f" + monitoring {monitoring:.0f} GB (monitoringRetentionSizeGib "
-            f"{config.monitoring_retention_size_gib} GiB + images)"
-            if monitoring
-            else ""
-        )
+        monitoring_part = f" + monitoring {monitoring:.0f} GB" if monitoring else ""
         raise SizingError(
-            f"{NAMESPACE}:diskSizeGb={config.disk_size_gb} is too small: {spec.model_id} needs "
-            f"{needed} GB (weights {weights_gb:.0f} GB + vLLM image {VLLM_IMAGE_DISK_GB} GB + OS "
-            f"{HOST_OS_DISK_GB} GB + headroom {headroom:.0f} GB{monitoring_part}). Set diskSizeGb "
-            f"to {needed} or more, or remove it to use that size"
+            f"{NAMESPACE}:diskSizeGb={config.disk_size_gb} is too small: the root volume needs "
+            f"{needed} GB (vLLM image {VLLM_IMAGE_DISK_GB} GB + OS {HOST_OS_DISK_GB} GB + headroom "
+            f"{ROOT_HEADROOM_GB} GB{monitoring_part}; the weights live on the model volume). Set "
+            f"diskSizeGb to {needed} or more, or remove it to use that size"
             + (", or lower monitoringRetentionSizeGib." if monitoring else ".")
         )
     return max(needed, config.disk_size_gb or 0)
+
+
+def model_volume_gb(spec: ModelSpec, config: StackConfig) -> int:
+    """Model cache volume in GB: the stored weights + max(10 GB, 10%) in whole 10 GB steps, or
+    modelVolumeSizeGb.
+
+    Raises SizingError naming modelVolumeSizeGb when it is set below that.
+    """
+    weights_gb = stored_weights_gb(spec)
+    headroom = max(MODEL_HEADROOM_GB, MODEL_HEADROOM_FRACTION * weights_gb)
+    needed = _round_up(weights_gb + headroom)
+    if config.model_volume_size_gb is not None and config.model_volume_size_gb < needed:
+        raise SizingError(
+            f"{NAMESPACE}:modelVolumeSizeGb={config.model_volume_size_gb} is too small: "
+            f"{spec.model_id} needs {needed} GB (weights {weights_gb:.0f} GB + headroom "
+            f"{headroom:.0f} GB). Set modelVolumeSizeGb to {needed} or more, or remove it to use "
+            "that size."
+        )
+    return max(needed, config.model_volume_size_gb or 0)

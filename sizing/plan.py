@@ -58,7 +58,9 @@ class SizingPlan:
     gpu_memory_utilization: float
     memory: MemoryBreakdown  # per GPU
     kv_cache_capacity_tokens: int  # KV tokens the leftover budget holds, across the replica
-    disk_size_gb: int
+    root_volume_gb: int  # OS, Docker images, logs
+    model_volume_gb: int  # the model cache volume, sized for one model
+    weights_on_disk_gb: float  # the checkpoint's weights as stored (GB, 10**9 bytes)
     hourly_price_usd: Optional[float]
     notes: tuple[str, ...] = field(default_factory=tuple)  # decisions worth telling the user
     rope_theta: Optional[float] = None  # the model's RoPE base, when its config.json was read
@@ -95,7 +97,9 @@ class SizingPlan:
             },
             "kvCacheCapacityTokens": self.kv_cache_capacity_tokens,
             "concurrentFullLengthSequences": self.concurrent_full_length_sequences,
-            "diskSizeGb": self.disk_size_gb,
+            "rootVolumeGb": self.root_volume_gb,
+            "modelVolumeGb": self.model_volume_gb,
+            "weightsOnDiskGb": round(self.weights_on_disk_gb, 2),
             "hourlyPriceUsd": self.hourly_price_usd,
             "notes": list(self.notes),
         }

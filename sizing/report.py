@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sizing.choice import Candidate
+from sizing.costs import host_cost
 from sizing.gpus import gpus_label
 from sizing.plan import SizingPlan
 
@@ -27,7 +28,9 @@ def format_report(plan: SizingPlan) -> str:
         f"headroom {mem.headroom_gib:.2f} GiB",
         f"  KV cache holds ~{plan.kv_cache_capacity_tokens:,} tokens = "
         f"{plan.concurrent_full_length_sequences} full-length sequences",
-        f"  root volume {plan.disk_size_gb} GB",
+        f"  root volume {plan.root_volume_gb} GB, model volume {plan.model_volume_gb} GB "
+        f"(weights {plan.weights_on_disk_gb:.1f} GB)",
+        f"  {_cost_line(plan)}",
     ]
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
@@ -36,6 +39,15 @@ def format_report(plan: SizingPlan) -> str:
 def _derived(plan: SizingPlan) -> str:
     """Says when the CUDA total is a derived figure rather than a published one."""
     return "; derived, see sizing/catalog/SOURCES.md" if plan.instance.gpu_memory.cuda_derived else ""
+
+
+def _cost_line(plan: SizingPlan) -> str:
+    cost = host_cost(plan.hourly_price_usd, plan.root_volume_gb + plan.model_volume_gb)
+    running = "no price" if cost.total_usd_per_hour is None else f"${cost.total_usd_per_hour:.4g}/h"
+    return (
+        f"cost: running {running}, stopped ${cost.stopped_usd_per_hour:.4g}/h "
+        "(the volumes and the public IPv4 address)"
+    )
 
 
 def format_table(judged: Sequence[Candidate], *, show_all: bool = False) -> str:

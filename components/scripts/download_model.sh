@@ -8,7 +8,11 @@
 #   VLLM_DEPLOY_MODEL_REVISION  branch, tag or commit (default: the hub's default branch)
 #   VLLM_DEPLOY_MODELS_DIR      root of all model directories, e.g. /data/models (required)
 #   VLLM_DEPLOY_MODEL_DIR       the directory the container mounts; inside MODELS_DIR (required)
-#   VLLM_DEPLOY_KEEP_OTHER_MODELS  1: keep models downloaded earlier (default: remove them first)
+#   VLLM_DEPLOY_MODEL_BYTES     the weights' expected size in bytes (from the sizing): models
+#                               downloaded earlier stay as long as the volume has room for it
+#                               beside them, least recently used first to go (default: unknown,
+#                               and they all go)
+#   VLLM_DEPLOY_KEEP_OTHER_MODELS  1: keep models downloaded earlier whatever the room
 #   VLLM_DEPLOY_VENV            the downloaders' virtualenv (/opt/vllm-deploy/venv)
 #   HF_TOKEN                    secret, optional: the Hugging Face token (huggingface only)
 #   MODELSCOPE_API_TOKEN        secret, optional: the ModelScope token (modelscope only)
@@ -25,6 +29,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 HF_REQUIREMENTS=("huggingface_hub[hf-xet]==2.4.0" "hf_xet==1.8.0")
 MODELSCOPE_REQUIREMENTS=("modelscope==1.40.2" "modelscope-hub==0.5.1")
 MARKER_NAME=.vllm-deploy-download
+MANIFEST_NAME=.vllm-deploy-manifest
 
 require_env VLLM_DEPLOY_MODEL VLLM_DEPLOY_MODELS_DIR VLLM_DEPLOY_MODEL_DIR
 model=$VLLM_DEPLOY_MODEL
@@ -34,6 +39,10 @@ models_dir=${VLLM_DEPLOY_MODELS_DIR%/}
 model_dir=${VLLM_DEPLOY_MODEL_DIR%/}
 venv=${VLLM_DEPLOY_VENV:-/opt/vllm-deploy/venv}
 marker="$model_dir/$MARKER_NAME"
+manifest="$model_dir/$MANIFEST_NAME"
+: "${VLLM_DEPLOY_MODEL_BYTES:=0}"
+require_uint VLLM_DEPLOY_MODEL_BYTES
+model_bytes=$VLLM_DEPLOY_MODEL_BYTES
 
 if [[ ! "$model" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$ ]]; then
   die "VLLM_DEPLOY_MODEL must be a hub id like org/name, got '$model'" "set the model to a Hugging Face or ModelScope id"
@@ -93,6 +102,23 @@ check_model_files() {
   ((${#problems[@]} == 0))
 }
 
+# The model's files with their sizes, one "size<TAB>path" line each, sorted: written after a
+# verified download, compared before trusting what is on disk. Sizes, not checksums: hashing
+# hundreds of GB takes minutes, the downloader verified the content as it fetched it, and what
+# goes wrong on disk later (a truncated copy, a deleted shard) changes the listing.
+file_listing() {
+  find "$model_dir" -type f ! -path "$model_dir/.cache/*" ! -name "$MARKER_NAME" ! -name "$MANIFEST_NAME" \
+    ! -name "*.tmp" -printf '%s\t%P\n' | LC_ALL=C sort
+}
+
+# Present and verified: our marker for these inputs, every weight file, and the same files
+# with the same sizes as right after the download.
+model_verified() {
+  [[ -f "$marker" && "$(cat "$marker")" == "$(marker_content)" ]] || return 1
+  check_model_files || return 1
+  [[ -f "$manifest" && "$(file_listing)" == "$(cat "$manifest")" ]]
+}
+
 ensure_venv() {
   if [[ -x "$venv/bin/python" ]]; then
     return 0
@@ -148,30 +174,60 @@ run_downloader() {
   "${cmd[@]}" 2>&1 | redact >&2
 }
 
-if [[ -f "$marker" && "$(cat "$marker")" == "$(marker_content)" ]] && check_model_files; then
-  log "$model (${revision:-default revision}) already downloaded to $model_dir; nothing to do"
+if model_verified; then
+  touch "$marker" # most recently used: the last of the kept models to go when room runs short
+  log "$model (${revision:-default revision}) is already in $model_dir and verified; nothing to download"
   printf 'VLLM_DEPLOY_MODEL_DIR=%s\n' "$model_dir"
   exit 0
 fi
 
-# prune_other_models: the root volume is sized for one model (config/sizing.py), so the
-# models this step downloaded before (they carry our marker) go before a new one comes.
-# A running container keeps its weights in GPU memory; it does not read them again.
-prune_other_models() {
+# Models this step downloaded before (they carry our marker), least recently used first.
+other_models() {
   local other
   for other in "$models_dir"/*/; do
     other=${other%/}
     [[ "$other" == "$model_dir" || ! -f "$other/$MARKER_NAME" ]] && continue
-    log "removing the previous model in $other"
-    rm -rf -- "$other"
-  done
+    printf '%s\t%s\n' "$(date -r "$other/$MARKER_NAME" +%s)" "$other"
+  done | LC_ALL=C sort -n | cut -f2-
 }
 
-rm -f "$marker"
-if [[ "${VLLM_DEPLOY_KEEP_OTHER_MODELS:-0}" != 1 ]]; then
-  prune_other_models
-fi
+# make_room: the volume is sized for one model; earlier models stay while there is room for
+# this one beside them (its expected size + 10%, less what a resumed download already has).
+# Without an expected size, all of them go. A running container keeps its weights in GPU
+# memory; it does not read them again.
+make_room() {
+  local others=() other have need avail
+  mapfile -t others < <(other_models)
+  if ((model_bytes == 0)); then
+    for other in "${others[@]}"; do
+      log "removing the previous model in $other"
+      rm -rf -- "$other"
+    done
+    return 0
+  fi
+  have=$(du -sb "$model_dir" 2>/dev/null | cut -f1) || have=0
+  need=$((model_bytes + model_bytes / 10 - ${have:-0}))
+  for other in "${others[@]}" ""; do
+    avail=$(df -B1 --output=avail "$models_dir" | tail -n 1 | tr -dc 0-9)
+    if ((avail >= need)); then
+      if ((${#others[@]} > 0)); then
+        log "keeping the models downloaded before: $((avail / 1000000000)) GB free for about $((need / 1000000000)) GB"
+      fi
+      return 0
+    fi
+    [[ -n "$other" ]] || break
+    log "removing $other (least recently used) to make room: $((avail / 1000000000)) GB free, about $((need / 1000000000)) GB needed"
+    rm -rf -- "$other"
+    others=("${others[@]:1}")
+  done
+  log "only $((avail / 1000000000)) GB free on $models_dir for about $((need / 1000000000)) GB of weights; the download may run out of space (raise modelVolumeSizeGb)"
+}
+
+rm -f "$marker" "$manifest"
 install -d -m 0755 "$models_dir" "$model_dir"
+if [[ "${VLLM_DEPLOY_KEEP_OTHER_MODELS:-0}" != 1 ]]; then
+  make_room
+fi
 ensure_venv
 ensure_downloader
 
@@ -193,6 +249,8 @@ if ! check_model_files; then
     "re-run to resume the download; check free disk space (df -h $models_dir)"
 fi
 
+file_listing >"$manifest.tmp"
+mv "$manifest.tmp" "$manifest"
 marker_content >"$marker.tmp"
 mv "$marker.tmp" "$marker"
 log "$model ready in $model_dir"

@@ -51,7 +51,16 @@ def test_the_recorded_environment_provisions_a_host_like_the_sized_one(program, 
     # What nvidia-smi prints on a real host of the sized type (public outputs, not the catalog).
     line = REAL_NVIDIA_SMI[sizing["instanceType"]]
     (host.state / "gpus").write_text(f"{line}\n" * sizing["gpus"])
-    for role in ("wait", "driver", "docker", "toolkit", "gpu-check", "disk"):
+    # The model volume the program attached, as udev names it on the host.
+    volume_id = _env(run.named("vllm-setup-volume"))["VLLM_DEPLOY_VOLUME_ID"]
+    by_id = host.root / "dev" / "disk" / "by-id"
+    by_id.mkdir(parents=True)
+    (host.root / "dev" / "nvme1n1").touch()
+    (by_id / f"nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}").symlink_to(host.root / "dev" / "nvme1n1")
+    (host.root / "etc" / "fstab").touch()
+    # Absolute host paths, re-rooted in the simulated host.
+    rooted = ("VLLM_DEPLOY_MODELS_DIR", "VLLM_DEPLOY_UPLOADS_DIR")
+    for role in ("wait", "driver", "docker", "toolkit", "gpu-check", "disk", "volume", "idle-stop"):
         cmd = run.named(f"vllm-setup-{role}")
         script = shlex.split(cmd.plain["create"])[-1].rsplit("/", 1)[1]
         env = _env(cmd)
@@ -60,8 +69,18 @@ def test_the_recorded_environment_provisions_a_host_like_the_sized_one(program, 
             block.mkdir(parents=True)
             (block / "partition").write_text("1\n")
             env["VLLM_DEPLOY_SYS_CLASS_BLOCK"] = str(host.root / "sys" / "class" / "block")
+        env.update({k: f"{host.root}{v}" for k, v in env.items() if k in rooted})
+        env.update({
+            "VLLM_DEPLOY_DISK_BY_ID": str(by_id), "VLLM_DEPLOY_FSTAB": str(host.root / "etc" / "fstab"),
+            "VLLM_DEPLOY_SYSTEMD_DIR": str(host.root / "etc" / "systemd" / "system"),
+            "VLLM_DEPLOY_LIB_DIR": str(host.root / "usr" / "local" / "lib" / "vllm-deploy"),
+            "VLLM_DEPLOY_ETC_DIR": str(host.root / "etc" / "vllm-deploy"),
+        })
+        if role == "idle-stop":
+            env["VLLM_DEPLOY_IDLE_STOP_MINUTES"] = "30"  # the dev stack has it off: install it here
         result = host.run(script, **env)
         assert result.returncode == 0, (role, result.stderr)
+    assert (host.root / "etc" / "systemd" / "system" / "vllm-idle-stop.service").is_file()
 
 
 def test_the_drivers_reboot_line_is_what_the_program_parses(tmp_path):
@@ -96,6 +115,9 @@ def test_names_and_ports_agree_across_components(program):
     assert mount["source"] == download["VLLM_DEPLOY_MODEL_DIR"]
     assert download["VLLM_DEPLOY_MODEL_DIR"].startswith(download["VLLM_DEPLOY_MODELS_DIR"] + "/")
     assert download["VLLM_DEPLOY_MODELS_DIR"] == MODELS_DIR
+    mount = _env(run.named("vllm-setup-volume"))
+    assert mount["VLLM_DEPLOY_MODELS_DIR"] == MODELS_DIR, "the download writes onto the mounted volume"
+    assert mount["VLLM_DEPLOY_UPLOADS_DIR"].startswith(MODELS_DIR + "/")
     assert int(ready["VLLM_DEPLOY_PORT"]) == vllm["ports"][0]["external"]
     assert ready["VLLM_DEPLOY_CONTAINER"] == vllm["name"]
     assert certificate["VLLM_DEPLOY_NGINX_CONTAINER"] == proxy["name"]

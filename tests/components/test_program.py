@@ -15,6 +15,8 @@ INSTANCE = "aws:ec2/instance:Instance"
 CONTAINER = "docker:index/container:Container"
 COMMAND = "command:remote:Command"
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+VOLUME = "aws:ebs/volume:Volume"
+ATTACHMENT = "aws:ec2/volumeAttachment:VolumeAttachment"
 API_KEY = "sk-test-0f9e8d7c6b5a4f3e2d1c0b9a"
 HF_TOKEN = "hf_testtoken_a1b2c3d4e5f6g7h8"
 SMALL = {"model": "Qwen/Qwen2.5-1.5B-Instruct", "maxModelLen": 8192}
@@ -261,7 +263,9 @@ def test_instance_is_hardened_and_sized(program):
     assert instance["metadataOptions"]["httpPutResponseHopLimit"] == 1, "containers must not reach the role"
     root = instance["rootBlockDevice"]
     assert root["encrypted"] is True and root["volumeType"] == "gp3"
-    assert root["volumeSize"] == run.exports["sizing"].value["diskSizeGb"]
+    assert root["volumeSize"] == run.exports["sizing"].value["rootVolumeGb"]
+    # A shutdown from the host (the idle-stop watcher) stops the instance: nothing is lost.
+    assert instance["instanceInitiatedShutdownBehavior"] == "stop"
     profile = run.one("aws:iam/instanceProfile:InstanceProfile")
     assert run.one(INSTANCE).depends_on(profile)
     role = run.one("aws:iam/role:Role")
@@ -357,15 +361,18 @@ def test_every_resource_is_parented_to_a_component(program):
 
 def test_steps_run_in_order(program):
     run = program(SMALL)
-    wait, driver, rebooted, docker, toolkit, smoke, disk, model = (
-        step(run, r) for r in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "disk", "model")
+    wait, driver, rebooted, docker, toolkit, smoke, disk, mount, model, idle = (
+        step(run, r) for r in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "disk",
+                               "volume", "model", "idle-stop")
     )
     pause = run.named("vllm-setup-reboot-pause")
 
     chain = [wait, driver, pause, rebooted, docker, toolkit, smoke]
     for earlier, later in zip(chain, chain[1:]):
         assert reaches(run, later, earlier), f"{later.name} must wait for {earlier.name}"
-    assert reaches(run, model, disk) and reaches(run, disk, rebooted)
+    assert reaches(run, disk, rebooted) and reaches(run, idle, rebooted)
+    assert reaches(run, model, mount) and reaches(run, mount, rebooted)
+    assert reaches(run, mount, run.one(ATTACHMENT)), "the volume is mounted once it is attached"
     assert not reaches(run, model, docker), "download runs beside docker & co."
     container = vllm_container(run)
     assert reaches(run, container, smoke) and reaches(run, container, model)
@@ -377,7 +384,8 @@ def test_steps_run_in_order(program):
 def test_each_step_reruns_when_the_one_before_it_does(program):
     run = program(SMALL)
     for later, earlier in (("driver", "wait"), ("docker", "rebooted"), ("toolkit", "docker"),
-                           ("gpu-check", "toolkit"), ("disk", "rebooted"), ("model", "disk")):
+                           ("gpu-check", "toolkit"), ("disk", "rebooted"), ("volume", "rebooted"),
+                           ("idle-stop", "rebooted")):
         triggers_from = step(run, later).property_dependencies.get("triggers", [])
         assert step(run, earlier).urn in triggers_from, f"{later} triggers must include {earlier}'s id"
 
@@ -407,7 +415,8 @@ def run_with_edited_script(program, monkeypatch, tmp_path, script):
 def test_editing_a_script_reruns_only_its_step(program, monkeypatch, tmp_path):
     before, after = run_with_edited_script(program, monkeypatch, tmp_path, "install_docker.sh")
     changed = {
-        role for role in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "disk", "model")
+        role for role in ("wait", "driver", "rebooted", "docker", "toolkit", "gpu-check", "disk", "volume",
+                          "model", "idle-stop")
         if step(before, role).plain["triggers"] != step(after, role).plain["triggers"]
     }
     assert changed == {"docker"}  # the later steps follow through the docker step's new id
@@ -569,6 +578,12 @@ def test_a_local_model_directory_is_uploaded_not_downloaded(program, tmp_path):
     assert not [r for r in run.of_type(COMMAND) if r.name == "vllm-setup-model"]
     # pulumi-command copies a directory *into* remotePath, under the directory's own name.
     assert vllm_container(run).plain["mounts"][0]["source"] == f"{upload.plain['remotePath']}/my-finetune"
+    # Onto the model volume, into the directory the mount step made for the SSH user; again
+    # when the volume is new, not when only the instance is.
+    mount = step(run, "volume")
+    assert upload.depends_on(mount) and mount.plain["environment"]["VLLM_DEPLOY_UPLOADS_DIR"] == upload.plain["remotePath"]
+    assert run.one(VOLUME).urn in upload.property_dependencies["triggers"]
+    assert run.one(INSTANCE).urn not in upload.property_dependencies["triggers"]
     assert run.exports["servedModelName"].value == "my-finetune"
 
 
@@ -638,14 +653,16 @@ def test_a_lookup_that_finds_nothing_says_which_key_to_set(program, trouble, men
     assert not run.of_type(INSTANCE)
 
 
-def test_a_bigger_model_grows_the_disk_and_its_filesystem_before_downloading(program):
+def test_a_bigger_model_grows_the_model_volume_and_its_filesystem_before_downloading(program):
     small = program(SMALL)
     big = program({**SMALL, "model": "Qwen/Qwen2.5-32B-Instruct"})
-    small_gb = small.one(INSTANCE).plain["rootBlockDevice"]["volumeSize"]
-    big_gb = big.one(INSTANCE).plain["rootBlockDevice"]["volumeSize"]
-    assert big_gb > small_gb
-    assert int(step(big, "disk").plain["environment"]["VLLM_DEPLOY_ROOT_VOLUME_GB"]) == big_gb
-    assert step(small, "disk").plain["triggers"] != step(big, "disk").plain["triggers"]
+    small_gb, big_gb = (r.one(VOLUME).plain["size"] for r in (small, big))
+    assert big_gb > small_gb and big_gb == big.exports["sizing"].value["modelVolumeGb"]
+    assert small.one(INSTANCE).plain["rootBlockDevice"] == big.one(INSTANCE).plain["rootBlockDevice"]
+    mount = step(big, "volume")
+    assert int(mount.plain["environment"]["VLLM_DEPLOY_VOLUME_GB"]) == big_gb
+    assert step(small, "volume").plain["triggers"] != mount.plain["triggers"], "the filesystem must grow"
+    assert reaches(big, step(big, "model"), mount)
 
 
 def test_the_image_is_pinned_when_the_host_is_created(program):
@@ -671,7 +688,10 @@ def test_the_reboot_pause_is_the_same_command_on_every_machine(program, tmp_path
 def test_a_replaced_instance_is_provisioned_again_and_a_new_container_checked_again(program):
     run = program(SMALL)
     instance = run.one(INSTANCE)
+    on_the_volume = {"vllm-setup-model"}  # its work outlives the instance (test_the_model_volume_...)
     for res in run.of_type(COMMAND) + run.of_type("command:remote:CopyToRemote"):
+        if res.name in on_the_volume:
+            continue
         assert instance.urn in res.property_dependencies.get("triggers", []), f"{res.name} ignores a new host"
     ready = run.named("vllm-vllm-ready")
     assert vllm_container(run).urn in ready.property_dependencies["triggers"]

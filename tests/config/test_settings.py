@@ -69,6 +69,9 @@ def test_the_contract_keys_exist_with_their_stable_names():
         ({"letsencryptEmail": "ops at example"}, "letsencryptEmail", "ops@example.com"),
         ({"monitoringRetentionSizeGib": 0}, "monitoringRetentionSizeGib=0", "greater than or equal to 1"),
         ({"grafanaAllowedCidrs": ["10.0.0.0/8", "nowhere"]}, "grafanaAllowedCidrs", "CIDR"),
+        ({"idleStopMinutes": 2}, "idleStopMinutes=2", "greater than or equal to 5"),
+        ({"modelVolumeSizeGb": 5}, "modelVolumeSizeGb=5", "greater than or equal to 10"),
+        ({"retainModelVolume": "maybe"}, "retainModelVolume='maybe'", "bool"),
     ],
 )
 def test_each_bad_value_names_the_key_the_value_and_what_is_allowed(values, key, must_mention):
@@ -93,6 +96,16 @@ def test_missing_model_says_how_to_set_it():
     with pytest.raises(ConfigError) as caught:
         parse({})
     assert "pulumi config set model" in str(caught.value)
+
+
+def test_idle_stop_is_off_by_default_and_refuses_a_server_without_metrics():
+    cfg = parse({"model": MODEL})
+    assert cfg.idle_stop_minutes is None and cfg.retain_model_volume is False
+    assert parse({"model": MODEL, "idleStopMinutes": 30}).idle_stop_minutes == 30
+    (message,) = problems(idleStopMinutes=30, vllmExtraArgs=["--disable-log-stats"])
+    assert "vllm-deploy:idleStopMinutes=30" in message and "remove --disable-log-stats" in message
+    # Without idle stop the flag is the user's business.
+    assert parse({"model": MODEL, "vllmExtraArgs": ["--disable-log-stats"]}).vllm_extra_args
 
 
 def test_letsencrypt_needs_a_domain():

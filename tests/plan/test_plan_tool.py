@@ -86,7 +86,7 @@ def test_plan_prints_each_example_stack_offline_on_a_clone(program, monkeypatch,
     assert "per GPU: weights" in out
     assert "vllm-host-instance" in out and f"instanceType={instance_type}" in out, "the resource table"
     assert "vllm serve /models/served --served-model-name" in out, "the vLLM command line"
-    assert "gp3 volume" in out and "public IPv4 x1" in out and "total" in out, "the cost"
+    assert "gp3 volumes" in out and "public IPv4 x1" in out and "total" in out, "the cost"
     assert "apiKey" in out and SECRET in out
     assert "server {" not in out, "the nginx config only on request"
     assert not (tmp_path / "home" / ".ssh").exists(), "a plan never writes an SSH identity file"
@@ -110,7 +110,8 @@ def test_resource_table_is_what_the_program_registers_under_the_test_harness(clo
     registered = sorted((r.type, r.name, names.get(r.parent)) for r in run.resources)
     assert table == registered
     instance = run.one("aws:ec2/instance:Instance").plain
-    assert planned["cost"]["volumeGb"] == instance["rootBlockDevice"]["volumeSize"]
+    model_volume = run.one("aws:ebs/volume:Volume").plain
+    assert planned["cost"]["volumeGb"] == instance["rootBlockDevice"]["volumeSize"] + model_volume["size"]
     assert planned["sizing"]["instanceType"] == instance["instanceType"]
     assert planned["vllmCommand"]["args"] == run.named("vllm-vllm-container").plain["command"]
 

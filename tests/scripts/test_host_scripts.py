@@ -27,11 +27,12 @@ BASE_STUBS = (
     "apt-get", "apt-cache", "dpkg", "dpkg-query", "fuser", "cloud-init", "uname",
     "modprobe", "systemctl", "systemd-run", "curl", "gpg", "python3", "openssl",
     "id", "usermod", "getent", "findmnt", "lsblk", "growpart", "resize2fs", "xfs_growfs", "df",
+    "blkid", "mkfs.ext4", "mount", "systemd-escape", "chown", "ss",
 )
 REAL_TOOLS = (
     "bash", "env", "cat", "cp", "mv", "rm", "mkdir", "chmod", "ln", "grep", "sed", "sort",
     "tr", "head", "tail", "sleep", "timeout", "install", "dirname", "basename", "touch",
-    "ls", "cut", "wc",
+    "ls", "cut", "wc", "awk", "date", "du", "find", "readlink",
 )
 BOOT_ID = "6f1c2d3e-0000-4000-8000-000000000001"
 FAKE_TOKEN = "hf_FAKEtoken0123456789secretvalue"

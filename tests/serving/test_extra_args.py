@@ -26,7 +26,8 @@ def make_plan(**changes: Any) -> SizingPlan:
         pipeline_parallel_size=1, dtype="bfloat16", quantization=None, kv_cache_dtype="auto",
         max_model_len=8192, max_num_seqs=None, max_num_batched_tokens=2048,
         gpu_memory_utilization=0.92, memory=MemoryBreakdown(14.2, 1.0, 1.5, 0.8, 0.8, 20.2),
-        kv_cache_capacity_tokens=50_000, disk_size_gb=80, hourly_price_usd=0.805,
+        kv_cache_capacity_tokens=50_000, root_volume_gb=120, model_volume_gb=30,
+        weights_on_disk_gb=15.2, hourly_price_usd=0.805,
     )
     return replace(base, **changes)
 

@@ -39,7 +39,9 @@ def make_plan(instance: GpuInstance = L40S, **changes: Any) -> SizingPlan:
         gpu_memory_utilization=0.92,
         memory=MemoryBreakdown(14.2, 7.0, 1.5, 0.8, 1.2, 40.9),
         kv_cache_capacity_tokens=200_000,
-        disk_size_gb=80,
+        root_volume_gb=120,
+        model_volume_gb=30,
+        weights_on_disk_gb=15.2,
         hourly_price_usd=instance.on_demand_usd_per_hour,
     )
     return replace(plan, **changes)

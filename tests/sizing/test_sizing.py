@@ -20,6 +20,7 @@ from config.settings import parse
 from sizing import __main__ as sizing_cli
 from sizing import host
 from sizing.choice import candidates, evaluate, plan
+from sizing.costs import host_cost
 from sizing.errors import SizingError
 from sizing.gpus import get, load_instances, skipped_rows
 from sizing.hub import resolve
@@ -397,26 +398,50 @@ def test_candidates_are_cheapest_first():
 # --- disk, report, outputs --------------------------------------------------------------------
 
 
-def test_disk_holds_weights_image_os_and_headroom_in_10gb_steps():
+def test_the_root_volume_holds_os_and_image_and_the_model_volume_the_weights():
     chosen = plan(config("Qwen/Qwen2.5-72B-Instruct"))
-    weights_gb = 72.706e9 * 2 / 1e9
-    monitoring = 10 * 2**30 / 1e9 / 0.80 + host.MONITORING_IMAGES_DISK_GB  # 10 GiB retained, 80% rule
-    raw = weights_gb + host.VLLM_IMAGE_DISK_GB + host.HOST_OS_DISK_GB + max(10, 0.1 * weights_gb) + monitoring
-    assert chosen.disk_size_gb == math.ceil(raw / 10) * 10
-    assert plan(config("Qwen/Qwen2.5-72B-Instruct", diskSizeGb=2000)).disk_size_gb == 2000
-    with pytest.raises(SizingError, match=f"diskSizeGb=100 is too small.*needs {chosen.disk_size_gb} GB"):
+    weights_gb = 72.706e9 * 2 / 1e9  # 72.706B parameters in bfloat16
+    assert chosen.weights_on_disk_gb == pytest.approx(weights_gb)
+    # The model volume: weights + 10% headroom (here more than the 10 GB floor), in 10 GB steps.
+    assert chosen.model_volume_gb == math.ceil(weights_gb * 1.1 / 10) * 10 == 160
+    # The root volume does not grow with the model: OS 75 + image 30 + headroom 10 -> 120, plus
+    # with monitoring (the default) 10 GiB of metrics at the 80% rule + 4 GB of images -> 140.
+    bare = plan(config("Qwen/Qwen2.5-72B-Instruct", monitoring=False))
+    assert bare.root_volume_gb == 120 == plan(config("Qwen/Qwen2.5-0.5B-Instruct", monitoring=False)).root_volume_gb
+    monitoring = 10 * 2**30 / 1e9 / 0.80 + host.MONITORING_IMAGES_DISK_GB
+    assert chosen.root_volume_gb == math.ceil((120 + monitoring) / 10) * 10 == 140
+    small = plan(config("Qwen/Qwen2.5-0.5B-Instruct"))
+    assert small.model_volume_gb == 20, "1 GB of weights + the 10 GB floor, rounded up"
+
+    assert plan(config("Qwen/Qwen2.5-72B-Instruct", diskSizeGb=2000)).root_volume_gb == 2000
+    assert plan(config("Qwen/Qwen2.5-72B-Instruct", modelVolumeSizeGb=500)).model_volume_gb == 500
+    with pytest.raises(SizingError, match="diskSizeGb=100 is too small.*needs 140 GB"):
         plan(config("Qwen/Qwen2.5-72B-Instruct", diskSizeGb=100))
+    with pytest.raises(SizingError, match="modelVolumeSizeGb=100 is too small.*needs 160 GB"):
+        plan(config("Qwen/Qwen2.5-72B-Instruct", modelVolumeSizeGb=100))
+
+
+def test_the_host_costs_its_instance_volumes_and_address_running_and_only_the_last_two_stopped():
+    """By hand, the dev stack: g4dn.xlarge $0.526/h; 120 + 20 GB of gp3 at $0.08/GB-month over a
+    730-hour month = $0.015342/h; one public IPv4 address $0.005/h."""
+    cost = host_cost(0.526, 140)
+    assert cost.stopped_usd_per_hour == pytest.approx(0.015342 + 0.005, abs=1e-6)
+    assert cost.total_usd_per_hour == pytest.approx(0.526 + 0.020342, abs=1e-6)
+    output = cost.to_output()
+    assert output == {"runningPerHour": 0.5463, "stoppedPerHour": 0.0203,
+                      "runningPerMonth": 398.83, "stoppedPerMonth": 14.85}
+    assert host_cost(None, 140).to_output()["runningPerHour"] is None, "a type without a price"
 
 
 def test_prometheus_retention_is_on_the_disk_and_off_it_without_monitoring():
     model = "Qwen/Qwen2.5-7B-Instruct"
-    without = plan(config(model, monitoring=False)).disk_size_gb
-    default = plan(config(model)).disk_size_gb
-    bigger = plan(config(model, monitoringRetentionSizeGib=100)).disk_size_gb
+    without = plan(config(model, monitoring=False)).root_volume_gb
+    default = plan(config(model)).root_volume_gb
+    bigger = plan(config(model, monitoringRetentionSizeGib=100)).root_volume_gb
     assert without < default < bigger
     # 100 GiB of retention over the 80% Prometheus asks for, plus the images, within one 10 GB step
     assert bigger - without > 100 * 2**30 / 1e9 / 0.80 + host.MONITORING_IMAGES_DISK_GB - 10
-    with pytest.raises(SizingError, match="monitoring .* GB .*monitoringRetentionSizeGib"):
+    with pytest.raises(SizingError, match="monitoring [0-9]+ GB.*monitoringRetentionSizeGib"):
         plan(config(model, diskSizeGb=without, monitoringRetentionSizeGib=50))
     assert any("holds 17 GB for monitoring (10 GiB of metrics" in n for n in plan(config(model)).notes)
     assert not any("monitoring" in n for n in plan(config(model, monitoring=False)).notes)
@@ -429,6 +454,8 @@ def test_report_shows_the_choice_the_memory_arithmetic_and_the_price():
     assert f"weights {chosen.memory.weights_gib:.2f} GiB" in report
     assert f"budget {chosen.memory.budget_gib:.2f} GiB" in report
     assert f"${chosen.hourly_price_usd:.4g}/h" in report
+    assert f"root volume {chosen.root_volume_gb} GB, model volume {chosen.model_volume_gb} GB" in report
+    assert "cost: running $" in report and ", stopped $" in report
     output = json.loads(json.dumps(chosen.to_output()))
     assert output["instanceType"] == chosen.instance.name and output["maxModelLen"] == 8192
 

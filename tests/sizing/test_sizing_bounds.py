@@ -45,12 +45,13 @@ def test_each_sequence_takes_whole_16_token_blocks(max_model_len):
     assert plan.memory.kv_cache_gib * GIB == pytest.approx(tokens * QWEN_7B_KV_BYTES_PER_TOKEN)
 
 
-def test_disk_holds_the_os_snapshot_the_image_and_the_weights():
+def test_disks_hold_the_os_snapshot_the_image_and_the_weights():
     plan = choice.plan(parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 8192}))
     weights_gb = 7.616e9 * 2 / 1e9  # 7.616B parameters in bfloat16
     # The DLAMI's root snapshot (75 GB, the volume's floor) + the vLLM image (~20 GB unpacked).
-    assert plan.disk_size_gb >= 75 + 20 + weights_gb
-    assert plan.disk_size_gb % 10 == 0
+    assert plan.root_volume_gb >= 75 + 20
+    assert plan.model_volume_gb >= weights_gb
+    assert plan.root_volume_gb % 10 == 0 and plan.model_volume_gb % 10 == 0
 
 
 def test_qwen_7b_choice_follows_from_hand_arithmetic():

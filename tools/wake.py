@@ -1,0 +1,187 @@
+"""Starts a stack's stopped host and waits until its endpoint answers (`tools/wake [STACK]`).
+
+The host stops itself after `idleStopMinutes` without requests (or AWS stops a spot instance);
+`pulumi up` then refuses to run until it is started again. This reads the stack's outputs
+(`pulumi stack output --json`: instanceId, region, endpoint, caCertificate), starts the
+instance with EC2's StartInstances (boto3, with your usual AWS credentials: AWS_PROFILE,
+`aws configure`, SSO), waits until it runs, then until `https://<endpoint>/health` answers 200
+through the proxy, which happens once vLLM has loaded the model from the model volume.
+
+    tools/wake            the selected stack
+    tools/wake prod       another stack
+    tools/wake dev --no-wait --timeout 45
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Callable, Optional
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
+
+EXIT_OK, EXIT_FAILED = 0, 1
+GONE = ("shutting-down", "terminated")
+
+
+class WakeError(Exception):
+    """What went wrong and what to do, for the user."""
+
+
+def say(message: str) -> None:
+    print(f"[wake] {message}", file=sys.stderr, flush=True)
+
+
+def stack_outputs(stack: Optional[str]) -> dict[str, Any]:
+    """The stack's outputs, as `pulumi stack output --json` prints them (secrets stay hidden)."""
+    argv = ["pulumi", "stack", "output", "--json", *(["--stack", stack] if stack else [])]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise WakeError("the Pulumi CLI is not on PATH; install it (README, Prerequisites)") from None
+    if done.returncode != 0:
+        raise WakeError(f"`{' '.join(argv)}` failed:\n{done.stderr.strip()}")
+    outputs = json.loads(done.stdout or "{}")
+    if not outputs.get("instanceId"):
+        raise WakeError(f"stack {stack or '(selected)'} has no instanceId output: is it deployed? (pulumi up)")
+    return outputs
+
+
+def instance_state(ec2: Any, instance_id: str) -> str:
+    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return reservations[0]["Instances"][0]["State"]["Name"]
+
+
+def wait_for_state(ec2: Any, instance_id: str, wanted: str, *, timeout: float, poll: float) -> None:
+    deadline = time.monotonic() + timeout
+    while (state := instance_state(ec2, instance_id)) != wanted:
+        if state in GONE:
+            raise WakeError(f"{instance_id} is {state}: the host is gone; `pulumi up` creates a new one "
+                            "(the model volume keeps the weights)")
+        if time.monotonic() > deadline:
+            raise WakeError(f"{instance_id} is still {state} after {timeout:.0f}s; see the EC2 console")
+        time.sleep(poll)
+
+
+def start_host(ec2: Any, instance_id: str, *, poll: float, timeout: float = 900) -> bool:
+    """Starts the instance unless it runs; True when it was started. Waits until it runs."""
+    state = instance_state(ec2, instance_id)
+    if state in GONE:
+        raise WakeError(f"{instance_id} is {state}: the host is gone; `pulumi up` creates a new one "
+                        "(the model volume keeps the weights)")
+    if state == "running":
+        say(f"{instance_id} is already running")
+        return False
+    if state == "stopping":
+        say(f"{instance_id} is stopping; waiting until it has stopped")
+        wait_for_state(ec2, instance_id, "stopped", timeout=timeout, poll=poll)
+        state = "stopped"
+    if state == "stopped":
+        say(f"starting {instance_id}")
+        try:
+            ec2.start_instances(InstanceIds=[instance_id])
+        except ClientError as exc:
+            raise WakeError(_start_advice(instance_id, exc)) from None
+    wait_for_state(ec2, instance_id, "running", timeout=timeout, poll=poll)
+    say(f"{instance_id} is running")
+    return True
+
+
+def _start_advice(instance_id: str, exc: ClientError) -> str:
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code in ("InsufficientInstanceCapacity", "InsufficientCapacity"):
+        return (f"AWS has no capacity to start {instance_id} in its availability zone right now ({code}). "
+                "Try again in a few minutes; or pick another instanceType that the zone offers and run "
+                "`pulumi up` (the host is replaced in the model volume's zone, the weights stay).")
+    if code == "IncorrectSpotRequestState":
+        return (f"the spot request behind {instance_id} no longer allows starting it ({code}); run "
+                "`pulumi up --replace` on the instance, or set spot: false")
+    return f"starting {instance_id} failed: {exc}"
+
+
+def health_url(endpoint: str) -> str:
+    """`https://<host>/v1` -> `https://<host>/health` (open through the proxy)."""
+    base = endpoint.rstrip("/")
+    return (base[: -len("/v1")] if base.endswith("/v1") else base) + "/health"
+
+
+def wait_until_ready(url: str, ca_pem: Optional[str], *, timeout: float, poll: float) -> None:
+    """Until GET `url` answers 200: nginx answers 502 while vLLM loads the model."""
+    context = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10, context=context) as response:  # noqa: S310 - the stack's endpoint
+                if response.status == 200:
+                    return
+                last = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        if time.monotonic() > deadline:
+            raise WakeError(
+                f"{url} did not answer 200 within {timeout / 60:.0f} min (last: {last}). vLLM may still be "
+                "loading the model: look with `$(pulumi stack output sshCommand) sudo docker logs --tail 80 vllm`, "
+                "or wait longer with --timeout"
+            )
+        time.sleep(poll)
+
+
+def main(
+    argv: Optional[list[str]] = None,
+    *,
+    ec2_client: Optional[Callable[[Optional[str]], Any]] = None,
+    poll_seconds: float = 5.0,
+) -> int:
+    parser = argparse.ArgumentParser(prog="tools/wake", description=__doc__.split("\n\n")[0])
+    parser.add_argument("stack", nargs="?", help="stack name (default: the selected stack)")
+    parser.add_argument("--timeout", type=float, default=30, help="minutes to wait for the endpoint (default 30)")
+    parser.add_argument("--no-wait", action="store_true", help="start the instance and return")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    try:
+        outputs = stack_outputs(args.stack)
+        instance_id = outputs["instanceId"]
+        ec2 = (ec2_client or _boto3_ec2)(outputs.get("region"))
+        start_host(ec2, instance_id, poll=poll_seconds)
+        if args.no_wait:
+            return EXIT_OK
+        say(f"waiting for {health_url(outputs['endpoint'])} (vLLM loads the model from the model volume)")
+        wait_until_ready(health_url(outputs["endpoint"]), outputs.get("caCertificate"),
+                         timeout=args.timeout * 60, poll=poll_seconds)
+    except NoCredentialsError:
+        say("ERROR: no AWS credentials: run `aws configure` or `aws sso login`, or set AWS_PROFILE")
+        return EXIT_FAILED
+    except (BotoCoreError, ClientError) as exc:
+        say(f"ERROR: AWS refused: {exc}")
+        return EXIT_FAILED
+    except WakeError as exc:
+        say(f"ERROR: {exc}")
+        return EXIT_FAILED
+    cost = outputs.get("costUsd") or {}
+    idle = outputs.get("idleStopMinutes") or 0
+    print(f"ready: {outputs['endpoint']} ({instance_id}, {time.monotonic() - started:.0f}s)")
+    if cost.get("runningPerHour") is not None:
+        stops = f"; it stops again after {idle} minutes without requests" if idle else ""
+        print(f"running costs ${cost['runningPerHour']}/h, stopped ${cost['stoppedPerHour']}/h{stops}")
+    return EXIT_OK
+
+
+def _boto3_ec2(region: Optional[str]) -> Any:
+    try:
+        return boto3.client("ec2", region_name=region)
+    except NoRegionError:
+        raise WakeError("no AWS region: the stack has no region output; set AWS_REGION") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
