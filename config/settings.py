@@ -246,6 +246,14 @@ class StackConfig(BaseModel):
     max_request_body_mb: int = Field(
         64, ge=1, le=1024, description="Largest request body the proxy accepts, in MiB."
     )
+    max_concurrent_requests_per_client: Optional[int] = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Requests one client address may have in flight at once through the proxy "
+        "(streams included); more get 429 with Retry-After (default: the sequences vLLM "
+        "batches at once, maxNumSeqs or vLLM's default for the GPU).",
+    )
 
     # --- validators ----------------------------------------------------------------
     @field_validator("model")

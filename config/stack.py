@@ -20,6 +20,8 @@ from pulumi.runtime import config as runtime_config
 
 from config.settings import NAMESPACE, SECRET_KEYS, THIS_MACHINE, ConfigError, StackConfig, parse
 from serving import vllm_args
+from serving.nginx import stack_limits
+from serving.proxy_limits import ProxyLimits
 from serving.flag_reader import flag_warnings
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
@@ -193,3 +195,12 @@ def vllm_command(settings: StackConfig, plan: SizingPlan) -> list[str]:
     for warning in flag_warnings(settings.vllm_extra_args):
         pulumi.log.warn(warning)
     return argv
+
+
+def proxy_limits(settings: StackConfig, plan: SizingPlan) -> ProxyLimits:
+    """The proxy's limits on the planned host (serving.proxy_limits), or pulumi.RunError naming
+    the keys the proxy could never honour there."""
+    try:
+        return stack_limits(settings, plan)
+    except ConfigError as exc:
+        raise pulumi.RunError(str(exc)) from None

@@ -6,8 +6,12 @@ needs `Authorization: Bearer <key>` and gets vLLM's 401 body otherwise, chat com
 plain and streamed as server-sent events, one flushed HTTP chunk per event.
 
 Each chat answer also carries a `fake_request` object (an extension the real server does
-not have) reporting the body size and the forwarding headers it received, so tests can
-see what crossed the proxy.
+not have) reporting the body size and the headers it received (all but Authorization), so
+tests can see what crossed the proxy. Extensions in the request body misbehave on purpose:
+`fake_chunk_delay_ms` paces the stream, `fake_chunk_bytes` pads each content chunk,
+`fake_header_delay_ms` waits before answering at all, `fake_abort_after` closes the
+connection after that many content chunks (a crash mid-stream), `fake_pause_after` /
+`fake_pause_ms` go silent mid-stream.
 
     python -m tests.fakes.fake_vllm --port 8000 --api-key KEY [--chunk-delay-ms 20]
 
@@ -161,7 +165,9 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
             "body_bytes": len(body),
             "prompt_chars": sum(len(str(m.get("content", ""))) for m in messages),
             "headers": {h: self.headers.get(h) for h in FORWARDING_HEADERS},
+            "all_headers": {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"},
         }
+        time.sleep(float(request.get("fake_header_delay_ms") or 0) / 1000)
         self.server.counters.start()
         try:
             if request.get("stream"):
@@ -194,12 +200,20 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
         def choice(delta: dict, finish: Optional[str] = None) -> list:
             return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
+        pad = " " * int(request.get("fake_chunk_bytes") or 0)
+        abort_after = request.get("fake_abort_after")
+        pause_after, pause_s = request.get("fake_pause_after"), float(request.get("fake_pause_ms") or 0) / 1000
         try:
             self._write_chunk(event(choice({"role": "assistant", "content": ""})))
             for index in range(chunks):
+                if index == abort_after:
+                    self.close_connection = True
+                    return  # no final chunk: the stream ends as if the server died
+                if index == pause_after:
+                    time.sleep(pause_s)
                 if index:
                     time.sleep(delay_s)
-                self._write_chunk(event(choice({"content": f"tok{index} "})))
+                self._write_chunk(event(choice({"content": f"tok{index} {pad}"})))
             self._write_chunk(event(choice({}, "stop"), fake_request=seen))
             if (request.get("stream_options") or {}).get("include_usage"):
                 self._write_chunk(event([], usage=_usage(seen["prompt_chars"], chunks)))
