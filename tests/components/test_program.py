@@ -85,6 +85,10 @@ def test_instance_type_registered_is_the_sizing_decision_and_region_offerings_ar
         ({"vllmExtraArgs": ["--enable-metrics"]}, "--enable-metrics"),
         ({"instanceType": "g4dn.xlarge", "model": "Qwen/Qwen2.5-14B-Instruct"}, "g4dn.xlarge"),
         ({"model": "deepseek-ai/DeepSeek-R1", "dtype": "bfloat16", "quantization": "none"}, "DeepSeek"),
+        # Valid values that together leave a feature unreachable, before and after sizing.
+        ({"allowedCidrs": ["203.0.113.0/24"], "metricsAllowedCidrs": ["198.51.100.0/24"]},
+         "vllm-deploy:metricsAllowedCidrs entry '198.51.100.0/24' is outside vllm-deploy:allowedCidrs"),
+        ({"maxConcurrentRequestsPerClient": 60000}, "vllm-deploy:maxConcurrentRequestsPerClient=60000"),
     ],
 )
 def test_bad_input_fails_before_any_cloud_resource(program, values, mentions):
