@@ -119,6 +119,14 @@ class NginxSite(BaseModel):
         description="Longest a write to a client may stay blocked (it stopped reading); "
         "the timer restarts on every write, so slow readers are never cut.",
     )
+    client_sndbuf_kib: int = Field(
+        64,
+        ge=8,
+        le=4096,
+        description="Kernel send buffer per client connection (the kernel doubles it). Fixed, not "
+        "autotuned: a stalled client pins at most this much, and a reader is never cut while it "
+        "drains a third of it per client_send_timeout_s (the kernel wakes a blocked writer then).",
+    )
     client_header_timeout_s: int = Field(
         15, ge=1, le=300, description="Time to receive a request's headers (408 after)."
     )

@@ -44,6 +44,20 @@ def nginx_binary() -> Optional[str]:
     return shutil.which("nginx", path=search)
 
 
+def require_proxy_tools() -> None:
+    """Skips a live proxy test without nginx, curl or openssl; under CI (env CI) fails instead."""
+    import pytest
+
+    missing = [name for name, found in (("nginx", nginx_binary()), ("curl", shutil.which("curl")),
+                                        ("openssl", openssl_binary())) if not found]
+    if not missing:
+        return
+    reason = f"needs {', '.join(missing)} (apt-get install {' '.join(missing)})"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the live proxy tests: {reason}")
+    pytest.skip(reason)
+
+
 def installed_nginx_version() -> tuple[int, int, int]:
     """The local nginx's version (`nginx -v` says e.g. "nginx version: nginx/1.22.1")."""
     result = subprocess.run([_require_nginx(), "-v"], capture_output=True, text=True, check=False)

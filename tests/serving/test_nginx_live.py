@@ -34,8 +34,7 @@ from tests.fakes import (
     local_site,
     make_prefix_dir,
     make_test_pki,
-    nginx_binary,
-    openssl_binary,
+    require_proxy_tools,
     start_fake_vllm,
     start_nginx,
 )
@@ -44,24 +43,6 @@ BODY_LIMIT_MB = 8
 MIB = 2**20
 CHUNK_DELAY_S = 0.15
 STREAM_CHUNKS = 6
-
-
-def _require_tools() -> None:
-    missing = [
-        name
-        for name, found in (
-            ("nginx", nginx_binary()),
-            ("curl", shutil.which("curl")),
-            ("openssl", openssl_binary()),
-        )
-        if not found
-    ]
-    if not missing:
-        return
-    reason = f"needs {', '.join(missing)} (apt-get install {' '.join(missing)})"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the live proxy tests: {reason}")
-    pytest.skip(reason)
 
 
 @dataclass
@@ -77,7 +58,7 @@ class ProxyEnv:
 
 @pytest.fixture(scope="session")
 def proxy() -> Iterator[ProxyEnv]:
-    _require_tools()
+    require_proxy_tools()
     prefix = make_prefix_dir()
     api_key = "sk-test-" + secrets.token_hex(16)
     started: list = []

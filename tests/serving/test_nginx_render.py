@@ -94,6 +94,8 @@ def test_long_generations_get_hour_long_upstream_timeouts_but_stalled_clients_a_
     (send,) = _directives(conf, "send_timeout")
     assert int(send.rstrip("s")) <= 60
     assert _directives(conf, "reset_timedout_connection") == ["on"]
+    # A fixed send buffer bounds how long a stalled client's data can hide in the kernel.
+    assert re.search(r"listen \S+:443 ssl .*sndbuf=64k;", conf)
     with pytest.raises(ValidationError, match="client_send_timeout_s"):
         _site(client_send_timeout_s=120)
 
@@ -275,7 +277,7 @@ def test_acme_challenge_location_only_with_a_webroot():
 def test_listen_ports_and_body_limit():
     conf = _render(https_port=8443, http_port=8080, client_max_body_size_mb=12)
     assert _directives(conf, "listen") == ["0.0.0.0:8080 default_server backlog=4096",
-                                           "0.0.0.0:8443 ssl default_server backlog=4096"]
+                                           "0.0.0.0:8443 ssl default_server backlog=4096 sndbuf=64k"]
     assert _directives(conf, "client_max_body_size") == ["12m"]
 
 
