@@ -368,6 +368,31 @@ def test_nginx_upstream_is_the_vllm_port(program):
     assert is_secret(proxy.inputs["uploads"]), "uploads hold the TLS private key: secret in the state"
 
 
+def test_proxy_limits_fit_the_instance_and_the_container_file_limit_matches(program):
+    """Each stream holds two descriptors: nginx's workers raise themselves to
+    worker_rlimit_nofile, which needs the container's hard limit at least that high."""
+    from sizing.gpus import get as instance_info
+
+    run = program(SMALL)
+    proxy = run.named("vllm-proxy-container")
+    conf = next(u["content"] for u in reveal(proxy.inputs["uploads"]) if u["file"] == "/etc/nginx/nginx.conf")
+    (rlimit,) = re.findall(r"^worker_rlimit_nofile (\d+);", conf, re.M)
+    assert proxy.plain["ulimits"] == [{"name": "nofile", "soft": int(rlimit), "hard": int(rlimit)}]
+    (connections,) = re.findall(r"^\s*worker_connections (\d+);", conf, re.M)
+    assert int(rlimit) > int(connections)
+    vcpus = instance_info(run.exports["instanceType"].value).vcpus
+    assert re.findall(r"^worker_processes (\d+);", conf, re.M) == [str(min(vcpus, 8))]
+
+
+def test_without_a_domain_the_proxy_names_the_elastic_ip_never_the_clients_host(program):
+    run = program(SMALL)
+    ip = run.exports["publicIp"].value
+    conf = next(u["content"] for u in reveal(run.named("vllm-proxy-container").inputs["uploads"])
+                if u["file"] == "/etc/nginx/nginx.conf")
+    assert f"return 301 https://{ip}/;" in conf and f"proxy_set_header Host {ip};" in conf
+    assert "$host" not in conf
+
+
 def test_endpoint_waits_for_readiness(program):
     run = program(SMALL)
     ready = run.named("vllm-vllm-ready").plain
