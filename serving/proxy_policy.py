@@ -111,7 +111,7 @@ def error_pages(
         501: "This transfer encoding is not supported.",
         503: f"The endpoint is serving its limit of {max_streams} concurrent requests; retry in a "
         "few seconds.",
-        504: "The model server did not answer in time.",
+        504: "The server behind the proxy did not answer in time.",
         505: "This HTTP version is not supported.",
     }
     pages = {}
@@ -125,13 +125,14 @@ def error_pages(
 def bad_gateway_pages(max_streams: int) -> tuple[ErrorPage, ErrorPage]:
     """(vLLM unreachable: 502, every upstream slot taken: 503 with Retry-After).
 
-    nginx reports both as 502; it names the upstream group instead of an address in
+    nginx reports both as 502; it names the upstream group (vllm) instead of an address in
     $upstream_addr when no connection was free (`max_conns`), which is how they are told apart.
+    (max_fails=0 on vLLM's server keeps "no live upstreams" from meaning anything else.)
     """
     unreachable = ErrorPage(
         502, 502,
-        error_body(502, "The model server is not reachable (starting, restarting or stopped); "
-                        "retry shortly."),
+        error_body(502, "The server behind the proxy is not reachable (starting, restarting or "
+                        "stopped); retry shortly."),
     )
     full = ErrorPage(
         502, 503,

@@ -178,11 +178,29 @@ def test_every_status_nginx_produces_has_a_json_error_page():
 
 
 def test_no_location_overrides_the_inherited_errors_or_headers():
-    """A location with its own error_page or proxy_set_header drops every inherited one."""
-    for server in _servers(_render(acme_webroot="/var/www/acme")):
+    """A location with its own error_page or proxy_set_header drops every inherited one, so
+    error pages live at http level only, and a location that sets headers sets them all."""
+    conf = _render(acme_webroot="/var/www/acme")
+    every = {d.split(" ", 1)[0] for d in _directives(_block(conf, "http"), "proxy_set_header")}
+    assert {"Host", "Forwarded", "X-Forwarded-For", *proxy_policy.CLEARED_HEADERS} <= every
+    for server in _servers(conf):
+        assert "error_page" not in re.sub(r"location [^{]+\{", "", server).split("location")[0]
         for head, body in _locations(server).items():
             assert "error_page" not in body, head
-            assert "proxy_set_header" not in body, head
+            own = {d.split(" ", 1)[0] for d in _directives(body, "proxy_set_header")}
+            assert not own or every <= own, f"location {head} sets some headers and drops the rest"
+
+
+def test_a_new_location_can_add_a_header_and_keep_the_whole_set():
+    """templates/_proxy.j2 upstream_headers(extra): e.g. a WebSocket upgrade for a dashboard."""
+    from serving.nginx import _environment, _policy
+
+    macros = _environment().get_template("_proxy.j2").module
+    text = str(macros.upstream_headers(_policy(_site()), {"Upgrade": "$http_upgrade", "Connection": '"upgrade"'}))
+    headers = dict(d.split(" ", 1) for d in _directives(text, "proxy_set_header"))
+    assert headers["Upgrade"] == "$http_upgrade" and headers["Connection"] == '"upgrade"'
+    assert headers["X-Forwarded-For"] == "$remote_addr" and headers["True-Client-IP"] == '""'
+    assert len(re.findall(r"^proxy_set_header Connection ", text, re.M)) == 1
 
 
 def test_tls_server_answers_carry_hsts_even_the_errors():
