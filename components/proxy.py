@@ -31,8 +31,8 @@ from serving.nginx import (
     NGINX_IMAGE,
     render,
     site_for_stack,
-    stack_limits,
 )
+from serving.proxy_limits import stack_limits
 from config.settings import StackConfig
 from sizing.plan import SizingPlan
 

@@ -20,9 +20,8 @@ from pulumi.runtime import config as runtime_config
 
 from config.settings import NAMESPACE, SECRET_KEYS, THIS_MACHINE, ConfigError, StackConfig, parse
 from serving import vllm_args
-from serving.nginx import stack_limits
-from serving.proxy_limits import ProxyLimits
 from serving.flag_reader import flag_warnings
+from serving.proxy_limits import ProxyLimits, stack_limits
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
 from sizing.hub import hub_spec

@@ -14,7 +14,6 @@ paths in a temporary directory so an unprivileged nginx can run the same file.
 from __future__ import annotations
 
 import ipaddress
-import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -23,8 +22,7 @@ import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serving import proxy_policy
-from serving.proxy_limits import UPSTREAM_KEEPALIVE, ProxyLimits, derive_limits
-from sizing.memory import batch_defaults
+from serving.proxy_limits import UPSTREAM_KEEPALIVE, ProxyLimits, stack_limits
 
 if TYPE_CHECKING:  # settings imports nothing from here; keep the import one-way
     from config.settings import StackConfig
@@ -62,10 +60,6 @@ DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT_S = 4
 # that stops is cut this long after its socket buffers fill.
 DEFAULT_CLIENT_SEND_TIMEOUT_S = 30
 
-# OpenAI's rule of thumb for English text: one token is about 4 characters
-# (help.openai.com, "What are tokens and how to count them?"). A prompt's JSON body is larger
-# still (escapes, structure), so this is a lower bound.
-CHARS_PER_TOKEN = 4
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "nginx.conf.j2"
 
@@ -385,49 +379,6 @@ def _policy(site: NginxSite) -> dict[str, object]:
         "plain_http_with_key": plain_with_key,
         "upstream_headers": proxy_policy.headers_to_upstream(site.upstream_authority),
     }
-
-
-def vllm_max_num_seqs(plan: "SizingPlan") -> int:
-    """Sequences vLLM batches at once: --max-num-seqs, else vLLM's default for the GPU."""
-    return plan.max_num_seqs or batch_defaults(plan.instance)[1]
-
-
-def stack_limits(config: "StackConfig", plan: "SizingPlan") -> ProxyLimits:
-    """The proxy's limits on the planned instance.
-
-    Raises ConfigError, naming the keys, for settings the proxy could never honour there:
-    maxConcurrentRequestsPerClient above what the host admits from all clients together, or
-    maxRequestBodyMb too small for a full-length prompt (maxModelLen tokens of ordinary text).
-    """
-    from config.settings import NAMESPACE, ConfigError
-
-    problems = []
-    limits = None
-    try:
-        limits = derive_limits(
-            vcpus=plan.instance.vcpus,
-            memory_gib=plan.instance.memory_gib,
-            default_per_client=vllm_max_num_seqs(plan),
-            per_client=config.max_concurrent_requests_per_client,
-        )
-    except ValueError as exc:
-        problems.append(
-            f"{NAMESPACE}:maxConcurrentRequestsPerClient={config.max_concurrent_requests_per_client} "
-            f"can never be reached on {plan.instance.name}: {exc}; lower it, or unset it for the "
-            f"default ({vllm_max_num_seqs(plan)}, the sequences vLLM batches at once)"
-        )
-    prompt_mib = math.ceil(plan.max_model_len * CHARS_PER_TOKEN / 2**20)
-    if config.max_request_body_mb < prompt_mib:
-        problems.append(
-            f"{NAMESPACE}:maxRequestBodyMb={config.max_request_body_mb} is smaller than a "
-            f"full-length prompt: maxModelLen {plan.max_model_len} tokens is about {prompt_mib} MiB "
-            f"of text at {CHARS_PER_TOKEN} characters per token, which the proxy would refuse "
-            f"(413); raise maxRequestBodyMb to at least {prompt_mib}, or lower maxModelLen"
-        )
-    if problems:
-        raise ConfigError(problems)
-    assert limits is not None
-    return limits
 
 
 def site_for_stack(

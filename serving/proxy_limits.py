@@ -28,7 +28,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+from sizing.memory import batch_defaults
+
+if TYPE_CHECKING:
+    from config.settings import StackConfig
+    from sizing.plan import SizingPlan
 
 # Measured with `bench/proxy_overhead.py --streams 1000 4000` (nginx 1.22, OpenSSL 3, TLS 1.3):
 # resident memory of the nginx workers with N streams open, minus idle, over N: 55 KiB at 1000
@@ -56,6 +62,11 @@ UPSTREAM_KEEPALIVE = 32
 # eventfd, channels to the master and the other workers (two per worker), a file being served
 # to an ACME validator.
 NON_CONNECTION_FDS = 64 + 2 * MAX_WORKER_PROCESSES
+
+# OpenAI's rule of thumb for English text: one token is about 4 characters
+# (help.openai.com, "What are tokens and how to count them?"). A prompt's JSON body is larger
+# still (escapes, structure), so this is a lower bound.
+CHARS_PER_TOKEN = 4
 
 
 @dataclass(frozen=True)
@@ -128,3 +139,46 @@ def derive_limits(
         max_streams=max_streams,
         max_streams_per_client=per_client if per_client is not None else min(default_per_client, max_streams),
     )
+
+
+def vllm_max_num_seqs(plan: "SizingPlan") -> int:
+    """Sequences vLLM batches at once: --max-num-seqs, else vLLM's default for the GPU."""
+    return plan.max_num_seqs or batch_defaults(plan.instance)[1]
+
+
+def stack_limits(config: "StackConfig", plan: "SizingPlan") -> ProxyLimits:
+    """The proxy's limits on the planned instance.
+
+    Raises ConfigError, naming the keys, for settings the proxy could never honour there:
+    maxConcurrentRequestsPerClient above what the host admits from all clients together, or
+    maxRequestBodyMb too small for a full-length prompt (maxModelLen tokens of ordinary text).
+    """
+    from config.settings import NAMESPACE, ConfigError
+
+    problems = []
+    limits = None
+    try:
+        limits = derive_limits(
+            vcpus=plan.instance.vcpus,
+            memory_gib=plan.instance.memory_gib,
+            default_per_client=vllm_max_num_seqs(plan),
+            per_client=config.max_concurrent_requests_per_client,
+        )
+    except ValueError as exc:
+        problems.append(
+            f"{NAMESPACE}:maxConcurrentRequestsPerClient={config.max_concurrent_requests_per_client} "
+            f"can never be reached on {plan.instance.name}: {exc}; lower it, or unset it for the "
+            f"default ({vllm_max_num_seqs(plan)}, the sequences vLLM batches at once)"
+        )
+    prompt_mib = math.ceil(plan.max_model_len * CHARS_PER_TOKEN / 2**20)
+    if config.max_request_body_mb < prompt_mib:
+        problems.append(
+            f"{NAMESPACE}:maxRequestBodyMb={config.max_request_body_mb} is smaller than a "
+            f"full-length prompt: maxModelLen {plan.max_model_len} tokens is about {prompt_mib} MiB "
+            f"of text at {CHARS_PER_TOKEN} characters per token, which the proxy would refuse "
+            f"(413); raise maxRequestBodyMb to at least {prompt_mib}, or lower maxModelLen"
+        )
+    if problems:
+        raise ConfigError(problems)
+    assert limits is not None
+    return limits

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 
 from config.settings import ConfigError, parse
 from serving import proxy_policy
-from serving.nginx import NGINX_IMAGE, NGINX_IMAGE_VERSION, NginxSite, render, site_for_stack, stack_limits
-from serving.proxy_limits import derive_limits
+from serving.nginx import NGINX_IMAGE, NGINX_IMAGE_VERSION, NginxSite, render, site_for_stack
+from serving.proxy_limits import derive_limits, stack_limits
 from sizing.choice import plan as size
 
 LIMITS = derive_limits(vcpus=4, memory_gib=16, default_per_client=256)
