@@ -56,6 +56,11 @@ class _Counters:
         self._lock = threading.Lock()
         self.running = 0
         self.finished = 0
+        self.connections = 0  # open client connections, idle keep-alive ones included
+
+    def connection(self, delta: int) -> None:
+        with self._lock:
+            self.connections += delta
 
     def start(self) -> None:
         with self._lock:
@@ -84,6 +89,14 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
     # headers waits ~40 ms for a delayed ACK, and every figure would measure that.
     disable_nagle_algorithm = True
     server: FakeVllmServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.counters.connection(+1)
+
+    def finish(self) -> None:
+        self.server.counters.connection(-1)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # tests read nginx's access log; this one would only add noise
@@ -130,6 +143,8 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
             "# HELP vllm:request_success_total Count of successfully processed requests.\n"
             "# TYPE vllm:request_success_total counter\n"
             f'vllm:request_success_total{{model_name="{name}"}} {counters.finished}\n'
+            "# HELP fake_open_connections Client connections open, idle ones included (not vLLM's).\n"
+            f"fake_open_connections {counters.connections}\n"
         )
         self._send_bytes(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 

@@ -258,6 +258,31 @@ def test_no_forwarding_header_a_client_sends_reaches_vllm(env):
     assert "x-forwarded_for" not in seen, "headers with underscores are dropped"
 
 
+# --- connections to vLLM ----------------------------------------------------------------------
+def test_idle_connections_to_vllm_are_closed_by_nginx_before_uvicorn_would(env, tmp_path):
+    """uvicorn in vLLM 0.33 drops idle connections after 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE): a
+    request nginx sends on one as it closes fails, and a POST is not retried. nginx must let
+    go first; here with its timeout at 1 s, measured on the fake's open connections."""
+    import urllib.request
+
+    def open_connections() -> int:
+        with urllib.request.urlopen(f"{env.fake.base_url}/metrics", timeout=5) as answer:  # noqa: S310
+            text = answer.read().decode()
+        return int(text.rsplit("fake_open_connections ", 1)[1].split()[0]) - 1  # minus this one
+
+    site = local_site(prefix=tmp_path, upstream_port=env.fake.port, pki=env.pki, upstream_keepalive_timeout_s=1)
+    tmp_path.chmod(0o755)
+    nginx = start_nginx(site, tmp_path)
+    try:
+        before = open_connections()
+        assert env.https(env.request("GET", "/v1/models"), nginx=nginx).status == 200
+        assert open_connections() == before + 1, "nginx keeps the connection to vLLM for reuse"
+        time.sleep(2)
+        assert open_connections() == before, "and closes it once idle for its keepalive_timeout"
+    finally:
+        nginx.stop()
+
+
 # --- HTTP/2 ------------------------------------------------------------------------------------
 def test_http2_streams_server_sent_events_as_they_are_written(env, tmp_path):
     config = tmp_path / "auth.cfg"
