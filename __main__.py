@@ -8,12 +8,20 @@ import pulumi
 from components.deployment import VllmDeployment, VllmDeploymentArgs
 from components.region import offered_instance_types
 from sizing.report import format_report
-from config.stack import aws_provider_settings, check_model_access, load, size, vllm_command
+from config.stack import (
+    aws_provider_settings,
+    check_model_access,
+    load,
+    proxy_limits,
+    size,
+    vllm_command,
+)
 
 settings, secrets = load()  # every bad value fails here, before any resource exists
 check_model_access(settings)  # so does a gated model hfToken cannot read (asked of the Hub)
 plan = size(settings, offered=offered_instance_types())  # so does a model that fits nowhere
 serve_command = vllm_command(settings, plan)  # and a flag the pinned vLLM does not know
+proxy_limits(settings, plan)  # and a proxy setting that host could never honour
 pulumi.log.info(format_report(plan))
 
 deployment = VllmDeployment(

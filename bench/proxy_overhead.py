@@ -1,5 +1,21 @@
 """What the nginx TLS proxy costs a streaming client: direct to the backend vs through nginx.
 
+Two modes.
+
+Many streams (`--streams 1000 4000`): the production limits of an instance type (default
+g4dn.xlarge, the smallest GPU host; serving/proxy_limits.py) rendered into a real nginx that
+is started the way a container with a 1024 soft file limit would start it (soft 1024, hard =
+the container's nofile ulimit), then N concurrent streams straight to an asyncio fake server and
+N through nginx over TLS, in the same run, from an asyncio client spread over 16 loopback
+source addresses. Per level it prints errors, TTFT p50/p99 (ms), events per second, the
+nginx/direct ratios, the most streams the server saw at once, and nginx's resident memory per
+open stream. `--without-rlimit` repeats the last level with worker_rlimit_nofile removed, which
+reproduces the "Too many open files" failures.
+
+    python bench/proxy_overhead.py --streams 1000 4000
+
+Latency (the default): the threaded fake vLLM and a thread per client, below.
+
 Starts the fake vLLM server and a real nginx rendered from serving.nginx (the same helpers
 as tests/serving/test_nginx_live.py), then for each concurrency opens that many simultaneous
 streamed chat completions, once straight to the backend over plain HTTP and once through
@@ -47,6 +63,7 @@ from tests.fakes import (  # noqa: E402
     start_fake_vllm,
     start_nginx,
 )
+from bench.proxy_streams import add_arguments as add_stream_arguments, many_streams  # noqa: E402
 
 Connect = Callable[[], http.client.HTTPConnection]
 
@@ -177,7 +194,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--delays-ms", type=float, nargs="+", default=[0.0, 10.0],
                         help="backend pause between chunks; 0 = as fast as it can")
     parser.add_argument("--rounds", type=int, default=3, help="repeats per level (median)")
+    add_stream_arguments(parser)
     args = parser.parse_args(argv)
+    if args.streams:
+        many_streams(args)
+        return
 
     api_key = "sk-bench-" + secrets.token_hex(16)
     prefix = make_prefix_dir()
@@ -186,8 +207,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         pki = make_test_pki(prefix / "pki")
         fake = start_fake_vllm(api_key=api_key)
         started.append(fake)
-        site = local_site(prefix=prefix, upstream_port=fake.port, pki=pki,
-                          worker_processes="auto", upstream_keepalive=64)
+        site = local_site(prefix=prefix, upstream_port=fake.port, pki=pki, upstream_keepalive=64)
         nginx = start_nginx(site, prefix)
         started.append(nginx)
         tls = ssl.create_default_context(cafile=str(pki.ca_cert))

@@ -124,6 +124,7 @@ class VllmDeployment(pulumi.ComponentResource):
             child(name, "proxy"),
             NginxProxyArgs(
                 settings=settings,
+                plan=plan,
                 docker_provider=engine,
                 public_ip=host.public_ip,
                 upstream_port=server.port,

@@ -1,7 +1,9 @@
 """NginxProxy: TLS termination and streaming reverse proxy in front of vLLM.
 
-The only way in from outside: 443 (and 80, which redirects and answers ACME challenges). The
-nginx config is a typed model rendered from a template (serving/nginx.py).
+The only way in from outside: 443 (and 80, which answers ACME challenges and refuses the rest
+in JSON). The nginx config is a typed model rendered from a template (serving/nginx.py), with
+limits derived from the instance (serving/proxy_limits.py); the container's nofile ulimit
+matches the workers' file limit.
 tls=self-signed: a stack CA signs a certificate for the address; certificate and key are
 uploaded into the container by pulumi-docker, so the key is in no command line or script.
 tls=letsencrypt: certbot on the host obtains (and a systemd timer renews) a certificate for
@@ -22,8 +24,17 @@ import pulumi_command as command
 from components.docker_host import INSTANCE_LABEL, on_host
 from components.naming import child, component_type
 from components.script_steps import ScriptSteps
-from serving.nginx import CONTAINER_CONF_PATH, NGINX_IMAGE, render, site_for_stack
+from serving.nginx import (
+    CONTAINER_CERT_PATH,
+    CONTAINER_CONF_PATH,
+    CONTAINER_KEY_PATH,
+    NGINX_IMAGE,
+    render,
+    site_for_stack,
+)
+from serving.proxy_limits import stack_limits
 from config.settings import StackConfig
+from sizing.plan import SizingPlan
 
 PROXY_CONTAINER_NAME = "vllm-proxy"
 # Served at /.well-known/acme-challenge/ on port 80 in every mode, so a stack can switch to
@@ -36,14 +47,27 @@ SERVER_CERT_VALIDITY_HOURS = 365 * 24
 SERVER_CERT_EARLY_RENEWAL_HOURS = 30 * 24
 
 
+
+def proxy_config(settings: StackConfig, plan: SizingPlan, *, public_ip: str, upstream_port: int) -> str:
+    """The nginx.conf the proxy container runs, for a host at `public_ip` (pure: `tools/plan`
+    renders it offline with a placeholder address)."""
+    site_fields: dict[str, object] = {"vllm_port": upstream_port, "acme_webroot": ACME_WEBROOT}
+    if settings.tls == "letsencrypt":
+        live = f"{LETSENCRYPT_DIR}/live/{settings.domain}"
+        site_fields.update(tls_certificate_path=f"{live}/fullchain.pem", tls_key_path=f"{live}/privkey.pem")
+    return render(site_for_stack(settings, plan, public_ip=public_ip, **site_fields))
+
+
 @dataclass
 class NginxProxyArgs:
     settings: StackConfig
-    """The validated stack config (domain, CIDRs, body size, rate limit)."""
+    """The validated stack config (domain, CIDRs, body size, rate and concurrency limits)."""
+    plan: SizingPlan
+    """The sizing decision: the instance's vCPUs and memory size the proxy's limits."""
     docker_provider: docker.Provider
     """Docker engine of the host."""
     public_ip: pulumi.Input[str]
-    """The address clients use; it goes into the certificate."""
+    """The address clients use: in the certificate, and the canonical host without a domain."""
     upstream_port: int
     """vLLM's port on the host's loopback."""
     depends_on: list[pulumi.Resource]
@@ -63,7 +87,7 @@ class NginxProxy(pulumi.ComponentResource):
 
     ca_certificate: Optional[pulumi.Output[str]]  # None with letsencrypt: publicly trusted
     container_id: pulumi.Output[str]
-    config_text: str
+    config_text: pulumi.Output[str]
 
     def __init__(self, name: str, args: NginxProxyArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("NginxProxy"), name, None, opts)
@@ -81,25 +105,23 @@ class NginxProxy(pulumi.ComponentResource):
         uploads: list[docker.ContainerUploadArgs] = []
         depends_on = list(args.depends_on)
         if settings.tls == "letsencrypt":
-            live = f"{LETSENCRYPT_DIR}/live/{settings.domain}"
-            site = site_for_stack(
-                settings, vllm_port=args.upstream_port, acme_webroot=ACME_WEBROOT,
-                tls_certificate_path=f"{live}/fullchain.pem", tls_key_path=f"{live}/privkey.pem",
-            )
             depends_on.append(self._letsencrypt(settings, args))
             volumes.append(
                 docker.ContainerVolumeArgs(host_path=LETSENCRYPT_DIR, container_path=LETSENCRYPT_DIR, read_only=True)
             )
             self.ca_certificate = None
         else:
-            site = site_for_stack(settings, vllm_port=args.upstream_port, acme_webroot=ACME_WEBROOT)
             ca_cert, server_cert, server_key = self._certificates(settings, args.public_ip)
             uploads += [
-                docker.ContainerUploadArgs(file=site.tls_certificate_path, content=server_cert),
-                docker.ContainerUploadArgs(file=site.tls_key_path, content=server_key, permissions="0600"),
+                docker.ContainerUploadArgs(file=CONTAINER_CERT_PATH, content=server_cert),
+                docker.ContainerUploadArgs(file=CONTAINER_KEY_PATH, content=server_key, permissions="0600"),
             ]
             self.ca_certificate = ca_cert
-        self.config_text = render(site)
+        # The address is known once the Elastic IP exists; rendering needs no resource.
+        self.config_text = pulumi.Output.from_input(args.public_ip).apply(
+            lambda ip: proxy_config(settings, args.plan, public_ip=ip, upstream_port=args.upstream_port)
+        )
+        limits = stack_limits(settings, args.plan)  # checked at preview (config.stack.proxy_limits)
         uploads.insert(0, docker.ContainerUploadArgs(file=CONTAINER_CONF_PATH, content=self.config_text))
         container = docker.Container(
             child(name, "container"),
@@ -110,6 +132,11 @@ class NginxProxy(pulumi.ComponentResource):
             must_run=True,
             uploads=uploads,
             volumes=volumes,
+            # Soft = hard = the workers' worker_rlimit_nofile: nginx raises its workers to it
+            # without privileges, whatever the Docker daemon's default (often a 1024 soft limit).
+            ulimits=[
+                docker.ContainerUlimitArgs(name="nofile", soft=limits.container_nofile, hard=limits.container_nofile)
+            ],
             labels=[docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=args.instance_id)],
             log_driver="json-file",
             log_opts={"max-size": "50m", "max-file": "5"},

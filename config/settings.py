@@ -336,6 +336,14 @@ class StackConfig(BaseModel):
     max_request_body_mb: int = Field(
         64, ge=1, le=1024, description="Largest request body the proxy accepts, in MiB."
     )
+    max_concurrent_requests_per_client: Optional[int] = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Requests one client address may have in flight at once through the proxy "
+        "(streams included); more get 429 with Retry-After (default: the sequences vLLM "
+        "batches at once, maxNumSeqs or vLLM's default for the GPU).",
+    )
 
     # --- monitoring ----------------------------------------------------------------
     monitoring: bool = Field(
@@ -578,13 +586,20 @@ def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
 def parse(raw: dict[str, Any]) -> StackConfig:
     """Validate the stack's config values (camelCase keys, namespace stripped).
 
-    Raises ConfigError listing every problem at once, so one `pulumi preview` shows them all.
+    Raises ConfigError listing every problem at once, so one `pulumi preview` shows them all:
+    bad values first, then combinations of good values that leave a feature unreachable.
     """
     secrets = sorted(k for k in raw if k in SECRET_KEYS)
     values = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
     if secrets:  # callers pass secrets separately; reaching here is a programming error
         raise ConfigError([f"{NAMESPACE}:{k} must be read as a secret" for k in secrets])
     try:
-        return StackConfig.model_validate(values)
+        config = StackConfig.model_validate(values)
     except ValidationError as exc:
         raise ConfigError([_describe_error(e, values) for e in exc.errors()]) from None
+    from config.reachability import unreachable_features  # it reads StackConfig: imported late
+
+    problems = unreachable_features(config)
+    if problems:
+        raise ConfigError(problems)
+    return config

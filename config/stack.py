@@ -34,6 +34,7 @@ from config.settings import (
 )
 from serving import vllm_args
 from serving.flag_reader import flag_warnings
+from serving.proxy_limits import ProxyLimits, stack_limits
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
 from sizing.gated import AccessRefused, check_access, unchecked_warning
@@ -288,3 +289,12 @@ def vllm_command(settings: StackConfig, plan: SizingPlan) -> list[str]:
     for warning in flag_warnings(settings.vllm_extra_args):
         pulumi.log.warn(warning)
     return argv
+
+
+def proxy_limits(settings: StackConfig, plan: SizingPlan) -> ProxyLimits:
+    """The proxy's limits on the planned host (serving.proxy_limits), or pulumi.RunError naming
+    the keys the proxy could never honour there."""
+    try:
+        return stack_limits(settings, plan)
+    except ConfigError as exc:
+        raise pulumi.RunError(str(exc)) from None

@@ -13,6 +13,7 @@ prints it), 2 for a bad command line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import traceback
@@ -21,13 +22,18 @@ from typing import Any, Optional
 
 import pulumi
 
+from components.proxy import proxy_config
+from config.settings import parse
+from config.stack import VLLM_PORT
 from plan import engine, render
-from plan.summary import summarize
+from plan.summary import UNKNOWN, summarize
 from plan.world import offline_world
+from sizing.choice import plan as choose_plan
 
 # Stands in for this machine's public address (sshAllowedCidrs: auto) unless
 # VLLM_DEPLOY_PUBLIC_IP says otherwise: a documentation address (RFC 5737), never a real one.
 PLACEHOLDER_PUBLIC_IP = "192.0.2.1"
+PLACEHOLDER_ELASTIC_IP = "192.0.2.10"  # documentation range (RFC 5737), never a real host
 DEFAULT_REGION = "us-east-1"
 
 
@@ -61,6 +67,15 @@ def load_stack(stack: str, root: Path = engine.ROOT) -> tuple[dict[str, Any], di
     return config, secrets
 
 
+def offline_nginx_config(config: dict[str, Any]) -> str:
+    """The proxy's nginx.conf for this stack, rendered as components/proxy.py renders it, with a
+    placeholder Elastic IP. Only called after the program itself accepted the stack."""
+    prefix = f"{engine.PROJECT}:"
+    values = {**engine.project_defaults(), **config}
+    settings = parse({k.removeprefix(prefix): v for k, v in values.items() if ":" not in k.removeprefix(prefix)})
+    return proxy_config(settings, choose_plan(settings), public_ip=PLACEHOLDER_ELASTIC_IP, upstream_port=VLLM_PORT)
+
+
 def preview_error(error: BaseException, stack: str) -> str:
     """The failure as `pulumi preview` shows it: the RunError's message under the stack's
     diagnostics; any other exception is a bug in the program and keeps its traceback."""
@@ -89,7 +104,29 @@ def _notes(run: engine.ProgramRun, region: str, placeholder_ip: Optional[str]) -
     return notes
 
 
+def _quiet_dead_event_loops(unraisable: "sys.UnraisableHookArgs") -> None:
+    """Drop one known piece of exit noise, pass everything else on.
+
+    An event loop left behind by Pulumi's runtime can be collected at interpreter exit after
+    its self-pipe socket is already closed; its __del__ then raises "Invalid file descriptor:
+    -1", which Python prints under the diagnostics as "Exception ignored". The run's result
+    is unaffected, so only that case is silenced."""
+    obj = getattr(unraisable, "object", None)
+    if (
+        isinstance(unraisable.exc_value, ValueError)
+        and "Invalid file descriptor" in str(unraisable.exc_value)
+        and getattr(obj, "__qualname__", "") == "BaseEventLoop.__del__"
+    ):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
+    sys.unraisablehook = _quiet_dead_event_loops
+    return _main(argv)
+
+
+def _main(argv: Optional[list[str]]) -> int:
     parser = argparse.ArgumentParser(prog="tools/plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("stack", nargs="?", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default dev)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (nginx config included)")
@@ -109,7 +146,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if run.error is not None:
         sys.stderr.write(preview_error(run.error, args.stack))
         return 1
-    summary = summarize(run, args.stack, _notes(run, region, placeholder_ip))
+    notes = _notes(run, region, placeholder_ip)
+    summary = summarize(run, args.stack, notes)
+    if summary.nginx_config in (None, UNKNOWN):
+        # The proxy renders its config around the Elastic IP, which only `pulumi up` knows.
+        summary = dataclasses.replace(summary, nginx_config=offline_nginx_config(config))
+        notes.append(f"the nginx config is shown for an Elastic IP of {PLACEHOLDER_ELASTIC_IP} "
+                     "(a documentation address); AWS assigns the real one at `pulumi up`")
     if args.json:
         print(render.to_json(summary))
     else:

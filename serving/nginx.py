@@ -16,29 +16,51 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Optional, Union
+from typing import TYPE_CHECKING, Optional
 
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serving import proxy_policy
 from serving.monitoring.services import GRAFANA
+from serving.proxy_limits import UPSTREAM_KEEPALIVE, ProxyLimits, stack_limits
 
 if TYPE_CHECKING:  # settings imports nothing from here; keep the import one-way
     from config.settings import StackConfig
+    from sizing.plan import SizingPlan
 
 # Stable line of the official image as of 2026-10-21 (docker-library/repo-info,
 # repos/nginx/remote/stable-alpine.md: NGINX_VERSION=1.30.6). The template uses only
 # directives that nginx 1.22 (Debian bookworm, what the tests run) also understands.
 NGINX_IMAGE = "nginx:1.30.6-alpine"
+NGINX_IMAGE_VERSION = (1, 30, 6)
+# nginx 1.25.1 moved HTTP/2 from a `listen` parameter to the `http2` directive and warns about
+# the old form (src/http/ngx_http_core_module.c); 1.22 knows only the old one.
+HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
 
 # Where the official image expects things; its access/error logs are symlinks to the
 # container's stdout/stderr, so `docker logs` shows them.
 CONTAINER_CONF_PATH = "/etc/nginx/nginx.conf"
 CONTAINER_TLS_DIR = "/etc/nginx/tls"
+CONTAINER_CERT_PATH = f"{CONTAINER_TLS_DIR}/server.crt"
+CONTAINER_KEY_PATH = f"{CONTAINER_TLS_DIR}/server.key"
 
 # A long answer from a large model can stream for many minutes with long gaps while a
 # batch is busy; nginx's 60 s default would cut it off mid-generation.
 DEFAULT_UPSTREAM_TIMEOUT_S = 3600
+
+# vLLM 0.33 runs uvicorn with timeout_keep_alive=VLLM_HTTP_TIMEOUT_KEEP_ALIVE, default 5 s
+# (vllm/envs.py; passed in vllm/entrypoints/launchers/api_server/entry.py). nginx must drop an
+# idle connection before uvicorn does: a request sent on a connection uvicorn is closing fails,
+# and nginx does not retry a POST, so the client would get a 502.
+UVICORN_KEEP_ALIVE_S = 5
+DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT_S = 4
+
+# A client that stops reading holds a stream and a vLLM slot. nginx's send_timeout runs between
+# two successive writes to the client, so a slow reader that keeps reading is never cut; one
+# that stops is cut this long after its socket buffers fill.
+DEFAULT_CLIENT_SEND_TIMEOUT_S = 30
+
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "nginx.conf.j2"
 
@@ -64,7 +86,13 @@ class NginxSite(BaseModel):
         ge=1, le=65535, description="vLLM's --port; must be the port vLLM really uses."
     )
     upstream_keepalive: int = Field(
-        32, ge=1, le=1024, description="Idle connections to vLLM kept open for reuse."
+        UPSTREAM_KEEPALIVE, ge=1, le=1024, description="Idle connections to vLLM kept per worker."
+    )
+    upstream_keepalive_timeout_s: int = Field(
+        DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT_S,
+        ge=1,
+        lt=UVICORN_KEEP_ALIVE_S,
+        description="How long an idle connection to vLLM is kept; below uvicorn's 5 s.",
     )
     upstream_read_timeout_s: int = Field(
         DEFAULT_UPSTREAM_TIMEOUT_S,
@@ -74,7 +102,40 @@ class NginxSite(BaseModel):
     upstream_send_timeout_s: int = Field(
         DEFAULT_UPSTREAM_TIMEOUT_S,
         ge=1,
-        description="Longest stall allowed while sending to vLLM or to the client (seconds).",
+        description="Longest stall allowed while sending a request body to vLLM (seconds).",
+    )
+    upstream_connect_timeout_s: int = Field(10, ge=1, le=60, description="Connecting to vLLM.")
+
+    # --- clients ------------------------------------------------------------------
+    client_send_timeout_s: int = Field(
+        DEFAULT_CLIENT_SEND_TIMEOUT_S,
+        ge=1,
+        le=60,
+        description="Longest a write to a client may stay blocked (it stopped reading); "
+        "the timer restarts on every write, so slow readers are never cut.",
+    )
+    client_sndbuf_kib: int = Field(
+        64,
+        ge=8,
+        le=4096,
+        description="Kernel send buffer per client connection (the kernel doubles it). Fixed, not "
+        "autotuned: a stalled client pins at most this much, and a reader is never cut while it "
+        "drains a third of it per client_send_timeout_s (the kernel wakes a blocked writer then).",
+    )
+    client_header_timeout_s: int = Field(
+        15, ge=1, le=300, description="Time to receive a request's headers (408 after)."
+    )
+    client_body_timeout_s: int = Field(
+        60, ge=1, le=600, description="Longest pause between two reads of a request body (408 after)."
+    )
+    client_keepalive_timeout_s: int = Field(
+        75, ge=0, le=3600, description="How long an idle client connection stays open."
+    )
+    header_line_kib: int = Field(
+        16, ge=1, le=64, description="Largest request header line (and URI), in KiB."
+    )
+    limits: ProxyLimits = Field(
+        description="Workers, connections, file limits and stream limits (serving.proxy_limits)."
     )
 
     # --- listeners ----------------------------------------------------------------
@@ -83,19 +144,28 @@ class NginxSite(BaseModel):
     )
     https_port: int = Field(443, ge=1, le=65535, description="HTTPS (API) port.")
     http_port: int = Field(
-        80, ge=1, le=65535, description="Plain HTTP port: ACME challenges, else 301 to HTTPS."
+        80, ge=1, le=65535, description="Plain HTTP port: ACME challenges, else a JSON refusal."
+    )
+    listen_backlog: int = Field(
+        4096, ge=16, le=65535, description="Pending connections the kernel queues per listener."
     )
     server_name: str = Field(
         "_", description="DNS name clients use (the certificate's name), or _ for any."
     )
+    canonical_host: Optional[str] = Field(
+        None,
+        description="The name or address clients should use (the domain, else the public IP): "
+        "redirects and messages name it and vLLM receives it as Host, never the client's Host.",
+    )
+    nginx_version: tuple[int, int, int] = Field(
+        NGINX_IMAGE_VERSION, description="Version of the nginx that runs the file (directive syntax)."
+    )
 
     # --- TLS ----------------------------------------------------------------------
     tls_certificate_path: str = Field(
-        f"{CONTAINER_TLS_DIR}/server.crt", description="PEM certificate chain, server first."
+        CONTAINER_CERT_PATH, description="PEM certificate chain, server first."
     )
-    tls_key_path: str = Field(
-        f"{CONTAINER_TLS_DIR}/server.key", description="PEM private key of the certificate."
-    )
+    tls_key_path: str = Field(CONTAINER_KEY_PATH, description="PEM private key of the certificate.")
     hsts_max_age_s: int = Field(
         31536000, ge=0, description="Strict-Transport-Security max-age; 0 tells browsers to forget it."
     )
@@ -114,10 +184,6 @@ class NginxSite(BaseModel):
     worker_group: Optional[str] = Field(
         None, description="Group for the workers; None = the group named like the user."
     )
-    worker_processes: Union[Literal["auto"], int] = Field(
-        "auto", description="Worker processes: auto (one per CPU) or a count."
-    )
-    worker_connections: int = Field(4096, ge=64, le=65535, description="Connections per worker.")
     pid_path: str = Field("/var/run/nginx.pid", description="PID file.")
     temp_dir: str = Field(
         "/var/cache/nginx", description="Parent of nginx's client-body and proxy temp dirs."
@@ -206,12 +272,27 @@ class NginxSite(BaseModel):
             f"{info.field_name}={value!r} must be a Unix user/group name such as nginx"
         )
 
-    @field_validator("worker_processes")
+    @field_validator("canonical_host")
     @classmethod
-    def _workers(cls, value: Union[str, int]) -> Union[str, int]:
-        if value == "auto" or (isinstance(value, int) and 1 <= value <= 1024):
+    def _canonical(cls, value: Optional[str]) -> Optional[str]:
+        if value is None:
             return value
-        raise ValueError(f"worker_processes={value!r} must be auto or 1-1024")
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            pass
+        if value != "_" and _SERVER_NAME.match(value) and not value.startswith("*"):
+            return value.lower()
+        raise ValueError(
+            f"canonical_host={value!r} must be a DNS name such as llm.example.com or an IPv4 address"
+        )
+
+    @field_validator("limits")
+    @classmethod
+    def _limits_fit_nginx(cls, value: ProxyLimits) -> ProxyLimits:
+        if value.worker_connections > 65535:
+            raise ValueError(f"worker_connections={value.worker_connections} is above nginx's 65535")
+        return value
 
     @field_validator("metrics_allowed_cidrs", "grafana_allowed_cidrs")
     @classmethod
@@ -248,9 +329,25 @@ class NginxSite(BaseModel):
 
     # --- derived ------------------------------------------------------------------
     @property
-    def https_redirect_authority(self) -> str:
-        """`$host` plus the HTTPS port when it is not 443, for the HTTP->HTTPS redirect."""
-        return "$host" if self.https_port == 443 else f"$host:{self.https_port}"
+    def public_authority(self) -> Optional[str]:
+        """canonical_host plus the HTTPS port when it is not 443; None when not configured."""
+        if self.canonical_host is None:
+            return None
+        return self.canonical_host if self.https_port == 443 else f"{self.canonical_host}:{self.https_port}"
+
+    @property
+    def public_https_url(self) -> Optional[str]:
+        return f"https://{self.public_authority}/" if self.public_authority else None
+
+    @property
+    def upstream_authority(self) -> str:
+        """Host vLLM receives: the public name, else its own address (never the client's Host)."""
+        return self.public_authority or f"{self.upstream_host}:{self.upstream_port}"
+
+    @property
+    def http2_in_listen(self) -> bool:
+        """Whether this nginx takes HTTP/2 as a `listen` parameter (before 1.25.1)."""
+        return self.nginx_version < HTTP2_DIRECTIVE_SINCE
 
 
 def _environment() -> jinja2.Environment:
@@ -267,27 +364,65 @@ def _environment() -> jinja2.Environment:
 def render(site: NginxSite) -> str:
     """The complete nginx.conf for `site`."""
     template = _environment().get_template(TEMPLATE_PATH.name)
-    return template.render(site=site)
+    return template.render(site=site, policy=_policy(site))
+
+
+def _policy(site: NginxSite) -> dict[str, object]:
+    """The error answers and forwarded headers the template writes out (serving.proxy_policy)."""
+    limits = site.limits
+    unreachable, full = proxy_policy.bad_gateway_pages(limits.max_streams)
+    too_many_at_once, too_fast = proxy_policy.too_many_requests_bodies(
+        per_client=limits.max_streams_per_client, rate_per_minute=site.rate_limit_per_minute
+    )
+    plain, plain_with_key = proxy_policy.plain_http_bodies(site.public_https_url)
+    pages = proxy_policy.error_pages(
+        body_limit_mib=site.client_max_body_size_mb,
+        max_streams=limits.max_streams,
+        header_line_kib=site.header_line_kib,
+    )
+    return {
+        "error_prefix": proxy_policy.ERROR_PREFIX,
+        "error_location_regex": proxy_policy.ERROR_LOCATION_REGEX,
+        "pages": pages,
+        "statuses": sorted([*pages, 429]),
+        "unreachable": unreachable,
+        "full": full,
+        "too_many_at_once": too_many_at_once,
+        "too_fast": too_fast,
+        "concurrency_retry_after_s": proxy_policy.CONCURRENCY_RETRY_AFTER_S,
+        "rate_retry_after_s": (
+            proxy_policy.rate_retry_after_s(site.rate_limit_per_minute) if site.rate_limit_per_minute else None
+        ),
+        "plain_http": plain,
+        "plain_http_with_key": plain_with_key,
+        "upstream_headers": proxy_policy.headers_to_upstream(site.upstream_authority),
+    }
 
 
 def site_for_stack(
     config: "StackConfig",
+    plan: "SizingPlan",
     *,
     vllm_port: int,
+    public_ip: Optional[str] = None,
     acme_webroot: Optional[str] = None,
     **overrides: object,
 ) -> NginxSite:
-    """The production site for a validated stack config; `vllm_port` is vLLM's --port.
+    """The production site for a validated stack config on the planned instance.
 
-    `overrides` are further NginxSite fields (paths, ports) for callers that need them.
+    `vllm_port` is vLLM's --port; `public_ip` the host's address, the canonical host when no
+    domain is set. `overrides` are further NginxSite fields (paths, ports) for callers that
+    need them. Raises ConfigError (see stack_limits).
     """
     values: dict[str, object] = {
         "upstream_port": vllm_port,
         "server_name": config.domain or "_",
+        "canonical_host": config.domain or public_ip,
         "acme_webroot": acme_webroot,
         "client_max_body_size_mb": config.max_request_body_mb,
         "metrics_allowed_cidrs": list(config.metrics_allowed_cidrs),
         "rate_limit_per_minute": config.rate_limit_per_minute,
+        "limits": stack_limits(config, plan),
     }
     if config.monitoring:
         values["grafana_upstream_port"] = GRAFANA.port

@@ -90,6 +90,10 @@ def test_instance_type_registered_is_the_sizing_decision_and_region_offerings_ar
         ({"vllmExtraArgs": ["--enable-metrics"]}, "--enable-metrics"),
         ({"instanceType": "g4dn.xlarge", "model": "Qwen/Qwen2.5-14B-Instruct"}, "g4dn.xlarge"),
         ({"model": "deepseek-ai/DeepSeek-R1", "dtype": "bfloat16", "quantization": "none"}, "DeepSeek"),
+        # Valid values that together leave a feature unreachable, before and after sizing.
+        ({"allowedCidrs": ["203.0.113.0/24"], "metricsAllowedCidrs": ["198.51.100.0/24"]},
+         "vllm-deploy:metricsAllowedCidrs entry '198.51.100.0/24' is outside vllm-deploy:allowedCidrs"),
+        ({"maxConcurrentRequestsPerClient": 60000}, "vllm-deploy:maxConcurrentRequestsPerClient=60000"),
     ],
 )
 def test_bad_input_fails_before_any_cloud_resource(program, values, mentions):
@@ -463,6 +467,31 @@ def test_nginx_upstream_is_the_vllm_port(program):
     assert proxy.plain["networkMode"] == "host"
     assert any(u["file"].endswith(".key") for u in uploads), "the TLS key is uploaded into the container"
     assert is_secret(proxy.inputs["uploads"]), "uploads hold the TLS private key: secret in the state"
+
+
+def test_proxy_limits_fit_the_instance_and_the_container_file_limit_matches(program):
+    """Each stream holds two descriptors: nginx's workers raise themselves to
+    worker_rlimit_nofile, which needs the container's hard limit at least that high."""
+    from sizing.gpus import get as instance_info
+
+    run = program(SMALL)
+    proxy = run.named("vllm-proxy-container")
+    conf = next(u["content"] for u in reveal(proxy.inputs["uploads"]) if u["file"] == "/etc/nginx/nginx.conf")
+    (rlimit,) = re.findall(r"^worker_rlimit_nofile (\d+);", conf, re.M)
+    assert proxy.plain["ulimits"] == [{"name": "nofile", "soft": int(rlimit), "hard": int(rlimit)}]
+    (connections,) = re.findall(r"^\s*worker_connections (\d+);", conf, re.M)
+    assert int(rlimit) > int(connections)
+    vcpus = instance_info(run.exports["instanceType"].value).vcpus
+    assert re.findall(r"^worker_processes (\d+);", conf, re.M) == [str(min(vcpus, 8))]
+
+
+def test_without_a_domain_the_proxy_names_the_elastic_ip_never_the_clients_host(program):
+    run = program(SMALL)
+    ip = run.exports["publicIp"].value
+    conf = next(u["content"] for u in reveal(run.named("vllm-proxy-container").inputs["uploads"])
+                if u["file"] == "/etc/nginx/nginx.conf")
+    assert f"return 301 https://{ip}/;" in conf and f"proxy_set_header Host {ip};" in conf
+    assert "$host" not in conf
 
 
 def test_endpoint_waits_for_readiness(program):

@@ -198,3 +198,51 @@ def test_a_grafana_block_the_security_group_does_not_let_in_is_refused_naming_bo
     assert "203.0.112.0/23" in wider, "a wider block is only partly reachable"
     assert parse({"model": MODEL, "monitoring": False, "allowedCidrs": ["203.0.113.0/24"],
                   "grafanaAllowedCidrs": ["198.51.100.0/24"]}).monitoring is False
+
+
+# --- settings valid one by one that together leave a feature unreachable -------------------------
+
+
+def test_metrics_networks_must_be_inside_the_api_networks():
+    """The security group opens 443, where /metrics is served, only to allowedCidrs."""
+    (message,) = problems(allowedCidrs=["203.0.113.0/24"], metricsAllowedCidrs=["198.51.100.0/24"])
+    assert "vllm-deploy:metricsAllowedCidrs entry '198.51.100.0/24' is outside vllm-deploy:allowedCidrs" in message
+    assert "pulumi config set --path 'allowedCidrs[1]' 198.51.100.0/24" in message
+    (partly,) = problems(allowedCidrs=["10.0.0.0/9"], metricsAllowedCidrs=["10.0.0.0/8"])
+    assert "is partly (10.128.0.0/9) outside" in partly
+    assert parse({"model": MODEL, "allowedCidrs": ["10.0.0.0/9", "10.128.0.0/9"],
+                  "metricsAllowedCidrs": ["10.0.0.0/8", "10.1.2.3/32"]})
+    assert parse({"model": MODEL, "metricsAllowedCidrs": ["198.51.100.0/24"]}), "default: the API is open to all"
+
+
+def test_ipv6_networks_could_never_reach_the_ipv4_only_endpoint():
+    found = problems(allowedCidrs=["0.0.0.0/0", "2001:db8::/32"], metricsAllowedCidrs=["2001:db8::/48"])
+    assert len(found) == 2
+    assert "vllm-deploy:allowedCidrs entry '2001:db8::/32' is IPv6" in found[0]
+    assert "vllm-deploy:metricsAllowedCidrs entry '2001:db8::/48' is IPv6" in found[1]
+
+
+def test_empty_access_lists_leave_the_api_or_provisioning_unreachable():
+    (api,) = problems(allowedCidrs=[])
+    assert "vllm-deploy:allowedCidrs is empty" in api and "0.0.0.0/0" in api
+    (ssh,) = problems(sshAllowedCidrs=[])
+    assert "vllm-deploy:sshAllowedCidrs is empty" in ssh and "[auto]" in ssh
+
+
+def test_a_letsencrypt_email_without_letsencrypt_is_never_used():
+    (message,) = problems(letsencryptEmail="ops@example.com")
+    assert "vllm-deploy:letsencryptEmail" in message and "vllm-deploy:tls='self-signed'" in message
+    assert parse({"model": MODEL, "tls": "letsencrypt", "domain": "llm.example.com",
+                  "letsencryptEmail": "ops@example.com"}).letsencrypt_email == "ops@example.com"
+
+
+def test_every_unreachable_combination_is_reported_at_once():
+    found = problems(allowedCidrs=["203.0.113.0/24"], metricsAllowedCidrs=["198.51.100.0/24"],
+                     sshAllowedCidrs=[], letsencryptEmail="ops@example.com")
+    assert len(found) == 3
+
+
+def test_concurrency_per_client_is_a_positive_count():
+    (message,) = problems(maxConcurrentRequestsPerClient=0)
+    assert "vllm-deploy:maxConcurrentRequestsPerClient=0" in message
+    assert parse({"model": MODEL}).max_concurrent_requests_per_client is None, "derived from the plan"

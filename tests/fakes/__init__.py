@@ -13,6 +13,8 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import re
+import resource
 import select
 import shutil
 import socket
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from serving.nginx import NginxSite, render
+from serving.proxy_limits import ProxyLimits, derive_limits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.1"
@@ -39,6 +42,35 @@ class ProxyEnvError(RuntimeError):
 def nginx_binary() -> Optional[str]:
     search = os.pathsep.join([os.environ.get("PATH", ""), *_SBIN_DIRS])
     return shutil.which("nginx", path=search)
+
+
+def require_proxy_tools() -> None:
+    """Skips a live proxy test without nginx, curl or openssl; under CI (env CI) fails instead."""
+    import pytest
+
+    missing = [name for name, found in (("nginx", nginx_binary()), ("curl", shutil.which("curl")),
+                                        ("openssl", openssl_binary())) if not found]
+    if not missing:
+        return
+    reason = f"needs {', '.join(missing)} (apt-get install {' '.join(missing)})"
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the live proxy tests: {reason}")
+    pytest.skip(reason)
+
+
+def installed_nginx_version() -> tuple[int, int, int]:
+    """The local nginx's version (`nginx -v` says e.g. "nginx version: nginx/1.22.1")."""
+    result = subprocess.run([_require_nginx(), "-v"], capture_output=True, text=True, check=False)
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", result.stderr + result.stdout)
+    if not match:
+        raise ProxyEnvError(f"cannot read the nginx version from: {result.stderr!r}")
+    return tuple(int(part) for part in match.groups())  # type: ignore[return-value]
+
+
+def small_limits(max_streams_per_client: int = 64) -> ProxyLimits:
+    """Limits of a 1-vCPU, 1 GiB host (1024 streams): small enough for an unprivileged
+    nginx whose hard file limit is a few thousand, derived the production way."""
+    return derive_limits(vcpus=1, memory_gib=1, default_per_client=max_streams_per_client)
 
 
 def openssl_binary() -> Optional[str]:
@@ -172,6 +204,42 @@ def start_fake_vllm(
     return FakeVllmProcess(process=process, port=port, model=model)
 
 
+@dataclass
+class StreamServerProcess:
+    """tests/fakes/streams.py's asyncio server in its own process."""
+
+    process: subprocess.Popen
+    port: int
+    host: str = LOOPBACK
+
+    def stats(self, reset: bool = False) -> dict[str, int]:
+        """Streams running, finished, and the most at once (since the last reset)."""
+        import json
+        import urllib.request
+
+        path = "/stats/reset" if reset else "/stats"
+        with urllib.request.urlopen(f"http://{self.host}:{self.port}{path}", timeout=10) as answer:  # noqa: S310
+            return json.load(answer)
+
+    def stop(self) -> None:
+        _terminate(self.process)
+
+
+def start_stream_server(timeout_s: float = 10.0) -> StreamServerProcess:
+    """Starts `python -m tests.fakes.streams` on a free loopback port."""
+    from tests.fakes.streams import READY_LINE
+
+    argv = [sys.executable, "-m", "tests.fakes.streams", "--host", LOOPBACK, "--port", "0"]
+    process = subprocess.Popen(argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    line = process.stdout.readline() if ready else ""
+    if not line.startswith(READY_LINE):
+        _terminate(process)
+        raise ProxyEnvError(f"stream server did not start within {timeout_s}s (said {line!r})")
+    return StreamServerProcess(process=process, port=int(line.rsplit(":", 1)[1]))
+
+
 # --- nginx ------------------------------------------------------------------------------
 def local_site(*, prefix: Path, upstream_port: int, pki: TestPki, **fields: Any) -> NginxSite:
     """An NginxSite on free loopback ports with every file under `prefix`.
@@ -191,8 +259,9 @@ def local_site(*, prefix: Path, upstream_port: int, pki: TestPki, **fields: Any)
         "temp_dir": str(prefix / "tmp"),
         "access_log_path": str(prefix / "access.log"),
         "error_log_path": str(prefix / "error.log"),
-        "worker_processes": 1,
-        "worker_connections": 1024,
+        "canonical_host": LOOPBACK,
+        "nginx_version": installed_nginx_version(),
+        "limits": small_limits(),
         **_worker_identity(),
     }
     values.update(fields)
@@ -242,11 +311,22 @@ def check_config(conf_path: Path, prefix: Path, error_log: str) -> subprocess.Co
     )
 
 
-def start_nginx(site: NginxSite, prefix: Path, timeout_s: float = 10.0) -> RunningNginx:
+def start_nginx(
+    site: NginxSite,
+    prefix: Path,
+    timeout_s: float = 10.0,
+    *,
+    nofile: Optional[tuple[int, int]] = None,
+    conf_text: Optional[str] = None,
+) -> RunningNginx:
     """Renders `site` into prefix/nginx.conf, checks it with `nginx -t`, runs it in the
-    foreground and waits until both ports accept connections."""
+    foreground and waits until both ports accept connections.
+
+    `nofile` = (soft, hard) starts nginx under that file limit, as a container would (e.g.
+    Docker's common 1024 soft limit); `conf_text` runs that text instead of the rendering.
+    """
     conf_path = prefix / f"nginx-{site.https_port}.conf"
-    conf_path.write_text(render(site))
+    conf_path.write_text(conf_text if conf_text is not None else render(site))
     Path(site.temp_dir).mkdir(parents=True, exist_ok=True)
     checked = check_config(conf_path, prefix, site.error_log_path)
     if checked.returncode != 0:
@@ -256,7 +336,9 @@ def start_nginx(site: NginxSite, prefix: Path, timeout_s: float = 10.0) -> Runni
         _require_nginx(), "-e", site.error_log_path, "-p", str(prefix), "-c", str(conf_path),
         "-g", "daemon off;",
     ]
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, preexec_fn=(lambda: _set_nofile(nofile)) if nofile else None
+    )
     running = RunningNginx(process=process, site=site, conf_path=conf_path)
     deadline = time.monotonic() + timeout_s
     while not all(_accepts(site.listen_address, p) for p in (site.https_port, site.http_port)):
@@ -265,6 +347,30 @@ def start_nginx(site: NginxSite, prefix: Path, timeout_s: float = 10.0) -> Runni
             raise ProxyEnvError(f"nginx did not start:\n{running.error_log()[-2000:]}")
         time.sleep(0.02)
     return running
+
+
+def _set_nofile(limits: tuple[int, int]) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, limits)  # a hard limit above the current: root only
+
+
+def worker_pids(master_pid: int, expected: int = 1, timeout_s: float = 5.0) -> list[int]:
+    """nginx worker processes of a master (its children), once `expected` of them run."""
+    children = Path(f"/proc/{master_pid}/task/{master_pid}/children")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pids = [int(pid) for pid in children.read_text().split()] if children.exists() else []
+        if len(pids) >= expected or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.02)
+
+
+def file_limit(pid: int) -> tuple[int, int]:
+    """(soft, hard) "Max open files" of a running process, from /proc."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise ProxyEnvError(f"no file limit for process {pid}")
 
 
 def _require_nginx() -> str:

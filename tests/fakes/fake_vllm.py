@@ -11,8 +11,12 @@ A model without a chat template (`--no-chat-template`) answers chat completions 
 a broken tokenizer (400) or a CUDA failure on the first batch (500) surfaces.
 
 Each chat answer also carries a `fake_request` object (an extension the real server does
-not have) reporting the body size and the forwarding headers it received, so tests can
-see what crossed the proxy.
+not have) reporting the body size and the headers it received (all but Authorization), so
+tests can see what crossed the proxy. Extensions in the request body misbehave on purpose:
+`fake_chunk_delay_ms` paces the stream, `fake_chunk_bytes` pads each content chunk,
+`fake_header_delay_ms` waits before answering at all, `fake_abort_after` closes the
+connection after that many content chunks (a crash mid-stream), `fake_pause_after` /
+`fake_pause_ms` go silent mid-stream.
 
     python -m tests.fakes.fake_vllm --port 8000 --api-key KEY [--chunk-delay-ms 20]
         [--metrics-overrides FILE]
@@ -78,6 +82,11 @@ class _Counters:
         self._lock = threading.Lock()
         self.running = 0
         self.finished = 0
+        self.connections = 0  # open client connections, idle keep-alive ones included
+
+    def connection(self, delta: int) -> None:
+        with self._lock:
+            self.connections += delta
 
     def start(self) -> None:
         with self._lock:
@@ -107,6 +116,14 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
     # headers waits ~40 ms for a delayed ACK, and every figure would measure that.
     disable_nagle_algorithm = True
     server: FakeVllmServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.counters.connection(+1)
+
+    def finish(self) -> None:
+        self.server.counters.connection(-1)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass  # tests read nginx's access log; this one would only add noise
@@ -155,6 +172,8 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
             self._send_json(status, {"detail": "metrics unavailable (fake)"})
             return
         text = vllm_text(settings.model, start=self.server.started, values=values)
+        # Not vLLM's: lets a test see the connections the proxy holds open (idle ones included).
+        text += f"# TYPE fake_open_connections gauge\nfake_open_connections {self.server.counters.connections}\n"
         self._send_bytes(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def _models(self) -> None:
@@ -190,7 +209,9 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
             "body_bytes": len(body),
             "prompt_chars": sum(len(str(m.get("content", ""))) for m in messages),
             "headers": {h: self.headers.get(h) for h in FORWARDING_HEADERS},
+            "all_headers": {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"},
         }
+        time.sleep(float(request.get("fake_header_delay_ms") or 0) / 1000)
         self.server.counters.start()
         try:
             if request.get("stream"):
@@ -249,12 +270,20 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
         def choice(delta: dict, finish: Optional[str] = None) -> list:
             return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
 
+        pad = " " * int(request.get("fake_chunk_bytes") or 0)
+        abort_after = request.get("fake_abort_after")
+        pause_after, pause_s = request.get("fake_pause_after"), float(request.get("fake_pause_ms") or 0) / 1000
         try:
             self._write_chunk(event(choice({"role": "assistant", "content": ""})))
             for index in range(chunks):
+                if index == abort_after:
+                    self.close_connection = True
+                    return  # no final chunk: the stream ends as if the server died
+                if index == pause_after:
+                    time.sleep(pause_s)
                 if index:
                     time.sleep(delay_s)
-                self._write_chunk(event(choice({"content": f"tok{index} "})))
+                self._write_chunk(event(choice({"content": f"tok{index} {pad}"})))
             self._write_chunk(event(choice({}, "stop"), fake_request=seen))
             if (request.get("stream_options") or {}).get("include_usage"):
                 self._write_chunk(event([], usage=_usage(seen["prompt_chars"], chunks)))

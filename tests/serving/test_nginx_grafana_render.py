@@ -10,8 +10,20 @@ from pydantic import ValidationError
 
 from config.settings import parse
 from serving.nginx import NginxSite, render, site_for_stack
+from serving.proxy_limits import derive_limits
+from sizing.choice import plan as size
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
+LIMITS = derive_limits(vcpus=4, memory_gib=16, default_per_client=256)
+
+
+def _site(**fields) -> NginxSite:
+    return NginxSite(**{"upstream_port": 8000, "limits": LIMITS, **fields})
+
+
+def _stack_site(**keys) -> NginxSite:
+    config = parse({"model": MODEL, **keys})
+    return site_for_stack(config, size(config), vllm_port=8000)
 
 
 def _location(conf: str, head: str) -> str:
@@ -25,12 +37,12 @@ def _directives(conf: str, name: str) -> list[str]:
 
 
 def test_no_grafana_location_without_a_grafana_port():
-    conf = render(NginxSite(upstream_port=8000))
+    conf = render(_site())
     assert "grafana" not in conf.lower()
 
 
 def test_grafana_location_proxies_to_loopback_only_for_its_allow_list():
-    conf = render(NginxSite(upstream_port=8000, grafana_upstream_port=3000,
+    conf = render(_site(grafana_upstream_port=3000,
                             grafana_allowed_cidrs=["203.0.113.0/24", "2001:db8::/32"]))
     upstream = re.search(r"upstream grafana \{(.*?)\}", conf, re.S).group(1)
     assert _directives(upstream, "server") == ["127.0.0.1:3000"]
@@ -47,12 +59,11 @@ def test_grafana_location_proxies_to_loopback_only_for_its_allow_list():
 
 
 def test_the_stack_site_has_grafana_only_with_monitoring():
-    on = site_for_stack(parse({"model": MODEL, "allowedCidrs": ["203.0.113.0/24"]}), vllm_port=8000)
+    on = _stack_site(allowedCidrs=["203.0.113.0/24"])
     assert (on.grafana_upstream_port, on.grafana_allowed_cidrs) == (3000, ["203.0.113.0/24"])
-    narrowed = site_for_stack(parse({"model": MODEL, "allowedCidrs": ["203.0.113.0/24"],
-                                     "grafanaAllowedCidrs": ["203.0.113.8/29"]}), vllm_port=8000)
+    narrowed = _stack_site(allowedCidrs=["203.0.113.0/24"], grafanaAllowedCidrs=["203.0.113.8/29"])
     assert narrowed.grafana_allowed_cidrs == ["203.0.113.8/29"]
-    off = site_for_stack(parse({"model": MODEL, "monitoring": False}), vllm_port=8000)
+    off = _stack_site(monitoring=False)
     assert off.grafana_upstream_port is None and "grafana" not in render(off)
 
 
@@ -66,5 +77,5 @@ def test_the_stack_site_has_grafana_only_with_monitoring():
 )
 def test_bad_grafana_values_are_refused_with_the_field_named(fields, message):
     with pytest.raises(ValidationError) as caught:
-        NginxSite(upstream_port=8000, **fields)
+        _site(**fields)
     assert message in str(caught.value)
