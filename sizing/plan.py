@@ -60,6 +60,7 @@ class SizingPlan:
     disk_size_gb: int
     hourly_price_usd: Optional[float]
     notes: tuple[str, ...] = field(default_factory=tuple)  # decisions worth telling the user
+    cheaper: tuple[str, ...] = field(default_factory=tuple)  # "at maxModelLen 8192: g6.xlarge, $0.80/h"
     rope_theta: Optional[float] = None  # the model's RoPE base, when its config.json was read
     checkpoint_quantization: Optional[str] = None  # the checkpoint's own method (e.g. fbgemm_fp8)
 

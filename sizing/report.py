@@ -29,6 +29,7 @@ def format_report(plan: SizingPlan) -> str:
         f"{plan.concurrent_full_length_sequences} full-length sequences",
         f"  root volume {plan.disk_size_gb} GB",
     ]
+    lines += [f"  cheaper: {line}" for line in plan.cheaper]
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
 

@@ -137,3 +137,18 @@ def _warmup_margin(
     if fmt.method == "mxfp4":
         extra += accounting.warmup_mxfp4_moe_extra_gib * GIB
     return free_at_snapshot - budget - graphs - extra
+
+
+def kv_bytes_for_requests(
+    spec: ModelSpec,
+    kv_dtype_bytes: int,
+    tensor_parallel_size: int,
+    max_model_len: int,
+    requests: int,
+    max_num_batched_tokens: int = 2048,
+    accounting: Accounting = ACCOUNTING_033,
+) -> int:
+    """KV bytes per GPU that `requests` full-length requests need at once (vLLM 0.33's blocks)."""
+    layout = kv_layout(spec, kv_dtype_bytes, tensor_parallel_size)
+    in_flight = accounting.in_flight_batches * max_num_batched_tokens
+    return bytes_for_requests(layout, max_model_len, in_flight, requests)
