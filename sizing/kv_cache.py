@@ -12,7 +12,8 @@ vllm/v1/core/kv_cache_utils.py, vllm/v1/kv_cache_interface.py):
   request of max_model_len takes, summed over groups; a sliding-window group takes
   ``cdiv(min(window - 1 + in-flight tokens, max_model_len), 16) + 1`` blocks, where the in-flight
   tokens are max_num_batched_tokens times the batches in flight (2 with async scheduling);
-* **tokens** ("GPU KV cache size: N tokens") = int(concurrency x max_model_len);
+* **tokens** ("GPU KV cache size: N tokens") = int(concurrency x max_model_len) (before vLLM
+  0.21: blocks // groups x 16, which differs only for hybrid models);
 * **the startup check**: vLLM refuses to start unless (available - one block) holds one request
   of max_model_len in every layer (``check_enough_kv_cache_memory``).
 """
@@ -97,15 +98,24 @@ class KvCapacity:
 
 
 def capacity(
-    layout: KvLayout, available_bytes: float, max_model_len: int, in_flight_tokens: int
+    layout: KvLayout,
+    available_bytes: float,
+    max_model_len: int,
+    in_flight_tokens: int,
+    tokens_from_concurrency: bool = True,
 ) -> KvCapacity:
-    """What vLLM derives from the available KV cache memory (see the module docstring)."""
+    """What vLLM derives from the available KV cache memory (see the module docstring).
+    `tokens_from_concurrency` False: the token count older releases printed."""
     blocks = max(0, math.floor(available_bytes / layout.block_bytes))
     per_request = blocks_per_request(layout, max_model_len, in_flight_tokens)
     concurrency = blocks / per_request
+    if tokens_from_concurrency:
+        tokens = int(concurrency * max_model_len)
+    else:
+        tokens = blocks // len(layout.groups) * KV_BLOCK_TOKENS
     needed = one_request_bytes(layout, max_model_len, in_flight_tokens)
     fits = available_bytes > 0 and available_bytes - layout.block_bytes >= needed
-    return KvCapacity(blocks, concurrency, int(concurrency * max_model_len), needed, fits)
+    return KvCapacity(blocks, concurrency, tokens, needed, fits)
 
 
 def bytes_for_requests(layout: KvLayout, max_model_len: int, in_flight_tokens: int, requests: int) -> int:

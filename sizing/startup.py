@@ -115,7 +115,7 @@ def estimate(
         non_torch_gib=non_torch / GIB,
         cuda_graphs_in_budget=accounting.cuda_graphs_in_budget,
         kv_cache_gib=available / GIB,
-        kv=capacity(layout, available, max_model_len, in_flight),
+        kv=capacity(layout, available, max_model_len, in_flight, accounting.cuda_graphs_in_budget),
         layout=layout,
         max_model_len=max_model_len,
         in_flight_tokens=in_flight,
