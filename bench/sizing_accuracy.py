@@ -2,18 +2,20 @@
 
     .venv/bin/python bench/sizing_accuracy.py            # the calibration rows
     .venv/bin/python bench/sizing_accuracy.py --catalog  # also the instance chosen per catalog model
+    .venv/bin/python bench/sizing_accuracy.py --rows other-logs.csv  # rows of your own, same columns
 
 Rows: bench/data/vllm-startup-logs.csv (sources in bench/data/SOURCES.md), every figure as vLLM
 printed it. Each row is predicted twice:
 
 * **as its own vLLM**: with the accounting of the release that printed it (``sizing.calibration``:
-  v0 before 0.8, v1-early 0.8-0.16, v1 0.17-0.20, 0.33 from 0.21). The per-term errors and the
-  verdict agreement are measured on this prediction: it checks the terms against what vLLM did.
+  v0 before 0.8, v1-early 0.8-0.16, v1 0.17-0.20, v1-cg 0.21-0.24, 0.33 from 0.25). The per-term
+  errors and the verdict agreement are measured on this prediction: it checks the terms against
+  what vLLM did.
 * **as vLLM 0.33**: what the deployer sizes with. Where its verdict differs from the row's
   own, the row is listed with the reason (an older release spent memory differently).
 
 Errors are (predicted - logged) / logged. "GiB" columns: predicted/logged. The verdict: vLLM
-starts (the KV cache holds one max_model_len request, and before 0.21 the warm-up after the KV
+starts (the KV cache holds one max_model_len request, and before 0.25 the warm-up after the KV
 cache allocation finds memory) against the row's outcome.
 """
 
@@ -29,10 +31,13 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sizing.calibration import ACCOUNTING_033, accounting  # noqa: E402
+from sizing.calibration import ACCOUNTING_033, accounting, accounting_for_version  # noqa: E402
+from sizing.errors import SizingError  # noqa: E402
 from sizing.formats import WeightFormat  # noqa: E402
-from sizing.models import from_catalog  # noqa: E402
+from sizing.hub import FetchError, resolve  # noqa: E402
+from sizing.models import ModelResolutionError, ModelSpec, from_catalog  # noqa: E402
 from sizing.startup import StartupEstimate, estimate  # noqa: E402
+from sizing.whatif import find_gpu, gpu_instance  # noqa: E402
 
 ROWS_CSV = Path(__file__).parent / "data" / "vllm-startup-logs.csv"
 
@@ -55,13 +60,53 @@ def load_rows(path: Path = ROWS_CSV) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def model_spec(row: dict[str, str]) -> Optional[ModelSpec]:
+    """The row's model: the catalog's, else its config.json (a local directory, or the hub's answer
+    cached under ~/.cache/vllm-deploy/models); None when neither is at hand."""
+    try:
+        return from_catalog(row["sized_as"]) or resolve(row["sized_as"], fetch=_offline)
+    except (ModelResolutionError, OSError):
+        return None
+
+
+def _offline(url: str, headers: dict[str, str], timeout: float) -> Optional[bytes]:
+    """The bench never goes to the hub (nor caches a miss): only what is cached counts."""
+    raise FetchError(f"the bench works offline ({url} is not cached)")
+
+
+def gpu_facts(row: dict[str, str]) -> tuple[float, float]:
+    """(CUDA total GiB, compute capability): as the row gives them, else the catalog GPU's
+    (the row's `gpu`, e.g. "L4" or "H100 80GB HBM3")."""
+    total, cc = row["gpu_total_gib_as_vllm_prints"], row["compute_capability"]
+    if total and cc:
+        return float(total), float(cc)
+    name = row["gpu"].replace("HBM3", "").strip()
+    instance = gpu_instance(name if _known(name) else name.split()[0], 1)
+    return float(total or instance.cuda_memory_gib), float(cc or instance.compute_capability)
+
+
+def _known(name: str) -> bool:
+    try:
+        find_gpu(name)
+    except SizingError:
+        return False
+    return True
+
+
+def row_accounting(row: dict[str, str]) -> str:
+    """The row's accounting column, else the one its vLLM version follows."""
+    return row.get("accounting") or accounting_for_version(row["vllm_version"])
+
+
 def weight_format(row: dict[str, str]) -> Optional[WeightFormat]:
-    """The format the row's checkpoint is sized in: its catalog model's own, or the override."""
-    spec = from_catalog(row["sized_as"])
+    """The format the row's checkpoint is sized in: its model's own, or the override."""
+    spec = model_spec(row)
+    if spec is None:
+        return None
     kind = row["weight_format"]
     if not kind:
         return WeightFormat(spec.native_quantization, spec.quant_bits, spec.quant_group_size)
-    if kind == "fp8":
+    if kind in ("fp8", "w8a8"):  # one byte per weight: fp8, or int8 W8A8 (compressed-tensors)
         return WeightFormat("fp8", 8)
     if kind == "fp8-online":
         return WeightFormat("fp8", 8, online=True)
@@ -72,14 +117,15 @@ def weight_format(row: dict[str, str]) -> Optional[WeightFormat]:
 def predict(row: dict[str, str], accounting_key: str) -> Optional[StartupEstimate]:
     """The startup estimate for the row's configuration, or None when it lacks the settings."""
     needed = ("gpu_memory_utilization", "max_model_len", "max_num_batched_tokens", "max_num_seqs")
-    if any(not row[key] for key in needed):
+    spec = model_spec(row)
+    if spec is None or any(not row[key] for key in needed):
         return None
-    spec = from_catalog(row["sized_as"])
+    total, cc = gpu_facts(row)
     return estimate(
         spec,
         weight_format(row),
-        cuda_total_gib=float(row["gpu_total_gib_as_vllm_prints"]),
-        compute_capability=float(row["compute_capability"]),
+        cuda_total_gib=total,
+        compute_capability=cc,
         tensor_parallel_size=int(row["tensor_parallel"]),
         gpu_memory_utilization=float(row["gpu_memory_utilization"]),
         max_model_len=int(row["max_model_len"]),
@@ -94,8 +140,8 @@ def weights_only(row: dict[str, str]) -> float:
     """Weights for a row without the settings for a full estimate (the term needs none)."""
     from sizing.memory import GIB, weights_per_gpu_bytes
 
-    spec = from_catalog(row["sized_as"])
-    return weights_per_gpu_bytes(spec, weight_format(row), int(row["tensor_parallel"]), accounting(row["accounting"])) / GIB
+    spec = model_spec(row)
+    return weights_per_gpu_bytes(spec, weight_format(row), int(row["tensor_parallel"]), accounting(row_accounting(row))) / GIB
 
 
 @dataclass
@@ -113,8 +159,10 @@ def _fmt(predicted: float, logged: str, label: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--catalog", action="store_true", help="also size every catalog model")
+    parser.add_argument("--rows", type=Path, default=ROWS_CSV,
+                        help="another file of rows with the same columns (accounting and compute_capability may be empty)")
     args = parser.parse_args()
-    rows = load_rows()
+    rows = load_rows(args.rows)
     errors = Errors({t[2]: [] for t in TERMS}, {t[2]: [] for t in TERMS})
     agree = disagree = 0
     differs: list[str] = []
@@ -123,12 +171,16 @@ def main() -> int:
         + " ".join(f"{t[2]:>17}" for t in TERMS)
         + f"  {'logged':<10} {'own':<5} {'0.33':<5} {'KV@0.33':>8}"
     )
-    print(f"{len(rows)} calibration rows ({ROWS_CSV.relative_to(ROWS_CSV.parents[2])}); "
+    print(f"{len(rows)} calibration rows ({args.rows}); "
           "cells: predicted/logged (GiB, or tokens / x), as the row's own vLLM")
     print(header)
     print("-" * len(header))
+    skipped = []
     for row in rows:
-        own = predict(row, row["accounting"])
+        if model_spec(row) is None:
+            skipped.append(f"  {row['id']}: {row['sized_as']} is neither in the catalog nor cached (run tools/size on it once)")
+            continue
+        own = predict(row, row_accounting(row))
         target = predict(row, ACCOUNTING_033.key)
         cells = []
         for column, attribute, label in TERMS:
@@ -180,6 +232,9 @@ def main() -> int:
         print(f"{label:<12} {len(rel):>4} {statistics.median(rel):>13.1%} {max(rel):>10.1%} {med_abs:>13} {max_abs:>10}")
     print()
     print(f"fit verdict (as the row's own vLLM) vs whether vLLM started: {agree} agree, {disagree} disagree")
+    if skipped:
+        print("rows skipped (model unknown offline):")
+        print("\n".join(skipped))
     print("rows where the verdict or vLLM 0.33 differs:")
     print("\n".join(differs) if differs else "  none")
     if args.catalog:

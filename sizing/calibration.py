@@ -13,7 +13,9 @@ did, and say where 0.33 differs:
   is ``max_model_len`` tokens;
 * ``v1-early``: the V1 engine 0.8-0.16: a heavy sampler warm-up (~39 bytes per logit);
 * ``v1``: 0.17-0.20: a lighter sampler (~15 bytes per logit), CUDA graphs outside the budget;
-* ``0.33``: CUDA-graph memory inside the budget (since 0.21), the V2 model runner's profile run
+* ``v1-cg``: 0.21-0.24: CUDA graphs inside the budget, otherwise as ``v1`` (no log of these
+  releases was found; the boundaries come from vLLM's log text and PR dates);
+* ``0.33`` (from 0.25): CUDA-graph memory inside the budget, the V2 model runner's profile run
   (attention skipped, a second sampler pass with warm-up parameters), MXFP4 scales freed.
 """
 
@@ -30,7 +32,7 @@ CALIBRATION_CSV = Path(__file__).parent / "catalog" / "memory-calibration.csv"
 
 TARGET = "0.33"
 
-ACCOUNTINGS = ("0.33", "v1", "v1-early", "v0")
+ACCOUNTINGS = ("0.33", "v1-cg", "v1", "v1-early", "v0")
 
 
 @dataclass(frozen=True)
@@ -112,15 +114,17 @@ _VERSION = re.compile(r"^v?(\d+)\.(\d+)")
 def accounting_for_version(version: str) -> str:
     """The accounting a vLLM release follows ("0.19.0" -> "v1").
 
-    0.21-0.32 map to "0.33": they already count CUDA graphs in the budget, which is the change
-    that decides most fits; their sampler and MXFP4 details are not covered by any log here.
+    0.25-0.32 map to "0.33" (the V2 runner, graphs in the budget); their sampler profiled only
+    the default pass (lighter than 0.33's, so 0.33 predicts them a little less KV cache).
     """
     match = _VERSION.match(version.strip())
     if not match:
         raise ValueError(f"not a vLLM version: {version!r}")
     major, minor = int(match.group(1)), int(match.group(2))
-    if major > 0 or minor >= 21:
+    if major > 0 or minor >= 25:
         return "0.33"
+    if minor >= 21:
+        return "v1-cg"
     if minor >= 17:
         return "v1"
     if minor >= 8:

@@ -43,8 +43,8 @@ class StartupEstimate:
     max_model_len: int
     in_flight_tokens: int
     accounting: str
-    # Older vLLM only: GiB still free when the post-allocation warm-up (CUDA graphs outside the
-    # budget, an unprofiled sampler pass) has run; negative = it runs out of memory there.
+    # Before vLLM 0.25 only: GiB still free when the post-allocation warm-up (CUDA graphs outside
+    # the budget before 0.21, an unprofiled sampler pass) has run; negative = out of memory there.
     warmup_margin_gib: float | None = None
 
     @property
@@ -103,7 +103,7 @@ def estimate(
     layout = kv_layout(spec, kv_dtype_bytes, tp)
     in_flight = accounting.in_flight_batches * max_num_batched_tokens
     margin = None
-    if not accounting.cuda_graphs_in_budget:
+    if accounting.warmup_extra_bytes_per_logit:
         rows = min(tokens, max_num_seqs)
         margin = _warmup_margin(spec, fmt, accounting, cuda_total_gib, budget, graphs, tp, rows) / GIB
     return StartupEstimate(
@@ -128,15 +128,17 @@ def _warmup_margin(
     spec: ModelSpec, fmt: WeightFormat, accounting: Accounting, total_gib: float, budget: float,
     graphs: float, tp: int, rows: int,
 ) -> float:
-    """Bytes left after a pre-0.21 warm-up: once the KV cache has filled the budget (but for the
-    activation headroom), the CUDA graphs (outside the budget) and the part of the sampler
-    warm-up the profile run did not see must fit in what the GPU had free at the snapshot."""
+    """Bytes left after the warm-up of a release before vLLM 0.25: once the KV cache has filled
+    the budget (but for the activation headroom), the CUDA graphs (outside the budget before
+    0.21) and the part of the sampler warm-up the profile run did not see must fit in what the
+    GPU had free at the snapshot."""
     pre = value("pre_snapshot_tensor_parallel" if tp > 1 else "pre_snapshot_one_gpu") * GIB
     free_at_snapshot = total_gib * GIB - pre
     extra = rows * spec.vocab_size * accounting.warmup_extra_bytes_per_logit
     if fmt.method == "mxfp4":
         extra += accounting.warmup_mxfp4_moe_extra_gib * GIB
-    return free_at_snapshot - budget - graphs - extra
+    outside = 0.0 if accounting.cuda_graphs_in_budget else graphs
+    return free_at_snapshot - budget - outside - extra
 
 
 def kv_bytes_for_requests(

@@ -138,7 +138,9 @@ def test_every_constant_names_what_it_was_fitted_on_or_its_source():
 
 def test_vllm_releases_map_to_their_accounting():
     assert calibration.accounting_for_version("0.33.0") == "0.33"
-    assert calibration.accounting_for_version("0.21.0") == "0.33"  # CUDA graphs in the budget
+    assert calibration.accounting_for_version("0.25.1") == "0.33"  # the V2 runner, graphs in the budget
+    assert calibration.accounting_for_version("0.21.0") == "v1-cg"
+    assert calibration.accounting("v1-cg").cuda_graphs_in_budget
     assert calibration.accounting_for_version("0.19.0") == "v1"
     assert calibration.accounting_for_version("0.11") == "v1-early"
     assert calibration.accounting_for_version("0.6") == "v0"
