@@ -23,7 +23,7 @@ from sizing.models import ModelResolutionError, ModelSpec
 from sizing.parallel import choose_tp
 from sizing.ways_out import ways_out
 from sizing.plan import MemoryBreakdown, SizingPlan
-from sizing.startup import StartupEstimate, estimate, kv_bytes_for_requests
+from sizing.startup import StartupEstimate, for_instance, kv_bytes_for_requests
 
 
 Resolver = Callable[..., ModelSpec]
@@ -98,19 +98,8 @@ def startup_estimate(
     request: _Request, config: StackConfig, instance: GpuInstance, tp: int
 ) -> StartupEstimate:
     """What vLLM 0.33 will log at startup on one GPU of this instance at this TP size."""
-    default_tokens, default_seqs = batch_defaults(instance)
-    return estimate(
-        request.spec,
-        request.fmt,
-        cuda_total_gib=instance.cuda_memory_gib,
-        compute_capability=instance.compute_capability,
-        tensor_parallel_size=tp,
-        gpu_memory_utilization=config.gpu_memory_utilization,
-        max_model_len=request.max_model_len,
-        max_num_batched_tokens=config.max_num_batched_tokens or default_tokens,
-        max_num_seqs=config.max_num_seqs or default_seqs,
-        kv_dtype_bytes=request.kv_dtype_bytes,
-    )
+    return for_instance(request.spec, request.fmt, config, instance, tp, request.max_model_len,
+                        request.kv_dtype_bytes)
 
 
 def memory_breakdown(
