@@ -141,7 +141,8 @@ def weights_only(row: dict[str, str]) -> float:
     from sizing.memory import GIB, weights_per_gpu_bytes
 
     spec = model_spec(row)
-    return weights_per_gpu_bytes(spec, weight_format(row), int(row["tensor_parallel"]), accounting(row_accounting(row))) / GIB
+    tp, own = int(row["tensor_parallel"]), accounting(row_accounting(row))
+    return weights_per_gpu_bytes(spec, weight_format(row), tp, own, gpu_facts(row)[1]) / GIB
 
 
 @dataclass

@@ -102,32 +102,54 @@ def _replicated_extra_bytes(spec: ModelSpec, fmt: WeightFormat, tp: int) -> floa
     return extra
 
 
-# The OAI Triton MXFP4 MoE kernels vLLM 0.33 uses on Ampere/Ada/Hopper round each GPU's expert
-# intermediate size up to a multiple of 64 (vllm/model_executor/layers/fused_moe/oracle/mxfp4.py
-# mxfp4_round_up_hidden_size_and_intermediate_size, final branch); hidden size is kept.
-MXFP4_INTERMEDIATE_ALIGN = 64
+def mxfp4_alignment(compute_capability: float) -> tuple[str, int, int]:
+    """(MoE backend, hidden alignment, per-GPU intermediate alignment) vLLM 0.33 picks for gpt-oss
+    MXFP4 experts on this GPU (vllm/model_executor/layers/fused_moe/oracle/mxfp4.py: the gpt-oss
+    backend priority and ``mxfp4_round_up_hidden_size_and_intermediate_size``):
+
+    * Hopper (9.x): the OAI Triton kernels (SM90 up to SM12x, experts/gpt_oss_triton_kernels_moe.py),
+      intermediate rounded up to 64, hidden kept;
+    * data-centre Blackwell (10.x): FlashInfer TRT-LLM, intermediate to 128, hidden to 256;
+    * Ampere/Ada and consumer Blackwell (12.x, where Marlin is ranked first): Marlin, the same
+      rounding as TRT-LLM.
+    """
+    if 9.0 <= compute_capability < 10.0:
+        return "triton", 1, 64
+    if 10.0 <= compute_capability < 11.0:
+        return "trtllm", 256, 128
+    return "marlin", 256, 128
 
 
-def mxfp4_expert_bytes_per_gpu(spec: ModelSpec, tp: int, accounting: Accounting = ACCOUNTING_033) -> float:
-    """One GPU's MXFP4 experts as vLLM holds them: E x 3 x hidden x (intermediate/TP rounded up to
-    64) weights per MoE layer at 4.25 bits (4-bit E2M1 + one E8M0 scale per 32), plus the scale
-    copy releases before vLLM 0.24 kept (``mxfp4_extra_scale_bits``)."""
-    per_gpu_inter = math.ceil(spec.moe_intermediate_size / tp / MXFP4_INTERMEDIATE_ALIGN) * MXFP4_INTERMEDIATE_ALIGN
-    weights = spec.moe_layers * spec.num_experts * 3 * spec.hidden_size * per_gpu_inter
-    return weights * (MXFP4_BITS + accounting.mxfp4_extra_scale_bits) / 8
+def mxfp4_expert_bytes_per_gpu(
+    spec: ModelSpec, tp: int, accounting: Accounting = ACCOUNTING_033, compute_capability: float = 9.0
+) -> float:
+    """One GPU's MXFP4 experts as vLLM holds them: E x 3 x hidden x intermediate/TP weights per MoE
+    layer, both rounded up to the backend's alignment (``mxfp4_alignment``), at 4.25 bits (4-bit
+    E2M1 + one E8M0 scale per 32); before vLLM 0.24 the Triton backend also kept the unswizzled
+    scales (``mxfp4_extra_scale_bits``)."""
+    backend, hidden_align, inter_align = mxfp4_alignment(compute_capability)
+    hidden = math.ceil(spec.hidden_size / hidden_align) * hidden_align
+    per_gpu_inter = math.ceil(spec.moe_intermediate_size / tp / inter_align) * inter_align
+    weights = spec.moe_layers * spec.num_experts * 3 * hidden * per_gpu_inter
+    extra_bits = accounting.mxfp4_extra_scale_bits if backend == "triton" else 0.0
+    return weights * (MXFP4_BITS + extra_bits) / 8
 
 
 def weights_per_gpu_bytes(
-    spec: ModelSpec, fmt: WeightFormat, tp: int, accounting: Accounting = ACCOUNTING_033
+    spec: ModelSpec,
+    fmt: WeightFormat,
+    tp: int,
+    accounting: Accounting = ACCOUNTING_033,
+    compute_capability: float = 9.0,
 ) -> float:
     """One GPU's share: what vLLM logs as "Model loading took". vLLM splits embedding and lm_head
     by vocabulary across the TP ranks too (VocabParallelEmbedding / ParallelLMHead), so everything
     divides by TP except the replicated tensors (``_replicated_extra_bytes``). MXFP4 experts are
-    sized in vLLM's own layout (``mxfp4_expert_bytes_per_gpu``) plus ``mxfp4_load_extra``."""
+    sized in vLLM's own layout for the GPU (``mxfp4_expert_bytes_per_gpu``) plus ``mxfp4_load_extra``."""
     if fmt.method == "mxfp4":
         rest = (spec.total_params - spec.routed_expert_params) * BYTES_16BIT / tp
         extra = _replicated_extra_bytes(spec, fmt, tp) + value("mxfp4_load_extra") * GIB
-        return rest + mxfp4_expert_bytes_per_gpu(spec, tp, accounting) + extra
+        return rest + mxfp4_expert_bytes_per_gpu(spec, tp, accounting, compute_capability) + extra
     return weight_bytes(spec, fmt) / tp + _replicated_extra_bytes(spec, fmt, tp)
 
 

@@ -95,7 +95,7 @@ def estimate(
     """
     tp = tensor_parallel_size
     budget = budget_bytes(cuda_total_gib, gpu_memory_utilization)
-    weights = weights_per_gpu_bytes(spec, fmt, tp, accounting)
+    weights = weights_per_gpu_bytes(spec, fmt, tp, accounting, compute_capability)
     tokens = profile_tokens(max_num_batched_tokens, max_model_len, accounting)
     activation = activation_bytes(spec, tp, tokens, max_num_seqs, accounting, act_bytes)
     graphs = cuda_graph_bytes(spec, max_num_seqs, compute_capability)

@@ -110,6 +110,16 @@ def test_mxfp4_experts_are_held_at_4_25_bits_in_vllm_033():
     assert weights_per_gpu_bytes(GPT_OSS_20B, fmt, 1) == pytest.approx(expected)
 
 
+def test_mxfp4_layout_follows_the_gpus_kernels():
+    """Marlin (Ampere/Ada, consumer Blackwell) and TRT-LLM (B200) pad hidden to 256 and the
+    intermediate to 128: 2880 x 2880 -> 3072 x 2944 per expert matrix, 9 % more than Hopper's."""
+    fmt = WeightFormat("mxfp4", 4.25)
+    hopper = weights_per_gpu_bytes(GPT_OSS_20B, fmt, 1, compute_capability=9.0)
+    for cc in (8.0, 8.9, 10.0, 12.0):
+        padded = weights_per_gpu_bytes(GPT_OSS_20B, fmt, 1, compute_capability=cc)
+        assert padded - hopper == pytest.approx(24 * 32 * 3 * (3072 * 2944 - 2880 * 2880) * 4.25 / 8)
+
+
 def test_mxfp4_before_024_kept_a_scale_copy_and_tp_pads_the_intermediate_to_64():
     fmt = WeightFormat("mxfp4", 4.25)
     v1 = calibration.accounting("v1")
