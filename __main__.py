@@ -40,5 +40,10 @@ pulumi.export("publicIp", deployment.public_ip)
 pulumi.export("sshCommand", deployment.ssh_command)
 if deployment.ssh_private_key is not None:
     pulumi.export("sshPrivateKey", deployment.ssh_private_key)
+if deployment.grafana_url is not None:  # monitoring: true
+    pulumi.export("grafanaUrl", deployment.grafana_url)
+    pulumi.export("grafanaPassword", deployment.grafana_password)
 pulumi.export("hourlyPriceUsd", plan.hourly_price_usd)
 pulumi.export("sizing", plan.to_output())
+if deployment.benchmark is not None:  # benchmarkOnDeploy: figures of the live endpoint after `up`
+    pulumi.export("benchmark", deployment.benchmark)

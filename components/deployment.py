@@ -9,9 +9,11 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.benchmark import VllmBenchmark, VllmBenchmarkArgs
 from components.docker_host import docker_over_ssh, identity_file_hint
 from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_setup import HostSetup, HostSetupArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.naming import child, component_type, default_tags
 from components.proxy import NginxProxy, NginxProxyArgs
 from components.vllm_server import VllmServer, VllmServerArgs
@@ -47,6 +49,9 @@ class VllmDeployment(pulumi.ComponentResource):
     public_ip: pulumi.Output[str]
     ssh_command: pulumi.Output[str]
     ssh_private_key: Optional[pulumi.Output[str]]
+    grafana_url: Optional[pulumi.Output[str]]  # None with monitoring off
+    grafana_password: Optional[pulumi.Output[str]]
+    benchmark: Optional[pulumi.Output[dict[str, Any]]]  # None with benchmarkOnDeploy false
 
     def __init__(self, name: str, args: VllmDeploymentArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("VllmDeployment"), name, None, opts)
@@ -106,11 +111,50 @@ class VllmDeployment(pulumi.ComponentResource):
             mine,
         )
 
+        # Beside the proxy, not before it: on a first deploy nobody has the endpoint yet, and a
+        # failed benchmark should not keep the endpoint from coming up.
+        self.benchmark = None
+        if settings.benchmark_on_deploy:
+            self.benchmark = VllmBenchmark(
+                child(name, "benchmark"),
+                VllmBenchmarkArgs(
+                    settings=settings,
+                    plan=plan,
+                    connection=host.connection,
+                    instance_id=host.instance_id,
+                    ready=server.ready,
+                    model_dir=setup.model_dir,
+                    api_key=api_key,
+                ),
+                mine,
+            ).result
+
         address = settings.domain or host.public_ip
         # The endpoint exists once vLLM answered and the proxy is up: carry both as dependencies.
         self.endpoint = pulumi.Output.all(server.ready.id, proxy.container_id, address).apply(
             lambda v: f"https://{v[2]}/v1"
         )
+        self.grafana_url, self.grafana_password = None, None
+        if settings.monitoring:
+            monitoring = Monitoring(
+                child(name, "monitoring"),
+                MonitoringArgs(
+                    settings=settings,
+                    plan=plan,
+                    docker_provider=engine,
+                    connection=host.connection,
+                    instance=host.instance,
+                    instance_id=host.instance_id,
+                    runtime_ready=setup.runtime_ready,
+                    vllm_ready=server.ready,
+                    vllm_port=server.port,
+                    address=address,
+                ),
+                mine,
+            )
+            # Grafana is reached through the proxy: the URL waits for both.
+            self.grafana_url = pulumi.Output.all(monitoring.grafana_url, proxy.container_id).apply(lambda v: v[0])
+            self.grafana_password = monitoring.grafana_password
         self.api_key = pulumi.Output.secret(api_key)
         self.ca_certificate = proxy.ca_certificate
         self.instance_id = host.instance_id
@@ -126,6 +170,9 @@ class VllmDeployment(pulumi.ComponentResource):
                 "instanceId": self.instance_id,
                 "publicIp": self.public_ip,
                 "sshCommand": self.ssh_command,
+                "grafanaUrl": self.grafana_url,
+                "grafanaPassword": self.grafana_password,
+                "benchmark": self.benchmark,
             }
         )
 

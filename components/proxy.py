@@ -120,7 +120,9 @@ class NginxProxy(pulumi.ComponentResource):
             ),
         )
         self.container_id = container.id
-        self.register_outputs({"caCertificate": self.ca_certificate, "containerId": self.container_id})
+        self.register_outputs(
+            {"caCertificate": self.ca_certificate, "containerId": self.container_id, "nginxConfig": self.config_text}
+        )
 
     def _letsencrypt(self, settings: StackConfig, args: NginxProxyArgs) -> command.remote.Command:
         """certbot on the host; standalone on the first deploy (nothing serves port 80 yet)."""

@@ -93,6 +93,7 @@ class ScriptSteps:
         secret_env: Optional[Mapping[str, pulumi.Input[str]]] = None,
         extra_triggers: Sequence[pulumi.Input[str]] = (),
         log_output: Optional[bool] = None,
+        secret_outputs: Optional[Sequence[str]] = None,
         timeout: str = "60m",
     ) -> command.remote.Command:
         copied = self._copy(script, after=after)
@@ -109,9 +110,12 @@ class ScriptSteps:
         if after is not None:
             triggers.append(after.id)
         # By default a step whose environment holds a secret logs nothing: a tool it runs
-        # could echo it. Such steps also keep their output secret in the state.
+        # could echo it. Such steps also keep their output secret in the state, unless the
+        # caller names the outputs that stay secret (a step whose stdout is a known-safe result).
         if log_output is None:
             log_output = not secret_env
+        if secret_outputs is None:
+            secret_outputs = ["stdout", "stderr"] if secret_env else []
         return command.remote.Command(
             child(self._name, role),
             connection=self._connection,
@@ -124,7 +128,7 @@ class ScriptSteps:
             opts=pulumi.ResourceOptions(
                 parent=self._parent,
                 depends_on=[self._lib, copied],
-                additional_secret_outputs=["stdout", "stderr"] if secret_env else None,
+                additional_secret_outputs=list(secret_outputs) or None,
                 custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
             ),
         )

@@ -12,11 +12,18 @@ import pulumi_docker as docker
 from components.docker_host import INSTANCE_LABEL, on_host
 from components.naming import child, component_type
 from components.script_steps import ScriptSteps
+from serving.vllm_args import sets_chat_template
 from sizing.plan import SizingPlan
 from config.settings import StackConfig
 from config.stack import SERVED_MODEL_PATH, VLLM_PORT
 
 CONTAINER_NAME = "vllm"
+
+
+def generation_api(serve_args: list[str]) -> str:
+    """Which API the readiness check generates through: `chat` when `--chat-template` gives vLLM
+    a template, else `auto` (the host script reads the model directory; see wait_for_vllm.sh)."""
+    return "chat" if sets_chat_template(serve_args) else "auto"
 
 
 @dataclass
@@ -79,6 +86,9 @@ class VllmServer(pulumi.ComponentResource):
                 "VLLM_DEPLOY_CONTAINER": CONTAINER_NAME,
                 "VLLM_DEPLOY_SERVED_MODEL": settings.served_name,
                 "VLLM_DEPLOY_TIMEOUT_SECONDS": str(settings.readiness_timeout_minutes * 60),
+                # The script reads the directory vLLM loads to choose chat or plain completion.
+                "VLLM_DEPLOY_MODEL_DIR": args.model_dir,
+                "VLLM_DEPLOY_GENERATION_API": generation_api(self.args),
             },
             secret_env={"VLLM_API_KEY": args.api_key},
             # Its failure output (the container log tail) is what a user needs to see;

@@ -124,6 +124,16 @@ def _cidr_list(value: list[str], key: str) -> list[str]:
     return checked
 
 
+def _inside_any(cidr: str, blocks: list[str]) -> bool:
+    """Whether every address of `cidr` lies in one of `blocks` (same IP version)."""
+    net = ipaddress.ip_network(cidr)
+    for raw in blocks:
+        block = ipaddress.ip_network(raw)
+        if block.version == net.version and net.subnet_of(block):  # type: ignore[arg-type]
+            return True
+    return False
+
+
 class StackConfig(BaseModel):
     """Everything a stack can say, with defaults. Field docs are the config reference."""
 
@@ -152,8 +162,9 @@ class StackConfig(BaseModel):
     )
     dtype: Literal["auto", "bfloat16", "float16"] = Field(
         "auto",
-        description="Weight and activation dtype; auto = bfloat16, or float16 on GPUs "
-        "without bf16 (T4).",
+        description="Weight and activation dtype; auto = what vLLM 0.33 picks: the checkpoint's "
+        "16-bit dtype, float16 on GPUs without bf16 (T4) except for models that refuse float16 "
+        "(Gemma-2/3, GLM-4), which need a bf16 GPU.",
     )
     quantization: Literal[QUANTIZATIONS] = Field(  # type: ignore[valid-type]
         "none",
@@ -172,10 +183,16 @@ class StackConfig(BaseModel):
         f"context, capped at {DEFAULT_MAX_MODEL_LEN_CAP}).",
     )
     max_num_seqs: Optional[int] = Field(
-        None, gt=0, description="Most sequences in one batch (default: vLLM's, by GPU)."
+        None,
+        gt=0,
+        description="Most sequences in one batch (default: vLLM's, by GPU); above vLLM's default "
+        "token budget, maxNumBatchedTokens is raised to match.",
     )
     max_num_batched_tokens: Optional[int] = Field(
-        None, gt=0, description="Most tokens in one batch (default: vLLM's, by GPU)."
+        None,
+        gt=0,
+        description="Most tokens in one batch (default: vLLM's, by GPU); at least maxNumSeqs, "
+        "and at least maxModelLen when vllmExtraArgs turns chunked prefill off.",
     )
     min_concurrent_sequences: int = Field(
         2,
@@ -188,7 +205,8 @@ class StackConfig(BaseModel):
         DEFAULT_GPU_MEMORY_UTILIZATION,
         gt=0.0,
         le=0.99,
-        description="Share of each GPU's memory vLLM may use (0 < x <= 0.99).",
+        description="Share of each GPU's memory vLLM may use (0 < x <= 0.99); GPUs that cannot "
+        "grant it at startup (CUDA context already taken) are skipped.",
     )
     tensor_parallel_size: Union[Literal["auto"], int] = Field(
         "auto", description="GPUs one model replica spans: auto, or 1, 2, 4, 8."
@@ -199,7 +217,8 @@ class StackConfig(BaseModel):
     rope_scaling: Optional[dict[str, Any]] = Field(
         None,
         description='RoPE scaling object passed via --hf-overrides, e.g. {"rope_type": '
-        '"yarn", "factor": 4.0, "original_max_position_embeddings": 32768}.',
+        '"yarn", "factor": 4.0, "original_max_position_embeddings": 32768}; rope_theta comes '
+        "from the model's config.",
     )
     vllm_image: str = Field(
         DEFAULT_VLLM_IMAGE, description="vLLM container image, pinned by tag or digest."
@@ -211,13 +230,23 @@ class StackConfig(BaseModel):
     )
     vllm_extra_args: list[str] = Field(
         default_factory=list,
-        description="Extra `vllm serve` flags, checked against the pinned vLLM's flag list.",
+        description="Extra `vllm serve` flags, checked as the pinned vLLM reads them: names, "
+        "value types and choices, parser names, flags that need each other, files the "
+        "container can see.",
     )
     readiness_timeout_minutes: int = Field(
         30,
         ge=1,
         le=240,
         description="How long `pulumi up` waits for vLLM to load and answer /health.",
+    )
+    benchmark_on_deploy: bool = Field(
+        True,
+        description="After each new vLLM container, run a short `vllm bench serve` load on the "
+        "host and export TTFT, ITL, tokens/s and $ per million output tokens as `benchmark`.",
+    )
+    benchmark_trigger: Optional[str] = Field(
+        None, description="Any value; changing it runs the benchmark again (e.g. today's date)."
     )
 
     # --- the host ------------------------------------------------------------------
@@ -281,6 +310,37 @@ class StackConfig(BaseModel):
     )
     max_request_body_mb: int = Field(
         64, ge=1, le=1024, description="Largest request body the proxy accepts, in MiB."
+    )
+
+    # --- monitoring ----------------------------------------------------------------
+    monitoring: bool = Field(
+        True,
+        description="Run Prometheus, the DCGM and node exporters and Grafana on the host "
+        "(Grafana at https://<address>/grafana/).",
+    )
+    monitoring_retention_days: int = Field(
+        15,
+        ge=1,
+        le=3650,
+        description="Days of metrics Prometheus keeps (its --storage.tsdb.retention.time).",
+    )
+    monitoring_retention_size_gib: int = Field(
+        10,
+        ge=1,
+        le=1024,
+        description="Most GiB of metrics Prometheus keeps (its --storage.tsdb.retention.size); "
+        "the disk is sized for it.",
+    )
+    grafana_allowed_cidrs: Optional[list[str]] = Field(
+        None,
+        description="Who may open Grafana at /grafana/ (default: allowedCidrs); each block must "
+        "lie inside allowedCidrs, which the security group lets reach port 443.",
+    )
+    alert_requests_waiting: Optional[int] = Field(
+        None,
+        ge=1,
+        description="More requests than this waiting for 5 minutes raise the VllmRequestsQueued "
+        "alert (default: the full-length sequences the KV cache holds, from sizing).",
     )
 
     # --- validators ----------------------------------------------------------------
@@ -384,10 +444,10 @@ class StackConfig(BaseModel):
             return value
         raise ValueError("expected an OpenSSH public key line (ssh-ed25519 AAAA... or ssh-rsa AAAA...)")
 
-    @field_validator("allowed_cidrs", "ssh_allowed_cidrs", "metrics_allowed_cidrs")
+    @field_validator("allowed_cidrs", "ssh_allowed_cidrs", "metrics_allowed_cidrs", "grafana_allowed_cidrs")
     @classmethod
-    def _cidrs(cls, value: list[str], info) -> list[str]:
-        return _cidr_list(value, info.field_name)
+    def _cidrs(cls, value: Optional[list[str]], info) -> Optional[list[str]]:
+        return None if value is None else _cidr_list(value, info.field_name)
 
     @field_validator("letsencrypt_email")
     @classmethod
@@ -414,12 +474,29 @@ class StackConfig(BaseModel):
             raise ValueError("modelSource=modelscope needs a ModelScope id, not a local path")
         if not self.allow_unverified_vllm_image and not is_pinned_vllm_image(self.vllm_image):
             raise ValueError(unverified_image_message(self.vllm_image))
+        if self.monitoring:
+            self._check_monitoring()
         return self
+
+    def _check_monitoring(self) -> None:
+        unreachable = [c for c in self.grafana_cidrs if not _inside_any(c, self.allowed_cidrs)]
+        if unreachable:
+            raise ValueError(
+                f"{NAMESPACE}:grafanaAllowedCidrs has {', '.join(unreachable)}, outside every "
+                f"block of {NAMESPACE}:allowedCidrs {self.allowed_cidrs}: the security group "
+                "lets only allowedCidrs reach port 443, so Grafana could not be reached from "
+                "there. Add the block to allowedCidrs, or remove it from grafanaAllowedCidrs"
+            )
 
     # --- derived -------------------------------------------------------------------
     @property
     def is_local_model(self) -> bool:
         return self.model.startswith(("/", "./", "~"))
+
+    @property
+    def grafana_cidrs(self) -> list[str]:
+        """Who nginx lets open /grafana/: grafanaAllowedCidrs, else allowedCidrs."""
+        return list(self.allowed_cidrs if self.grafana_allowed_cidrs is None else self.grafana_allowed_cidrs)
 
     @property
     def served_name(self) -> str:

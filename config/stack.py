@@ -7,6 +7,7 @@ validated `StackConfig` or a secret `pulumi.Output`.
 from __future__ import annotations
 
 import functools
+import dataclasses
 import ipaddress
 import json
 import os
@@ -36,7 +37,7 @@ from serving.flag_reader import flag_warnings
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
 from sizing.gated import AccessRefused, check_access, unchecked_warning
-from sizing.hub import download_repo_id, hub_offline, hub_spec, local_model_problems, resolve
+from sizing.hub import download_repo_id, hub_offline, has_chat_template, local_model_problems, resolve
 from sizing.models import ModelResolutionError
 from sizing.plan import SizingPlan
 
@@ -221,7 +222,10 @@ def _with_this_machine(cidrs: list[str]) -> list[str]:
 
 
 def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
-    """The sizing decision, or pulumi.RunError with the arithmetic when nothing fits."""
+    """The sizing decision, or pulumi.RunError with the arithmetic when nothing fits.
+
+    A model known to have no chat template gets a note in the plan (so in the sizing report
+    and the `sizing` output) and a warning."""
     if settings.is_local_model:
         _check_local_model(settings)
     try:
@@ -236,7 +240,25 @@ def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
             f"{NAMESPACE}:model={settings.model!r} is {repo!r} on ModelScope (modelSource=modelscope): "
             f"the host downloads {repo}"
         )
+    note = chat_template_note(settings)
+    if note is not None:
+        pulumi.log.warn(note)
+        chosen = dataclasses.replace(chosen, notes=(*chosen.notes, note))
     return chosen
+
+
+def chat_template_note(settings: StackConfig) -> Optional[str]:
+    """What to tell the user when the model has no chat template and none is configured."""
+    if vllm_args.sets_chat_template(settings.vllm_extra_args):
+        return None
+    if has_chat_template(settings.model, settings.model_source, settings.model_revision) is not False:
+        return None
+    return (
+        f"{settings.model} has no chat template (no chat_template in its tokenizer_config.json, no "
+        "chat_template.jinja): /v1/chat/completions will answer 400, only /v1/completions works, "
+        "and the readiness check generates through it; to serve chat, add --chat-template "
+        "<template> to vllmExtraArgs"
+    )
 
 
 def _check_local_model(settings: StackConfig) -> None:
@@ -255,25 +277,11 @@ def _check_local_model(settings: StackConfig) -> None:
         )
 
 
-def _rope_theta(settings: StackConfig, plan: SizingPlan) -> Optional[float]:
-    """Only needed with ropeScaling: --hf-overrides replaces the model's whole RoPE block."""
-    if settings.rope_scaling is None or "rope_theta" in settings.rope_scaling:
-        return None
-    if plan.rope_theta is not None or settings.is_local_model:
-        return plan.rope_theta
-    try:  # a catalog model: its hub config.json has the value (cached after the first preview)
-        return hub_spec(
-            settings.model, settings.model_source, settings.model_revision, token=_plain_secret("hfToken")
-        ).rope_theta
-    except ModelResolutionError:
-        return None  # serve_args then asks for rope_theta inside ropeScaling
-
-
 def vllm_command(settings: StackConfig, plan: SizingPlan) -> list[str]:
     """`vllm serve` arguments, every flag checked against the pinned vLLM's flag list."""
     try:
         argv = vllm_args.serve_args(
-            settings, plan, model_path=SERVED_MODEL_PATH, port=VLLM_PORT, rope_theta=_rope_theta(settings, plan)
+            settings, plan, model_path=SERVED_MODEL_PATH, port=VLLM_PORT
         )
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None

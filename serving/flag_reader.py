@@ -8,12 +8,12 @@ start, after the instance was bought and the weights downloaded.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 from config.settings import NAMESPACE, PINNED_VLLM_VERSION, ConfigError
+from serving.json_values import dotted_value, json_value_problem
 from serving.vllm_flags import (
     _SECRET_FLAGS,
     LATE_CHECKED_CHOICES,
@@ -22,7 +22,9 @@ from serving.vllm_flags import (
     FlagSpec,
     _is_json_type,
     _long_names,
+    are_opposites,
     flag_catalog,
+    opposite_switch,
 )
 
 
@@ -160,6 +162,15 @@ class _Reader:
                     "write the flag in full"
                 )
                 return None
+        opposite = opposite_switch(base)
+        if opposite is not None:
+            self.option_problem(
+                option,
+                f"{written!r} is not a vllm serve flag in vLLM {PINNED_VLLM_VERSION}: "
+                f"{opposite} is a switch without that opposite spelling; leave {written} out "
+                "to keep vLLM's default",
+            )
+            return None
         self.option_problem(
             option,
             f"{written!r} is not a vllm serve flag in vLLM {PINNED_VLLM_VERSION}{_suggest(base)}",
@@ -179,11 +190,7 @@ class _Reader:
         assert spec is not None
         if explicit_value is not None:
             if not spec.takes_value:
-                self.option_problem(
-                    option,
-                    f"{option.written!r} takes no value (write {option.written} alone, or its "
-                    "--no-/--disable- form)"
-                )
+                self.option_problem(option, _switch_with_value(option.written, explicit_value))
                 return
             option.values.append(explicit_value)
         elif spec.arity == "one":
@@ -208,8 +215,12 @@ class _Reader:
             )
         if explicit_value is not None:
             option.values.append(explicit_value)
-        else:
-            self.take_value(option, required=True)
+        elif not self.take_value(option, required=True):
+            return
+        if spec.accepts_json and option.dotted_key:
+            problem = dotted_value(spec, option.dotted_key, option.values[-1], option.written)
+            if problem:
+                self.option_problem(option, problem)
 
     def take_value(self, option: _Option, *, required: bool) -> bool:
         if self.next_is_value():
@@ -237,7 +248,14 @@ class _Reader:
     def read_o_shorthand(self, token: str) -> None:
         catalog = flag_catalog()
         if token.startswith("-O."):
-            self.read_option(_OPT_CONFIG_FLAG + token[2:])
+            # vllm/utils/argparse_utils.py FlexibleArgumentParser.parse_args turns any -O<x>
+            # into --optimization-level <x>, so -O.key is read as the level ".key".
+            self.problem(
+                f"{token!r} is read by vLLM {PINNED_VLLM_VERSION} as --optimization-level "
+                f"{token[2:]!r}, not as a compilation setting; write "
+                f"{_OPT_CONFIG_FLAG}{token[2:]} <value> instead"
+            )
+            self.skip_values()
             return
         if token == "-O":
             option = _Option(token, catalog[_OPT_LEVEL_FLAG], self.pos - 1)
@@ -249,7 +267,11 @@ class _Reader:
                 self.option_problem(option, "'-O' needs a level: write -O0, -O1, -O2 or -O3")
             return
         level = token[3:] if token[2] == "=" else token[2:]
-        self.reading.options.append(_Option("-O", catalog[_OPT_LEVEL_FLAG], self.pos - 1, [level]))
+        option = _Option("-O", catalog[_OPT_LEVEL_FLAG], self.pos - 1, [level])
+        self.reading.options.append(option)
+        if level not in _BARE_O_LEVELS:
+            # vllm/config/vllm.py OptimizationLevel is O0..O3.
+            self.option_problem(option, f"'-O{level}' is not an optimization level: write -O0, -O1, -O2 or -O3")
 
     # -- values ----------------------------------------------------------------------
     def check_values(self, option: _Option) -> None:
@@ -265,10 +287,13 @@ class _Reader:
                     f"{option.written} {value!r} is not allowed: expected one of "
                     f"{_listing(allowed)}{_suggest_value(value, allowed)}",
                 )
+            elif allowed is None and _is_json_type(spec.value_type):
+                problem = json_value_problem(spec, value, option.written)
+                if problem:
+                    self.option_problem(option, problem)
             elif allowed is None and not _value_fits_type(spec.value_type, value):
-                expected = "JSON" if _is_json_type(spec.value_type) else spec.value_type
                 self.option_problem(
-                    option, f"{option.written} {value!r} is not a valid {expected} value"
+                    option, f"{option.written} {value!r} is not a valid {spec.value_type} value"
                 )
 
 
@@ -279,8 +304,25 @@ def _listing(allowed: Sequence[str], shown: int = 10) -> str:
 
 
 def _suggest(name: str) -> str:
-    guess = difflib.get_close_matches(name, _long_names(), n=1, cutoff=0.6)
+    candidates = [n for n in _long_names() if not are_opposites(n, name)]
+    guess = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f"; did you mean {guess[0]}?" if guess else ""
+
+
+def _switch_with_value(written: str, value: str) -> str:
+    spec = flag_catalog().get(_normalize_long(written) if written.startswith("--") else written)
+    turning_off = value.strip().lower() in ("false", "0", "no", "off")
+    partner = None
+    if spec is not None:
+        partner = spec.negation_of or next(
+            (n for n, s in flag_catalog().items() if s.negation_of == spec.name and not s.not_in_help),
+            None,
+        )
+    if turning_off and partner:
+        return f"{written!r} takes no value; to turn it off write {partner}"
+    if turning_off:
+        return f"{written!r} takes no value and has no off spelling; to keep it off, leave it out"
+    return f"{written!r} takes no value; write {written} alone"
 
 
 def _suggest_value(value: str, allowed: Iterable[str]) -> str:
@@ -303,8 +345,6 @@ def _value_fits_type(value_type: str, value: str) -> bool:
         return bool(_HUMAN_INT.match(value.strip()))
     if base == "human_readable_int_or_auto":
         return value in ("auto", "-1") or bool(_HUMAN_INT.match(value.strip()))
-    if _is_json_type(base) and value.lstrip().startswith(("{", "[")):
-        return _parses(json.loads, value)
     return True
 
 
@@ -334,12 +374,15 @@ def check_flags(args: Sequence[str], *, source: str = "vllmExtraArgs") -> None:
 
 def flag_warnings(args: Sequence[str]) -> list[str]:
     """Accepted flags that do nothing or are deprecated in the pinned vLLM (for pulumi.log.warn)."""
+    from serving.extra_args import meaning_warnings  # reads this module's options
+
     warnings = []
-    for option in _Reader(args, "vllmExtraArgs").run().options:
+    reading = _Reader(args, "vllmExtraArgs").run()
+    for option in reading.options:
         if option.spec is None:
             continue
         if option.spec.name in NO_EFFECT_FLAGS:
             warnings.append(f"{option.written}: {NO_EFFECT_FLAGS[option.spec.name]}")
         elif option.spec.deprecated:
             warnings.append(f"{option.written}: {option.spec.note}")
-    return warnings
+    return warnings + meaning_warnings(reading)

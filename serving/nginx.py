@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Literal, Optional, Union
 import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from serving.monitoring.services import GRAFANA
+
 if TYPE_CHECKING:  # settings imports nothing from here; keep the import one-way
     from config.settings import StackConfig
 
@@ -141,6 +143,18 @@ class NginxSite(BaseModel):
         description="Requests above the rate served at once before 429s start.",
     )
 
+    # --- Grafana at /grafana/ (monitoring: true) -------------------------------------
+    grafana_upstream_port: Optional[int] = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Grafana's port on upstream_host; None = no /grafana/ location.",
+    )
+    grafana_allowed_cidrs: list[str] = Field(
+        default_factory=list,
+        description="Who may open /grafana/; everyone else gets 403 (empty: nobody).",
+    )
+
     # --- validators ---------------------------------------------------------------
     @field_validator("upstream_host", "listen_address")
     @classmethod
@@ -199,16 +213,16 @@ class NginxSite(BaseModel):
             return value
         raise ValueError(f"worker_processes={value!r} must be auto or 1-1024")
 
-    @field_validator("metrics_allowed_cidrs")
+    @field_validator("metrics_allowed_cidrs", "grafana_allowed_cidrs")
     @classmethod
-    def _cidrs(cls, value: list[str]) -> list[str]:
+    def _cidrs(cls, value: list[str], info) -> list[str]:
         checked = []
         for raw in value:
             try:
                 checked.append(str(ipaddress.ip_network(raw, strict=True)))
             except ValueError as exc:
                 raise ValueError(
-                    f"metrics_allowed_cidrs entry {raw!r} is not a CIDR block ({exc}); "
+                    f"{info.field_name} entry {raw!r} is not a CIDR block ({exc}); "
                     f"write e.g. 10.0.0.0/8 or 203.0.113.7/32"
                 ) from None
         return checked
@@ -224,6 +238,11 @@ class NginxSite(BaseModel):
             raise ValueError(
                 f"upstream_port={self.upstream_port} is also a port nginx listens on; "
                 f"vLLM and nginx share the host network, so give vLLM another port"
+            )
+        if self.grafana_upstream_port in (self.https_port, self.http_port, self.upstream_port):
+            raise ValueError(
+                f"grafana_upstream_port={self.grafana_upstream_port} is already taken by nginx "
+                f"or vLLM on the host network; give Grafana its own port"
             )
         return self
 
@@ -270,5 +289,8 @@ def site_for_stack(
         "metrics_allowed_cidrs": list(config.metrics_allowed_cidrs),
         "rate_limit_per_minute": config.rate_limit_per_minute,
     }
+    if config.monitoring:
+        values["grafana_upstream_port"] = GRAFANA.port
+        values["grafana_allowed_cidrs"] = config.grafana_cidrs
     values.update(overrides)
     return NginxSite.model_validate(values)

@@ -7,12 +7,15 @@ Everything here runs at ``pulumi preview`` time and reports every problem at onc
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from config.settings import NAMESPACE, ConfigError, StackConfig
+from serving.extra_args import meaning_problems
 from serving.flag_reader import _Option, _Reader
 from serving.vllm_flags import _SECRET_FLAGS, DEPRECATED_QUANTIZATIONS
 from sizing.plan import SizingPlan
+from sizing.rope import RopeOverride
+from sizing.vllm_rules import MAX_LEN_KEYS
 
 
 # Inside the container's own network namespace; the host publishes the port on its
@@ -53,7 +56,22 @@ _FIXED_FLAGS: dict[str, str] = {
     "--config": "the file would have to exist inside the container; list the flags in "
     "vllmExtraArgs instead",
     "--help": "vllm serve would print its help and exit instead of serving",
+    "--headless": "vLLM would run the engine without its API server, so nothing would answer "
+    "the proxy",
+    "--grpc": "vLLM would serve gRPC instead of the OpenAI HTTP API the proxy forwards",
 }
+
+
+# Without log stats vLLM 0.33 builds no StatLoggerManager, so /metrics has no vllm:* series
+# (vllm/v1/engine/async_llm.py: the loggers exist only `if self.log_stats:`, and
+# log_stats=not engine_args.disable_log_stats).
+_NO_METRICS_FLAG = "--disable-log-stats"
+
+
+def sets_chat_template(argv: list[str]) -> bool:
+    """Whether an argv gives vLLM a chat template: `--chat-template` (a Frontend flag,
+    vllm/entrypoints/common/cli_args.py), as `--chat-template X` or `--chat-template=X`."""
+    return any(a == "--chat-template" or a.startswith("--chat-template=") for a in argv)
 
 
 def managed_flags() -> dict[str, str]:
@@ -75,43 +93,36 @@ def serve_args(
     *,
     model_path: str,
     port: int = 8000,
-    rope_theta: Optional[float] = None,
 ) -> list[str]:
     """The arguments after the image name (the image's entrypoint is `vllm serve`).
 
-    `rope_theta` is the model's RoPE base frequency from its config.json; it is needed only
-    when ropeScaling is set and does not carry rope_theta itself (see _hf_overrides).
     The API key is never an argument: it reaches vLLM as the VLLM_API_KEY environment
     variable, so it shows neither in `ps` nor in `docker inspect`'s Args.
+    Raises ConfigError listing every vllmExtraArgs problem; ValueError when the plan itself
+    is inconsistent (a bug, not a configuration problem).
     """
     if not model_path or model_path.startswith("-"):
         raise ValueError(f"model_path must be a path inside the container, got {model_path!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
-    gpus_used = plan.tensor_parallel_size * plan.pipeline_parallel_size
+    gpus_used = plan.tensor_parallel_size * plan.pipeline_parallel_size * plan.data_parallel_size
     if gpus_used > plan.instance.gpu_count:
         raise ValueError(
             f"the plan spans {gpus_used} GPUs but {plan.instance.name} has "
             f"{plan.instance.gpu_count}"
         )
 
-    problems = _extra_arg_problems(config)
-    managed = _managed_args(config, plan, port, rope_theta, problems)
+    problems = _extra_arg_problems(config, plan, model_path)
     if problems:
         raise ConfigError(problems)
+    managed = _managed_args(config, plan, port)
     internal = _Reader(managed, "sizing plan").run().problems
     if internal:  # the builder's own output must pass the same check as the user's
         raise ValueError("vllm_args built flags vLLM would reject:\n" + "\n".join(internal))
     return [model_path, *managed, *config.vllm_extra_args]
 
 
-def _managed_args(
-    config: StackConfig,
-    plan: SizingPlan,
-    port: int,
-    rope_theta: Optional[float],
-    problems: list[str],
-) -> list[str]:
+def _managed_args(config: StackConfig, plan: SizingPlan, port: int) -> list[str]:
     args = [
         "--served-model-name", config.served_name,
         "--host", CONTAINER_HOST,
@@ -127,9 +138,9 @@ def _managed_args(
     ]
     if plan.max_num_seqs is not None:
         args += ["--max-num-seqs", str(plan.max_num_seqs)]
-    # Only when the user chose it: otherwise vLLM's own per-GPU default applies, which
-    # also grows to max_model_len for models that cannot chunk their prefill.
-    if config.max_num_batched_tokens is not None:
+    # Only when the user chose it, or the sizing had to raise it (sizing.batch): otherwise
+    # vLLM's own per-GPU default applies, the one the sizing assumed.
+    if plan.emit_max_num_batched_tokens:
         args += ["--max-num-batched-tokens", str(plan.max_num_batched_tokens)]
     if plan.quantization and plan.quantization != "none":
         args += ["--quantization", plan.quantization]
@@ -138,51 +149,41 @@ def _managed_args(
         args += ["--allow-deprecated-quantization"]
     if plan.kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", plan.kv_cache_dtype]
-    if config.rope_scaling:
-        overrides = _hf_overrides(config.rope_scaling, rope_theta, problems)
-        if overrides is not None:
-            args += ["--hf-overrides", overrides]
+    if plan.rope_override is not None:
+        args += ["--hf-overrides", _hf_overrides(plan.rope_override)]
     return args
 
 
-def _hf_overrides(
-    rope_scaling: dict[str, Any], rope_theta: Optional[float], problems: list[str]
-) -> Optional[str]:
+def _hf_overrides(override: RopeOverride) -> str:
     """The --hf-overrides JSON for ropeScaling, for both transformers 4 and 5 configs.
 
-    vLLM applies it with `config.update(...)`. transformers 5 (what the 0.33 parser was
-    built with) keeps every RoPE setting in one `rope_parameters` dict and treats
-    `rope_scaling` as a deprecated alias that *replaces* that dict, dropping the model's
-    rope_theta (checked with transformers 5.23.0 on a Qwen2 config: rope_theta became
-    None). So `rope_parameters` is sent complete, rope_theta included, and after
-    `rope_scaling`, which transformers 4 and vLLM's v4 path still read.
-    No max_position_embeddings override: vLLM derives the context limit from
-    original_max_position_embeddings x factor, and --max-model-len states the length
-    actually served.
+    vLLM applies a flat key (max_position_embeddings) with `config.update(...)` before
+    transformers standardizes the RoPE parameters, and dict-valued keys with `setattr` after
+    it (vllm/config/model.py `_apply_dict_overrides`), in the order they appear here.
+    transformers 5 (vLLM 0.33 requires >=5.16.1,<5.21) keeps every RoPE setting in one
+    `rope_parameters` dict and treats `rope_scaling` as a deprecated alias whose setter
+    *replaces* that dict (transformers/configuration_utils.py `PreTrainedConfig.rope_scaling`),
+    dropping the model's rope_theta. So `rope_parameters` is sent complete
+    (sizing.rope.rope_override: rope_theta, original_max_position_embeddings,
+    partial_rotary_factor), and after `rope_scaling`, which transformers 4 and vLLM's v4 path
+    still read. For the types vLLM does not multiply by the factor (yarn, longrope, llama3),
+    max_position_embeddings is set to original x factor, the length vLLM then derives.
     """
-    scaling = {k: v for k, v in rope_scaling.items() if k not in ("rope_theta", "type")}
-    scaling.setdefault("rope_type", rope_scaling.get("type"))
-    theta = rope_scaling.get("rope_theta", rope_theta)
-    if theta is None:
-        problems.append(
-            f"{NAMESPACE}:ropeScaling needs rope_theta, the model's RoPE base frequency from "
-            "its config.json (e.g. 1000000.0 for Qwen2.5): vLLM 0.33 with transformers 5 "
-            "replaces the model's whole RoPE block with this object; add "
-            '"rope_theta": <value> to ropeScaling'
-        )
-        return None
-    overrides = {
-        "rope_scaling": dict(sorted(scaling.items())),
-        "rope_parameters": dict(sorted({**scaling, "rope_theta": theta}.items())),
-    }
+    scaling = {k: v for k, v in override.rope_parameters.items() if k != "rope_theta"}
+    overrides: dict[str, Any] = {}
+    if override.max_position_embeddings is not None:
+        overrides["max_position_embeddings"] = override.max_position_embeddings
+    overrides["rope_scaling"] = dict(sorted(scaling.items()))
+    overrides["rope_parameters"] = dict(sorted(override.rope_parameters.items()))
     # Compact and key-sorted inside each object: the string is a container input, so a
     # reordered YAML map must not look like a change that restarts the server.
     return json.dumps(overrides, separators=(",", ":"))
 
 
-def _extra_arg_problems(config: StackConfig) -> list[str]:
-    """Parse problems, plus flags this stack owns; for an owned flag only the latter is
-    reported, since "write --max-model-len in full" is moot when it must go anyway."""
+def _extra_arg_problems(config: StackConfig, plan: SizingPlan, model_path: str) -> list[str]:
+    """Parse problems, flags this stack owns, then what the flags mean together
+    (serving.extra_args). For an owned flag only the ownership is reported, since "write
+    --max-model-len in full" is moot when it must go anyway."""
     reading = _Reader(config.vllm_extra_args, "vllmExtraArgs").run()
     where = f"{NAMESPACE}:vllmExtraArgs"
     found: list[tuple[int, str]] = []
@@ -197,7 +198,8 @@ def _extra_arg_problems(config: StackConfig) -> list[str]:
         for position, option, message in reading.findings
         if option is None or id(option) not in owned_options
     ]
-    return [message for _, message in sorted(found, key=lambda item: item[0])]
+    problems = [message for _, message in sorted(found, key=lambda item: item[0])]
+    return problems + meaning_problems(reading, config, plan, model_path)
 
 
 def _ownership_problems(option: _Option, config: StackConfig, where: str) -> list[str]:
@@ -215,6 +217,11 @@ def _ownership_problems(option: _Option, config: StackConfig, where: str) -> lis
         return [f"{where}: {option.written} is managed by this stack: {_FIXED_FLAGS[name]}"]
     if name == "--hf-overrides":
         return _hf_override_problems(option, config, where)
+    if name == _NO_METRICS_FLAG and config.monitoring:
+        return [
+            f"{where}: {option.written} removes every vllm:* metric that the dashboards and "
+            f"alerts of {NAMESPACE}:monitoring read; drop it, or set monitoring to false"
+        ]
     if name in _MANAGED:
         key = _MANAGED[name]
         return [
@@ -237,6 +244,13 @@ def _hf_override_problems(option: _Option, config: StackConfig, where: str) -> l
         return [
             f"{where}: {option.written} sets {', '.join(rope_keys)}; use the ropeScaling config "
             "key instead, so the sizing knows the longer context"
+        ]
+    length_keys = sorted(touched & set(MAX_LEN_KEYS))
+    if length_keys:
+        return [
+            f"{where}: {option.written} sets {', '.join(length_keys)}, which changes the context "
+            "length vLLM derives behind the sizing's back; set maxModelLen (and ropeScaling for a "
+            "longer context) instead"
         ]
     return []
 

@@ -8,6 +8,7 @@ choices checked only at engine start) come from the shared reference vllm-notes.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,6 +18,10 @@ from config.settings import PINNED_VLLM_VERSION
 
 
 FLAGS_FILE = Path(__file__).parent / "vllm-serve-flags.txt"
+
+# Facts the flag list does not carry (parser registries, config-object fields), generated from
+# the vLLM 0.33.0 wheel by tools/dump_vllm_facts.py (its docstring says where each comes from).
+FACTS_FILE = Path(__file__).parent / "vllm-facts.json"
 
 Arity = Literal["none", "one", "optional", "many"]
 
@@ -32,6 +37,8 @@ class FlagSpec:
     group: str
     note: str
     aliases: tuple[str, ...] = ()
+    negation_of: Optional[str] = None  # for a switch that turns another one off: its name
+    not_in_help: bool = False  # registered with the parser but left out of --help and the dump
 
     @property
     def takes_value(self) -> bool:
@@ -43,7 +50,7 @@ class FlagSpec:
 
     @property
     def hidden(self) -> bool:
-        return "hidden" in self.note.lower() or "shortcut for" in self.note.lower()
+        return self.not_in_help or "hidden" in self.note.lower() or "shortcut for" in self.note.lower()
 
     @property
     def accepts_json(self) -> bool:
@@ -133,6 +140,8 @@ LATE_CHECKED_CHOICES: dict[str, tuple[str, ...]] = {
         "ultraquant_4bit", "int4_per_token_head", "int8_per_token_head", "fp8_per_token_head",
         "nvfp4", "nvfp4_4over6",
     ),
+    # vllm/config/vllm.py OptimizationLevel (O0..O3): the flag is typed str, pydantic takes only these.
+    "--optimization-level": ("0", "1", "2", "3"),
     "--tokenizer-mode": (
         "auto", "hf", "alpamayo2_super", "mistral", "deepseek_v32", "deepseek_v4", "inkling",
         "kimi_k3", "cohere",
@@ -159,6 +168,19 @@ def _is_json_type(value_type: str) -> bool:
     return any(t in value_type for t in _JSON_TYPES)
 
 
+@functools.cache
+def vllm_facts() -> dict:
+    """serving/vllm-facts.json: tool_parsers, reasoning_parsers, builtin_chat_templates,
+    reasoning_efforts and config_objects ({flag: {class, source, fields: {name: choices}}})."""
+    return json.loads(FACTS_FILE.read_text(encoding="utf-8"))
+
+
+def config_object_fields(flag: str) -> Optional[dict[str, Optional[list]]]:
+    """The fields of the config dataclass a parse_dataclass flag holds (None when unknown)."""
+    entry = vllm_facts()["config_objects"].get(flag)
+    return None if entry is None else entry["fields"]
+
+
 # --- the catalog -------------------------------------------------------------------------------
 
 
@@ -180,11 +202,36 @@ def flag_catalog() -> dict[str, FlagSpec]:
     for alias, target in pending_aliases:
         base = specs[target]
         specs[target] = _with_alias(base, alias)
+    specs.update(_hidden_negations(specs))
     catalog = dict(specs)
     for spec in specs.values():
         for alias in spec.aliases:
             catalog[alias] = spec
     return catalog
+
+
+def _hidden_negations(specs: dict[str, FlagSpec]) -> dict[str, FlagSpec]:
+    """The `--no-enable-x` / `--no-disable-x` spellings the dump leaves out.
+
+    vLLM 0.33 registers every boolean flag with `EnableDisableAction`
+    (vllm/utils/argparse_utils.py; FlexibleArgumentParser registers it for
+    BooleanOptionalAction): `--enable-x` gets `--disable-x` as its visible negation, and the
+    `--no-enable-x` that argparse's BooleanOptionalAction makes stays registered, hidden from
+    --help ("still accepted for backwards compatibility"). The same holds for a declared
+    `--disable-x`. Flags without a negation row are store_true and have no `--no-` form.
+    """
+    hidden = {}
+    for spec in specs.values():
+        declared = spec.negation_of
+        if declared is None or not declared.startswith(("--enable-", "--disable-")):
+            continue
+        spelling = "--no-" + declared[2:]
+        if spelling not in specs:
+            hidden[spelling] = replace(
+                spec, name=spelling, aliases=(), negation_of=declared, not_in_help=True,
+                note=f"hidden negation of {declared}",
+            )
+    return hidden
 
 
 def _split_row(line: str) -> Optional[tuple[str, str, str, str]]:
@@ -195,7 +242,10 @@ def _split_row(line: str) -> Optional[tuple[str, str, str, str]]:
 
 
 def _spec_from_row(option: str, kind: str, group: str, note: str) -> FlagSpec:
-    if kind.startswith(("bool flag", "negation of ", "flag")):
+    if kind.startswith("negation of "):
+        negated = kind.removeprefix("negation of ").strip()
+        return FlagSpec(option, "none", "bool", None, group, note, negation_of=negated)
+    if kind.startswith(("bool flag", "flag")):
         return FlagSpec(option, "none", "bool", None, group, note)
     type_match = re.search(r"type=([^;]+)", kind)
     value_type = type_match.group(1).strip() if type_match else "str"
@@ -214,3 +264,36 @@ def _with_alias(spec: FlagSpec, alias: str) -> FlagSpec:
 @functools.cache
 def _long_names() -> tuple[str, ...]:
     return tuple(sorted(name for name in flag_catalog() if name.startswith("--")))
+
+
+# --- switches ----------------------------------------------------------------------------------
+
+
+def _polarity(name: str) -> tuple[str, bool]:
+    """(the switch's subject, True for the positive spelling): --no-x and --disable-x are
+    negative, --enable-x and --x positive, --no-disable-x positive again."""
+    subject, positive = name.removeprefix("--"), True
+    if subject.startswith("no-"):
+        subject, positive = subject[3:], not positive
+    if subject.startswith("disable-"):
+        subject, positive = subject[8:], not positive
+    elif subject.startswith("enable-"):
+        subject = subject[7:]
+    return subject, positive
+
+
+def are_opposites(a: str, b: str) -> bool:
+    """Do two switch spellings say opposite things about the same subject?"""
+    (subject_a, positive_a), (subject_b, positive_b) = _polarity(a), _polarity(b)
+    return subject_a == subject_b and positive_a != positive_b
+
+
+def opposite_switch(name: str) -> Optional[str]:
+    """A known switch that `name` would be the opposite of, when `name` itself does not exist
+    (e.g. --no-headless, --enable-log-stats)."""
+    if not name.startswith("--"):
+        return None
+    for known, spec in flag_catalog().items():
+        if known.startswith("--") and not spec.takes_value and are_opposites(known, name):
+            return known
+    return None

@@ -11,19 +11,31 @@ from typing import Callable, Optional
 
 from config.settings import NAMESPACE, StackConfig
 from sizing import gpus as instance_catalog
+from sizing.batch import BatchLimits, batch_limits
 from sizing.cheaper import cheaper_options
 from sizing.context import resolve_max_model_len
+from sizing.engine_args import EngineOptions, engine_options, expert_parallel_refusal
 from sizing.errors import SizingError
-from sizing.formats import BYTES_16BIT, FP8_METHODS, MIN_CC_FP8, WeightFormat, resolve_dtype, weight_format
+from sizing.formats import (
+    BYTES_16BIT,
+    FP8_METHODS,
+    MIN_CC_FP8,
+    WeightFormat,
+    dtype_refusal,
+    resolve_dtype,
+    weight_format,
+)
 from sizing.gpus import GpuInstance, gpus_label
-from sizing.host import disk_size_gb, host_ram_required_gib
+from sizing.host import disk_size_gb, host_ram_required_gib, monitoring_disk_gb
 from sizing.hub import resolve
-from sizing.memory import GIB, batch_defaults, kv_bytes_per_token, weight_bytes
+from sizing.memory import GIB, kv_bytes_per_token, weight_bytes
 from sizing.models import ModelResolutionError, ModelSpec
 from sizing.parallel import choose_tp
 from sizing.ways_out import ways_out
 from sizing.plan import MemoryBreakdown, SizingPlan
-from sizing.startup import StartupEstimate, for_instance, kv_bytes_for_requests
+from sizing.rope import rope_override, with_hub_rope_facts
+from sizing.startup import StartupEstimate, estimate, kv_bytes_for_requests
+from sizing.startup_memory import ruled_out_notes, utilization_problem
 
 
 Resolver = Callable[..., ModelSpec]
@@ -77,6 +89,7 @@ class _Request:
     fmt: WeightFormat
     max_model_len: int
     kv_dtype_bytes: int
+    engine: EngineOptions
 
 
 def _request(config: StackConfig, spec: ModelSpec) -> _Request:
@@ -86,20 +99,40 @@ def _request(config: StackConfig, spec: ModelSpec) -> _Request:
         and config.dtype != "auto"
     ):
         raise SizingError(sixteen_bit_refusal(spec, config))
+    refusal = dtype_refusal(spec, config)
+    if refusal:
+        raise SizingError(refusal)
+    engine = engine_options(config.vllm_extra_args)
+    refusal = expert_parallel_refusal(spec, engine)
+    if refusal:
+        raise SizingError(refusal)
     return _Request(
         spec=spec,
         fmt=weight_format(spec, config),
         max_model_len=resolve_max_model_len(spec, config),
         kv_dtype_bytes=1 if config.kv_cache_dtype == "fp8" else BYTES_16BIT,
+        engine=engine,
     )
 
 
 def startup_estimate(
     request: _Request, config: StackConfig, instance: GpuInstance, tp: int
 ) -> StartupEstimate:
-    """What vLLM 0.33 will log at startup on one GPU of this instance at this TP size."""
-    return for_instance(request.spec, request.fmt, config, instance, tp, request.max_model_len,
-                        request.kv_dtype_bytes)
+    """What vLLM 0.33 will log at startup on one GPU of this instance at this TP size, with the
+    batch limits it will run with (``sizing.batch``)."""
+    limits = _batch(request, config, instance)
+    return estimate(
+        request.spec,
+        request.fmt,
+        cuda_total_gib=instance.cuda_memory_gib,
+        compute_capability=instance.compute_capability,
+        tensor_parallel_size=tp,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        max_model_len=request.max_model_len,
+        max_num_batched_tokens=limits.max_num_batched_tokens,
+        max_num_seqs=limits.max_num_seqs,
+        kv_dtype_bytes=request.kv_dtype_bytes,
+    )
 
 
 def memory_breakdown(
@@ -120,6 +153,10 @@ def memory_breakdown(
         budget_gib=est.budget_gib,
     )
     return memory, est.kv_cache_tokens
+
+
+def _batch(request: _Request, config: StackConfig, instance: GpuInstance) -> BatchLimits:
+    return batch_limits(config, instance, request.max_model_len, request.engine)
 
 
 def evaluate(
@@ -166,12 +203,24 @@ def _evaluate(
             Blocker("gpu", f"kvCacheDtype=fp8 needs compute capability {MIN_CC_FP8:g}+, "
                     f"{instance.gpu_model} is {cc:g}")
         )
-    tp, tp_problem = choose_tp(request.spec, config, instance)
+    tp, tp_why = choose_tp(request.spec, config, instance, request.fmt, request.engine)
     if tp is None:
-        blockers.append(Blocker("gpu", tp_problem or "no valid tensor-parallel size"))
+        blockers.append(Blocker("gpu", tp_why or "no valid tensor-parallel size"))
         return Candidate(instance, None, dtype, None, 0, tuple(blockers), tuple(notes))
-    if tp < instance.gpu_count:
-        notes.append(f"tensor parallel {tp} uses {tp} of the {instance.gpu_count} GPUs")
+    used = tp * request.engine.replicas_and_ranks * config.pipeline_parallel_size
+    if used < instance.gpu_count:
+        notes.append(
+            f"tensor parallel {tp} uses {used} of the {instance.gpu_count} GPUs"
+            + (f" (a larger size does not split the model: {tp_why})" if tp_why else "")
+        )
+    elif request.engine.replicas_and_ranks > 1:
+        notes.append(
+            f"{request.engine.data_parallel_size} data-parallel replica(s) x tensor parallel {tp} "
+            f"use all {instance.gpu_count} GPUs"
+        )
+    too_much = utilization_problem(config, instance, tp)
+    if too_much:
+        blockers.append(Blocker("gpu", too_much))
     memory, capacity = memory_breakdown(request, config, instance, tp)
     if not memory.fits:
         blockers.append(Blocker("memory", _memory_shortfall(memory, request, config)))
@@ -216,9 +265,10 @@ def candidates(
 
 def _resolve_spec(config: StackConfig, resolver: Resolver) -> ModelSpec:
     try:
-        return resolver(config.model, config.model_source, config.model_revision)
+        spec = resolver(config.model, config.model_source, config.model_revision)
     except ModelResolutionError as exc:
         raise SizingError(str(exc)) from exc
+    return with_hub_rope_facts(spec, config)
 
 
 # --- the plan ----------------------------------------------------------------------------------
@@ -244,9 +294,9 @@ def plan(
         chosen = fitting[0]
     else:
         raise SizingError(nothing_fits_message(config, spec, judged))
-    chosen_plan = _to_plan(config, spec, chosen)
-    cheaper = cheaper_options(config, spec, chosen_plan.max_model_len, chosen.price, _cheapest, offered)
-    return replace(chosen_plan, cheaper=cheaper)
+    planned = _to_plan(config, spec, chosen)
+    cheaper = cheaper_options(config, spec, planned.max_model_len, chosen.price, _cheapest, offered)
+    return replace(planned, notes=ruled_out_notes(config, chosen, judged) + planned.notes, cheaper=cheaper)
 
 
 def _cheapest(
@@ -283,8 +333,10 @@ def _user_instance(
 def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingPlan:
     request = _request(config, spec)
     assert chosen.memory is not None and chosen.tensor_parallel_size is not None and chosen.dtype
-    default_tokens, _ = batch_defaults(chosen.instance)
+    limits = _batch(request, config, chosen.instance)
     notes = list(chosen.notes)
+    if limits.note:
+        notes.append(limits.note)
     if spec.source != "catalog" and spec.checkpoint_bytes is None:
         notes.append("weights estimated from the architecture (no checkpoint size found)")
     if request.fmt.online:
@@ -305,6 +357,11 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         )
     if config.spot:
         notes.append("spot: the price shown is on-demand; spot does not change the choice")
+    if config.monitoring:
+        notes.append(
+            f"the root volume holds {monitoring_disk_gb(config):.0f} GB for monitoring "
+            f"({config.monitoring_retention_size_gib} GiB of metrics kept, and the images)"
+        )
     notes.append(
         f"prices are {instance_catalog.PRICE_REGION} on-demand as of {instance_catalog.PRICE_DATE}"
     )
@@ -318,7 +375,10 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         kv_cache_dtype=config.kv_cache_dtype,
         max_model_len=request.max_model_len,
         max_num_seqs=config.max_num_seqs,
-        max_num_batched_tokens=config.max_num_batched_tokens or default_tokens,
+        max_num_batched_tokens=limits.max_num_batched_tokens,
+        emit_max_num_batched_tokens=limits.pass_batched_tokens,
+        data_parallel_size=request.engine.data_parallel_size,
+        effective_max_num_seqs=limits.max_num_seqs,
         gpu_memory_utilization=config.gpu_memory_utilization,
         memory=chosen.memory,
         kv_cache_capacity_tokens=chosen.kv_capacity_tokens,
@@ -326,6 +386,7 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         hourly_price_usd=chosen.price,
         notes=tuple(notes),
         rope_theta=spec.rope_theta,
+        rope_override=rope_override(spec, config),
         checkpoint_quantization=spec.native_quantization,
     )
 

@@ -7,18 +7,22 @@ import math
 from config.settings import DEFAULT_MAX_MODEL_LEN_CAP, NAMESPACE, StackConfig
 from sizing.errors import SizingError
 from sizing.models import ModelSpec
+from sizing.rope import model_native_limit, rope_override
+from sizing.vllm_rules import ROPE_PER_LAYER_TYPE_MODEL_TYPES
 
 
 def model_context_limit(spec: ModelSpec, config: StackConfig) -> int:
-    """The longest max_model_len vLLM accepts for this model (after any rope scaling)."""
-    scaling = config.rope_scaling
-    if not scaling:
-        return spec.max_position_embeddings
-    rope_type = scaling.get("rope_type", scaling.get("type"))
-    if rope_type == "llama3":
-        return spec.max_position_embeddings
-    original = scaling.get("original_max_position_embeddings") or spec.max_position_embeddings
-    return int(original * float(scaling.get("factor", 1)))
+    """The longest max_model_len vLLM 0.33 derives for this model as configured.
+
+    The same arithmetic as vllm/config/model.py `_get_and_verify_max_len`: the model's length
+    (sizing.vllm_rules.derived_max_len) times the RoPE factor for the types vLLM multiplies,
+    with ropeScaling's override (sizing.rope) replacing the checkpoint's own RoPE parameters.
+    Raises SizingError when ropeScaling cannot be applied to the model.
+    """
+    override = rope_override(spec, config)
+    if override is not None:
+        return override.context_limit
+    return model_native_limit(spec)
 
 
 def resolve_max_model_len(spec: ModelSpec, config: StackConfig) -> int:
@@ -26,16 +30,21 @@ def resolve_max_model_len(spec: ModelSpec, config: StackConfig) -> int:
     if config.max_model_len is None:
         return min(limit, DEFAULT_MAX_MODEL_LEN_CAP)
     if config.max_model_len > limit:
-        hint = (
-            f"set ropeScaling (e.g. {{\"rope_type\": \"yarn\", \"factor\": "
-            f"{math.ceil(config.max_model_len / spec.max_position_embeddings)}.0, "
-            f"\"original_max_position_embeddings\": {spec.max_position_embeddings}}}) if the model "
-            "card allows it, or lower maxModelLen"
-            if not config.rope_scaling
-            else "raise the ropeScaling factor or lower maxModelLen"
-        )
         raise SizingError(
             f"{NAMESPACE}:maxModelLen={config.max_model_len} is longer than {spec.model_id}'s "
-            f"context of {limit} tokens; vLLM would refuse to start. {hint}"
+            f"context of {limit} tokens; vLLM would refuse to start. {_longer_context_hint(spec, config, limit)}"
         )
     return config.max_model_len
+
+
+def _longer_context_hint(spec: ModelSpec, config: StackConfig, limit: int) -> str:
+    if config.rope_scaling:
+        return f"Raise the ropeScaling factor, or set maxModelLen to {limit} or less."
+    if spec.rope_per_layer_type or spec.model_type in ROPE_PER_LAYER_TYPE_MODEL_TYPES:
+        return f"Set maxModelLen to {limit} or less (this model's RoPE cannot be rescaled here)."
+    factor = math.ceil(config.max_model_len / spec.max_position_embeddings)
+    return (
+        f'Set ropeScaling (e.g. {{"rope_type": "yarn", "factor": {factor}.0, '
+        f'"original_max_position_embeddings": {spec.max_position_embeddings}}}) if the model '
+        f"card allows it, or set maxModelLen to {limit} or less."
+    )

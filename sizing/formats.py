@@ -14,6 +14,13 @@ from config.settings import NAMESPACE, StackConfig
 from sizing.errors import SizingError
 from sizing.gpus import GpuInstance
 from sizing.models import ModelSpec, quantized_checkpoints
+from sizing.vllm_rules import (
+    MIN_CC_BF16,
+    SIZED_DTYPES,
+    auto_dtype,
+    float16_refusal,
+    supported_dtypes,
+)
 
 
 BYTES_16BIT = 2
@@ -31,11 +38,9 @@ GPTQ_GIDX_BYTES = 4
 
 DEFAULT_QUANT_GROUP = 128
 
-# Minimum compute capability per format. bf16 needs Ampere (8.0); fp8 weights/KV are sized only
-# for Ada/Hopper+ (8.9): vLLM 0.33 would fall back to weight-only fp8 kernels below that, which
-# this deployer does not offer; mxfp4 and AWQ per vLLM's quantization configs.
-MIN_CC_BF16 = 8.0
-
+# Minimum compute capability per format. fp8 weights/KV are sized only for Ada/Hopper+ (8.9):
+# vLLM 0.33 would fall back to weight-only fp8 kernels below that, which this deployer does not
+# offer; mxfp4 and AWQ per vLLM's quantization configs. bfloat16: sizing.vllm_rules.
 MIN_CC_FP8 = 8.9
 
 MIN_CC = {"fp8": MIN_CC_FP8, "fbgemm_fp8": MIN_CC_FP8, "mxfp4": 8.0, "awq": 7.5, "gptq": 7.5}
@@ -119,15 +124,41 @@ def weight_format(spec: ModelSpec, config: StackConfig) -> WeightFormat:
 def resolve_dtype(
     spec: ModelSpec, config: StackConfig, instance: GpuInstance
 ) -> tuple[Optional[str], Optional[str]]:
-    """(dtype vLLM will run, None) or (None, why this GPU cannot run the requested dtype)."""
-    bf16_ok = instance.compute_capability >= MIN_CC_BF16
-    if config.dtype == "bfloat16":
-        if bf16_ok:
-            return "bfloat16", None
+    """(dtype vLLM will run, None) or (None, why this GPU cannot run the model as configured).
+
+    auto resolves as vllm/config/model.py `_resolve_auto_dtype` does (sizing.vllm_rules).
+    When that lands on float32 (a model type that refuses float16 on a GPU without bfloat16,
+    e.g. Gemma-2 on a T4), the GPU is skipped: this deployer sizes 16-bit activations only,
+    and float32 would double the weights. An explicit float16 on such a model type is refused
+    before any GPU is judged (`dtype_refusal`).
+    """
+    cc = instance.compute_capability
+    gpu = f"{instance.gpu_model} (compute capability {cc:g})"
+    if config.dtype == "auto":
+        dtype = auto_dtype(spec.model_type, spec.native_dtype, cc)
+        if dtype in SIZED_DTYPES:
+            return dtype, None
         return None, (
-            f"dtype=bfloat16 needs compute capability {MIN_CC_BF16:g}+, {instance.gpu_model} is "
-            f"{instance.compute_capability:g} (set dtype auto or float16)"
+            f"{gpu} has no bfloat16 and vLLM 0.33 refuses float16 for model type "
+            f"{spec.model_type}, so dtype auto would run float32, which this deployer does not "
+            f"size; needs compute capability {MIN_CC_BF16:g}+ for bfloat16"
         )
-    if config.dtype == "float16" or spec.native_dtype == "float16":
-        return "float16", None
-    return ("bfloat16" if bf16_ok else "float16"), None
+    if config.dtype in supported_dtypes(cc):
+        return config.dtype, None
+    return None, (
+        f"dtype={config.dtype} needs compute capability {MIN_CC_BF16:g}+, {instance.gpu_model} is "
+        f"{cc:g} (set dtype to auto, or float16 where the model allows it)"
+    )
+
+
+def dtype_refusal(spec: ModelSpec, config: StackConfig) -> Optional[str]:
+    """Why vLLM 0.33 refuses the explicit `dtype` for this model on every GPU, or None."""
+    reason = float16_refusal(spec.model_type) if config.dtype == "float16" else None
+    if reason is None:
+        return None
+    return (
+        f"{NAMESPACE}:dtype=float16 is refused by vLLM 0.33 for {spec.model_id} (model type "
+        f"{spec.model_type}: \"{reason}\", vllm/config/model.py _FLOAT16_NOT_SUPPORTED_MODELS). "
+        "Set dtype to bfloat16 or auto (pulumi config set dtype auto); either needs a GPU with "
+        f"compute capability {MIN_CC_BF16:g}+ (A10G, L4, L40S, A100, H100 and newer)."
+    )

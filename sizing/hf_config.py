@@ -11,6 +11,20 @@ from dataclasses import replace
 from typing import Any, Optional
 
 from sizing.models import FP8_BITS, MXFP4_BITS, ModelResolutionError, ModelSpec, estimate_param_count
+from sizing.vllm_rules import derived_max_len
+
+# vllm/transformers_utils/config.py `patch_legacy_rope_type`: legacy RoPE type names.
+_LEGACY_ROPE_TYPES = {"su": "longrope", "mrope": "default", "telechat3-yarn": "yarn"}
+
+# vllm/transformers_utils/config.py `is_rope_parameters_nested`: rope parameters keyed only by
+# these are per layer type (transformers 5.20 configuration_utils.ALLOWED_LAYER_TYPES, plus
+# DeepSeek-V4's "main" and "compress").
+_ROPE_NESTING_KEYS = {
+    "full_attention", "sliding_attention", "chunked_attention", "window_attention",
+    "indexed_attention", "compressed_sparse_attention", "heavily_compressed_attention",
+    "minimax_m3_sparse", "conv", "moe", "hybrid", "hybrid_sliding",
+    "reference_sliding_attention", "linear_attention", "sparse", "dense", "main", "compress",
+}
 
 
 # Fields transformers fills in when a config.json omits them (defaults of the config classes);
@@ -121,7 +135,8 @@ def spec_from_config(
     window, sliding = _sliding_layers(text, layers)
     method, bits, group = _quantization(config)
     dtype = str(_first(text, "torch_dtype", "dtype") or config.get("torch_dtype") or "bfloat16")
-    max_pos = _first(text, "max_position_embeddings", "seq_length", "n_positions") or 2048
+    max_pos = derived_max_len(text)
+    rope_type, rope_factor, per_layer_type = _rope_scaling(text)
     spec = ModelSpec(
         model_id=model_id,
         architecture=architecture,
@@ -157,6 +172,11 @@ def spec_from_config(
         source=source,
         params_estimated=True,
         rope_theta=_rope_theta(text),
+        rope_scaling_type=rope_type,
+        rope_scaling_factor=rope_factor,
+        partial_rotary_factor=_partial_rotary_factor(text),
+        rope_per_layer_type=per_layer_type,
+        weight_block_size=_block_size(config),
     )
     return replace(spec, total_params=estimate_param_count(spec) + _vision_params(config))
 
@@ -167,6 +187,41 @@ def _rope_theta(text: dict[str, Any]) -> Optional[float]:
     if value is None and isinstance(text.get("rope_parameters"), dict):
         value = text["rope_parameters"].get("rope_theta")
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _rope_scaling(text: dict[str, Any]) -> tuple[Optional[str], Optional[float], bool]:
+    """(scaling type, factor, kept per layer type) from rope_parameters (transformers 5) or
+    rope_scaling (transformers 4); "default" / no scaling gives (None, None, ...)."""
+    params = text.get("rope_parameters") or text.get("rope_scaling")
+    if not isinstance(params, dict) or not params:
+        return None, None, False
+    nested = set(params) <= _ROPE_NESTING_KEYS
+    layers = [p for p in params.values() if isinstance(p, dict)] if nested else [params]
+    rope_type, factor = None, None
+    for layer in layers:  # vLLM's loop keeps the last factor it reads
+        kind = layer.get("rope_type", layer.get("type"))
+        kind = _LEGACY_ROPE_TYPES.get(kind, kind)
+        if kind and kind != "default":
+            rope_type = str(kind)
+            factor = float(layer["factor"]) if isinstance(layer.get("factor"), (int, float)) else None
+    return rope_type, factor, nested
+
+
+def _partial_rotary_factor(text: dict[str, Any]) -> Optional[float]:
+    value = text.get("partial_rotary_factor")
+    params = text.get("rope_parameters")
+    if value is None and isinstance(params, dict):
+        value = params.get("partial_rotary_factor")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _block_size(config: dict[str, Any]) -> Optional[tuple[int, int]]:
+    """fp8 block quantization shape [block_n, block_k] from quantization_config."""
+    quant = config.get("quantization_config")
+    block = quant.get("weight_block_size") if isinstance(quant, dict) else None
+    if isinstance(block, list) and len(block) == 2 and all(isinstance(b, int) for b in block):
+        return int(block[0]), int(block[1])
+    return None
 
 
 def _vision_params(config: dict[str, Any]) -> int:

@@ -237,6 +237,66 @@ CONFIG_PAGES = {
 }
 
 
+# --- chat templates ----------------------------------------------------------------------------
+
+# Where vLLM 0.33 finds a chat template besides the tokenizer_config.json `chat_template` key
+# (vllm/renderers/hf.py resolve_chat_template: the processor's, then the tokenizer's).
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+def directory_has_chat_template(directory: Path) -> bool:
+    """Whether vLLM will find a chat template in a model directory: a template file, a
+    `chat_template` in tokenizer_config.json, or a mistral_common tokenizer (tekken.json or
+    tokenizer.model.v* beside consolidated*.safetensors, vllm/tokenizers/registry.py), which has
+    its own chat format. The same rule as components/scripts/wait_for_vllm.sh on the host."""
+    if any((directory / name).is_file() for name in CHAT_TEMPLATE_FILES):
+        return True
+    config = directory / "tokenizer_config.json"
+    if config.is_file():
+        try:
+            if json.loads(config.read_text()).get("chat_template"):
+                return True
+        except (OSError, ValueError, AttributeError):
+            pass
+    mistral_tokenizer = (directory / "tekken.json").is_file() or any(directory.glob("tokenizer.model.v*"))
+    return mistral_tokenizer and any(directory.glob("consolidated*.safetensors"))
+
+
+def has_chat_template(
+    model_id_or_path: str,
+    source: str = "huggingface",
+    revision: Optional[str] = None,
+    *,
+    fetch: Fetch = http_fetch,
+) -> Optional[bool]:
+    """True or False when known, None when not: the catalog's chat_template column, a local
+    directory's files, or the hub's tokenizer_config.json and template files (cached like
+    config.json). None when the hub cannot be reached or has no tokenizer_config.json (a
+    mistral_common-only repository): the host decides from the downloaded files anyway."""
+    candidate = model_id_or_path.strip()
+    if candidate.startswith(("/", "./", "~")):
+        directory = Path(candidate).expanduser()
+        return directory_has_chat_template(directory) if directory.is_dir() else None
+    known = from_catalog(candidate)
+    if known is not None:
+        return known.chat_template
+    if source not in HUB_URLS or not re.match(r"^[\w.-]+/[\w.-]+$", candidate):
+        return None
+    rev = revision or DEFAULT_REVISION[source]
+    try:
+        raw = _fetch_cached(source, candidate, rev, "tokenizer_config.json", fetch)
+        if raw is None:
+            return None
+        try:
+            if json.loads(raw).get("chat_template"):
+                return True
+        except (ValueError, AttributeError):
+            return None
+        return any(_fetch_cached(source, candidate, rev, name, fetch) is not None for name in CHAT_TEMPLATE_FILES)
+    except FetchError:
+        return None
+
+
 def _unresolvable(model_id: str, source: str, revision: str, error: FetchError) -> str:
     why = str(error)
     if error.status in (401, 403):

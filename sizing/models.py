@@ -13,12 +13,15 @@ import difflib
 import functools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 
 CATALOG_CSV = Path(__file__).parent / "catalog" / "models.csv"
+
+# RoPE facts of the catalog models, keyed by hf_id (sources in SOURCES.md).
+ROPE_CSV = Path(__file__).parent / "catalog" / "model-rope.csv"
 
 # Bits per weight of natively quantized checkpoints, as the quantized tensors store them.
 # mxfp4: 4-bit E2M1 values plus one 8-bit E8M0 scale per block of 32 = 4.25 bits (OCP MX spec).
@@ -68,9 +71,19 @@ class ModelSpec:
     v_head_dim: Optional[int] = None
     sliding_window: Optional[int] = None
     sliding_window_layers: int = 0  # layers that attend only to the last `sliding_window` tokens
-    rope_theta: Optional[float] = None  # RoPE base, from config.json (the catalog does not carry it)
+    rope_theta: Optional[float] = None  # RoPE base, from config.json (catalog: model-rope.csv)
+    # The checkpoint's own RoPE scaling (its config.json rope_scaling / rope_parameters): vLLM
+    # multiplies the context limit by the factor for some types (sizing.rope).
+    rope_scaling_type: Optional[str] = None
+    rope_scaling_factor: Optional[float] = None
+    partial_rotary_factor: Optional[float] = None  # part of each head RoPE rotates (GLM-4: 0.5)
+    rope_per_layer_type: bool = False  # rope_parameters nested by layer type (transformers 5 Gemma-3)
+    # fp8 block quantization [block_n, block_k] of the checkpoint (quantization_config)
+    weight_block_size: Optional[tuple[int, int]] = None
     checkpoint_bytes: Optional[int] = None  # exact size of the weights on disk, when known
     modelscope_id: Optional[str] = None
+    # Whether the tokenizer ships a chat template (None = not known from this source).
+    chat_template: Optional[bool] = None
     source: str = "catalog"  # catalog | local | huggingface | modelscope
     params_estimated: bool = False  # True when total_params came from the formula, not a count
 
@@ -185,6 +198,7 @@ def _spec_from_row(row: dict[str, str]) -> ModelSpec:
         sliding_window=_int(row["sliding_window"]),
         sliding_window_layers=_int(row["sliding_window_layers"]) or 0,
         checkpoint_bytes=_int(row["checkpoint_bytes"]),
+        chat_template={"yes": True, "no": False}.get(row["chat_template"].strip()),
         source="catalog",
     )
 
@@ -201,11 +215,29 @@ def _native_bits(method: str) -> Optional[float]:
 def _catalog() -> tuple[tuple[ModelSpec, tuple[str, ...]], ...]:
     with CATALOG_CSV.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
+    rope = _rope_facts()
     entries = []
     for row in rows:
         names = [row["hf_id"], row["modelscope_id"], *row["aliases"].split(";")]
-        entries.append((_spec_from_row(row), tuple(n.strip().lower() for n in names if n.strip())))
+        spec = replace(_spec_from_row(row), **rope.get(row["hf_id"], {}))
+        entries.append((spec, tuple(n.strip().lower() for n in names if n.strip())))
     return tuple(entries)
+
+
+def _rope_facts() -> dict[str, dict[str, object]]:
+    """hf_id -> the ModelSpec RoPE fields from model-rope.csv (empty cells stay None)."""
+    with ROPE_CSV.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {
+        row["hf_id"]: {
+            "rope_theta": _float(row["rope_theta"]),
+            "rope_scaling_type": row["rope_type"].strip() or None,
+            "rope_scaling_factor": _float(row["rope_factor"]),
+            "partial_rotary_factor": _float(row["partial_rotary_factor"]),
+            "rope_per_layer_type": row["rope_per_layer_type"].strip().lower() == "true",
+        }
+        for row in rows
+    }
 
 
 def catalog_models() -> list[ModelSpec]:

@@ -1,12 +1,21 @@
-"""Tensor parallelism: which sizes split the model evenly, and the one chosen on an instance."""
+"""Tensor parallelism: which sizes split the model evenly, and the one chosen on an instance.
+
+A tensor-parallel size must split the attention heads (vllm/config/model.py
+`verify_with_parallel_config`) and, for quantized checkpoints, every sharded weight along the
+quantization's own grain (sizing.quant_shapes). With data parallelism or prefill context
+parallelism in vllmExtraArgs, DP x PCP x TP x PP GPUs are used, which must exist on the host.
+"""
 
 from __future__ import annotations
 
 from typing import Optional
 
-from config.settings import TENSOR_PARALLEL_SIZES, StackConfig
+from config.settings import NAMESPACE, TENSOR_PARALLEL_SIZES, StackConfig
+from sizing.engine_args import EngineOptions
+from sizing.formats import WeightFormat
 from sizing.gpus import GpuInstance
 from sizing.models import ModelSpec
+from sizing.quant_shapes import shard_problem
 
 
 def tp_divides(spec: ModelSpec, tp: int) -> bool:
@@ -17,26 +26,82 @@ def tp_divides(spec: ModelSpec, tp: int) -> bool:
     return kv % tp == 0 or tp % kv == 0
 
 
+def tp_problem(
+    spec: ModelSpec, tp: int, fmt: WeightFormat, compute_capability: float, engine: EngineOptions
+) -> Optional[str]:
+    """Why vLLM 0.33 cannot split this model over `tp` GPUs, or None."""
+    if not tp_divides(spec, tp):
+        return (
+            f"tensor parallel {tp} does not divide the model's {spec.num_attention_heads} "
+            f"attention / {spec.num_kv_heads} KV heads"
+        )
+    return shard_problem(spec, fmt, tp, compute_capability, engine.expert_parallel)
+
+
+def working_tp_sizes(
+    spec: ModelSpec, fmt: WeightFormat, compute_capability: float, engine: EngineOptions, limit: int
+) -> list[int]:
+    """The tensor-parallel sizes up to `limit` GPUs that split this model, smallest first."""
+    return [
+        tp
+        for tp in sorted(TENSOR_PARALLEL_SIZES)
+        if tp <= limit and tp_problem(spec, tp, fmt, compute_capability, engine) is None
+    ]
+
+
 def choose_tp(
-    spec: ModelSpec, config: StackConfig, instance: GpuInstance
+    spec: ModelSpec,
+    config: StackConfig,
+    instance: GpuInstance,
+    fmt: WeightFormat,
+    engine: EngineOptions,
 ) -> tuple[Optional[int], Optional[str]]:
     """(TP, None) or (None, why not).
 
-    auto = every GPU of the instance (the instance is paid for whole, and more GPUs means more KV
-    cache); when the heads do not divide by the GPU count, the largest power of two below it that
-    does. A TP smaller than the GPU count happens only then, or when the user set it.
+    auto = every GPU one replica can have (the instance is paid for whole, and more GPUs means
+    more KV cache); when that size does not split the model, the largest smaller size that
+    does. A TP smaller than the GPUs per replica happens only then, or when the user set it.
     """
-    heads = f"{spec.num_attention_heads} attention / {spec.num_kv_heads} KV heads"
+    cc = instance.compute_capability
+    replicas = engine.replicas_and_ranks * config.pipeline_parallel_size
+    per_replica = instance.gpu_count // replicas
+    layout = _layout(engine)
+    if per_replica < 1:
+        return None, (
+            f"{NAMESPACE}:vllmExtraArgs {layout} needs at least {replicas} GPUs; "
+            f"{instance.name} has {instance.gpu_count} (lower it, or leave instanceType auto to "
+            f"get a host with {replicas} or more)"
+        )
     if config.tensor_parallel_size != "auto":
         tp = int(config.tensor_parallel_size)
-        if tp > instance.gpu_count:
+        if tp * replicas > instance.gpu_count:
             return None, (
-                f"tensorParallelSize={tp} needs {tp} GPUs, {instance.name} has {instance.gpu_count}"
+                f"tensorParallelSize={tp}{' x ' + layout if replicas > 1 else ''} needs "
+                f"{tp * replicas} GPUs, {instance.name} has {instance.gpu_count}"
             )
-        if not tp_divides(spec, tp):
-            return None, f"tensorParallelSize={tp} does not divide the model's {heads}"
-        return tp, None
-    for tp in sorted(TENSOR_PARALLEL_SIZES, reverse=True):
-        if tp <= instance.gpu_count and tp_divides(spec, tp):
+        problem = tp_problem(spec, tp, fmt, cc, engine)
+        if problem is None:
             return tp, None
-    return None, f"no tensor-parallel size up to {instance.gpu_count} divides the model's {heads}"
+        works = working_tp_sizes(spec, fmt, cc, engine, per_replica)
+        way_out = (
+            f"; set tensorParallelSize to {' or '.join(map(str, works))} or auto" if works else ""
+        )
+        return None, f"tensorParallelSize={tp}: {problem}{way_out}"
+    rejected = []
+    for tp in sorted(TENSOR_PARALLEL_SIZES, reverse=True):
+        if tp > per_replica:
+            continue
+        problem = tp_problem(spec, tp, fmt, cc, engine)
+        if problem is None:
+            return tp, ("; ".join(rejected) or None) if tp < per_replica else None
+        rejected.append(problem)
+    return None, "no tensor-parallel size fits: " + "; ".join(rejected)
+
+
+def _layout(engine: EngineOptions) -> str:
+    parts = []
+    if engine.data_parallel_size > 1:
+        parts.append(f"--data-parallel-size {engine.data_parallel_size}")
+    if engine.prefill_context_parallel_size > 1:
+        parts.append(f"--prefill-context-parallel-size {engine.prefill_context_parallel_size}")
+    return " x ".join(parts) or "one replica"

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from sizing.gpus import GpuInstance
+from sizing.rope import RopeOverride
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class SizingPlan:
     kv_cache_dtype: str
     max_model_len: int
     max_num_seqs: Optional[int]
-    max_num_batched_tokens: int  # what the activation estimate assumed
+    max_num_batched_tokens: int  # what vLLM will run with (sizing.batch), as the estimate assumed
     gpu_memory_utilization: float
     memory: MemoryBreakdown  # per GPU
     kv_cache_capacity_tokens: int  # KV tokens the leftover budget holds, across the replica
@@ -62,6 +63,10 @@ class SizingPlan:
     notes: tuple[str, ...] = field(default_factory=tuple)  # decisions worth telling the user
     cheaper: tuple[str, ...] = field(default_factory=tuple)  # "at maxModelLen 8192: g6.xlarge, $0.80/h"
     rope_theta: Optional[float] = None  # the model's RoPE base, when its config.json was read
+    rope_override: Optional[RopeOverride] = None  # what ropeScaling becomes (--hf-overrides)
+    emit_max_num_batched_tokens: bool = False  # pass --max-num-batched-tokens (user's or raised)
+    data_parallel_size: int = 1  # replicas set by --data-parallel-size in vllmExtraArgs
+    effective_max_num_seqs: Optional[int] = None  # what vLLM will run with (sizing.batch)
     checkpoint_quantization: Optional[str] = None  # the checkpoint's own method (e.g. fbgemm_fp8)
 
     @property

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from config.settings import StackConfig
 from sizing.calibration import ACCOUNTING_033, Accounting, value
 from sizing.formats import BYTES_16BIT, WeightFormat
-from sizing.gpus import GpuInstance
 from sizing.kv_cache import KvCapacity, KvLayout, bytes_for_requests, capacity, kv_layout
 from sizing.memory import (
     GIB,
     activation_bytes,
-    batch_defaults,
     budget_bytes,
     cuda_graph_bytes,
     non_torch_bytes,
@@ -124,32 +121,6 @@ def estimate(
         in_flight_tokens=in_flight,
         accounting=accounting.key,
         warmup_margin_gib=margin,
-    )
-
-
-def for_instance(
-    spec: ModelSpec,
-    fmt: WeightFormat,
-    config: StackConfig,
-    instance: GpuInstance,
-    tensor_parallel_size: int,
-    max_model_len: int,
-    kv_dtype_bytes: int,
-) -> StartupEstimate:
-    """``estimate`` for one GPU of `instance`, with the stack's settings and vLLM's GPU-dependent
-    batch defaults where the stack leaves them unset."""
-    default_tokens, default_seqs = batch_defaults(instance)
-    return estimate(
-        spec,
-        fmt,
-        cuda_total_gib=instance.cuda_memory_gib,
-        compute_capability=instance.compute_capability,
-        tensor_parallel_size=tensor_parallel_size,
-        gpu_memory_utilization=config.gpu_memory_utilization,
-        max_model_len=max_model_len,
-        max_num_batched_tokens=config.max_num_batched_tokens or default_tokens,
-        max_num_seqs=config.max_num_seqs or default_seqs,
-        kv_dtype_bytes=kv_dtype_bytes,
     )
 
 

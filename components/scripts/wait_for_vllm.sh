@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Waits until vLLM serves: /health answers 200 and /v1/models lists the served model.
-# On failure prints the container's last log lines and the usual causes.
+# Waits until vLLM serves: /health answers 200, /v1/models lists the served model, and one
+# short generation succeeds (a model can be listed and still fail its first request: no chat
+# template, a broken tokenizer, CUDA failing on the first batch).
+# The generation is a chat completion when the model has a chat template, else a plain
+# completion; which one is decided here from the model directory vLLM loads (see
+# generation_api). On failure prints the response body, the container's last log lines and the
+# usual causes.
 # Env: VLLM_DEPLOY_PORT, VLLM_DEPLOY_CONTAINER, VLLM_DEPLOY_SERVED_MODEL,
-#      VLLM_DEPLOY_TIMEOUT_SECONDS, VLLM_API_KEY (secret: only ever fed to curl on stdin).
+#      VLLM_DEPLOY_TIMEOUT_SECONDS, VLLM_DEPLOY_MODEL_DIR (the weights on this host),
+#      VLLM_DEPLOY_GENERATION_API (auto | chat | completion; chat when --chat-template is set),
+#      VLLM_API_KEY (secret: only ever fed to curl on stdin).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -12,13 +19,20 @@ container="${VLLM_DEPLOY_CONTAINER:-vllm}"
 served="${VLLM_DEPLOY_SERVED_MODEL:?VLLM_DEPLOY_SERVED_MODEL is required}"
 timeout="${VLLM_DEPLOY_TIMEOUT_SECONDS:-1800}"
 interval="${VLLM_DEPLOY_POLL_SECONDS:-10}"
+model_dir="${VLLM_DEPLOY_MODEL_DIR:-}"
+api="${VLLM_DEPLOY_GENERATION_API:-auto}"
+# The first request can wait for lazily built kernels; a healthy server answers well within this.
+generation_timeout="${VLLM_DEPLOY_GENERATION_TIMEOUT_SECONDS:-300}"
 : "${VLLM_API_KEY:?VLLM_API_KEY is required}"
 base="http://127.0.0.1:${port}"
 
 explain_failure() {
-  local why="$1"
+  local why="$1" details="${2:-}"
   {
     echo "vLLM did not become ready: ${why}"
+    if [[ -n "$details" ]]; then
+      printf '%s\n' "$details"
+    fi
     echo "--- last 80 lines of 'docker logs ${container}' ---"
     docker logs --tail 80 "$container" 2>&1 || echo "(no logs: the container does not exist)"
     echo "--- usual causes ---"
@@ -29,17 +43,30 @@ explain_failure() {
     echo "* 'CUDA driver version is insufficient' / 'no CUDA-capable device': the host driver is too old"
     echo "  for this image (needs >= 580 for CUDA 13); use ami=dlami or a -cu129 vllmImage."
     echo "* Big models load slowly: raise readinessTimeoutMinutes."
+    echo "* 'default chat template is no longer allowed': the model has no chat template; add"
+    echo "  --chat-template <file or inline template> to vllmExtraArgs, or serve an instruct model."
   } >&2
   exit 1
 }
 
 # The key goes to curl on stdin (a config line), never on its command line; backslashes
 # and double quotes are escaped as curl's config syntax wants.
-get_with_key() {
+key_config() {
   local key=${VLLM_API_KEY//\\/\\\\}
   key=${key//\"/\\\"}
-  printf 'header = "Authorization: Bearer %s"\n' "$key" \
-    | curl --silent --show-error --fail --max-time 10 --config - "$1"
+  printf 'header = "Authorization: Bearer %s"\n' "$key"
+}
+
+get_with_key() {
+  key_config | curl --silent --show-error --fail --max-time 10 --config - "$1"
+}
+
+# POST the JSON in file $2 to $1, the answer's body into file $3; prints the HTTP status.
+post_with_key() {
+  key_config |
+    curl --silent --show-error --max-time "$generation_timeout" --config - \
+      --header "Content-Type: application/json" --data-binary "@$2" \
+      --output "$3" --write-out '%{http_code}' "$1"
 }
 
 deadline=$((SECONDS + timeout))
@@ -61,4 +88,56 @@ models=$(get_with_key "${base}/v1/models") || explain_failure "/v1/models refuse
 if ! grep -qF "\"${served}\"" <<<"$models"; then
   explain_failure "/v1/models does not list '${served}'"
 fi
-log "vLLM is ready and serves '${served}'"
+
+# chat if the model directory has a chat template where vLLM 0.33 looks for one
+# (vllm/renderers/hf.py resolve_chat_template: the processor's chat_template.json or .jinja,
+# then the tokenizer's chat_template in tokenizer_config.json or chat_template.jinja), or a
+# mistral_common tokenizer, which has its own chat format (vllm/tokenizers/registry.py: tekken.json
+# or tokenizer.model.v* beside consolidated*.safetensors). Prints "chat|completion reason".
+generation_api() {
+  local dir="$model_dir"
+  if [[ "$api" != auto ]]; then
+    echo "$api as configured"
+  elif [[ -z "$dir" || ! -d "$dir" ]]; then
+    echo "chat (no model directory to read)"
+  elif [[ -f "$dir/chat_template.jinja" || -f "$dir/chat_template.json" ]]; then
+    echo "chat ($dir has a chat template file)"
+  elif [[ -f "$dir/tokenizer_config.json" ]] &&
+    python3 -c 'import json,sys; sys.exit(0 if json.load(open(sys.argv[1])).get("chat_template") else 1)' \
+      "$dir/tokenizer_config.json" 2>/dev/null; then
+    echo "chat (tokenizer_config.json has a chat_template)"
+  elif compgen -G "$dir/consolidated*.safetensors" >/dev/null &&
+    { [[ -f "$dir/tekken.json" ]] || compgen -G "$dir/tokenizer.model.v*" >/dev/null; }; then
+    echo "chat (a mistral_common tokenizer)"
+  else
+    echo "completion (no chat template in $dir)"
+  fi
+}
+
+# A JSON string of $1 (backslashes and double quotes escaped).
+json_string() {
+  local text=${1//\\/\\\\}
+  printf '"%s"' "${text//\"/\\\"}"
+}
+
+read -r kind why <<<"$(generation_api)"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+model_json=$(json_string "$served")
+if [[ "$kind" == chat ]]; then
+  path=/v1/chat/completions
+  printf '{"model": %s, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "temperature": 0}' \
+    "$model_json" >"$work/request.json"
+else
+  path=/v1/completions
+  printf '{"model": %s, "prompt": "Hello, my name is", "max_tokens": 8, "temperature": 0}' \
+    "$model_json" >"$work/request.json"
+fi
+log "generating 8 tokens through ${path}: ${kind} ${why}"
+http_status=$(post_with_key "${base}${path}" "$work/request.json" "$work/response.json") || http_status="none"
+body=$(head -c 4000 "$work/response.json" 2>/dev/null || true)
+if [[ "$http_status" != 200 ]] || ! grep -qF '"choices"' <<<"$body"; then
+  explain_failure "the first generation through ${path} failed (HTTP ${http_status})" \
+    "--- response body (first 4000 bytes) ---"$'\n'"${body:-(empty)}"
+fi
+log "vLLM is ready, serves '${served}' and generated through ${path}"

@@ -448,7 +448,8 @@ def test_nginx_upstream_is_the_vllm_port(program):
     proxy = run.named("vllm-proxy-container")
     uploads = reveal(proxy.inputs["uploads"])
     conf = next(u["content"] for u in uploads if u["file"] == "/etc/nginx/nginx.conf")
-    upstreams = re.findall(r"server\s+127\.0\.0\.1:(\d+)", conf)
+    vllm_upstream = re.search(r"upstream vllm \{(.*?)\}", conf, re.S).group(1)
+    upstreams = re.findall(r"server\s+127\.0\.0\.1:(\d+)", vllm_upstream)
     assert upstreams and {int(p) for p in upstreams} == {port}
     assert proxy.plain["networkMode"] == "host"
     assert any(u["file"].endswith(".key") for u in uploads), "the TLS key is uploaded into the container"
@@ -461,6 +462,15 @@ def test_endpoint_waits_for_readiness(program):
     env = ready["environment"]
     assert env["VLLM_DEPLOY_SERVED_MODEL"] == run.exports["servedModelName"].value
     assert int(env["VLLM_DEPLOY_TIMEOUT_SECONDS"]) == 30 * 60
+
+
+@pytest.mark.parametrize(("extra", "api"), [([], "auto"), (["--chat-template", "/models/served/t.jinja"], "chat")])
+def test_the_first_generation_reads_the_model_directory_vllm_serves(program, extra, api):
+    run = program({**SMALL, "vllmExtraArgs": extra})
+    env = run.named("vllm-vllm-ready").plain["environment"]
+    mount = vllm_container(run).plain["mounts"][0]
+    assert env["VLLM_DEPLOY_MODEL_DIR"] == mount["source"], "the check reads what vLLM loads"
+    assert env["VLLM_DEPLOY_GENERATION_API"] == api
 
 
 def test_two_deployments_fit_in_one_program(program, monkeypatch, tmp_path):
@@ -579,7 +589,8 @@ def test_docker_resources_wait_for_docker_and_live_and_die_with_the_instance(pro
     instance = run.one(INSTANCE)
     gpu_check = step(run, "gpu-check")
     docker_resources = [r for r in run.resources if r.type.startswith("docker:")]
-    assert len(docker_resources) == 4
+    # vLLM and nginx: an image and a container each; monitoring: four of each and a volume.
+    assert len(docker_resources) == 4 + 9
     for res in docker_resources:
         assert res.deleted_with == instance.urn, f"{res.name}: destroy must not need SSH to the host"
         assert reaches(run, res, gpu_check), f"{res.name} must wait until Docker works"
@@ -704,3 +715,21 @@ def test_tls_certificate_names_the_address_and_its_key_is_private(program):
     assert key["permissions"] == "0600"
     ca = run.one("tls:index/selfSignedCert:SelfSignedCert").plain
     assert ca["isCaCertificate"] is True and "cert_signing" in ca["allowedUses"]
+
+
+@pytest.mark.parametrize(
+    ("tokenizer_config", "extra", "flagged"),
+    [({}, [], True), ({"chat_template": "{{ messages }}"}, [], False), ({}, ["--chat-template", "/models/served/t.jinja"], False)],
+    ids=["base-model", "templated", "template-given"],
+)
+def test_a_model_without_a_chat_template_is_flagged_at_preview(program, tmp_path, tokenizer_config, extra, flagged):
+    directory = local_model(tmp_path / "model")
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (directory / "t.jinja").write_text("{{ messages }}")  # what --chat-template points at
+    run = program({"model": str(directory), "maxModelLen": 4096, "vllmExtraArgs": extra})
+    notes = [n for n in run.exports["sizing"].value["notes"] if "no chat template" in n]
+    warnings = [line.message for line in run.log if line.severity == "warning" and "no chat template" in line.message]
+    assert bool(notes) == bool(warnings) == flagged
+    if flagged:
+        assert "--chat-template" in notes[0] and "/v1/completions" in notes[0]
+        assert any("note: " + notes[0] in line for line in run.logs), "in the sizing report"

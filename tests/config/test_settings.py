@@ -67,6 +67,8 @@ def test_the_contract_keys_exist_with_their_stable_names():
         ({"pipelineParallelSize": 2}, "pipelineParallelSize=2", "single node"),
         ({"domain": "not a domain"}, "domain", "llm.example.com"),
         ({"letsencryptEmail": "ops at example"}, "letsencryptEmail", "ops@example.com"),
+        ({"monitoringRetentionSizeGib": 0}, "monitoringRetentionSizeGib=0", "greater than or equal to 1"),
+        ({"grafanaAllowedCidrs": ["10.0.0.0/8", "nowhere"]}, "grafanaAllowedCidrs", "CIDR"),
     ],
 )
 def test_each_bad_value_names_the_key_the_value_and_what_is_allowed(values, key, must_mention):
@@ -164,3 +166,22 @@ def test_another_vllm_is_refused_unless_confirmed_saying_what_goes_unchecked(ima
     # Both fixes work.
     assert parse({"model": MODEL, "vllmImage": image, "allowUnverifiedVllmImage": True}).vllm_image == image
     assert parse({"model": MODEL}).vllm_image == DEFAULT_VLLM_IMAGE
+
+
+def test_monitoring_is_on_by_default_and_grafana_follows_the_api_allow_list():
+    cfg = parse({"model": MODEL, "allowedCidrs": ["203.0.113.0/24"]})
+    assert cfg.monitoring is True
+    assert cfg.grafana_cidrs == ["203.0.113.0/24"]
+    narrower = parse({"model": MODEL, "allowedCidrs": ["203.0.113.0/24"], "grafanaAllowedCidrs": ["203.0.113.7"]})
+    assert narrower.grafana_cidrs == ["203.0.113.7/32"]
+
+
+def test_a_grafana_block_the_security_group_does_not_let_in_is_refused_naming_both_keys():
+    (message,) = problems(allowedCidrs=["203.0.113.0/24"], grafanaAllowedCidrs=["203.0.113.0/25", "198.51.100.0/24"])
+    assert "vllm-deploy:grafanaAllowedCidrs has 198.51.100.0/24" in message
+    assert "vllm-deploy:allowedCidrs ['203.0.113.0/24']" in message
+    assert "203.0.113.0/25" not in message.split(" outside ")[0], "a block inside allowedCidrs is fine"
+    (wider,) = problems(allowedCidrs=["203.0.113.0/24"], grafanaAllowedCidrs=["203.0.112.0/23"])
+    assert "203.0.112.0/23" in wider, "a wider block is only partly reachable"
+    assert parse({"model": MODEL, "monitoring": False, "allowedCidrs": ["203.0.113.0/24"],
+                  "grafanaAllowedCidrs": ["198.51.100.0/24"]}).monitoring is False

@@ -138,9 +138,15 @@ def start_fake_vllm(
     chunks: int = 16,
     chunk_delay_ms: float = 20.0,
     model: Optional[str] = None,
+    metrics_overrides: Optional[Path] = None,
+    chat_template: bool = True,
+    fail_generation: Optional[int] = None,
     timeout_s: float = 10.0,
 ) -> FakeVllmProcess:
-    """Starts `python -m tests.fakes.fake_vllm` on a free loopback port; the key goes by env."""
+    """Starts `python -m tests.fakes.fake_vllm` on a free loopback port; the key goes by env.
+    `metrics_overrides`: a JSON file the fake reads at each /metrics request (fake_vllm.py);
+    `chat_template=False`: a model without one; `fail_generation`: every generation answers
+    that HTTP status."""
     # Imported here, not at the top: `-m tests.fakes.fake_vllm` imports this package first.
     from tests.fakes import fake_vllm
 
@@ -149,6 +155,12 @@ def start_fake_vllm(
         sys.executable, "-m", "tests.fakes.fake_vllm", "--host", LOOPBACK, "--port", "0",
         "--model", model, "--chunks", str(chunks), "--chunk-delay-ms", str(chunk_delay_ms),
     ]
+    if metrics_overrides is not None:
+        argv += ["--metrics-overrides", str(metrics_overrides)]
+    if not chat_template:
+        argv.append("--no-chat-template")
+    if fail_generation is not None:
+        argv += ["--fail-generation", str(fail_generation)]
     env = {**os.environ, fake_vllm.API_KEY_ENV: api_key, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True)
     ready, _, _ = select.select([process.stdout], [], [], timeout_s)

@@ -5,11 +5,23 @@ vllm-notes.md): `/health` and `/metrics` open, every path under the guarded pref
 needs `Authorization: Bearer <key>` and gets vLLM's 401 body otherwise, chat completions
 plain and streamed as server-sent events, one flushed HTTP chunk per event.
 
+A model without a chat template (`--no-chat-template`) answers chat completions with vLLM's
+400 (vllm/renderers/hf.py, safe_apply_chat_template) and still serves plain completions;
+`--fail-generation STATUS` makes every generation answer STATUS with vLLM's error body, the way
+a broken tokenizer (400) or a CUDA failure on the first batch (500) surfaces.
+
 Each chat answer also carries a `fake_request` object (an extension the real server does
 not have) reporting the body size and the forwarding headers it received, so tests can
 see what crossed the proxy.
 
     python -m tests.fakes.fake_vllm --port 8000 --api-key KEY [--chunk-delay-ms 20]
+        [--metrics-overrides FILE]
+
+`/metrics` serves every metric family vLLM 0.33 always registers, under its real name
+(tests/fakes/exposition.py, from serving/monitoring/metrics/vllm-0.33.0.txt), with the
+requests running now. `--metrics-overrides` names a JSON file read at each scrape: gauge
+values by family name ({"vllm:kv_cache_usage_perc": 0.95}), and "status" to answer /metrics
+with that HTTP status instead (a vLLM that Prometheus cannot scrape).
 
 The key can come from the VLLM_API_KEY environment variable instead, as with vLLM itself;
 helpers use that so the key is not on a command line. Prints one line
@@ -31,6 +43,8 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional
 
+from tests.fakes.exposition import vllm_text
+
 API_KEY_ENV = "VLLM_API_KEY"
 DEFAULT_MODEL = "fake-model"
 # vllm/entrypoints/serve/middleware/authenticate.py GUARDED_PREFIX
@@ -45,6 +59,18 @@ class FakeSettings:
     chunks: int = 16  # streamed content chunks when the request gives no max_tokens
     chunk_delay_s: float = 0.02
     max_model_len: int = 32768
+    metrics_overrides: Optional[str] = None  # JSON file read at each /metrics request
+    chat_template: bool = True
+    fail_generation: Optional[int] = None  # HTTP status every generation answers with
+
+
+# vllm/renderers/hf.py (safe_apply_chat_template) raises this for a tokenizer without a template.
+NO_CHAT_TEMPLATE = (
+    "As of transformers v4.44, default chat template is no longer allowed, so you must provide "
+    "a chat template if the tokenizer does not define one."
+)
+# Error type names vLLM 0.33 puts in ErrorInfo.type (vllm/entrypoints/serve/engine/protocol.py).
+ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError"}
 
 
 class _Counters:
@@ -72,6 +98,7 @@ class FakeVllmServer(ThreadingHTTPServer):
         super().__init__(address, FakeVllmHandler)
         self.settings = settings
         self.counters = _Counters()
+        self.started = time.monotonic()
 
 
 class FakeVllmHandler(BaseHTTPRequestHandler):
@@ -102,6 +129,7 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
             ("GET", "/metrics"): self._metrics,
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/chat/completions"): lambda: self._chat(body),
+            ("POST", "/v1/completions"): lambda: self._completions(body),
         }.get((method, path))
         if route is None:
             self._send_json(404, {"detail": "Not Found"})
@@ -117,16 +145,16 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
 
     # --- endpoints ------------------------------------------------------------------
     def _metrics(self) -> None:
-        counters = self.server.counters
-        name = self.server.settings.model
-        text = (
-            "# HELP vllm:num_requests_running Number of requests in model execution batches.\n"
-            "# TYPE vllm:num_requests_running gauge\n"
-            f'vllm:num_requests_running{{model_name="{name}"}} {counters.running}\n'
-            "# HELP vllm:request_success_total Count of successfully processed requests.\n"
-            "# TYPE vllm:request_success_total counter\n"
-            f'vllm:request_success_total{{model_name="{name}"}} {counters.finished}\n'
-        )
+        settings = self.server.settings
+        values: dict[str, Any] = {"vllm:num_requests_running": self.server.counters.running}
+        if settings.metrics_overrides and os.path.exists(settings.metrics_overrides):
+            with open(settings.metrics_overrides) as handle:
+                values.update(json.load(handle))
+        status = int(values.pop("status", 200))
+        if status != 200:
+            self._send_json(status, {"detail": "metrics unavailable (fake)"})
+            return
+        text = vllm_text(settings.model, start=self.server.started, values=values)
         self._send_bytes(200, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def _models(self) -> None:
@@ -150,9 +178,10 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
             self._send_json(400, _error("body must be JSON with a messages list", "BadRequestError", 400))
             return
         settings = self.server.settings
-        if request.get("model") != settings.model:
-            message = f"The model `{request.get('model')}` does not exist."
-            self._send_json(404, _error(message, "NotFoundError", 404))
+        if self._generation_refused(request):
+            return
+        if not settings.chat_template:
+            self._send_json(400, _error(NO_CHAT_TEMPLATE, "BadRequestError", 400))
             return
         chunks = int(request.get("max_tokens") or settings.chunks)
         delay_ms = request.get("fake_chunk_delay_ms")
@@ -170,6 +199,32 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
                 self._send_json(200, _completion(settings.model, chunks, seen))
         finally:
             self.server.counters.finish()
+
+    def _generation_refused(self, request: dict) -> bool:
+        """Answers (and returns True) when the request names another model or generation fails."""
+        settings = self.server.settings
+        if request.get("model") != settings.model:
+            message = f"The model `{request.get('model')}` does not exist."
+            self._send_json(404, _error(message, "NotFoundError", 404))
+            return True
+        status = settings.fail_generation
+        if status is not None:
+            kind = ERROR_TYPES.get(status, "InternalServerError")
+            self._send_json(status, _error(f"fake-vllm: generation failed with {status} (as asked)", kind, status))
+            return True
+        return False
+
+    def _completions(self, body: bytes) -> None:
+        try:
+            request = json.loads(body or b"{}")
+            prompt = request["prompt"]
+        except (ValueError, KeyError, TypeError):
+            self._send_json(400, _error("body must be JSON with a prompt", "BadRequestError", 400))
+            return
+        if self._generation_refused(request):
+            return
+        tokens = int(request.get("max_tokens") or self.server.settings.chunks)
+        self._send_json(200, _text_completion(self.server.settings.model, tokens, len(str(prompt))))
 
     def _stream_chat(self, chunks: int, delay_s: float, seen: dict, request: dict) -> None:
         model = self.server.settings.model
@@ -270,6 +325,21 @@ def _completion(model: str, chunks: int, seen: dict) -> dict:
     }
 
 
+def _text_completion(model: str, tokens: int, prompt_chars: int) -> dict:
+    """A /v1/completions answer (vLLM's CompletionResponse shape)."""
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "text": "".join(f" tok{i}" for i in range(tokens)), "logprobs": None,
+             "finish_reason": "length", "stop_reason": None}
+        ],
+        "usage": _usage(prompt_chars, tokens),
+    }
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -280,12 +350,18 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--chunks", type=int, default=16, help="streamed chunks without max_tokens")
     parser.add_argument("--chunk-delay-ms", type=float, default=20.0)
+    parser.add_argument("--metrics-overrides", help="JSON file of gauge values (and status) for /metrics")
+    parser.add_argument("--no-chat-template", action="store_true", help="a model without a chat template")
+    parser.add_argument("--fail-generation", type=int, metavar="STATUS", help="every generation answers STATUS")
     args = parser.parse_args(argv)
     settings = FakeSettings(
         api_key=args.api_key or None,
         model=args.model,
         chunks=args.chunks,
         chunk_delay_s=args.chunk_delay_ms / 1000,
+        metrics_overrides=args.metrics_overrides,
+        chat_template=not args.no_chat_template,
+        fail_generation=args.fail_generation,
     )
     server = FakeVllmServer((args.host, args.port), settings)
     host, port = server.server_address[:2]

@@ -1,10 +1,15 @@
 """wait_for_vllm.sh, run for real with the real curl against the fake vLLM server.
 
+Readiness ends with one short generation: a chat completion when the model directory has a chat
+template, else a plain completion (tests/fakes/fake_vllm.py answers both, and fails them on
+request with vLLM's error bodies).
+
 Only `docker` is a stub (there is no engine here); a `curl` wrapper first on PATH records
 its argv and then runs the real curl, so the tests see whether the key ever reaches a
 command line.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -53,7 +58,7 @@ def host(tmp_path):
     return tmp_path
 
 
-def run_script(host, port, *, model=MODEL, key=KEY, timeout=20):
+def run_script(host, port, *, model=MODEL, key=KEY, timeout=20, model_dir=None, api=None):
     env = {
         "PATH": f"{host / 'bin'}:{os.environ['PATH']}",
         "VLLM_DEPLOY_PORT": str(port),
@@ -63,6 +68,10 @@ def run_script(host, port, *, model=MODEL, key=KEY, timeout=20):
         "VLLM_DEPLOY_POLL_SECONDS": "1",
         "VLLM_API_KEY": key,
     }
+    if model_dir is not None:
+        env["VLLM_DEPLOY_MODEL_DIR"] = str(model_dir)
+    if api is not None:
+        env["VLLM_DEPLOY_GENERATION_API"] = api
     return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -126,3 +135,82 @@ def test_a_key_with_quotes_and_backslashes_still_authenticates(host):
         server.stop()
     assert result.returncode == 0, result.stderr
     assert tricky not in calls(host)
+
+
+# --- the first generation --------------------------------------------------------------
+
+CHATML = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+
+
+def model_dir(host, name, files):
+    """A downloaded model directory holding `files` ({name: text})."""
+    directory = host / name
+    directory.mkdir()
+    (directory / "config.json").write_text('{"model_type": "qwen2"}')
+    for file, text in files.items():
+        (directory / file).write_text(text)
+    return directory
+
+
+def generation_paths(host) -> list[str]:
+    return [p for p in ("/v1/chat/completions", "/v1/completions")
+            for line in calls(host).splitlines() if line.startswith("curl") and line.endswith(p)]
+
+
+@pytest.mark.parametrize(
+    ("files", "path"),
+    [
+        ({"tokenizer_config.json": json.dumps({"chat_template": CHATML})}, "/v1/chat/completions"),
+        ({"tokenizer_config.json": "{}", "chat_template.jinja": CHATML}, "/v1/chat/completions"),
+        ({"tokenizer_config.json": json.dumps({"chat_template": None})}, "/v1/completions"),
+        ({"tokenizer_config.json": "{}"}, "/v1/completions"),
+        ({"consolidated.safetensors": "", "tekken.json": "{}"}, "/v1/chat/completions"),
+    ],
+    ids=["tokenizer-config", "jinja-file", "null-template", "base-model", "mistral-common"],
+)
+def test_the_generation_uses_the_chat_api_only_when_the_model_has_a_chat_template(host, fake_server, files, path):
+    directory = model_dir(host, "model", files)
+    result = run_script(host, fake_server.port, model_dir=directory)
+    assert result.returncode == 0, result.stderr
+    assert generation_paths(host) == [path]
+    assert f"generated through {path}" in result.stderr
+    assert KEY not in calls(host), "the API key must never be on a command line"
+
+
+def test_a_base_model_without_a_chat_template_is_ready_through_completions(host):
+    server = start_fake_vllm(api_key=KEY, model=MODEL, chat_template=False)
+    try:
+        result = run_script(host, server.port, model_dir=model_dir(host, "base", {"tokenizer_config.json": "{}"}))
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr
+    assert generation_paths(host) == ["/v1/completions"]
+
+
+def test_a_chat_request_refused_for_a_missing_template_shows_vllms_answer_and_the_fix(host):
+    server = start_fake_vllm(api_key=KEY, model=MODEL, chat_template=False)
+    try:
+        result = run_script(host, server.port, api="chat")  # as with --chat-template in vllmExtraArgs
+    finally:
+        server.stop()
+    assert result.returncode != 0
+    assert "the first generation through /v1/chat/completions failed (HTTP 400)" in result.stderr
+    assert "default chat template is no longer allowed" in result.stderr, "the response body"
+    assert "--chat-template" in result.stderr, "the fix"
+
+
+@pytest.mark.parametrize(("status", "kind", "files"), [
+    (400, "BadRequestError", {"tokenizer_config.json": json.dumps({"chat_template": CHATML})}),
+    (500, "InternalServerError", {"tokenizer_config.json": "{}"}),
+])
+def test_a_failed_generation_shows_the_body_and_the_container_log(host, status, kind, files):
+    server = start_fake_vllm(api_key=KEY, model=MODEL, fail_generation=status)
+    try:
+        result = run_script(host, server.port, model_dir=model_dir(host, "model", files))
+    finally:
+        server.stop()
+    assert result.returncode != 0
+    assert f"failed (HTTP {status})" in result.stderr
+    assert f"generation failed with {status} (as asked)" in result.stderr and kind in result.stderr
+    assert "CUDA out of memory (stub log line)" in result.stderr, "the container's log tail"
+    assert KEY not in result.stdout + result.stderr + calls(host)

@@ -13,7 +13,9 @@ from serving.flag_reader import check_flags, flag_warnings
 from serving.vllm_args import managed_flags, serve_args
 from serving.vllm_flags import FLAGS_FILE, REMOVED_FLAGS, flag_catalog
 from sizing.gpus import GpuInstance
+from sizing.models import from_catalog
 from sizing.plan import MemoryBreakdown, SizingPlan
+from sizing.rope import rope_override
 
 MODEL_PATH = "/models/served"
 
@@ -74,8 +76,11 @@ SCENARIOS = {
     "tp4": ({"maxNumSeqs": 64}, dict(instance=L4X4, tensor_parallel_size=4, max_num_seqs=64)),
     "awq": ({"quantization": "awq"}, dict(quantization="awq", max_model_len=8192)),
     "rope-yarn": (
-        {"ropeScaling": {**YARN, "rope_theta": 1000000.0}, "maxModelLen": 131072},
-        dict(max_model_len=131072),
+        {"ropeScaling": YARN, "maxModelLen": 131072},
+        dict(max_model_len=131072, rope_override=rope_override(
+            from_catalog("Qwen/Qwen2.5-7B-Instruct"),
+            parse({"model": "Qwen/Qwen2.5-7B-Instruct", "ropeScaling": YARN}),
+        )),
     ),
     "fp8-kv": (
         {"kvCacheDtype": "fp8", "maxNumBatchedTokens": 8192},
@@ -172,7 +177,7 @@ def test_hand_built_plan_maps_to_flags():
     plan = make_plan(
         instance=L4X4, tensor_parallel_size=4, dtype="float16", quantization="gptq",
         kv_cache_dtype="fp8", max_model_len=16384, max_num_seqs=32,
-        max_num_batched_tokens=4096, gpu_memory_utilization=0.88,
+        max_num_batched_tokens=4096, gpu_memory_utilization=0.88, emit_max_num_batched_tokens=True,
     )
     config = make_config(servedModelName="chat", maxNumBatchedTokens=4096)
     argv = serve_args(config, plan, model_path=MODEL_PATH)
@@ -212,36 +217,70 @@ def hf_overrides(argv: list[str]) -> dict[str, Any]:
     return json.loads(flag_value(argv, "--hf-overrides"))
 
 
-def test_rope_scaling_goes_through_hf_overrides_with_the_model_theta():
-    config = make_config(ropeScaling={"type": "yarn", "factor": 4.0,
-                                      "original_max_position_embeddings": 32768})
-    argv = serve_args(config, make_plan(max_model_len=131072), model_path=MODEL_PATH,
-                      rope_theta=1000000.0)
+def sized_args(**keys: Any) -> list[str]:
+    """The argv for a config sized for real (catalog model, offline)."""
+    from sizing.choice import plan as size
+
+    settings = make_config(**keys)
+    return serve_args(settings, size(settings), model_path=MODEL_PATH)
+
+
+def test_readme_rope_example_works_as_written():
+    """README: ropeScaling {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings":
+    32768}, no rope_theta: the catalog knows Qwen2.5's (config.json: 1000000.0)."""
+    argv = sized_args(ropeScaling=YARN, maxModelLen=131072, minConcurrentSequences=1)
     overrides = hf_overrides(argv)
-    assert overrides["rope_scaling"] == YARN  # legacy "type" spelled the modern way
     assert overrides["rope_parameters"] == {**YARN, "rope_theta": 1000000.0}
-    # rope_parameters last: transformers 5 lets a later rope_scaling replace it wholesale
-    assert list(overrides) == ["rope_scaling", "rope_parameters"]
+    assert overrides["rope_scaling"] == YARN
     assert flag_value(argv, "--max-model-len") == "131072"
-    assert " " not in flag_value(argv, "--hf-overrides")
+
+
+@pytest.mark.parametrize("rope_type", ["yarn", "longrope", "llama3"])
+def test_types_vllm_does_not_multiply_get_the_extended_max_position_embeddings(rope_type):
+    """vLLM 0.33 leaves max_position_embeddings alone for these types
+    (_get_and_verify_max_len), so the override must carry original x factor."""
+    extra = {
+        "longrope": {"short_factor": [1.0], "long_factor": [4.0]},
+        "llama3": {"low_freq_factor": 1.0, "high_freq_factor": 4.0},
+    }.get(rope_type, {})
+    rope = {"rope_type": rope_type, "factor": 4.0, "original_max_position_embeddings": 32768, **extra}
+    argv = sized_args(ropeScaling=rope, maxModelLen=65536, minConcurrentSequences=1)
+    overrides = hf_overrides(argv)
+    assert overrides["max_position_embeddings"] == 131072
+    # flat key first (vLLM applies it before transformers' RoPE patching), then the dicts,
+    # rope_parameters last: transformers 5's rope_scaling setter replaces it wholesale
+    assert list(overrides) == ["max_position_embeddings", "rope_scaling", "rope_parameters"]
+
+
+def test_types_vllm_multiplies_keep_the_models_max_position_embeddings():
+    argv = sized_args(ropeScaling={"rope_type": "linear", "factor": 2.0}, maxModelLen=65536,
+                      minConcurrentSequences=1)
+    overrides = hf_overrides(argv)
+    assert "max_position_embeddings" not in overrides  # vLLM derives 32768 x 2 itself
+    assert overrides["rope_parameters"] == {"factor": 2.0, "rope_type": "linear", "rope_theta": 1000000.0}
+
+
+def test_legacy_type_key_and_a_missing_original_length_are_filled_in():
+    argv = sized_args(ropeScaling={"type": "yarn", "factor": 2.0}, maxModelLen=65536,
+                      minConcurrentSequences=1)
+    overrides = hf_overrides(argv)
+    # transformers' standardize_rope_params would default it to max_position_embeddings; the
+    # dict override skips that step, so the stack fills it in
+    assert overrides["rope_parameters"]["original_max_position_embeddings"] == 32768
+    assert overrides["rope_scaling"]["rope_type"] == "yarn" and "type" not in overrides["rope_scaling"]
+    assert overrides["max_position_embeddings"] == 65536
 
 
 def test_rope_theta_in_rope_scaling_is_used_and_not_left_in_the_legacy_key():
-    config = make_config(ropeScaling={**YARN, "rope_theta": 500000.0})
-    overrides = hf_overrides(serve_args(config, make_plan(), model_path=MODEL_PATH))
+    overrides = hf_overrides(sized_args(ropeScaling={**YARN, "rope_theta": 500000.0},
+                                        minConcurrentSequences=1))
     assert overrides["rope_parameters"]["rope_theta"] == 500000.0
     assert "rope_theta" not in overrides["rope_scaling"]
 
 
-def test_rope_scaling_without_a_theta_is_refused_with_the_fix():
-    with pytest.raises(ConfigError) as caught:
-        serve_args(make_config(ropeScaling=YARN), make_plan(), model_path=MODEL_PATH)
-    (problem,) = caught.value.problems
-    assert "vllm-deploy:ropeScaling" in problem and '"rope_theta"' in problem
-
-
-def test_hf_overrides_json_is_read_by_transformers_as_intended(tmp_path):
-    """Runs the real transformers config update vLLM does, where transformers is installed."""
+def test_hf_overrides_json_is_read_by_transformers_as_vllm_applies_it(tmp_path):
+    """Runs the real transformers config update vLLM does, where transformers is installed:
+    flat keys through config.update, dict keys set afterwards (vllm/config/model.py)."""
     transformers = pytest.importorskip("transformers")
     (tmp_path / "config.json").write_text(json.dumps({
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 896,
@@ -249,13 +288,16 @@ def test_hf_overrides_json_is_read_by_transformers_as_intended(tmp_path):
         "num_key_value_heads": 2, "max_position_embeddings": 32768, "rope_theta": 1000000.0,
         "vocab_size": 1000,
     }))
-    config = make_config(ropeScaling={**YARN, "rope_theta": 1000000.0})
-    overrides = hf_overrides(serve_args(config, make_plan(), model_path=MODEL_PATH))
+    overrides = hf_overrides(sized_args(ropeScaling=YARN, maxModelLen=131072, minConcurrentSequences=1))
     hf_config = transformers.AutoConfig.from_pretrained(tmp_path)
-    hf_config.update(overrides)
+    hf_config.update({k: v for k, v in overrides.items() if not isinstance(v, dict)})
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            setattr(hf_config, key, value)
     rope = getattr(hf_config, "rope_parameters", None) or hf_config.rope_scaling
     assert rope["rope_type"] == "yarn" and rope["factor"] == 4.0
     assert rope.get("rope_theta", getattr(hf_config, "rope_theta", None)) == 1000000.0
+    assert hf_config.max_position_embeddings == 131072
 
 
 # --- old guides' flags ---------------------------------------------------------------
@@ -295,7 +337,19 @@ def test_the_seed_guides_flags_all_get_an_answer():
     assert "--enable-metrics" in text and "--rope-scaling" in text
     assert "pulumi config set --secret apiKey" in text
     assert "your-secret-key" not in text
-    assert not any("chunked" in p or "log-stats" in p or "log-requests" in p for p in problems)
+    assert not any("chunked" in p or "log-requests" in p for p in problems)
+    # The guide pairs --disable-log-stats with --enable-metrics; in vLLM 0.33 it removes the metrics.
+    (log_stats,) = [p for p in problems if "log-stats" in p]
+    assert "vllm-deploy:monitoring" in log_stats
+    without_monitoring = serve_problems(vllmExtraArgs=guide, monitoring=False)
+    assert not any("log-stats" in p for p in without_monitoring)
+
+
+@pytest.mark.parametrize("flag", ["--disable-log-stats", "--disable_log_stats"])
+def test_monitoring_refuses_the_flag_that_removes_vllms_metrics(flag):
+    (problem,) = serve_problems(vllmExtraArgs=["--enable-prefix-caching", flag])
+    assert "vllm-deploy:vllmExtraArgs" in problem and "vllm-deploy:monitoring" in problem
+    assert flag in serve_args(make_config(vllmExtraArgs=[flag], monitoring=False), make_plan(), model_path=MODEL_PATH)
 
 
 def test_no_effect_and_deprecated_flags_are_warnings_not_errors():
@@ -341,7 +395,6 @@ def test_ambiguous_abbreviation_names_the_candidates():
         ["-O3"],
         ["-O=2"],
         ["-O", "1"],
-        ["-O.cudagraph_mode", "FULL"],
         ["-tp", "2"],
         ["-tp=2"],
         ["-q", "awq"],
@@ -385,7 +438,7 @@ def test_values_vllm_checks_only_at_startup_are_checked_now():
 def test_values_of_the_wrong_type_are_refused():
     assert "not a valid int" in problems_of(["--block-size", "big"])[0]
     assert "not a valid float" in problems_of(["--cpu-offload-gb", "lots"])[0]
-    assert "not a valid JSON" in problems_of(["--speculative-config", "{method: ngram}"])[0]
+    assert "is not JSON" in problems_of(["--speculative-config", "{method: ngram}"])[0]
     assert problems_of(["--max-num-batched-tokens", "1.5K"])  # no decimals with binary suffixes
 
 

@@ -40,7 +40,7 @@ def test_a_quantization_the_checkpoint_lacks_suggests_a_checkpoint_of_that_metho
 def test_a_tensor_parallel_size_that_divides_no_heads_lists_the_ones_that_do():
     # Qwen2.5-0.5B: 14 attention / 2 KV heads; 1 and 2 divide them, 4 and 8 do not.
     message = refusal(config("Qwen/Qwen2.5-0.5B-Instruct", tensorParallelSize=4))
-    assert "tensorParallelSize=4 does not divide the model's 14 attention / 2 KV heads" in message
+    assert "tensorParallelSize=4: tensor parallel 4 does not divide the model's 14 attention / 2 KV heads" in message
     assert "tensorParallelSize=auto, or one of 1, 2: the sizes that divide" in message
     for fix in (2, "auto"):
         assert plan(config("Qwen/Qwen2.5-0.5B-Instruct", tensorParallelSize=fix))

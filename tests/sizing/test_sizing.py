@@ -259,7 +259,8 @@ def test_tensor_parallel_size_that_does_not_divide_the_heads_is_refused():
     assert all(not c.fits for c in candidates(cfg))
     with pytest.raises(SizingError) as caught:
         plan(cfg)
-    assert "tensorParallelSize=4 does not divide the model's 14 attention / 2 KV heads" in str(caught.value)
+    assert "tensorParallelSize=4: tensor parallel 4 does not divide the model's 14 attention / 2 KV heads" in str(caught.value)
+    assert "set tensorParallelSize to 1 or 2 or auto" in str(caught.value)  # the sizes that do
 
 
 def test_auto_tp_uses_the_largest_size_that_divides_the_heads():
@@ -416,11 +417,26 @@ def test_candidates_are_cheapest_first():
 def test_disk_holds_weights_image_os_and_headroom_in_10gb_steps():
     chosen = plan(config("Qwen/Qwen2.5-72B-Instruct"))
     weights_gb = 72.706e9 * 2 / 1e9
-    raw = weights_gb + host.VLLM_IMAGE_DISK_GB + host.HOST_OS_DISK_GB + max(10, 0.1 * weights_gb)
+    monitoring = 10 * 2**30 / 1e9 / 0.80 + host.MONITORING_IMAGES_DISK_GB  # 10 GiB retained, 80% rule
+    raw = weights_gb + host.VLLM_IMAGE_DISK_GB + host.HOST_OS_DISK_GB + max(10, 0.1 * weights_gb) + monitoring
     assert chosen.disk_size_gb == math.ceil(raw / 10) * 10
     assert plan(config("Qwen/Qwen2.5-72B-Instruct", diskSizeGb=2000)).disk_size_gb == 2000
     with pytest.raises(SizingError, match=f"diskSizeGb=100 is too small.*needs {chosen.disk_size_gb} GB"):
         plan(config("Qwen/Qwen2.5-72B-Instruct", diskSizeGb=100))
+
+
+def test_prometheus_retention_is_on_the_disk_and_off_it_without_monitoring():
+    model = "Qwen/Qwen2.5-7B-Instruct"
+    without = plan(config(model, monitoring=False)).disk_size_gb
+    default = plan(config(model)).disk_size_gb
+    bigger = plan(config(model, monitoringRetentionSizeGib=100)).disk_size_gb
+    assert without < default < bigger
+    # 100 GiB of retention over the 80% Prometheus asks for, plus the images, within one 10 GB step
+    assert bigger - without > 100 * 2**30 / 1e9 / 0.80 + host.MONITORING_IMAGES_DISK_GB - 10
+    with pytest.raises(SizingError, match="monitoring .* GB .*monitoringRetentionSizeGib"):
+        plan(config(model, diskSizeGb=without, monitoringRetentionSizeGib=50))
+    assert any("holds 17 GB for monitoring (10 GiB of metrics" in n for n in plan(config(model)).notes)
+    assert not any("monitoring" in n for n in plan(config(model, monitoring=False)).notes)
 
 
 def test_report_shows_the_choice_the_memory_arithmetic_and_the_price():

@@ -1,0 +1,121 @@
+"""`tools/plan [STACK]`: what `pulumi up` would create for a stack, before you pay for it.
+
+Runs the real program (`__main__.py`) against `Pulumi.<STACK>.yaml` and the Pulumi.yaml defaults
+with an in-process engine (plan.engine, Pulumi's mocks API), in preview mode: no Pulumi CLI, no
+AWS credentials, no network (except the model hub for a model the catalog does not know, as
+`pulumi preview` would). Prints the sizing report, the resources, the vLLM command line, the
+cost, and on request the nginx config; `--json` prints the same for machines.
+
+Exit status: 0 with a plan, 1 when the program refuses the stack (printed as `pulumi preview`
+prints it), 2 for a bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+
+from plan import engine, render
+from plan.summary import summarize
+from plan.world import offline_world
+
+# Stands in for this machine's public address (sshAllowedCidrs: auto) unless
+# VLLM_DEPLOY_PUBLIC_IP says otherwise: a documentation address (RFC 5737), never a real one.
+PLACEHOLDER_PUBLIC_IP = "192.0.2.1"
+DEFAULT_REGION = "us-east-1"
+
+
+class StackFileError(Exception):
+    """The stack file is missing or unreadable; the message says which stacks exist."""
+
+
+def stacks(root: Path = engine.ROOT) -> list[str]:
+    return sorted(p.name[len("Pulumi."):-len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+
+
+def load_stack(stack: str, root: Path = engine.ROOT) -> tuple[dict[str, Any], dict[str, str]]:
+    """(config, secrets) of Pulumi.<stack>.yaml. Encrypted values (`secure:`) cannot be read
+    without the stack's passphrase; they pass as secrets whose value is a placeholder."""
+    path = root / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        known = ", ".join(stacks(root)) or "none"
+        raise StackFileError(f"no stack file {path.name} (stacks here: {known}); "
+                             f"create one with `pulumi stack init {stack}` or name another stack")
+    try:
+        values = engine.stack_config(stack, root)
+    except Exception as exc:  # noqa: BLE001 - YAML errors have several types
+        raise StackFileError(f"{path.name} is not valid YAML: {exc}") from None
+    config: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            secrets[key] = "[secret]"
+        else:
+            config[key] = value
+    return config, secrets
+
+
+def preview_error(error: BaseException, stack: str) -> str:
+    """The failure as `pulumi preview` shows it: the RunError's message under the stack's
+    diagnostics; any other exception is a bug in the program and keeps its traceback."""
+    if isinstance(error, pulumi.RunError):
+        message = str(error)
+    else:
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        message = f"Program failed with an unhandled exception:\n{trace.rstrip()}"
+    body = message.replace("\n", "\n    ")
+    return f"Diagnostics:\n  pulumi:pulumi:Stack ({engine.PROJECT}-{stack}):\n    error: {body}\n"
+
+
+def _notes(run: engine.ProgramRun, region: str, placeholder_ip: Optional[str]) -> list[str]:
+    notes = [
+        f"offline: every catalog instance type is taken as offered in {region}; "
+        "`pulumi preview` asks EC2 (and sizing may then pick another type)",
+        "image, VPC and subnet ids in <...> are looked up by `pulumi preview`; "
+        "ids and addresses marked (known after apply) exist once `pulumi up` creates them",
+    ]
+    rules = run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    if placeholder_ip and any(r.plain.get("cidrIpv4") == f"{placeholder_ip}/32" for r in rules):
+        notes.append(
+            f"sshAllowedCidrs auto is shown as {placeholder_ip}/32 (a documentation address); "
+            "`pulumi preview` puts this machine's public IPv4 address there (or VLLM_DEPLOY_PUBLIC_IP)"
+        )
+    return notes
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="tools/plan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("stack", nargs="?", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default dev)")
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON (nginx config included)")
+    parser.add_argument("--nginx", action="store_true", help="also print the proxy's nginx config")
+    args = parser.parse_args(argv)
+
+    try:
+        config, secrets = load_stack(args.stack)
+    except StackFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    region = str(config.get("aws:region") or DEFAULT_REGION)
+    placeholder_ip = None
+    if not os.environ.get("VLLM_DEPLOY_PUBLIC_IP"):
+        placeholder_ip = os.environ["VLLM_DEPLOY_PUBLIC_IP"] = PLACEHOLDER_PUBLIC_IP
+    run = engine.run_program(config, secrets=secrets, world=offline_world(region), stack=args.stack, preview=True)
+    if run.error is not None:
+        sys.stderr.write(preview_error(run.error, args.stack))
+        return 1
+    summary = summarize(run, args.stack, _notes(run, region, placeholder_ip))
+    if args.json:
+        print(render.to_json(summary))
+    else:
+        render.to_text(summary, sys.stdout, nginx=args.nginx)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The plan as text for people (rich tables) or as JSON for machines."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any, Optional, TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from plan.summary import PlanSummary
+
+# Wide enough for the resource table when the output is a file or a pipe (no terminal width).
+PIPE_WIDTH = 200
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _money(value: Optional[float], digits: int = 4) -> str:
+    return "-" if value is None else f"${value:,.{digits}f}"
+
+
+def to_json(summary: PlanSummary) -> str:
+    return json.dumps(summary.to_dict(), indent=2, default=str)
+
+
+def _console(out: TextIO) -> Console:
+    width = None if out.isatty() else PIPE_WIDTH
+    return Console(file=out, width=width, highlight=False, markup=False, emoji=False, soft_wrap=False)
+
+
+def _resources(summary: PlanSummary) -> Table:
+    cloud = sum(1 for r in summary.resources if r.custom and not r.type.startswith("pulumi:providers:"))
+    table = Table(title=Text(f"Resources: {len(summary.resources)} to create ({cloud} in the cloud or on the host)"),
+                  title_justify="left", show_lines=False)
+    table.add_column("type", no_wrap=True)
+    table.add_column("name", no_wrap=True)
+    table.add_column("key inputs", overflow="fold", min_width=60)
+    for row in summary.resources:
+        inputs = ", ".join(f"{k}={_compact(v)}" for k, v in row.inputs.items())
+        table.add_row(Text(row.type), Text("  " * row.depth + row.name), Text(inputs))
+    return table
+
+
+def _cost(summary: PlanSummary) -> Optional[Table]:
+    cost = summary.cost
+    if cost is None:
+        return None
+    table = Table(title=Text("Cost (USD, us-east-1 list prices)"), title_justify="left")
+    table.add_column("item")
+    table.add_column("per hour", justify="right")
+    table.add_column("per month", justify="right")
+    for item, hourly, monthly in cost.lines():
+        table.add_row(Text(item), Text(_money(hourly)), Text(_money(monthly, 2)))
+    return table
+
+
+def to_text(summary: PlanSummary, out: TextIO, *, nginx: bool = False) -> None:
+    console = _console(out)
+    console.print(f"Plan of stack '{summary.stack}' (vllm-deploy): offline, nothing is created and no AWS "
+                  "account is asked")
+    console.print()
+    console.print("Sizing")
+    for line in summary.report:
+        console.print(Text("  " + line.replace("\n", "\n  ")))
+    for line in summary.warnings:
+        console.print(Text("  warning: " + line))
+    console.print()
+    console.print(_resources(summary))
+    console.print()
+    image = summary.vllm_image or "?"
+    console.print(Text(f"vLLM command (in {image}, whose entrypoint is `vllm serve`):"))
+    console.print(Text("  " + shlex.join(["vllm", "serve", *summary.vllm_argv])), soft_wrap=True)
+    console.print()
+    cost = _cost(summary)
+    if cost is not None:
+        console.print(cost)
+        console.print(Text(f"  stopped instance: {_money(summary.cost.stopped_usd_per_month, 2)}/month "
+                           "(the volume and the Elastic IP still bill)"))
+        for source in summary.cost.to_dict()["sources"]:
+            console.print(Text(f"  source: {source}"))
+        console.print()
+    outputs = Table(title=Text("Stack outputs"), title_justify="left")
+    outputs.add_column("output", no_wrap=True)
+    outputs.add_column("value", overflow="fold")
+    for name, value in summary.outputs.items():
+        if name == "sizing":
+            value = "(the sizing above; --json shows it whole)"
+        outputs.add_row(Text(name), Text(_compact(value)))
+    console.print(outputs)
+    if nginx:
+        console.print()
+        console.print("nginx config (/etc/nginx/nginx.conf in the proxy container):")
+        console.print(Text(summary.nginx_config or "(none)"), soft_wrap=True)
+    console.print()
+    for note in summary.notes:
+        console.print(Text(f"note: {note}"))
+    if not nginx:
+        console.print(Text(f"note: the nginx config: tools/plan {summary.stack} --nginx"))

@@ -1,0 +1,220 @@
+"""What `tools/plan` reports, read from the recording of one preview run of the program.
+
+Everything here comes from what the program registered, logged and exported under the
+in-process engine (plan.engine): the resource table is the registrations, the vLLM command is
+the container's command input, the nginx config is the file uploaded into the proxy container.
+Secret values are masked before anything leaves this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+
+from components.naming import component_type
+from components.vllm_server import CONTAINER_NAME
+from plan.engine import ROOT, ProgramRun, Registered, is_secret, is_unknown
+from sizing.costs import HostCost
+
+SECRET = "[secret]"
+UNKNOWN = "(known after apply)"
+
+INSTANCE = "aws:ec2/instance:Instance"
+EIP = "aws:ec2/eip:Eip"
+CONTAINER = "docker:index/container:Container"
+IMAGE = "docker:index/remoteImage:RemoteImage"
+
+# The inputs worth a column per resource type (dotted paths into the inputs).
+KEY_INPUTS: dict[str, tuple[str, ...]] = {
+    INSTANCE: (
+        "instanceType", "ami", "rootBlockDevice.volumeType", "rootBlockDevice.volumeSize",
+        "instanceMarketOptions.marketType", "metadataOptions.httpTokens",
+    ),
+    "aws:ec2/securityGroup:SecurityGroup": ("vpcId",),
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": ("fromPort", "cidrIpv4", "cidrIpv6"),
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": ("ipProtocol", "cidrIpv4", "cidrIpv6"),
+    EIP: ("domain",),
+    "aws:ec2/keyPair:KeyPair": ("publicKey",),
+    "aws:iam/role:Role": ("description",),
+    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": ("policyArn",),
+    "tls:index/privateKey:PrivateKey": ("algorithm", "ecdsaCurve"),
+    "tls:index/selfSignedCert:SelfSignedCert": ("subject.commonName", "validityPeriodHours"),
+    "tls:index/certRequest:CertRequest": ("subject.commonName",),
+    "tls:index/locallySignedCert:LocallySignedCert": ("validityPeriodHours",),
+    "random:index/randomShuffle:RandomShuffle": ("inputs",),
+    "random:index/randomPassword:RandomPassword": ("length",),
+    IMAGE: ("name",),
+    CONTAINER: ("name", "gpus", "networkMode", "ports"),
+    "command:remote:Command": ("create",),
+    "command:remote:CopyToRemote": ("source", "remotePath"),
+    "pulumi:providers:aws": ("region",),
+    "pulumi:providers:docker": ("host",),
+}
+
+
+def shown(value: Any) -> Any:
+    """A recorded input as a user may see it: secrets masked, unknowns named, assets as paths,
+    whole numbers as integers (the engine's wire format has only floats)."""
+    if is_secret(value):
+        return SECRET
+    if is_unknown(value):
+        return UNKNOWN
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, pulumi.FileAsset):
+        path = Path(value.path)
+        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    if isinstance(value, dict):
+        return {k: shown(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [shown(v) for v in value]
+    return value
+
+
+def _lookup(inputs: dict[str, Any], path: str) -> Any:
+    value: Any = inputs
+    for part in path.split("."):
+        if is_secret(value):
+            return value  # masked by shown(): never dig into a secret
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+@dataclass(frozen=True)
+class ResourceRow:
+    type: str
+    name: str
+    depth: int  # how many of our resources it is nested under
+    parent: Optional[str]  # the parent's name (None for a child of the stack)
+    custom: bool  # a cloud (or provider) resource, not a component
+    inputs: dict[str, Any]  # key inputs, masked
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "name": self.name, "parent": self.parent, "custom": self.custom,
+                "inputs": self.inputs}
+
+
+@dataclass
+class PlanSummary:
+    stack: str
+    sizing: Optional[dict[str, Any]]
+    report: list[str]  # the program's info log lines (the sizing report)
+    warnings: list[str]
+    resources: list[ResourceRow]
+    vllm_image: Optional[str]
+    vllm_argv: list[str]
+    nginx_config: Optional[str]
+    cost: Optional[HostCost]
+    outputs: dict[str, Any]
+    notes: list[str] = field(default_factory=list)  # what this offline plan assumed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stack": self.stack,
+            "sizing": self.sizing,
+            "sizingReport": "\n".join(self.report),
+            "warnings": self.warnings,
+            "resources": [r.to_dict() for r in self.resources],
+            "vllmCommand": {"image": self.vllm_image, "entrypoint": ["vllm", "serve"], "args": self.vllm_argv},
+            "nginxConfig": self.nginx_config,
+            "cost": self.cost.to_dict() if self.cost else None,
+            "outputs": self.outputs,
+            "notes": self.notes,
+        }
+
+
+def _tree_order(run: ProgramRun) -> list[Registered]:
+    """Parents before their children, siblings in registration order (as `pulumi preview` lists them)."""
+    urns = {r.urn for r in run.resources}
+    children: dict[str, list[Registered]] = {}
+    for res in run.resources:
+        children.setdefault(res.parent if res.parent in urns else "", []).append(res)
+    ordered: list[Registered] = []
+
+    def visit(parent: str) -> None:
+        for res in children.get(parent, []):
+            ordered.append(res)
+            visit(res.urn)
+
+    visit("")
+    return ordered
+
+
+def resource_rows(run: ProgramRun) -> list[ResourceRow]:
+    """Every registered resource, in tree order, with its key inputs (masked)."""
+    rows = []
+    for res in _tree_order(run):
+        ancestors = list(run.ancestors(res))
+        keys = KEY_INPUTS.get(res.type, ())
+        inputs = {k: shown(v) for k in keys if (v := _lookup(res.inputs, k)) is not None}
+        rows.append(ResourceRow(res.type, res.name, len(ancestors), ancestors[0].name if ancestors else None,
+                                res.custom, inputs))
+    return rows
+
+
+def _container(run: ProgramRun, name: str) -> Optional[Registered]:
+    found = [r for r in run.of_type(CONTAINER) if r.plain.get("name") == name]
+    return found[0] if found else None
+
+
+def _image_of(run: ProgramRun, container: Registered) -> Optional[str]:
+    images = [r for r in run.of_type(IMAGE) if r.parent == container.parent]
+    return images[0].plain.get("name") if images else None
+
+
+def nginx_config(run: ProgramRun) -> Optional[str]:
+    """The config the proxy component registered as its `nginxConfig` output (the container's
+    uploads hold it too, but inside one secret list with the TLS key)."""
+    for component in run.of_type(component_type("NginxProxy")):
+        config = component.outputs.get("nginxConfig")
+        if config is not None:
+            return shown(config)
+    return None
+
+
+def host_cost(run: ProgramRun) -> Optional[HostCost]:
+    instances = run.of_type(INSTANCE)
+    sizing = run.exports.get("sizing")
+    if len(instances) != 1 or sizing is None:
+        return None
+    inputs = instances[0].plain
+    volume = (inputs.get("rootBlockDevice") or {}).get("volumeSize")
+    market = (inputs.get("instanceMarketOptions") or {}).get("marketType")
+    return HostCost(
+        instance_usd_per_hour=sizing.value.get("hourlyPriceUsd"),
+        volume_gb=int(volume or 0),
+        public_ipv4_addresses=len(run.of_type(EIP)),
+        spot=market == "spot",
+    )
+
+
+def _output(export: Any) -> Any:
+    if export.secret:
+        return SECRET
+    if not export.known:
+        return UNKNOWN
+    return shown(export.value)
+
+
+def summarize(run: ProgramRun, stack: str, notes: Optional[list[str]] = None) -> PlanSummary:
+    """The plan of a run that succeeded (run.error is None)."""
+    vllm = _container(run, CONTAINER_NAME)
+    sizing = run.exports.get("sizing")
+    return PlanSummary(
+        stack=stack,
+        sizing=sizing.value if sizing is not None else None,
+        report=[line.message for line in run.log if line.severity == "info"],
+        warnings=[line.message for line in run.log if line.severity != "info"],
+        resources=resource_rows(run),
+        vllm_image=_image_of(run, vllm) if vllm else None,
+        vllm_argv=[str(a) for a in shown(vllm.inputs.get("command") or [])] if vllm else [],
+        nginx_config=nginx_config(run),
+        cost=host_cost(run),
+        outputs={name: _output(export) for name, export in run.exports.items()},
+        notes=list(notes or []),
+    )

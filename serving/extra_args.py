@@ -1,0 +1,322 @@
+"""What vllmExtraArgs mean together, checked the way vLLM 0.33 checks them before it serves.
+
+flag_reader judges each flag and value on its own, as the argparse parser does. This module
+reads the parsed options as one set, the way the checks after the parser do:
+
+* `validate_parsed_serve_args` (vllm/entrypoints/common/cli_args.py, run by
+  `ServeSubcommand.validate`): --enable-auto-tool-choice needs --tool-call-parser,
+  --enable-log-outputs needs --enable-log-requests, --enable-per-request-metrics refuses
+  --disable-log-stats, --sse-keep-alive-interval >= 0, --reasoning-effort-map's keys, the chat
+  template (`validate_chat_template`), --grpc-port only with the Rust frontend;
+* `validate_api_server_args` (same file, run by `setup_server`): the tool-call and reasoning
+  parser names against the registries (serving/vllm-facts.json), unless a plugin adds names;
+* `StructuredOutputsConfig._validate_structured_output_config` (vllm/config/structured_outputs.py);
+* what this deployment adds: files must be inside the container (only the model directory is
+  mounted, read-only, at the model path), and DP x TP x PP x PCP GPUs must exist on the host.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from config.settings import NAMESPACE, PINNED_VLLM_VERSION, StackConfig
+from serving.flag_reader import _Option, _Reading
+from serving.vllm_flags import vllm_facts
+from sizing.plan import SizingPlan
+
+# vllm/renderers/chat_utils/chat_template.py: a value holding one of these is a template, not
+# a path.
+_JINJA_CHARS = "{}\n"
+
+# vllm/entrypoints/common/cli_args.py init_parser_plugin: shorter plugin values are ignored.
+_PLUGIN_MIN_LEN = 4
+
+# --generation-config values that are not paths (vllm/config/model.py get_diff_sampling_param).
+_GENERATION_CONFIG_WORDS = ("auto", "vllm")
+
+# Flags whose value is a file or directory vLLM opens inside the container.
+_PATH_FLAGS = {
+    "--chat-template": "file",
+    "--tool-parser-plugin": "file",
+    "--reasoning-parser-plugin": "file",
+    "--generation-config": "directory",
+    "--tokenizer": "directory",
+    "--hf-config-path": "directory",
+}
+
+
+@dataclass(frozen=True)
+class _Context:
+    config: StackConfig
+    plan: SizingPlan
+    model_path: str  # where the model directory is mounted in the container
+    where: str = f"{NAMESPACE}:vllmExtraArgs"
+
+
+class _Args:
+    """The parsed options as argparse would leave them: the last occurrence of each wins."""
+
+    def __init__(self, reading: _Reading):
+        self.last: dict[str, _Option] = {}
+        self.switches: dict[str, tuple[bool, _Option]] = {}
+        self.objects: dict[str, dict[str, Any]] = {}
+        for option in reading.options:
+            spec = option.spec
+            if spec is None:
+                continue
+            if not spec.takes_value:
+                name = spec.negation_of or spec.name
+                self.switches[name] = (spec.negation_of is None, option)
+            elif option.dotted_key and option.values:
+                self.objects.setdefault(spec.name, {})[option.dotted_key] = _json_or_text(option.values[-1])
+            elif option.values:
+                self.last[spec.name] = option
+                if spec.accepts_json and isinstance(parsed := _json_or_text(option.values[-1]), dict):
+                    self.objects.setdefault(spec.name, {}).update(parsed)
+
+    def value(self, flag: str) -> Optional[str]:
+        option = self.last.get(flag)
+        return option.values[-1] if option and option.values else None
+
+    def on(self, flag: str) -> bool:
+        return self.switches.get(flag, (False, None))[0]
+
+
+def meaning_problems(reading: _Reading, config: StackConfig, plan: SizingPlan, model_path: str) -> list[str]:
+    """Every problem of what the options mean together, each naming the flag, value and fix."""
+    args = _Args(reading)
+    context = _Context(config, plan, model_path)
+    problems: list[str] = []
+    for check in (_parsers, _dependencies, _structured_outputs, _paths, _gpus):
+        problems += check(args, context)
+    return problems
+
+
+def meaning_warnings(reading: _Reading) -> list[str]:
+    """Accepted combinations that do nothing (for pulumi.log.warn)."""
+    args = _Args(reading)
+    if args.value("--tool-call-parser") not in (None, "", "None") and not args.on("--enable-auto-tool-choice"):
+        return [
+            "--tool-call-parser does nothing without --enable-auto-tool-choice (vLLM 0.33 reads "
+            "tool calls only then); add --enable-auto-tool-choice to parse them"
+        ]
+    return []
+
+
+def _parsers(args: _Args, ctx: _Context) -> list[str]:
+    facts = vllm_facts()
+    problems = []
+    tool = args.value("--tool-call-parser")
+    plugin = args.value("--tool-parser-plugin") or ""
+    # vLLM resolves the tool-call parser only with --enable-auto-tool-choice
+    # (vllm/parser/parser_manager.py ParserManager.get_tool_parser); without it the name is unused.
+    if (
+        args.on("--enable-auto-tool-choice")
+        and tool not in (None, "", "None")
+        and len(plugin) < _PLUGIN_MIN_LEN
+        and tool not in facts["tool_parsers"]
+    ):
+        problems.append(_unregistered(ctx, "--tool-call-parser", tool, facts["tool_parsers"], "--tool-parser-plugin"))
+    reasoning = args.value("--reasoning-parser")
+    nested = args.objects.get("--structured-outputs-config", {}).get("reasoning_parser")
+    plugin = args.value("--reasoning-parser-plugin") or ""
+    for flag, name in (("--reasoning-parser", reasoning), ("--structured-outputs-config.reasoning_parser", nested)):
+        if not isinstance(name, str) or name.lower() in ("", "none") or len(plugin) >= _PLUGIN_MIN_LEN:
+            continue
+        if name not in facts["reasoning_parsers"]:
+            problems.append(_unregistered(ctx, flag, name, facts["reasoning_parsers"], "--reasoning-parser-plugin"))
+    return problems
+
+
+def _unregistered(ctx: _Context, flag: str, name: str, registered: list[str], plugin: str) -> str:
+    guess = difflib.get_close_matches(name.replace("-", "_"), registered, n=1, cutoff=0.5)
+    hint = f"did you mean {guess[0]!r}? " if guess else ""
+    return (
+        f"{ctx.where}: {flag} {name!r} is not a parser registered in vLLM {PINNED_VLLM_VERSION}, "
+        f"which stops at startup; {hint}registered: {', '.join(registered)} (or load your own "
+        f"with {plugin} <a .py file under {ctx.model_path}>)"
+    )
+
+
+def _dependencies(args: _Args, ctx: _Context) -> list[str]:
+    problems = []
+    if args.on("--enable-auto-tool-choice") and args.value("--tool-call-parser") in (None, "", "None"):
+        problems.append(
+            f"{ctx.where}: --enable-auto-tool-choice needs --tool-call-parser (vLLM "
+            f"{PINNED_VLLM_VERSION} stops: \"--enable-auto-tool-choice requires --tool-call-parser\"); "
+            "add --tool-call-parser <name> for the model's tool-call format, e.g. hermes for Qwen2.5"
+        )
+    if args.on("--enable-log-outputs") and not args.on("--enable-log-requests"):
+        problems.append(
+            f"{ctx.where}: --enable-log-outputs needs --enable-log-requests (vLLM stops without "
+            "it); add --enable-log-requests or drop --enable-log-outputs"
+        )
+    if args.on("--enable-per-request-metrics") and args.on("--disable-log-stats"):
+        problems.append(
+            f"{ctx.where}: --enable-per-request-metrics needs engine statistics, which "
+            "--disable-log-stats turns off; drop one of them"
+        )
+    interval = args.value("--sse-keep-alive-interval")
+    if interval is not None and interval.lstrip("-").isdigit() and int(interval) < 0:
+        problems.append(
+            f"{ctx.where}: --sse-keep-alive-interval {interval} must be 0 (off) or a positive "
+            "number of seconds"
+        )
+    if args.value("--grpc-port") is not None:
+        problems.append(
+            f"{ctx.where}: --grpc-port {args.value('--grpc-port')} needs vLLM's Rust frontend "
+            "(VLLM_USE_RUST_FRONTEND=1), which this stack does not run; drop it (the API is "
+            "served over HTTPS by the proxy)"
+        )
+    problems += _effort_map(args, ctx)
+    problems += _scheduler(args, ctx)
+    return problems
+
+
+def _scheduler(args: _Args, ctx: _Context) -> list[str]:
+    """vllm/config/scheduler.py SchedulerConfig.verify_max_model_len, for the extra flags."""
+    problems = []
+    threshold = _int_or_none(args.value("--long-prefill-token-threshold"))
+    if threshold is not None and threshold > ctx.plan.max_model_len:
+        problems.append(
+            f"{ctx.where}: --long-prefill-token-threshold {threshold} is above the served "
+            f"maxModelLen {ctx.plan.max_model_len}, which vLLM refuses; set it to "
+            f"{ctx.plan.max_model_len} or less"
+        )
+    active = _int_or_none(args.value("--max-num-active-seqs"))
+    seqs = ctx.plan.effective_max_num_seqs
+    if active is not None and seqs is not None and active > seqs:
+        problems.append(
+            f"{ctx.where}: --max-num-active-seqs {active} is above max_num_seqs {seqs} (the "
+            f"maxNumSeqs key, or vLLM's default on {ctx.plan.instance.gpu_model}), which vLLM "
+            f"refuses; set it to {seqs} or less, or raise maxNumSeqs"
+        )
+    return problems
+
+
+def _int_or_none(value: Optional[str]) -> Optional[int]:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _effort_map(args: _Args, ctx: _Context) -> list[str]:
+    raw = args.value("--reasoning-effort-map")
+    if raw in (None, "", "None"):
+        return []
+    efforts = vllm_facts()["reasoning_efforts"]
+    mapping = _json_or_text(raw)
+    if not isinstance(mapping, dict) or not all(isinstance(v, str) for v in mapping.values()):
+        return [
+            f"{ctx.where}: --reasoning-effort-map {raw!r} must be a JSON object mapping reasoning "
+            f"efforts to strings, e.g. '{{\"high\": \"think hard\"}}'"
+        ]
+    unknown = sorted(set(mapping) - set(efforts))
+    if unknown:
+        return [
+            f"{ctx.where}: --reasoning-effort-map has unknown efforts {unknown}; keys must be one "
+            f"of {', '.join(efforts)}"
+        ]
+    return []
+
+
+def _structured_outputs(args: _Args, ctx: _Context) -> list[str]:
+    merged = args.objects.get("--structured-outputs-config", {})
+    backend = merged.get("backend", "auto")
+    problems = []
+    if merged.get("disable_any_whitespace") is True and backend not in ("xgrammar", "guidance"):
+        problems.append(
+            f"{ctx.where}: --structured-outputs-config disable_any_whitespace works only with "
+            f"backend xgrammar or guidance (backend is {backend!r}); set "
+            "--structured-outputs-config.backend xgrammar"
+        )
+    if merged.get("disable_additional_properties") is True and backend != "guidance":
+        problems.append(
+            f"{ctx.where}: --structured-outputs-config disable_additional_properties works only "
+            f"with backend guidance (backend is {backend!r}); set "
+            "--structured-outputs-config.backend guidance"
+        )
+    return problems
+
+
+def _paths(args: _Args, ctx: _Context) -> list[str]:
+    problems = []
+    for flag, kind in _PATH_FLAGS.items():
+        value = args.value(flag)
+        if value is None or value in ("", "None"):
+            continue
+        problem = _path_problem(flag, kind, value, ctx)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _path_problem(flag: str, kind: str, value: str, ctx: _Context) -> Optional[str]:
+    if flag == "--chat-template" and (
+        any(c in value for c in _JINJA_CHARS) or value in vllm_facts()["builtin_chat_templates"]
+    ):
+        return None  # an inline template, or one vLLM ships (resolved by name)
+    if flag.endswith("-plugin") and len(value) < _PLUGIN_MIN_LEN:
+        return None
+    if flag == "--generation-config" and value in _GENERATION_CONFIG_WORDS:
+        return None
+    mount = ctx.model_path.rstrip("/")
+    path = posixpath.normpath(value) if value.startswith("/") else value
+    inside = path == mount or path.startswith(mount + "/")
+    if inside and (kind == "directory" or path != mount):
+        return _missing_in_local_model(flag, value, path[len(mount):].lstrip("/"), ctx)
+    inline = ", or pass the template itself (text with {{ }})" if flag == "--chat-template" else ""
+    return (
+        f"{ctx.where}: {flag} {value!r} is a {kind} the vLLM container cannot see: it runs "
+        f"offline and mounts only the model directory, read-only, at {mount}. Drop {flag}, or put "
+        f"the {kind} in the model directory (a local model: model = an absolute path) and pass "
+        f"{mount}/<name>{inline}"
+    )
+
+
+def _missing_in_local_model(flag: str, value: str, relative: str, ctx: _Context) -> Optional[str]:
+    if not ctx.config.is_local_model or not relative:
+        return None  # a hub model's files are only known after the download
+    local = Path(ctx.config.model).expanduser() / relative
+    if local.exists():
+        return None
+    return (
+        f"{ctx.where}: {flag} {value!r} points into the model directory, but {local} does not "
+        f"exist on this machine, so it will not be in the container; add it to {ctx.config.model}"
+    )
+
+
+def _gpus(args: _Args, ctx: _Context) -> list[str]:
+    plan = ctx.plan
+    dp = _int(args.value("--data-parallel-size"))
+    pcp = _int(args.value("--prefill-context-parallel-size"))
+    used = plan.tensor_parallel_size * plan.pipeline_parallel_size * dp * pcp
+    if used <= plan.instance.gpu_count:
+        return []
+    return [
+        f"{ctx.where}: --data-parallel-size {dp} x --prefill-context-parallel-size {pcp} x "
+        f"tensor parallel {plan.tensor_parallel_size} x pipeline parallel "
+        f"{plan.pipeline_parallel_size} needs {used} GPUs, and {plan.instance.name} has "
+        f"{plan.instance.gpu_count}; lower --data-parallel-size, or set instanceType to auto so "
+        "the sizing picks a host with that many GPUs"
+    ]
+
+
+def _int(value: Optional[str]) -> int:
+    try:
+        return max(1, int(value)) if value is not None else 1
+    except ValueError:
+        return 1
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value

@@ -1,0 +1,94 @@
+"""What a deployment costs per hour and per month: the instance, its gp3 root volume and its
+public IPv4 address. Pure arithmetic on published list prices (us-east-1, USD).
+
+Prices (re-check before quoting; other regions differ):
+* gp3 storage: $0.08 per GB-month in US East (N. Virginia), https://aws.amazon.com/ebs/pricing/
+  (the 3,000 IOPS and 125 MB/s baseline every gp3 volume has are included; the program sets
+  no extra IOPS or throughput).
+* public IPv4: $0.005 per address per hour, in use or idle, since 2024-02-01,
+  https://aws.amazon.com/vpc/pricing/ ("Public IPv4 address" tab) and the AWS News Blog
+  "New – AWS Public IPv4 Address Charge + Public IP Insights" (2023-07-28).
+* the instance: the GPU catalog's on-demand price (sizing/catalog/SOURCES.md, 2026-07-20).
+* a month is 730 hours, the convention of AWS's pricing pages and Pricing Calculator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+GP3_USD_PER_GB_MONTH = 0.08
+PUBLIC_IPV4_USD_PER_HOUR = 0.005
+HOURS_PER_MONTH = 730
+PRICE_SOURCES = (
+    "instance: sizing/catalog/aws-gpu-instances.csv (Linux on-demand, us-east-1, 2026-07-20)",
+    "gp3 volume: $0.08/GB-month, https://aws.amazon.com/ebs/pricing/ (us-east-1)",
+    "public IPv4: $0.005/h per address since 2024-02-01, https://aws.amazon.com/vpc/pricing/",
+    "month = 730 hours (AWS Pricing Calculator convention)",
+)
+
+
+@dataclass(frozen=True)
+class HostCost:
+    """The running cost of one deployment, in USD.
+
+    `instance_usd_per_hour` is None when the catalog has no on-demand price for the type.
+    """
+
+    instance_usd_per_hour: Optional[float]
+    volume_gb: int  # the gp3 root volume, in GB as EBS bills it (10**9 bytes per GB)
+    public_ipv4_addresses: int
+    spot: bool = False
+
+    @property
+    def volume_usd_per_hour(self) -> float:
+        return self.volume_gb * GP3_USD_PER_GB_MONTH / HOURS_PER_MONTH
+
+    @property
+    def public_ipv4_usd_per_hour(self) -> float:
+        return self.public_ipv4_addresses * PUBLIC_IPV4_USD_PER_HOUR
+
+    @property
+    def total_usd_per_hour(self) -> Optional[float]:
+        if self.instance_usd_per_hour is None:
+            return None
+        return self.instance_usd_per_hour + self.volume_usd_per_hour + self.public_ipv4_usd_per_hour
+
+    @property
+    def total_usd_per_month(self) -> Optional[float]:
+        hourly = self.total_usd_per_hour
+        return None if hourly is None else hourly * HOURS_PER_MONTH
+
+    @property
+    def stopped_usd_per_month(self) -> float:
+        """What a stopped instance still costs: the volume and the Elastic IP."""
+        return (self.volume_usd_per_hour + self.public_ipv4_usd_per_hour) * HOURS_PER_MONTH
+
+    def lines(self) -> list[tuple[str, Optional[float], Optional[float]]]:
+        """(item, USD per hour, USD per month) rows, the total last."""
+        instance = self.instance_usd_per_hour
+        rows = [
+            ("instance (on-demand)" if not self.spot else "instance (on-demand: the spot ceiling)",
+             instance, None if instance is None else instance * HOURS_PER_MONTH),
+            (f"gp3 volume {self.volume_gb} GB", self.volume_usd_per_hour, self.volume_gb * GP3_USD_PER_GB_MONTH),
+            (f"public IPv4 x{self.public_ipv4_addresses}", self.public_ipv4_usd_per_hour,
+             self.public_ipv4_usd_per_hour * HOURS_PER_MONTH),
+        ]
+        rows.append(("total", self.total_usd_per_hour, self.total_usd_per_month))
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "currency": "USD",
+            "instancePerHour": self.instance_usd_per_hour,
+            "spot": self.spot,
+            "volumeGb": self.volume_gb,
+            "volumePerHour": self.volume_usd_per_hour,
+            "publicIpv4Addresses": self.public_ipv4_addresses,
+            "publicIpv4PerHour": self.public_ipv4_usd_per_hour,
+            "totalPerHour": self.total_usd_per_hour,
+            "totalPerMonth": self.total_usd_per_month,
+            "stoppedPerMonth": self.stopped_usd_per_month,
+            "hoursPerMonth": HOURS_PER_MONTH,
+            "sources": list(PRICE_SOURCES),
+        }

