@@ -92,6 +92,7 @@ class Accounting:
 
 
 def accounting(key: str = TARGET) -> Accounting:
+    """The Accounting of one release range (ACCOUNTINGS); raises ValueError for another key."""
     if key not in ACCOUNTINGS:
         raise ValueError(f"unknown vLLM accounting {key!r}; known: {', '.join(ACCOUNTINGS)}")
     return Accounting(

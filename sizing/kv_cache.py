@@ -28,6 +28,7 @@ from sizing.models import ModelSpec
 
 
 def cdiv(a: int, b: int) -> int:
+    """Ceiling division, as vLLM's ``cdiv``."""
     return -(-a // b)
 
 

@@ -111,6 +111,9 @@ def gpu_instance(
 
 @dataclass(frozen=True)
 class WhatIf:
+    """One GPU's answer: the startup estimate, whether vLLM starts, and why not (plus the ways
+    that would make it fit)."""
+
     instance: GpuInstance
     tensor_parallel_size: int
     estimate: StartupEstimate
