@@ -1,89 +1,291 @@
-"""How the sizer's figures compare with simple references, for every catalog model.
+"""The memory model against real vLLM startup logs: every term, every row, and the fit verdict.
 
-    .venv/bin/python bench/sizing_accuracy.py
+    .venv/bin/python bench/sizing_accuracy.py            # the calibration rows
+    .venv/bin/python bench/sizing_accuracy.py --catalog  # also the instance chosen per catalog model
+    .venv/bin/python bench/sizing_accuracy.py --rows other-logs.csv  # rows of your own, same columns
 
-Columns:
-* params: the catalog's exact parameter count (billions).
-* est GB: the sizer's weight bytes for the checkpoint's own format (10^9 bytes).
-* ref GB: "real" here means parameter count x bytes per parameter of the checkpoint's bulk
-  format (2 for bf16/fp16, 1 for fp8, 4.25/8 for mxfp4). No verified hub repository sizes exist
-  in the references, so this is the closest thing to the real checkpoint size we can state; the
-  sizer differs from it only where a checkpoint keeps some tensors in 16-bit (embeddings and
-  lm_head of fp8 checkpoints, everything but the experts in mxfp4 ones).
-* need 4k / need 32k: total GPU memory the sizer requires (all GPUs, GiB) at maxModelLen 4096 and
-  at the default (model context capped at 32768), both with minConcurrentSequences 2.
-* seed: the original guide's rule of thumb (7B >= 16 GB, 13B >= 24 GB, 32B >= 64 GB,
-  70B >= 140 GB) for the nearest size class, "-" where the model is not within 1.5x of one.
-  The need columns include the per-GPU overheads of the chosen instance, so a many-GPU choice
-  (e.g. 8x T4) needs more in total than a one-GPU choice.
-* chosen 4k / chosen default: the instance the sizer picks, with its us-east-1 on-demand price.
+Rows: bench/data/vllm-startup-logs.csv (sources in bench/data/SOURCES.md), every figure as vLLM
+printed it. Each row is predicted twice:
+
+* **as its own vLLM**: with the accounting of the release that printed it (``sizing.calibration``:
+  v0 before 0.8, v1-early 0.8-0.16, v1 0.17-0.20, v1-cg 0.21-0.24, 0.33 from 0.25). The per-term
+  errors and the verdict agreement are measured on this prediction: it checks the terms against
+  what vLLM did.
+* **as vLLM 0.33**: what the deployer sizes with. Where its verdict differs from the row's
+  own, the row is listed with the reason (an older release spent memory differently).
+
+Errors are (predicted - logged) / logged. "GiB" columns: predicted/logged. The verdict: vLLM
+starts (the KV cache holds one max_model_len request, and before 0.25 the warm-up after the KV
+cache allocation finds memory) against the row's outcome.
 """
 
 from __future__ import annotations
 
-import math
+import argparse
+import csv
+import statistics
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config.settings import parse  # noqa: E402
-from sizing.choice import plan  # noqa: E402
+from sizing.calibration import ACCOUNTING_033, accounting, accounting_for_version  # noqa: E402
 from sizing.errors import SizingError  # noqa: E402
 from sizing.formats import WeightFormat  # noqa: E402
-from sizing.host import GB  # noqa: E402
-from sizing.memory import weight_bytes  # noqa: E402
-from sizing.models import ModelSpec, catalog_models  # noqa: E402
+from sizing.hub import FetchError, resolve  # noqa: E402
+from sizing.models import ModelResolutionError, ModelSpec, from_catalog  # noqa: E402
+from sizing.startup import StartupEstimate, estimate  # noqa: E402
+from sizing.whatif import find_gpu, gpu_instance  # noqa: E402
 
-SEED_RULE_GB = ((7, 16), (13, 24), (32, 64), (70, 140))  # (model size class in B, GPU GB)
-BULK_BYTES = {None: 2.0, "fp8": 1.0, "fbgemm_fp8": 1.0, "mxfp4": 4.25 / 8}
+ROWS_CSV = Path(__file__).parent / "data" / "vllm-startup-logs.csv"
+
+# (column in the CSV, attribute of StartupEstimate, label)
+TERMS = (
+    ("weights_gib", "weights_gib", "weights"),
+    ("activation_peak_gib", "activation_gib", "activation"),
+    ("cuda_graph_estimate_gib", "cuda_graphs_gib", "CUDA graphs"),
+    ("non_torch_gib", "non_torch_gib", "non-torch"),
+    ("kv_cache_gib", "kv_cache_gib", "KV GiB"),
+    ("kv_cache_tokens", "kv_cache_tokens", "KV tokens"),
+    ("max_concurrency_at_max_model_len", "max_concurrency", "concurrency"),
+)
+
+STARTED = "started"
 
 
-def seed_rule(params_b: float) -> str:
-    """The guide's figure for the nearest size class, if the model is within 1.5x of it."""
-    size, gb = min(SEED_RULE_GB, key=lambda row: abs(math.log(params_b / row[0])))
-    return f">={gb}" if 1 / 1.5 <= params_b / size <= 1.5 else "-"
+def load_rows(path: Path = ROWS_CSV) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
-def chosen(spec: ModelSpec, **keys) -> tuple[str, float]:
+def model_spec(row: dict[str, str]) -> Optional[ModelSpec]:
+    """The row's model: the catalog's, else its config.json (a local directory, or the hub's answer
+    cached under ~/.cache/vllm-deploy/models); None when neither is at hand."""
     try:
-        result = plan(parse({"model": spec.model_id, **keys}), resolver=lambda *_: spec)
+        return from_catalog(row["sized_as"]) or resolve(row["sized_as"], fetch=_offline)
+    except (ModelResolutionError, OSError):
+        return None
+
+
+def _offline(url: str, headers: dict[str, str], timeout: float) -> Optional[bytes]:
+    """The bench never goes to the hub (nor caches a miss): only what is cached counts."""
+    raise FetchError(f"the bench works offline ({url} is not cached)")
+
+
+def gpu_facts(row: dict[str, str]) -> tuple[float, float]:
+    """(CUDA total GiB, compute capability): as the row gives them, else the catalog GPU's
+    (the row's `gpu`, e.g. "L4" or "H100 80GB HBM3")."""
+    total, cc = row["gpu_total_gib_as_vllm_prints"], row["compute_capability"]
+    if total and cc:
+        return float(total), float(cc)
+    name = row["gpu"].replace("HBM3", "").strip()
+    instance = gpu_instance(name if _known(name) else name.split()[0], 1)
+    return float(total or instance.cuda_memory_gib), float(cc or instance.compute_capability)
+
+
+def _known(name: str) -> bool:
+    try:
+        find_gpu(name)
     except SizingError:
-        return "refused", float("nan")
-    need = result.memory.required_gib * result.tensor_parallel_size
-    return f"{result.instance.name} ${result.hourly_price_usd:.2f}", need
+        return False
+    return True
 
 
-def main() -> None:
-    started = time.perf_counter()
-    header = (
-        f"{'model':<42} {'params':>7} {'est GB':>8} {'ref GB':>8} {'diff':>6} "
-        f"{'need 4k':>8} {'need 32k':>8} {'seed':>5}  {'chosen 4k':<26} chosen default"
+def row_accounting(row: dict[str, str]) -> str:
+    """The row's accounting column, else the one its vLLM version follows."""
+    return row.get("accounting") or accounting_for_version(row["vllm_version"])
+
+
+def weight_format(row: dict[str, str]) -> Optional[WeightFormat]:
+    """The format the row's checkpoint is sized in: its model's own, or the override."""
+    spec = model_spec(row)
+    if spec is None:
+        return None
+    kind = row["weight_format"]
+    if not kind:
+        return WeightFormat(spec.native_quantization, spec.quant_bits, spec.quant_group_size)
+    if kind in ("fp8", "w8a8"):  # one byte per weight: fp8, or int8 W8A8 (compressed-tensors)
+        return WeightFormat("fp8", 8)
+    if kind == "fp8-online":
+        return WeightFormat("fp8", 8, online=True)
+    method, bits, group = kind.split(":")
+    return WeightFormat(method, float(bits), int(group))
+
+
+def predict(row: dict[str, str], accounting_key: str) -> Optional[StartupEstimate]:
+    """The startup estimate for the row's configuration, or None when it lacks the settings."""
+    needed = ("gpu_memory_utilization", "max_model_len", "max_num_batched_tokens", "max_num_seqs")
+    spec = model_spec(row)
+    if spec is None or any(not row[key] for key in needed):
+        return None
+    total, cc = gpu_facts(row)
+    return estimate(
+        spec,
+        weight_format(row),
+        cuda_total_gib=total,
+        compute_capability=cc,
+        tensor_parallel_size=int(row["tensor_parallel"]),
+        gpu_memory_utilization=float(row["gpu_memory_utilization"]),
+        max_model_len=int(row["max_model_len"]),
+        max_num_batched_tokens=int(row["max_num_batched_tokens"]),
+        max_num_seqs=int(row["max_num_seqs"]),
+        kv_dtype_bytes=1 if row["kv_cache_dtype"].startswith("fp8") else 2,
+        accounting=accounting(accounting_key),
     )
+
+
+def weights_only(row: dict[str, str]) -> float:
+    """Weights for a row without the settings for a full estimate (the term needs none)."""
+    from sizing.memory import GIB, weights_per_gpu_bytes
+
+    spec = model_spec(row)
+    tp, own = int(row["tensor_parallel"]), accounting(row_accounting(row))
+    return weights_per_gpu_bytes(spec, weight_format(row), tp, own, gpu_facts(row)[1]) / GIB
+
+
+@dataclass
+class Errors:
+    relative: dict[str, list[float]]
+    absolute: dict[str, list[float]]
+
+
+def _fmt(predicted: float, logged: str, label: str) -> str:
+    if label in ("KV tokens",):
+        return f"{predicted:,.0f}/{float(logged):,.0f}"
+    return f"{predicted:.2f}/{float(logged):.2f}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--catalog", action="store_true", help="also size every catalog model")
+    parser.add_argument("--rows", type=Path, default=ROWS_CSV,
+                        help="another file of rows with the same columns (accounting and compute_capability may be empty)")
+    args = parser.parse_args()
+    rows = load_rows(args.rows)
+    errors = Errors({t[2]: [] for t in TERMS}, {t[2]: [] for t in TERMS})
+    agree = disagree = 0
+    differs: list[str] = []
+    header = (
+        f"{'id':<4} {'model':<28} {'GPU':<9} {'TP':>2} {'util':>4} {'len':>6} {'vLLM':<6} "
+        + " ".join(f"{t[2]:>17}" for t in TERMS)
+        + f"  {'logged':<10} {'own':<5} {'0.33':<5} {'KV@0.33':>8}"
+    )
+    print(f"{len(rows)} calibration rows ({args.rows}); "
+          "cells: predicted/logged (GiB, or tokens / x), as the row's own vLLM")
     print(header)
     print("-" * len(header))
-    worst = 0.0
-    for spec in catalog_models():
-        fmt = WeightFormat(spec.native_quantization, spec.quant_bits, spec.quant_group_size)
-        estimate = weight_bytes(spec, fmt)
-        reference = spec.total_params * BULK_BYTES.get(spec.native_quantization, 2.0)
-        diff = (estimate - reference) / reference
-        worst = max(worst, abs(diff)) if spec.native_quantization is None else worst
-        short, need_short = chosen(spec, maxModelLen=4096)
-        default, need_default = chosen(spec)
-        params_b = spec.total_params / 1e9
+    skipped = []
+    for row in rows:
+        if model_spec(row) is None:
+            skipped.append(f"  {row['id']}: {row['sized_as']} is neither in the catalog nor cached (run tools/size on it once)")
+            continue
+        own = predict(row, row_accounting(row))
+        target = predict(row, ACCOUNTING_033.key)
+        cells = []
+        for column, attribute, label in TERMS:
+            logged = row[column]
+            if not logged:
+                cells.append(f"{'-':>17}")
+                continue
+            predicted = getattr(own, attribute) if own else (weights_only(row) if label == "weights" else None)
+            if predicted is None:
+                cells.append(f"{'-':>17}")
+                continue
+            logged_value = float(logged)
+            errors.absolute[label].append(abs(predicted - logged_value))
+            if logged_value > 0:
+                errors.relative[label].append(abs(predicted - logged_value) / logged_value)
+                err = f"{(predicted - logged_value) / logged_value:+.0%}"
+            else:
+                err = f"{predicted - logged_value:+.1f}"
+            cells.append(f"{_fmt(predicted, logged, label) + ' ' + err:>17}")
+        verdict_own = ("fits" if own.starts else "no") if own else "-"
+        verdict_033 = ("fits" if target.starts else "no") if target else "-"
+        if own:
+            started = row["outcome"] == STARTED
+            if own.starts == started:
+                agree += 1
+            else:
+                disagree += 1
+                differs.append(f"  {row['id']}: predicted {verdict_own}, vLLM {row['outcome']}")
+            if target.starts != own.starts:
+                differs.append(f"  {row['id']}: {row['vllm_version']} {row['outcome']}, vLLM 0.33 would "
+                               f"{'start' if target.starts else 'not start'} ({_why(own, target)})")
+        model = row["sized_as"].split("/")[-1][:28]
         print(
-            f"{spec.model_id:<42} {params_b:>7.2f} {estimate / GB:>8.1f} {reference / GB:>8.1f} "
-            f"{diff:>+6.1%} {need_short:>8.1f} {need_default:>8.1f} {seed_rule(params_b):>5}  "
-            f"{short:<26} {default}"
+            f"{row['id']:<4} {model:<28} {_gpu(row):<9} {row['tensor_parallel']:>2} "
+            f"{row['gpu_memory_utilization'] or '-':>4} {row['max_model_len'] or '-':>6} "
+            f"{row['vllm_version'].split(' ')[0][:6]:<6} " + " ".join(cells)
+            + f"  {row['outcome']:<10} {verdict_own:<5} {verdict_033:<5} "
+            + (f"{target.kv_cache_gib:>8.2f}" if target else f"{'-':>8}")
         )
-    elapsed = time.perf_counter() - started
     print()
-    print(f"16-bit checkpoints: largest |estimate - params x 2 B| = {worst:.2%}")
-    print("GB = 10^9 bytes; need columns are GiB summed over the instance's GPUs (TP ranks)")
-    print(f"{len(catalog_models())} models sized twice in {elapsed:.2f} s")
+    print(f"{'term':<12} {'rows':>4} {'median |err|':>13} {'max |err|':>10} {'median |GiB|':>13} {'max |GiB|':>10}")
+    for _, _, label in TERMS:
+        rel, ab = errors.relative[label], errors.absolute[label]
+        if not rel:
+            continue
+        unit = "tokens" if label == "KV tokens" else ("x" if label == "concurrency" else "GiB")
+        med_abs = f"{statistics.median(ab):,.2f}" if unit == "GiB" else "-"
+        max_abs = f"{max(ab):,.2f}" if unit == "GiB" else "-"
+        print(f"{label:<12} {len(rel):>4} {statistics.median(rel):>13.1%} {max(rel):>10.1%} {med_abs:>13} {max_abs:>10}")
+    print()
+    print(f"fit verdict (as the row's own vLLM) vs whether vLLM started: {agree} agree, {disagree} disagree")
+    if skipped:
+        print("rows skipped (model unknown offline):")
+        print("\n".join(skipped))
+    print("rows where the verdict or vLLM 0.33 differs:")
+    print("\n".join(differs) if differs else "  none")
+    if args.catalog:
+        print()
+        _catalog_table()
+    return 0
+
+
+def _gpu(row: dict[str, str]) -> str:
+    for name in ("H100", "A100", "L40S", "L4", "A10G", "T4", "H200", "B200", "3090", "4090"):
+        if name in row["gpu"]:
+            return name
+    return row["gpu"][:9]
+
+
+def _why(own: StartupEstimate, target: StartupEstimate) -> str:
+    reasons = []
+    if not own.kv.fits_one_request:
+        reasons.append(f"its KV cache ({own.kv_cache_gib:.2f} GiB) did not hold one request; 0.33 leaves "
+                       f"{target.kv_cache_gib:.2f} GiB")
+    elif own.warmup_margin_gib is not None and own.warmup_margin_gib < 0:
+        reasons.append("its post-allocation warm-up ran out of memory; 0.33 profiles the sampler warm-up "
+                       "and counts CUDA graphs in the budget")
+    if abs(own.weights_gib - target.weights_gib) > 0.05:
+        reasons.append(f"weights {own.weights_gib:.2f} -> {target.weights_gib:.2f} GiB (MXFP4 scale copy freed)")
+    if abs(own.activation_gib - target.activation_gib) > 0.05:
+        reasons.append(f"activation {own.activation_gib:.2f} -> {target.activation_gib:.2f} GiB")
+    if target.cuda_graphs_in_budget and not own.cuda_graphs_in_budget:
+        reasons.append(f"CUDA graphs {target.cuda_graphs_gib:.2f} GiB counted in the budget")
+    return "; ".join(reasons)
+
+
+def _catalog_table() -> None:
+    """The instance each catalog model gets at 4k and at its default context (2 sequences)."""
+    from config.settings import parse
+    from sizing.choice import plan
+    from sizing.errors import SizingError
+    from sizing.models import catalog_models
+
+    print(f"{'model':<44} {'chosen at 4096':<28} chosen at the default context")
+    for spec in catalog_models():
+        picks = []
+        for keys in ({"maxModelLen": 4096}, {}):
+            try:
+                result = plan(parse({"model": spec.model_id, **keys}), resolver=lambda *_, s=spec: s)
+                picks.append(f"{result.instance.name} ${result.hourly_price_usd:.2f}/h")
+            except SizingError:
+                picks.append("refused")
+        print(f"{spec.model_id:<44} {picks[0]:<28} {picks[1]}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

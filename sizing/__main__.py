@@ -1,20 +1,38 @@
-"""``python -m sizing MODEL ...`` (stable entry point: ``tools/size``): which AWS GPU instance
-serves MODEL, and why, without AWS credentials."""
+"""``python -m sizing MODEL ...`` (stable entry point: ``tools/size``): what vLLM 0.33 will do with
+MODEL on a GPU, or which AWS GPU instance serves it and why, without AWS credentials.
+
+    tools/size MODEL [--gpu NAME | --gpu-memory-gib G --compute-capability C] [--gpu-count N]
+        [--tensor-parallel-size T] [--gpu-memory-utilization U] [--max-model-len L]
+        [--max-num-batched-tokens B] [--max-num-seqs S] [--dtype D] [--quantization Q]
+        [--kv-cache-dtype K] [--min-concurrent-sequences M] [--rope-scaling JSON] [--json]
+
+With a GPU it answers for that GPU (``sizing.whatif``); without, it ranks the catalog's instances.
+``--json`` prints one object (``sizing.whatif.result_object``). ``--min-concurrent-sequences``
+defaults to 1 here, so "fits" is vLLM's own verdict (the stack key defaults to 2). Catalog models
+need no network; any other model's config.json is asked of the hub once (said on stderr) and
+cached.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
+from urllib.parse import urlparse
 
-from config.settings import ConfigError, StackConfig, parse
+from config.settings import PINNED_VLLM_VERSION, ConfigError, StackConfig, parse
 from sizing import gpus as instance_catalog
 from sizing.choice import _resolve_spec, candidates, plan
 from sizing.errors import SizingError
-from sizing.hub import resolve
-from sizing.models import catalog_models
+from sizing.hub import http_fetch, resolve
+from sizing.models import ModelSpec, catalog_models
 from sizing.report import format_report, format_table
+from sizing.whatif import WhatIf, catalog_gpu_names, gpu_instance, result_object, what_if
+
+# The CLI's default: the verdict is vLLM's own (one full-length request), not the stack's 2.
+CLI_MIN_CONCURRENT_SEQUENCES = 1
 
 
 def _cli_config(args: argparse.Namespace) -> StackConfig:
@@ -22,6 +40,8 @@ def _cli_config(args: argparse.Namespace) -> StackConfig:
     for key, value in (
         ("modelSource", args.model_source),
         ("maxModelLen", args.max_model_len),
+        ("maxNumBatchedTokens", args.max_num_batched_tokens),
+        ("maxNumSeqs", args.max_num_seqs),
         ("quantization", args.quantization),
         ("dtype", args.dtype),
         ("kvCacheDtype", args.kv_cache_dtype),
@@ -30,65 +50,175 @@ def _cli_config(args: argparse.Namespace) -> StackConfig:
         ("instanceType", args.instance_type),
         ("maxHourlyPriceUsd", args.max_hourly_price_usd),
         ("gpuMemoryUtilization", args.gpu_memory_utilization),
+        ("ropeScaling", args.rope_scaling),
     ):
         if value is not None:
             raw[key] = value
     return parse(raw)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _rope_scaling(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg}): {text}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"a JSON object is needed, e.g. '{{\"rope_type\": \"yarn\"}}': {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tools/size",
-        description="Which AWS GPU instance serves MODEL, and why (no AWS credentials needed).",
+        description="What vLLM 0.33 will do with MODEL on a GPU, or which AWS GPU instance serves it "
+        "(no AWS credentials needed).",
     )
     parser.add_argument("model", nargs="?", help="hub id (org/name) or an absolute model directory")
+    gpu = parser.add_argument_group("the GPU (without one, every catalog instance is ranked)")
+    gpu.add_argument("--gpu", help=f"a catalog GPU: {', '.join(catalog_gpu_names())} (case-insensitive)")
+    gpu.add_argument("--gpu-memory-gib", type=float, help="any other GPU: its CUDA total in GiB (torch.cuda.mem_get_info)")
+    gpu.add_argument("--compute-capability", type=float, help="any other GPU: its compute capability, e.g. 8.9")
+    gpu.add_argument("--gpu-count", type=int, help="GPUs (default: the tensor-parallel size, else 1)")
+    serve = parser.add_argument_group("vLLM settings (the stack keys of the same names)")
+    serve.add_argument("--tensor-parallel-size")
+    serve.add_argument("--gpu-memory-utilization", type=float)
+    serve.add_argument("--max-model-len", type=int)
+    serve.add_argument("--max-num-batched-tokens", type=int)
+    serve.add_argument("--max-num-seqs", type=int)
+    serve.add_argument("--dtype")
+    serve.add_argument("--quantization")
+    serve.add_argument("--kv-cache-dtype")
+    serve.add_argument(
+        "--min-concurrent-sequences", type=int, default=CLI_MIN_CONCURRENT_SEQUENCES,
+        help="full-length requests the KV cache must hold at once (default 1: vLLM's own check)",
+    )
+    serve.add_argument("--rope-scaling", type=_rope_scaling, help='JSON, e.g. \'{"rope_type": "yarn", "factor": 4.0}\'')
     parser.add_argument("--model-source", choices=("huggingface", "modelscope"))
-    parser.add_argument("--max-model-len", type=int)
-    parser.add_argument("--quantization")
-    parser.add_argument("--dtype")
-    parser.add_argument("--kv-cache-dtype")
-    parser.add_argument("--min-concurrent-sequences", type=int)
-    parser.add_argument("--tensor-parallel-size")
-    parser.add_argument("--instance-type")
-    parser.add_argument("--max-hourly-price-usd", type=float)
-    parser.add_argument("--gpu-memory-utilization", type=float)
-    parser.add_argument(
-        "--region", help="label only: offerings per region need AWS (pulumi preview checks them)"
-    )
-    parser.add_argument(
-        "--offered", help="comma-separated instance types to consider (e.g. what a region offers)"
-    )
-    parser.add_argument("--all", action="store_true", help="list every instance, with why it does not fit")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    ranking = parser.add_argument_group("ranking the catalog's instances")
+    ranking.add_argument("--instance-type")
+    ranking.add_argument("--max-hourly-price-usd", type=float)
+    ranking.add_argument("--region", help="label only: offerings per region need AWS (pulumi preview checks them)")
+    ranking.add_argument("--offered", help="comma-separated instance types to consider (e.g. what a region offers)")
+    ranking.add_argument("--all", action="store_true", help="list every instance, with why it does not fit")
     parser.add_argument("--list-models", action="store_true", help="list the catalog models and exit")
+    parser.add_argument("--list-gpus", action="store_true", help="list the catalog GPUs and exit")
+    return parser
+
+
+def _announcing_fetch(url: str, headers: dict[str, str], timeout: float) -> Optional[bytes]:
+    """The hub fetch, said on stderr (only reached when the answer is not cached)."""
+    file = url.rsplit("/", 1)[-1]
+    print(f"tools/size: the model is not in the catalog; asking {urlparse(url).netloc} for {file}",
+          file=sys.stderr)
+    return http_fetch(url, headers, timeout)
+
+
+def _resolver(model: str, source: str = "huggingface", revision: Optional[str] = None) -> ModelSpec:
+    return resolve(model, source, revision, fetch=_announcing_fetch)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.list_models:
         print("\n".join(spec.model_id for spec in catalog_models()))
         return 0
+    if args.list_gpus:
+        print("\n".join(catalog_gpu_names()))
+        return 0
     if not args.model:
-        parser.error("MODEL is required (or --list-models)")
+        parser.error("MODEL is required (or --list-models / --list-gpus)")
+    if args.gpu and (args.gpu_memory_gib is not None or args.compute_capability is not None):
+        parser.error("give --gpu NAME or --gpu-memory-gib with --compute-capability, not both")
     try:
         config = _cli_config(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    offered = {t.strip() for t in args.offered.split(",") if t.strip()} if args.offered else None
     try:
-        spec = _resolve_spec(config, resolve)
-        judged = candidates(config, offered=offered, spec=spec)
+        spec = _resolve_spec(config, _resolver)
+        if args.gpu or args.gpu_memory_gib is not None or args.compute_capability is not None:
+            return _on_gpu(args, config, spec)
+        return _ranking(args, config, spec)
     except SizingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+
+
+def _on_gpu(args: argparse.Namespace, config: StackConfig, spec: ModelSpec) -> int:
+    asked_tp = None if config.tensor_parallel_size == "auto" else int(config.tensor_parallel_size)
+    count = args.gpu_count or asked_tp or 1
+    instance = gpu_instance(args.gpu, count, args.gpu_memory_gib, args.compute_capability)
+    result = what_if(config, spec, instance)
+    extra = {"gpu": instance.gpu_model.removeprefix("NVIDIA "), "gpu_count": count,
+             "max_model_len": result.estimate.max_model_len, "vllm": PINNED_VLLM_VERSION}
+    if args.json:
+        print(json.dumps(result_object(result, **extra)))
+    else:
+        print(format_what_if(config, result))
+    return 0
+
+
+def _ranking(args: argparse.Namespace, config: StackConfig, spec: ModelSpec) -> int:
+    offered = {t.strip() for t in args.offered.split(",") if t.strip()} if args.offered else None
+    judged = candidates(config, offered=offered, spec=spec)
+    try:
+        chosen = plan(config, offered=offered, resolver=lambda *_: spec)
+    except SizingError as exc:
+        if not args.json:
+            print(format_table(judged, show_all=True))
+            print()
+            raise
+        largest = max(instance_catalog.load_instances(), key=lambda i: (i.gpu_count > 0, i.total_cuda_memory_gib))
+        result = what_if(config, spec, largest)
+        print(json.dumps(result_object(
+            WhatIf(result.instance, result.tensor_parallel_size, result.estimate, False, (str(exc),)),
+            instance_type=None, hourly_price_usd=None, vllm=PINNED_VLLM_VERSION,
+        )))
+        return 0
+    if args.json:
+        result = what_if(config, spec, chosen.instance)
+        print(json.dumps(result_object(
+            result, instance_type=chosen.instance.name, hourly_price_usd=chosen.hourly_price_usd,
+            gpu=chosen.instance.gpu_model.removeprefix("NVIDIA "), gpu_count=chosen.instance.gpu_count,
+            max_model_len=chosen.max_model_len, cheaper=list(chosen.cheaper), vllm=PINNED_VLLM_VERSION,
+        )))
+        return 0
     print(format_table(judged, show_all=args.all))
     print()
     if args.region and args.region != instance_catalog.PRICE_REGION:
         print(f"note: prices are {instance_catalog.PRICE_REGION}; offerings in {args.region} are not "
               "checked here (pass --offered, or run pulumi preview)")
-    try:
-        print(format_report(plan(config, offered=offered, resolver=lambda *_: spec)))
-    except SizingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    print(format_report(chosen))
     return 0
+
+
+def format_what_if(config: StackConfig, result: WhatIf) -> str:
+    """The readable answer for one GPU: vLLM's startup figures, then the verdict and why."""
+    est, inst = result.estimate, result.instance
+    lines = [
+        f"{config.model} on {inst.gpu_count}x {inst.gpu_model.removeprefix('NVIDIA ')} "
+        f"({est.total_gib:.2f} GiB as CUDA sees it, compute capability {inst.compute_capability:.1f}), "
+        f"tensor parallel {result.tensor_parallel_size}, vLLM {PINNED_VLLM_VERSION}",
+        f"  max model len {est.max_model_len}, gpu memory utilization {config.gpu_memory_utilization:g}, "
+        f"kv cache {config.kv_cache_dtype}",
+        f"  per GPU, GiB:   budget {est.budget_gib:6.2f}  (= {config.gpu_memory_utilization:g} x {est.total_gib:.2f})",
+        f"    - weights     {est.weights_gib:6.2f}  (Model loading took)",
+        f"    - activation  {est.activation_gib:6.2f}  (profile run peak)",
+        f"    - CUDA graphs {est.cuda_graphs_gib:6.2f}  (Estimated CUDA graph memory)",
+        f"    - non-torch   {est.non_torch_gib:6.2f}",
+        f"    = KV cache    {est.kv_cache_gib:6.2f}  (Available KV cache memory)",
+        f"  GPU KV cache size: {est.kv_cache_tokens:,} tokens; maximum concurrency for "
+        f"{est.max_model_len:,} tokens per request: {est.max_concurrency:.2f}x",
+    ]
+    need = est.kv_needed_gib(config.min_concurrent_sequences)
+    if result.fits:
+        lines.append(f"  fits: yes ({config.min_concurrent_sequences} full-length request(s) need {need:.2f} GiB of KV cache)")
+    else:
+        lines.append("  fits: no")
+        lines += [f"    - {reason}" for reason in result.reasons]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

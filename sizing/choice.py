@@ -12,6 +12,7 @@ from typing import Callable, Optional
 from config.settings import NAMESPACE, StackConfig
 from sizing import gpus as instance_catalog
 from sizing.batch import BatchLimits, batch_limits
+from sizing.cheaper import cheaper_options
 from sizing.context import resolve_max_model_len
 from sizing.engine_args import EngineOptions, engine_options, expert_parallel_refusal
 from sizing.errors import SizingError
@@ -33,22 +34,13 @@ from sizing.host import (
     stored_weights_gb,
 )
 from sizing.hub import resolve
-from sizing.memory import (
-    GIB,
-    KV_BLOCK_TOKENS,
-    activation_bytes,
-    cuda_graph_bytes,
-    kv_bytes_for_sequences,
-    kv_bytes_per_token,
-    runtime_overhead_bytes,
-    weight_bytes,
-    weights_per_gpu_bytes,
-)
+from sizing.memory import GIB, kv_bytes_per_token, weight_bytes
 from sizing.models import ModelResolutionError, ModelSpec
 from sizing.parallel import choose_tp
 from sizing.ways_out import ways_out
 from sizing.plan import MemoryBreakdown, SizingPlan
 from sizing.rope import rope_override, with_hub_rope_facts
+from sizing.startup import StartupEstimate, estimate, kv_bytes_for_requests
 from sizing.startup_memory import ruled_out_notes, utilization_problem
 
 
@@ -129,32 +121,44 @@ def _request(config: StackConfig, spec: ModelSpec) -> _Request:
     )
 
 
+def startup_estimate(
+    request: _Request, config: StackConfig, instance: GpuInstance, tp: int
+) -> StartupEstimate:
+    """What vLLM 0.33 will log at startup on one GPU of this instance at this TP size, with the
+    batch limits it will run with (``sizing.batch``)."""
+    limits = _batch(request, config, instance)
+    return estimate(
+        request.spec,
+        request.fmt,
+        cuda_total_gib=instance.cuda_memory_gib,
+        compute_capability=instance.compute_capability,
+        tensor_parallel_size=tp,
+        gpu_memory_utilization=config.gpu_memory_utilization,
+        max_model_len=request.max_model_len,
+        max_num_batched_tokens=limits.max_num_batched_tokens,
+        max_num_seqs=limits.max_num_seqs,
+        kv_dtype_bytes=request.kv_dtype_bytes,
+    )
+
+
 def memory_breakdown(
     request: _Request, config: StackConfig, instance: GpuInstance, tp: int
 ) -> tuple[MemoryBreakdown, int]:
-    """(per-GPU estimate, KV tokens the leftover budget holds) for this instance at this TP."""
-    spec = request.spec
-    limits = _batch(request, config, instance)
-    batched, seqs = limits.max_num_batched_tokens, limits.max_num_seqs
-    kv_needed = kv_bytes_for_sequences(
-        spec, request.kv_dtype_bytes, tp, request.max_model_len, config.min_concurrent_sequences
-    )
+    """(per-GPU estimate, KV tokens vLLM will report) for this instance at this TP size.
+
+    The KV term is what minConcurrentSequences full-length requests need at once (one request:
+    vLLM's own startup check), so ``fits`` is vLLM's verdict plus the user's concurrency.
+    """
+    est = startup_estimate(request, config, instance, tp)
     memory = MemoryBreakdown(
-        weights_gib=weights_per_gpu_bytes(spec, request.fmt, tp) / GIB,
-        kv_cache_gib=kv_needed / GIB,
-        activation_gib=activation_bytes(spec, tp, batched, seqs) / GIB,
-        cuda_graphs_gib=cuda_graph_bytes(spec) / GIB,
-        runtime_overhead_gib=runtime_overhead_bytes(tp) / GIB,
-        budget_gib=config.gpu_memory_utilization * instance.cuda_memory_gib,
+        weights_gib=est.weights_gib,
+        kv_cache_gib=est.kv_needed_gib(config.min_concurrent_sequences),
+        activation_gib=est.activation_gib,
+        cuda_graphs_gib=est.cuda_graphs_gib,
+        runtime_overhead_gib=est.non_torch_gib,
+        budget_gib=est.budget_gib,
     )
-    # Capacity in full-attention tokens, after the fixed windows of the required sequences.
-    per_token = kv_bytes_per_token(spec, request.kv_dtype_bytes, tp)
-    one_seq = kv_bytes_for_sequences(spec, request.kv_dtype_bytes, tp, request.max_model_len, 1)
-    full_seq = math.ceil(request.max_model_len / KV_BLOCK_TOKENS) * KV_BLOCK_TOKENS * per_token
-    windows = (one_seq - full_seq) * config.min_concurrent_sequences
-    free = (memory.budget_gib - memory.weights_gib - memory.overhead_gib) * GIB - windows
-    capacity = int(free // per_token) if per_token and free > 0 else 0
-    return memory, capacity
+    return memory, est.kv_cache_tokens
 
 
 def _batch(request: _Request, config: StackConfig, instance: GpuInstance) -> BatchLimits:
@@ -297,7 +301,15 @@ def plan(
     else:
         raise SizingError(nothing_fits_message(config, spec, judged))
     planned = _to_plan(config, spec, chosen)
-    return replace(planned, notes=ruled_out_notes(config, chosen, judged) + planned.notes)
+    cheaper = cheaper_options(config, spec, planned.max_model_len, chosen.price, _cheapest, offered)
+    return replace(planned, notes=ruled_out_notes(config, chosen, judged) + planned.notes, cheaper=cheaper)
+
+
+def _cheapest(
+    config: StackConfig, spec: ModelSpec, offered: Optional[Collection[str]]
+) -> Optional[tuple[str, float]]:
+    fitting = [c for c in candidates(config, offered=offered, spec=spec) if c.fits and c.price is not None]
+    return (fitting[0].instance.name, fitting[0].price) if fitting else None
 
 
 def _user_instance(
@@ -394,7 +406,7 @@ def nothing_fits_message(config: StackConfig, spec: ModelSpec, judged: list[Cand
     request = _request(config, spec)
     total = weight_bytes(spec, request.fmt)
     kv_token = kv_bytes_per_token(spec, request.kv_dtype_bytes, 1)
-    kv_total = kv_bytes_for_sequences(
+    kv_total = kv_bytes_for_requests(
         spec, request.kv_dtype_bytes, 1, request.max_model_len, config.min_concurrent_sequences
     )
     lines = [

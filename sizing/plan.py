@@ -63,6 +63,7 @@ class SizingPlan:
     weights_on_disk_gb: float  # the checkpoint's weights as stored (GB, 10**9 bytes)
     hourly_price_usd: Optional[float]
     notes: tuple[str, ...] = field(default_factory=tuple)  # decisions worth telling the user
+    cheaper: tuple[str, ...] = field(default_factory=tuple)  # "at maxModelLen 8192: g6.xlarge, $0.80/h"
     rope_theta: Optional[float] = None  # the model's RoPE base, when its config.json was read
     rope_override: Optional[RopeOverride] = None  # what ropeScaling becomes (--hf-overrides)
     emit_max_num_batched_tokens: bool = False  # pass --max-num-batched-tokens (user's or raised)

@@ -32,6 +32,7 @@ def format_report(plan: SizingPlan) -> str:
         f"(weights {plan.weights_on_disk_gb:.1f} GB)",
         f"  {_cost_line(plan)}",
     ]
+    lines += [f"  cheaper: {line}" for line in plan.cheaper]
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
 

@@ -9,7 +9,8 @@ import pytest
 
 from config.settings import parse
 from sizing import gpus
-from sizing.choice import plan
+from sizing.choice import evaluate, plan
+from sizing.models import from_catalog
 from sizing.report import format_report
 
 
@@ -77,10 +78,13 @@ def test_a_derived_total_says_so_in_the_report():
 
 
 def test_an_estimate_between_the_cuda_and_the_ec2_budget_is_refused():
-    """20.54 GiB per GPU fits 0.92 x 22.35 GiB (EC2, 20.56) but not 0.92 x 21.95 GiB (CUDA, 20.19):
-    an L4 would refuse it at startup, so the sizer moves on."""
-    config = parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 32768})
-    chosen = plan(config)
-    assert chosen.instance.gpu_model != "NVIDIA L4"
-    assert chosen.memory.required_gib == pytest.approx(20.54, abs=0.01)
-    assert 0.92 * 21.95 < chosen.memory.required_gib < 0.92 * 22888 / 1024
+    """Qwen2.5-7B at 30000 tokens x 3 sequences needs about 20.3 GiB per GPU: it fits 0.92 x
+    22.35 GiB (EC2, 20.56) but not 0.92 x 21.95 GiB (CUDA, 20.19). An L4 would refuse it at
+    startup, so the sizer moves on. The KV part is hand arithmetic: (3 x 1875 + 1) blocks of 16
+    tokens x 57,344 B = 4.81 GiB."""
+    config = parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 30000, "minConcurrentSequences": 3})
+    l4 = evaluate(config, from_catalog("Qwen/Qwen2.5-7B-Instruct"), gpus.get("g6.xlarge"))
+    assert l4.memory.kv_cache_gib * 2**30 == pytest.approx((3 * 1875 + 1) * 16 * 57344)
+    assert 0.92 * 21.95 < l4.memory.required_gib < 0.92 * 22888 / 1024
+    assert not l4.fits
+    assert plan(config).instance.gpu_model != "NVIDIA L4"

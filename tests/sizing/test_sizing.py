@@ -51,6 +51,13 @@ def hand_kv_bytes(layers, kv_heads, head_dim, tp, tokens, kv_bytes=2):
     return 2 * layers * max(1, kv_heads // tp) * head_dim * kv_bytes * tokens
 
 
+def hand_kv_for_requests(layers, kv_heads, head_dim, tp, max_len, requests, kv_bytes=2):
+    """vLLM's blocks: each request takes ceil(max_len / 16) blocks of 16 tokens, and the pool keeps
+    one block back (vllm/v1/core/kv_cache_planning.py check_enough_kv_cache_memory)."""
+    blocks = requests * math.ceil(max_len / 16) + 1
+    return hand_kv_bytes(layers, kv_heads, head_dim, tp, blocks * 16, kv_bytes)
+
+
 def hand_params_qwen25_7b():
     vocab, hidden, inter, layers, heads, kv, hd = 152064, 3584, 18944, 28, 28, 4, 128
     attention = hidden * heads * hd + 2 * hidden * kv * hd + heads * hd * hidden + heads * hd + 2 * kv * hd
@@ -91,15 +98,18 @@ CATALOG_CASES = [
     ("meta-llama/Llama-3.1-8B-Instruct", 8192, 8.03e9 * 2, (32, 8, 128), None),
     ("meta-llama/Llama-3.1-70B-Instruct", 16384, 70.554e9 * 2, (80, 8, 128), None),
     ("mistralai/Mixtral-8x7B-Instruct-v0.1", None, 46.703e9 * 2, (32, 8, 128), None),
-    # mxfp4 experts at 4.25 bits, everything else 16-bit
-    (
-        "openai/gpt-oss-120b",
-        None,
-        (116.829e9 - GPT_OSS_120B_EXPERTS) * 2 + GPT_OSS_120B_EXPERTS * 4.25 / 8,
-        (18, 8, 64),
-        (18, 128),
-    ),
+    # mxfp4 experts at 4.25 bits in the layout of the GPU's kernels (gpt_oss_weights), rest 16-bit
+    ("openai/gpt-oss-120b", None, "gpt-oss", (18, 8, 64), (18, 128)),
 ]
+
+
+def gpt_oss_weights(compute_capability):
+    """gpt-oss-120b as vLLM 0.33 holds it on one GPU: 16-bit rest + 36 x 128 experts x 3 matrices
+    of hidden x intermediate at 4.25 bits. Hopper's Triton kernels keep 2880 x 2880; the Marlin
+    and TRT-LLM kernels (Ampere/Ada, Blackwell) pad to 3072 x 2944. Plus 0.26 GiB measured at load."""
+    hidden, inter = (2880, 2880) if 9.0 <= compute_capability < 10.0 else (3072, 2944)
+    experts = 36 * 128 * 3 * hidden * inter
+    return (116.829e9 - GPT_OSS_120B_EXPERTS) * 2 + experts * 4.25 / 8 + 0.26 * GIB
 
 
 @pytest.mark.parametrize("model,max_len,weights,kv_arch,sliding", CATALOG_CASES, ids=[c[0] for c in CATALOG_CASES])
@@ -115,15 +125,22 @@ def test_catalog_model_gets_the_cheapest_instance_that_fits(model, max_len, weig
 
     tp = chosen.tensor_parallel_size
     assert tp == chosen.instance.gpu_count or chosen.instance.gpu_count % tp == 0
+    if weights == "gpt-oss":
+        weights = gpt_oss_weights(chosen.instance.compute_capability)
     assert chosen.memory.weights_gib * GIB == pytest.approx(weights / tp, rel=WEIGHT_TOLERANCE)
 
     tokens = chosen.max_model_len * cfg.min_concurrent_sequences
-    kv = hand_kv_bytes(*kv_arch, tp=tp, tokens=tokens)
+    requests = cfg.min_concurrent_sequences
+    blocks = math.ceil(chosen.max_model_len / 16)  # per request, full-attention layers
+    block_bytes = hand_kv_bytes(*kv_arch, tp=tp, tokens=16)
     if sliding:
+        # One group of full and one of sliding layers (18 each): a request holds the window - 1
+        # plus two batches in flight (async scheduling), in whole blocks plus one.
         layers, window = sliding
-        per_layer_token = 2 * max(1, kv_arch[1] // tp) * kv_arch[2] * 2
-        kv += layers * (window + 16) * per_layer_token * cfg.min_concurrent_sequences
-    assert chosen.memory.kv_cache_gib * GIB == pytest.approx(kv, rel=1e-6)
+        in_flight = 2 * chosen.max_num_batched_tokens
+        blocks += math.ceil(min(window - 1 + in_flight, chosen.max_model_len) / 16) + 1
+    kv = (requests * blocks + 1) * block_bytes
+    assert chosen.memory.kv_cache_gib * GIB == pytest.approx(kv, rel=1e-9)
 
     assert chosen.memory.fits and chosen.memory.required_gib <= chosen.memory.budget_gib
     assert chosen.kv_cache_capacity_tokens >= tokens  # vLLM's startup check passes
@@ -213,7 +230,7 @@ def test_long_context_pushes_the_model_to_a_bigger_instance():
     assert long.hourly_price_usd > short.hourly_price_usd
     refused = evaluate(long_cfg, spec, short.instance)
     assert "KV for 2 x 32768 tokens does not fit" in " ".join(refused.reasons)
-    assert long.memory.kv_cache_gib * GIB == hand_kv_bytes(32, 8, 128, long.tensor_parallel_size, 2 * 32768)
+    assert long.memory.kv_cache_gib * GIB == hand_kv_for_requests(32, 8, 128, long.tensor_parallel_size, 32768, 2)
 
 
 def test_t4_serves_float16_when_dtype_is_auto():
@@ -309,7 +326,7 @@ def test_fp8_kv_cache_halves_kv_and_is_refused_below_ada():
     spec = from_catalog("Qwen/Qwen2.5-7B-Instruct")
     cfg = config("Qwen/Qwen2.5-7B-Instruct", kvCacheDtype="fp8")
     chosen = plan(cfg)
-    assert chosen.memory.kv_cache_gib * GIB == hand_kv_bytes(28, 4, 128, chosen.tensor_parallel_size, 65536, kv_bytes=1)
+    assert chosen.memory.kv_cache_gib * GIB == hand_kv_for_requests(28, 4, 128, chosen.tensor_parallel_size, 32768, 2, kv_bytes=1)
     t4 = evaluate(cfg, spec, get("g4dn.xlarge"))
     assert "kvCacheDtype=fp8 needs compute capability 8.9" in " ".join(t4.reasons)
 
