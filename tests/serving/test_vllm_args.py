@@ -560,3 +560,11 @@ def test_deprecated_checkpoint_quantization_is_opted_into():
     assert "--allow-deprecated-quantization" in args
     small = parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 8192})
     assert "--allow-deprecated-quantization" not in serve_args(small, size(small), model_path="/models/served")
+
+
+def test_a_flag_and_its_value_in_one_item_is_told_to_split_them():
+    with pytest.raises(ConfigError) as refused:
+        check_flags(["--max-num-seqs 64"])
+    assert "write two items ('--max-num-seqs', '64') or --max-num-seqs=64" in str(refused.value)
+    check_flags(["--max-num-seqs", "64"])
+    check_flags(["--limit-mm-per-prompt={\"image\": 4}"])  # a JSON value with a space is one item
