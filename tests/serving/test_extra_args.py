@@ -330,3 +330,4 @@ def test_o_dot_is_not_a_compilation_key_in_0_33():
         check_flags(["-O.cudagraph_mode", "FULL"])
     assert "--compilation-config.cudagraph_mode" in caught.value.problems[0]
     check_flags(["--compilation-config.cudagraph_mode", "FULL"])  # the fix
+
