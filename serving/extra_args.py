@@ -95,7 +95,7 @@ def meaning_problems(reading: _Reading, config: StackConfig, plan: SizingPlan, m
     args = _Args(reading)
     context = _Context(config, plan, model_path)
     problems: list[str] = []
-    for check in (_parsers, _dependencies, _structured_outputs, _paths):
+    for check in (_parsers, _dependencies, _structured_outputs, _speculative, _paths):
         problems += check(args, context)
     return problems + parallel_problems(args, plan, context.where)
 
@@ -246,6 +246,36 @@ def _structured_outputs(args: _Args, ctx: _Context) -> list[str]:
             "--structured-outputs-config.backend guidance"
         )
     return problems
+
+
+# vllm/config/speculative.py SpeculativeConfig.__post_init__: the methods that need no draft
+# "model" besides the MTP ones (serving/vllm-facts.json speculative_mtp_methods).
+_DRAFTLESS_METHODS = ("dspark", "ngram", "[ngram]", "ngram_gpu", "suffix", "extract_hidden_states")
+
+
+def _speculative(args: _Args, ctx: _Context) -> list[str]:
+    """SpeculativeConfig.__post_init__: a method that drafts with a model of its own needs
+    "model"; that model is a directory the offline container must see."""
+    spec = args.objects.get("--speculative-config")
+    if not spec:
+        return []
+    model, method = spec.get("model"), spec.get("method")
+    custom = isinstance(model, str) and all(p.isidentifier() for p in model.split(".")) and "." in model
+    if method is None:
+        method = "custom_class" if custom else "ngram" if model in ("ngram", "[ngram]") else "draft_model"
+    draftless = _DRAFTLESS_METHODS + tuple(vllm_facts()["speculative_mtp_methods"])
+    flag = "--speculative-config"
+    if model is None and spec.get("num_speculative_tokens") is not None and method not in draftless:
+        return [
+            f"{ctx.where}: {flag} method {method!r} drafts with a model of its own and names none "
+            '(vLLM stops: "num_speculative_tokens was provided but without speculative model"); '
+            f'add "model": "{ctx.model_path}/<draft directory>" (a local model directory holding '
+            f"it), or use a method that needs none: {', '.join(draftless[:6])}, or an MTP method"
+        ]
+    if isinstance(model, str) and method not in ("ngram", "custom_class") and model not in ("ngram", "[ngram]"):
+        problem = _path_problem(f"{flag} model", "directory", model, ctx)
+        return [problem] if problem else []
+    return []
 
 
 def _paths(args: _Args, ctx: _Context) -> list[str]:
