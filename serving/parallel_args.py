@@ -11,7 +11,8 @@ vllm/engine/arg_utils.py `EngineArgs.create_engine_config`, vllm/v1/worker/gpu_w
   (--eplb-config num_redundant_experts) need --enable-eplb; --enable-elastic-ep needs
   --enable-eplb;
 * one host, one server: the data-parallel load-balancing modes and multi-node flags make this
-  server run some ranks and wait for others launched elsewhere, which this stack never does.
+  server run some ranks and wait for others launched elsewhere, which this stack never does;
+* NUMA binding: --numa-bind-nodes and --numa-bind-cpus need --numa-bind.
 """
 
 from __future__ import annotations
@@ -48,7 +49,19 @@ class _Args(Protocol):
 
 def parallel_problems(args: _Args, plan: SizingPlan, where: str) -> list[str]:
     """Every problem of the parallelism flags, each naming the flag, its value and the fix."""
-    return _single_host(args, where) + _gpus(args, plan, where) + _eplb(args, plan, where)
+    return (
+        _single_host(args, where) + _gpus(args, plan, where) + _eplb(args, plan, where)
+        + _numa(args, where)
+    )
+
+
+def _numa(args: _Args, where: str) -> list[str]:
+    return [
+        f"{where}: {flag} needs --numa-bind, which is off (vLLM stops: \"numa_bind_nodes and "
+        'numa_bind_cpus require numa_bind=True"); add --numa-bind, or drop ' + flag
+        for flag in ("--numa-bind-nodes", "--numa-bind-cpus")
+        if args.value(flag) is not None and not args.on("--numa-bind")
+    ]
 
 
 def _single_host(args: _Args, where: str) -> list[str]:

@@ -81,3 +81,9 @@ def test_data_parallel_size_local_must_be_the_whole_size(local, dp):
 def test_data_parallel_size_local_equal_to_the_size_is_accepted():
     assert problems(["-dp", "2", "-dpl", "2"], instance=FOUR_L40S, tensor_parallel_size=2,
                     data_parallel_size=2) == []
+
+
+@pytest.mark.parametrize("flag, value", [("--numa-bind-nodes", "0"), ("--numa-bind-cpus", "0-3")])
+def test_numa_binding_details_need_numa_binding(flag, value):
+    assert f"{flag} needs --numa-bind" in only([flag, value])
+    assert problems(["--numa-bind", flag, value]) == []
