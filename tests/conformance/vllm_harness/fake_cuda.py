@@ -200,6 +200,10 @@ def _platform_class():
         def get_cuda_runtime_major(cls) -> int:
             return int(GPU.get("cuda_runtime_major", 13))
 
+        def is_cumem_allocator_available(self) -> bool:
+            # vllm/cumem_allocator (compiled, stubbed here) loads on a GPU host.
+            return True
+
         @classmethod
         def is_arch_support_pdl(cls) -> bool:
             return capability().major >= 9

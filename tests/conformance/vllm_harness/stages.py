@@ -13,6 +13,11 @@ check(request) runs, in the order `vllm serve` runs them:
   engine_config  AsyncEngineArgs.from_cli_args, propagate_flash_late_interaction,
                  create_engine_config(usage_context=OPENAI_API_SERVER), as
                  build_async_engine_client does;
+  renderer       what AsyncLLM.__init__ (v1/engine/async_llm.py) builds before it starts the
+                 engine: renderers/registry.py renderer_from_config, which loads the tokenizer
+                 (tokenizers/registry.py cached_tokenizer_from_config, e.g. --tokenizer-mode);
+                 the model directories hold a tiny tokenizer, so a mode that needs the model's
+                 own tokenizer files (mistral's tekken.json) cannot be judged here;
   worker_init    what Worker.init_device (v1/worker/gpu_worker.py) checks before it loads the
                  model, for every worker of every local data-parallel engine: its GPU index
                  exists, current_platform.check_if_supports_dtype, and request_memory
@@ -46,6 +51,7 @@ def import_vllm() -> None:
     import vllm.entrypoints.common.cli_args  # noqa: F401
     import vllm.model_executor.layers.linear  # noqa: F401
     import vllm.model_executor.layers.rotary_embedding  # noqa: F401
+    import vllm.renderers  # noqa: F401
     import vllm.usage.usage_lib  # noqa: F401
     import vllm.utils.mem_utils  # noqa: F401
     import vllm.v1.kv_cache_interface  # noqa: F401
@@ -87,6 +93,14 @@ def check(request: dict[str, Any]) -> dict[str, Any]:
     result["engine_config_ok"] = True
     result.update(summarize(config))
 
+    result["stage"] = "renderer"
+    try:
+        from vllm.renderers import renderer_from_config
+
+        renderer_from_config(config)
+    except Exception as exc:  # noqa: BLE001
+        return _failed(result, exc)
+
     result["stage"] = "worker_init"
     try:
         _worker_init(config, platform, gpu, result)
@@ -124,8 +138,10 @@ def _parse(argv: list[str]) -> tuple[Any, str]:
         with contextlib.redirect_stderr(stderr):
             return parser.parse_args(["serve", *argv]), ""
     except SystemExit as exc:
-        lines = [line for line in stderr.getvalue().splitlines() if line.strip()]
-        return None, lines[-1] if lines else f"argparse exit {exc.code}"
+        lines = [line.strip() for line in stderr.getvalue().splitlines() if line.strip()]
+        start = next((i for i, line in enumerate(lines) if "error:" in line), max(0, len(lines) - 1))
+        said = [line for line in lines[start:] if not line.startswith("For further information")]
+        return None, " ".join(said) if said else f"argparse exit {exc.code}"
     except Exception as exc:  # noqa: BLE001 - FlexibleArgumentParser raises some itself
         return None, error_text(exc)
 
