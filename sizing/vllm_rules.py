@@ -154,7 +154,8 @@ def vllm_context_limit(
 
     `rope` is the model's rope parameters as vLLM sees them (one dict, or one per layer
     type); the last factor of a multiplying type wins, as in vLLM's loop. The tokenizer's
-    model_max_length, which vLLM also takes into account, is not known before the download.
+    model_max_length caps it only for pooling models with absolute position embeddings
+    (`ModelConfig.get_and_verify_max_len`), which this deployer does not serve.
     """
     derived = float(max_position_embeddings)
     params = [p for p in rope if p]

@@ -79,6 +79,8 @@ CASES = [
           model="deepseek-ai/DeepSeek-V3"),
     _case("gpt-oss-20b", "gpt_oss: mxfp4 experts, sliding/full layers", model="openai/gpt-oss-20b"),
     _case("gpt-oss-120b", "gpt_oss 120b on one 96 GB GPU", model="openai/gpt-oss-120b"),
+    _case("gpt-oss-120b-tp8", "gpt_oss 120b over 8 H100", model="openai/gpt-oss-120b",
+          instanceType="p5.48xlarge"),
     _case("gemma2-9b", "gemma2: bfloat16, hybrid sliding window", model="google/gemma-2-9b-it"),
     _case("gemma2-2b-auto", "issue 11: gemma2 refuses float16, so not a T4",
           model="google/gemma-2-2b-it"),

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write a tiny, offline, byte-level fast tokenizer into a model directory.
 
-    .vllm-venv/bin/python make_tiny_tokenizer.py MODEL_DIR [--token TOK ...]
+    .vllm-venv/bin/python tests/conformance/vllm_harness/make_tiny_tokenizer.py MODEL_DIR [--token TOK ...]
 
 Some `vllm serve` flags make create_engine_config load the tokenizer, e.g.
 `--reasoning-parser X` (vllm/config/reasoning.py: ReasoningConfig.
@@ -13,10 +13,9 @@ text encodes) plus special tokens used by common chat / reasoning / tool-call
 formats. Token ids therefore differ from the real model's; only the *presence*
 of the strings matters for the config checks.
 
-It deliberately writes no `model_max_length` into tokenizer_config.json:
-vLLM takes min(derived max_model_len, tokenizer_config["model_max_length"])
-(vllm/config/model.py:_get_and_verify_max_len), so copy the real value in if
-your model's tokenizer_config.json has a smaller one.
+It writes no `model_max_length` into tokenizer_config.json (vLLM caps the context by it only
+for pooling models with absolute position embeddings, vllm/config/model.py
+ModelConfig.get_and_verify_max_len). tests/fixtures/tiny-tokenizer holds its output.
 """
 
 import argparse
