@@ -412,6 +412,11 @@ CASES = [
           "(formats.resolve_dtype)",
           natural=Natural(drop=("instanceType",), flags=("--dtype", "auto"), instance="g4dn.xlarge"),
           model="google/gemma-2-2b-it", instanceType="g4dn.xlarge"),
+    _case("dtype-gemma3-t4", "issue 11: gemma-3-1b-it on a T4", program=REFUSE, vllm=ACCEPT,
+          stricter="vLLM runs it in float32 there; the sizing counts 16-bit activations only "
+          "(formats.resolve_dtype)",
+          natural=Natural(drop=("instanceType",), flags=("--dtype", "auto"), instance="g4dn.xlarge"),
+          model="google/gemma-3-1b-it", instanceType="g4dn.xlarge"),
     _case("dtype-fp16-l4", "float16 asked on a bfloat16 GPU", model=Q7, dtype="float16"),
     # --- GPU memory at startup ----------------------------------------------------------------
     _case("gmu-0.99-l4", "issue 11: 0.99 of an L4 is not free once the CUDA context exists",

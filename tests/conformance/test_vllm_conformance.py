@@ -25,14 +25,19 @@ pytestmark = pytest.mark.vllm_conformance
 
 
 @pytest.fixture(scope="session")
-def judged(tmp_path_factory) -> dict[str, tuple[Decision, dict, dict]]:
-    """{case id: (the program's decision, its stack values, vLLM's result)}, one vLLM batch."""
+def judged(request, tmp_path_factory) -> dict[str, tuple[Decision, dict, dict]]:
+    """{case id: (the program's decision, its stack values, vLLM's result)} for the selected
+    cases (all, unless -k narrows them), in one vLLM batch."""
     problem = vllm_runner.venv_problem()
     if problem:
         pytest.fail(problem)
+    selected = {
+        item.callspec.params["case"].id for item in request.session.items
+        if hasattr(item, "callspec") and "case" in item.callspec.params
+    }
     models = tmp_path_factory.mktemp("models")
     decisions, requests = {}, []
-    for case in CASES:
+    for case in (c for c in CASES if c.id in selected):
         values = stack_values(case, models)
         decision = decide(values)
         decisions[case.id] = (decision, values)
