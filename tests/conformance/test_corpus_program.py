@@ -60,3 +60,10 @@ def test_the_program_decides_as_recorded(case: Case, models):
         assert natural.accepted, (
             f"{case.id}: without {case.natural.drop} the program should accept it: {natural.message}"
         )
+
+
+def test_the_readme_states_the_corpus_size():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert f"{len(CASES)} stack configs" in readme and f"replays {len(CASES)} configs" in readme
