@@ -3,8 +3,9 @@
 A tensor-parallel size must split the attention heads (vllm/config/model.py
 `verify_with_parallel_config`), for quantized checkpoints every sharded weight along the
 quantization's own grain (sizing.quant_shapes), and with decode context parallelism in
-vllmExtraArgs be a size that parallelism can split (`_dcp_problem`). With data parallelism or prefill context
-parallelism in vllmExtraArgs, DP x PCP x TP x PP GPUs are used, which must exist on the host.
+vllmExtraArgs be a size that parallelism can split (`_dcp_problem`). With data parallelism or
+prefill context parallelism in vllmExtraArgs, DP x PCP x TP x PP GPUs are used, which must exist
+on the host.
 """
 
 from __future__ import annotations

@@ -69,8 +69,8 @@ def auto_dtype(model_type: str, config_dtype: str, compute_capability: float) ->
 
 # The lowest compute capability each checkpoint format runs on: what the quantization configs
 # answer in `get_min_capability` (vllm/model_executor/layers/quantization/), which
-# `ModelConfig._verify_quantization` checks at startup ("The quantization method ... is not
-# supported for the current GPU. Minimum capability: ..."):
+# `VllmConfig._get_quantization_config` (vllm/config/vllm.py) checks at startup ("The
+# quantization method ... is not supported for the current GPU. Minimum capability: ..."):
 # fp8.py Fp8Config 75 and online/base.py (--quantization fp8 on a 16-bit checkpoint) 75,
 # fbgemm_fp8.py 80, mxfp4.py 80, auto_awq.py 75, auto_gptq.py 60.
 QUANT_MIN_CAPABILITY: dict[str, float] = {
