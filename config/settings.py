@@ -176,7 +176,7 @@ class StackConfig(BaseModel):
         "checkpoint's own quantization_config.",
     )
     kv_cache_dtype: Literal["auto", "fp8"] = Field(
-        "auto", description="KV cache dtype; fp8 halves KV memory (needs compute capability 8.9+)."
+        "auto", description="KV cache dtype; fp8 halves KV memory."
     )
 
     # --- serving -------------------------------------------------------------------

@@ -12,7 +12,9 @@ reads the parsed options as one set, the way the checks after the parser do:
   parser names against the registries (serving/vllm-facts.json), unless a plugin adds names;
 * `StructuredOutputsConfig._validate_structured_output_config` (vllm/config/structured_outputs.py);
 * what this deployment adds: files must be inside the container (only the model directory is
-  mounted, read-only, at the model path), and DP x TP x PP x PCP GPUs must exist on the host.
+  mounted, read-only, at the model path);
+* the parallelism flags (serving.parallel_args): the GPUs they add up to, expert-parallel load
+  balancing, and the multi-server modes this one-host stack does not run.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Optional
 
 from config.settings import NAMESPACE, PINNED_VLLM_VERSION, StackConfig
 from serving.flag_reader import _Option, _Reading
+from serving.parallel_args import parallel_problems
 from serving.vllm_flags import vllm_facts
 from sizing.plan import SizingPlan
 
@@ -92,9 +95,9 @@ def meaning_problems(reading: _Reading, config: StackConfig, plan: SizingPlan, m
     args = _Args(reading)
     context = _Context(config, plan, model_path)
     problems: list[str] = []
-    for check in (_parsers, _dependencies, _structured_outputs, _paths, _gpus):
+    for check in (_parsers, _dependencies, _structured_outputs, _speculative, _paths):
         problems += check(args, context)
-    return problems
+    return problems + parallel_problems(args, plan, context.where)
 
 
 def meaning_warnings(reading: _Reading) -> list[str]:
@@ -245,6 +248,36 @@ def _structured_outputs(args: _Args, ctx: _Context) -> list[str]:
     return problems
 
 
+# vllm/config/speculative.py SpeculativeConfig.__post_init__: the methods that need no draft
+# "model" besides the MTP ones (serving/vllm-facts.json speculative_mtp_methods).
+_DRAFTLESS_METHODS = ("dspark", "ngram", "[ngram]", "ngram_gpu", "suffix", "extract_hidden_states")
+
+
+def _speculative(args: _Args, ctx: _Context) -> list[str]:
+    """SpeculativeConfig.__post_init__: a method that drafts with a model of its own needs
+    "model"; that model is a directory the offline container must see."""
+    spec = args.objects.get("--speculative-config")
+    if not spec:
+        return []
+    model, method = spec.get("model"), spec.get("method")
+    custom = isinstance(model, str) and all(p.isidentifier() for p in model.split(".")) and "." in model
+    if method is None:
+        method = "custom_class" if custom else "ngram" if model in ("ngram", "[ngram]") else "draft_model"
+    draftless = _DRAFTLESS_METHODS + tuple(vllm_facts()["speculative_mtp_methods"])
+    flag = "--speculative-config"
+    if model is None and spec.get("num_speculative_tokens") is not None and method not in draftless:
+        return [
+            f"{ctx.where}: {flag} method {method!r} drafts with a model of its own and names none "
+            '(vLLM stops: "num_speculative_tokens was provided but without speculative model"); '
+            f'add "model": "{ctx.model_path}/<draft directory>" (a local model directory holding '
+            f"it), or use a method that needs none: {', '.join(draftless[:6])}, or an MTP method"
+        ]
+    if isinstance(model, str) and method not in ("ngram", "custom_class") and model not in ("ngram", "[ngram]"):
+        problem = _path_problem(f"{flag} model", "directory", model, ctx)
+        return [problem] if problem else []
+    return []
+
+
 def _paths(args: _Args, ctx: _Context) -> list[str]:
     problems = []
     for flag, kind in _PATH_FLAGS.items():
@@ -290,29 +323,6 @@ def _missing_in_local_model(flag: str, value: str, relative: str, ctx: _Context)
         f"{ctx.where}: {flag} {value!r} points into the model directory, but {local} does not "
         f"exist on this machine, so it will not be in the container; add it to {ctx.config.model}"
     )
-
-
-def _gpus(args: _Args, ctx: _Context) -> list[str]:
-    plan = ctx.plan
-    dp = _int(args.value("--data-parallel-size"))
-    pcp = _int(args.value("--prefill-context-parallel-size"))
-    used = plan.tensor_parallel_size * plan.pipeline_parallel_size * dp * pcp
-    if used <= plan.instance.gpu_count:
-        return []
-    return [
-        f"{ctx.where}: --data-parallel-size {dp} x --prefill-context-parallel-size {pcp} x "
-        f"tensor parallel {plan.tensor_parallel_size} x pipeline parallel "
-        f"{plan.pipeline_parallel_size} needs {used} GPUs, and {plan.instance.name} has "
-        f"{plan.instance.gpu_count}; lower --data-parallel-size, or set instanceType to auto so "
-        "the sizing picks a host with that many GPUs"
-    ]
-
-
-def _int(value: Optional[str]) -> int:
-    try:
-        return max(1, int(value)) if value is not None else 1
-    except ValueError:
-        return 1
 
 
 def _json_or_text(value: str) -> Any:

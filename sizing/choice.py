@@ -19,7 +19,6 @@ from sizing.errors import SizingError
 from sizing.formats import (
     BYTES_16BIT,
     FP8_METHODS,
-    MIN_CC_FP8,
     WeightFormat,
     dtype_refusal,
     resolve_dtype,
@@ -42,6 +41,7 @@ from sizing.plan import MemoryBreakdown, SizingPlan
 from sizing.rope import rope_override, with_hub_rope_facts
 from sizing.startup import StartupEstimate, estimate, kv_bytes_for_requests
 from sizing.startup_memory import ruled_out_notes, utilization_problem
+from sizing.vllm_rules import FP8_TENSOR_CORE_CAPABILITY
 
 
 Resolver = Callable[..., ModelSpec]
@@ -204,10 +204,11 @@ def _evaluate(
             Blocker("gpu", f"{request.fmt.label} weights need compute capability "
                     f"{request.fmt.min_compute_capability:g}+, {instance.gpu_model} is {cc:g}")
         )
-    if config.kv_cache_dtype == "fp8" and cc < MIN_CC_FP8:
-        blockers.append(
-            Blocker("gpu", f"kvCacheDtype=fp8 needs compute capability {MIN_CC_FP8:g}+, "
-                    f"{instance.gpu_model} is {cc:g}")
+    elif request.fmt.method in FP8_METHODS and cc < FP8_TENSOR_CORE_CAPABILITY:
+        notes.append(
+            f"{instance.gpu_model} has no fp8 tensor cores (compute capability {cc:g} < "
+            f"{FP8_TENSOR_CORE_CAPABILITY:g}): vLLM runs the fp8 weights weight-only (FP8 Marlin), "
+            "as fp8 in memory and 16-bit in the matmuls"
         )
     tp, tp_why = choose_tp(request.spec, config, instance, request.fmt, request.engine)
     if tp is None:

@@ -20,6 +20,7 @@ from sizing.models import ModelSpec
 _SPELLINGS = {
     "--data-parallel-size": ("--data-parallel-size", "-dp"),
     "--prefill-context-parallel-size": ("--prefill-context-parallel-size", "-pcp"),
+    "--decode-context-parallel-size": ("--decode-context-parallel-size", "-dcp"),
     "--performance-mode": ("--performance-mode",),
 }
 
@@ -46,6 +47,7 @@ class EngineOptions:
 
     data_parallel_size: int = 1
     prefill_context_parallel_size: int = 1
+    decode_context_parallel_size: int = 1  # splits the KV cache over the TP ranks; no GPUs of its own
     chunked_prefill: Optional[bool] = None  # None: the model's default (on for generating models)
     chunked_prefill_flag: Optional[str] = None  # the spelling that set it, for messages
     performance_mode: str = DEFAULT_PERFORMANCE_MODE
@@ -90,6 +92,7 @@ def engine_options(args: Sequence[str]) -> EngineOptions:
     return EngineOptions(
         data_parallel_size=_positive_int(found.get("--data-parallel-size"), 1),
         prefill_context_parallel_size=_positive_int(found.get("--prefill-context-parallel-size"), 1),
+        decode_context_parallel_size=_positive_int(found.get("--decode-context-parallel-size"), 1),
         chunked_prefill=chunked[0] if isinstance(chunked, tuple) else None,
         chunked_prefill_flag=chunked[1] if isinstance(chunked, tuple) else None,
         performance_mode=str(found.get("--performance-mode") or DEFAULT_PERFORMANCE_MODE),

@@ -16,6 +16,7 @@ from sizing.gpus import GpuInstance
 from sizing.models import ModelSpec, quantized_checkpoints
 from sizing.vllm_rules import (
     MIN_CC_BF16,
+    QUANT_MIN_CAPABILITY,
     SIZED_DTYPES,
     auto_dtype,
     float16_refusal,
@@ -38,12 +39,9 @@ GPTQ_GIDX_BYTES = 4
 
 DEFAULT_QUANT_GROUP = 128
 
-# Minimum compute capability per format. fp8 weights/KV are sized only for Ada/Hopper+ (8.9):
-# vLLM 0.33 would fall back to weight-only fp8 kernels below that, which this deployer does not
-# offer; mxfp4 and AWQ per vLLM's quantization configs. bfloat16: sizing.vllm_rules.
-MIN_CC_FP8 = 8.9
-
-MIN_CC = {"fp8": MIN_CC_FP8, "fbgemm_fp8": MIN_CC_FP8, "mxfp4": 8.0, "awq": 7.5, "gptq": 7.5}
+# The lowest GPU vLLM 0.33.0 ships kernels for (sizing.gpus.MIN_COMPUTE_CAPABILITY): the floor of
+# every format whose own minimum is lower (gptq: 6.0).
+MIN_CC_ANY = 7.5
 
 FP8_METHODS = ("fp8", "fbgemm_fp8")
 
@@ -68,7 +66,8 @@ class WeightFormat:
 
     @property
     def min_compute_capability(self) -> float:
-        return MIN_CC.get(self.method or "", 7.5)
+        """vLLM's minimum for the format (sizing.vllm_rules.QUANT_MIN_CAPABILITY)."""
+        return max(MIN_CC_ANY, QUANT_MIN_CAPABILITY.get(self.method or "", MIN_CC_ANY))
 
     def bytes_per_quantized_param(self, spec: ModelSpec) -> float:
         """Bytes of one weight in the layers this format quantizes (2 for 16-bit)."""

@@ -1,9 +1,11 @@
 """Tensor parallelism: which sizes split the model evenly, and the one chosen on an instance.
 
 A tensor-parallel size must split the attention heads (vllm/config/model.py
-`verify_with_parallel_config`) and, for quantized checkpoints, every sharded weight along the
-quantization's own grain (sizing.quant_shapes). With data parallelism or prefill context
-parallelism in vllmExtraArgs, DP x PCP x TP x PP GPUs are used, which must exist on the host.
+`verify_with_parallel_config`), for quantized checkpoints every sharded weight along the
+quantization's own grain (sizing.quant_shapes), and with decode context parallelism in
+vllmExtraArgs be a size that parallelism can split (`_dcp_problem`). With data parallelism or
+prefill context parallelism in vllmExtraArgs, DP x PCP x TP x PP GPUs are used, which must exist
+on the host.
 """
 
 from __future__ import annotations
@@ -35,7 +37,41 @@ def tp_problem(
             f"tensor parallel {tp} does not divide the model's {spec.num_attention_heads} "
             f"attention / {spec.num_kv_heads} KV heads"
         )
-    return shard_problem(spec, fmt, tp, compute_capability, engine.expert_parallel)
+    return _dcp_problem(spec, tp, engine) or shard_problem(
+        spec, fmt, tp, compute_capability, engine.expert_parallel
+    )
+
+
+def _dcp_problem(spec: ModelSpec, tp: int, engine: EngineOptions) -> Optional[str]:
+    """Decode context parallelism (--decode-context-parallel-size) reuses the tensor-parallel
+    ranks: vllm/config/parallel.py `ParallelConfig._validate_parallel_config` (TP divisible by
+    DCP; with prefill context parallelism, DCP is 1, PCP or TP x PCP), and for models without MLA
+    vllm/config/model.py `ModelConfig.verify_with_parallel_config` (TP above the KV heads, DCP
+    at most TP // KV heads, query heads per KV head divisible by DCP)."""
+    dcp, pcp = engine.decode_context_parallel_size, engine.prefill_context_parallel_size
+    flag = f"--decode-context-parallel-size {dcp}"
+    if dcp <= 1:
+        return None
+    if pcp == 1 and tp % dcp:
+        return f"tensor parallel {tp} is not a multiple of {flag} (it splits the tensor-parallel ranks)"
+    if pcp > 1 and dcp not in (pcp, tp * pcp):
+        return (
+            f"{flag} with --prefill-context-parallel-size {pcp} must be {pcp} or {tp * pcp} at "
+            f"tensor parallel {tp}"
+        )
+    if spec.is_mla:
+        return None
+    kv, heads = spec.num_kv_heads, spec.num_attention_heads
+    if tp <= kv:
+        return (
+            f"tensor parallel {tp} is not above the model's {kv} KV heads, which {flag} needs "
+            "without MLA"
+        )
+    if dcp > tp // kv:
+        return f"{flag} is above tensor parallel {tp} // {kv} KV heads = {tp // kv}"
+    if (heads // kv) % dcp:
+        return f"the model's {heads // kv} query heads per KV head do not split {dcp} ways ({flag})"
+    return None
 
 
 def working_tp_sizes(

@@ -65,6 +65,26 @@ def auto_dtype(model_type: str, config_dtype: str, compute_capability: float) ->
     return wanted if wanted in allowed else preferred
 
 
+# --- quantized weights ---------------------------------------------------------------------------
+
+# The lowest compute capability each checkpoint format runs on: what the quantization configs
+# answer in `get_min_capability` (vllm/model_executor/layers/quantization/), which
+# `VllmConfig._get_quantization_config` (vllm/config/vllm.py) checks at startup ("The
+# quantization method ... is not supported for the current GPU. Minimum capability: ..."):
+# fp8.py Fp8Config 75 and online/base.py (--quantization fp8 on a 16-bit checkpoint) 75,
+# fbgemm_fp8.py 80, mxfp4.py 80, auto_awq.py 75, auto_gptq.py 60.
+QUANT_MIN_CAPABILITY: dict[str, float] = {
+    "fp8": 7.5, "fbgemm_fp8": 8.0, "mxfp4": 8.0, "awq": 7.5, "gptq": 6.0,
+}
+
+# fp8 tensor cores start with Ada (8.9). Below that vLLM runs fp8 weights through the FP8 Marlin
+# kernel, weight-only: dequantized to 16-bit in the matmul
+# (vllm/model_executor/kernels/linear/scaled_mm/marlin.py MarlinFP8ScaledMMLinearKernel,
+# "FP8 Marlin requires compute capability 7.5 or higher"; the CUDA kernel list of
+# kernels/linear/__init__.py tries it after the fp8 GEMMs, which need 8.9).
+FP8_TENSOR_CORE_CAPABILITY = 8.9
+
+
 # --- RoPE and the context length ---------------------------------------------------------------
 
 # vllm/config/model.py `_get_and_verify_max_len`: RoPE types whose max_position_embeddings is
@@ -134,7 +154,8 @@ def vllm_context_limit(
 
     `rope` is the model's rope parameters as vLLM sees them (one dict, or one per layer
     type); the last factor of a multiplying type wins, as in vLLM's loop. The tokenizer's
-    model_max_length, which vLLM also takes into account, is not known before the download.
+    model_max_length caps it only for pooling models with absolute position embeddings
+    (`ModelConfig.get_and_verify_max_len`), which this deployer does not serve.
     """
     derived = float(max_position_embeddings)
     params = [p for p in rope if p]

@@ -15,6 +15,8 @@ What it reads (paths inside the vLLM 0.33.0 wheel):
 * builtin_chat_templates: the files in vllm/transformers_utils/chat_templates/, which
   `validate_chat_template` (vllm/renderers/chat_utils/chat_template.py) resolves by bare name;
 * reasoning_efforts: `ReasoningEffort` in vllm/renderers/params.py (validate_reasoning_effort_map);
+* speculative_mtp_methods: `MTPModelTypes` in vllm/config/speculative.py, the methods whose draft
+  layers come with the target model (SpeculativeConfig.__post_init__ needs no draft "model");
 * config_objects: for every flag whose argparse type is `parse_dataclass`
   (vllm/engine/arg_utils.py `_compute_kwargs`), the @config dataclass behind it, its field
   names (the pydantic config forbids other keys: vllm/config/utils.py `config`, extra="forbid")
@@ -170,6 +172,7 @@ def facts(src: Path) -> dict:
         ),
         "builtin_chat_templates": templates,
         "reasoning_efforts": efforts,
+        "speculative_mtp_methods": index.aliases.get("MTPModelTypes"),
         "config_objects": objects,
     }
 

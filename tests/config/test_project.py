@@ -28,12 +28,15 @@ def test_readme_starts_with_the_deploy_and_test_commands():
     assert commands[1] == "./tools/test"
 
 
-def test_ci_runs_exactly_the_readme_test_command():
+def test_ci_runs_exactly_the_readme_test_command_then_the_conformance_tier():
     first_block = re.search(r"```bash\n(.*?)```", _readme(), re.S).group(1)
     test_command = [line for line in first_block.splitlines() if line and not line.startswith("#")][1]
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
-    assert ci[-1] == test_command
-    assert (ROOT / "tools" / "test").stat().st_mode & 0o111
+    tier = "./tools/test-vllm"
+    assert ci[-2:] == [test_command, tier]
+    assert f"\n{tier}" in _readme(), "README names the tier's command in a code block"
+    for tool in ("test", "test-vllm", "vllm-venv"):
+        assert (ROOT / "tools" / tool).stat().st_mode & 0o111, tool
 
 
 def test_readme_config_reference_is_generated_from_the_model():

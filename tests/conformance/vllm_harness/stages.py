@@ -1,0 +1,233 @@
+"""`vllm serve` startup in vLLM 0.33.0, stage by stage, up to the model build, on a fake GPU.
+
+check(request) runs, in the order `vllm serve` runs them:
+
+  parse          the real CLI parser: FlexibleArgumentParser(prog="vllm") with
+                 ServeSubcommand().subparser_init (entrypoints/common/cli_args.py
+                 make_arg_parser), parsing ["serve", *argv];
+  validate       ServeSubcommand.validate (validate_parsed_serve_args); the raising checks at
+                 the top of ServeSubcommand.cmd (entrypoints/cli/serve.py: headless,
+                 data-parallel load-balancing modes); what setup_server
+                 (entrypoints/launchers/launcher.py) does before binding the port:
+                 init_parser_plugin + validate_api_server_args;
+  engine_config  AsyncEngineArgs.from_cli_args, propagate_flash_late_interaction,
+                 create_engine_config(usage_context=OPENAI_API_SERVER), as
+                 build_async_engine_client does;
+  renderer       what AsyncLLM.__init__ (v1/engine/async_llm.py) builds before it starts the
+                 engine: renderers/registry.py renderer_from_config, which loads the tokenizer
+                 (tokenizers/registry.py cached_tokenizer_from_config, e.g. --tokenizer-mode);
+                 the model directories hold a tiny tokenizer, so a mode that needs the model's
+                 own tokenizer files (mistral's tekken.json) cannot be judged here;
+  worker_init    what Worker.init_device (v1/worker/gpu_worker.py) checks before it loads the
+                 model, for every worker of every local data-parallel engine: its GPU index
+                 exists, current_platform.check_if_supports_dtype, and request_memory
+                 (v1/worker/utils.py) against a MemorySnapshot of the GPU's total and free memory;
+  layer_build    probes.layer_probe: one decoder layer's linear layers and rotary embedding.
+
+Request: {"argv": [model dir, flags...], "gpu": {name, compute_capability, total_memory_bytes,
+count, free_memory_bytes (default: total), ...}, "layer_probe": true}. Result: {"ok", "stage"
+(the last stage reached), "error" (vLLM's message), and with an engine config the resolved
+values and probes.kv_cache_info}.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import traceback
+from typing import Any
+
+import fake_cuda
+from probes import error_text, kv_cache_info, layer_probe
+
+TOKENIZER_FILES = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json"}
+
+
+def import_vllm() -> None:
+    """Import what the checks use (after fake_cuda.prepare), so forked checks start warm."""
+    import vllm.engine.arg_utils  # noqa: F401
+    import vllm.entrypoints.cli.serve  # noqa: F401
+    import vllm.entrypoints.common.cli_args  # noqa: F401
+    import vllm.model_executor.layers.linear  # noqa: F401
+    import vllm.model_executor.layers.rotary_embedding  # noqa: F401
+    import vllm.renderers  # noqa: F401
+    import vllm.usage.usage_lib  # noqa: F401
+    import vllm.utils.mem_utils  # noqa: F401
+    import vllm.v1.kv_cache_interface  # noqa: F401
+    import vllm.v1.worker.utils  # noqa: F401
+
+
+def check(request: dict[str, Any]) -> dict[str, Any]:
+    argv = [str(a) for a in request["argv"]]
+    gpu = request["gpu"]
+    fake_cuda.set_gpu(gpu)
+    import vllm.platforms
+
+    platform = vllm.platforms.current_platform
+    result: dict[str, Any] = {"ok": False, "stage": "parse", "error": None}
+
+    args, error = _parse(argv)
+    if error:
+        result["error"] = error
+        return result
+    result["stage"] = "validate"
+    try:
+        _validate(args)
+    except Exception as exc:  # noqa: BLE001 - vLLM's refusal, reported
+        return _failed(result, exc)
+
+    result["stage"] = "engine_config"
+    try:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.entrypoints.common.cli_args import propagate_flash_late_interaction
+        from vllm.usage.usage_lib import UsageContext
+
+        engine_args = AsyncEngineArgs.from_cli_args(args)
+        propagate_flash_late_interaction(args, engine_args)
+        config = engine_args.create_engine_config(
+            usage_context=UsageContext.OPENAI_API_SERVER, headless=bool(args.headless)
+        )
+    except Exception as exc:  # noqa: BLE001
+        return _failed(result, exc)
+    result["engine_config_ok"] = True
+    result.update(summarize(config))
+
+    result["stage"] = "renderer"
+    try:
+        from vllm.renderers import renderer_from_config
+
+        renderer_from_config(config)
+    except Exception as exc:  # noqa: BLE001
+        return _failed(result, exc)
+
+    result["stage"] = "worker_init"
+    try:
+        _worker_init(config, platform, gpu, result)
+    except Exception as exc:  # noqa: BLE001
+        return _failed(result, exc)
+
+    result["stage"] = "layer_build"
+    if request.get("layer_probe", True):
+        probe = layer_probe(config)
+        result["layer_probe"] = probe
+        bad = {name: why for name, why in probe.get("layers", {}).items() if why != "ok"}
+        if bad:
+            name, why = next(iter(bad.items()))
+            result["error"] = f"{name}: {why}"
+            return result
+    result["ok"] = True
+    return result
+
+
+def _failed(result: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    result.update(ok=False, error=error_text(exc), traceback=traceback.format_exc())
+    return result
+
+
+def _parse(argv: list[str]) -> tuple[Any, str]:
+    import vllm.entrypoints.cli.serve as serve
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser(prog="vllm", description="vLLM CLI")
+    subparsers = parser.add_subparsers(required=False, dest="subparser")
+    command = serve.ServeSubcommand()
+    command.subparser_init(subparsers).set_defaults(dispatch_function=command.cmd)
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            return parser.parse_args(["serve", *argv]), ""
+    except SystemExit as exc:
+        lines = [line.strip() for line in stderr.getvalue().splitlines() if line.strip()]
+        start = next((i for i, line in enumerate(lines) if "error:" in line), max(0, len(lines) - 1))
+        said = [line for line in lines[start:] if not line.startswith("For further information")]
+        return None, " ".join(said) if said else f"argparse exit {exc.code}"
+    except Exception as exc:  # noqa: BLE001 - FlexibleArgumentParser raises some itself
+        return None, error_text(exc)
+
+
+def _validate(args) -> None:
+    import vllm.entrypoints.cli.serve as serve
+    from vllm.entrypoints.common.cli_args import init_parser_plugin, validate_api_server_args
+
+    serve.ServeSubcommand().validate(args)
+    if getattr(args, "model_tag", None) is not None:
+        args.model = args.model_tag
+    _serve_command_checks(args)
+    init_parser_plugin(args)
+    validate_api_server_args(args)
+
+
+def _serve_command_checks(args) -> None:
+    """The raising checks of ServeSubcommand.cmd (entrypoints/cli/serve.py, 0.33.0), copied:
+    cmd itself starts the server."""
+    if args.headless and args.api_server_count is not None and args.api_server_count > 0:
+        raise ValueError(
+            f"--api-server-count={args.api_server_count} cannot be used with --headless (no API "
+            "servers are started in headless mode)."
+        )
+    external = args.data_parallel_external_lb or args.data_parallel_rank is not None
+    if not args.data_parallel_hybrid_lb and not args.data_parallel_multi_port_external_lb:
+        hybrid, multi_port = args.data_parallel_start_rank is not None, False
+    else:
+        hybrid, multi_port = args.data_parallel_hybrid_lb, args.data_parallel_multi_port_external_lb
+    if sum([multi_port, external, hybrid]) > 1:
+        raise ValueError(
+            "Cannot use more than one data parallel load balancing mode. Choose one of: "
+            "--data-parallel-multi-port-external-lb, --data-parallel-external-lb (or "
+            "--data-parallel-rank), --data-parallel-hybrid-lb (or --data-parallel-start-rank)."
+        )
+
+
+def _worker_init(config, platform, gpu: dict[str, Any], result: dict[str, Any]) -> None:
+    """Worker.init_device (v1/worker/gpu_worker.py) for every worker of every local
+    data-parallel engine: its GPU index (ParallelConfig.get_local_gpu_index) must exist, the
+    GPU must support the dtype, and the requested share of memory must be free."""
+    from vllm.utils.mem_utils import MemorySnapshot
+    from vllm.v1.worker.utils import request_memory
+
+    parallel = config.parallel_config
+    indices = [
+        parallel.get_local_gpu_index(rank, dp_local_rank=engine)
+        for engine in range(parallel.data_parallel_size_local)
+        for rank in range(parallel.local_world_size)
+    ]
+    result["gpu_indices_used"] = indices
+    for index in indices:
+        assert index < platform.device_count(), (
+            f"DP adjusted local rank {index} is out of bounds for {platform.device_count()} devices."
+        )
+    platform.check_if_supports_dtype(config.model_config.dtype)
+    total = int(gpu["total_memory_bytes"])
+    free = int(gpu.get("free_memory_bytes", total))
+    snapshot = MemorySnapshot(device="cuda:0", auto_measure=False)
+    snapshot.total_memory, snapshot.free_memory, snapshot.cuda_memory = total, free, total - free
+    requested = request_memory(snapshot, config.cache_config)
+    result["requested_memory_bytes"] = requested
+    assert requested == math.ceil(total * config.cache_config.gpu_memory_utilization)
+
+
+def summarize(config) -> dict[str, Any]:
+    model, parallel, cache = config.model_config, config.parallel_config, config.cache_config
+    scheduler = config.scheduler_config
+    summary = {
+        "max_model_len": model.max_model_len,
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "quantization": model.quantization,
+        "tensor_parallel_size": parallel.tensor_parallel_size,
+        "pipeline_parallel_size": parallel.pipeline_parallel_size,
+        "data_parallel_size": parallel.data_parallel_size,
+        "world_size": parallel.world_size,
+        "enable_expert_parallel": parallel.enable_expert_parallel,
+        "gpu_memory_utilization": cache.gpu_memory_utilization,
+        "cache_dtype": cache.cache_dtype,
+        "enable_prefix_caching": cache.enable_prefix_caching,
+        "max_num_seqs": scheduler.max_num_seqs,
+        "max_num_batched_tokens": scheduler.max_num_batched_tokens,
+        "enable_chunked_prefill": scheduler.enable_chunked_prefill,
+        "architecture": model.architecture,
+        "model_type": getattr(model.hf_config, "model_type", None),
+        "max_position_embeddings": getattr(model.hf_text_config, "max_position_embeddings", None),
+    }
+    summary.update(kv_cache_info(config))
+    return summary
