@@ -135,3 +135,4 @@ def test_the_price_cap_applies_to_all_the_nodes_together():
     with pytest.raises(SizingError) as caught:
         plan(config(LLAMA_405B, nodes=2, maxHourlyPriceUsd=50), resolver=lambda *_: spec)
     assert "$54.89/h for all nodes is above maxHourlyPriceUsd=50" in str(caught.value)
+
