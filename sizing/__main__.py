@@ -180,7 +180,13 @@ def _ranking(args: argparse.Namespace, config: StackConfig, spec: ModelSpec) -> 
         )))
         return 0
     if args.json and chosen.nodes > 1:
-        print(json.dumps({"fits": True, "vllm": PINNED_VLLM_VERSION, **chosen.to_output()}))
+        # The single-node object's leading keys, and the plan as the stack's `sizing` output has it
+        # (per-GPU figures of the fullest stage, nodes, layers per stage, price per node).
+        print(json.dumps({
+            "fits": True, "instance_type": chosen.instance.name, "nodes": chosen.nodes,
+            "hourly_price_usd": chosen.hourly_price_usd, "vllm": PINNED_VLLM_VERSION,
+            "sizing": chosen.to_output(),
+        }))
         return 0
     if args.json:
         result = what_if(config, spec, chosen.instance)
