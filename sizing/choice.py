@@ -354,8 +354,11 @@ def plan(
 def _cheapest(
     config: StackConfig, spec: ModelSpec, offered: Optional[Collection[str]]
 ) -> Optional[tuple[str, float]]:
-    fitting = [c for c in candidates(config, offered=offered, spec=spec) if c.fits and c.price is not None]
-    return (fitting[0].instance.name, fitting[0].price) if fitting else None
+    fitting = sorted(
+        (c for c in candidates(config, offered=offered, spec=spec) if c.fits and c.price is not None),
+        key=lambda c: (c.nodes > 1, c.sort_key),  # as plan() chooses: one node whenever one fits
+    )
+    return (fitting[0].label, fitting[0].price) if fitting else None
 
 
 def _user_instance(

@@ -136,3 +136,14 @@ def test_the_price_cap_applies_to_all_the_nodes_together():
         plan(config(LLAMA_405B, nodes=2, maxHourlyPriceUsd=50), resolver=lambda *_: spec)
     assert "$54.89/h for all nodes is above maxHourlyPriceUsd=50" in str(caught.value)
 
+
+
+
+def test_the_cheaper_lines_of_a_plan_across_nodes_name_the_node_count():
+    spec = from_catalog(LLAMA_405B)
+    cfg = config(LLAMA_405B, nodes=2, maxModelLen=131072, minConcurrentSequences=8)
+    chosen = plan(cfg, resolver=lambda *_: spec)
+    # 8 sequences of 131072 tokens need 2 x g7e.48xlarge ($66.29/h); at 65536 tokens the
+    # 2 x p4de.24xlarge of the default context hold them again.
+    assert (chosen.nodes, chosen.instance.name) == (2, "g7e.48xlarge")
+    assert chosen.cheaper == ("at maxModelLen 65536: 2 x p4de.24xlarge, $54.89/h",)
