@@ -520,7 +520,7 @@ def _across_nodes(config: StackConfig, spec: ModelSpec, judged: list[Candidate])
     fitting = [c for c in candidates(config, offered=offered, spec=spec, node_counts=counts) if c.fits]
     if not fitting:
         return f"no {MAX_NODES} or fewer identical nodes (pipeline parallel across them) hold it either"
-    best = min(fitting, key=lambda c: (c.nodes, c.sort_key))
+    best = min(fitting, key=lambda c: c.sort_key)  # what nodes=auto then picks: the cheapest
     return (
         f"{best.label} across nodes (pipeline parallel {best.nodes}, tensor parallel "
         f"{best.tensor_parallel_size} in each, ${best.price:.2f}/h in all): set nodes to auto to "

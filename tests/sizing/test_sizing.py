@@ -201,8 +201,9 @@ def test_deepseek_r1_at_16bit_without_b300_is_refused_with_the_arithmetic_and_wa
     assert "largest candidate in the region: p6-b200.48xlarge" in message and "no room for the KV cache" in message
     for way_out in ("quantiz", "maxModelLen", "minConcurrentSequences", "kvCacheDtype=fp8"):
         assert way_out in message
-    # Across nodes: two 8 x H200 nodes hold it (tests/sizing/test_pipeline.py has the arithmetic).
-    assert "2 x p5en.48xlarge across nodes (pipeline parallel 2, tensor parallel 8 in each, $126.59/h" in message
+    # Across nodes: the cheapest is three 8 x A100 80GB nodes, what nodes=auto picks
+    # (tests/sizing/test_pipeline.py has the arithmetic).
+    assert "3 x p4de.24xlarge across nodes (pipeline parallel 3, tensor parallel 8 in each, $82.34/h" in message
     assert "set nodes to auto" in message
 
 
