@@ -592,6 +592,10 @@ KEYS: tuple[str, ...] = tuple(
 _FIELD_BY_KEY = {field.alias or name: name for name, field in StackConfig.model_fields.items()}
 
 
+# Keys users put in the project's namespace that belong to the AWS provider's (aws:*).
+_AWS_PROVIDER_KEYS = {"region": "region", "profile": "profile", "awsregion": "region", "awsprofile": "profile"}
+
+
 def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     loc = err.get("loc") or ()
     key = str(loc[0]) if loc else ""
@@ -599,7 +603,10 @@ def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         guess = difflib.get_close_matches(key, KEYS + SECRET_KEYS, n=1, cutoff=0.6)
+        provider_key = _AWS_PROVIDER_KEYS.get(key.lower())
         hint = f"did you mean {NAMESPACE}:{guess[0]}?" if guess else (
+            f"it is the AWS provider's setting: pulumi config set aws:{provider_key} <value>"
+            if provider_key else
             f"known keys: {', '.join(KEYS)}"
         )
         return f"{NAMESPACE}:{key} is not a known key; {hint} (pulumi config rm {key})"

@@ -131,7 +131,7 @@ def load() -> tuple[StackConfig, Secrets]:
         if key in raw and not runtime_config.is_config_secret(full):
             problems.append(
                 f"{full} is stored in plain text in the stack file; store it encrypted: "
-                f"pulumi config set --secret {key} <value>"
+                f"pulumi config set --secret {key} (it prompts for the value, which then stays out of your shell history)"
             )
     values = {k: _decode(k, v) for k, v in raw.items() if k not in SECRET_KEYS}
     try:
@@ -159,9 +159,22 @@ def load() -> tuple[StackConfig, Secrets]:
     )
 
 
+# Set by `tools/plan`, which runs the program without the stack's passphrase: the secret keys
+# whose values it could not decrypt (comma-separated). Their placeholders must never be sent
+# anywhere as if they were the real values.
+UNREADABLE_SECRETS_ENV = "VLLM_DEPLOY_UNREADABLE_SECRETS"
+
+
+def _unreadable(key: str) -> bool:
+    return key in os.environ.get(UNREADABLE_SECRETS_ENV, "").split(",")
+
+
 def _plain_secret(key: str) -> Optional[str]:
     """A secret config value as plain text, for a request made here at preview (never logged,
-    exported or put in a resource): the engine hands the program its decrypted config."""
+    exported or put in a resource): the engine hands the program its decrypted config.
+    None when unset, or when the run could not decrypt it (UNREADABLE_SECRETS_ENV)."""
+    if _unreadable(key):
+        return None
     value = _project_keys().get(key)
     return str(value) if value else None
 
@@ -181,6 +194,12 @@ def check_model_access(settings: StackConfig) -> None:
     repositories), before anything is created. Refuses with pulumi.RunError when the Hub says no;
     warns when it could not be asked. Local directories and ModelScope are not asked."""
     if settings.is_local_model or settings.model_source != "huggingface":
+        return
+    if _unreadable("hfToken"):
+        pulumi.log.warn(
+            f"access to {settings.model} was not checked: {NAMESPACE}:hfToken is encrypted and this "
+            "run has no passphrase to read it; `pulumi preview` checks it with the real token"
+        )
         return
     token = _plain_secret("hfToken")
     try:

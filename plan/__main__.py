@@ -24,7 +24,7 @@ import pulumi
 
 from components.proxy import proxy_config
 from config.settings import parse
-from config.stack import VLLM_PORT
+from config.stack import UNREADABLE_SECRETS_ENV, VLLM_PORT
 from plan import engine, render
 from plan.summary import UNKNOWN, summarize
 from plan.world import offline_world
@@ -133,6 +133,10 @@ def _main(argv: Optional[list[str]]) -> int:
     parser.add_argument("--nginx", action="store_true", help="also print the proxy's nginx config")
     args = parser.parse_args(argv)
 
+    stack = args.stack
+    if stack.startswith("Pulumi.") and stack.endswith(".yaml"):  # the stack file's name works too
+        stack = Path(stack).name[len("Pulumi."):-len(".yaml")]
+    args.stack = stack
     try:
         config, secrets = load_stack(args.stack)
     except StackFileError as exc:
@@ -142,6 +146,9 @@ def _main(argv: Optional[list[str]]) -> int:
     placeholder_ip = None
     if not os.environ.get("VLLM_DEPLOY_PUBLIC_IP"):
         placeholder_ip = os.environ["VLLM_DEPLOY_PUBLIC_IP"] = PLACEHOLDER_PUBLIC_IP
+    # Encrypted values cannot be read here: tell the program, so that it never sends their
+    # placeholders to the hub as if they were tokens.
+    os.environ[UNREADABLE_SECRETS_ENV] = ",".join(k.removeprefix(f"{engine.PROJECT}:") for k in secrets)
     run = engine.run_program(config, secrets=secrets, world=offline_world(region), stack=args.stack, preview=True)
     if run.error is not None:
         sys.stderr.write(preview_error(run.error, args.stack))

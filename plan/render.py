@@ -82,7 +82,7 @@ def to_text(summary: PlanSummary, out: TextIO, *, nginx: bool = False) -> None:
     if cost is not None:
         console.print(cost)
         console.print(Text(f"  stopped instance: {_money(summary.cost.stopped_usd_per_month, 2)}/month "
-                           "(the volume and the Elastic IP still bill)"))
+                           "(the volumes and the Elastic IP still bill)"))
         for source in summary.cost.to_dict()["sources"]:
             console.print(Text(f"  source: {source}"))
         console.print()

@@ -130,7 +130,8 @@ class PlanSummary:
 
 
 def _tree_order(run: ProgramRun) -> list[Registered]:
-    """Parents before their children, siblings in registration order (as `pulumi preview` lists them)."""
+    """Parents before their children, siblings by name: registration order varies from run to
+    run (outputs resolve concurrently), and a plan should diff cleanly against the last one."""
     urns = {r.urn for r in run.resources}
     children: dict[str, list[Registered]] = {}
     for res in run.resources:
@@ -138,7 +139,7 @@ def _tree_order(run: ProgramRun) -> list[Registered]:
     ordered: list[Registered] = []
 
     def visit(parent: str) -> None:
-        for res in children.get(parent, []):
+        for res in sorted(children.get(parent, []), key=lambda r: (r.name, r.type)):
             ordered.append(res)
             visit(res.urn)
 

@@ -65,11 +65,13 @@ class _Reading:
 
 
 def _looks_like_option(token: str) -> bool:
+    """argparse's _parse_optional: `--flag=value` is an option even when the value holds spaces
+    (a JSON object); otherwise a space makes the token a positional."""
     return (
         token.startswith("-")
         and len(token) > 1
         and not _NEGATIVE_NUMBER.match(token)
-        and " " not in token
+        and " " not in token.split("=", 1)[0]
     )
 
 
@@ -100,6 +102,12 @@ class _Reader:
             self.pos += 1
             if not isinstance(token, str) or not token:
                 self.problem(f"{token!r} is not a non-empty string; each list item is one argument")
+            elif token.startswith("-") and len(token.split()) > 1 and "=" not in token.split()[0]:
+                flag, value = token.split(None, 1)
+                self.problem(
+                    f"{token!r} holds a flag and its value in one item; vllm serve reads each "
+                    f"item as one argument: write two items ({flag!r}, {value!r}) or {flag}={value}"
+                )
             elif not _looks_like_option(token):
                 self.problem(
                     f"{token!r} is not the value of any flag; vllm serve takes one positional "

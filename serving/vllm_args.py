@@ -217,7 +217,7 @@ def _ownership_problems(option: _Option, config: StackConfig, where: str) -> lis
         return [
             f"{where}: {option.written} puts a secret on the command line (visible in ps "
             f"and docker inspect); remove it and set the {key} secret: "
-            f"pulumi config set --secret {key} <value>"
+            f"pulumi config set --secret {key} (it prompts for the value, which then stays out of your shell history)"
         ]
     if name in _FIXED_FLAGS:
         return [f"{where}: {option.written} is managed by this stack: {_FIXED_FLAGS[name]}"]

@@ -159,7 +159,7 @@ def _on_gpu(args: argparse.Namespace, config: StackConfig, spec: ModelSpec) -> i
         print(json.dumps(result_object(result, **extra)))
     else:
         print(format_what_if(config, result))
-    return 0
+    return 0 if result.fits else 1  # as the ranking does: 1 when it does not fit
 
 
 def _ranking(args: argparse.Namespace, config: StackConfig, spec: ModelSpec) -> int:

@@ -206,6 +206,17 @@ def test_a_gated_model_with_a_token_that_can_read_it_deploys_and_the_token_stays
     assert refused.cloud_resources == []
 
 
+def test_a_token_the_run_cannot_decrypt_is_never_sent_as_a_token(program, monkeypatch):
+    """tools/plan has no passphrase: the placeholder it passes for an encrypted hfToken must not
+    reach the hub, and the access check says it was skipped instead of refusing."""
+    hub = FakeHub(gated="manual", readers={HF_TOKEN})
+    monkeypatch.setattr(config.stack, "hub_api", lambda: hub)
+    monkeypatch.setenv(config.stack.UNREADABLE_SECRETS_ENV, "hfToken")
+    run = program(LLAMA, secrets={"hfToken": "[secret]"})
+    assert hub.calls == []
+    assert any("access to meta-llama/Llama-3.1-8B-Instruct was not checked" in line for line in run.logs)
+
+
 def test_the_guides_mistyped_model_is_refused_before_any_resource_with_the_id_it_meant(program):
     run = program({"model": "Qwen/Qwen2.5-70B-Instruct"}, expect_error=True)  # offline: not in the catalog
     assert "cannot size model 'Qwen/Qwen2.5-70B-Instruct'" in str(run.error)

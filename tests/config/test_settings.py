@@ -249,3 +249,9 @@ def test_concurrency_per_client_is_a_positive_count():
     (message,) = problems(maxConcurrentRequestsPerClient=0)
     assert "vllm-deploy:maxConcurrentRequestsPerClient=0" in message
     assert parse({"model": MODEL}).max_concurrent_requests_per_client is None, "derived from the plan"
+
+
+def test_the_aws_providers_keys_in_the_projects_namespace_point_to_aws():
+    (message,) = problems(region="eu-west-1")
+    assert "vllm-deploy:region is not a known key" in message
+    assert "pulumi config set aws:region <value>" in message

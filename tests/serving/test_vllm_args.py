@@ -563,7 +563,6 @@ def test_deprecated_checkpoint_quantization_is_opted_into():
     assert "--allow-deprecated-quantization" not in serve_args(small, size(small), model_path="/models/served")
 
 
-
 LLAMA_405B = "meta-llama/Llama-3.1-405B-Instruct"
 
 
@@ -578,3 +577,11 @@ def test_the_vllm_argv_across_nodes_has_pp_tp_and_the_ray_backend_and_passes_the
     one = parse({"model": LLAMA_405B})
     single = choose_plan(one, resolver=lambda *_: spec)
     assert "--distributed-executor-backend" not in serve_args(one, single, model_path="/m")
+
+
+def test_a_flag_and_its_value_in_one_item_is_told_to_split_them():
+    with pytest.raises(ConfigError) as refused:
+        check_flags(["--max-num-seqs 64"])
+    assert "write two items ('--max-num-seqs', '64') or --max-num-seqs=64" in str(refused.value)
+    check_flags(["--max-num-seqs", "64"])
+    check_flags(["--limit-mm-per-prompt={\"image\": 4}"])  # a JSON value with a space is one item

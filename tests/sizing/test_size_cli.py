@@ -26,10 +26,12 @@ REQUIRED_KEYS = {"fits", "tensor_parallel_size", "per_gpu_gib", "kv_cache_tokens
 
 
 def run_json(capsys, *args) -> dict:
-    assert sizing_cli.main([*args, "--json"]) == 0
+    status = sizing_cli.main([*args, "--json"])
     out = capsys.readouterr().out
     assert out.count("\n") == 1, "exactly one JSON object, on one line"
-    return json.loads(out)
+    result = json.loads(out)
+    assert status == (0 if result["fits"] else 1), "the exit status says whether it fits, for scripts"
+    return result
 
 
 def test_json_is_one_object_of_the_stable_shape(capsys):
