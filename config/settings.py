@@ -42,6 +42,7 @@ DEFAULT_MAX_MODEL_LEN_CAP = 32768
 
 # AWS GPU instances carry 1, 2, 4 or 8 GPUs; tensor parallelism spans the GPUs of one host.
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
+MAX_NODES = 8  # most identical instances one model spans (pipeline stages across nodes)
 
 # Methods we can size (bytes per weight are known for them); vLLM accepts more, but a
 # method we cannot size would make the instance choice a guess.
@@ -216,7 +217,17 @@ class StackConfig(BaseModel):
         "auto", description="GPUs one model replica spans: auto, or 1, 2, 4, 8."
     )
     pipeline_parallel_size: int = Field(
-        1, ge=1, le=1, description="Pipeline stages; only 1 (single node) is supported yet."
+        1,
+        ge=1,
+        le=MAX_NODES,
+        description="Pipeline stages, one per node (tensor parallel inside a node): 1 (follow "
+        "nodes), or the same number as nodes.",
+    )
+    nodes: Union[Literal["auto"], int] = Field(
+        1,
+        description=f"Identical instances one model spans (pipeline parallel across them): 1 to "
+        f"{MAX_NODES}, or auto for one node when one fits, else the cheapest N that fits. "
+        "Sizing only: `pulumi up` does not deploy more than one node yet.",
     )
     rope_scaling: Optional[dict[str, Any]] = Field(
         None,
@@ -403,6 +414,27 @@ class StackConfig(BaseModel):
             )
         return value
 
+    @field_validator("nodes", mode="before")
+    @classmethod
+    def _nodes(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NODES:
+            raise ValueError(f"must be auto or a whole number from 1 to {MAX_NODES}")
+        return value
+
+    @property
+    def node_counts(self) -> tuple[int, ...]:
+        """The node counts sizing may choose from: pipelineParallelSize > 1 fixes it, nodes=auto
+        allows 1 to MAX_NODES (one node preferred), else exactly `nodes`."""
+        if self.pipeline_parallel_size > 1:
+            return (self.pipeline_parallel_size,)
+        if self.nodes == "auto":
+            return tuple(range(1, MAX_NODES + 1))
+        return (int(self.nodes),)
+
     @field_validator("rope_scaling")
     @classmethod
     def _rope(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -509,6 +541,12 @@ class StackConfig(BaseModel):
             raise ValueError(unverified_image_message(self.vllm_image))
         if self.monitoring:
             self._check_monitoring()
+        if self.pipeline_parallel_size > 1 and self.nodes not in ("auto", self.pipeline_parallel_size):
+            raise ValueError(
+                f"{NAMESPACE}:pipelineParallelSize={self.pipeline_parallel_size} puts one pipeline "
+                f"stage on each node, but nodes={self.nodes}: set nodes to "
+                f"{self.pipeline_parallel_size} (or auto), or leave pipelineParallelSize at 1"
+            )
         if self.idle_stop_minutes is not None and any(
             arg == DISABLE_LOG_STATS or arg.startswith(DISABLE_LOG_STATS + "=") for arg in self.vllm_extra_args
         ):

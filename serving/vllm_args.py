@@ -105,10 +105,12 @@ def serve_args(
         raise ValueError(f"model_path must be a path inside the container, got {model_path!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
-    gpus_used = plan.tensor_parallel_size * plan.pipeline_parallel_size * plan.data_parallel_size
+    # Across nodes each pipeline stage has a node of its own (sizing.pipeline).
+    stages_here = plan.pipeline_parallel_size if plan.nodes == 1 else 1
+    gpus_used = plan.tensor_parallel_size * stages_here * plan.data_parallel_size
     if gpus_used > plan.instance.gpu_count:
         raise ValueError(
-            f"the plan spans {gpus_used} GPUs but {plan.instance.name} has "
+            f"the plan spans {gpus_used} GPUs per node but {plan.instance.name} has "
             f"{plan.instance.gpu_count}"
         )
 
@@ -132,6 +134,10 @@ def _managed_args(config: StackConfig, plan: SizingPlan, port: int) -> list[str]
     ]
     if plan.pipeline_parallel_size > 1:
         args += ["--pipeline-parallel-size", str(plan.pipeline_parallel_size)]
+    if plan.nodes > 1:
+        # More GPUs than this node has: vLLM 0.33 needs the Ray backend named
+        # (vllm/config/parallel.py ParallelConfig.distributed_executor_backend and __post_init__).
+        args += ["--distributed-executor-backend", "ray"]
     args += [
         "--max-model-len", str(plan.max_model_len),
         "--gpu-memory-utilization", repr(float(plan.gpu_memory_utilization)),

@@ -51,6 +51,7 @@ def _cli_config(args: argparse.Namespace) -> StackConfig:
         ("maxHourlyPriceUsd", args.max_hourly_price_usd),
         ("gpuMemoryUtilization", args.gpu_memory_utilization),
         ("ropeScaling", args.rope_scaling),
+        ("nodes", args.nodes),
     ):
         if value is not None:
             raw[key] = value
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     ranking = parser.add_argument_group("ranking the catalog's instances")
     ranking.add_argument("--instance-type")
+    ranking.add_argument("--nodes", help="identical instances, one pipeline stage each: 1 to 8, or auto")
     ranking.add_argument("--max-hourly-price-usd", type=float)
     ranking.add_argument("--region", help="label only: offerings per region need AWS (pulumi preview checks them)")
     ranking.add_argument("--offered", help="comma-separated instance types to consider (e.g. what a region offers)")
@@ -176,6 +178,15 @@ def _ranking(args: argparse.Namespace, config: StackConfig, spec: ModelSpec) -> 
             WhatIf(result.instance, result.tensor_parallel_size, result.estimate, False, (str(exc),)),
             instance_type=None, hourly_price_usd=None, vllm=PINNED_VLLM_VERSION,
         )))
+        return 0
+    if args.json and chosen.nodes > 1:
+        # The single-node object's leading keys, and the plan as the stack's `sizing` output has it
+        # (per-GPU figures of the fullest stage, nodes, layers per stage, price per node).
+        print(json.dumps({
+            "fits": True, "instance_type": chosen.instance.name, "nodes": chosen.nodes,
+            "hourly_price_usd": chosen.hourly_price_usd, "vllm": PINNED_VLLM_VERSION,
+            "sizing": chosen.to_output(),
+        }))
         return 0
     if args.json:
         result = what_if(config, spec, chosen.instance)

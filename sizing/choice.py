@@ -9,7 +9,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
-from config.settings import NAMESPACE, StackConfig
+from config.settings import MAX_NODES, NAMESPACE, StackConfig
 from sizing import gpus as instance_catalog
 from sizing.batch import BatchLimits, batch_limits
 from sizing.cheaper import cheaper_options
@@ -36,6 +36,7 @@ from sizing.hub import resolve
 from sizing.memory import GIB, kv_bytes_per_token, weight_bytes
 from sizing.models import ModelResolutionError, ModelSpec
 from sizing.parallel import choose_tp
+from sizing.pipeline import PipelineStage, layer_partition, pipeline_stages
 from sizing.ways_out import ways_out
 from sizing.plan import MemoryBreakdown, SizingPlan
 from sizing.rope import rope_override, with_hub_rope_facts
@@ -67,6 +68,8 @@ class Candidate:
     kv_capacity_tokens: int
     blockers: tuple[Blocker, ...]
     notes: tuple[str, ...] = ()
+    nodes: int = 1  # identical instances, one pipeline stage each
+    stage_layers: tuple[int, ...] = ()  # decoder layers per stage (sizing.pipeline), nodes > 1
 
     @property
     def fits(self) -> bool:
@@ -78,13 +81,20 @@ class Candidate:
 
     @property
     def price(self) -> Optional[float]:
-        return self.instance.on_demand_usd_per_hour
+        """USD per hour for all the nodes."""
+        each = self.instance.on_demand_usd_per_hour
+        return None if each is None else each * self.nodes
+
+    @property
+    def label(self) -> str:
+        """``p5.48xlarge``, or ``2 x p5.48xlarge`` across nodes."""
+        return self.instance.name if self.nodes == 1 else f"{self.nodes} x {self.instance.name}"
 
     @property
     def sort_key(self) -> tuple:
         """Cheapest first; ties: fewer GPUs, then more headroom."""
         headroom = self.memory.headroom_gib if self.memory else -math.inf
-        return (self.price is None, self.price or 0.0, self.instance.gpu_count, -headroom)
+        return (self.price is None, self.price or 0.0, self.nodes, self.instance.gpu_count, -headroom)
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,8 @@ def _request(config: StackConfig, spec: ModelSpec) -> _Request:
 
 
 def startup_estimate(
-    request: _Request, config: StackConfig, instance: GpuInstance, tp: int
+    request: _Request, config: StackConfig, instance: GpuInstance, tp: int,
+    stage: Optional[PipelineStage] = None,
 ) -> StartupEstimate:
     """What vLLM 0.33 will log at startup on one GPU of this instance at this TP size, with the
     batch limits it will run with (``sizing.batch``)."""
@@ -138,18 +149,35 @@ def startup_estimate(
         max_num_batched_tokens=limits.max_num_batched_tokens,
         max_num_seqs=limits.max_num_seqs,
         kv_dtype_bytes=request.kv_dtype_bytes,
+        stage=stage,
     )
 
 
 def memory_breakdown(
-    request: _Request, config: StackConfig, instance: GpuInstance, tp: int
+    request: _Request, config: StackConfig, instance: GpuInstance, tp: int, nodes: int = 1
 ) -> tuple[MemoryBreakdown, int]:
     """(per-GPU estimate, KV tokens vLLM will report) for this instance at this TP size.
 
     The KV term is what minConcurrentSequences full-length requests need at once (one request:
     vLLM's own startup check), so ``fits`` is vLLM's verdict plus the user's concurrency.
+    Across `nodes` (one pipeline stage each) the figures are the stage with the least headroom's,
+    and the KV tokens the fewest any stage holds (a request needs KV on every stage).
     """
-    est = startup_estimate(request, config, instance, tp)
+    if nodes == 1:
+        return _stage_breakdown(request, config, instance, tp, None)
+    judged = [
+        _stage_breakdown(request, config, instance, tp, stage)
+        for stage in pipeline_stages(request.spec.num_layers, nodes)
+    ]
+    worst = min(judged, key=lambda m: m[0].headroom_gib)[0]
+    return worst, min(tokens for _, tokens in judged)
+
+
+def _stage_breakdown(
+    request: _Request, config: StackConfig, instance: GpuInstance, tp: int,
+    stage: Optional[PipelineStage],
+) -> tuple[MemoryBreakdown, int]:
+    est = startup_estimate(request, config, instance, tp, stage)
     memory = MemoryBreakdown(
         weights_gib=est.weights_gib,
         kv_cache_gib=est.kv_needed_gib(config.min_concurrent_sequences),
@@ -171,25 +199,35 @@ def evaluate(
     instance: GpuInstance,
     *,
     offered: Optional[Collection[str]] = None,
+    nodes: int = 1,
 ) -> Candidate:
-    """Does this instance serve this model as configured? The public per-candidate fit check."""
-    return _evaluate(_request(config, spec), config, instance, offered)
+    """Does this instance (`nodes` of it, one pipeline stage each) serve this model as
+    configured? The public per-candidate fit check."""
+    return _evaluate(_request(config, spec), config, instance, offered, nodes)
 
 
 def _evaluate(
-    request: _Request, config: StackConfig, instance: GpuInstance, offered: Optional[Collection[str]]
+    request: _Request, config: StackConfig, instance: GpuInstance, offered: Optional[Collection[str]],
+    nodes: int = 1,
 ) -> Candidate:
     blockers: list[Blocker] = []
     notes: list[str] = []
     unsupported = instance_catalog.unsupported_reason(instance)
     if unsupported:
-        return Candidate(instance, None, None, None, 0, (Blocker("unsupported", unsupported),))
-    price = instance.on_demand_usd_per_hour
+        return Candidate(instance, None, None, None, 0, (Blocker("unsupported", unsupported),), nodes=nodes)
+    split: tuple[int, ...] = ()
+    if nodes > 1:
+        try:
+            split = tuple(layer_partition(request.spec.num_layers, nodes))
+        except SizingError as exc:
+            return Candidate(instance, None, None, None, 0, (Blocker("split", str(exc)),), nodes=nodes)
+    price = None if instance.on_demand_usd_per_hour is None else instance.on_demand_usd_per_hour * nodes
     if price is None:
         blockers.append(Blocker("unsold", "no on-demand price (sold as Capacity Blocks/UltraServer only)"))
     elif config.max_hourly_price_usd is not None and price > config.max_hourly_price_usd:
         blockers.append(
-            Blocker("filter", f"${price:.2f}/h is above maxHourlyPriceUsd={config.max_hourly_price_usd:g}")
+            Blocker("filter", f"${price:.2f}/h{' for all nodes' if nodes > 1 else ''} is above "
+                    f"maxHourlyPriceUsd={config.max_hourly_price_usd:g}")
         )
     if offered is not None and instance.name not in offered:
         blockers.append(Blocker("region", "not offered in the stack's region"))
@@ -213,8 +251,8 @@ def _evaluate(
     tp, tp_why = choose_tp(request.spec, config, instance, request.fmt, request.engine)
     if tp is None:
         blockers.append(Blocker("gpu", tp_why or "no valid tensor-parallel size"))
-        return Candidate(instance, None, dtype, None, 0, tuple(blockers), tuple(notes))
-    used = tp * request.engine.replicas_and_ranks * config.pipeline_parallel_size
+        return Candidate(instance, None, dtype, None, 0, tuple(blockers), tuple(notes), nodes, split)
+    used = tp * request.engine.replicas_and_ranks
     if used < instance.gpu_count:
         notes.append(
             f"tensor parallel {tp} uses {used} of the {instance.gpu_count} GPUs"
@@ -228,7 +266,7 @@ def _evaluate(
     too_much = utilization_problem(config, instance, tp)
     if too_much:
         blockers.append(Blocker("gpu", too_much))
-    memory, capacity = memory_breakdown(request, config, instance, tp)
+    memory, capacity = memory_breakdown(request, config, instance, tp, nodes)
     if not memory.fits:
         blockers.append(Blocker("memory", _memory_shortfall(memory, request, config)))
     ram_needed = host_ram_required_gib(tp)
@@ -237,7 +275,7 @@ def _evaluate(
             Blocker("host", f"host RAM {instance.memory_gib:g} GiB < {ram_needed:g} GiB needed to load "
                     f"with {tp} GPU worker(s)")
         )
-    return Candidate(instance, tp, dtype, memory, capacity, tuple(blockers), tuple(notes))
+    return Candidate(instance, tp, dtype, memory, capacity, tuple(blockers), tuple(notes), nodes, split)
 
 
 def _memory_shortfall(memory: MemoryBreakdown, request: _Request, config: StackConfig) -> str:
@@ -261,12 +299,19 @@ def candidates(
     offered: Optional[Collection[str]] = None,
     spec: Optional[ModelSpec] = None,
     resolver: Resolver = resolve,
+    node_counts: Optional[Collection[int]] = None,
 ) -> list[Candidate]:
-    """Every catalog instance judged for this config, cheapest first (fitting or not)."""
+    """Every catalog instance judged for this config at each node count (default: the ones
+    the config allows, ``StackConfig.node_counts``), cheapest first (fitting or not)."""
     if spec is None:
         spec = _resolve_spec(config, resolver)
     request = _request(config, spec)
-    judged = [_evaluate(request, config, i, offered) for i in instance_catalog.load_instances()]
+    counts = tuple(node_counts) if node_counts is not None else config.node_counts
+    judged = [
+        _evaluate(request, config, i, offered, n)
+        for n in counts
+        for i in instance_catalog.load_instances()
+    ]
     return sorted(judged, key=lambda c: c.sort_key)
 
 
@@ -294,7 +339,8 @@ def plan(
     """
     spec = _resolve_spec(config, resolver)
     judged = candidates(config, offered=offered, spec=spec)
-    fitting = [c for c in judged if c.fits]
+    # One node whenever one fits (nodes=auto); else the cheapest fit at any allowed count.
+    fitting = sorted((c for c in judged if c.fits), key=lambda c: (c.nodes > 1, c.sort_key))
     if config.instance_type != "auto":
         chosen = _user_instance(config, spec, judged, fitting)
     elif fitting:
@@ -309,14 +355,19 @@ def plan(
 def _cheapest(
     config: StackConfig, spec: ModelSpec, offered: Optional[Collection[str]]
 ) -> Optional[tuple[str, float]]:
-    fitting = [c for c in candidates(config, offered=offered, spec=spec) if c.fits and c.price is not None]
-    return (fitting[0].instance.name, fitting[0].price) if fitting else None
+    fitting = sorted(
+        (c for c in candidates(config, offered=offered, spec=spec) if c.fits and c.price is not None),
+        key=lambda c: (c.nodes > 1, c.sort_key),  # as plan() chooses: one node whenever one fits
+    )
+    return (fitting[0].label, fitting[0].price) if fitting else None
 
 
 def _user_instance(
     config: StackConfig, spec: ModelSpec, judged: list[Candidate], fitting: list[Candidate]
 ) -> Candidate:
-    mine = next((c for c in judged if c.instance.name == config.instance_type), None)
+    mine = next((c for c in fitting if c.instance.name == config.instance_type), None) or next(
+        (c for c in judged if c.instance.name == config.instance_type), None
+    )
     if mine is None:
         try:
             instance_catalog.get(config.instance_type)
@@ -325,8 +376,9 @@ def _user_instance(
     if mine is not None and mine.fits:
         return mine
     cheapest = (
-        f"the cheapest that fits is {fitting[0].instance.name} "
-        f"(${fitting[0].price:.2f}/h, {gpus_label(fitting[0].instance)})"
+        f"the cheapest that fits is {fitting[0].label} "
+        f"(${fitting[0].price:.2f}/h, {gpus_label(fitting[0].instance)}"
+        f"{' each' if fitting[0].nodes > 1 else ''})"
         if fitting
         else "no catalog instance fits either:\n" + nothing_fits_message(config, spec, judged)
     )
@@ -362,6 +414,15 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         notes.append(
             "fbgemm_fp8 is deprecated in vLLM 0.33: served with --allow-deprecated-quantization"
         )
+    if chosen.nodes > 1:
+        notes.append(
+            f"{chosen.nodes} nodes of {chosen.instance.name}: tensor parallel "
+            f"{chosen.tensor_parallel_size} inside each node, pipeline parallel {chosen.nodes} across "
+            f"them, decoder layers split {'/'.join(map(str, chosen.stage_layers))} (vLLM's "
+            f"get_pp_indices); per-GPU figures are the fullest stage's; "
+            f"${chosen.instance.on_demand_usd_per_hour:.2f}/h per node, "
+            f"${chosen.price:.2f}/h in all"
+        )
     if config.spot:
         notes.append("spot: the price shown is on-demand; spot does not change the choice")
     if config.monitoring:
@@ -376,7 +437,9 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         model=config.model,
         instance=chosen.instance,
         tensor_parallel_size=chosen.tensor_parallel_size,
-        pipeline_parallel_size=config.pipeline_parallel_size,
+        pipeline_parallel_size=chosen.nodes,
+        nodes=chosen.nodes,
+        stage_layers=chosen.stage_layers,
         dtype=chosen.dtype,
         quantization=request.fmt.plan_quantization,
         kv_cache_dtype=config.kv_cache_dtype,
@@ -442,7 +505,28 @@ def nothing_fits_message(config: StackConfig, spec: ModelSpec, judged: list[Cand
         )
     lines.append("  ways out:")
     lines += [f"    - {way}" for way in ways_out(config, request.spec, request.fmt, request.max_model_len)]
+    across = _across_nodes(config, spec, judged)
+    if across:
+        lines.append(f"    - {across}")
     return "\n".join(lines)
+
+
+def _across_nodes(config: StackConfig, spec: ModelSpec, judged: list[Candidate]) -> Optional[str]:
+    """The cheapest N identical nodes (pipeline parallel) that would serve the model when the
+    config asked for one node, in the region and price cap the single-node search used."""
+    if config.node_counts != (1,):
+        return None
+    offered = {c.instance.name for c in judged if not any(b.kind == "region" for b in c.blockers)}
+    counts = range(2, MAX_NODES + 1)
+    fitting = [c for c in candidates(config, offered=offered, spec=spec, node_counts=counts) if c.fits]
+    if not fitting:
+        return f"no {MAX_NODES} or fewer identical nodes (pipeline parallel across them) hold it either"
+    best = min(fitting, key=lambda c: c.sort_key)  # what nodes=auto then picks: the cheapest
+    return (
+        f"{best.label} across nodes (pipeline parallel {best.nodes}, tensor parallel "
+        f"{best.tensor_parallel_size} in each, ${best.price:.2f}/h in all): set nodes to auto to "
+        "size it (tools/size); `pulumi up` deploys one node only yet"
+    )
 
 
 def sixteen_bit_refusal(spec: ModelSpec, config: StackConfig) -> str:

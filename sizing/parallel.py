@@ -99,7 +99,8 @@ def choose_tp(
     does. A TP smaller than the GPUs per replica happens only then, or when the user set it.
     """
     cc = instance.compute_capability
-    replicas = engine.replicas_and_ranks * config.pipeline_parallel_size
+    # Pipeline stages sit on separate nodes (sizing.pipeline), so they take no GPUs of this one.
+    replicas = engine.replicas_and_ranks
     per_replica = instance.gpu_count // replicas
     layout = _layout(engine)
     if per_replica < 1:

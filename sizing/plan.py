@@ -56,12 +56,12 @@ class SizingPlan:
     max_num_seqs: Optional[int]
     max_num_batched_tokens: int  # what vLLM will run with (sizing.batch), as the estimate assumed
     gpu_memory_utilization: float
-    memory: MemoryBreakdown  # per GPU
+    memory: MemoryBreakdown  # per GPU (across nodes: the fullest pipeline stage's GPU)
     kv_cache_capacity_tokens: int  # KV tokens the leftover budget holds, across the replica
     root_volume_gb: int  # OS, Docker images, logs
     model_volume_gb: int  # the model cache volume, sized for one model
     weights_on_disk_gb: float  # the checkpoint's weights as stored (GB, 10**9 bytes)
-    hourly_price_usd: Optional[float]
+    hourly_price_usd: Optional[float]  # all nodes together
     notes: tuple[str, ...] = field(default_factory=tuple)  # decisions worth telling the user
     cheaper: tuple[str, ...] = field(default_factory=tuple)  # "at maxModelLen 8192: g6.xlarge, $0.80/h"
     rope_theta: Optional[float] = None  # the model's RoPE base, when its config.json was read
@@ -70,6 +70,13 @@ class SizingPlan:
     data_parallel_size: int = 1  # replicas set by --data-parallel-size in vllmExtraArgs
     effective_max_num_seqs: Optional[int] = None  # what vLLM will run with (sizing.batch)
     checkpoint_quantization: Optional[str] = None  # the checkpoint's own method (e.g. fbgemm_fp8)
+    nodes: int = 1  # identical instances, one pipeline stage each (pipeline_parallel_size)
+    stage_layers: tuple[int, ...] = ()  # decoder layers per pipeline stage when nodes > 1
+
+    @property
+    def hourly_price_usd_per_node(self) -> Optional[float]:
+        """USD per hour for one node (``hourly_price_usd`` is for all of them)."""
+        return None if self.hourly_price_usd is None else self.hourly_price_usd / self.nodes
 
     @property
     def concurrent_full_length_sequences(self) -> int:
@@ -102,6 +109,10 @@ class SizingPlan:
             "modelVolumeGb": self.model_volume_gb,
             "weightsOnDiskGb": round(self.weights_on_disk_gb, 2),
             "hourlyPriceUsd": self.hourly_price_usd,
+            "nodes": self.nodes,
+            "pipelineParallelSize": self.pipeline_parallel_size,
+            "layersPerStage": list(self.stage_layers),
+            "hourlyPriceUsdPerNode": self.hourly_price_usd_per_node,
             "notes": list(self.notes),
         }
 

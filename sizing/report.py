@@ -14,13 +14,20 @@ def format_report(plan: SizingPlan) -> str:
     """What the program logs at preview: the choice, the per-GPU memory arithmetic, the price."""
     mem = plan.memory
     price = f"${plan.hourly_price_usd:.4g}/h" if plan.hourly_price_usd is not None else "no price"
+    where = plan.instance.name if plan.nodes == 1 else f"{plan.nodes} x {plan.instance.name}"
+    each = "" if plan.nodes == 1 else " each"
+    pipeline = "" if plan.nodes == 1 else (
+        f", pipeline parallel {plan.nodes} (layers {'/'.join(map(str, plan.stage_layers))})"
+    )
+    if plan.nodes > 1 and plan.hourly_price_usd_per_node is not None:
+        price += f" in all (${plan.hourly_price_usd_per_node:.4g}/h per node)"
     lines = [
-        f"sizing {plan.model}: {plan.instance.name} ({gpus_label(plan.instance)}), "
-        f"tensor parallel {plan.tensor_parallel_size}, {price} on-demand",
+        f"sizing {plan.model}: {where} ({gpus_label(plan.instance)}{each}), "
+        f"tensor parallel {plan.tensor_parallel_size}{pipeline}, {price} on-demand",
         f"  dtype {plan.dtype}, quantization {plan.quantization or 'from checkpoint'}, "
         f"kv cache {plan.kv_cache_dtype}, max model len {plan.max_model_len}, "
         f"max batched tokens {plan.max_num_batched_tokens}",
-        f"  per GPU: weights {mem.weights_gib:.2f} GiB + KV cache {mem.kv_cache_gib:.2f} GiB + "
+        f"  per GPU{' (fullest stage)' if plan.nodes > 1 else ''}: weights {mem.weights_gib:.2f} GiB + KV cache {mem.kv_cache_gib:.2f} GiB + "
         f"activations {mem.activation_gib:.2f} GiB + CUDA graphs {mem.cuda_graphs_gib:.2f} GiB + "
         f"runtime {mem.runtime_overhead_gib:.2f} GiB = {mem.required_gib:.2f} GiB",
         f"  budget {mem.budget_gib:.2f} GiB ({plan.gpu_memory_utilization:g} x "
@@ -28,7 +35,7 @@ def format_report(plan: SizingPlan) -> str:
         f"headroom {mem.headroom_gib:.2f} GiB",
         f"  KV cache holds ~{plan.kv_cache_capacity_tokens:,} tokens = "
         f"{plan.concurrent_full_length_sequences} full-length sequences",
-        f"  root volume {plan.root_volume_gb} GB, model volume {plan.model_volume_gb} GB "
+        f"  {'each node: ' if plan.nodes > 1 else ''}root volume {plan.root_volume_gb} GB, model volume {plan.model_volume_gb} GB "
         f"(weights {plan.weights_on_disk_gb:.1f} GB)",
         f"  {_cost_line(plan)}",
     ]
@@ -43,7 +50,8 @@ def _derived(plan: SizingPlan) -> str:
 
 
 def _cost_line(plan: SizingPlan) -> str:
-    cost = host_cost(plan.hourly_price_usd, plan.root_volume_gb + plan.model_volume_gb)
+    # Across nodes every node has its own volumes; the public address is the head's only.
+    cost = host_cost(plan.hourly_price_usd, (plan.root_volume_gb + plan.model_volume_gb) * plan.nodes)
     running = "no price" if cost.total_usd_per_hour is None else f"${cost.total_usd_per_hour:.4g}/h"
     return (
         f"cost: running {running}, stopped ${cost.stopped_usd_per_hour:.4g}/h "
@@ -68,7 +76,7 @@ def format_table(judged: Sequence[Candidate], *, show_all: bool = False) -> str:
         )
         price = f"{c.price:>8.3f}" if c.price is not None else f"{'-':>8}"
         lines.append(
-            f"{c.instance.name:<20} {gpus_label(c.instance):<50} {c.tensor_parallel_size or '-':>2} "
+            f"{c.label:<20} {gpus_label(c.instance):<50} {c.tensor_parallel_size or '-':>2} "
             f"{price} {'yes' if c.fits else 'no':<3} {mem}  {'; '.join(c.reasons)}"
         )
     lines.append(

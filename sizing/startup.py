@@ -24,6 +24,7 @@ from sizing.memory import (
     weights_per_gpu_bytes,
 )
 from sizing.models import ModelSpec
+from sizing.pipeline import PipelineStage, stage_spec, stage_weights_per_gpu_bytes
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,24 @@ def estimate(
     kv_dtype_bytes: int = BYTES_16BIT,
     act_bytes: int = BYTES_16BIT,
     accounting: Accounting = ACCOUNTING_033,
+    stage: PipelineStage | None = None,
 ) -> StartupEstimate:
     """The startup figures of one GPU serving `spec` in `fmt` at this TP size and these limits.
+
+    `stage`: with pipeline parallelism across nodes, the stage this GPU belongs to: its weights
+    are the stage's share (``sizing.pipeline.stage_weights_per_gpu_bytes``) and its KV cache and
+    CUDA graphs cover the stage's layers only; None = one node holding every layer.
 
     `cuda_total_gib` is the CUDA total of one GPU (``GpuMemory.cuda_total_gib``), not the EC2 or
     nvidia-smi figure. `accounting` selects an older vLLM's behaviour (the bench only).
     """
     tp = tensor_parallel_size
     budget = budget_bytes(cuda_total_gib, gpu_memory_utilization)
-    weights = weights_per_gpu_bytes(spec, fmt, tp, accounting, compute_capability)
+    if stage is None:
+        weights = weights_per_gpu_bytes(spec, fmt, tp, accounting, compute_capability)
+    else:
+        weights = stage_weights_per_gpu_bytes(spec, fmt, tp, stage, accounting, compute_capability)
+        spec = stage_spec(spec, stage)
     tokens = profile_tokens(max_num_batched_tokens, max_model_len, accounting)
     activation = activation_bytes(spec, tp, tokens, max_num_seqs, accounting, act_bytes)
     graphs = cuda_graph_bytes(spec, max_num_seqs, compute_capability)

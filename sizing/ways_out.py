@@ -43,5 +43,5 @@ def ways_out(config: StackConfig, spec: ModelSpec, fmt: WeightFormat, max_model_
             f"model's {spec.num_attention_heads} attention / {spec.num_kv_heads} KV heads "
             f"(not {config.tensor_parallel_size})"
         )
-    ways.append("a smaller model. Multi-node serving (pipeline parallel across hosts) is not supported yet.")
+    ways.append("a smaller model")
     return ways

@@ -11,6 +11,7 @@ import pytest
 from config.settings import KEYS, PINNED_VLLM_VERSION, SECRET_KEYS, ConfigError, parse
 from serving.flag_reader import check_flags, flag_warnings
 from serving.vllm_args import managed_flags, serve_args
+from sizing.choice import plan as choose_plan
 from serving.vllm_flags import FLAGS_FILE, REMOVED_FLAGS, flag_catalog
 from sizing.gpus import GpuInstance
 from sizing.models import from_catalog
@@ -560,6 +561,22 @@ def test_deprecated_checkpoint_quantization_is_opted_into():
     assert "--allow-deprecated-quantization" in args
     small = parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 8192})
     assert "--allow-deprecated-quantization" not in serve_args(small, size(small), model_path="/models/served")
+
+
+LLAMA_405B = "meta-llama/Llama-3.1-405B-Instruct"
+
+
+def test_the_vllm_argv_across_nodes_has_pp_tp_and_the_ray_backend_and_passes_the_flag_check():
+    spec = from_catalog(LLAMA_405B)
+    cfg = parse({"model": LLAMA_405B, "nodes": 2})
+    across = choose_plan(cfg, resolver=lambda *_: spec)
+    argv = serve_args(cfg, across, model_path="/models/llama")  # raises if vLLM's flags reject it
+    pairs = dict(zip(argv, argv[1:]))
+    assert pairs["--tensor-parallel-size"] == "8" and pairs["--pipeline-parallel-size"] == "2"
+    assert pairs["--distributed-executor-backend"] == "ray"
+    one = parse({"model": LLAMA_405B})
+    single = choose_plan(one, resolver=lambda *_: spec)
+    assert "--distributed-executor-backend" not in serve_args(one, single, model_path="/m")
 
 
 def test_a_flag_and_its_value_in_one_item_is_told_to_split_them():

@@ -200,3 +200,16 @@ def test_python_module_and_tools_size_take_the_same_arguments():
                  "--dtype", "--quantization", "--kv-cache-dtype", "--min-concurrent-sequences", "--rope-scaling",
                  "--json", "--all", "--list-models", "--offered"):
         assert flag in result.stdout
+
+
+def test_nodes_sizes_a_plan_across_nodes_as_json_and_as_text(capsys):
+    assert sizing_cli.main(["meta-llama/Llama-3.1-405B-Instruct", "--nodes", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["fits"], result["nodes"], result["instance_type"]) == (True, 2, "p4de.24xlarge")
+    assert result["hourly_price_usd"] == pytest.approx(2 * 27.44705)
+    assert result["sizing"]["layersPerStage"] == [63, 63]
+    assert result["sizing"]["hourlyPriceUsdPerNode"] == pytest.approx(27.44705)
+    assert result["sizing"]["perGpu"]["weightsGib"] == pytest.approx(405.853e9 / 8 / 2**30, abs=0.01)
+    assert sizing_cli.main(["meta-llama/Llama-3.1-405B-Instruct", "--nodes", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "2 x p4de.24xlarge" in text and "pipeline parallel 2 (layers 63/63)" in text

@@ -199,8 +199,12 @@ def test_deepseek_r1_at_16bit_without_b300_is_refused_with_the_arithmetic_and_wa
     assert f"{671e9 * 2 / GIB:.1f} GiB" in message  # the weight arithmetic
     assert "70,272 bytes/token" in message  # the KV arithmetic
     assert "largest candidate in the region: p6-b200.48xlarge" in message and "no room for the KV cache" in message
-    for way_out in ("quantiz", "maxModelLen", "minConcurrentSequences", "kvCacheDtype=fp8", "Multi-node"):
+    for way_out in ("quantiz", "maxModelLen", "minConcurrentSequences", "kvCacheDtype=fp8"):
         assert way_out in message
+    # Across nodes: the cheapest is three 8 x A100 80GB nodes, what nodes=auto picks
+    # (tests/sizing/test_pipeline.py has the arithmetic).
+    assert "3 x p4de.24xlarge across nodes (pipeline parallel 3, tensor parallel 8 in each, $82.34/h" in message
+    assert "set nodes to auto" in message
 
 
 def test_deepseek_r1_with_a_16bit_dtype_is_refused_with_both_sizings():
