@@ -48,6 +48,13 @@ def unreachable_features(config: StackConfig) -> list[str]:
             f"{ns}:sshAllowedCidrs is empty: provisioning runs over SSH from where `pulumi up` runs; "
             "use [auto] (this machine's address) or list that machine's network"
         )
+    ssh = config.ssh_allowed_cidrs
+    if ssh and not any(c == THIS_MACHINE or ipaddress.ip_network(c).version == 4 for c in ssh):
+        problems.append(
+            f"{ns}:sshAllowedCidrs {ssh} holds only IPv6 networks, but the host has only an IPv4 "
+            "address and provisioning reaches it over SSH: add the IPv4 address `pulumi up` runs "
+            "from, e.g. pulumi config set --path 'sshAllowedCidrs[0]' auto"
+        )
     for key, cidrs in (("allowedCidrs", config.allowed_cidrs), ("metricsAllowedCidrs", config.metrics_allowed_cidrs)):
         for cidr in cidrs:
             if ipaddress.ip_network(cidr).version == 6:

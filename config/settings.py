@@ -12,6 +12,7 @@ Secrets (``apiKey``, ``hfToken``, ``modelscopeToken``) are deliberately *not* fi
 from __future__ import annotations
 
 import difflib
+import math
 import ipaddress
 import re
 from typing import Any, Literal, Optional, Union
@@ -183,7 +184,9 @@ class StackConfig(BaseModel):
     # --- serving -------------------------------------------------------------------
     max_model_len: Optional[int] = Field(
         None,
-        gt=0,
+        # The readiness check's first generation needs a chat-templated prompt plus 8 tokens;
+        # 256 leaves room for any catalog model's template.
+        ge=256,
         description="Longest request (prompt + output) in tokens (default: the model's "
         f"context, capped at {DEFAULT_MAX_MODEL_LEN_CAP}).",
     )
@@ -388,6 +391,17 @@ class StackConfig(BaseModel):
     )
 
     # --- validators ----------------------------------------------------------------
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: Any) -> Any:
+        """true/false where a number belongs: pydantic would read them as 1/0 (maxModelLen: true
+        would serve 1 token), so they are refused."""
+        if isinstance(value, bool):
+            annotation = str(cls.model_fields[info.field_name].annotation)
+            if ("int" in annotation or "float" in annotation) and "bool" not in annotation:
+                raise ValueError("expected a number, got a boolean; write the number itself")
+        return value
+
     @field_validator("model")
     @classmethod
     def _model_id_or_path(cls, value: str) -> str:
@@ -449,7 +463,7 @@ class StackConfig(BaseModel):
             )
         factor = value.get("factor")
         if rope_type != "llama3" and (
-            not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 1
+            not isinstance(factor, (int, float)) or isinstance(factor, bool) or not math.isfinite(factor) or factor <= 1
         ):
             raise ValueError("needs a numeric factor greater than 1")
         return value
@@ -548,7 +562,8 @@ class StackConfig(BaseModel):
                 f"{self.pipeline_parallel_size} (or auto), or leave pipelineParallelSize at 1"
             )
         if self.idle_stop_minutes is not None and any(
-            arg == DISABLE_LOG_STATS or arg.startswith(DISABLE_LOG_STATS + "=") for arg in self.vllm_extra_args
+            # vLLM reads underscores as dashes and takes `--flag=value` (serving.flag_reader).
+            arg.split("=", 1)[0].replace("_", "-") == DISABLE_LOG_STATS for arg in self.vllm_extra_args
         ):
             raise ValueError(
                 f"{NAMESPACE}:idleStopMinutes={self.idle_stop_minutes} reads vLLM's request metrics, "
@@ -614,6 +629,8 @@ def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
         return msg
     where = f"{NAMESPACE}:{key}" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
     given = raw.get(key, "<missing>")
+    if "PRIVATE KEY" in str(given):  # a private key pasted by mistake is never echoed
+        given = "<a private key, not shown>"
     if kind == "missing":
         return f"{where} is required: set it with `pulumi config set {key} <value>`"
     if kind == "literal_error":

@@ -120,7 +120,8 @@ model_verified() {
 }
 
 ensure_venv() {
-  if [[ -x "$venv/bin/python" ]]; then
+  # A venv whose creation was killed can hold bin/python but no pip: rebuild it then.
+  if [[ -x "$venv/bin/python" && -x "$venv/bin/pip" ]]; then
     return 0
   fi
   apt_install python3-venv

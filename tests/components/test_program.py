@@ -803,3 +803,10 @@ def test_a_plan_across_nodes_is_refused_before_any_resource_with_the_plan(progra
     assert "$54.89/h in all" in message and "deploys one node only yet" in message
     assert "pulumi config set nodes 1" in message
     assert run.cloud_resources == []
+
+
+def test_the_vllm_container_never_reaches_the_hub_at_start(program):
+    """The weights are on the model volume; a container that fetched would hang or fail offline,
+    and would need the hub token in its environment."""
+    envs = reveal(vllm_container(program(SMALL)).inputs["envs"])
+    assert "HF_HUB_OFFLINE=1" in envs

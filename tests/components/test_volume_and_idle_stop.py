@@ -81,6 +81,11 @@ def test_a_new_instance_type_keeps_the_volume_and_its_zone_and_does_not_download
     assert after.one(INSTANCE).plain["instanceType"] == "g6.xlarge"
     assert zone_of(after) == "us-east-1b", "the host follows the volume's zone"
     assert after.one(VOLUME).plain == before.one(VOLUME).plain, "same volume inputs: no replacement"
+    # ... and no resource option that would replace it with the instance either.
+    volume = after.one(VOLUME)
+    assert volume.replacement_trigger is None, "no trigger replaces it"
+    assert set(volume.replace_on_changes) <= {"availabilityZone"}, "only a zone move replaces it"
+    assert volume.deleted_with != after.one(INSTANCE).urn, "not deleted with the instance"
     assert after.one(INSTANCE) in inputs_from(after, after.one(ATTACHMENT), "instanceId"), \
         "the attachment follows the new instance"
     assert not any("the model volume vol-" in line for line in after.logs), "nothing moves, nothing to say"

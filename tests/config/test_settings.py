@@ -255,3 +255,40 @@ def test_the_aws_providers_keys_in_the_projects_namespace_point_to_aws():
     (message,) = problems(region="eu-west-1")
     assert "vllm-deploy:region is not a known key" in message
     assert "pulumi config set aws:region <value>" in message
+
+
+@pytest.mark.parametrize("key", ["maxModelLen", "rateLimitPerMinute", "maxNumSeqs", "gpuMemoryUtilization"])
+def test_a_boolean_where_a_number_belongs_is_refused(key):
+    (message,) = problems(**{key: True})
+    assert f"vllm-deploy:{key}=True: expected a number, got a boolean" in message
+
+
+def test_a_context_too_short_for_the_readiness_generation_is_refused():
+    (message,) = problems(maxModelLen=16)
+    assert "vllm-deploy:maxModelLen=16" in message and "256" in message
+    assert parse({"model": MODEL, "maxModelLen": 256}).max_model_len == 256
+
+
+@pytest.mark.parametrize("flag", ["--disable-log-stats", "--disable_log_stats", "--disable-log-stats=true"])
+def test_idle_stop_without_request_metrics_is_refused_however_the_flag_is_spelled(flag):
+    (message,) = problems(monitoring=False, idleStopMinutes=30, vllmExtraArgs=[flag])
+    assert "vllm-deploy:idleStopMinutes=30 reads vLLM's request metrics" in message
+
+
+def test_ssh_from_ipv6_only_could_never_reach_the_ipv4_host():
+    (message,) = problems(sshAllowedCidrs=["2001:db8::/32"])
+    assert "vllm-deploy:sshAllowedCidrs" in message and "only IPv6" in message
+    assert parse({"model": MODEL, "sshAllowedCidrs": ["2001:db8::/32", "198.51.100.0/24"]})
+
+
+def test_a_private_key_pasted_as_the_public_key_is_never_echoed():
+    secret_line = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ"
+    key = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{secret_line}\n-----END OPENSSH PRIVATE KEY-----"
+    (message,) = problems(sshPublicKey=key)
+    assert "vllm-deploy:sshPublicKey" in message and secret_line not in message
+
+
+@pytest.mark.parametrize("factor", [float("nan"), float("inf")])
+def test_a_rope_factor_that_is_not_a_finite_number_is_refused(factor):
+    (message,) = problems(ropeScaling={"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": 32768})
+    assert "vllm-deploy:ropeScaling" in message and "factor" in message

@@ -801,6 +801,17 @@ def test_download_creates_the_venv_once_installing_python3_venv_if_missing(host:
     assert run.called("python3") == [["-m", "venv", str(host.venv)]]
 
 
+def test_download_rebuilds_a_venv_whose_creation_was_killed(host: Host) -> None:
+    """`python3 -m venv` killed part-way leaves bin/python without pip; the rerun rebuilds it."""
+    publish(host, "main")
+    (host.venv / "bin").mkdir(parents=True)
+    (host.venv / "bin" / "python").write_text("#!/usr/bin/env bash\nexit 0\n")
+    (host.venv / "bin" / "python").chmod(0o755)
+    run = host.run("download_model.sh", **download_env(host))
+    assert_ok(run)
+    assert run.called("python3") == [["-m", "venv", str(host.venv)]]
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [

@@ -18,7 +18,7 @@ from sizing.calibration import accounting_for_version
 from sizing.models import from_catalog
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_LOGS = Path("/work/shared/reference/vllm-startup-logs.csv")
+SHARED_LOGS = REPO.parent / "shared" / "reference" / "vllm-startup-logs.csv"  # beside the clone
 
 
 def _bench():
