@@ -38,7 +38,7 @@ poll=$VLLM_DEPLOY_IDLE_POLL_SECONDS
 if ((minutes == 0)); then
   if [[ -e "$unit" ]]; then
     systemctl disable --now "$SERVICE" >&2 || die "systemctl disable --now $SERVICE failed" "inspect: systemctl status $SERVICE"
-    rm -f "$unit" "$env_file" "$lib_dir/idle_stop.sh"
+    rm -f "$unit" "$env_file" "$lib_dir/idle_stop.sh" "$lib_dir/.idle-stop-applied"
     systemctl daemon-reload
     log "idle stop is off: removed $SERVICE"
   fi
@@ -84,11 +84,17 @@ RestartSec=30
 [Install]
 WantedBy=multi-user.target" "$unit" 0644
 
-if ((changed)); then
+# What the running service was last (re)started with. Written only once enable and restart
+# succeeded, so a run killed after writing the files but before the restart is finished by
+# the next run (the files alone would look up to date).
+applied="$lib_dir/.idle-stop-applied"
+want=$(cat "$lib_dir/idle_stop.sh" "$lib_dir/lib.sh" "$env_file" "$unit")
+if ((changed)) || [[ "$(cat "$applied" 2>/dev/null)" != "$want" ]]; then
   systemctl daemon-reload
   systemctl enable "$SERVICE" >&2
   # A restart also starts the idle clock again: a new setting never stops a host at once.
   systemctl restart "$SERVICE" || die "systemctl restart $SERVICE failed" "inspect: journalctl -u $SERVICE"
+  printf '%s\n' "$want" >"$applied"
   log "idle stop after $minutes minutes without requests ($SERVICE)"
 elif ! systemctl is-active --quiet "$SERVICE"; then
   systemctl start "$SERVICE" || die "systemctl start $SERVICE failed" "inspect: journalctl -u $SERVICE"

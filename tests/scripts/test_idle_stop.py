@@ -309,6 +309,21 @@ def test_the_watcher_is_installed_as_a_service_once_and_restarted_only_on_change
     assert ["restart", "vllm-idle-stop.service"] in changed.called("systemctl")
 
 
+@pytest.mark.parametrize("first", [None, "30"], ids=["first-install", "a-change"])
+def test_a_run_cut_off_before_the_restart_is_finished_by_the_next(host: Host, first) -> None:
+    """The files are written before systemd is told: a run killed in between must not leave a
+    service that is not enabled, or one still running with the old setting."""
+    if first:
+        assert_ok(host.run("install_idle_stop.sh", **install_env(host, first)))
+    host.fail("systemctl-restart", times=1)  # the run dies between the files and the restart
+    cut = host.run("install_idle_stop.sh", **install_env(host, "60"))
+    assert cut.returncode != 0
+    rerun = host.run("install_idle_stop.sh", **install_env(host, "60"))
+    assert_ok(rerun)
+    calls = rerun.called("systemctl")
+    assert ["enable", "vllm-idle-stop.service"] in calls and ["restart", "vllm-idle-stop.service"] in calls
+
+
 def test_turning_idle_stop_off_removes_the_service(host: Host) -> None:
     assert_ok(host.run("install_idle_stop.sh", **install_env(host, "30")))
     off = host.run("install_idle_stop.sh", **install_env(host, "0", url=None))
