@@ -13,6 +13,7 @@ provider computes (ids, addresses, generated keys, command output) stays unknown
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import runpy
@@ -316,6 +317,10 @@ def run_program(
     mocks = RecordingMocks(world, computed, preview)
     monitor = RecordingMonitor(mocks)
     logs = _LogCapture()
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:  # an asyncio.run() earlier in this process unset the loop when it ended
+        asyncio.set_event_loop(asyncio.new_event_loop())
     settings.ROOT.set(None)  # fresh stack resource, so exports do not leak between runs
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor, logger=logs)
     pulumi.runtime.set_all_config(flat, secret_keys)

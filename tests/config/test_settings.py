@@ -48,7 +48,7 @@ def test_the_contract_keys_exist_with_their_stable_names():
     [
         ({"gpuMemoryUtilization": 1.5}, "gpuMemoryUtilization=1.5", "0.99"),
         ({"gpuMemoryUtilization": 0}, "gpuMemoryUtilization=0", "greater than 0"),
-        ({"maxModelLen": -3}, "maxModelLen=-3", "greater than 0"),
+        ({"maxModelLen": -3}, "maxModelLen=-3", "greater than or equal to 256"),
         ({"quantization": "awq4"}, "quantization='awq4'", "did you mean 'awq'"),
         ({"allowedCidrs": ["10.0.0.0/33"]}, "allowedCidrs", "10.0.0.0/33"),
         ({"allowedCidrs": ["10.0.0.1/24"]}, "allowedCidrs", "did you mean '10.0.0.0/24'"),
