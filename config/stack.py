@@ -241,18 +241,6 @@ def _with_this_machine(cidrs: list[str]) -> list[str]:
     return list(dict.fromkeys(resolved))
 
 
-def multi_node_refusal(plan: SizingPlan) -> str:
-    """Why `pulumi up` stops on a plan across nodes: sizing plans it, the deployment does not
-    build it yet (no placement group, Ray cluster or worker hosts), so nothing is created."""
-    return (
-        f"{NAMESPACE}: {plan.model} needs {plan.nodes} x {plan.instance.name} (pipeline parallel "
-        f"{plan.nodes} across nodes, tensor parallel {plan.tensor_parallel_size} inside each, "
-        f"${plan.hourly_price_usd:.2f}/h in all), and this program deploys one node only yet. "
-        "`tools/size` shows the plan; to deploy, pick a model or quantization that fits one node "
-        "and set nodes to 1 (pulumi config set nodes 1)."
-    )
-
-
 def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
     """The sizing decision, or pulumi.RunError with the arithmetic when nothing fits.
 
@@ -267,8 +255,6 @@ def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
         chosen = choose_plan(settings, offered=offered, resolver=resolver)
     except (SizingError, ModelResolutionError) as exc:
         raise pulumi.RunError(str(exc)) from None
-    if chosen.nodes > 1:
-        raise pulumi.RunError(multi_node_refusal(chosen))
     if repo != settings.model:
         pulumi.log.info(
             f"{NAMESPACE}:model={settings.model!r} is {repo!r} on ModelScope (modelSource=modelscope): "

@@ -18,9 +18,12 @@ from sizing.rope import RopeOverride
 from sizing.vllm_rules import MAX_LEN_KEYS
 
 
-# Inside the container's own network namespace; the host publishes the port on its
+# One node: inside the container's own network namespace; the host publishes the port on its
 # loopback only, so this is not an exposure (nginx is the only way in).
 CONTAINER_HOST = "0.0.0.0"
+# Across nodes the head's container shares the host's network (Ray and NCCL reach the other
+# nodes' private IPs): vLLM then binds the host's loopback itself.
+HOST_NETWORK_HOST = "127.0.0.1"
 
 # Flags this module sets from config keys; in vllmExtraArgs they would fight the sizing
 # plan (or put a secret on the command line).
@@ -127,7 +130,7 @@ def serve_args(
 def _managed_args(config: StackConfig, plan: SizingPlan, port: int) -> list[str]:
     args = [
         "--served-model-name", config.served_name,
-        "--host", CONTAINER_HOST,
+        "--host", CONTAINER_HOST if plan.nodes == 1 else HOST_NETWORK_HOST,
         "--port", str(port),
         "--dtype", plan.dtype,
         "--tensor-parallel-size", str(plan.tensor_parallel_size),

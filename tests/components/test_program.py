@@ -795,16 +795,6 @@ def test_a_model_without_a_chat_template_is_flagged_at_preview(program, tmp_path
         assert any("note: " + notes[0] in line for line in run.logs), "in the sizing report"
 
 
-def test_a_plan_across_nodes_is_refused_before_any_resource_with_the_plan(program):
-    # Sizing plans 2 x p4de.24xlarge for Llama-3.1-405B; the deployment builds one node only yet.
-    run = program({"model": "meta-llama/Llama-3.1-405B-Instruct", "nodes": "2"}, expect_error=True)
-    message = str(run.error)
-    assert "needs 2 x p4de.24xlarge (pipeline parallel 2 across nodes, tensor parallel 8" in message
-    assert "$54.89/h in all" in message and "deploys one node only yet" in message
-    assert "pulumi config set nodes 1" in message
-    assert run.cloud_resources == []
-
-
 def test_the_vllm_container_never_reaches_the_hub_at_start(program):
     """The weights are on the model volume; a container that fetched would hang or fail offline,
     and would need the hub token in its environment."""
