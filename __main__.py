@@ -43,8 +43,9 @@ if deployment.ca_certificate is not None:  # tls=self-signed: clients verify aga
     pulumi.export("caCertificate", deployment.ca_certificate)
 pulumi.export("servedModelName", settings.served_name)
 pulumi.export("instanceType", plan.instance.name)
-pulumi.export("instanceId", deployment.instance_id)
+pulumi.export("instanceId", deployment.instance_id)  # the head's across nodes
 pulumi.export("publicIp", deployment.public_ip)
+pulumi.export("nodes", deployment.nodes)  # each node: name, role, instanceId, privateIp, publicIp
 pulumi.export("sshCommand", deployment.ssh_command)
 if deployment.ssh_private_key is not None:
     pulumi.export("sshPrivateKey", deployment.ssh_private_key)

@@ -10,15 +10,19 @@ import pulumi_aws as aws
 import pulumi_random as random
 
 from components.benchmark import VllmBenchmark, VllmBenchmarkArgs
+from components.cluster import ClusterNetwork, ClusterNetworkArgs
 from components.docker_host import docker_over_ssh, identity_file_hint
 from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_setup import HostSetup, HostSetupArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.model_volume import ModelVolume, ModelVolumeArgs, find_model_volume
 from components.naming import child, component_type, default_tags
+from components.placement import choose_subnet
 from components.proxy import NginxProxy, NginxProxyArgs
+from components.ray_cluster import RayHead, RayWorker, RayWorkerArgs, node_name, ray_nodes
 from components.vllm_server import VllmServer, VllmServerArgs
 from config.settings import StackConfig
+from serving.cluster_network import EFA_HOST_MOUNT, efa_interfaces, nccl_environment
 from sizing.costs import host_cost
 from sizing.plan import SizingPlan
 
@@ -41,8 +45,29 @@ class VllmDeploymentArgs:
     """The stack's aws:* settings for the explicit provider (config.stack.aws_provider_settings)."""
 
 
+@dataclass
+class Node:
+    """One instance of the deployment with its model volume and provisioning (node 0: the head)."""
+
+    index: int
+    host: GpuHost
+    volume: ModelVolume
+    setup: HostSetup
+
+    @property
+    def name(self) -> str:
+        return node_name(self.index)
+
+
+def node_base_name(name: str, index: int) -> str:
+    """The head keeps the single-node names (`vllm-host`...), so a stack that grows to several
+    nodes keeps its head; worker i is `vllm-node<i>-...`."""
+    return name if index == 0 else f"{name}-node{index}"
+
+
 class VllmDeployment(pulumi.ComponentResource):
-    """A secured OpenAI-compatible vLLM endpoint on one AWS GPU instance."""
+    """A secured OpenAI-compatible vLLM endpoint on one AWS GPU instance, or on `plan.nodes`
+    identical instances (pipeline parallel across them, on a Ray cluster; the head serves)."""
 
     endpoint: pulumi.Output[str]
     api_key: pulumi.Output[str]
@@ -54,6 +79,7 @@ class VllmDeployment(pulumi.ComponentResource):
     cost: dict[str, Optional[float]]  # sizing.costs.HostCost.to_output(): running vs stopped
     ssh_command: pulumi.Output[str]
     ssh_private_key: Optional[pulumi.Output[str]]
+    nodes: pulumi.Output[list[dict[str, str]]]  # every node: name, role, instance id, private and public IP
     grafana_url: Optional[pulumi.Output[str]]  # None with monitoring off
     grafana_password: Optional[pulumi.Output[str]]
     benchmark: Optional[pulumi.Output[dict[str, Any]]]  # None with benchmarkOnDeploy false
@@ -68,38 +94,8 @@ class VllmDeployment(pulumi.ComponentResource):
 
         api_key = args.api_key if args.api_key is not None else self._generated_api_key(name)
         lookups = pulumi.InvokeOptions(parent=self, provider=provider)
-        volume_name = child(name, "models")
-        existing = find_model_volume(volume_name, lookups)
-        host = GpuHost(
-            child(name, "host"), GpuHostArgs(settings=settings, plan=plan, model_volume=existing), in_aws
-        )
-        # EBS volumes cannot shrink: a smaller model keeps the volume's size (and the room for
-        # the models downloaded before it). A volume in another zone is replaced anyway.
-        kept_gb = existing.size_gb if existing and existing.availability_zone == host.zone else 0
-        volume = ModelVolume(
-            volume_name,
-            ModelVolumeArgs(
-                availability_zone=host.zone,
-                size_gb=max(plan.model_volume_gb, kept_gb),
-                instance=host.instance,
-                retain=settings.retain_model_volume,
-            ),
-            in_aws,
-        )
-        setup = HostSetup(
-            child(name, "setup"),
-            HostSetupArgs(
-                settings=settings,
-                plan=plan,
-                connection=host.connection,
-                instance_id=host.instance_id,
-                volume=volume,
-                stable_connection=host.stable_connection,
-                hf_token=args.hf_token,
-                modelscope_token=args.modelscope_token,
-            ),
-            mine,
-        )
+        nodes = self._nodes(name, args, in_aws, lookups)
+        host, volume, setup = nodes[0].host, nodes[0].volume, nodes[0].setup
         engine = docker_over_ssh(
             name, host=host.public_ip, user=host.ssh_user, private_key=host.ssh_private_key, opts=mine
         )
@@ -117,6 +113,7 @@ class VllmDeployment(pulumi.ComponentResource):
                 model_ready=setup.model_ready,
                 model_dir=setup.model_dir,
                 api_key=api_key,
+                ray_head=self._ray_cluster(name, settings, plan, nodes) if len(nodes) > 1 else None,
             ),
             mine,
         )
@@ -187,7 +184,18 @@ class VllmDeployment(pulumi.ComponentResource):
         self.public_ip = host.public_ip
         self.region = aws.get_region(opts=lookups).region
         self.model_volume_id = volume.volume_id
-        self.cost = host_cost(plan.hourly_price_usd, plan.root_volume_gb + volume.size_gb).to_output()
+        self.cost = host_cost(
+            plan.hourly_price_usd, sum(plan.root_volume_gb + n.volume.size_gb for n in nodes), len(nodes)
+        ).to_output()
+        self.nodes = pulumi.Output.all(
+            *[pulumi.Output.all(n.host.instance_id, n.host.private_ip, n.host.public_ip) for n in nodes]
+        ).apply(
+            lambda rows: [
+                {"name": node_name(i), "role": "head" if i == 0 else "worker",
+                 "instanceId": row[0], "privateIp": row[1], "publicIp": row[2]}
+                for i, row in enumerate(rows)
+            ]
+        )
         self.ssh_private_key = host.ssh_private_key
         key_hint = f"-i {identity_file_hint(pulumi.get_stack())} " if host.ssh_private_key is not None else ""
         self.ssh_command = pulumi.Output.concat("ssh ", key_hint, host.ssh_user, "@", host.public_ip)
@@ -202,10 +210,137 @@ class VllmDeployment(pulumi.ComponentResource):
                 "modelVolumeId": self.model_volume_id,
                 "costUsd": self.cost,
                 "sshCommand": self.ssh_command,
+                "nodes": self.nodes,
                 "grafanaUrl": self.grafana_url,
                 "grafanaPassword": self.grafana_password,
                 "benchmark": self.benchmark,
             }
+        )
+
+    def _nodes(
+        self,
+        name: str,
+        args: VllmDeploymentArgs,
+        in_aws: pulumi.ResourceOptions,
+        lookups: pulumi.InvokeOptions,
+    ) -> list[Node]:
+        """Every node: its host, model volume and provisioning, in parallel. Across nodes they
+        share one subnet (a cluster placement group lives in one zone: the head's model
+        volume's when it offers the type), the cluster network, and the head's image and key."""
+        settings, plan = args.settings, args.plan
+        existing = [find_model_volume(child(node_base_name(name, i), "models"), lookups) for i in range(plan.nodes)]
+        subnet, cluster, efa = None, None, ()
+        if plan.nodes > 1:
+            subnet = choose_subnet(settings, plan.instance.name, existing[0], self, lookups.provider)
+            efa = tuple(efa_interfaces(plan.instance))
+            cluster = ClusterNetwork(
+                child(name, "cluster"), ClusterNetworkArgs(vpc_id=subnet.vpc_id, efa=efa), in_aws
+            ).membership()
+        nodes: list[Node] = []
+        for index in range(plan.nodes):
+            base = node_base_name(name, index)
+            host = GpuHost(
+                child(base, "host"),
+                GpuHostArgs(
+                    settings=settings,
+                    plan=plan,
+                    model_volume=existing[index],
+                    subnet=subnet,
+                    cluster=cluster,
+                    shared=nodes[0].host.shared if nodes else None,
+                    serves_endpoint=index == 0,
+                ),
+                in_aws,
+            )
+            nodes.append(self._provisioned(base, index, host, existing[index], args, in_aws, len(efa)))
+        return nodes
+
+    def _provisioned(
+        self,
+        base: str,
+        index: int,
+        host: GpuHost,
+        existing: Any,
+        args: VllmDeploymentArgs,
+        in_aws: pulumi.ResourceOptions,
+        efa: int,
+    ) -> Node:
+        settings, plan = args.settings, args.plan
+        # EBS volumes cannot shrink: a smaller model keeps the volume's size (and the room for
+        # the models downloaded before it). A volume in another zone is replaced anyway.
+        kept_gb = existing.size_gb if existing and existing.availability_zone == host.zone else 0
+        volume = ModelVolume(
+            child(base, "models"),
+            ModelVolumeArgs(
+                availability_zone=host.zone,
+                size_gb=max(plan.model_volume_gb, kept_gb),
+                instance=host.instance,
+                retain=settings.retain_model_volume,
+            ),
+            in_aws,
+        )
+        setup = HostSetup(
+            child(base, "setup"),
+            HostSetupArgs(
+                settings=settings,
+                plan=plan,
+                connection=host.connection,
+                instance_id=host.instance_id,
+                volume=volume,
+                stable_connection=host.stable_connection,
+                hf_token=args.hf_token,
+                modelscope_token=args.modelscope_token,
+                efa_interfaces=efa,
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        return Node(index, host, volume, setup)
+
+    def _ray_cluster(self, name: str, settings: StackConfig, plan: SizingPlan, nodes: list[Node]) -> RayHead:
+        """The workers' Ray containers, and what makes the head's vLLM container the Ray head."""
+        head = nodes[0]
+        efa = len(efa_interfaces(plan.instance))
+        env = nccl_environment(efa)
+        workers: list[RayWorker] = []
+        for node in nodes[1:]:
+            base = node_base_name(name, node.index)
+            engine = docker_over_ssh(
+                base, host=node.host.public_ip, user=node.host.ssh_user,
+                private_key=node.host.ssh_private_key, opts=pulumi.ResourceOptions(parent=self),
+            )
+            workers.append(
+                RayWorker(
+                    child(base, "ray"),
+                    RayWorkerArgs(
+                        index=node.index,
+                        image=settings.vllm_image,
+                        connection=node.host.connection,
+                        docker_provider=engine,
+                        instance=node.host.instance,
+                        instance_id=node.host.instance_id,
+                        node_ip=node.host.private_ip,
+                        head_ip=head.host.private_ip,
+                        head_instance_id=head.host.instance_id,
+                        runtime_ready=node.setup.runtime_ready,
+                        model_ready=node.setup.model_ready,
+                        model_dir=node.setup.model_dir,
+                        container_env=env,
+                        efa_interfaces=efa,
+                        join_timeout_seconds=settings.readiness_timeout_minutes * 60,
+                    ),
+                    pulumi.ResourceOptions(parent=self),
+                )
+            )
+        return RayHead(
+            node_ip=head.host.private_ip,
+            nodes=ray_nodes([n.host.private_ip for n in nodes]),
+            gpus_per_node=plan.instance.gpu_count,
+            instance_ids=[n.host.instance_id for n in nodes],
+            container_env=env,
+            efa_interfaces=efa,
+            efa_host_mount=EFA_HOST_MOUNT if efa else None,
+            workers_ready=[r for n, w in zip(nodes[1:], workers) for r in (w.image, n.setup.model_ready)],
+            workers_joined=[w.joined for w in workers],
         )
 
     def _tagged_provider(self, name: str, settings: dict[str, Any]) -> aws.Provider:

@@ -15,6 +15,7 @@ import pulumi_tls as tls
 import yaml
 
 from components.capacity import capacity_hook, error_hooks_supported
+from components.cluster import ClusterMembership
 from components.model_volume import ExistingVolume
 from components.naming import child, component_type, default_tags
 from components.placement import choose_subnet
@@ -76,6 +77,17 @@ def user_data() -> str:
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)
 
 
+@dataclass(frozen=True)
+class SharedAccess:
+    """What every node of a cluster shares with the head: one image (pinned once, so nodes
+    added later run the same release), one key pair, one instance profile."""
+
+    image_id: pulumi.Input[str]
+    key_name: pulumi.Input[str]
+    private_key: Optional[pulumi.Output[str]]
+    instance_profile: pulumi.Input[str]
+
+
 @dataclass
 class GpuHostArgs:
     settings: StackConfig
@@ -85,14 +97,25 @@ class GpuHostArgs:
     model_volume: Optional[ExistingVolume] = None
     """The model cache volume created earlier (components.model_volume.find_model_volume): the
     host stays in its zone when that zone offers the instance type."""
+    subnet: Optional[aws.ec2.AwaitableGetSubnetResult] = None
+    """The subnet chosen by the caller (a cluster's nodes share one); None: chosen here."""
+    cluster: Optional[ClusterMembership] = None
+    """Across nodes: the placement group, the cluster security group and the EFA interfaces."""
+    shared: Optional[SharedAccess] = None
+    """A worker node: the head's image, key and profile instead of its own."""
+    serves_endpoint: bool = True
+    """The node nginx runs on: HTTPS (and HTTP) open to allowedCidrs. Workers only take SSH."""
 
 
 class GpuHost(pulumi.ComponentResource):
-    """One GPU server: reachable on 443/80 from allowedCidrs, on 22 from sshAllowedCidrs only."""
+    """One GPU server: reachable on 443/80 from allowedCidrs (the node that serves the endpoint),
+    on 22 from sshAllowedCidrs only; across nodes, from the other nodes on everything."""
 
     instance: aws.ec2.Instance
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
+    private_ip: pulumi.Output[str]
+    shared: SharedAccess  # what a worker node takes from this one
     availability_zone: pulumi.Output[str]
     zone: str  # the same, known at preview: where the model volume must be
     ssh_user: pulumi.Output[str]
@@ -108,16 +131,25 @@ class GpuHost(pulumi.ComponentResource):
         settings, plan = args.settings, args.plan
 
         self._refuse_a_stopped_host()
-        ami_id = self._image(settings.ami, plan.instance.arch)
-        subnet = choose_subnet(settings, plan.instance.name, args.model_volume, self)
-        security_group = self._security_group(settings, subnet.vpc_id)
-        key_name, private_key = self._key_pair(settings)
-        profile = self._instance_profile()
-        instance = self._instance(plan, settings, ami_id, subnet.id, security_group, key_name, profile)
-        address, attached_ip = self._elastic_ip(instance)
+        subnet = args.subnet or choose_subnet(settings, plan.instance.name, args.model_volume, self)
+        security_group = self._security_group(settings, subnet.vpc_id, args.serves_endpoint)
+        if args.shared is None:
+            shared = SharedAccess(
+                self._image(settings.ami, plan.instance.arch), *self._key_pair(settings),
+                self._instance_profile().name,
+            )
+        else:
+            shared = args.shared
+        groups = [security_group.id, *([args.cluster.security_group_id] if args.cluster else [])]
+        efa = self._efa_interfaces(args.cluster, subnet.id, groups)
+        instance = self._instance(plan, settings, shared, subnet.id, groups, args.cluster, efa)
+        address, attached_ip = self._elastic_ip(instance, efa[0] if efa else None)
+        private_key = shared.private_key
 
         self.instance = instance
         self.instance_id = instance.id
+        self.private_ip = instance.private_ip
+        self.shared = shared
         # The association's id rides along so whoever connects waits until the address is attached.
         self.public_ip = pulumi.Output.all(attached_ip.id, address.public_ip).apply(lambda v: v[1])
         self.availability_zone = instance.availability_zone
@@ -131,6 +163,7 @@ class GpuHost(pulumi.ComponentResource):
                 "instanceId": self.instance_id,
                 "publicIp": self.public_ip,
                 "availabilityZone": self.availability_zone,
+                "privateIp": self.private_ip,
                 "sshUser": self.ssh_user,
             }
         )
@@ -208,18 +241,24 @@ class GpuHost(pulumi.ComponentResource):
             )
         return ami.id
 
-    def _security_group(self, settings: StackConfig, vpc_id: str) -> aws.ec2.SecurityGroup:
+    def _security_group(self, settings: StackConfig, vpc_id: str, serves_endpoint: bool) -> aws.ec2.SecurityGroup:
         group = aws.ec2.SecurityGroup(
             child(self._name, "sg"),
             vpc_id=vpc_id,
-            description="vllm-deploy: HTTPS to the proxy, SSH for provisioning; vLLM stays on loopback",
+            description=(
+                "vllm-deploy: HTTPS to the proxy, SSH for provisioning; vLLM stays on loopback"
+                if serves_endpoint
+                else "vllm-deploy worker node: SSH for provisioning only"
+            ),
             opts=pulumi.ResourceOptions(parent=self),
         )
-        rules: list[tuple[str, int, str]] = [("https", HTTPS_PORT, c) for c in settings.allowed_cidrs]
-        # Let's Encrypt validates from addresses it does not publish, so with letsencrypt the
-        # HTTP port is open to all; nginx answers there only ACME challenges and redirects.
-        http_from = ["0.0.0.0/0", "::/0"] if settings.tls == "letsencrypt" else settings.allowed_cidrs
-        rules += [("http", HTTP_PORT, c) for c in http_from]
+        rules: list[tuple[str, int, str]] = []
+        if serves_endpoint:
+            rules += [("https", HTTPS_PORT, c) for c in settings.allowed_cidrs]
+            # Let's Encrypt validates from addresses it does not publish, so with letsencrypt the
+            # HTTP port is open to all; nginx answers there only ACME challenges and redirects.
+            http_from = ["0.0.0.0/0", "::/0"] if settings.tls == "letsencrypt" else settings.allowed_cidrs
+            rules += [("http", HTTP_PORT, c) for c in http_from]
         for cidr in settings.ssh_allowed_cidrs:
             rules.append(("ssh", SSH_PORT, cidr))
         for role, port, cidr in rules:
@@ -247,7 +286,7 @@ class GpuHost(pulumi.ComponentResource):
             )
         return group
 
-    def _key_pair(self, settings: StackConfig) -> tuple[pulumi.Output[str], Optional[pulumi.Output[str]]]:
+    def _key_pair(self, settings: StackConfig) -> tuple[pulumi.Input[str], Optional[pulumi.Output[str]]]:
         private_key: Optional[pulumi.Output[str]] = None
         if settings.ssh_public_key:
             public_key: pulumi.Input[str] = settings.ssh_public_key
@@ -294,15 +333,39 @@ class GpuHost(pulumi.ComponentResource):
             child(self._name, "profile"), role=role.name, opts=pulumi.ResourceOptions(parent=self)
         )
 
+    def _efa_interfaces(
+        self, cluster: Optional[ClusterMembership], subnet_id: str, groups: list[pulumi.Output[str]]
+    ) -> list[aws.ec2.NetworkInterface]:
+        """The node's EFA interfaces, made before the instance and attached at launch (EC2 adds
+        EFA interfaces only at launch or to a stopped instance): the first, on network card 0,
+        is the primary interface and carries the node's private IP. They outlive a replaced
+        instance (attached by id, so not deleted on termination) and the next one reuses them.
+        Both security groups go on each: EFA traffic must be allowed to and from the group
+        itself (EC2 user guide, "Get started with EFA and NCCL", step 1)."""
+        if cluster is None or not cluster.efa:
+            return []
+        return [
+            aws.ec2.NetworkInterface(
+                child(self._name, f"efa-{spec.network_card_index}"),
+                subnet_id=subnet_id,
+                security_groups=groups,
+                interface_type=spec.interface_type,
+                description=f"{self._name}: EFA on network card {spec.network_card_index}",
+                tags={"Name": f"{self._name}-efa-{spec.network_card_index}"},
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            for spec in cluster.efa
+        ]
+
     def _instance(
         self,
         plan: SizingPlan,
         settings: StackConfig,
-        ami_id: str,
+        shared: SharedAccess,
         subnet_id: str,
-        security_group: aws.ec2.SecurityGroup,
-        key_name: pulumi.Output[str],
-        profile: aws.iam.InstanceProfile,
+        groups: list[pulumi.Output[str]],
+        cluster: Optional[ClusterMembership],
+        efa: list[aws.ec2.NetworkInterface],
     ) -> aws.ec2.Instance:
         market = None
         if settings.spot:
@@ -315,15 +378,30 @@ class GpuHost(pulumi.ComponentResource):
                     spot_instance_type="persistent",
                 ),
             )
+        if efa:
+            # The interfaces carry the subnet and the security groups; EC2 refuses both (and a
+            # public IP request) beside network_interfaces. The Elastic IP gives the address.
+            placement: dict = dict(
+                network_interfaces=[
+                    aws.ec2.InstanceNetworkInterfaceArgs(
+                        network_interface_id=interface.id,
+                        device_index=spec.device_index,
+                        network_card_index=spec.network_card_index,
+                    )
+                    for spec, interface in zip(cluster.efa, efa)  # type: ignore[union-attr]
+                ]
+            )
+        else:
+            placement = dict(subnet_id=subnet_id, vpc_security_group_ids=groups, associate_public_ip_address=True)
         return aws.ec2.Instance(
             child(self._name, "instance"),
-            ami=ami_id,
+            ami=shared.image_id,
             instance_type=plan.instance.name,
-            subnet_id=subnet_id,
-            vpc_security_group_ids=[security_group.id],
-            key_name=key_name,
-            iam_instance_profile=profile.name,
-            associate_public_ip_address=True,
+            **placement,
+            # Cluster placement: the nodes sit close together for NCCL's pipeline hops.
+            placement_group=cluster.placement_group if cluster else None,
+            key_name=shared.key_name,
+            iam_instance_profile=shared.instance_profile,
             metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
                 http_endpoint="enabled",
                 http_tokens="required",  # IMDSv2 only
@@ -362,17 +440,21 @@ class GpuHost(pulumi.ComponentResource):
             ),
         )
 
-    def _elastic_ip(self, instance: aws.ec2.Instance) -> tuple[aws.ec2.Eip, aws.ec2.EipAssociation]:
+    def _elastic_ip(
+        self, instance: aws.ec2.Instance, primary: Optional[aws.ec2.NetworkInterface]
+    ) -> tuple[aws.ec2.Eip, aws.ec2.EipAssociation]:
         address = aws.ec2.Eip(
             child(self._name, "eip"),
             domain="vpc",
             opts=pulumi.ResourceOptions(parent=self),
         )
-        # A separate association keeps the address when the instance is replaced.
+        # A separate association keeps the address when the instance is replaced. With EFA
+        # interfaces the instance has several, and EC2 wants the one to associate with named.
         association = aws.ec2.EipAssociation(
             child(self._name, "eip-assoc"),
             allocation_id=address.allocation_id,
-            instance_id=instance.id,
-            opts=pulumi.ResourceOptions(parent=address),
+            instance_id=None if primary else instance.id,
+            network_interface_id=primary.id if primary else None,
+            opts=pulumi.ResourceOptions(parent=address, depends_on=[instance]),
         )
         return address, association

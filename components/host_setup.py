@@ -119,6 +119,9 @@ class HostSetupArgs:
     """Secret token for gated Hugging Face models (sent only when downloading from Hugging Face)."""
     modelscope_token: Optional[pulumi.Output[str]] = None
     """Secret ModelScope token (sent only when downloading from ModelScope)."""
+    efa_interfaces: int = 0
+    """EFA interfaces attached to the node (a cluster node on an EFA type): their software is
+    checked (installed where missing) after the GPU check."""
 
 
 class HostSetup(pulumi.ComponentResource):
@@ -199,6 +202,11 @@ class HostSetup(pulumi.ComponentResource):
             },
         )
         self.runtime_ready = smoke
+        if args.efa_interfaces:
+            self.runtime_ready = self._steps.run(
+                "efa", "check_efa.sh", after=smoke,
+                env={"VLLM_DEPLOY_EFA_INTERFACES": str(args.efa_interfaces)},
+            )
         self.model_ready = download
         self.register_outputs({"modelDir": self.model_dir, "gpuCheck": smoke.stdout})
 

@@ -14,12 +14,17 @@ from config.settings import StackConfig
 
 
 def choose_subnet(
-    settings: StackConfig, instance_type: str, volume: Optional[ExistingVolume], host: pulumi.Resource
+    settings: StackConfig,
+    instance_type: str,
+    volume: Optional[ExistingVolume],
+    host: pulumi.Resource,
+    provider: Optional[pulumi.ProviderResource] = None,
 ) -> aws.ec2.AwaitableGetSubnetResult:
     """A public subnet in a zone that offers `instance_type`: subnetId when set, else the first
     (by id, so re-runs agree) in the model volume's zone when it offers the type, else in any
-    such zone. Lookups run as children of `host`; raises pulumi.RunError naming the key to set."""
-    opts = pulumi.InvokeOptions(parent=host)
+    such zone. Lookups run as children of `host` (through `provider` when given, else the one
+    `host` inherits); raises pulumi.RunError naming the key to set."""
+    opts = pulumi.InvokeOptions(parent=host, provider=provider)
     offerings = aws.ec2.get_instance_type_offerings(
         location_type="availability-zone",
         filters=[aws.ec2.GetInstanceTypeOfferingsFilterArgs(name="instance-type", values=[instance_type])],

@@ -11,6 +11,15 @@ import pulumi_docker as docker
 
 from components.docker_host import INSTANCE_LABEL, on_host
 from components.naming import child, component_type
+from components.ray_cluster import (
+    CLUSTER_LABEL,
+    HEAD_ENTRYPOINT,
+    HEAD_WAIT_SECONDS,
+    RAY_PORT,
+    RayHead,
+    efa_devices,
+    head_uploads,
+)
 from components.script_steps import ScriptSteps
 from serving.vllm_args import sets_chat_template
 from sizing.plan import SizingPlan
@@ -50,6 +59,8 @@ class VllmServerArgs:
     """Where the weights are on the host."""
     api_key: pulumi.Output[str]
     """Secret key vLLM checks on /v1 (passed as VLLM_API_KEY, never as a flag)."""
+    ray_head: Optional[RayHead] = None
+    """Across nodes: this container is also the Ray head (components.ray_cluster)."""
 
 
 class VllmServer(pulumi.ComponentResource):
@@ -79,6 +90,7 @@ class VllmServer(pulumi.ComponentResource):
             opts=on_host(self, provider, args.instance, [args.runtime_ready]),
         )
         container = self._container(args, image, provider)
+        joined = [step.id for step in args.ray_head.workers_joined] if args.ray_head else []
         self.ready = ScriptSteps(self, name, args.connection, args.instance_id).run(
             "ready", "wait_for_vllm.sh", after=container,
             env={
@@ -94,38 +106,78 @@ class VllmServer(pulumi.ComponentResource):
             # Its failure output (the container log tail) is what a user needs to see;
             # the script never prints the key and vLLM does not log it.
             log_output=True,
-            extra_triggers=[container.id],
+            # Across nodes, after every worker joined: a worker that cannot join fails its own
+            # step, naming the node, rather than leave this one waiting out its timeout.
+            extra_triggers=[container.id, *joined],
             timeout=f"{settings.readiness_timeout_minutes + 5}m",
         )
         self.container_name = container.name
         self.register_outputs({"port": self.port, "containerName": self.container_name})
 
     def _container(self, args: VllmServerArgs, image: docker.RemoteImage, provider: docker.Provider) -> docker.Container:
+        envs: list[pulumi.Input[str]] = [
+            pulumi.Output.concat("VLLM_API_KEY=", args.api_key),
+            "HF_HUB_OFFLINE=1",  # the weights are already on disk; never fetch at start
+            "VLLM_NO_USAGE_STATS=1",
+        ]
+        mounts = [
+            docker.ContainerMountArgs(type="bind", source=args.model_dir, target=SERVED_MODEL_PATH, read_only=True)
+        ]
+        labels = [docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=args.instance_id)]
+        network: dict = dict(
+            ports=[docker.ContainerPortArgs(internal=VLLM_PORT, external=VLLM_PORT, ip="127.0.0.1")]
+        )
+        after: list[pulumi.Resource] = [args.model_ready, args.runtime_ready]
+        head = args.ray_head
+        if head is not None:
+            envs += [
+                pulumi.Output.concat("VLLM_DEPLOY_NODE_IP=", head.node_ip),
+                f"VLLM_DEPLOY_RAY_PORT={RAY_PORT}",
+                pulumi.Output.concat("VLLM_DEPLOY_RAY_NODES=", head.nodes),
+                f"VLLM_DEPLOY_GPUS_PER_NODE={head.gpus_per_node}",
+                f"VLLM_DEPLOY_TIMEOUT_SECONDS={HEAD_WAIT_SECONDS}",
+                *(f"{k}={v}" for k, v in sorted(head.container_env.items())),
+            ]
+            if head.efa_interfaces and head.efa_host_mount:
+                mounts.append(
+                    docker.ContainerMountArgs(
+                        type="bind", source=head.efa_host_mount, target=head.efa_host_mount, read_only=True
+                    )
+                )
+            labels.append(
+                docker.ContainerLabelArgs(
+                    label=CLUSTER_LABEL, value=pulumi.Output.all(*head.instance_ids).apply(",".join)
+                )
+            )
+            # Ray and NCCL reach the other nodes over the host's private IP; vLLM binds the
+            # host's loopback (serving.vllm_args), nginx stays the only way in.
+            network = dict(
+                network_mode="host",
+                entrypoints=HEAD_ENTRYPOINT,
+                uploads=head_uploads(),
+                devices=efa_devices(head.efa_interfaces) or None,
+                # EFA registers GPU and host memory with the adapter (EC2 user guide, EFA with
+                # containers: unlimited locked memory).
+                ulimits=[docker.ContainerUlimitArgs(name="memlock", soft=-1, hard=-1)] if head.efa_interfaces else None,
+            )
+            after += head.workers_ready
         return docker.Container(
             child(self._name, "container"),
             name=CONTAINER_NAME,
             image=image.image_id,
             command=self.args,
-            envs=[
-                pulumi.Output.concat("VLLM_API_KEY=", args.api_key),
-                "HF_HUB_OFFLINE=1",  # the weights are already on disk; never fetch at start
-                "VLLM_NO_USAGE_STATS=1",
-            ],
+            envs=envs,
             gpus="all",
             ipc_mode="host",  # PyTorch shared memory for tensor parallelism
             restart="always",
             must_run=True,
-            ports=[docker.ContainerPortArgs(internal=VLLM_PORT, external=VLLM_PORT, ip="127.0.0.1")],
-            mounts=[
-                docker.ContainerMountArgs(
-                    type="bind", source=args.model_dir, target=SERVED_MODEL_PATH, read_only=True
-                )
-            ],
-            labels=[docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=args.instance_id)],
+            **network,
+            mounts=mounts,
+            labels=labels,
             log_driver="json-file",
             log_opts={"max-size": "100m", "max-file": "5"},
             opts=on_host(
-                self, provider, args.instance, [args.model_ready, args.runtime_ready],
+                self, provider, args.instance, after,
                 additional_secret_outputs=["envs"],
                 # Replace in place rather than run two copies: the GPU holds one at a time.
                 delete_before_replace=True,

@@ -230,7 +230,7 @@ class StackConfig(BaseModel):
         1,
         description=f"Identical instances one model spans (pipeline parallel across them): 1 to "
         f"{MAX_NODES}, or auto for one node when one fits, else the cheapest N that fits. "
-        "Sizing only: `pulumi up` does not deploy more than one node yet.",
+        "Across nodes: one cluster placement group, a Ray cluster, vLLM and nginx on node 0.",
     )
     rope_scaling: Optional[dict[str, Any]] = Field(
         None,

@@ -32,11 +32,17 @@ IMAGE = "docker:index/remoteImage:RemoteImage"
 KEY_INPUTS: dict[str, tuple[str, ...]] = {
     INSTANCE: (
         "instanceType", "ami", "rootBlockDevice.volumeType", "rootBlockDevice.volumeSize",
-        "instanceMarketOptions.marketType", "metadataOptions.httpTokens",
+        "instanceMarketOptions.marketType", "metadataOptions.httpTokens", "placementGroup",
     ),
+    "aws:ec2/placementGroup:PlacementGroup": ("strategy",),
+    "aws:ec2/networkInterface:NetworkInterface": ("interfaceType",),
     "aws:ec2/securityGroup:SecurityGroup": ("vpcId",),
-    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": ("fromPort", "cidrIpv4", "cidrIpv6"),
-    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": ("ipProtocol", "cidrIpv4", "cidrIpv6"),
+    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": (
+        "ipProtocol", "fromPort", "cidrIpv4", "cidrIpv6", "referencedSecurityGroupId",
+    ),
+    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": (
+        "ipProtocol", "cidrIpv4", "cidrIpv6", "referencedSecurityGroupId",
+    ),
     EIP: ("domain",),
     "aws:ec2/keyPair:KeyPair": ("publicKey",),
     "aws:iam/role:Role": ("description",),
@@ -180,19 +186,18 @@ def nginx_config(run: ProgramRun) -> Optional[str]:
 
 
 def host_cost(run: ProgramRun) -> Optional[HostCost]:
-    """The bill of the recorded host: the instance's price, its root volume plus the model
-    volume, and one public IPv4 address per Elastic IP."""
+    """The bill of the recorded hosts: the instances' price (the sizing's, all nodes together),
+    their root volumes plus the model volumes, and one public IPv4 address per Elastic IP."""
     instances = run.of_type(INSTANCE)
     sizing = run.exports.get("sizing")
-    if len(instances) != 1 or sizing is None:
+    if not instances or sizing is None:
         return None
-    inputs = instances[0].plain
-    root = (inputs.get("rootBlockDevice") or {}).get("volumeSize")
+    roots = [(i.plain.get("rootBlockDevice") or {}).get("volumeSize") for i in instances]
     volumes = [v.plain.get("size") for v in run.of_type(EBS_VOLUME)]
-    market = (inputs.get("instanceMarketOptions") or {}).get("marketType")
+    market = (instances[0].plain.get("instanceMarketOptions") or {}).get("marketType")
     return HostCost(
         instance_usd_per_hour=sizing.value.get("hourlyPriceUsd"),
-        volume_gb=int(root or 0) + sum(int(v or 0) for v in volumes),
+        volume_gb=sum(int(r or 0) for r in roots) + sum(int(v or 0) for v in volumes),
         public_ipv4_addresses=len(run.of_type(EIP)),
         spot=market == "spot",
     )

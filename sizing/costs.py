@@ -115,6 +115,7 @@ class HostCost:
         }
 
 
-def host_cost(instance_usd_per_hour: Optional[float], volumes_gb: int) -> HostCost:
-    """One host with one public IPv4 address and `volumes_gb` GB of gp3 volumes."""
-    return HostCost(instance_usd_per_hour=instance_usd_per_hour, volume_gb=volumes_gb)
+def host_cost(instance_usd_per_hour: Optional[float], volumes_gb: int, nodes: int = 1) -> HostCost:
+    """`nodes` hosts (each with its public IPv4 address: one Elastic IP per node) costing
+    `instance_usd_per_hour` together, with `volumes_gb` GB of gp3 volumes in all."""
+    return HostCost(instance_usd_per_hour=instance_usd_per_hour, volume_gb=volumes_gb, public_ipv4_addresses=nodes)

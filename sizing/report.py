@@ -50,12 +50,14 @@ def _derived(plan: SizingPlan) -> str:
 
 
 def _cost_line(plan: SizingPlan) -> str:
-    # Across nodes every node has its own volumes; the public address is the head's only.
-    cost = host_cost(plan.hourly_price_usd, (plan.root_volume_gb + plan.model_volume_gb) * plan.nodes)
+    # Across nodes every node has its own volumes and its own Elastic IP (SSH, image pulls).
+    cost = host_cost(
+        plan.hourly_price_usd, (plan.root_volume_gb + plan.model_volume_gb) * plan.nodes, plan.nodes
+    )
     running = "no price" if cost.total_usd_per_hour is None else f"${cost.total_usd_per_hour:.4g}/h"
     return (
         f"cost: running {running}, stopped ${cost.stopped_usd_per_hour:.4g}/h "
-        "(the volumes and the public IPv4 address)"
+        f"(the volumes and the public IPv4 address{'es' if plan.nodes > 1 else ''})"
     )
 
 

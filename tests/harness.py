@@ -11,6 +11,8 @@ wiring on the recording, never the mocks' own echo.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Optional
 
 from plan import engine
@@ -39,10 +41,16 @@ def stack_config(stack: str) -> dict[str, Any]:
 
 def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """Only what the provider computes (the unit-testing guide: echo inputs, add computed)."""
+    # Each node its own addresses (the cluster's wiring is asserted on them): vllm-host-* is
+    # node 0, vllm-node<i>-host-* node i.
+    numbered = re.search(r"-node(\d+)-", name)
+    node = int(numbered.group(1)) if numbered else 0
     if typ == "aws:ec2/instance:Instance":
-        return {"publicIp": "198.51.100.7", "privateIp": "172.31.5.9", "arn": f"arn:aws:ec2:::instance/{name}"}
+        return {"publicIp": "198.51.100.7", "privateIp": f"172.31.5.{9 + node}", "arn": f"arn:aws:ec2:::instance/{name}"}
     if typ == "aws:ec2/eip:Eip":
-        return {"publicIp": "203.0.113.10", "allocationId": f"eipalloc-{abs(hash(name)) % 10**8:08d}"}
+        return {"publicIp": f"203.0.113.{10 + node}", "allocationId": f"eipalloc-{abs(hash(name)) % 10**8:08d}"}
+    if typ == "aws:ec2/placementGroup:PlacementGroup":
+        return {"name": f"{name}-4f2a9c1", "arn": f"arn:aws:ec2:::placement-group/{name}-4f2a9c1"}
     if typ == "aws:iam/role:Role":
         return {"arn": f"arn:aws:iam::123456789012:role/{name}", "name": inputs.get("name", name)}
     if typ == "aws:iam/instanceProfile:InstanceProfile":

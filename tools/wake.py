@@ -54,6 +54,14 @@ def stack_outputs(stack: Optional[str]) -> dict[str, Any]:
     return outputs
 
 
+def node_instance_ids(outputs: dict[str, Any]) -> list[str]:
+    """Every node's instance (the `nodes` output: a cluster's workers too, which a spot
+    interruption may have stopped), head first; `instanceId` alone for a stack deployed before
+    that output existed."""
+    ids = [node["instanceId"] for node in outputs.get("nodes") or [] if node.get("instanceId")]
+    return ids or [outputs["instanceId"]]
+
+
 def instance_state(ec2: Any, instance_id: str) -> str:
     reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
     return reservations[0]["Instances"][0]["State"]["Name"]
@@ -152,7 +160,9 @@ def main(
         outputs = stack_outputs(args.stack)
         instance_id = outputs["instanceId"]
         ec2 = (ec2_client or _boto3_ec2)(outputs.get("region"))
-        start_host(ec2, instance_id, poll=poll_seconds)
+        # Across nodes every node must run: vLLM on the head waits for each node's GPUs.
+        for node_id in node_instance_ids(outputs):
+            start_host(ec2, node_id, poll=poll_seconds)
         if args.no_wait:
             return EXIT_OK
         say(f"waiting for {health_url(outputs['endpoint'])} (vLLM loads the model from the model volume)")

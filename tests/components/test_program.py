@@ -45,7 +45,7 @@ def vllm_container(run):
 # --- the stacks ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", ["dev", "prod", "large"])
 def test_example_stack_deploys_and_exports_the_output_contract(program, stack):
     run = program(stack_config(stack), stack=stack)
     exports = run.exports
@@ -54,8 +54,10 @@ def test_example_stack_deploys_and_exports_the_output_contract(program, stack):
         assert name in exports, name
     assert re.fullmatch(r"https://[\d.]+/v1", exports["endpoint"].value)
     assert exports["apiKey"].secret and exports["sshPrivateKey"].secret
-    instance = run.one(INSTANCE)
-    assert instance.plain["instanceType"] == exports["instanceType"].value == exports["sizing"].value["instanceType"]
+    instances = run.of_type(INSTANCE)
+    assert len(instances) == exports["sizing"].value["nodes"] == len(exports["nodes"].value)
+    for instance in instances:
+        assert instance.plain["instanceType"] == exports["instanceType"].value == exports["sizing"].value["instanceType"]
     assert exports["hourlyPriceUsd"].value == exports["sizing"].value["hourlyPriceUsd"] > 0
     sizing = exports["sizing"].value
     for key in ("gpus", "gpuMemoryGib", "tensorParallelSize"):
@@ -63,7 +65,7 @@ def test_example_stack_deploys_and_exports_the_output_contract(program, stack):
     for key in ("weightsGib", "kvCacheGib", "overheadGib"):
         assert sizing["perGpu"][key] > 0
     assert exports["publicIp"].value in exports["sshCommand"].value
-    assert any("per GPU: weights" in line for line in run.logs), "the sizing report is logged at preview"
+    assert any(re.search(r"per GPU( \(fullest stage\))?: weights", line) for line in run.logs), "the sizing report is logged at preview"
 
 
 def test_instance_type_registered_is_the_sizing_decision_and_region_offerings_are_honoured(program):

@@ -88,7 +88,7 @@ def test_runtime_installs_requirements_into_a_virtualenv():
     assert (ROOT / "requirements.txt").exists()
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", ["dev", "prod", "large"])
 def test_example_stacks_are_valid(stack):
     data = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
     prefix = f"{NAMESPACE}:"

@@ -72,7 +72,7 @@ def plan_cli(clone: Path, tmp_path: Path, *args: str, public_ip: str | None = No
     )
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", ["dev", "prod", "large"])
 def test_plan_prints_each_example_stack_offline_on_a_clone(program, monkeypatch, clone, tmp_path, stack):
     result = plan_cli(clone, tmp_path, stack)
     assert result.returncode == 0, result.stderr
@@ -80,13 +80,16 @@ def test_plan_prints_each_example_stack_offline_on_a_clone(program, monkeypatch,
     # What the program itself sizes for the stack, under the test harness (whose run writes an
     # SSH identity file: kept out of the home the plan tool ran with).
     monkeypatch.setenv("HOME", str(tmp_path / "harness-home"))
-    instance_type = program(stack_config(stack), stack=stack).exports["instanceType"].value
+    exports = program(stack_config(stack), stack=stack).exports
+    instance_type = exports["instanceType"].value
+    nodes = exports["sizing"].value["nodes"]
     model = stack_config(stack)["model"]
-    assert f"sizing {model}: {instance_type}" in out, "the sizing report"
-    assert "per GPU: weights" in out
+    chosen = instance_type if nodes == 1 else f"{nodes} x {instance_type}"
+    assert f"sizing {model}: {chosen}" in out, "the sizing report"
+    assert "per GPU: weights" in out or "per GPU (fullest stage): weights" in out
     assert "vllm-host-instance" in out and f"instanceType={instance_type}" in out, "the resource table"
     assert "vllm serve /models/served --served-model-name" in out, "the vLLM command line"
-    assert "gp3 volumes" in out and "public IPv4 x1" in out and "total" in out, "the cost"
+    assert "gp3 volumes" in out and f"public IPv4 x{nodes}" in out and "total" in out, "the cost"
     assert "apiKey" in out and SECRET in out
     assert "server {" not in out, "the nginx config only on request"
     assert not (tmp_path / "home" / ".ssh").exists(), "a plan never writes an SSH identity file"
@@ -99,7 +102,7 @@ def test_nginx_config_on_request(clone, tmp_path):
     assert "limit_req_zone" in result.stdout, "prod's rate limit is in its config"
 
 
-@pytest.mark.parametrize("stack", ["dev", "prod"])
+@pytest.mark.parametrize("stack", ["dev", "prod", "large"])
 def test_resource_table_is_what_the_program_registers_under_the_test_harness(clone, tmp_path, program, stack):
     result = plan_cli(clone, tmp_path, stack, "--json", public_ip=DEPLOYER_IP)
     assert result.returncode == 0, result.stderr
@@ -109,10 +112,13 @@ def test_resource_table_is_what_the_program_registers_under_the_test_harness(clo
     names = {r.urn: r.name for r in run.resources}
     registered = sorted((r.type, r.name, names.get(r.parent)) for r in run.resources)
     assert table == registered
-    instance = run.one("aws:ec2/instance:Instance").plain
-    model_volume = run.one("aws:ebs/volume:Volume").plain
-    assert planned["cost"]["volumeGb"] == instance["rootBlockDevice"]["volumeSize"] + model_volume["size"]
-    assert planned["sizing"]["instanceType"] == instance["instanceType"]
+    instances = [i.plain for i in run.of_type("aws:ec2/instance:Instance")]
+    model_volumes = [v.plain for v in run.of_type("aws:ebs/volume:Volume")]
+    assert len(instances) == len(model_volumes) == planned["sizing"]["nodes"]
+    assert planned["cost"]["volumeGb"] == sum(i["rootBlockDevice"]["volumeSize"] for i in instances) + sum(
+        v["size"] for v in model_volumes
+    )
+    assert {i["instanceType"] for i in instances} == {planned["sizing"]["instanceType"]}
     assert planned["vllmCommand"]["args"] == run.named("vllm-vllm-container").plain["command"]
 
 
@@ -151,7 +157,7 @@ def test_a_model_outside_the_catalog_needs_the_hub_and_says_so_offline(clone, tm
 def test_an_unknown_stack_names_the_ones_there_are(clone, tmp_path):
     result = plan_cli(clone, tmp_path, "staging")
     assert result.returncode == 2
-    assert "Pulumi.staging.yaml" in result.stderr and "dev, prod" in result.stderr
+    assert "Pulumi.staging.yaml" in result.stderr and "dev, large, prod" in result.stderr
 
 
 def test_secret_values_never_leave_the_plan(monkeypatch, tmp_path):

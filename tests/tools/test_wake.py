@@ -27,8 +27,11 @@ import wake  # noqa: E402
 INSTANCE_ID = "i-0123456789abcdef0"
 
 
-def described(state: str) -> dict:
-    return {"Reservations": [{"Instances": [{"InstanceId": INSTANCE_ID, "State": {"Name": state, "Code": 0}}]}]}
+WORKER_ID = "i-0fedcba9876543210"
+
+
+def described(state: str, instance_id: str = INSTANCE_ID) -> dict:
+    return {"Reservations": [{"Instances": [{"InstanceId": instance_id, "State": {"Name": state, "Code": 0}}]}]}
 
 
 class Endpoint:
@@ -190,3 +193,21 @@ def test_an_endpoint_with_another_ca_is_not_trusted(stack, ec2, endpoint, tmp_pa
 def test_the_health_url_is_beside_the_api():
     assert wake.health_url("https://203.0.113.10/v1") == "https://203.0.113.10/health"
     assert wake.health_url("https://llm.example.com/v1/") == "https://llm.example.com/health"
+
+
+def test_a_cluster_starts_every_stopped_node_the_head_first(stack, ec2, endpoint, pki, capsys):
+    """Across nodes vLLM on the head waits for every node's GPUs: a worker stopped by a spot
+    interruption must be started too."""
+    client, stubber = ec2
+    nodes = [{"name": "node-0", "role": "head", "instanceId": INSTANCE_ID, "privateIp": "172.31.5.9"},
+             {"name": "node-1", "role": "worker", "instanceId": WORKER_ID, "privateIp": "172.31.5.10"}]
+    stack.set(instanceId=INSTANCE_ID, region="us-east-1", endpoint=endpoint.url,
+              caCertificate=pki.ca_cert.read_text(), nodes=nodes)
+    stubber.add_response("describe_instances", described("running"), {"InstanceIds": [INSTANCE_ID]})
+    worker = {"InstanceIds": [WORKER_ID]}
+    stubber.add_response("describe_instances", described("stopped", WORKER_ID), worker)
+    stubber.add_response("start_instances", {"StartingInstances": []}, worker)
+    stubber.add_response("describe_instances", described("running", WORKER_ID), worker)
+    assert run(client) == 0
+    err = capsys.readouterr().err
+    assert f"{INSTANCE_ID} is already running" in err and f"starting {WORKER_ID}" in err
