@@ -87,6 +87,17 @@ class GpuInstance:
     arch: str  # "x86_64" | "arm64"
     instance_storage_gb: int = 0
     notes: str = ""
+    # The most Elastic Fabric Adapter interfaces the type takes (EC2 DescribeInstanceTypes
+    # NetworkInfo.EfaInfo.MaximumEfaInterfaces; 0 = no EFA, NetworkInfo.EfaSupported false).
+    # At most one EFA per network card, so it is also how many network cards carry one (p5.48xlarge
+    # 32, p4d.24xlarge 4, g6e.48xlarge 4, g5.48xlarge 1). Source: catalog column
+    # efa_max_interfaces, from Karpenter's generated instance-type reference (SOURCES.md).
+    efa_max_interfaces: int = 0
+
+    @property
+    def efa_supported(self) -> bool:
+        """True when the type takes at least one EFA (EC2 NetworkInfo.EfaSupported)."""
+        return self.efa_max_interfaces > 0
 
     @property
     def cuda_memory_gib(self) -> float:
@@ -152,6 +163,17 @@ def _gpu_memory(row: dict[str, str], fraction: float) -> GpuMemory:
     )
 
 
+def _efa_max_interfaces(row: dict[str, str]) -> int:
+    value = (row.get("efa_max_interfaces") or "").strip()
+    if not value.isdigit():
+        raise ValueError(
+            f"{CATALOG_CSV.name}: {row['instance_type']} has efa_max_interfaces {value!r}; it must be "
+            "a whole number (0 = no EFA): EC2 DescribeInstanceTypes "
+            "NetworkInfo.EfaInfo.MaximumEfaInterfaces for the type"
+        )
+    return int(value)
+
+
 def _instance(row: dict[str, str]) -> GpuInstance:
     count = float(row["gpu_count"])
     notes = row["notes"]
@@ -170,6 +192,7 @@ def _instance(row: dict[str, str]) -> GpuInstance:
         arch=row["arch"],
         instance_storage_gb=int(float(row["instance_storage_gb"] or 0)),
         notes=notes,
+        efa_max_interfaces=_efa_max_interfaces(row),
     )
 
 
