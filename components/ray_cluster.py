@@ -28,6 +28,7 @@ from components.docker_host import INSTANCE_LABEL, on_host
 from components.naming import child, component_type
 from components.script_steps import SCRIPTS_DIR, ScriptSteps
 from config.stack import SERVED_MODEL_PATH
+from serving.cluster_network import EFA_CONTAINER_ULIMITS, efa_device_paths
 
 RAY_PORT = 6379  # Ray's default GCS port (`ray start --head --port`)
 HEAD_SCRIPTS_DIR = "/opt/vllm-deploy"  # inside the head's vLLM container
@@ -61,11 +62,15 @@ def container_env_pairs(env: dict[str, str]) -> str:
 
 
 def efa_devices(count: int) -> list[docker.ContainerDeviceArgs]:
-    """The EFA interfaces' verbs devices, one per interface (/dev/infiniband/uverbsN)."""
-    return [
-        docker.ContainerDeviceArgs(host_path=f"/dev/infiniband/uverbs{i}", container_path=f"/dev/infiniband/uverbs{i}")
-        for i in range(count)
-    ]
+    """The EFA interfaces' verbs devices (serving.cluster_network.efa_device_paths)."""
+    return [docker.ContainerDeviceArgs(host_path=path, container_path=path) for path in efa_device_paths(count)]
+
+
+def efa_ulimits(count: int) -> Optional[list[docker.ContainerUlimitArgs]]:
+    """Unlimited locked memory with EFA (serving.cluster_network.EFA_CONTAINER_ULIMITS)."""
+    if not count:
+        return None
+    return [docker.ContainerUlimitArgs(name=n, soft=s, hard=h) for n, (s, h) in EFA_CONTAINER_ULIMITS.items()]
 
 
 @dataclass

@@ -18,6 +18,7 @@ from components.ray_cluster import (
     RAY_PORT,
     RayHead,
     efa_devices,
+    efa_ulimits,
     head_uploads,
 )
 from components.script_steps import ScriptSteps
@@ -156,9 +157,8 @@ class VllmServer(pulumi.ComponentResource):
                 entrypoints=HEAD_ENTRYPOINT,
                 uploads=head_uploads(),
                 devices=efa_devices(head.efa_interfaces) or None,
-                # EFA registers GPU and host memory with the adapter (EC2 user guide, EFA with
-                # containers: unlimited locked memory).
-                ulimits=[docker.ContainerUlimitArgs(name="memlock", soft=-1, hard=-1)] if head.efa_interfaces else None,
+                # EFA registers GPU and host memory with the adapter: unlimited locked memory.
+                ulimits=efa_ulimits(head.efa_interfaces),
             )
             after += head.workers_ready
         return docker.Container(

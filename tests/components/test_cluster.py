@@ -118,6 +118,22 @@ def test_efa_interfaces_go_only_to_types_that_have_them(cluster):
         assert reveal(efa.inputs["environment"])["VLLM_DEPLOY_EFA_INTERFACES"] == str(p4de.efa_max_interfaces)
         assert efa.depends_on(large.named(f"{prefix}-gpu-check"))
     assert not [r for r in tcp.resources if r.name.endswith("-efa")]
+    # The head's container reaches the adapters: their devices, the host's EFA libraries and
+    # NCCL's plugin, unlimited locked memory; the workers' get the same through ray_node.sh.
+    head = large.named("vllm-vllm-container").plain
+    assert len(head["devices"]) == p4de.efa_max_interfaces
+    assert all(d["hostPath"].startswith("/dev/infiniband/uverbs") for d in head["devices"])
+    amazon = next(m for m in head["mounts"] if m["target"] == "/opt/amazon")
+    assert amazon["source"] == "/opt/amazon" and amazon["readOnly"] is True
+    assert head["ulimits"] == [{"name": "memlock", "soft": -1, "hard": -1}]
+    env = dict(e.split("=", 1) for e in reveal(large.named("vllm-vllm-container").inputs["envs"]))
+    assert "/opt/amazon/ofi-nccl/lib" in env["LD_LIBRARY_PATH"].split(":")
+    worker = reveal(large.named("vllm-node1-ray-ray").inputs["environment"])
+    assert worker["VLLM_DEPLOY_EFA_DEVICES"] == str(p4de.efa_max_interfaces)
+    assert "NCCL_NET_PLUGIN=ofi" in worker["VLLM_DEPLOY_CONTAINER_ENV"].split()
+    tcp_head = tcp.named("vllm-vllm-container").plain
+    assert not tcp_head.get("devices") and not tcp_head.get("ulimits")
+    assert reveal(tcp.named("vllm-node1-ray-ray").inputs["environment"])["VLLM_DEPLOY_EFA_DEVICES"] == "0"
 
 
 def test_workers_join_the_heads_private_ip_and_the_head_waits_for_every_node(cluster):
