@@ -1,7 +1,7 @@
 """Runs host scripts (components/scripts/*.sh) over SSH as pulumi-command steps.
 
 A step copies its script and lib.sh to the host, then runs it with sudo. Parameters travel
-as the SSH session's environment (sshd accepts them, see gpu_host.user_data) and secrets only
+as the SSH session's environment (sshd accepts them, see host_image.user_data) and secrets only
 there: never in the command string, which the state and `pulumi preview` show. A step's
 triggers hold its scripts' hashes, its parameters and the previous step's id, so editing a
 script re-runs that step and the ones after it, and nothing else.

@@ -6,7 +6,7 @@ import threading
 import pulumi
 import pytest
 
-from components.gpu_host import ami_query
+from components.host_image import ami_query
 from config.stack import public_ipv4
 
 
