@@ -105,8 +105,9 @@ def test_vllm_runs_what_the_plan_assumed(case: Case, judged):
 
 def _same_pipeline_stages(case: Case, decision: Decision, kv_cache_dtype: str, result: dict) -> None:
     """vLLM's stages (get_pp_indices per PP rank, its attention layers and KV bytes) are the
-    plan's; the plan's full-attention KV bytes of a stage may only be above vLLM's (stage_spec
-    counts a stage's sliding layers in proportion, rounded down: more KV memory, never less)."""
+    plan's. With sliding-window layers the plan's full-attention KV bytes of a stage may be
+    above vLLM's, never below (stage_spec counts a stage's sliding layers in proportion, rounded
+    down: more KV memory, never less); without them they are the same."""
     planned = decision.pipeline_stages(kv_cache_dtype)
     ran = result.get("pp_stages")
     assert ran is not None, f"{case.id}: vLLM's engine config has no pipeline stages"
@@ -116,6 +117,9 @@ def _same_pipeline_stages(case: Case, decision: Decision, kv_cache_dtype: str, r
     assert [{k: s[k] for k in exact} for s in ran] == [{k: s[k] for k in exact} for s in planned], (
         f"{case.id}: vLLM's stages {ran}, the plan's {planned}")
     full = "kv_bytes_per_token_per_rank_full_layers"
+    if not decision.spec.sliding_window_layers:  # every layer is a full-attention layer
+        assert [s[full] for s in ran] == [s[full] for s in planned], (
+            f"{case.id}: vLLM's stages {ran}, the plan's {planned}")
     for rank, (vllm_stage, plan_stage) in enumerate(zip(ran, planned)):
         assert plan_stage[full] >= vllm_stage[full], (
             f"{case.id}: stage {rank} caches {vllm_stage[full]} bytes per token in vLLM's full-"
