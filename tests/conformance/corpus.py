@@ -7,6 +7,10 @@ refuses. A refused config names in `natural` the run a user would have got inste
 program's argv for the config without the `drop`ped keys (and with `set`), plus `flags` (the
 offending setting as vLLM reads it), on `instance` (default: the one the config names, else
 the one the program picks).
+
+`known_bug` marks a case whose recorded decisions are the right ones but which the program
+does not make yet: both tiers run it as a strict xfail with that text, so the mismatch is stated
+in every run and the fix turns it into a failure to unmark.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Case:
     natural: Optional[Natural] = None
     vllm: str = ""  # default: the program's decision
     stricter: str = ""
+    known_bug: str = ""
 
     @property
     def vllm_decision(self) -> str:
@@ -42,8 +47,16 @@ class Case:
 
 
 def _case(id: str, why: str, program: str = ACCEPT, natural: Optional[Natural] = None,
-          vllm: str = "", stricter: str = "", **config: Any) -> Case:
-    return Case(id, why, config, program, natural, vllm, stricter)
+          vllm: str = "", stricter: str = "", known_bug: str = "", **config: Any) -> Case:
+    return Case(id, why, config, program, natural, vllm, stricter, known_bug)
+
+
+def as_params(cases: list[Case]) -> list[Any]:
+    """The cases as pytest parameters (id: the case's id), a `known_bug` one as a strict xfail."""
+    import pytest
+
+    return [pytest.param(case, id=case.id, marks=pytest.mark.xfail(strict=True, reason=case.known_bug))
+            if case.known_bug else pytest.param(case, id=case.id) for case in cases]
 
 
 def extra(*flags: str) -> Natural:
@@ -368,11 +381,39 @@ CASES = [
           natural=extra("--enable-expert-parallel", "--eplb-config", '{"num_redundant_experts": 2}'),
           model="Qwen/Qwen3-30B-A3B", instanceType="g6e.12xlarge",
           vllmExtraArgs=["--enable-expert-parallel", "--eplb-config", '{"num_redundant_experts": 2}']),
-    _case("pp2-single-node", "pipeline parallel 2 on one host", program=REFUSE, vllm=ACCEPT,
-          stricter="pipelineParallelSize is 1 until multi-stage sizing exists (config.settings)",
+    # --- pipeline parallel across nodes (issue 15): TP inside a node, PP across, Ray ------------
+    _case("pp2-single-node", "pipeline parallel 2 with nodes left at 1", program=REFUSE, vllm=ACCEPT,
+          stricter="pipelineParallelSize puts one stage on each node (config.settings), so it "
+          "needs nodes 2; vLLM would run both stages on this one host (mp executor)",
           natural=Natural(drop=("pipelineParallelSize", "tensorParallelSize"),
                           flags=("--tensor-parallel-size", "2", "--pipeline-parallel-size", "2")),
           model=Q7, instanceType="g6.12xlarge", pipelineParallelSize=2, tensorParallelSize=2),
+    _case("pp-llama405b-2-nodes", "issue 15: Llama-3.1-405B at bf16 on 2 x p4de, TP 8, PP 2 (63/63)",
+          model="meta-llama/Llama-3.1-405B-Instruct", nodes=2),
+    _case("pp-deepseek-r1-2-nodes", "DeepSeek-R1 (61 layers, MLA, fp8 blocks) on two nodes: 31/30",
+          model="deepseek-ai/DeepSeek-R1", nodes=2),
+    _case("pp-llama405b-4-nodes", "126 layers over 4 stages: the remainder to the middle (31/32/32/31)",
+          model="meta-llama/Llama-3.1-405B-Instruct", pipelineParallelSize=4, nodes=4),
+    _case("pp-qwen72b-2-nodes", "a 72B forced onto 2 one-GPU nodes: world size 2, 1 GPU per node",
+          model="Qwen/Qwen2.5-72B-Instruct", nodes=2),
+    _case("pp-qwen72b-pp-auto", "pipelineParallelSize 2 with nodes auto", model="Qwen/Qwen2.5-72B-Instruct",
+          pipelineParallelSize=2, nodes="auto"),
+    _case("pp-qwen7b-8-nodes", "28 layers over 8 T4 nodes: remainder 4 (3/3/3/4/4/4/4/3), float16",
+          model=Q7, nodes=8),
+    _case("pp-qwen3-moe-2-nodes", "qwen3_moe across nodes", model="Qwen/Qwen3-235B-A22B", nodes=2),
+    _case("pp-gemma2-2-nodes", "gemma2 across nodes: sliding and full layers split between stages",
+          model="google/gemma-2-9b-it", nodes=2),
+    _case("pp-nodes-mismatch", "pipelineParallelSize 2 on 3 nodes", program=REFUSE, vllm=ACCEPT,
+          stricter="vLLM would run 2 stages (8 GPUs) on a 3-node Ray cluster and leave a node idle",
+          natural=Natural(drop=("pipelineParallelSize",), flags=("--pipeline-parallel-size", "2")),
+          model="meta-llama/Llama-3.1-405B-Instruct", nodes=3, pipelineParallelSize=2),
+    _case("pp-backend-mp", "--distributed-executor-backend mp across nodes", program=REFUSE,
+          natural=extra("--distributed-executor-backend", "mp"),
+          known_bug="the program accepts it (the flag is neither managed nor checked, and the "
+          "user's copy comes last so it wins): vLLM's multiprocessing executor then starts all 16 "
+          "workers on the head, whose ranks 8-15 have no GPU (Worker.init_device)",
+          model="meta-llama/Llama-3.1-405B-Instruct", nodes=2,
+          vllmExtraArgs=["--distributed-executor-backend", "mp"]),
     # --- batch limits -------------------------------------------------------------------------
     _case("batch-seqs-4096", "issue 11: maxNumSeqs 4096 raises the token budget to 4096",
           model=Q7, maxNumSeqs=4096),

@@ -33,6 +33,7 @@ from sizing.gpus import GpuInstance
 from sizing.hub import resolve
 from sizing.memory import GIB, kv_bytes_per_token, kv_bytes_per_token_per_layer
 from sizing.models import ModelSpec
+from sizing.pipeline import pipeline_stages, stage_spec
 from sizing.plan import SizingPlan
 from sizing.startup_memory import pre_snapshot_gib
 from tests.conformance.corpus import Case
@@ -78,6 +79,22 @@ class Decision:
         tp = self.plan.tensor_parallel_size
         return (kv_bytes_per_token_per_layer(self.spec, dtype_bytes, tp),
                 kv_bytes_per_token(self.spec, dtype_bytes, tp))
+
+    def pipeline_stages(self, kv_cache_dtype: str) -> list[dict[str, Any]]:
+        """Each pipeline stage as the sizing counts it (sizing.pipeline: one stage per node):
+        its decoder layers [start, end), its attention layers (every decoder layer of the
+        catalog's families), and one GPU's KV bytes per token over all of them and over its
+        full-attention layers (stage_spec: sliding layers in proportion, rounded down)."""
+        assert self.plan is not None and self.spec is not None
+        dtype_bytes = 1 if kv_cache_dtype == "fp8" else BYTES_16BIT
+        tp = self.plan.tensor_parallel_size
+        per_layer = kv_bytes_per_token_per_layer(self.spec, dtype_bytes, tp)
+        return [{
+            "layers": [stage.start, stage.end],
+            "attention_layers": stage.layers,
+            "kv_bytes_per_token_per_rank": per_layer * stage.layers,
+            "kv_bytes_per_token_per_rank_full_layers": kv_bytes_per_token(stage_spec(self.spec, stage), dtype_bytes, tp),
+        } for stage in pipeline_stages(self.spec.num_layers, self.plan.pipeline_parallel_size)]
 
 
 def stack_values(case: Case, models: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conformance.corpus import ACCEPT, CASES, REFUSE, Case
+from tests.conformance.corpus import ACCEPT, CASES, REFUSE, Case, as_params
 from tests.conformance.program import decide, stack_values
 
 
@@ -35,6 +35,13 @@ def test_the_corpus_covers_what_issue_11_names():
     assert {c.get("tensorParallelSize") for c in configs} >= {4, 8}
     assert any(c.get("maxNumSeqs") == 4096 for c in configs)
     assert any(c.get("gpuMemoryUtilization") == 0.99 for c in configs)
+    # issue 15: across nodes, by nodes and by pipelineParallelSize, and a split refused
+    assert {"meta-llama/Llama-3.1-405B-Instruct", "deepseek-ai/DeepSeek-R1"} <= {
+        str(c.get("model")) for c in configs if c.get("nodes", 1) != 1}
+    assert any(c.get("pipelineParallelSize", 1) > 1 and case.program == ACCEPT
+               for case, c in zip(CASES, configs))
+    assert any(c.get("pipelineParallelSize", 1) > 1 and case.program == REFUSE
+               for case, c in zip(CASES, configs))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
@@ -47,7 +54,7 @@ def test_the_records_are_consistent(case: Case):
     assert (case.natural is not None) == (case.program == REFUSE)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+@pytest.mark.parametrize("case", as_params(CASES))
 def test_the_program_decides_as_recorded(case: Case, models):
     values = stack_values(case, models)
     decision = decide(values)

@@ -5,8 +5,10 @@ checks and a build of one decoder layer, on a fake GPU with the planned instance
 
 It asserts that the program accepts exactly what vLLM accepts (save the `stricter` records,
 where the program refuses on purpose), and for each accepted config that vLLM runs what the
-plan assumed: context length, dtype, tensor parallel size, batch limits, and the KV-cache bytes
-per token on one GPU.
+plan assumed: context length, dtype, tensor and pipeline parallel sizes, batch limits, and the
+KV-cache bytes per token on one GPU. Across nodes also: the world size (TP x PP, more GPUs than
+one node has), the Ray executor, and each pipeline stage's decoder layers and KV bytes per token
+(vLLM's get_pp_indices against sizing.pipeline).
 
 Run: ./tools/test-vllm (builds .vllm-venv once with tools/vllm-venv). `./tools/test` skips it.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conformance import vllm_runner
-from tests.conformance.corpus import ACCEPT, CASES, REFUSE, Case
+from tests.conformance.corpus import ACCEPT, CASES, REFUSE, Case, as_params
 from tests.conformance.program import Decision, decide, stack_values, vllm_request
 
 pytestmark = pytest.mark.vllm_conformance
@@ -57,7 +59,7 @@ def _vllm_said(result: dict) -> str:
     return f"vLLM refused it at {result['stage']}: {result.get('error')}"
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+@pytest.mark.parametrize("case", as_params(CASES))
 def test_vllm_decides_as_the_program(case: Case, judged):
     decision, _, result = judged[case.id]
     assert result["stage"] != "harness", f"the harness failed: {result.get('error')}"
@@ -68,21 +70,57 @@ def test_vllm_decides_as_the_program(case: Case, judged):
     )
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.program == ACCEPT], ids=lambda case: case.id)
+@pytest.mark.parametrize("case", as_params([c for c in CASES if c.program == ACCEPT]))
 def test_vllm_runs_what_the_plan_assumed(case: Case, judged):
     decision, values, result = judged[case.id]
     if not result.get("engine_config_ok"):
         pytest.fail(f"no engine config to compare: {_vllm_said(result)}")
     plan = decision.plan
-    per_layer, full_layers = decision.kv_bytes_per_token_per_gpu(values.get("kvCacheDtype", "auto"))
+    kv_cache_dtype = values.get("kvCacheDtype", "auto")
+    per_layer, full_layers = decision.kv_bytes_per_token_per_gpu(kv_cache_dtype)
     planned = {
         "max_model_len": plan.max_model_len,
         "dtype": plan.dtype,
         "tensor_parallel_size": plan.tensor_parallel_size,
+        "pipeline_parallel_size": plan.pipeline_parallel_size,
         "max_num_batched_tokens": plan.max_num_batched_tokens,
         "max_num_seqs": plan.effective_max_num_seqs,
         "kv_bytes_per_token_per_layer_per_rank": per_layer,
-        "kv_bytes_per_token_per_rank_full_layers": full_layers,
     }
+    if plan.nodes == 1:
+        planned["kv_bytes_per_token_per_rank_full_layers"] = full_layers
+    else:
+        # One stage per node, TP inside it: more GPUs than one node has, over Ray.
+        planned.update(
+            world_size=plan.tensor_parallel_size * plan.nodes,
+            distributed_executor_backend="ray",
+            executor_uses_ray=True,
+            executor_supports_pp=True,
+        )
     ran = {key: result.get(key) for key in planned}
     assert ran == planned, f"{case.id}: vLLM runs {ran}, the plan assumed {planned}"
+    if plan.nodes > 1:
+        _same_pipeline_stages(case, decision, kv_cache_dtype, result)
+
+
+def _same_pipeline_stages(case: Case, decision: Decision, kv_cache_dtype: str, result: dict) -> None:
+    """vLLM's stages (get_pp_indices per PP rank, its attention layers and KV bytes) are the
+    plan's. With sliding-window layers the plan's full-attention KV bytes of a stage may be
+    above vLLM's, never below (stage_spec counts a stage's sliding layers in proportion, rounded
+    down: more KV memory, never less); without them they are the same."""
+    planned = decision.pipeline_stages(kv_cache_dtype)
+    ran = result.get("pp_stages")
+    assert ran is not None, f"{case.id}: vLLM's engine config has no pipeline stages"
+    assert [s["layers"][1] - s["layers"][0] for s in ran] == list(decision.plan.stage_layers), (
+        f"{case.id}: vLLM splits the layers {ran}, the plan {decision.plan.stage_layers}")
+    exact = ("layers", "attention_layers", "kv_bytes_per_token_per_rank")
+    assert [{k: s[k] for k in exact} for s in ran] == [{k: s[k] for k in exact} for s in planned], (
+        f"{case.id}: vLLM's stages {ran}, the plan's {planned}")
+    full = "kv_bytes_per_token_per_rank_full_layers"
+    if not decision.spec.sliding_window_layers:  # every layer is a full-attention layer
+        assert [s[full] for s in ran] == [s[full] for s in planned], (
+            f"{case.id}: vLLM's stages {ran}, the plan's {planned}")
+    for rank, (vllm_stage, plan_stage) in enumerate(zip(ran, planned)):
+        assert plan_stage[full] >= vllm_stage[full], (
+            f"{case.id}: stage {rank} caches {vllm_stage[full]} bytes per token in vLLM's full-"
+            f"attention layers, the plan counts {plan_stage[full]}")

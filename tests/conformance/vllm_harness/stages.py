@@ -22,7 +22,16 @@ check(request) runs, in the order `vllm serve` runs them:
                  model, for every worker of every local data-parallel engine: its GPU index
                  exists, current_platform.check_if_supports_dtype, and request_memory
                  (v1/worker/utils.py) against a MemorySnapshot of the GPU's total and free memory;
-  layer_build    probes.layer_probe: one decoder layer's linear layers and rotary embedding.
+                 with the Ray executor (across nodes) the GPU index check is skipped, see
+                 `_worker_init`;
+  layer_build    probes.layer_probe: one decoder layer's linear layers and rotary embedding
+                 (at the TP size, which is per node across nodes: the same layer shapes).
+
+Across nodes (`--distributed-executor-backend ray`, world size above the one node's GPU count
+the fake platform reports) the engine config is vLLM's own, and Ray must import
+(config/parallel.py ParallelConfig._verify_args -> v1/executor/ray_utils.py
+assert_ray_available): tools/vllm-venv installs ray. No Ray cluster is started: the checks stop
+before RayExecutorV2 would connect to one (v1/executor/ray_utils.py initialize_ray_cluster).
 
 Request: {"argv": [model dir, flags...], "gpu": {name, compute_capability, total_memory_bytes,
 count, free_memory_bytes (default: total), ...}, "layer_probe": true}. Result: {"ok", "stage"
@@ -54,8 +63,11 @@ def import_vllm() -> None:
     import vllm.renderers  # noqa: F401
     import vllm.usage.usage_lib  # noqa: F401
     import vllm.utils.mem_utils  # noqa: F401
+    import vllm.v1.executor.abstract  # noqa: F401
     import vllm.v1.kv_cache_interface  # noqa: F401
     import vllm.v1.worker.utils  # noqa: F401
+    # create_engine_config imports ray to ask whether it is initialized (ray/lazy_utils.py)
+    import ray  # noqa: F401
 
 
 def check(request: dict[str, Any]) -> dict[str, Any]:
@@ -179,24 +191,40 @@ def _serve_command_checks(args) -> None:
         )
 
 
+# Why the GPU index check does not run under the Ray executor.
+RAY_PLACES_WORKERS = (
+    "the Ray executor places the workers: RayExecutorV2 gives each worker local_rank = its index "
+    "among the workers Ray's placement group put on its node (v1/executor/ray_executor_v2.py "
+    "_init_executor), which needs a Ray cluster; the fake platform describes one node"
+)
+
+
 def _worker_init(config, platform, gpu: dict[str, Any], result: dict[str, Any]) -> None:
     """Worker.init_device (v1/worker/gpu_worker.py) for every worker of every local
     data-parallel engine: its GPU index (ParallelConfig.get_local_gpu_index) must exist, the
-    GPU must support the dtype, and the requested share of memory must be free."""
+    GPU must support the dtype, and the requested share of memory must be free.
+
+    With the Ray executor (across nodes) every worker still runs the dtype and memory checks on
+    its own GPU, which has the planned GPU's facts on every node; which GPU index each worker
+    gets is Ray's placement (RAY_PLACES_WORKERS), not checked here."""
     from vllm.utils.mem_utils import MemorySnapshot
     from vllm.v1.worker.utils import request_memory
 
     parallel = config.parallel_config
-    indices = [
-        parallel.get_local_gpu_index(rank, dp_local_rank=engine)
-        for engine in range(parallel.data_parallel_size_local)
-        for rank in range(parallel.local_world_size)
-    ]
-    result["gpu_indices_used"] = indices
-    for index in indices:
-        assert index < platform.device_count(), (
-            f"DP adjusted local rank {index} is out of bounds for {platform.device_count()} devices."
-        )
+    if parallel.use_ray:
+        result["gpu_indices_used"] = None
+        result["gpu_index_check_skipped"] = RAY_PLACES_WORKERS
+    else:
+        indices = [
+            parallel.get_local_gpu_index(rank, dp_local_rank=engine)
+            for engine in range(parallel.data_parallel_size_local)
+            for rank in range(parallel.local_world_size)
+        ]
+        result["gpu_indices_used"] = indices
+        for index in indices:
+            assert index < platform.device_count(), (
+                f"DP adjusted local rank {index} is out of bounds for {platform.device_count()} devices."
+            )
     platform.check_if_supports_dtype(config.model_config.dtype)
     total = int(gpu["total_memory_bytes"])
     free = int(gpu.get("free_memory_bytes", total))
@@ -228,6 +256,50 @@ def summarize(config) -> dict[str, Any]:
         "architecture": model.architecture,
         "model_type": getattr(model.hf_config, "model_type", None),
         "max_position_embeddings": getattr(model.hf_text_config, "max_position_embeddings", None),
+        "distributed_executor_backend": str(parallel.distributed_executor_backend),
     }
+    summary.update(_executor(config))
     summary.update(kv_cache_info(config))
+    if parallel.pipeline_parallel_size > 1:
+        summary["pp_stages"] = pipeline_stages(config, summary.get("kv_bytes_per_token_per_layer_per_rank", 0))
     return summary
+
+
+def _executor(config) -> dict[str, Any]:
+    """The executor class vLLM would start (v1/executor/abstract.py Executor.get_class) and
+    whether it runs pipeline stages (its supports_pp; checked for PP by
+    engine/arg_utils.py _check_feature_supported only for custom executors)."""
+    from vllm.v1.executor.abstract import Executor
+
+    executor = Executor.get_class(config)
+    return {"executor_class": executor.__name__,
+            "executor_supports_pp": bool(getattr(executor, "supports_pp", False)),
+            "executor_uses_ray": bool(getattr(executor, "uses_ray", False))}
+
+
+def pipeline_stages(config, kv_bytes_per_layer: int) -> list[dict[str, Any]]:
+    """Each pipeline stage's decoder layers as vLLM 0.33 assigns them to the ranks that run it
+    (config/model.py get_layers_start_end_indices -> distributed/utils.py get_pp_indices, for
+    a rank of that stage: rank = pp_rank x TP, the DP x PP x TP layout), its attention layers
+    (get_num_layers_by_block_type), and the KV bytes one token costs on one of its GPUs: over
+    all its attention layers, and over its full-attention ones (the model's layer_types in the
+    stage's range; sliding-window layers hold at most a window per request)."""
+    import copy
+
+    model, parallel = config.model_config, config.parallel_config
+    layer_types = list(getattr(model.hf_text_config, "layer_types", None) or [])
+    stages = []
+    for pp_rank in range(parallel.pipeline_parallel_size):
+        rank_parallel = copy.copy(parallel)
+        rank_parallel.rank = pp_rank * parallel.tensor_parallel_size
+        start, end = model.get_layers_start_end_indices(rank_parallel)
+        attention = model.get_num_layers_by_block_type(rank_parallel, "attention")
+        sliding = sum(1 for kind in layer_types[start:end] if "sliding" in str(kind))
+        stages.append({
+            "layers": [start, end],
+            "attention_layers": attention,
+            "full_attention_layers": attention - sliding,
+            "kv_bytes_per_token_per_rank": kv_bytes_per_layer * attention,
+            "kv_bytes_per_token_per_rank_full_layers": kv_bytes_per_layer * (attention - sliding),
+        })
+    return stages
