@@ -51,8 +51,36 @@ def parallel_problems(args: _Args, plan: SizingPlan, where: str) -> list[str]:
     """Every problem of the parallelism flags, each naming the flag, its value and the fix."""
     return (
         _single_host(args, where) + _gpus(args, plan, where) + _eplb(args, plan, where)
-        + _numa(args, where)
+        + _numa(args, where) + _across_nodes(args, plan, where)
     )
+
+
+def _across_nodes(args: _Args, plan: SizingPlan, where: str) -> list[str]:
+    """Across nodes the stack runs vLLM's Ray executor (it sets --distributed-executor-backend
+    ray): another backend starts every rank on node 0, and vLLM stops at worker start ("DP
+    adjusted local rank 8 is out of bounds for 8 devices", vllm/v1/worker/gpu_worker.py
+    init_device; found by the conformance tier, case pp-backend-mp). Data-parallel engines
+    across a Ray cluster are a deployment of their own (--data-parallel-backend ray, one API
+    server per node), which this stack does not build."""
+    if plan.nodes == 1:
+        return []
+    problems = []
+    backend = args.value("--distributed-executor-backend")
+    if backend is not None and backend != "ray":
+        problems.append(
+            f"{where}: --distributed-executor-backend {backend} runs every rank on one node, and "
+            f"this plan spans {plan.nodes} nodes (pipeline parallel across them, on a Ray cluster): "
+            "vLLM would stop at worker start with ranks beyond node 0's GPUs. Drop it: the stack "
+            "sets --distributed-executor-backend ray across nodes"
+        )
+    dp = _int(args.value("--data-parallel-size"))
+    if dp > 1:
+        problems.append(
+            f"{where}: --data-parallel-size {dp} across {plan.nodes} nodes is not deployed by this "
+            "stack (it runs one engine, pipeline parallel across the nodes); drop it, or serve "
+            "replicas as separate stacks on one node each"
+        )
+    return problems
 
 
 def _numa(args: _Args, where: str) -> list[str]:

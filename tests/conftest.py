@@ -17,7 +17,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(
         reason="vLLM conformance tier: it runs vLLM 0.33.0's own startup code in a separate "
-        "2.3 GB virtualenv for a few minutes; run it with ./tools/test-vllm"
+        "2.5 GB virtualenv for a few minutes; run it with ./tools/test-vllm"
     )
     for item in items:
         if CONFORMANCE_MARK in item.keywords:

@@ -409,9 +409,6 @@ CASES = [
           model="meta-llama/Llama-3.1-405B-Instruct", nodes=3, pipelineParallelSize=2),
     _case("pp-backend-mp", "--distributed-executor-backend mp across nodes", program=REFUSE,
           natural=extra("--distributed-executor-backend", "mp"),
-          known_bug="the program accepts it (the flag is neither managed nor checked, and the "
-          "user's copy comes last so it wins): vLLM's multiprocessing executor then starts all 16 "
-          "workers on the head, whose ranks 8-15 have no GPU (Worker.init_device)",
           model="meta-llama/Llama-3.1-405B-Instruct", nodes=2,
           vllmExtraArgs=["--distributed-executor-backend", "mp"]),
     # --- batch limits -------------------------------------------------------------------------

@@ -87,3 +87,22 @@ def test_data_parallel_size_local_equal_to_the_size_is_accepted():
 def test_numa_binding_details_need_numa_binding(flag, value):
     assert f"{flag} needs --numa-bind" in only([flag, value])
     assert problems(["--numa-bind", flag, value]) == []
+
+
+# Two one-GPU nodes, pipeline parallel 2 across them (the conformance corpus's pp-qwen72b-2-nodes shape).
+ACROSS_TWO = dict(pipeline_parallel_size=2, nodes=2, stage_layers=(14, 14))
+
+
+@pytest.mark.parametrize("backend", ["mp", "uni", "external_launcher"])
+def test_across_nodes_only_the_ray_backend_is_accepted(backend):
+    problem = only(["--distributed-executor-backend", backend], **ACROSS_TWO)
+    assert f"--distributed-executor-backend {backend} runs every rank on one node" in problem
+    assert "spans 2 nodes" in problem
+    assert problems(["--distributed-executor-backend", "ray"], **ACROSS_TWO) == []
+    assert problems(["--distributed-executor-backend", backend]) == [], "one node: vLLM's choice"
+
+
+def test_data_parallel_engines_across_nodes_are_refused():
+    problem = only(["--data-parallel-size", "2"], instance=FOUR_L40S, tensor_parallel_size=2, data_parallel_size=2,
+                   **ACROSS_TWO)
+    assert "--data-parallel-size 2 across 2 nodes is not deployed" in problem
