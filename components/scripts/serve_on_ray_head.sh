@@ -11,7 +11,8 @@
 # Exports, as vLLM's multi-node guide asks (vLLM 0.33.0 docs/serving/parallelism_scaling.md,
 # docs/usage/troubleshooting.md "Incorrect network setup"): VLLM_HOST_IP = this node's private
 # IP; NCCL_SOCKET_IFNAME and GLOO_SOCKET_IFNAME = the interface holding it (kept when set).
-# The container's environment carries VLLM_API_KEY: nothing here prints the environment.
+# The container's environment carries VLLM_API_KEY: nothing here prints the environment, and
+# vLLM is told not to hand it to its Ray workers (below).
 #
 # Env: VLLM_DEPLOY_NODE_IP           this node's private IP (the head's)
 #      VLLM_DEPLOY_RAY_PORT          the head's GCS port (6379)
@@ -44,6 +45,17 @@ export VLLM_HOST_IP="$node_ip"
 export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-$iface}"
 export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-$iface}"
 log "$head_name ($node_ip): VLLM_HOST_IP=$node_ip NCCL_SOCKET_IFNAME=$NCCL_SOCKET_IFNAME GLOO_SOCKET_IFNAME=$GLOO_SOCKET_IFNAME"
+
+# vLLM's Ray executor hands the driver's whole environment to every Ray worker, on every node
+# (vLLM 0.33.0 vllm/v1/executor/ray_env_utils.py get_driver_env_vars, used by
+# ray_executor_v2.py), except the names listed in $VLLM_CONFIG_ROOT/ray_non_carry_over_env_vars.json
+# (vllm/ray/ray_env.py, read when vLLM starts). The API key and hub tokens stay here: the workers
+# serve no HTTP and load the weights from their own disk. The file holds names, never values.
+config_root="${VLLM_CONFIG_ROOT:-${XDG_CONFIG_HOME:-$HOME/.config}/vllm}"
+if ! { mkdir -p "$config_root" &&
+  printf '%s\n' '["VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"]' >"$config_root/ray_non_carry_over_env_vars.json"; }; then
+  die "cannot write $config_root/ray_non_carry_over_env_vars.json" "give the container a writable \$HOME or VLLM_CONFIG_ROOT"
+fi
 
 VLLM_DEPLOY_RAY_ROLE=head VLLM_DEPLOY_RAY_LAUNCH=daemon VLLM_DEPLOY_NODE_NAME="$head_name" \
   VLLM_DEPLOY_RAY_PORT="$port" bash "$here/ray_node.sh"

@@ -1,6 +1,7 @@
 """serve_on_ray_head.sh, node 0's vLLM container entrypoint, runs for real against Ray from PyPI:
 it starts the Ray head (ray_node.sh, launch mode daemon), waits for every node's GPUs and only
-then becomes `vllm serve` — here a stub `vllm` that records its argv and environment.
+then becomes `vllm serve` — here a stub `vllm` that records its argv, its environment and the
+names vLLM is told to keep from its Ray workers.
 
 Each run of the script is put in a PID namespace of its own (`unshare --pid`), as Docker puts
 the container: `ray stop --force` there sees only that "container", and when the process the
@@ -44,6 +45,9 @@ def stub_vllm(tmp_path: Path) -> Path:
         #!{sys.executable}
         import json, os, sys
         record = {{"argv": sys.argv[1:], "env": {{k: os.environ.get(k) for k in {RECORDED!r}}}}}
+        # What vLLM keeps from its Ray workers (vllm/ray/ray_env.py reads this file at start).
+        with open(os.path.join(os.environ["VLLM_CONFIG_ROOT"], "ray_non_carry_over_env_vars.json")) as f:
+            record["kept_from_ray_workers"] = json.load(f)
         with open("{tmp_path}/vllm.jsonl", "a") as f:
             f.write(json.dumps(record) + "\\n")
         """))
@@ -64,7 +68,7 @@ def serve(cluster: Cluster, home: Path, timeout: int, runs: int = 1) -> subproce
             VLLM_DEPLOY_NODE_IP=HEAD_IP, VLLM_DEPLOY_RAY_NODES=NODES,
             VLLM_DEPLOY_GPUS_PER_NODE=str(GPUS_PER_NODE), VLLM_DEPLOY_RAY_RESOURCE="fake_gpu",
             VLLM_DEPLOY_TIMEOUT_SECONDS=str(timeout), VLLM_DEPLOY_POLL_SECONDS="2",
-            VLLM_API_KEY=API_KEY,
+            VLLM_API_KEY=API_KEY, VLLM_CONFIG_ROOT=str(home / "vllm-config"),
         ),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
@@ -96,7 +100,9 @@ def test_vllm_serve_starts_with_its_exact_argv_once_the_worker_joined_and_again_
     assert done.returncode == 0, done.stderr[-4000:]
     want_env = {"RAY_ADDRESS": f"{HEAD_IP}:{cluster.port}", "VLLM_HOST_IP": HEAD_IP,
                 "NCCL_SOCKET_IFNAME": "lo", "GLOO_SOCKET_IFNAME": "lo"}
-    assert records(stub_vllm) == [{"argv": ["serve", *SERVE_ARGS], "env": want_env}] * 2, done.stderr[-4000:]
+    want = {"argv": ["serve", *SERVE_ARGS], "env": want_env,
+            "kept_from_ray_workers": ["VLLM_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"]}
+    assert records(stub_vllm) == [want] * 2, done.stderr[-4000:]
     assert "run exited 0" in done.stderr  # the first run's vLLM exited; the second found its Ray head
     assert done.stderr.count(f"Ray reports {2 * GPUS_PER_NODE} fake_gpu on 2 nodes") == 2
     assert API_KEY not in done.stdout + done.stderr
