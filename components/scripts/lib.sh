@@ -158,3 +158,51 @@ boot_id() {
   [[ -r "$file" ]] || die "cannot read the boot id from $file" "is this a Linux host?"
   cat "$file"
 }
+
+# interface_of_ip IP: prints the name of this host's network interface that holds the IPv4
+# address IP (an address assigned to it, or on a loopback interface any address in its prefix:
+# the kernel answers for all of 127.0.0.0/8 on lo). Reads `ip -o -4 addr` where iproute2 is
+# installed (the host), else asks the kernel with python3's ioctls (the vLLM image has python3,
+# not iproute2). Returns 1, printing nothing, when no interface holds IP.
+interface_of_ip() {
+  local want=$1 found
+  if command -v ip >/dev/null 2>&1; then
+    found=$(ip -o -4 addr show | awk -v want="$want" '
+      function num(a, p) { split(a, p, "."); return ((p[1] * 256 + p[2]) * 256 + p[3]) * 256 + p[4] }
+      {
+        split($4, cidr, "/")
+        if (cidr[1] == want) { print $2; exit }
+        if ($2 == "lo" || $0 ~ / scope host /) {
+          size = 2 ^ (32 - cidr[2])
+          if (int(num(cidr[1]) / size) == int(num(want) / size)) { lo = $2 }
+        }
+      }
+      END { if (lo != "") print lo }' | head -n 1)
+  else
+    found=$(python3 - "$want" <<'PY'
+import fcntl, ipaddress, socket, struct, sys
+want = ipaddress.IPv4Address(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def ioctl(name, request):
+    return fcntl.ioctl(s.fileno(), request, struct.pack("256s", name[:15].encode()))
+loopback = None
+for _, name in socket.if_nameindex():
+    try:  # SIOCGIFADDR, SIOCGIFNETMASK, SIOCGIFFLAGS (linux/sockios.h); IFF_LOOPBACK = 0x8
+        addr = ipaddress.IPv4Address(ioctl(name, 0x8915)[20:24])
+        mask = ipaddress.IPv4Address(ioctl(name, 0x891B)[20:24])
+        flags = struct.unpack("H", ioctl(name, 0x8913)[16:18])[0]
+    except OSError:
+        continue  # no IPv4 address on this interface
+    if addr == want:
+        print(name)
+        sys.exit(0)
+    if flags & 0x8 and want in ipaddress.IPv4Network(f"{addr}/{mask}", strict=False):
+        loopback = name
+if loopback:
+    print(loopback)
+PY
+)
+  fi
+  [[ -n "$found" ]] || return 1
+  printf '%s\n' "$found"
+}

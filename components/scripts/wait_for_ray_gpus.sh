@@ -8,8 +8,9 @@
 #      VLLM_DEPLOY_RAY_NODES          every node as name=private-ip, space-separated, head first
 #      VLLM_DEPLOY_GPUS_PER_NODE      GPUs each node must bring
 #      VLLM_DEPLOY_RAY_RESOURCE       the Ray resource counted (GPU; tests: a custom resource)
-#      VLLM_DEPLOY_RAY_EXEC           docker (default): ask Ray inside the head's `vllm-ray`
-#                                     container; here: with this host's python3 (Ray from PyPI)
+#      VLLM_DEPLOY_RAY_EXEC           docker (default): ask Ray inside the `vllm-ray` container (a head
+#                                     run by ray_node.sh in docker mode); here: with this python3
+#                                     (serve_on_ray_head.sh in the head's vLLM container; tests)
 #      VLLM_DEPLOY_TIMEOUT_SECONDS    how long to wait (900)
 #      VLLM_DEPLOY_POLL_SECONDS       between polls (10)
 #      VLLM_DEPLOY_RAY_LOG_DIR        here: the head's Ray session logs, for the failure's tail
