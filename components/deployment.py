@@ -96,6 +96,7 @@ class VllmDeployment(pulumi.ComponentResource):
         lookups = pulumi.InvokeOptions(parent=self, provider=provider)
         nodes = self._nodes(name, args, in_aws, lookups)
         host, volume, setup = nodes[0].host, nodes[0].volume, nodes[0].setup
+        head_started, resolve_head_started = pulumi.deferred_output()
         engine = docker_over_ssh(
             name, host=host.public_ip, user=host.ssh_user, private_key=host.ssh_private_key, opts=mine
         )
@@ -113,10 +114,13 @@ class VllmDeployment(pulumi.ComponentResource):
                 model_ready=setup.model_ready,
                 model_dir=setup.model_dir,
                 api_key=api_key,
-                ray_head=self._ray_cluster(name, settings, plan, nodes) if len(nodes) > 1 else None,
+                ray_head=self._ray_cluster(name, settings, plan, nodes, head_started) if len(nodes) > 1 else None,
             ),
             mine,
         )
+        # Known only now: the workers (created above) join once the head's container exists,
+        # and the head's readiness waits for their join.
+        resolve_head_started(server.container_id)
         proxy = NginxProxy(
             child(name, "proxy"),
             NginxProxyArgs(
@@ -296,7 +300,9 @@ class VllmDeployment(pulumi.ComponentResource):
         )
         return Node(index, host, volume, setup)
 
-    def _ray_cluster(self, name: str, settings: StackConfig, plan: SizingPlan, nodes: list[Node]) -> RayHead:
+    def _ray_cluster(
+        self, name: str, settings: StackConfig, plan: SizingPlan, nodes: list[Node], head_started: pulumi.Output[str]
+    ) -> RayHead:
         """The workers' Ray containers, and what makes the head's vLLM container the Ray head."""
         head = nodes[0]
         efa = len(efa_interfaces(plan.instance))
@@ -321,12 +327,12 @@ class VllmDeployment(pulumi.ComponentResource):
                         node_ip=node.host.private_ip,
                         head_ip=head.host.private_ip,
                         head_instance_id=head.host.instance_id,
+                        head_started=head_started,
                         runtime_ready=node.setup.runtime_ready,
                         model_ready=node.setup.model_ready,
                         model_dir=node.setup.model_dir,
                         container_env=env,
                         efa_interfaces=efa,
-                        join_timeout_seconds=settings.readiness_timeout_minutes * 60,
                     ),
                     pulumi.ResourceOptions(parent=self),
                 )

@@ -110,13 +110,16 @@ class RayWorkerArgs:
     head_ip: pulumi.Input[str]
     head_instance_id: pulumi.Input[str]
     """A replaced head: the worker's container is started again to join the new one."""
+    head_started: pulumi.Input[str]
+    """The head's vLLM container id: the worker joins once the head (its Ray) exists, so its
+    wait for the head's port is seconds, whatever the downloads took."""
     runtime_ready: pulumi.Resource
     model_ready: pulumi.Resource
     model_dir: str
     """The weights on this node; mounted where the head's vLLM loads them."""
     container_env: dict[str, str] = field(default_factory=dict)
     efa_interfaces: int = 0
-    join_timeout_seconds: int = 1800
+    join_timeout_seconds: int = 600
 
 
 class RayWorker(pulumi.ComponentResource):
@@ -156,7 +159,7 @@ class RayWorker(pulumi.ComponentResource):
             },
             # The weights must be there before vLLM's workers here load them; a new head (or
             # a new image) starts this node's container again.
-            extra_triggers=[args.model_ready.id, args.head_instance_id, self.image.image_id],
+            extra_triggers=[args.model_ready.id, args.head_instance_id, self.image.image_id, args.head_started],
             timeout=f"{args.join_timeout_seconds // 60 + 10}m",
         )
         self.register_outputs({"imageId": self.image.image_id, "joined": self.joined.stdout})

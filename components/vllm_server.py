@@ -69,6 +69,7 @@ class VllmServer(pulumi.ComponentResource):
 
     port: int
     container_name: pulumi.Output[str]
+    container_id: pulumi.Output[str]
     ready: command.remote.Command
     args: list[str]
 
@@ -113,6 +114,7 @@ class VllmServer(pulumi.ComponentResource):
             timeout=f"{settings.readiness_timeout_minutes + 5}m",
         )
         self.container_name = container.name
+        self.container_id = container.id
         self.register_outputs({"port": self.port, "containerName": self.container_name})
 
     def _container(self, args: VllmServerArgs, image: docker.RemoteImage, provider: docker.Provider) -> docker.Container:
@@ -153,6 +155,9 @@ class VllmServer(pulumi.ComponentResource):
             # Ray and NCCL reach the other nodes over the host's private IP; vLLM binds the
             # host's loopback (serving.vllm_args), nginx stays the only way in.
             network = dict(
+                # `vllm serve` replaces the entrypoint as PID 1 and would leave the Ray processes
+                # it inherits unreaped: Docker's init reaps them.
+                init=True,
                 network_mode="host",
                 entrypoints=HEAD_ENTRYPOINT,
                 uploads=head_uploads(),

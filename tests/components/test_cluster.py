@@ -165,8 +165,11 @@ def test_workers_join_the_heads_private_ip_and_the_head_waits_for_every_node(clu
         assert uploaded == {"lib.sh", "ray_node.sh", "wait_for_ray_gpus.sh", "serve_on_ray_head.sh"}
         assert container.depends_on(run.named("vllm-node1-ray-image"))
         assert container.depends_on(run.named("vllm-node1-setup-model"))
-        # Readiness waits for the worker's join: a node that cannot join fails its own step.
+        # The worker joins once the head's container (its Ray head) exists, and readiness
+        # waits for the join: a node that cannot join fails its own step, naming it.
+        assert join.depends_on(container)
         assert run.named("vllm-vllm-ready").depends_on(join)
+        assert container.plain["init"] is True, "Docker's init reaps the Ray processes"
 
 
 def test_nginx_monitoring_and_the_endpoint_live_on_the_head_only(cluster):
