@@ -62,22 +62,15 @@ class ClusterNetwork(pulumi.ComponentResource):
             description="vllm-deploy cluster: all traffic between the nodes, nothing from outside",
             opts=pulumi.ResourceOptions(parent=self),
         )
-        aws.vpc.SecurityGroupIngressRule(
-            child(name, "from-nodes"),
-            security_group_id=security_group.id,
-            referenced_security_group_id=security_group.id,
-            ip_protocol="-1",
-            description="Ray, NCCL and EFA between the nodes",
-            opts=pulumi.ResourceOptions(parent=security_group),
-        )
-        aws.vpc.SecurityGroupEgressRule(
-            child(name, "to-nodes"),
-            security_group_id=security_group.id,
-            referenced_security_group_id=security_group.id,
-            ip_protocol="-1",
-            description="Ray, NCCL and EFA between the nodes",
-            opts=pulumi.ResourceOptions(parent=security_group),
-        )
+        for role, rule in (("from-nodes", aws.vpc.SecurityGroupIngressRule), ("to-nodes", aws.vpc.SecurityGroupEgressRule)):
+            rule(
+                child(name, role),
+                security_group_id=security_group.id,
+                referenced_security_group_id=security_group.id,
+                ip_protocol="-1",
+                description="Ray, NCCL and EFA between the nodes",
+                opts=pulumi.ResourceOptions(parent=security_group),
+            )
         self.placement_group = group.name
         self.security_group_id = security_group.id
         self.efa = args.efa

@@ -206,3 +206,16 @@ PY
   [[ -n "$found" ]] || return 1
   printf '%s\n' "$found"
 }
+
+# export_node_network NAME IP HINT: VLLM_HOST_IP=IP for vLLM, and NCCL_SOCKET_IFNAME /
+# GLOO_SOCKET_IFNAME = the interface that holds IP (one the caller set is kept), as vLLM's
+# multi-node docs ask (docs/usage/troubleshooting.md, "Incorrect network setup"). Fails naming
+# NAME and IP, with HINT, when no interface holds IP.
+export_node_network() {
+  local iface
+  iface=$(interface_of_ip "$2") ||
+    die "$1: no network interface of this host holds VLLM_DEPLOY_NODE_IP=$2" "$3"
+  export VLLM_HOST_IP="$2"
+  export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-$iface}"
+  export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-$iface}"
+}

@@ -84,12 +84,7 @@ if [[ "$launch" != daemon ]]; then
 fi
 
 # The interface NCCL and Gloo open their sockets on; one set by the caller is kept.
-iface=$(interface_of_ip "$node_ip") ||
-  die "$name: no network interface of this host holds VLLM_DEPLOY_NODE_IP=$node_ip" \
-    "pass this node's own private IP (ip -o -4 addr lists the host's addresses)"
-export VLLM_HOST_IP="$node_ip"
-export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-$iface}"
-export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-$iface}"
+export_node_network "$name" "$node_ip" "pass this node's own private IP (ip -o -4 addr lists the host's addresses)"
 
 # Docker's run arguments, checked before anything waits or starts.
 run_args=()
@@ -153,13 +148,13 @@ fi
 
 case "$launch" in
   foreground)
-    log "$name ($node_ip, $iface): ray ${args[*]}"
+    log "$name ($node_ip, $NCCL_SOCKET_IFNAME): ray ${args[*]}"
     exec ray "${args[@]}"
     ;;
   daemon)
     # A container restart keeps its filesystem; a stale Ray of the previous run goes first.
     ray stop --force >&2 || true
-    log "$name ($node_ip, $iface): ray ${args[*]}"
+    log "$name ($node_ip, $NCCL_SOCKET_IFNAME): ray ${args[*]}"
     ray "${args[@]}" >&2 || die "$name: ray start failed" "read the lines above; Ray's logs are under ${VLLM_DEPLOY_RAY_TEMP_DIR:-/tmp/ray}/session_latest/logs"
     log "$name ($node_ip): Ray $role started"
     exit 0

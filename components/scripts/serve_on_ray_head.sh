@@ -38,12 +38,7 @@ head_ip="${nodes[0]#*=}"
   die "VLLM_DEPLOY_RAY_NODES must name this head first, as ${head_name}=${node_ip}; it starts with '${nodes[0]}'" \
     "list the nodes as node-0=<head ip> node-1=<ip> ..., the head first"
 
-iface=$(interface_of_ip "$node_ip") ||
-  die "$head_name: no network interface of this host holds VLLM_DEPLOY_NODE_IP=$node_ip" \
-    "pass the head's own private IP (the container shares the host's network)"
-export VLLM_HOST_IP="$node_ip"
-export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-$iface}"
-export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-$iface}"
+export_node_network "$head_name" "$node_ip" "pass the head's own private IP (the container shares the host's network)"
 log "$head_name ($node_ip): VLLM_HOST_IP=$node_ip NCCL_SOCKET_IFNAME=$NCCL_SOCKET_IFNAME GLOO_SOCKET_IFNAME=$GLOO_SOCKET_IFNAME"
 
 # vLLM's Ray executor hands the driver's whole environment to every Ray worker, on every node
