@@ -77,6 +77,13 @@ until curl --silent --fail --max-time 5 --output /dev/null "${base}/health"; do
   if [[ "$status" == "missing" || "$status" == "exited" || "$status" == "dead" || "${restarts:-0}" -ge 3 ]]; then
     explain_failure "the container is ${status} after ${restarts} restarts"
   fi
+  # Across nodes: the entrypoint (serve_on_ray_head.sh) gave up before starting vLLM because a
+  # node never joined Ray; Docker restarts it, so the state alone would not tell for a while.
+  # (Read whole before matching: grep -q stopping early would fail the pipe under pipefail.)
+  recent=$(docker logs --tail 200 "$container" 2>&1 || true)
+  if grep -qF "vllm serve was not started" <<<"$recent"; then
+    explain_failure "the Ray cluster never formed: not every node joined (the log below names them)"
+  fi
   if ((SECONDS >= deadline)); then
     explain_failure "no 200 from /health within ${timeout}s"
   fi

@@ -49,7 +49,8 @@ def host(tmp_path):
         f'printf "docker %s\\n" "$*" >>"{calls}"\n'
         'case "$1" in\n'
         f'  inspect) cat "{tmp_path}/container_state" 2>/dev/null || exit 1 ;;\n'
-        '  logs) echo "torch.OutOfMemoryError: CUDA out of memory (stub log line)" ;;\n'
+        f'  logs) cat "{tmp_path}/container_log" 2>/dev/null ||\n'
+        '        echo "torch.OutOfMemoryError: CUDA out of memory (stub log line)" ;;\n'
         "esac\n"
     )
     for tool in bin_dir.iterdir():
@@ -117,6 +118,21 @@ def test_a_container_in_a_restart_loop_fails_fast(host):
     result = run_script(host, free_port())
     assert result.returncode != 0
     assert "after 5 restarts" in result.stderr and "no 200 from /health" not in result.stderr
+
+
+def test_a_cluster_whose_node_never_joined_fails_fast_naming_the_node(host):
+    """Across nodes the container's entrypoint gives up when a node never joins Ray and Docker
+    restarts it ("running"): readiness must not wait out its timeout, and must show which node."""
+    (host / "container_state").write_text("running 1\n")
+    (host / "container_log").write_text(
+        "[vllm-deploy] wait_for_ray_gpus: ERROR: after 600s Ray reports 8 of 16 GPU; not joined:\n"
+        "  - node-1 (172.31.5.10): 0 of 8 GPU\n"
+        "[vllm-deploy] serve_on_ray_head: ERROR: not every node joined the Ray cluster (above: the "
+        "nodes missing); vllm serve was not started\n")
+    result = run_script(host, free_port(), timeout=60)
+    assert result.returncode != 0
+    assert "not every node joined" in result.stderr and "node-1 (172.31.5.10)" in result.stderr
+    assert "no 200 from /health" not in result.stderr
 
 
 def test_gives_up_after_the_timeout_when_health_never_answers(host):
