@@ -45,7 +45,7 @@ pulumi.export("servedModelName", settings.served_name)
 pulumi.export("instanceType", plan.instance.name)
 pulumi.export("instanceId", deployment.instance_id)  # the head's across nodes
 pulumi.export("publicIp", deployment.public_ip)
-pulumi.export("nodes", deployment.nodes)  # each node: name, role, instanceId, privateIp, publicIp
+pulumi.export("nodes", deployment.nodes)  # each node: name, role, instanceId, privateIp, publicIp, modelVolumeId
 pulumi.export("sshCommand", deployment.ssh_command)
 if deployment.ssh_private_key is not None:
     pulumi.export("sshPrivateKey", deployment.ssh_private_key)

@@ -24,9 +24,15 @@ _SHRINK = ("cannot be smaller than", "New size cannot be smaller")
 
 
 def capacity_advice(
-    errors: Sequence[str], *, instance_type: str, spot: bool, current_volume_gb: Optional[int] = None
+    errors: Sequence[str],
+    *,
+    instance_type: str,
+    spot: bool,
+    current_volume_gb: Optional[int] = None,
+    nodes: int = 1,
 ) -> Optional[str]:
-    """What to try for the AWS error in `errors`, or None when it is not one we know."""
+    """What to try for the AWS error in `errors`, or None when it is not one we know. `nodes`:
+    the instances of a cluster, which must all land in one zone (its placement group)."""
     text = "\n".join(errors)
 
     def says(markers: Sequence[str]) -> bool:
@@ -54,6 +60,15 @@ def capacity_advice(
             f"No spot capacity for {instance_type} at the moment: set vllm-deploy:spot to false, or try "
             "another region (aws:region)."
         )
+    if (says(_CAPACITY) or says(_ZONE)) and nodes > 1:
+        return (
+            f"AWS has no {'spot ' if spot else ''}capacity for {nodes} x {instance_type} together in one "
+            "cluster placement group in this availability zone right now (all nodes must land in one "
+            "zone). Try, in order: `pulumi up` again later (capacity frees up), another zone "
+            "(vllm-deploy:subnetId), another region (aws:region), an On-Demand Capacity Reservation or "
+            f"a Capacity Block for {nodes} x {instance_type} in that zone, or another plan (list them "
+            f"with `tools/size <model> --nodes {nodes} --all`, or fewer nodes with a quantized checkpoint)."
+        )
     if says(_CAPACITY) or says(_ZONE):
         tried = "spot " if spot else ""
         return (
@@ -72,7 +87,12 @@ def error_hooks_supported() -> bool:
 
 
 def explain_instance_error(
-    args: ErrorHookArgs, *, instance_type: str, spot: bool, log: Callable[[str], None] = pulumi.log.error
+    args: ErrorHookArgs,
+    *,
+    instance_type: str,
+    spot: bool,
+    nodes: int = 1,
+    log: Callable[[str], None] = pulumi.log.error,
 ) -> bool:
     """The error hook's body: log the advice next to AWS's error; never retry."""
     root = (args.old_inputs or {}).get("rootBlockDevice") or {}
@@ -80,14 +100,15 @@ def explain_instance_error(
     advice = capacity_advice(
         args.errors, instance_type=instance_type, spot=spot,
         current_volume_gb=int(current) if isinstance(current, (int, float)) else None,
+        nodes=nodes,
     )
     if advice:
         log(advice)
     return False
 
 
-def capacity_hook(resource_name: str, instance_type: str, *, spot: bool) -> ErrorHook:
+def capacity_hook(resource_name: str, instance_type: str, *, spot: bool, nodes: int = 1) -> ErrorHook:
     return ErrorHook(
         f"{resource_name}-capacity-advice",
-        functools.partial(explain_instance_error, instance_type=instance_type, spot=spot),
+        functools.partial(explain_instance_error, instance_type=instance_type, spot=spot, nodes=nodes),
     )

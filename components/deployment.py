@@ -79,7 +79,7 @@ class VllmDeployment(pulumi.ComponentResource):
     cost: dict[str, Optional[float]]  # sizing.costs.HostCost.to_output(): running vs stopped
     ssh_command: pulumi.Output[str]
     ssh_private_key: Optional[pulumi.Output[str]]
-    nodes: pulumi.Output[list[dict[str, str]]]  # every node: name, role, instance id, private and public IP
+    nodes: pulumi.Output[list[dict[str, str]]]  # every node: name, role, instance id, IPs, model volume
     grafana_url: Optional[pulumi.Output[str]]  # None with monitoring off
     grafana_password: Optional[pulumi.Output[str]]
     benchmark: Optional[pulumi.Output[dict[str, Any]]]  # None with benchmarkOnDeploy false
@@ -192,11 +192,14 @@ class VllmDeployment(pulumi.ComponentResource):
             plan.hourly_price_usd, sum(plan.root_volume_gb + n.volume.size_gb for n in nodes), len(nodes)
         ).to_output()
         self.nodes = pulumi.Output.all(
-            *[pulumi.Output.all(n.host.instance_id, n.host.private_ip, n.host.public_ip) for n in nodes]
+            *[
+                pulumi.Output.all(n.host.instance_id, n.host.private_ip, n.host.public_ip, n.volume.volume_id)
+                for n in nodes
+            ]
         ).apply(
             lambda rows: [
-                {"name": node_name(i), "role": "head" if i == 0 else "worker",
-                 "instanceId": row[0], "privateIp": row[1], "publicIp": row[2]}
+                {"name": node_name(i), "role": "head" if i == 0 else "worker", "instanceId": row[0],
+                 "privateIp": row[1], "publicIp": row[2], "modelVolumeId": row[3]}
                 for i, row in enumerate(rows)
             ]
         )

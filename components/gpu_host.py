@@ -384,7 +384,9 @@ class GpuHost(pulumi.ComponentResource):
                 # Two GPU hosts at once would need twice the vCPU quota many accounts lack.
                 delete_before_replace=True,
                 hooks=pulumi.ResourceHookBinding(
-                    on_error=[capacity_hook(child(self._name, "instance"), plan.instance.name, spot=settings.spot)]
+                    on_error=[capacity_hook(
+                        child(self._name, "instance"), plan.instance.name, spot=settings.spot, nodes=plan.nodes
+                    )]
                 )
                 if error_hooks_supported()
                 else None,

@@ -81,8 +81,10 @@ def to_text(summary: PlanSummary, out: TextIO, *, nginx: bool = False) -> None:
     cost = _cost(summary)
     if cost is not None:
         console.print(cost)
-        console.print(Text(f"  stopped instance: {_money(summary.cost.stopped_usd_per_month, 2)}/month "
-                           "(the volumes and the Elastic IP still bill)"))
+        several = summary.cost.public_ipv4_addresses > 1
+        console.print(Text(f"  stopped instance{'s' if several else ''}: "
+                           f"{_money(summary.cost.stopped_usd_per_month, 2)}/month "
+                           f"(the volumes and the Elastic IP{'s' if several else ''} still bill)"))
         for source in summary.cost.to_dict()["sources"]:
             console.print(Text(f"  source: {source}"))
         console.print()

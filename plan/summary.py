@@ -35,6 +35,7 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
         "instanceMarketOptions.marketType", "metadataOptions.httpTokens", "placementGroup",
     ),
     "aws:ec2/placementGroup:PlacementGroup": ("strategy",),
+    "aws:ebs/volume:Volume": ("size", "type", "encrypted", "availabilityZone"),
     "aws:ec2/networkInterface:NetworkInterface": ("interfaceType",),
     "aws:ec2/securityGroup:SecurityGroup": ("vpcId",),
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": (

@@ -32,6 +32,12 @@ def test_quota_errors_point_at_service_quotas():
     assert "Service Quotas" in advice and "G and VT" in advice
 
 
+def test_no_capacity_for_a_cluster_says_all_nodes_must_land_together():
+    advice = capacity_advice([CAPACITY_ERROR], instance_type="p4de.24xlarge", spot=False, nodes=2)
+    assert "2 x p4de.24xlarge together in one cluster placement group" in advice
+    assert "tools/size <model> --nodes 2 --all" in advice and "Capacity Block" in advice
+
+
 def test_other_errors_get_no_advice():
     assert capacity_advice(["api error InvalidAMIID.NotFound"], instance_type="g6.xlarge", spot=False) is None
 

@@ -219,6 +219,10 @@ def test_the_nodes_output_and_the_cost_count_every_node(cluster):
     assert [n["name"] for n in nodes] == ["node-0", "node-1"]
     instances = by_node(run.of_type(INSTANCE))
     assert [n["instanceId"] for n in nodes] == [f"{instances[i].name}-id" for i in (0, 1)]
+    # Each node's model volume, so a retained one can be found and deleted after destroy.
+    volumes = [n["modelVolumeId"] for n in nodes]
+    assert volumes[0] == run.exports["modelVolumeId"].value
+    assert len(set(volumes)) == 2 and all(v.startswith("vol-") for v in volumes)
     cost = run.exports["costUsd"].value
     sizing = run.exports["sizing"].value
     # Both instances (the sizing's price is the two together), both nodes' volumes and
