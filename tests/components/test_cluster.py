@@ -7,7 +7,7 @@ import pytest
 
 from serving.flag_reader import check_flags
 from sizing.gpus import load_instances
-from tests.harness import plain_text, reveal
+from tests.harness import AwsWorld, plain_text, reveal
 
 INSTANCE = "aws:ec2/instance:Instance"
 CONTAINER = "docker:index/container:Container"
@@ -243,3 +243,23 @@ def test_one_node_has_no_cluster_network_ray_or_efa(program):
     container = run.named("vllm-vllm-container").plain
     assert "entrypoints" not in container and container.get("networkMode") is None
     assert [n["role"] for n in run.exports["nodes"].value] == ["head"]
+
+
+def test_a_workers_volume_in_another_zone_does_not_pull_the_worker_out_of_the_heads_subnet(program):
+    """A cluster placement group lives in one zone: a worker whose model volume (kept from an
+    earlier deploy) sits in another zone still launches in the head's subnet, with a new model
+    volume in the head's zone; only the head's volume guides the zone."""
+    ours = {"project": "vllm-deploy", "stack": "dev", "managed-by": "pulumi"}
+    world = AwsWorld()
+    world.volumes = [
+        {"id": "vol-0headheadheadhead", "status": "in-use", "zone": "us-east-1b", "size": 100,
+         "tags": {**ours, "Name": "vllm-models-volume"}},
+        {"id": "vol-0nodenodenodenode", "status": "in-use", "zone": "us-east-1c", "size": 100,
+         "tags": {**ours, "Name": "vllm-node1-models-volume"}},
+    ]
+    run = program(TCP_PAIR, world=world)
+    subnets = {i.plain["subnetId"] for i in run.of_type(INSTANCE)}
+    assert subnets == {world.subnet_id("us-east-1b")}
+    volumes = run.of_type("aws:ebs/volume:Volume")
+    assert len(volumes) == 2
+    assert {v.plain["availabilityZone"] for v in volumes} == {"us-east-1b"}
