@@ -263,3 +263,19 @@ def test_a_workers_volume_in_another_zone_does_not_pull_the_worker_out_of_the_he
     volumes = run.of_type("aws:ebs/volume:Volume")
     assert len(volumes) == 2
     assert {v.plain["availabilityZone"] for v in volumes} == {"us-east-1b"}
+
+
+def test_each_worker_mounts_its_own_downloaded_weights_where_the_heads_vllm_loads_them(cluster):
+    """vLLM's Ray workers on node i load the model from the path in the head's argv, on node i's
+    disk: the worker container must mount the directory node i's download step wrote, at the
+    path the head's container mounts its own copy."""
+    for config in (LARGE, TCP_PAIR):
+        run = cluster(config)
+        head = run.named("vllm-vllm-container").plain
+        model_path = head["command"][0]
+        head_mount = next(m for m in head["mounts"] if m["target"] == model_path)
+        for index in range(1, run.exports["sizing"].value["nodes"]):
+            downloaded = reveal(run.named(f"vllm-node{index}-setup-model").inputs["environment"])
+            join = reveal(run.named(f"vllm-node{index}-ray-ray").inputs["environment"])
+            assert join["VLLM_DEPLOY_MODEL_DIR"] == downloaded["VLLM_DEPLOY_MODEL_DIR"] == head_mount["source"]
+            assert join["VLLM_DEPLOY_MODEL_MOUNT"] == model_path
