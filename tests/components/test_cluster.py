@@ -263,6 +263,9 @@ def test_a_workers_volume_in_another_zone_does_not_pull_the_worker_out_of_the_he
     volumes = run.of_type("aws:ebs/volume:Volume")
     assert len(volumes) == 2
     assert {v.plain["availabilityZone"] for v in volumes} == {"us-east-1b"}
+    # The worker's weights are downloaded again there: the preview says so, naming the node.
+    moved = [line for line in run.logs if "vol-0nodenodenodenode" in line]
+    assert len(moved) == 1 and "node-1" in moved[0] and "us-east-1c" in moved[0] and "downloads the weights again" in moved[0]
 
 
 def test_each_worker_mounts_its_own_downloaded_weights_where_the_heads_vllm_loads_them(cluster):
@@ -284,8 +287,9 @@ def test_each_worker_mounts_its_own_downloaded_weights_where_the_heads_vllm_load
 @pytest.mark.xfail(
     strict=True,
     reason="review finding: across nodes the sizing may pick tensor parallel below the node's GPU "
-    "count; vLLM's Ray executor packs its TP x PP workers (placement group strategy PACK, bundle 0 "
-    "on the driver's node) onto node 0's 8 GPUs, and node 1 idles while billed",
+    "count; vLLM 0.33.0's Ray executor asks for TP x PP one-GPU bundles with strategy PACK "
+    "(vllm/v1/executor/ray_utils.py initialize_ray_cluster), so TP 4 x PP 2 fits on node 0's 8 "
+    "GPUs and node 1 idles while billed",
 )
 def test_across_nodes_every_node_is_used_or_the_plan_is_refused(program):
     run = program({"model": "Qwen/Qwen2.5-1.5B-Instruct", "nodes": "2", "instanceType": "p4d.24xlarge"},
