@@ -276,6 +276,17 @@ class VllmDeployment(pulumi.ComponentResource):
         # EBS volumes cannot shrink: a smaller model keeps the volume's size (and the room for
         # the models downloaded before it). A volume in another zone is replaced anyway.
         kept_gb = existing.size_gb if existing and existing.availability_zone == host.zone else 0
+        if index > 0 and existing and existing.availability_zone != host.zone:
+            # The head's volume gets this warning from choose_subnet; a worker follows the head's zone.
+            pulumi.log.warn(
+                f"{node_name(index)}'s model volume {existing.volume_id} is in "
+                f"{existing.availability_zone} and the cluster runs in {host.zone} (a cluster placement "
+                f"group lives in one zone, node-0's): {node_name(index)} gets a new, empty model volume "
+                "there and downloads the weights again; the old volume is "
+                + ("kept (retainModelVolume) and no longer managed by the stack." if settings.retain_model_volume
+                   else "deleted."),
+                resource=host,
+            )
         volume = ModelVolume(
             child(base, "models"),
             ModelVolumeArgs(
