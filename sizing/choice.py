@@ -253,7 +253,18 @@ def _evaluate(
         blockers.append(Blocker("gpu", tp_why or "no valid tensor-parallel size"))
         return Candidate(instance, None, dtype, None, 0, tuple(blockers), tuple(notes), nodes, split)
     used = tp * request.engine.replicas_and_ranks
-    if used < instance.gpu_count:
+    if nodes > 1 and used < instance.gpu_count:
+        # vLLM 0.33's Ray executor asks for one single-GPU bundle per worker with strategy PACK
+        # (vllm/v1/executor/ray_utils.py initialize_ray_cluster): TP x PP workers land on as
+        # few nodes as hold them, so a stage per node needs each node's GPUs all used.
+        blockers.append(
+            Blocker("gpu", f"across nodes tensor parallel {tp} would use {used} of each node's "
+                    f"{instance.gpu_count} GPUs, and vLLM's Ray executor packs the {used * nodes} "
+                    "workers onto as few nodes as hold them: some nodes would sit idle, billed "
+                    f"(a node with {used} GPU{'s' if used > 1 else ''} fits the split"
+                    + (f"; a larger tensor parallel size does not split the model: {tp_why})" if tp_why else ")"))
+        )
+    elif used < instance.gpu_count:
         notes.append(
             f"tensor parallel {tp} uses {used} of the {instance.gpu_count} GPUs"
             + (f" (a larger size does not split the model: {tp_why})" if tp_why else "")

@@ -11,8 +11,8 @@
 # in vllm/v1/executor/ray_utils.py): a worker's Ray processes must carry their own, which is why
 # it is set here, where they start.
 #
-# Idempotent (docker mode): the container carries a hash of its launch spec (image, arguments,
-# environment, mounts, devices) as the label vllm-deploy.spec. A running container with the same
+# Idempotent (docker mode): the container carries a hash of its launch spec (image and its id,
+# arguments, environment, mounts, devices) as the label vllm-deploy.spec. A running container with the same
 # spec is left alone; any other (a new image, a replaced head's new IP) is replaced.
 #
 # Env: VLLM_DEPLOY_RAY_ROLE        head | worker
@@ -161,7 +161,10 @@ case "$launch" in
     ;;
 esac
 
-spec=$(printf '%s\0' "${run_args[@]}" | sha256sum | cut -d' ' -f1)
+# The image's id too: a tag pulled again (a new instance, or by hand) may name a new image, and
+# the head then runs it; Ray refuses to mix versions across nodes.
+image_id=$(docker image inspect --format '{{.Id}}' "$VLLM_DEPLOY_IMAGE" 2>/dev/null || true)
+spec=$(printf '%s\0' "${run_args[@]}" "$image_id" | sha256sum | cut -d' ' -f1)
 state=$(docker inspect --format '{{.State.Running}} {{index .Config.Labels "vllm-deploy.spec"}}' "$container" 2>/dev/null || true)
 if [[ "$state" == "true $spec" ]]; then
   log "$name: the Ray container $container is already running with this launch spec"

@@ -288,19 +288,17 @@ def test_each_worker_mounts_its_own_downloaded_weights_where_the_heads_vllm_load
             assert join["VLLM_DEPLOY_MODEL_MOUNT"] == model_path
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review finding: across nodes the sizing may pick tensor parallel below the node's GPU "
-    "count; vLLM 0.33.0's Ray executor asks for TP x PP one-GPU bundles with strategy PACK "
-    "(vllm/v1/executor/ray_utils.py initialize_ray_cluster), so TP 4 x PP 2 fits on node 0's 8 "
-    "GPUs and node 1 idles while billed",
-)
-def test_across_nodes_every_node_is_used_or_the_plan_is_refused(program):
+def test_across_nodes_a_tensor_parallel_size_below_the_nodes_gpus_is_refused(program):
+    """vLLM 0.33's Ray executor packs TP x PP single-GPU bundles onto as few nodes as hold them
+    (ray_utils.initialize_ray_cluster, PACK): TP 4 x PP 2 on two 8-GPU nodes would run on node 0
+    while node 1 bills idle (review finding)."""
     run = program({"model": "Qwen/Qwen2.5-1.5B-Instruct", "nodes": "2", "instanceType": "p4d.24xlarge"},
                   expect_error=True)
-    if run.error is not None:
-        assert run.cloud_resources == [] and "tensor" in str(run.error)
-        return
-    sizing = run.exports["sizing"].value
-    # TP x PP workers must need more than one node's GPUs, so that PACK spreads them one stage a node.
-    assert sizing["tensorParallelSize"] == sizing["gpus"]
+    message = str(run.error)
+    assert "instanceType=p4d.24xlarge" in message
+    assert "tensor parallel 4 would use 4 of each node's 8 GPUs" in message and "sit idle" in message
+    assert "the cheapest that fits is 2 x " in message, "a way out that works"
+    assert run.cloud_resources == []
+    # Left to choose, the sizing uses every GPU of each node.
+    chosen = program({"model": "Qwen/Qwen2.5-1.5B-Instruct", "nodes": "2"}).exports["sizing"].value
+    assert chosen["tensorParallelSize"] == chosen["gpus"]

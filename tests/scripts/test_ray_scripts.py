@@ -38,6 +38,11 @@ if argv[0] == "inspect":
     if not state.exists():
         sys.exit("Error: No such object: " + argv[-1])
     print(state.read_text())
+elif argv[:2] == ["image", "inspect"]:
+    image_id = home / "image_id"
+    if not image_id.exists():
+        sys.exit("Error: No such image: " + argv[-1])
+    print(image_id.read_text())
 elif argv[0] == "rm":
     state.unlink(missing_ok=True)
 elif argv[0] == "run":
@@ -196,6 +201,18 @@ def test_a_new_image_replaces_the_container(host, head_port):
     done = worker(host, head_port, VLLM_DEPLOY_IMAGE="vllm/vllm-openai:v0.34.0")
     assert done.returncode == 0 and "replacing the Ray container vllm-ray" in done.stderr
     assert "vllm/vllm-openai:v0.34.0" in docker_calls(host, "run")[-1]
+
+
+def test_the_same_tag_pulled_again_as_a_new_image_replaces_the_container(host, head_port):
+    """The head's container follows the image id it runs; a worker left on the old image would
+    join a Ray of another version (review finding)."""
+    (host / "image_id").write_text("sha256:" + "1" * 64)
+    assert worker(host, head_port).returncode == 0
+    assert "already running" in worker(host, head_port).stderr
+    (host / "image_id").write_text("sha256:" + "2" * 64)
+    done = worker(host, head_port)
+    assert done.returncode == 0 and "replacing the Ray container vllm-ray" in done.stderr
+    assert len(docker_calls(host, "run")) == 2
 
 
 def test_a_stopped_container_is_started_again(host, head_port):
