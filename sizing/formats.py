@@ -94,7 +94,7 @@ def weight_format(spec: ModelSpec, config: StackConfig) -> WeightFormat:
     """The weight format vLLM will use, from the checkpoint and the `quantization` key.
 
     An explicit 16-bit dtype on an fp8 checkpoint is refused before this is called
-    (``sizing.choice.sixteen_bit_refusal``), since the refusal sizes both alternatives.
+    (``sizing.refusals.sixteen_bit_refusal``), since the refusal sizes both alternatives.
     Raises SizingError when the `quantization` key contradicts the checkpoint.
     """
     native = spec.native_quantization

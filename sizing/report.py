@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sizing.choice import Candidate
+from sizing.candidates import Candidate
 from sizing.costs import host_cost
 from sizing.gpus import gpus_label
 from sizing.plan import SizingPlan

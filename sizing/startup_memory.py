@@ -62,7 +62,7 @@ def utilization_problem(
 
 def ruled_out_notes(config: StackConfig, chosen: Any, judged: Sequence[Any]) -> tuple[str, ...]:
     """A plan note when gpuMemoryUtilization alone ruled out instances cheaper than `chosen`
-    (sizing.choice Candidates: .price, .blockers, .instance)."""
+    (sizing.candidates Candidates: .price, .blockers, .instance)."""
     cheaper = [
         c for c in judged
         if c.price is not None and chosen.price is not None and c.price < chosen.price

@@ -15,7 +15,8 @@ from typing import Any, Optional
 
 from config.settings import StackConfig
 from sizing import gpus
-from sizing.choice import Candidate, _evaluate, _request, startup_estimate
+from sizing.candidates import Candidate, resolve_request, startup_estimate
+from sizing.choice import evaluate
 from sizing.cheaper import CONTEXT_LADDER
 from sizing.errors import SizingError
 from sizing.gpus import GpuInstance, GpuMemory
@@ -123,10 +124,11 @@ class WhatIf:
 
 def what_if(config: StackConfig, spec: ModelSpec, instance: GpuInstance) -> WhatIf:
     """Whether vLLM 0.33 starts serving `spec` on `instance`'s GPUs as configured, and why not."""
-    judged = _evaluate(_request(config, spec), config, instance, None)
+    judged = evaluate(config, spec, instance)
     blockers = [b for b in judged.blockers if b.kind not in NOT_ABOUT_THE_GPU]
     tp = judged.tensor_parallel_size or _asked_tp(config)
-    est = startup_estimate(_request(config, spec), config, instance, tp)
+    # evaluate() has made the one refusal resolve_request leaves out (16-bit dtype on fp8 weights).
+    est = startup_estimate(resolve_request(config, spec), config, instance, tp)
     reasons = [b.message for b in blockers]
     fits = not reasons
     if not fits and not any(b.kind == "memory" for b in blockers) and not est.holds(config.min_concurrent_sequences):
@@ -162,7 +164,7 @@ def _ways_to_fit(config: StackConfig, spec: ModelSpec, instance: GpuInstance, es
 
 def _fits(config: StackConfig, spec: ModelSpec, instance: GpuInstance) -> bool:
     try:
-        judged: Candidate = _evaluate(_request(config, spec), config, instance, None)
+        judged: Candidate = evaluate(config, spec, instance)
     except SizingError:
         return False
     return not [b for b in judged.blockers if b.kind not in NOT_ABOUT_THE_GPU]
