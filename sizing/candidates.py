@@ -39,7 +39,6 @@ class Blocker:
     message: str
 
 
-
 @dataclass(frozen=True)
 class Candidate:
     """One instance type judged for one model and config."""
