@@ -35,7 +35,7 @@ from sizing.vllm_rules import FP8_TENSOR_CORE_CAPABILITY
 class Blocker:
     """One reason an instance cannot serve the model as configured."""
 
-    kind: str  # unsupported | unsold | filter (price cap) | region | gpu | memory | host
+    kind: str  # unsupported | unsold | split (fewer layers than nodes) | filter (price cap) | region | gpu | memory | host
     message: str
 
 
