@@ -270,7 +270,7 @@ def _why(own: StartupEstimate, target: StartupEstimate) -> str:
 
 def _catalog_table() -> None:
     """The instance each catalog model gets at 4k and at its default context (2 sequences)."""
-    from config.settings import parse
+    from config.validation import parse
     from sizing.choice import plan
     from sizing.errors import SizingError
     from sizing.models import catalog_models

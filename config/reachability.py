@@ -1,6 +1,6 @@
 """Settings that are valid one by one but together leave a feature unreachable. Pure.
 
-`config.settings.parse()` runs `unreachable_features()` after validating each value, so a stack
+`config.validation.parse()` runs `unreachable_features()` after validating each value, so a stack
 that could never use what it asks for fails at preview with the keys involved and a fix. Checks
 that need the sizing decision (the instance's capacity, the served context length) live with
 the proxy's limits (serving.proxy_limits.stack_limits).
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from config.settings import NAMESPACE, THIS_MACHINE, StackConfig
+from config.access import THIS_MACHINE
+from config.constants import NAMESPACE
+from config.settings import StackConfig
 
 
 def uncovered(network: str, cover: list[str]) -> list[str]:

@@ -2,7 +2,9 @@
 
 Keys are the camelCase names users write in ``Pulumi.<stack>.yaml`` under the
 ``vllm-deploy:`` namespace; they are the public API of this project, so they never get
-renamed. ``parse()`` is pure (no Pulumi), so every rule here is unit-tested directly;
+renamed. The field descriptions are the README's config reference (tools/config_reference.py).
+Each value is checked by config.values (CIDR lists by config.access, the image by config.images),
+combinations by config.rules; ``config.validation.parse()`` is the pure entry point, and
 ``config.stack.load()`` feeds it what ``pulumi.Config`` holds.
 
 Secrets (``apiKey``, ``hfToken``, ``modelscopeToken``) are deliberately *not* fields of this model: they stay
@@ -11,133 +13,21 @@ Secrets (``apiKey``, ``hfToken``, ``modelscopeToken``) are deliberately *not* fi
 
 from __future__ import annotations
 
-import difflib
-import math
-import ipaddress
-import re
 from typing import Any, Literal, Optional, Union
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-NAMESPACE = "vllm-deploy"
-
-# The vLLM release whose flags (serving/vllm-serve-flags.txt) and memory behaviour
-# (sizing/memory.py) this program is written against. Changing it means re-checking both.
-PINNED_VLLM_VERSION = "0.33.0"
-DEFAULT_VLLM_IMAGE = f"vllm/vllm-openai:v{PINNED_VLLM_VERSION}"
-
-# vLLM 0.33 default (vllm/config/cache.py); see shared reference vllm-notes.md section 4.
-DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
-
-# Without an explicit maxModelLen we serve the model's own context, capped here: a 128k
-# context multiplies the KV cache (and so the instance price) for a length few requests use.
-DEFAULT_MAX_MODEL_LEN_CAP = 32768
-
-# AWS GPU instances carry 1, 2, 4 or 8 GPUs; tensor parallelism spans the GPUs of one host.
-TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
-MAX_NODES = 8  # most identical instances one model spans (pipeline stages across nodes)
-
-# Methods we can size (bytes per weight are known for them); vLLM accepts more, but a
-# method we cannot size would make the instance choice a guess.
-QUANTIZATIONS = ("none", "awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "mxfp4")
-ROPE_TYPES = ("yarn", "linear", "dynamic", "longrope", "llama3")
-
-SECRET_KEYS = ("apiKey", "hfToken", "modelscopeToken")
-
-# vLLM 0.33 creates no stat loggers, so no `vllm:` Prometheus metrics, with this flag
-# (vllm/v1/engine/async_llm.py: log_stats=not engine_args.disable_log_stats).
-DISABLE_LOG_STATS = "--disable-log-stats"
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_EC2_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
-_AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
-_IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9._-]+)?(@sha256:[0-9a-f]{64})?$")
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+from config import rules, values
+from config.access import THIS_MACHINE, cidr_list
+from config.constants import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_MAX_MODEL_LEN_CAP,
+    MAX_NODES,
+    NAMESPACE,  # noqa: F401  still imported from here by sizing/choice.py, which is being split
+    QUANTIZATIONS,
 )
-
-
-# An image tag that names the pinned release: "v0.33.0", or a build of it ("v0.33.0-cu126").
-_PINNED_TAG = re.compile(rf"^v?{re.escape(PINNED_VLLM_VERSION)}(-[A-Za-z0-9_.]+)?$")
-
-# What this program checks against the pinned vLLM, and so does not know for another version.
-UNCHECKED_WITH_ANOTHER_VERSION = (
-    "the `vllm serve` flags in vllmExtraArgs and the ones the program writes "
-    "(serving/vllm-serve-flags.txt), the memory model that sizes the instance (sizing/memory.py), "
-    "and the dtype and model-type rules"
-)
-
-
-def is_pinned_vllm_image(image: str) -> bool:
-    """True when the image's tag names the pinned vLLM release (any registry, digest or not).
-    A digest alone names no version, so it is not known to be the pinned one."""
-    name = image.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    return ":" in last and bool(_PINNED_TAG.match(last.rsplit(":", 1)[1]))
-
-
-def unverified_image_message(image: str) -> str:
-    """The refusal of a vllmImage not known to be the pinned vLLM: what goes unchecked, both fixes."""
-    return (
-        f"{NAMESPACE}:vllmImage={image!r} is not known to be vLLM {PINNED_VLLM_VERSION}, which this "
-        f"program is written against: with another version, {UNCHECKED_WITH_ANOTHER_VERSION} go "
-        f"unchecked and the host may fail where preview passed. Use {DEFAULT_VLLM_IMAGE} (a digest "
-        f"pins it further: {DEFAULT_VLLM_IMAGE}@sha256:<digest>), or confirm this image with "
-        "`pulumi config set allowUnverifiedVllmImage true`"
-    )
-
-
-class ConfigError(ValueError):
-    """Bad stack configuration. Each line names the key, the value given and the fix."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__(
-            "invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems)
-        )
-
-
-# In sshAllowedCidrs: the public IPv4 address `pulumi` runs from, looked up at preview time.
-THIS_MACHINE = "auto"
-
-
-def _cidr_list(value: list[str], key: str) -> list[str]:
-    checked = []
-    for raw in value:
-        if raw == THIS_MACHINE and key == "ssh_allowed_cidrs":
-            checked.append(raw)
-            continue
-        try:
-            net = ipaddress.ip_network(raw, strict=False)
-        except ValueError:
-            raise ValueError(
-                f"{raw!r} is not a CIDR block; write one as 203.0.113.0/24 "
-                f"(IPv4 prefix 0-32) or 2001:db8::/32"
-            ) from None
-        if str(net) != raw and "/" in raw:
-            raise ValueError(
-                f"{raw!r} has host bits set; did you mean {str(net)!r}?"
-            )
-        checked.append(str(net) if "/" in raw else f"{raw}/{net.max_prefixlen}")
-    return checked
-
-
-def _inside_any(cidr: str, blocks: list[str]) -> bool:
-    """Whether every address of `cidr` lies in one of `blocks` (same IP version)."""
-    net = ipaddress.ip_network(cidr)
-    for raw in blocks:
-        block = ipaddress.ip_network(raw)
-        if block.version == net.version and net.subnet_of(block):  # type: ignore[arg-type]
-            return True
-    return False
+from config.images import DEFAULT_VLLM_IMAGE, pinned_image_ref
 
 
 class StackConfig(BaseModel):
@@ -405,40 +295,79 @@ class StackConfig(BaseModel):
     @field_validator("model")
     @classmethod
     def _model_id_or_path(cls, value: str) -> str:
-        if value.startswith(("/", "./", "~")) or _HUB_ID.match(value):
-            return value
-        raise ValueError(
-            "expected a hub id like Qwen/Qwen2.5-7B-Instruct (org/name) or an absolute "
-            "path to a local model directory"
-        )
+        return values.model_id_or_path(value)
 
     @field_validator("tensor_parallel_size", mode="before")
     @classmethod
     def _tp(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if value == "auto":
-            return value
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("must be auto or one of 1, 2, 4, 8")
-        if value not in TENSOR_PARALLEL_SIZES:
-            raise ValueError(
-                "must be auto or one of 1, 2, 4, 8 (AWS GPU instances have 1, 2, 4 or 8 "
-                "GPUs, and vLLM splits attention heads evenly across them)"
-            )
-        return value
+        return values.tensor_parallel_size(value)
 
     @field_validator("nodes", mode="before")
     @classmethod
     def _nodes(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().isdigit():
-            value = int(value)
-        if value == "auto":
-            return value
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NODES:
-            raise ValueError(f"must be auto or a whole number from 1 to {MAX_NODES}")
-        return value
+        return values.nodes(value)
 
+    @field_validator("rope_scaling")
+    @classmethod
+    def _rope(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+        return values.rope_scaling(value)
+
+    @field_validator("vllm_image")
+    @classmethod
+    def _pinned_image(cls, value: str) -> str:
+        return pinned_image_ref(value)
+
+    @field_validator("vllm_extra_args")
+    @classmethod
+    def _extra_args(cls, value: list[str]) -> list[str]:
+        return values.extra_args(value)
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, value: str) -> str:
+        return values.instance_type(value)
+
+    @field_validator("ami")
+    @classmethod
+    def _ami(cls, value: str) -> str:
+        return values.ami(value)
+
+    @field_validator("vpc_id")
+    @classmethod
+    def _vpc(cls, value: Optional[str]) -> Optional[str]:
+        return values.vpc_id(value)
+
+    @field_validator("subnet_id")
+    @classmethod
+    def _subnet(cls, value: Optional[str]) -> Optional[str]:
+        return values.subnet_id(value)
+
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _ssh_key(cls, value: Optional[str]) -> Optional[str]:
+        return values.ssh_public_key(value)
+
+    @field_validator("allowed_cidrs", "ssh_allowed_cidrs", "metrics_allowed_cidrs", "grafana_allowed_cidrs")
+    @classmethod
+    def _cidrs(cls, value: Optional[list[str]], info) -> Optional[list[str]]:
+        return None if value is None else cidr_list(value, info.field_name)
+
+    @field_validator("letsencrypt_email")
+    @classmethod
+    def _email(cls, value: Optional[str]) -> Optional[str]:
+        return values.email(value)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: Optional[str]) -> Optional[str]:
+        return values.domain(value)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "StackConfig":
+        rules.check_all(self)
+        return self
+
+    # --- derived -------------------------------------------------------------------
     @property
     def node_counts(self) -> tuple[int, ...]:
         """The node counts sizing may choose from: pipelineParallelSize > 1 fixes it, nodes=auto
@@ -449,140 +378,6 @@ class StackConfig(BaseModel):
             return tuple(range(1, MAX_NODES + 1))
         return (int(self.nodes),)
 
-    @field_validator("rope_scaling")
-    @classmethod
-    def _rope(cls, value: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-        if value is None:
-            return value
-        rope_type = value.get("rope_type", value.get("type"))
-        if rope_type not in ROPE_TYPES:
-            raise ValueError(
-                f"needs rope_type, one of {', '.join(ROPE_TYPES)} "
-                '(e.g. {"rope_type": "yarn", "factor": 4.0, '
-                '"original_max_position_embeddings": 32768})'
-            )
-        factor = value.get("factor")
-        if rope_type != "llama3" and (
-            not isinstance(factor, (int, float)) or isinstance(factor, bool) or not math.isfinite(factor) or factor <= 1
-        ):
-            raise ValueError("needs a numeric factor greater than 1")
-        return value
-
-    @field_validator("vllm_image")
-    @classmethod
-    def _pinned_image(cls, value: str) -> str:
-        if not _IMAGE_REF.match(value):
-            raise ValueError("expected an image reference like vllm/vllm-openai:v0.33.0")
-        last = value.rsplit("/", 1)[-1]
-        if "@sha256:" not in value and (":" not in last or last.endswith(":latest")):
-            raise ValueError(
-                f"pin a version so redeploys are repeatable, e.g. {DEFAULT_VLLM_IMAGE}"
-            )
-        return value
-
-    @field_validator("vllm_extra_args")
-    @classmethod
-    def _extra_args(cls, value: list[str]) -> list[str]:
-        for arg in value:
-            if not isinstance(arg, str) or not arg:
-                raise ValueError("must be a list of non-empty strings")
-        return value
-
-    @field_validator("instance_type")
-    @classmethod
-    def _instance_type(cls, value: str) -> str:
-        if value == "auto" or _EC2_TYPE.match(value):
-            return value
-        raise ValueError("expected auto or an EC2 instance type such as g6.xlarge")
-
-    @field_validator("ami")
-    @classmethod
-    def _ami(cls, value: str) -> str:
-        if value in ("dlami", "ubuntu") or _AMI_ID.match(value):
-            return value
-        raise ValueError("expected dlami, ubuntu, or an AMI id such as ami-0abcdef1234567890")
-
-    @field_validator("vpc_id")
-    @classmethod
-    def _vpc(cls, value: Optional[str]) -> Optional[str]:
-        if value is None or re.match(r"^vpc-[0-9a-f]{8,17}$", value):
-            return value
-        raise ValueError("expected a VPC id such as vpc-0abc1234")
-
-    @field_validator("subnet_id")
-    @classmethod
-    def _subnet(cls, value: Optional[str]) -> Optional[str]:
-        if value is None or re.match(r"^subnet-[0-9a-f]{8,17}$", value):
-            return value
-        raise ValueError("expected a subnet id such as subnet-0abc1234")
-
-    @field_validator("ssh_public_key")
-    @classmethod
-    def _ssh_key(cls, value: Optional[str]) -> Optional[str]:
-        if value is None or re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+", value):
-            return value
-        raise ValueError("expected an OpenSSH public key line (ssh-ed25519 AAAA... or ssh-rsa AAAA...)")
-
-    @field_validator("allowed_cidrs", "ssh_allowed_cidrs", "metrics_allowed_cidrs", "grafana_allowed_cidrs")
-    @classmethod
-    def _cidrs(cls, value: Optional[list[str]], info) -> Optional[list[str]]:
-        return None if value is None else _cidr_list(value, info.field_name)
-
-    @field_validator("letsencrypt_email")
-    @classmethod
-    def _email(cls, value: Optional[str]) -> Optional[str]:
-        if value is None or re.match(r"^[^\s@]+@[^\s@]+\.[^\s@]+$", value):
-            return value
-        raise ValueError("expected an e-mail address such as ops@example.com")
-
-    @field_validator("domain")
-    @classmethod
-    def _domain(cls, value: Optional[str]) -> Optional[str]:
-        if value is None or _HOSTNAME.match(value.lower()):
-            return value.lower() if value else value
-        raise ValueError("expected a DNS name such as llm.example.com")
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> "StackConfig":
-        if self.tls == "letsencrypt" and not self.domain:
-            raise ValueError(
-                "tls=letsencrypt needs `domain` (a DNS name pointing at the host); "
-                "set domain, or use tls=self-signed"
-            )
-        if self.model_source == "modelscope" and self.model.startswith(("/", "./", "~")):
-            raise ValueError("modelSource=modelscope needs a ModelScope id, not a local path")
-        if not self.allow_unverified_vllm_image and not is_pinned_vllm_image(self.vllm_image):
-            raise ValueError(unverified_image_message(self.vllm_image))
-        if self.monitoring:
-            self._check_monitoring()
-        if self.pipeline_parallel_size > 1 and self.nodes not in ("auto", self.pipeline_parallel_size):
-            raise ValueError(
-                f"{NAMESPACE}:pipelineParallelSize={self.pipeline_parallel_size} puts one pipeline "
-                f"stage on each node, but nodes={self.nodes}: set nodes to "
-                f"{self.pipeline_parallel_size} (or auto), or leave pipelineParallelSize at 1"
-            )
-        if self.idle_stop_minutes is not None and any(
-            # vLLM reads underscores as dashes and takes `--flag=value` (serving.flag_reader).
-            arg.split("=", 1)[0].replace("_", "-") == DISABLE_LOG_STATS for arg in self.vllm_extra_args
-        ):
-            raise ValueError(
-                f"{NAMESPACE}:idleStopMinutes={self.idle_stop_minutes} reads vLLM's request metrics, "
-                f"which {DISABLE_LOG_STATS} in vllmExtraArgs turns off (the host would never look "
-                f"idle); remove {DISABLE_LOG_STATS} from vllmExtraArgs, or unset idleStopMinutes"
-            )
-        return self
-
-    def _check_monitoring(self) -> None:
-        unreachable = [c for c in self.grafana_cidrs if not _inside_any(c, self.allowed_cidrs)]
-        if unreachable:
-            raise ValueError(
-                f"{NAMESPACE}:grafanaAllowedCidrs has {', '.join(unreachable)}, outside every "
-                f"block of {NAMESPACE}:allowedCidrs {self.allowed_cidrs}: the security group "
-                "lets only allowedCidrs reach port 443, so Grafana could not be reached from "
-                "there. Add the block to allowedCidrs, or remove it from grafanaAllowedCidrs"
-            )
-
-    # --- derived -------------------------------------------------------------------
     @property
     def is_local_model(self) -> bool:
         return self.model.startswith(("/", "./", "~"))
@@ -602,66 +397,3 @@ class StackConfig(BaseModel):
 KEYS: tuple[str, ...] = tuple(
     field.alias or name for name, field in StackConfig.model_fields.items()
 )
-
-
-_FIELD_BY_KEY = {field.alias or name: name for name, field in StackConfig.model_fields.items()}
-
-
-# Keys users put in the project's namespace that belong to the AWS provider's (aws:*).
-_AWS_PROVIDER_KEYS = {"region": "region", "profile": "profile", "awsregion": "region", "awsprofile": "profile"}
-
-
-def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
-    loc = err.get("loc") or ()
-    key = str(loc[0]) if loc else ""
-    msg = err["msg"].removeprefix("Value error, ")
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        guess = difflib.get_close_matches(key, KEYS + SECRET_KEYS, n=1, cutoff=0.6)
-        provider_key = _AWS_PROVIDER_KEYS.get(key.lower())
-        hint = f"did you mean {NAMESPACE}:{guess[0]}?" if guess else (
-            f"it is the AWS provider's setting: pulumi config set aws:{provider_key} <value>"
-            if provider_key else
-            f"known keys: {', '.join(KEYS)}"
-        )
-        return f"{NAMESPACE}:{key} is not a known key; {hint} (pulumi config rm {key})"
-    if not key:  # model-level cross-field check
-        return msg
-    where = f"{NAMESPACE}:{key}" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
-    given = raw.get(key, "<missing>")
-    if "PRIVATE KEY" in str(given):  # a private key pasted by mistake is never echoed
-        given = "<a private key, not shown>"
-    if kind == "missing":
-        return f"{where} is required: set it with `pulumi config set {key} <value>`"
-    if kind == "literal_error":
-        allowed = err.get("ctx", {}).get("expected", "")
-        value = err.get("input")
-        options = re.findall(r"'([^']*)'", allowed)
-        guess = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
-        hint = f"; did you mean {guess[0]!r}?" if guess else ""
-        return f"{where}={value!r} is not allowed: expected {allowed}{hint}"
-    field = StackConfig.model_fields.get(_FIELD_BY_KEY.get(key, ""))
-    about = f" ({field.description})" if field is not None and field.description else ""
-    return f"{where}={given!r}: {msg}{about}"
-
-
-def parse(raw: dict[str, Any]) -> StackConfig:
-    """Validate the stack's config values (camelCase keys, namespace stripped).
-
-    Raises ConfigError listing every problem at once, so one `pulumi preview` shows them all:
-    bad values first, then combinations of good values that leave a feature unreachable.
-    """
-    secrets = sorted(k for k in raw if k in SECRET_KEYS)
-    values = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
-    if secrets:  # callers pass secrets separately; reaching here is a programming error
-        raise ConfigError([f"{NAMESPACE}:{k} must be read as a secret" for k in secrets])
-    try:
-        config = StackConfig.model_validate(values)
-    except ValidationError as exc:
-        raise ConfigError([_describe_error(e, values) for e in exc.errors()]) from None
-    from config.reachability import unreachable_features  # it reads StackConfig: imported late
-
-    problems = unreachable_features(config)
-    if problems:
-        raise ConfigError(problems)
-    return config

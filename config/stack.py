@@ -21,17 +21,11 @@ from typing import Any, Optional
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from config.settings import (
-    NAMESPACE,
-    PINNED_VLLM_VERSION,
-    SECRET_KEYS,
-    THIS_MACHINE,
-    UNCHECKED_WITH_ANOTHER_VERSION,
-    ConfigError,
-    StackConfig,
-    is_pinned_vllm_image,
-    parse,
-)
+from config.access import THIS_MACHINE
+from config.constants import NAMESPACE, SECRET_KEYS
+from config.images import PINNED_VLLM_VERSION, UNCHECKED_WITH_ANOTHER_VERSION, is_pinned_vllm_image
+from config.settings import StackConfig
+from config.validation import ConfigError, parse
 from serving import vllm_args
 from serving.flag_reader import flag_warnings
 from serving.proxy_limits import ProxyLimits, stack_limits

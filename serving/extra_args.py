@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from config.settings import NAMESPACE, PINNED_VLLM_VERSION, StackConfig
+from config.constants import NAMESPACE
+from config.images import PINNED_VLLM_VERSION
+from config.settings import StackConfig
 from serving.flag_reader import _Option, _Reading
 from serving.parallel_args import parallel_problems
 from serving.vllm_flags import vllm_facts

@@ -12,7 +12,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
-from config.settings import NAMESPACE, PINNED_VLLM_VERSION, ConfigError
+from config.constants import NAMESPACE
+from config.images import PINNED_VLLM_VERSION
+from config.validation import ConfigError
 from serving.json_values import dotted_value, json_value_problem
 from serving.vllm_flags import (
     _SECRET_FLAGS,

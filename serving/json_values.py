@@ -26,7 +26,7 @@ import json
 import re
 from typing import Any, Optional
 
-from config.settings import PINNED_VLLM_VERSION
+from config.images import PINNED_VLLM_VERSION
 from serving.vllm_flags import FlagSpec, config_object_fields
 
 _OBJECT_LIKE = re.compile(r"(?s)^\s*{.*}\s*$")

@@ -153,7 +153,8 @@ def stack_limits(config: "StackConfig", plan: "SizingPlan") -> ProxyLimits:
     maxConcurrentRequestsPerClient above what the host admits from all clients together, or
     maxRequestBodyMb too small for a full-length prompt (maxModelLen tokens of ordinary text).
     """
-    from config.settings import NAMESPACE, ConfigError
+    from config.constants import NAMESPACE
+    from config.validation import ConfigError
 
     problems = []
     limits = None

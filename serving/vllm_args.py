@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from config.settings import NAMESPACE, ConfigError, StackConfig
+from config.constants import NAMESPACE
+from config.settings import StackConfig
+from config.validation import ConfigError
 from serving.extra_args import meaning_problems
 from serving.flag_reader import _Option, _Reader
 from serving.vllm_flags import _SECRET_FLAGS, DEPRECATED_QUANTIZATIONS

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Optional
 
-from config.settings import PINNED_VLLM_VERSION
+from config.images import PINNED_VLLM_VERSION
 
 
 FLAGS_FILE = Path(__file__).parent / "vllm-serve-flags.txt"

@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-from config.settings import PINNED_VLLM_VERSION, ConfigError, StackConfig, parse
+from config.images import PINNED_VLLM_VERSION
+from config.settings import StackConfig
+from config.validation import ConfigError, parse
 from sizing import gpus as instance_catalog
 from sizing.choice import _resolve_spec, candidates, plan
 from sizing.errors import SizingError

@@ -20,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from config.settings import NAMESPACE, StackConfig
+from config.constants import NAMESPACE
+from config.settings import StackConfig
 from sizing.engine_args import EngineOptions
 from sizing.errors import SizingError
 from sizing.gpus import GpuInstance

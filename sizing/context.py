@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from config.settings import DEFAULT_MAX_MODEL_LEN_CAP, NAMESPACE, StackConfig
+from config.constants import DEFAULT_MAX_MODEL_LEN_CAP, NAMESPACE
+from config.settings import StackConfig
 from sizing.errors import SizingError
 from sizing.models import ModelSpec
 from sizing.rope import model_native_limit, rope_override

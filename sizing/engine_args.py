@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from config.settings import NAMESPACE
+from config.constants import NAMESPACE
 from sizing.models import ModelSpec
 
 # Canonical flag -> its spellings, from serving/vllm-serve-flags.txt (short aliases) and

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from config.settings import NAMESPACE
+from config.constants import NAMESPACE
 from sizing.models import did_you_mean
 
 # Long enough for a slow link to the Hub, short enough that an offline preview does not hang.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from config.settings import NAMESPACE, StackConfig
+from config.constants import NAMESPACE
+from config.settings import StackConfig
 from sizing.errors import SizingError
 from sizing.formats import WeightFormat
 from sizing.memory import weight_bytes

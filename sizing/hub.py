@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from config.settings import NAMESPACE
+from config.constants import NAMESPACE
 from sizing.hf_config import spec_from_config
 from sizing.models import ModelResolutionError, ModelSpec, did_you_mean, from_catalog
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from config.settings import NAMESPACE, TENSOR_PARALLEL_SIZES, StackConfig
+from config.constants import NAMESPACE, TENSOR_PARALLEL_SIZES
+from config.settings import StackConfig
 from sizing.engine_args import EngineOptions
 from sizing.formats import WeightFormat
 from sizing.gpus import GpuInstance

@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
-from config.settings import NAMESPACE, StackConfig
+from config.constants import NAMESPACE
+from config.settings import StackConfig
 from sizing.errors import SizingError
 from sizing.models import ModelSpec
 from sizing.vllm_rules import (

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Sequence
 
-from config.settings import NAMESPACE, StackConfig
+from config.constants import NAMESPACE
+from config.settings import StackConfig
 from sizing.gpus import GpuInstance
 
 # GiB already in use on each GPU when vLLM measures free memory, from public vLLM startup logs

@@ -3,7 +3,8 @@ naming the key to change and what it saves."""
 
 from __future__ import annotations
 
-from config.settings import TENSOR_PARALLEL_SIZES, StackConfig
+from config.constants import TENSOR_PARALLEL_SIZES
+from config.settings import StackConfig
 from sizing.formats import FP8_METHODS, WeightFormat
 from sizing.models import ModelSpec, quantized_checkpoints
 from sizing.parallel import tp_divides

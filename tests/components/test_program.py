@@ -539,7 +539,7 @@ def test_two_deployments_fit_in_one_program(program, monkeypatch, tmp_path):
 def two_deployments():
     """A program with two endpoints side by side (run by the test above)."""
     from components.deployment import VllmDeployment, VllmDeploymentArgs
-    from config.settings import parse
+    from config.validation import parse
     from sizing.choice import plan as size
     from config.stack import vllm_command
 

@@ -10,7 +10,9 @@ import pytest
 import yaml
 from pydantic_core import PydanticUndefined
 
-from config.settings import NAMESPACE, SECRET_KEYS, StackConfig, parse
+from config.constants import NAMESPACE, SECRET_KEYS
+from config.settings import StackConfig
+from config.validation import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tools"))

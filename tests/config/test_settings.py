@@ -2,14 +2,10 @@
 
 import pytest
 
-from config.settings import (
-    DEFAULT_GPU_MEMORY_UTILIZATION,
-    DEFAULT_VLLM_IMAGE,
-    KEYS,
-    ConfigError,
-    StackConfig,
-    parse,
-)
+from config.constants import DEFAULT_GPU_MEMORY_UTILIZATION
+from config.images import DEFAULT_VLLM_IMAGE
+from config.settings import KEYS, StackConfig
+from config.validation import ConfigError, parse
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
 

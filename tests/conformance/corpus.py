@@ -383,7 +383,7 @@ CASES = [
           vllmExtraArgs=["--enable-expert-parallel", "--eplb-config", '{"num_redundant_experts": 2}']),
     # --- pipeline parallel across nodes (issue 15): TP inside a node, PP across, Ray ------------
     _case("pp2-single-node", "pipeline parallel 2 with nodes left at 1", program=REFUSE, vllm=ACCEPT,
-          stricter="pipelineParallelSize puts one stage on each node (config.settings), so it "
+          stricter="pipelineParallelSize puts one stage on each node (config.rules), so it "
           "needs nodes 2; vLLM would run both stages on this one host (mp executor)",
           natural=Natural(drop=("pipelineParallelSize", "tensorParallelSize"),
                           flags=("--tensor-parallel-size", "2", "--pipeline-parallel-size", "2")),

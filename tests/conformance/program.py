@@ -2,7 +2,7 @@
 `vllm serve` run that decision stands for.
 
 `decide` runs what `pulumi preview` runs before the first resource (__main__.py): the config
-validated (config.settings.parse, what config.stack.load applies), sized (config.stack.size:
+validated (config.validation.parse, what config.stack.load applies), sized (config.stack.size:
 the local-directory check, the model's facts, the instance choice) and turned into the vLLM
 argv (config.stack.vllm_command: every vllmExtraArgs check). A ConfigError or pulumi.RunError
 is a refusal; anything else is a bug and propagates.
@@ -26,7 +26,7 @@ from typing import Any, Optional
 import pulumi
 
 from config import stack
-from config.settings import ConfigError, parse
+from config.validation import ConfigError, parse
 from sizing import gpus
 from sizing.formats import BYTES_16BIT
 from sizing.gpus import GpuInstance

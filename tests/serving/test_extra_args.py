@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from config.settings import ConfigError, parse
+from config.validation import ConfigError, parse
 from serving.flag_reader import check_flags
 from serving.vllm_args import serve_args
 from serving.vllm_flags import flag_catalog, vllm_facts

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from config.settings import parse
+from config.validation import parse
 from serving.monitoring import catalog, dashboards, grafana, prometheus, services
 from serving.monitoring.promql import metric_names
 from sizing.choice import plan as size

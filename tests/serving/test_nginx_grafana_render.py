@@ -8,7 +8,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from config.settings import parse
+from config.validation import parse
 from serving.nginx import NginxSite, render, site_for_stack
 from serving.proxy_limits import derive_limits
 from sizing.choice import plan as size

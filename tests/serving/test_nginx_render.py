@@ -14,7 +14,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from config.settings import ConfigError, parse
+from config.validation import ConfigError, parse
 from serving import proxy_policy
 from serving.nginx import NGINX_IMAGE, NGINX_IMAGE_VERSION, NginxSite, render, site_for_stack
 from serving.proxy_limits import derive_limits, stack_limits

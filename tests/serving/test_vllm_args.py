@@ -8,7 +8,10 @@ from typing import Any, Optional
 
 import pytest
 
-from config.settings import KEYS, PINNED_VLLM_VERSION, SECRET_KEYS, ConfigError, parse
+from config.constants import SECRET_KEYS
+from config.images import PINNED_VLLM_VERSION
+from config.settings import KEYS
+from config.validation import ConfigError, parse
 from serving.flag_reader import check_flags, flag_warnings
 from serving.vllm_args import managed_flags, serve_args
 from sizing.choice import plan as choose_plan

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.settings import parse
+from config.validation import parse
 from serving.vllm_args import serve_args
 from sizing.batch import batch_limits
 from sizing.choice import plan

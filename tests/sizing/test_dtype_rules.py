@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.settings import parse
+from config.validation import parse
 from sizing.choice import candidates, evaluate, plan
 from sizing.errors import SizingError
 from sizing.gpus import get, load_instances, unsupported_reason

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from config.settings import parse
+from config.validation import parse
 from sizing import gpus
 from sizing.choice import evaluate, plan
 from sizing.models import from_catalog

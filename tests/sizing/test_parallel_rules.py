@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import parse
+from config.validation import parse
 from sizing.choice import evaluate, plan
 from sizing.errors import SizingError
 from sizing.formats import WeightFormat

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from config.settings import parse
+from config.validation import parse
 from sizing.choice import candidates, evaluate, plan
 from sizing.errors import SizingError
 from sizing.gpus import get

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.settings import parse
+from config.validation import parse
 from sizing.choice import plan
 from sizing.errors import SizingError
 from sizing.gpus import load_instances

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import parse
+from config.validation import parse
 from sizing.choice import plan
 from sizing.context import model_context_limit
 from sizing.errors import SizingError

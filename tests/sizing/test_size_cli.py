@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import parse
+from config.validation import parse
 from sizing import __main__ as sizing_cli
 from sizing.choice import candidates, evaluate, plan
 from sizing.gpus import get

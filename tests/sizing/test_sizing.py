@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import parse
+from config.validation import parse
 from sizing import __main__ as sizing_cli
 from sizing import host
 from sizing.choice import candidates, evaluate, plan

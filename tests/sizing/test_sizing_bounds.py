@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from config.settings import parse
+from config.validation import parse
 from sizing import choice
 
 GIB = 2**30

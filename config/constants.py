@@ -1,0 +1,28 @@
+"""Fixed values of the stack contract: the config namespace, the secret keys, defaults and the
+limits the settings are checked against. Pure; imports nothing from this project."""
+
+from __future__ import annotations
+
+NAMESPACE = "vllm-deploy"
+
+SECRET_KEYS = ("apiKey", "hfToken", "modelscopeToken")
+
+# vLLM 0.33 default (vllm/config/cache.py); see shared reference vllm-notes.md section 4.
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.92
+
+# Without an explicit maxModelLen we serve the model's own context, capped here: a 128k
+# context multiplies the KV cache (and so the instance price) for a length few requests use.
+DEFAULT_MAX_MODEL_LEN_CAP = 32768
+
+# AWS GPU instances carry 1, 2, 4 or 8 GPUs; tensor parallelism spans the GPUs of one host.
+TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
+MAX_NODES = 8  # most identical instances one model spans (pipeline stages across nodes)
+
+# Methods we can size (bytes per weight are known for them); vLLM accepts more, but a
+# method we cannot size would make the instance choice a guess.
+QUANTIZATIONS = ("none", "awq", "awq_marlin", "gptq", "gptq_marlin", "fp8", "mxfp4")
+ROPE_TYPES = ("yarn", "linear", "dynamic", "longrope", "llama3")
+
+# vLLM 0.33 creates no stat loggers, so no `vllm:` Prometheus metrics, with this flag
+# (vllm/v1/engine/async_llm.py: log_stats=not engine_args.disable_log_stats).
+DISABLE_LOG_STATS = "--disable-log-stats"

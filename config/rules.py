@@ -1,0 +1,78 @@
+"""Rules across keys, checked by StackConfig's model validator once every value is valid. Pure.
+
+Each rule raises ValueError naming the keys involved and a fix; `check_all` runs them in order
+and stops at the first broken one. Combinations that are allowed but leave a feature unreachable
+are config.reachability's (parse lists them all at once).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from config.access import inside_any
+from config.constants import DISABLE_LOG_STATS, NAMESPACE
+from config.images import is_pinned_vllm_image, unverified_image_message
+
+if TYPE_CHECKING:  # settings calls this module; the import stays one-way at run time
+    from config.settings import StackConfig
+
+
+def check_all(config: StackConfig) -> None:
+    """Every cross-key rule, in order. Raises ValueError for the first one broken."""
+    _letsencrypt_needs_domain(config)
+    _modelscope_needs_hub_id(config)
+    _image_is_pinned_or_confirmed(config)
+    if config.monitoring:
+        _grafana_reachable(config)
+    _pipeline_matches_nodes(config)
+    _idle_stop_needs_metrics(config)
+
+
+def _letsencrypt_needs_domain(config: StackConfig) -> None:
+    if config.tls == "letsencrypt" and not config.domain:
+        raise ValueError(
+            "tls=letsencrypt needs `domain` (a DNS name pointing at the host); "
+            "set domain, or use tls=self-signed"
+        )
+
+
+def _modelscope_needs_hub_id(config: StackConfig) -> None:
+    if config.model_source == "modelscope" and config.model.startswith(("/", "./", "~")):
+        raise ValueError("modelSource=modelscope needs a ModelScope id, not a local path")
+
+
+def _image_is_pinned_or_confirmed(config: StackConfig) -> None:
+    if not config.allow_unverified_vllm_image and not is_pinned_vllm_image(config.vllm_image):
+        raise ValueError(unverified_image_message(config.vllm_image))
+
+
+def _grafana_reachable(config: StackConfig) -> None:
+    unreachable = [c for c in config.grafana_cidrs if not inside_any(c, config.allowed_cidrs)]
+    if unreachable:
+        raise ValueError(
+            f"{NAMESPACE}:grafanaAllowedCidrs has {', '.join(unreachable)}, outside every "
+            f"block of {NAMESPACE}:allowedCidrs {config.allowed_cidrs}: the security group "
+            "lets only allowedCidrs reach port 443, so Grafana could not be reached from "
+            "there. Add the block to allowedCidrs, or remove it from grafanaAllowedCidrs"
+        )
+
+
+def _pipeline_matches_nodes(config: StackConfig) -> None:
+    if config.pipeline_parallel_size > 1 and config.nodes not in ("auto", config.pipeline_parallel_size):
+        raise ValueError(
+            f"{NAMESPACE}:pipelineParallelSize={config.pipeline_parallel_size} puts one pipeline "
+            f"stage on each node, but nodes={config.nodes}: set nodes to "
+            f"{config.pipeline_parallel_size} (or auto), or leave pipelineParallelSize at 1"
+        )
+
+
+def _idle_stop_needs_metrics(config: StackConfig) -> None:
+    if config.idle_stop_minutes is not None and any(
+        # vLLM reads underscores as dashes and takes `--flag=value` (serving.flag_reader).
+        arg.split("=", 1)[0].replace("_", "-") == DISABLE_LOG_STATS for arg in config.vllm_extra_args
+    ):
+        raise ValueError(
+            f"{NAMESPACE}:idleStopMinutes={config.idle_stop_minutes} reads vLLM's request metrics, "
+            f"which {DISABLE_LOG_STATS} in vllmExtraArgs turns off (the host would never look "
+            f"idle); remove {DISABLE_LOG_STATS} from vllmExtraArgs, or unset idleStopMinutes"
+        )

@@ -1,0 +1,88 @@
+"""parse(): raw stack config in, a StackConfig or one ConfigError listing every problem out. Pure.
+
+Each problem names the key (`vllm-deploy:<key>`), the value given and a fix: pydantic's errors are
+rewritten here, with a "did you mean" for a mistyped key or choice.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from config.constants import NAMESPACE, SECRET_KEYS
+from config.reachability import unreachable_features
+from config.settings import KEYS, StackConfig
+
+
+class ConfigError(ValueError):
+    """Bad stack configuration. Each line names the key, the value given and the fix."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            "invalid stack configuration:\n" + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+_FIELD_BY_KEY = {field.alias or name: name for name, field in StackConfig.model_fields.items()}
+
+
+# Keys users put in the project's namespace that belong to the AWS provider's (aws:*).
+_AWS_PROVIDER_KEYS = {"region": "region", "profile": "profile", "awsregion": "region", "awsprofile": "profile"}
+
+
+def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
+    loc = err.get("loc") or ()
+    key = str(loc[0]) if loc else ""
+    msg = err["msg"].removeprefix("Value error, ")
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        guess = difflib.get_close_matches(key, KEYS + SECRET_KEYS, n=1, cutoff=0.6)
+        provider_key = _AWS_PROVIDER_KEYS.get(key.lower())
+        hint = f"did you mean {NAMESPACE}:{guess[0]}?" if guess else (
+            f"it is the AWS provider's setting: pulumi config set aws:{provider_key} <value>"
+            if provider_key else
+            f"known keys: {', '.join(KEYS)}"
+        )
+        return f"{NAMESPACE}:{key} is not a known key; {hint} (pulumi config rm {key})"
+    if not key:  # model-level cross-field check
+        return msg
+    where = f"{NAMESPACE}:{key}" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+    given = raw.get(key, "<missing>")
+    if "PRIVATE KEY" in str(given):  # a private key pasted by mistake is never echoed
+        given = "<a private key, not shown>"
+    if kind == "missing":
+        return f"{where} is required: set it with `pulumi config set {key} <value>`"
+    if kind == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        value = err.get("input")
+        options = re.findall(r"'([^']*)'", allowed)
+        guess = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
+        hint = f"; did you mean {guess[0]!r}?" if guess else ""
+        return f"{where}={value!r} is not allowed: expected {allowed}{hint}"
+    field = StackConfig.model_fields.get(_FIELD_BY_KEY.get(key, ""))
+    about = f" ({field.description})" if field is not None and field.description else ""
+    return f"{where}={given!r}: {msg}{about}"
+
+
+def parse(raw: dict[str, Any]) -> StackConfig:
+    """Validate the stack's config values (camelCase keys, namespace stripped).
+
+    Raises ConfigError listing every problem at once, so one `pulumi preview` shows them all:
+    bad values first, then combinations of good values that leave a feature unreachable.
+    """
+    secrets = sorted(k for k in raw if k in SECRET_KEYS)
+    values = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
+    if secrets:  # callers pass secrets separately; reaching here is a programming error
+        raise ConfigError([f"{NAMESPACE}:{k} must be read as a secret" for k in secrets])
+    try:
+        config = StackConfig.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError([_describe_error(e, values) for e in exc.errors()]) from None
+    problems = unreachable_features(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
