@@ -24,7 +24,6 @@ from config.constants import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_MAX_MODEL_LEN_CAP,
     MAX_NODES,
-    NAMESPACE,  # noqa: F401  still imported from here by sizing/choice.py, which is being split
     QUANTIZATIONS,
 )
 from config.images import DEFAULT_VLLM_IMAGE, pinned_image_ref

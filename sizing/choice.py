@@ -11,7 +11,8 @@ from collections.abc import Collection
 from dataclasses import replace
 from typing import Callable, Optional
 
-from config.settings import NAMESPACE, StackConfig
+from config.constants import NAMESPACE
+from config.settings import StackConfig
 from sizing import gpus as instance_catalog
 from sizing.candidates import Candidate, Request, batch_limits_for, judge, judge_catalog, resolve_request
 from sizing.cheaper import cheaper_options

@@ -9,7 +9,8 @@ import math
 from dataclasses import replace
 from typing import Optional
 
-from config.settings import MAX_NODES, NAMESPACE, StackConfig
+from config.constants import MAX_NODES, NAMESPACE
+from config.settings import StackConfig
 from sizing.candidates import Candidate, judge_catalog, resolve_request
 from sizing.gpus import gpus_label
 from sizing.memory import GIB, kv_bytes_per_token, weight_bytes
