@@ -228,6 +228,18 @@ def test_every_script_passes_shellcheck() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_every_bash_stub_passes_shellcheck_as_plainly_invoked() -> None:
+    """The stubs stand in for host tools in these tests; they are code too. Plain `shellcheck FILE`
+    from anywhere (each stub directory's .shellcheckrc lets it follow the shared _lib.sh)."""
+    stubs = [
+        p for d in (STUBS, Path(__file__).resolve().parent / "efa_stubs") for p in sorted(d.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.read_text().startswith("#!/usr/bin/env bash")
+    ]
+    assert len(stubs) >= 30
+    proc = subprocess.run([_shellcheck(), "--severity=style", *map(str, stubs)], cwd="/", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_every_script_is_strict_and_never_traces() -> None:
     for script in SCRIPTS.glob("*.sh"):
         text = script.read_text()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # AWS's efa_installer.sh for the EFA tests (packed into the test's installer tarball): installs
 # libfabric's fi_info, the aws-ofi-nccl plugin and the efa kernel module, and loads the module.
+# shellcheck source-path=SCRIPTDIR/../../host_stubs source=_lib.sh
 source "$STUB_SRC/_lib.sh"
 stub_maybe_fail efa_installer
 prefix=$VLLM_DEPLOY_EFA_PREFIX
