@@ -15,6 +15,7 @@ import os
 import pwd
 import re
 import resource
+import secrets
 import select
 import shutil
 import socket
@@ -22,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from serving.nginx import NginxSite, render
 from serving.proxy_limits import ProxyLimits, derive_limits
@@ -399,3 +401,15 @@ def _terminate(process: subprocess.Popen, timeout_s: float = 5.0) -> None:
     for stream in (process.stdout, process.stderr):
         if stream is not None:
             stream.close()
+
+
+@contextmanager
+def proxy_workspace() -> Iterator[tuple[ExitStack, Path, str, "TestPki"]]:
+    """What a live proxy test module starts from: nginx and openssl checked, a prefix directory
+    (removed at the end), a fresh API key and a test PKI. The ExitStack takes the module's own
+    cleanups (fake servers, nginx), which run before the directory goes."""
+    require_proxy_tools()
+    prefix = make_prefix_dir()
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, prefix, ignore_errors=True)
+        yield stack, prefix, "sk-test-" + secrets.token_hex(16), make_test_pki(prefix / "pki")

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import ssl
 import subprocess
 import time
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -29,9 +27,7 @@ from tests.fakes import (
     TestPki,
     free_port,
     local_site,
-    make_prefix_dir,
-    make_test_pki,
-    require_proxy_tools,
+    proxy_workspace,
     start_fake_vllm,
     start_nginx,
 )
@@ -72,12 +68,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Env]:
-    require_proxy_tools()
-    prefix = make_prefix_dir()
-    api_key = "sk-test-" + secrets.token_hex(16)
-    with ExitStack() as stack:
-        stack.callback(shutil.rmtree, prefix, ignore_errors=True)
-        pki = make_test_pki(prefix / "pki")
+    with proxy_workspace() as (stack, prefix, api_key, pki):
         acme = prefix / "acme" / ".well-known" / "acme-challenge"
         acme.mkdir(parents=True)
         (acme / ACME_TOKEN).write_text("proof")

@@ -31,6 +31,7 @@ from tests.fakes import (
     local_site,
     make_prefix_dir,
     make_test_pki,
+    proxy_workspace,
     require_proxy_tools,
     small_limits,
     start_fake_vllm,
@@ -72,12 +73,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def tight() -> Iterator[Env]:
-    require_proxy_tools()
-    prefix = make_prefix_dir()
-    api_key = "sk-test-" + secrets.token_hex(16)
-    with ExitStack() as stack:
-        stack.callback(shutil.rmtree, prefix, ignore_errors=True)
-        pki = make_test_pki(prefix / "pki")
+    with proxy_workspace() as (stack, prefix, api_key, pki):
         fake = start_fake_vllm(api_key=api_key)
         stack.callback(fake.stop)
         site = local_site(prefix=prefix, upstream_port=fake.port, pki=pki, limits=TIGHT,
