@@ -15,7 +15,7 @@ from components.docker_host import docker_over_ssh, identity_file_hint
 from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_setup import HostSetup, HostSetupArgs
 from components.monitoring import Monitoring, MonitoringArgs
-from components.model_volume import ModelVolume, ModelVolumeArgs, find_model_volume
+from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs, find_model_volume
 from components.naming import child, component_type, default_tags
 from components.placement import choose_subnet
 from components.proxy import NginxProxy, NginxProxyArgs
@@ -267,7 +267,7 @@ class VllmDeployment(pulumi.ComponentResource):
         base: str,
         index: int,
         host: GpuHost,
-        existing: Any,
+        existing: Optional[ExistingVolume],
         args: VllmDeploymentArgs,
         in_aws: pulumi.ResourceOptions,
         efa: int,
