@@ -12,8 +12,8 @@ import pulumi_command as command
 from components.naming import component_type
 from components.script_steps import ScriptSteps
 from config.settings import StackConfig
-from config.stack import VLLM_PORT
 from serving.benchmark import BenchmarkLoad, load_for, parse_output
+from serving.vllm_args import VLLM_PORT
 from sizing.plan import SizingPlan
 
 # Starting the image and loading the tokenizer, per level, on top of the level's own ceiling.

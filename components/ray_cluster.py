@@ -27,8 +27,8 @@ import pulumi_docker as docker
 from components.docker_host import INSTANCE_LABEL, on_host
 from components.naming import child, component_type
 from components.script_steps import SCRIPTS_DIR, ScriptSteps
-from config.stack import SERVED_MODEL_PATH
 from serving.cluster_network import EFA_CONTAINER_ULIMITS, efa_device_paths
+from serving.vllm_args import SERVED_MODEL_PATH
 
 RAY_PORT = 6379  # Ray's default GCS port (`ray start --head --port`)
 HEAD_SCRIPTS_DIR = "/opt/vllm-deploy"  # inside the head's vLLM container

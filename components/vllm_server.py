@@ -22,10 +22,9 @@ from components.ray_cluster import (
     head_uploads,
 )
 from components.script_steps import ScriptSteps
-from serving.vllm_args import sets_chat_template
-from sizing.plan import SizingPlan
 from config.settings import StackConfig
-from config.stack import SERVED_MODEL_PATH, VLLM_PORT
+from serving.vllm_args import SERVED_MODEL_PATH, VLLM_PORT, sets_chat_template
+from sizing.plan import SizingPlan
 
 CONTAINER_NAME = "vllm"
 

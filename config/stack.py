@@ -27,6 +27,7 @@ from config.images import PINNED_VLLM_VERSION, UNCHECKED_WITH_ANOTHER_VERSION, i
 from config.settings import StackConfig
 from config.validation import ConfigError, parse
 from serving import vllm_args
+from serving.vllm_args import SERVED_MODEL_PATH, VLLM_PORT
 from serving.flag_reader import flag_warnings
 from serving.proxy_limits import ProxyLimits, stack_limits
 from sizing.choice import plan as choose_plan
@@ -35,10 +36,6 @@ from sizing.gated import AccessRefused, check_access, unchecked_warning
 from sizing.hub import download_repo_id, hub_offline, has_chat_template, local_model_problems, resolve
 from sizing.models import ModelResolutionError
 from sizing.plan import SizingPlan
-
-# Where vLLM listens on the host's loopback, and where the weights appear in its container.
-VLLM_PORT = 8000
-SERVED_MODEL_PATH = "/models/served"
 
 # Answers with the caller's public IPv4 address as plain text.
 IP_ECHO_URL = "https://checkip.amazonaws.com"

@@ -23,7 +23,8 @@ from typing import Any, Optional
 import pulumi
 
 from components.proxy import proxy_config
-from config.stack import UNREADABLE_SECRETS_ENV, VLLM_PORT
+from config.stack import UNREADABLE_SECRETS_ENV
+from serving.vllm_args import VLLM_PORT
 from config.validation import parse
 from plan import engine, render
 from plan.summary import UNKNOWN, summarize

@@ -20,6 +20,11 @@ from sizing.rope import RopeOverride
 from sizing.vllm_rules import MAX_LEN_KEYS
 
 
+# Where vLLM listens on the host's loopback (--port), and where the weights appear in its
+# container (the model path, first argument of `vllm serve`).
+VLLM_PORT = 8000
+SERVED_MODEL_PATH = "/models/served"
+
 # One node: inside the container's own network namespace; the host publishes the port on its
 # loopback only, so this is not an exposure (nginx is the only way in).
 CONTAINER_HOST = "0.0.0.0"
@@ -97,7 +102,7 @@ def serve_args(
     plan: SizingPlan,
     *,
     model_path: str,
-    port: int = 8000,
+    port: int = VLLM_PORT,
 ) -> list[str]:
     """The arguments after the image name (the image's entrypoint is `vllm serve`).
 
