@@ -34,7 +34,7 @@ class VllmDeploymentArgs:
     plan: SizingPlan
     """The sizing decision."""
     vllm_command: list[str]
-    """`vllm serve` arguments (config.stack.vllm_command), already checked."""
+    """`vllm serve` arguments (stack.preflight.vllm_command), already checked."""
     api_key: Optional[pulumi.Output[str]] = None
     """Secret API key; generated when None."""
     hf_token: Optional[pulumi.Output[str]] = None
@@ -42,7 +42,7 @@ class VllmDeploymentArgs:
     modelscope_token: Optional[pulumi.Output[str]] = None
     """Secret ModelScope token (modelSource modelscope)."""
     aws_settings: Optional[dict[str, Any]] = None
-    """The stack's aws:* settings for the explicit provider (config.stack.aws_provider_settings)."""
+    """The stack's aws:* settings for the explicit provider (stack.pulumi_config.aws_provider_settings)."""
 
 
 @dataclass

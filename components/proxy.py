@@ -121,7 +121,7 @@ class NginxProxy(pulumi.ComponentResource):
         self.config_text = pulumi.Output.from_input(args.public_ip).apply(
             lambda ip: proxy_config(settings, args.plan, public_ip=ip, upstream_port=args.upstream_port)
         )
-        limits = stack_limits(settings, args.plan)  # checked at preview (config.stack.proxy_limits)
+        limits = stack_limits(settings, args.plan)  # checked at preview (stack.preflight.proxy_limits)
         uploads.insert(0, docker.ContainerUploadArgs(file=CONTAINER_CONF_PATH, content=self.config_text))
         container = docker.Container(
             child(name, "container"),

@@ -23,13 +23,13 @@ from typing import Any, Optional
 import pulumi
 
 from components.proxy import proxy_config
-from config.stack import UNREADABLE_SECRETS_ENV
-from serving.vllm_args import VLLM_PORT
 from config.validation import parse
 from plan import engine, render
 from plan.summary import UNKNOWN, summarize
 from plan.world import offline_world
+from serving.vllm_args import VLLM_PORT
 from sizing.choice import plan as choose_plan
+from stack.pulumi_config import UNREADABLE_SECRETS_ENV
 
 # Stands in for this machine's public address (sshAllowedCidrs: auto) unless
 # VLLM_DEPLOY_PUBLIC_IP says otherwise: a documentation address (RFC 5737), never a real one.
