@@ -106,9 +106,23 @@ def plan(
         chosen = fitting[0]
     else:
         raise SizingError(nothing_fits_message(config, spec, judged))
+    _idle_stop_on_one_node(config, chosen)
     planned = _to_plan(config, spec, chosen)
     cheaper = cheaper_options(config, spec, planned.max_model_len, chosen.price, _cheapest, offered)
     return replace(planned, notes=ruled_out_notes(config, chosen, judged) + planned.notes, cheaper=cheaper)
+
+
+def _idle_stop_on_one_node(config: StackConfig, chosen: Candidate) -> None:
+    """idleStopMinutes needs a plan on one node. Raises SizingError otherwise: the watcher powers
+    off the host it runs on, so across nodes the workers would go on billing behind a stopped
+    head, and tools/wake starts one instance."""
+    if chosen.nodes > 1 and config.idle_stop_minutes:
+        raise SizingError(
+            f"{NAMESPACE}:idleStopMinutes={config.idle_stop_minutes} stops one host, and "
+            f"{config.model} runs on {chosen.nodes} x {chosen.instance.name}: idle stop works "
+            "on one node only. Set it to 0 (pulumi config set idleStopMinutes 0), or choose a "
+            "model or quantization that fits one node and set nodes to 1."
+        )
 
 
 def _cheapest(

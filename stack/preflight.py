@@ -105,15 +105,6 @@ def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
         chosen = choose_plan(settings, offered=offered, resolver=resolver)
     except (SizingError, ModelResolutionError) as exc:
         raise pulumi.RunError(str(exc)) from None
-    if chosen.nodes > 1 and settings.idle_stop_minutes:
-        # The watcher powers off the host it runs on: across nodes the workers would go on
-        # billing behind a stopped head, and tools/wake starts one instance.
-        raise pulumi.RunError(
-            f"{NAMESPACE}:idleStopMinutes={settings.idle_stop_minutes} stops one host, and "
-            f"{settings.model} runs on {chosen.nodes} x {chosen.instance.name}: idle stop works "
-            "on one node only. Set it to 0 (pulumi config set idleStopMinutes 0), or choose a "
-            "model or quantization that fits one node and set nodes to 1."
-        )
     if repo != settings.model:
         pulumi.log.info(
             f"{NAMESPACE}:model={settings.model!r} is {repo!r} on ModelScope (modelSource=modelscope): "
