@@ -13,8 +13,8 @@ from config.constants import NAMESPACE
 from config.settings import StackConfig
 from config.validation import ConfigError
 from serving.extra_args import meaning_problems
-from serving.flag_reader import _Option, _Reader
-from serving.vllm_flags import _SECRET_FLAGS, DEPRECATED_QUANTIZATIONS
+from serving.flag_reader import Option, FlagReader
+from serving.vllm_flags import SECRET_FLAGS, DEPRECATED_QUANTIZATIONS
 from sizing.plan import SizingPlan
 from sizing.rope import RopeOverride
 from sizing.vllm_rules import MAX_LEN_KEYS
@@ -128,7 +128,7 @@ def serve_args(
     if problems:
         raise ConfigError(problems)
     managed = _managed_args(config, plan, port)
-    internal = _Reader(managed, "sizing plan").run().problems
+    internal = FlagReader(managed, "sizing plan").run().problems
     if internal:  # the builder's own output must pass the same check as the user's
         raise ValueError("vllm_args built flags vLLM would reject:\n" + "\n".join(internal))
     return [model_path, *managed, *config.vllm_extra_args]
@@ -200,7 +200,7 @@ def _extra_arg_problems(config: StackConfig, plan: SizingPlan, model_path: str) 
     """Parse problems, flags this stack owns, then what the flags mean together
     (serving.extra_args). For an owned flag only the ownership is reported, since "write
     --max-model-len in full" is moot when it must go anyway."""
-    reading = _Reader(config.vllm_extra_args, "vllmExtraArgs").run()
+    reading = FlagReader(config.vllm_extra_args, "vllmExtraArgs").run()
     where = f"{NAMESPACE}:vllmExtraArgs"
     found: list[tuple[int, str]] = []
     owned_options: set[int] = set()
@@ -218,12 +218,12 @@ def _extra_arg_problems(config: StackConfig, plan: SizingPlan, model_path: str) 
     return problems + meaning_problems(reading, config, plan, model_path)
 
 
-def _ownership_problems(option: _Option, config: StackConfig, where: str) -> list[str]:
+def _ownership_problems(option: Option, config: StackConfig, where: str) -> list[str]:
     if option.spec is None:
         return []
     name = option.spec.name
-    if name in _SECRET_FLAGS:
-        key = _SECRET_FLAGS[name]
+    if name in SECRET_FLAGS:
+        key = SECRET_FLAGS[name]
         return [
             f"{where}: {option.written} puts a secret on the command line (visible in ps "
             f"and docker inspect); remove it and set the {key} secret: "
@@ -247,7 +247,7 @@ def _ownership_problems(option: _Option, config: StackConfig, where: str) -> lis
     return []
 
 
-def _hf_override_problems(option: _Option, config: StackConfig, where: str) -> list[str]:
+def _hf_override_problems(option: Option, config: StackConfig, where: str) -> list[str]:
     if config.rope_scaling:
         return [
             f"{where}: {option.written} cannot be combined with ropeScaling, which this stack "
@@ -271,7 +271,7 @@ def _hf_override_problems(option: _Option, config: StackConfig, where: str) -> l
     return []
 
 
-def _override_keys(option: _Option) -> set[str]:
+def _override_keys(option: Option) -> set[str]:
     if option.dotted_key:
         return {option.dotted_key.split(".")[0]}
     keys: set[str] = set()

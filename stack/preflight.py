@@ -20,7 +20,7 @@ from config.constants import NAMESPACE
 from config.settings import StackConfig
 from config.validation import ConfigError
 from serving import vllm_args
-from serving.flag_reader import flag_warnings
+from serving.extra_args import flag_warnings
 from serving.proxy_limits import ProxyLimits, stack_limits
 from serving.vllm_args import SERVED_MODEL_PATH, VLLM_PORT
 from sizing.choice import plan as choose_plan

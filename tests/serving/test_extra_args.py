@@ -159,7 +159,7 @@ def test_registered_parsers_and_plugins_are_accepted(extra):
 
 
 def test_a_tool_parser_without_auto_tool_choice_is_unused_and_warned_about():
-    from serving.flag_reader import flag_warnings
+    from serving.extra_args import flag_warnings
 
     assert problems(["--tool-call-parser", "hermes2"]) == []  # vLLM never resolves it
     assert "--enable-auto-tool-choice" in flag_warnings(["--tool-call-parser", "hermes"])[0]

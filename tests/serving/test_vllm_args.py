@@ -12,7 +12,8 @@ from config.constants import SECRET_KEYS
 from config.images import PINNED_VLLM_VERSION
 from config.settings import KEYS
 from config.validation import ConfigError, parse
-from serving.flag_reader import check_flags, flag_warnings
+from serving.extra_args import flag_warnings
+from serving.flag_reader import check_flags
 from serving.vllm_args import managed_flags, serve_args
 from sizing.choice import plan as choose_plan
 from serving.vllm_flags import FLAGS_FILE, REMOVED_FLAGS, flag_catalog
