@@ -21,6 +21,7 @@ deployment = VllmDeployment(
         settings=settings,
         plan=plan,
         vllm_command=checked.vllm_command,
+        proxy_limits=checked.proxy_limits,
         api_key=checked.secrets.api_key,
         hf_token=checked.secrets.hf_token,
         modelscope_token=checked.secrets.modelscope_token,

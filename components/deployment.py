@@ -23,6 +23,7 @@ from components.ray_cluster import RayHead, RayWorker, RayWorkerArgs, node_name,
 from components.vllm_server import VllmServer, VllmServerArgs
 from config.settings import StackConfig
 from serving.cluster_network import EFA_HOST_MOUNT, efa_interfaces, nccl_environment
+from serving.proxy_limits import ProxyLimits
 from sizing.costs import host_cost
 from sizing.plan import SizingPlan
 
@@ -35,6 +36,8 @@ class VllmDeploymentArgs:
     """The sizing decision."""
     vllm_command: list[str]
     """`vllm serve` arguments (stack.preflight.vllm_command), already checked."""
+    proxy_limits: ProxyLimits
+    """The proxy's limits on the planned instance (stack.preflight.proxy_limits), already checked."""
     api_key: Optional[pulumi.Output[str]] = None
     """Secret API key; generated when None."""
     hf_token: Optional[pulumi.Output[str]] = None
@@ -125,7 +128,7 @@ class VllmDeployment(pulumi.ComponentResource):
             child(name, "proxy"),
             NginxProxyArgs(
                 settings=settings,
-                plan=plan,
+                limits=args.proxy_limits,
                 docker_provider=engine,
                 public_ip=host.public_ip,
                 upstream_port=server.port,

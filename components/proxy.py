@@ -32,9 +32,8 @@ from serving.nginx import (
     render,
     site_for_stack,
 )
-from serving.proxy_limits import stack_limits
 from config.settings import StackConfig
-from sizing.plan import SizingPlan
+from serving.proxy_limits import ProxyLimits
 
 PROXY_CONTAINER_NAME = "vllm-proxy"
 # Served at /.well-known/acme-challenge/ on port 80 in every mode, so a stack can switch to
@@ -48,22 +47,22 @@ SERVER_CERT_EARLY_RENEWAL_HOURS = 30 * 24
 
 
 
-def proxy_config(settings: StackConfig, plan: SizingPlan, *, public_ip: str, upstream_port: int) -> str:
-    """The nginx.conf the proxy container runs, for a host at `public_ip` (pure: `tools/plan`
-    renders it offline with a placeholder address)."""
+def proxy_config(settings: StackConfig, limits: ProxyLimits, *, public_ip: str, upstream_port: int) -> str:
+    """The nginx.conf the proxy container runs, for a host at `public_ip` with the proxy's
+    `limits` (pure: `tools/plan` renders it offline with a placeholder address)."""
     site_fields: dict[str, object] = {"vllm_port": upstream_port, "acme_webroot": ACME_WEBROOT}
     if settings.tls == "letsencrypt":
         live = f"{LETSENCRYPT_DIR}/live/{settings.domain}"
         site_fields.update(tls_certificate_path=f"{live}/fullchain.pem", tls_key_path=f"{live}/privkey.pem")
-    return render(site_for_stack(settings, plan, public_ip=public_ip, **site_fields))
+    return render(site_for_stack(settings, limits, public_ip=public_ip, **site_fields))
 
 
 @dataclass
 class NginxProxyArgs:
     settings: StackConfig
     """The validated stack config (domain, CIDRs, body size, rate and concurrency limits)."""
-    plan: SizingPlan
-    """The sizing decision: the instance's vCPUs and memory size the proxy's limits."""
+    limits: ProxyLimits
+    """Workers, connections and file limits for the planned instance (stack.preflight)."""
     docker_provider: docker.Provider
     """Docker engine of the host."""
     public_ip: pulumi.Input[str]
@@ -119,9 +118,9 @@ class NginxProxy(pulumi.ComponentResource):
             self.ca_certificate = ca_cert
         # The address is known once the Elastic IP exists; rendering needs no resource.
         self.config_text = pulumi.Output.from_input(args.public_ip).apply(
-            lambda ip: proxy_config(settings, args.plan, public_ip=ip, upstream_port=args.upstream_port)
+            lambda ip: proxy_config(settings, args.limits, public_ip=ip, upstream_port=args.upstream_port)
         )
-        limits = stack_limits(settings, args.plan)  # checked at preview (stack.preflight.proxy_limits)
+        limits = args.limits
         uploads.insert(0, docker.ContainerUploadArgs(file=CONTAINER_CONF_PATH, content=self.config_text))
         container = docker.Container(
             child(name, "container"),

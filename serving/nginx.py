@@ -23,11 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from serving import proxy_policy
 from serving.monitoring.services import GRAFANA
-from serving.proxy_limits import UPSTREAM_KEEPALIVE, ProxyLimits, stack_limits
+from serving.proxy_limits import UPSTREAM_KEEPALIVE, ProxyLimits
 
 if TYPE_CHECKING:  # settings imports nothing from here; keep the import one-way
     from config.settings import StackConfig
-    from sizing.plan import SizingPlan
 
 # Stable line of the official image as of 2026-10-21 (docker-library/repo-info,
 # repos/nginx/remote/stable-alpine.md: NGINX_VERSION=1.30.6). The template uses only
@@ -401,7 +400,7 @@ def _policy(site: NginxSite) -> dict[str, object]:
 
 def site_for_stack(
     config: "StackConfig",
-    plan: "SizingPlan",
+    limits: ProxyLimits,
     *,
     vllm_port: int,
     public_ip: Optional[str] = None,
@@ -412,7 +411,8 @@ def site_for_stack(
 
     `vllm_port` is vLLM's --port; `public_ip` the host's address, the canonical host when no
     domain is set. `overrides` are further NginxSite fields (paths, ports) for callers that
-    need them. Raises ConfigError (see stack_limits).
+    need them. `limits`: serving.proxy_limits.stack_limits() for the planned host, computed
+    once at preview (stack.preflight).
     """
     values: dict[str, object] = {
         "upstream_port": vllm_port,
@@ -422,7 +422,7 @@ def site_for_stack(
         "client_max_body_size_mb": config.max_request_body_mb,
         "metrics_allowed_cidrs": list(config.metrics_allowed_cidrs),
         "rate_limit_per_minute": config.rate_limit_per_minute,
-        "limits": stack_limits(config, plan),
+        "limits": limits,
     }
     if config.monitoring:
         values["grafana_upstream_port"] = GRAFANA.port

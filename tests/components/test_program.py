@@ -541,12 +541,13 @@ def two_deployments():
     from components.deployment import VllmDeployment, VllmDeploymentArgs
     from config.validation import parse
     from sizing.choice import plan as size
-    from stack.preflight import vllm_command
+    from stack.preflight import proxy_limits, vllm_command
 
     settings = parse({**SMALL, "sshAllowedCidrs": ["198.51.100.0/24"]})
     plan = size(settings)
     for name in ("blue", "green"):
-        VllmDeployment(name, VllmDeploymentArgs(settings=settings, plan=plan, vllm_command=vllm_command(settings, plan)))
+        VllmDeployment(name, VllmDeploymentArgs(settings=settings, plan=plan, vllm_command=vllm_command(settings, plan),
+                                                proxy_limits=proxy_limits(settings, plan)))
 
 
 def test_letsencrypt_obtains_a_certificate_for_the_domain_before_the_proxy_starts(program):

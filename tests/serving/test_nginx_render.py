@@ -322,7 +322,7 @@ def test_site_for_stack_carries_the_stack_policy():
         "maxRequestBodyMb": 32,
         "maxConcurrentRequestsPerClient": 40,
     })
-    site = site_for_stack(config, size(config), vllm_port=8000, public_ip="203.0.113.9",
+    site = site_for_stack(config, stack_limits(config, size(config)), vllm_port=8000, public_ip="203.0.113.9",
                           acme_webroot="/var/www/acme")
     assert (site.upstream_port, site.server_name, site.canonical_host) == (8000, "llm.example.com", "llm.example.com")
     assert site.metrics_allowed_cidrs == ["10.1.0.0/16"]
@@ -330,7 +330,7 @@ def test_site_for_stack_carries_the_stack_policy():
     assert site.limits.max_streams_per_client == 40
     assert site.acme_webroot == "/var/www/acme"
     no_domain = parse({"model": "Qwen/Qwen2.5-7B-Instruct"})
-    assert site_for_stack(no_domain, size(no_domain), vllm_port=8000, public_ip="203.0.113.9").canonical_host == "203.0.113.9"
+    assert site_for_stack(no_domain, stack_limits(no_domain, size(no_domain)), vllm_port=8000, public_ip="203.0.113.9").canonical_host == "203.0.113.9"
 
 
 @pytest.mark.parametrize(
