@@ -115,9 +115,8 @@ def serve_args(
         raise ValueError(f"model_path must be a path inside the container, got {model_path!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
-    # Across nodes each pipeline stage has a node of its own (sizing.pipeline).
-    stages_here = plan.pipeline_parallel_size if plan.nodes == 1 else 1
-    gpus_used = plan.tensor_parallel_size * stages_here * plan.data_parallel_size
+    # Each pipeline stage has a node of its own (sizing.pipeline): one stage per node.
+    gpus_used = plan.tensor_parallel_size * plan.data_parallel_size
     if gpus_used > plan.instance.gpu_count:
         raise ValueError(
             f"the plan spans {gpus_used} GPUs per node but {plan.instance.name} has "

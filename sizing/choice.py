@@ -210,7 +210,6 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         model=config.model,
         instance=chosen.instance,
         tensor_parallel_size=chosen.tensor_parallel_size,
-        pipeline_parallel_size=chosen.nodes,
         nodes=chosen.nodes,
         stage_layers=chosen.stage_layers,
         dtype=chosen.dtype,

@@ -34,7 +34,6 @@ def make_plan(instance: GpuInstance = L40S, **changes: Any) -> SizingPlan:
         model="Qwen/Qwen2.5-7B-Instruct",
         instance=instance,
         tensor_parallel_size=1,
-        pipeline_parallel_size=1,
         dtype="bfloat16",
         quantization=None,
         kv_cache_dtype="auto",
