@@ -21,9 +21,9 @@ import pulumi_tls as tls
 
 import pulumi_command as command
 
-from components.docker_host import INSTANCE_LABEL, on_host
+from components.docker_host import INSTANCE_LABEL
+from components.host_handle import HostHandle
 from components.naming import child, component_type
-from components.script_steps import ScriptSteps
 from serving.nginx import (
     CONTAINER_CERT_PATH,
     CONTAINER_CONF_PATH,
@@ -63,22 +63,14 @@ class NginxProxyArgs:
     """The validated stack config (domain, CIDRs, body size, rate and concurrency limits)."""
     limits: ProxyLimits
     """Workers, connections and file limits for the planned instance (stack.preflight)."""
-    docker_provider: docker.Provider
-    """Docker engine of the host."""
+    host: HostHandle
+    """The head node's host: the proxy's Docker engine, and SSH for a Let's Encrypt certificate."""
     public_ip: pulumi.Input[str]
     """The address clients use: in the certificate, and the canonical host without a domain."""
     upstream_port: int
     """vLLM's port on the host's loopback."""
     depends_on: list[pulumi.Resource]
     """What must exist before the proxy starts (the vLLM container)."""
-    connection: command.remote.ConnectionArgs
-    """SSH connection (obtaining a Let's Encrypt certificate runs on the host)."""
-    instance: pulumi.Resource
-    """The EC2 instance: the proxy's image and container are replaced and deleted with it."""
-    instance_id: pulumi.Input[str]
-    """Obtain the certificate again on a new instance."""
-    runtime_ready: pulumi.Resource
-    """Docker works on the host (the engine is installed, configured and restarted)."""
 
 
 class NginxProxy(pulumi.ComponentResource):
@@ -91,14 +83,14 @@ class NginxProxy(pulumi.ComponentResource):
     def __init__(self, name: str, args: NginxProxyArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("NginxProxy"), name, None, opts)
         self._name = name
-        settings = args.settings
+        settings, host = args.settings, args.host
 
         image = docker.RemoteImage(
             child(name, "image"),
             name=NGINX_IMAGE,
             keep_locally=True,
-            triggers={INSTANCE_LABEL: args.instance_id},
-            opts=on_host(self, args.docker_provider, args.instance, [args.runtime_ready]),
+            triggers={INSTANCE_LABEL: host.instance_id},
+            opts=host.docker_options(self, [host.runtime_ready]),
         )
         volumes = [docker.ContainerVolumeArgs(host_path=ACME_WEBROOT, container_path=ACME_WEBROOT, read_only=True)]
         uploads: list[docker.ContainerUploadArgs] = []
@@ -136,11 +128,11 @@ class NginxProxy(pulumi.ComponentResource):
             ulimits=[
                 docker.ContainerUlimitArgs(name="nofile", soft=limits.container_nofile, hard=limits.container_nofile)
             ],
-            labels=[docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=args.instance_id)],
+            labels=[docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=host.instance_id)],
             log_driver="json-file",
             log_opts={"max-size": "50m", "max-file": "5"},
-            opts=on_host(
-                self, args.docker_provider, args.instance, depends_on,
+            opts=host.docker_options(
+                self, depends_on,
                 additional_secret_outputs=["uploads"],
                 delete_before_replace=True,  # one process can hold ports 80/443
             ),
@@ -152,7 +144,7 @@ class NginxProxy(pulumi.ComponentResource):
 
     def _letsencrypt(self, settings: StackConfig, args: NginxProxyArgs) -> command.remote.Command:
         """certbot on the host; standalone on the first deploy (nothing serves port 80 yet)."""
-        return ScriptSteps(self, self._name, args.connection, args.instance_id).run(
+        return args.host.steps(self, self._name).run(
             "certificate", "obtain_certificate.sh", after=args.depends_on[-1] if args.depends_on else None,
             env={
                 "VLLM_DEPLOY_DOMAIN": settings.domain or "",
