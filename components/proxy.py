@@ -1,9 +1,10 @@
 """NginxProxy: TLS termination and streaming reverse proxy in front of vLLM.
 
 The only way in from outside: 443 (and 80, which answers ACME challenges and refuses the rest
-in JSON). The nginx config is a typed model rendered from a template (serving/nginx.py), with
-limits derived from the instance (serving/proxy_limits.py); the container's nofile ulimit
-matches the workers' file limit.
+in JSON). The nginx config is a typed model (serving/nginx.py) rendered from a template
+(serving/nginx_conf.py), with limits derived from the instance once at preview
+(serving/proxy_limits.py, stack.preflight); the container's nofile ulimit matches the workers'
+file limit.
 tls=self-signed: a stack CA signs a certificate for the address; certificate and key are
 uploaded into the container by pulumi-docker, so the key is in no command line or script.
 tls=letsencrypt: certbot on the host obtains (and a systemd timer renews) a certificate for
@@ -24,14 +25,8 @@ import pulumi_command as command
 from components.docker_host import INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
-from serving.nginx import (
-    CONTAINER_CERT_PATH,
-    CONTAINER_CONF_PATH,
-    CONTAINER_KEY_PATH,
-    NGINX_IMAGE,
-    render,
-    site_for_stack,
-)
+from serving.nginx import CONTAINER_CERT_PATH, CONTAINER_CONF_PATH, CONTAINER_KEY_PATH, NGINX_IMAGE
+from serving.nginx_conf import render, site_for_stack
 from config.settings import StackConfig
 from serving.proxy_limits import ProxyLimits
 

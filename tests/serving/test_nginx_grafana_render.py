@@ -9,7 +9,8 @@ import pytest
 from pydantic import ValidationError
 
 from config.validation import parse
-from serving.nginx import NginxSite, render, site_for_stack
+from serving.nginx import NginxSite
+from serving.nginx_conf import render, site_for_stack
 from serving.proxy_limits import derive_limits, stack_limits
 from sizing.choice import plan as size
 

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from config.validation import ConfigError, parse
 from serving import proxy_policy
-from serving.nginx import NGINX_IMAGE, NGINX_IMAGE_VERSION, NginxSite, render, site_for_stack
+from serving.nginx import NGINX_IMAGE, NGINX_IMAGE_VERSION, NginxSite
+from serving.nginx_conf import render, site_for_stack
 from serving.proxy_limits import derive_limits, stack_limits
 from sizing.choice import plan as size
 
@@ -193,7 +194,7 @@ def test_no_location_overrides_the_inherited_errors_or_headers():
 
 def test_a_new_location_can_add_a_header_and_keep_the_whole_set():
     """templates/_proxy.j2 upstream_headers(extra): e.g. a WebSocket upgrade for a dashboard."""
-    from serving.nginx import _environment, _policy
+    from serving.nginx_conf import _environment, _policy
 
     macros = _environment().get_template("_proxy.j2").module
     text = str(macros.upstream_headers(_policy(_site()), {"Upgrade": "$http_upgrade", "Connection": '"upgrade"'}))
