@@ -368,16 +368,6 @@ class StackConfig(BaseModel):
 
     # --- derived -------------------------------------------------------------------
     @property
-    def node_counts(self) -> tuple[int, ...]:
-        """The node counts sizing may choose from: pipelineParallelSize > 1 fixes it, nodes=auto
-        allows 1 to MAX_NODES (one node preferred), else exactly `nodes`."""
-        if self.pipeline_parallel_size > 1:
-            return (self.pipeline_parallel_size,)
-        if self.nodes == "auto":
-            return tuple(range(1, MAX_NODES + 1))
-        return (int(self.nodes),)
-
-    @property
     def is_local_model(self) -> bool:
         return self.model.startswith(("/", "./", "~"))
 

@@ -68,7 +68,7 @@ def candidates(
     node_counts: Optional[Collection[int]] = None,
 ) -> list[Candidate]:
     """Every catalog instance judged for this config at each node count (default: the ones
-    the config allows, ``StackConfig.node_counts``), cheapest first (fitting or not)."""
+    the config allows, ``sizing.pipeline.node_counts``), cheapest first (fitting or not)."""
     if spec is None:
         spec = _resolve_spec(config, resolver)
     return judge_catalog(_request(config, spec), config, offered=offered, node_counts=node_counts)
