@@ -152,3 +152,11 @@ def test_the_cycle_check_finds_a_cycle(tmp_path, monkeypatch):
     assert import_cycle(paths) == ["pkg.a", "pkg.b", "pkg.a"]
     (tmp_path / "pkg" / "b.py").write_text("def f():\n    pass\n")
     assert import_cycle(paths) == []  # and a type-only import (c) is no cycle
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_every_module_stays_small(package):
+    """One concern per module (ARCHITECTURE.md): under 400 lines, or it is split."""
+    for path in _modules(package):
+        lines = len(path.read_text().splitlines())
+        assert lines < 400, f"{path.relative_to(ROOT)} has {lines} lines; split it by concern"
