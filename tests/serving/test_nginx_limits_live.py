@@ -21,7 +21,7 @@ from typing import Iterator
 
 import pytest
 
-from serving.nginx import render
+from serving.nginx_conf import render
 from serving.proxy_limits import ProxyLimits
 from tests.fakes import (
     FakeVllmProcess,
