@@ -9,6 +9,8 @@ but fail the whole install. Offline: reads the files, asks no index.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,9 @@ def test_locks_pin_a_shared_package_to_one_version():
 def test_the_tools_install_locks_in_hash_checking_mode():
     venv_sh = (ROOT / "tools" / "venv.sh").read_text()
     assert '--require-hashes -r "$lock"' in venv_sh and '.lock"' in venv_sh
+
+
+def test_tools_lock_passes_shellcheck():
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    done = subprocess.run([str(shellcheck), "--severity=style", "tools/lock"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
