@@ -1,7 +1,8 @@
 """The host's Docker engine as a pulumi-docker provider, reached over SSH.
 
-`ssh://ubuntu@<ip>`: the machine running `pulumi up`, `refresh` or `destroy` needs TCP 22 to
-the host (sshAllowedCidrs) and an `ssh` client. A preview needs neither and touches nothing:
+`ssh://ubuntu@<ip>`: the machine running `pulumi up` or `refresh` needs TCP 22 to the host
+(sshAllowedCidrs) and an `ssh` client (`destroy` does not: the Docker resources go with the
+host, `on_host`'s deleted_with). A preview needs neither and touches nothing:
 pulumi-docker 5.x dials the Docker host only to create, read, delete or refresh a resource
 (its provider Configure and Diff open no connection), and pulumi-command's remote commands run
 nothing at preview. The stack's generated private key is written to
