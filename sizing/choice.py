@@ -120,7 +120,7 @@ def _idle_stop_on_one_node(config: StackConfig, chosen: Candidate) -> None:
         raise SizingError(
             f"{NAMESPACE}:idleStopMinutes={config.idle_stop_minutes} stops one host, and "
             f"{config.model} runs on {chosen.nodes} x {chosen.instance.name}: idle stop works "
-            "on one node only. Set it to 0 (pulumi config set idleStopMinutes 0), or choose a "
+            "on one node only. Turn it off (pulumi config rm idleStopMinutes), or choose a "
             "model or quantization that fits one node and set nodes to 1."
         )
 
