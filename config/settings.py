@@ -22,8 +22,11 @@ from config import rules, values
 from config.access import THIS_MACHINE, cidr_list
 from config.constants import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_DRAIN_SECONDS,
     DEFAULT_MAX_MODEL_LEN_CAP,
+    MAX_DRAIN_SECONDS,
     MAX_NODES,
+    MAX_REPLICAS,
     QUANTIZATIONS,
 )
 from config.images import DEFAULT_VLLM_IMAGE, pinned_image_ref
@@ -191,6 +194,20 @@ class StackConfig(BaseModel):
         description="Stop the instance after this many minutes without requests (default: off); "
         "`tools/wake` starts it again.",
     )
+    replicas: int = Field(
+        1,
+        description=f"Identical hosts serving the model behind one load balancer: 1 (one host, "
+        f"as without this key) or 2 to {MAX_REPLICAS} (an Auto Scaling group of hosts made from one "
+        "baked image, behind an Application Load Balancer; see README, Replicas).",
+    )
+    drain_seconds: int = Field(
+        DEFAULT_DRAIN_SECONDS,
+        ge=0,
+        le=MAX_DRAIN_SECONDS,
+        description="With replicas: how long the load balancer lets a retiring replica finish its "
+        "requests in flight (the target group's deregistration delay) before it is stopped; the "
+        "longest stream you want to survive an update.",
+    )
     ami: str = Field(
         "dlami",
         description="Host image: dlami (AWS Deep Learning Base OSS Nvidia Driver AMI, "
@@ -305,6 +322,11 @@ class StackConfig(BaseModel):
     @classmethod
     def _nodes(cls, value: Any) -> Any:
         return values.nodes(value)
+
+    @field_validator("replicas", mode="before")
+    @classmethod
+    def _replicas(cls, value: Any) -> Any:
+        return values.replicas(value)
 
     @field_validator("rope_scaling")
     @classmethod
