@@ -17,7 +17,8 @@ from typing import Any, Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.fleet_bake import bake_files, host_side_missing
+from components import fleet_bake
+from components.fleet_bake import bake_files
 from components.fleet_group import REFRESH_MAX_HEALTHY_PCT, FleetGroup, FleetGroupArgs
 from components.fleet_image import FleetImage, FleetImageArgs
 from components.fleet_network import fleet_network, public_zone_of
@@ -36,7 +37,7 @@ from sizing.plan import SizingPlan
 def refuse_an_unbuilt_fleet(settings: StackConfig) -> None:
     """pulumi.RunError at preview, before any resource, when replicas >= 2 and the replicas'
     host side is not in this build."""
-    missing = host_side_missing() if settings.replicas > 1 else []
+    missing = fleet_bake.host_side_missing() if settings.replicas > 1 else []
     if missing:
         raise pulumi.RunError(
             f"vllm-deploy:replicas={settings.replicas}: the fleet is not deployable yet in this build: "

@@ -89,6 +89,16 @@ def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, A
         # 76 characters: longer than X.509's 64-character common name (fleet-pitfalls P25).
         return {"dnsName": "vllm-lb-alb-7f3a2b1-0123456789abcdef.us-east-1.elb.amazonaws.com",
                 "zoneId": "Z35SXDOTRQ7X7K", "arn": f"arn:aws:elasticloadbalancing:::loadbalancer/app/{name}"}
+    if typ == "aws:acm/certificate:Certificate" and inputs.get("validationMethod") == "DNS":
+        domain = inputs["domainName"]
+        return {"arn": f"arn:aws:mock:::{name}", "domainValidationOptions": [{
+            "domainName": domain, "resourceRecordName": f"_0a1b2c.{domain}.", "resourceRecordType": "CNAME",
+            "resourceRecordValue": "_3d4e5f.acm-validations.aws.",
+        }]}
+    if typ == "aws:acm/certificateValidation:CertificateValidation":
+        return {"certificateArn": inputs["certificateArn"]}
+    if typ == "aws:route53/record:Record":
+        return {"fqdn": str(inputs.get("name", "")).rstrip(".")}
     if typ in ("aws:lb/targetGroup:TargetGroup", "aws:lb/listener:Listener", "aws:acm/certificate:Certificate"):
         return {"arn": f"arn:aws:mock:::{name}"}
     if typ == "aws:ssm/parameter:Parameter":
