@@ -154,6 +154,9 @@ class VllmFleet(pulumi.ComponentResource):
             # What tools/plan prints as the bill (sizing.costs.HostCost's fields).
             "costBreakdown": self.cost_breakdown.to_dict(),
             "refreshSurge": self.refresh_surge,
+            # What the replicas run (baked into the image), for tools/plan.
+            "vllmImage": settings.vllm_image,
+            "vllmCommand": list(args.vllm_command),
         })
 
     def outputs(self) -> dict[str, Any]:
