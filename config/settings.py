@@ -13,9 +13,9 @@ Secrets (``apiKey``, ``hfToken``, ``modelscopeToken``) are deliberately *not* fi
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from config import rules, values
@@ -194,19 +194,12 @@ class StackConfig(BaseModel):
         description="Stop the instance after this many minutes without requests (default: off); "
         "`tools/wake` starts it again.",
     )
-    replicas: int = Field(
-        1,
-        description=f"Identical hosts serving the model behind one load balancer: 1 (one host, "
-        f"as without this key) or 2 to {MAX_REPLICAS} (an Auto Scaling group of hosts made from one "
-        "baked image, behind an Application Load Balancer; see README, Replicas).",
-    )
+    replicas: Annotated[int, BeforeValidator(values.replicas)] = Field(1, description=f"Identical hosts behind one load balancer: 1 (one host) or 2 to "
+                           f"{MAX_REPLICAS} (an Auto Scaling group from one baked image; README, Replicas).")
     drain_seconds: int = Field(
-        DEFAULT_DRAIN_SECONDS,
-        ge=0,
-        le=MAX_DRAIN_SECONDS,
-        description="With replicas: how long the load balancer lets a retiring replica finish its "
-        "requests in flight (the target group's deregistration delay) before it is stopped; the "
-        "longest stream you want to survive an update.",
+        DEFAULT_DRAIN_SECONDS, ge=0, le=MAX_DRAIN_SECONDS,
+        description="With replicas: how long a retiring replica may finish its requests in flight (the "
+        "target group's deregistration delay); the longest stream an update should not cut.",
     )
     ami: str = Field(
         "dlami",
@@ -322,11 +315,6 @@ class StackConfig(BaseModel):
     @classmethod
     def _nodes(cls, value: Any) -> Any:
         return values.nodes(value)
-
-    @field_validator("replicas", mode="before")
-    @classmethod
-    def _replicas(cls, value: Any) -> Any:
-        return values.replicas(value)
 
     @field_validator("rope_scaling")
     @classmethod

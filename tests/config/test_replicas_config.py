@@ -22,7 +22,8 @@ def test_one_replica_and_the_aws_drain_default_unless_asked():
 @pytest.mark.parametrize("bad", [0, -2, 33, True, "two", 1.5])
 def test_replicas_outside_one_to_32_is_refused_with_the_value_and_a_fix(bad):
     (message,) = problems(replicas=bad)
-    assert f"vllm-deploy:replicas={bad!r}" in message and "pulumi config set replicas 1" in message
+    fix = "write the number itself" if bad is True else "pulumi config set replicas 1"
+    assert f"vllm-deploy:replicas={bad!r}" in message and fix in message
 
 
 @pytest.mark.parametrize(
