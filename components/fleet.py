@@ -92,6 +92,13 @@ class VllmFleet(pulumi.ComponentResource):
         api_key = args.api_key if args.api_key is not None else generated_api_key(self, name)
         self.region = aws.get_region(opts=lookups).region
         network = fleet_network(settings, plan.instance.name, lookups)
+        if settings.monitoring:
+            pulumi.log.warn(
+                "vllm-deploy:monitoring=true: a fleet runs no Prometheus or Grafana on its replicas (hosts "
+                "come and go); their metrics in CloudWatch are not built yet. Set monitoring to false to "
+                "silence this, or use the load balancer's and Auto Scaling group's own CloudWatch metrics",
+                resource=self,
+            )
 
         bake = bake_files(
             settings, plan, vllm_argv=args.vllm_command, limits=args.proxy_limits, region=self.region,

@@ -90,7 +90,9 @@ def bake_files(
 ) -> BakeInputs:
     """The replica's files from fleet-host's renderer, and the ALB/nginx keep-alive pair derived
     from one value (P1), with the image's hash."""
-    site = site_for_stack(settings, limits, vllm_port=VLLM_PORT)
+    # No Grafana behind a replica's nginx: a fleet's metrics are the CloudWatch side's (issue 25),
+    # and a /grafana/ location with nothing behind it would answer 502.
+    site = site_for_stack(settings.model_copy(update={"monitoring": False}), limits, vllm_port=VLLM_PORT)
     alb_idle, nginx_keepalive = replica.keepalive_timeouts(site.upstream_read_timeout_s)
     replica_settings = replica.ReplicaSettings(
         region=region,

@@ -49,6 +49,12 @@ def test_without_the_host_side_a_fleet_is_refused_before_any_resource(program):
     assert run.cloud_resources == []
 
 
+def test_a_fleet_says_it_runs_no_prometheus_or_grafana(program, built):
+    run = prod_fleet(program)
+    assert any("monitoring=true" in line and "CloudWatch" in line for line in run.logs)
+    assert not run.of_type("docker:index/container:Container")
+
+
 def test_one_replica_is_the_single_host(program, built):
     run = program({**stack_config("prod"), "replicas": 1}, stack="prod")
     assert not run.of_type(ASG) and not run.of_type(ALB) and len(run.of_type(INSTANCE)) == 1
