@@ -9,8 +9,10 @@ readiness bound plus boot time. Drain (P7): the target group deregisters first (
 then the terminate hook `vllm-terminate` lets the replica stop vLLM and complete the action.
 Updates (P14, P15): the group pins the template's version number (never $Latest), so every
 template change starts an instance refresh that launches new replicas before retiring old ones
-(minimum healthy 100 %, maximum 200 %) and rolls back on failure; while old and new overlap the
-account needs `replicas` more instances of the type (its vCPU quota: `refreshSurge`).
+(minimum healthy 100 %, maximum 200 %) and rolls back on failure; `pulumi up` then waits for
+that refresh (components/local/wait_for_refresh.py) and fails when it does not succeed. While old
+and new overlap the account needs `replicas` more instances of the type (its vCPU quota:
+`refreshSurge`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_command as command
 
 from components import fleet_access
 from components.fleet_bake import (
@@ -27,6 +30,7 @@ from components.fleet_bake import (
 )
 from components.fleet_image import FleetImage
 from components.naming import child, component_type, default_tags
+from components.host_setup import PROJECT_ROOT
 from config.settings import StackConfig
 from sizing.plan import SizingPlan
 
@@ -44,6 +48,9 @@ INSTANCE_WARMUP_S = 60
 BOOT_MARGIN_MINUTES = 15
 REFRESH_MIN_HEALTHY_PCT = 100
 REFRESH_MAX_HEALTHY_PCT = 200
+
+
+WAIT_FOR_REFRESH = PROJECT_ROOT / "components" / "local" / "wait_for_refresh.py"
 
 
 def group_name(stack: str) -> str:
@@ -135,6 +142,7 @@ class FleetGroup(pulumi.ComponentResource):
             ],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[parameter]),
         )
+        self._wait_for_refresh(name, args, group, template)
         self.group_name = group.name
         self.launch_template_version = template.latest_version
         self.api_key_parameter_name = parameter.name
@@ -143,6 +151,28 @@ class FleetGroup(pulumi.ComponentResource):
             "launchTemplateVersion": self.launch_template_version,
             "apiKeyParameter": self.api_key_parameter_name,
         })
+
+    def _wait_for_refresh(
+        self, name: str, args: FleetGroupArgs, group: aws.autoscaling.Group, template: aws.ec2.LaunchTemplate
+    ) -> command.local.Command:
+        """`pulumi up` waits for the refresh a new template version starts, and fails when it does
+        not succeed (the provider does not wait, P14). It runs again with each new version."""
+        settings = args.settings
+        timeout_s = capacity_wait_minutes(settings) * 60 + settings.drain_seconds + terminate_hook_timeout_s(
+            settings.drain_seconds
+        )
+        return command.local.Command(
+            child(name, "refresh-wait"),
+            # Relative and `python3` from PATH, as the reboot pause: the state stays the same on any machine.
+            create=f"python3 {WAIT_FOR_REFRESH.relative_to(PROJECT_ROOT)}",
+            environment={"GROUP_NAME": group.name, "AWS_REGION": args.region, "TIMEOUT_SECONDS": str(timeout_s)},
+            triggers=[template.latest_version],
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(
+                parent=self, depends_on=[group],
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{timeout_s // 60 + 5}m", update=f"{timeout_s // 60 + 5}m"),
+            ),
+        )
 
     def _launch_template(
         self, name: str, args: FleetGroupArgs, profile: aws.iam.InstanceProfile, security_group: aws.ec2.SecurityGroup

@@ -128,6 +128,10 @@ def test_a_refresh_launches_before_it_retires_on_a_pinned_template_version(progr
     assert refresh["strategy"] == "Rolling"
     prefs = refresh["preferences"]
     assert prefs["minHealthyPercentage"] == 100 and prefs["maxHealthyPercentage"] == 200 and prefs["autoRollback"]
+    # `pulumi up` waits for the refresh each new template version starts.
+    waiter = run.named("vllm-replicas-refresh-wait")
+    assert waiter.depends_on(group) and waiter.plain["create"].endswith("components/local/wait_for_refresh.py")
+    assert waiter.plain["environment"]["GROUP_NAME"] == group.plain["name"] and waiter.plain["triggers"] == [1]
     surge = run.exports["refreshSurge"].value
     assert surge["extraInstances"] == 3 and surge["extraGpus"] == 3 * run.exports["sizing"].value["gpus"]
     assert surge["peakVcpus"] == 2 * surge["extraVcpus"] > 0
