@@ -20,8 +20,8 @@ from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs
 from components.naming import child, component_type
 from components.placement import choose_subnet
 from components.proxy import NginxProxy, NginxProxyArgs
-from components.stack_resources import generated_api_key, tagged_provider
 from components.ray_cluster import RayHead, RayWorker, RayWorkerArgs, node_name, ray_nodes
+from components.stack_resources import generated_api_key, tagged_provider
 from components.vllm_server import VllmServer, VllmServerArgs
 from config.settings import StackConfig
 from serving.cluster_network import EFA_HOST_MOUNT, efa_interfaces, nccl_environment

@@ -29,8 +29,8 @@ from components.fleet_bake import (
     LAUNCH_HOOK, TERMINATE_HOOK, api_key_parameter, launch_hook_timeout_s, terminate_hook_timeout_s,
 )
 from components.fleet_image import FleetImage
-from components.naming import child, component_type, default_tags
 from components.host_setup import PROJECT_ROOT
+from components.naming import child, component_type, default_tags
 from config.settings import StackConfig
 from sizing.plan import SizingPlan
 
