@@ -8,7 +8,6 @@ from typing import Any, Optional
 import pulumi
 import pulumi_aws as aws
 import pulumi_docker as docker
-import pulumi_random as random
 
 from components.benchmark import VllmBenchmark, VllmBenchmarkArgs
 from components.cluster import ClusterNetwork, ClusterNetworkArgs
@@ -18,10 +17,11 @@ from components.host_handle import HostHandle
 from components.host_setup import HostSetup, HostSetupArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs, find_model_volume
-from components.naming import child, component_type, default_tags
+from components.naming import child, component_type
 from components.placement import choose_subnet
 from components.proxy import NginxProxy, NginxProxyArgs
 from components.ray_cluster import RayHead, RayWorker, RayWorkerArgs, node_name, ray_nodes
+from components.stack_resources import generated_api_key, tagged_provider
 from components.vllm_server import VllmServer, VllmServerArgs
 from config.settings import StackConfig
 from serving.cluster_network import EFA_HOST_MOUNT, efa_interfaces, nccl_environment
@@ -367,23 +367,7 @@ class VllmDeployment(pulumi.ComponentResource):
         )
 
     def _tagged_provider(self, name: str, settings: dict[str, Any]) -> aws.Provider:
-        """The stack's own AWS settings, plus our tags on everything it creates (merged with
-        any aws:defaultTags the stack sets)."""
-        theirs = settings.pop("default_tags", None) or {}
-        tags = {**(theirs.get("tags") or {}), **default_tags()}
-        return aws.Provider(
-            child(name, "aws"),
-            **settings,
-            default_tags=aws.ProviderDefaultTagsArgs(tags=tags),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
+        return tagged_provider(self, name, settings)
 
     def _generated_api_key(self, name: str) -> pulumi.Output[str]:
-        password = random.RandomPassword(
-            child(name, "api-key"),
-            length=48,
-            special=False,  # safe in an Authorization header and a shell variable
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        # Secret here, not only by the provider's schema: nothing downstream may see it plain.
-        return pulumi.Output.secret(password.result)
+        return generated_api_key(self, name)

@@ -53,6 +53,10 @@ class GpuHostArgs:
     """A worker node: the head's image, key and profile instead of its own."""
     serves_endpoint: bool = True
     """The node nginx runs on: HTTPS (and HTTP) open to allowedCidrs. Workers only take SSH."""
+    rebuild_key: Optional[str] = None
+    """A fleet's image builder (components.fleet_image): the instance is replaced (provisioned
+    from scratch) whenever this key changes, and is stopped between runs by design, so a stopped
+    instance is not refused. None for a serving host."""
 
 
 class GpuHost(pulumi.ComponentResource):
@@ -78,7 +82,8 @@ class GpuHost(pulumi.ComponentResource):
         self._name = name
         settings, plan = args.settings, args.plan
 
-        self._refuse_a_stopped_host()
+        if args.rebuild_key is None:
+            self._refuse_a_stopped_host()
         subnet = args.subnet or choose_subnet(settings, plan.instance.name, args.model_volume, self)
         security_group = host_access.security_group(self, name, settings, subnet.vpc_id, args.serves_endpoint)
         if args.shared is None:
@@ -90,7 +95,7 @@ class GpuHost(pulumi.ComponentResource):
             shared = args.shared
         groups = [security_group.id, *([args.cluster.security_group_id] if args.cluster else [])]
         efa = self._efa_interfaces(args.cluster, subnet.id, groups)
-        instance = self._instance(plan, settings, shared, subnet.id, groups, args.cluster, efa)
+        instance = self._instance(plan, settings, shared, subnet.id, groups, args.cluster, efa, args.rebuild_key)
         address, attached_ip = self._elastic_ip(instance, efa[0] if efa else None)
         private_key = shared.private_key
 
@@ -222,6 +227,7 @@ class GpuHost(pulumi.ComponentResource):
         groups: list[pulumi.Output[str]],
         cluster: Optional[ClusterMembership],
         efa: list[aws.ec2.NetworkInterface],
+        rebuild_key: Optional[str] = None,
     ) -> aws.ec2.Instance:
         market = None
         if settings.spot:
@@ -285,6 +291,7 @@ class GpuHost(pulumi.ComponentResource):
                 # A new type is a new host: say "replace" in preview rather than an in-place
                 # stop/modify/start that AWS may refuse mid-way. (A new image always replaces.)
                 replace_on_changes=["instanceType"],
+                replacement_trigger=rebuild_key,
                 ignore_changes=["associatePublicIpAddress"],
                 # Two GPU hosts at once would need twice the vCPU quota many accounts lack.
                 delete_before_replace=True,

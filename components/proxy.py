@@ -18,10 +18,10 @@ from typing import Optional
 
 import pulumi
 import pulumi_docker as docker
-import pulumi_tls as tls
 
 import pulumi_command as command
 
+from components.certificates import stack_certificates
 from components.docker_host import INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
@@ -35,10 +35,6 @@ PROXY_CONTAINER_NAME = "vllm-proxy"
 # letsencrypt while the old proxy still runs.
 ACME_WEBROOT = "/var/lib/vllm-deploy/acme-webroot"
 LETSENCRYPT_DIR = "/etc/letsencrypt"
-CA_VALIDITY_HOURS = 10 * 365 * 24
-SERVER_CERT_VALIDITY_HOURS = 365 * 24
-# `pulumi up` within 30 days of expiry issues a new server certificate.
-SERVER_CERT_EARLY_RENEWAL_HOURS = 30 * 24
 
 
 
@@ -155,48 +151,8 @@ class NginxProxy(pulumi.ComponentResource):
         self, settings: StackConfig, public_ip: pulumi.Input[str]
     ) -> tuple[pulumi.Output[str], pulumi.Output[str], pulumi.Output[str]]:
         """A stack-local CA and a server certificate it signs for the IP (and domain)."""
-        ca_key = tls.PrivateKey(
-            child(self._name, "ca-key"),
-            algorithm="ECDSA",
-            ecdsa_curve="P256",
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        ca = tls.SelfSignedCert(
-            child(self._name, "ca"),
-            private_key_pem=pulumi.Output.secret(ca_key.private_key_pem),
-            is_ca_certificate=True,
-            validity_period_hours=CA_VALIDITY_HOURS,
-            allowed_uses=["cert_signing", "crl_signing"],
-            subject=tls.SelfSignedCertSubjectArgs(
-                common_name=f"vllm-deploy {pulumi.get_stack()} CA", organization="vllm-deploy"
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        server_key = tls.PrivateKey(
-            child(self._name, "server-key"),
-            algorithm="ECDSA",
-            ecdsa_curve="P256",
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        request = tls.CertRequest(
-            child(self._name, "server-csr"),
-            private_key_pem=pulumi.Output.secret(server_key.private_key_pem),
-            subject=tls.CertRequestSubjectArgs(
-                common_name=settings.domain or public_ip, organization="vllm-deploy"
-            ),
-            ip_addresses=[public_ip],
+        certs = stack_certificates(
+            self, self._name, common_name=settings.domain or public_ip, ip_addresses=[public_ip],
             dns_names=[settings.domain] if settings.domain else None,
-            opts=pulumi.ResourceOptions(parent=self),
         )
-        server = tls.LocallySignedCert(
-            child(self._name, "server-cert"),
-            cert_request_pem=request.cert_request_pem,
-            ca_private_key_pem=pulumi.Output.secret(ca_key.private_key_pem),
-            ca_cert_pem=ca.cert_pem,
-            validity_period_hours=SERVER_CERT_VALIDITY_HOURS,
-            early_renewal_hours=SERVER_CERT_EARLY_RENEWAL_HOURS,
-            allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        chain = pulumi.Output.concat(server.cert_pem, ca.cert_pem)
-        return ca.cert_pem, chain, pulumi.Output.secret(server_key.private_key_pem)
+        return certs.ca_cert_pem, certs.chain_pem, certs.server_key_pem

@@ -26,3 +26,13 @@ ROPE_TYPES = ("yarn", "linear", "dynamic", "longrope", "llama3")
 # vLLM 0.33 creates no stat loggers, so no `vllm:` Prometheus metrics, with this flag
 # (vllm/v1/engine/async_llm.py: log_stats=not engine_args.disable_log_stats).
 DISABLE_LOG_STATS = "--disable-log-stats"
+
+# Replicas (issue 25): the most identical hosts one fleet runs behind its load balancer. The
+# Auto Scaling group itself allows more; the bound keeps a typo (100) from asking for a
+# hundred GPU hosts, and an instance refresh needs as many again while old and new overlap.
+MAX_REPLICAS = 32
+# The ALB's deregistration delay bounds the drain (fleet-pitfalls P7): 0 to 3600 s (AWS, "Edit
+# target group attributes", deregistration_delay.timeout_seconds). 300 s is AWS's own default,
+# long enough for a typical stream (a few thousand tokens at tens of tokens/s) to finish.
+DEFAULT_DRAIN_SECONDS = 300
+MAX_DRAIN_SECONDS = 3600

@@ -32,6 +32,9 @@ class CrossKeyValues(Protocol):
     nodes: Union[Literal["auto"], int]
     idle_stop_minutes: Optional[int]
     vllm_extra_args: list[str]
+    replicas: int
+    spot: bool
+    subnet_id: Optional[str]
 
     @property
     def grafana_cidrs(self) -> list[str]: ...
@@ -46,6 +49,8 @@ def check_all(config: CrossKeyValues) -> None:
         _grafana_reachable(config)
     _pipeline_matches_nodes(config)
     _idle_stop_needs_metrics(config)
+    if config.replicas > 1:
+        _replicas_alone(config)
 
 
 def _letsencrypt_needs_domain(config: CrossKeyValues) -> None:
@@ -95,4 +100,38 @@ def _idle_stop_needs_metrics(config: CrossKeyValues) -> None:
             f"{NAMESPACE}:idleStopMinutes={config.idle_stop_minutes} reads vLLM's request metrics, "
             f"which {DISABLE_LOG_STATS} in vllmExtraArgs turns off (the host would never look "
             f"idle); remove {DISABLE_LOG_STATS} from vllmExtraArgs, or unset idleStopMinutes"
+        )
+
+
+def _replicas_alone(config: CrossKeyValues) -> None:
+    """What a fleet (replicas >= 2) cannot be combined with yet, each with the key to change."""
+    n = f"{NAMESPACE}:replicas={config.replicas}"
+    if config.nodes != 1:
+        raise ValueError(
+            f"{n} with nodes={config.nodes}: a fleet of multi-node (Ray) replicas is not supported "
+            "yet (it will come after single-host replicas have run in production); set nodes to 1 "
+            "(the model must then fit one instance), or replicas to 1"
+        )
+    if config.idle_stop_minutes is not None:
+        raise ValueError(
+            f"{n} with idleStopMinutes={config.idle_stop_minutes}: a replica that stops itself is "
+            "replaced by the Auto Scaling group (it keeps `replicas` hosts running); unset "
+            "idleStopMinutes, or set replicas to 1"
+        )
+    if config.spot:
+        raise ValueError(
+            f"{n} with spot=true: a spot fleet needs a mixed-instances group and a two-minute drain "
+            "bound, which are not built yet; set spot to false, or replicas to 1"
+        )
+    if config.tls == "letsencrypt":
+        raise ValueError(
+            f"{n} with tls=letsencrypt: the load balancer terminates TLS with an ACM certificate "
+            "(DNS-validated for `domain` when the account has its Route 53 zone); set tls to "
+            "self-signed (clients keep using caCertificate unless domain is set), or replicas to 1"
+        )
+    if config.subnet_id:
+        raise ValueError(
+            f"{n} with subnetId={config.subnet_id!r}: a fleet spreads over one subnet per zone "
+            "(the load balancer needs two zones at least); remove subnetId and set vpcId to the "
+            "subnet's VPC, or set replicas to 1"
         )

@@ -13,17 +13,20 @@ Secrets (``apiKey``, ``hfToken``, ``modelscopeToken``) are deliberately *not* fi
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from config import rules, values
 from config.access import THIS_MACHINE, cidr_list
 from config.constants import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_DRAIN_SECONDS,
     DEFAULT_MAX_MODEL_LEN_CAP,
+    MAX_DRAIN_SECONDS,
     MAX_NODES,
+    MAX_REPLICAS,
     QUANTIZATIONS,
 )
 from config.images import DEFAULT_VLLM_IMAGE, pinned_image_ref
@@ -190,6 +193,13 @@ class StackConfig(BaseModel):
         le=10080,
         description="Stop the instance after this many minutes without requests (default: off); "
         "`tools/wake` starts it again.",
+    )
+    replicas: Annotated[int, BeforeValidator(values.replicas)] = Field(1, description=f"Identical hosts behind one load balancer: 1 (one host) or 2 to "
+                           f"{MAX_REPLICAS} (an Auto Scaling group from one baked image; README, Replicas).")
+    drain_seconds: int = Field(
+        DEFAULT_DRAIN_SECONDS, ge=0, le=MAX_DRAIN_SECONDS,
+        description="With replicas: how long a retiring replica may finish its requests in flight (the "
+        "target group's deregistration delay); the longest stream an update should not cut.",
     )
     ami: str = Field(
         "dlami",

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Any, Optional
 
-from config.constants import MAX_NODES, ROPE_TYPES, TENSOR_PARALLEL_SIZES
+from config.constants import MAX_NODES, MAX_REPLICAS, ROPE_TYPES, TENSOR_PARALLEL_SIZES
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _EC2_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
@@ -54,6 +54,18 @@ def nodes(value: Any) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_NODES:
         raise ValueError(f"must be auto or a whole number from 1 to {MAX_NODES}")
+    return value
+
+
+def replicas(value: Any) -> Any:
+    """A whole number from 1 to MAX_REPLICAS; runs before type checks, so "3" becomes 3."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPLICAS:
+        raise ValueError(
+            f"must be a whole number from 1 to {MAX_REPLICAS}: 1 serves from one host, 2 or more "
+            "from that many hosts behind a load balancer; pulumi config set replicas 1"
+        )
     return value
 
 

@@ -134,7 +134,15 @@ def _main(argv: Optional[list[str]]) -> int:
     parser.add_argument("stack", nargs="?", default="dev", help="stack name: reads Pulumi.<stack>.yaml (default dev)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (nginx config included)")
     parser.add_argument("--nginx", action="store_true", help="also print the proxy's nginx config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a stack value for this plan only, e.g. --set replicas=3 (repeatable)")
     args = parser.parse_args(argv)
+    overrides: dict[str, str] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set {item!r}: write KEY=VALUE, e.g. --set replicas=3")
+        overrides[key if ":" in key else f"{engine.PROJECT}:{key}"] = value
 
     stack = args.stack
     if stack.startswith("Pulumi.") and stack.endswith(".yaml"):  # the stack file's name works too
@@ -145,6 +153,7 @@ def _main(argv: Optional[list[str]]) -> int:
     except StackFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    config.update(overrides)
     region = str(config.get("aws:region") or DEFAULT_REGION)
     placeholder_ip = None
     if not os.environ.get("VLLM_DEPLOY_PUBLIC_IP"):

@@ -81,10 +81,20 @@ def to_text(summary: PlanSummary, out: TextIO, *, nginx: bool = False) -> None:
     cost = _cost(summary)
     if cost is not None:
         console.print(cost)
-        several = summary.cost.public_ipv4_addresses > 1
-        console.print(Text(f"  stopped instance{'s' if several else ''}: "
-                           f"{_money(summary.cost.stopped_usd_per_month, 2)}/month "
-                           f"(the volumes and the Elastic IP{'s' if several else ''} still bill)"))
+        surge = summary.outputs.get("refreshSurge")
+        if isinstance(surge, dict):  # a fleet never stops; an update briefly doubles it
+            console.print(Text(
+                f"  fleet: {summary.cost.instances} replicas; the stopped image builder's volumes and address "
+                "are in the volumes and IPv4 lines. An update (instance refresh) launches "
+                f"{surge['extraInstances']} more instances ({surge['extraGpus']} GPUs, {surge['extraVcpus']} "
+                f"vCPUs; {surge['peakVcpus']} vCPUs at the peak) until the old ones retire: the account's "
+                "on-demand vCPU quota for the family must allow it"
+            ))
+        else:
+            several = summary.cost.public_ipv4_addresses > 1
+            console.print(Text(f"  stopped instance{'s' if several else ''}: "
+                               f"{_money(summary.cost.stopped_usd_per_month, 2)}/month "
+                               f"(the volumes and the Elastic IP{'s' if several else ''} still bill)"))
         for source in summary.cost.to_dict()["sources"]:
             console.print(Text(f"  source: {source}"))
         console.print()

@@ -58,6 +58,21 @@ KEY_INPUTS: dict[str, tuple[str, ...]] = {
     CONTAINER: ("name", "gpus", "networkMode", "ports"),
     "command:remote:Command": ("create",),
     "command:remote:CopyToRemote": ("source", "remotePath"),
+    "aws:autoscaling/group:Group": (
+        "desiredCapacity", "healthCheckType", "launchTemplate.version",
+        "instanceRefresh.preferences.minHealthyPercentage", "instanceRefresh.preferences.maxHealthyPercentage",
+    ),
+    "aws:ec2/launchTemplate:LaunchTemplate": (
+        "instanceType", "metadataOptions.httpTokens", "metadataOptions.httpPutResponseHopLimit",
+    ),
+    "aws:ec2/amiFromInstance:AmiFromInstance": ("name",),
+    "aws:ec2transitgateway/instanceState:InstanceState": ("state",),
+    "aws:lb/loadBalancer:LoadBalancer": ("loadBalancerType", "idleTimeout"),
+    "aws:lb/targetGroup:TargetGroup": ("protocol", "port", "deregistrationDelay", "healthCheck.path"),
+    "aws:lb/listener:Listener": ("port", "protocol", "sslPolicy"),
+    "aws:lb/listenerRule:ListenerRule": ("priority",),
+    "aws:acm/certificate:Certificate": ("domainName", "validationMethod"),
+    "aws:ssm/parameter:Parameter": ("name", "type"),
     "pulumi:providers:aws": ("region",),
     "pulumi:providers:docker": ("host",),
 }
@@ -186,9 +201,33 @@ def nginx_config(run: ProgramRun) -> Optional[str]:
     return None
 
 
+def _fleet(run: ProgramRun) -> Optional[Registered]:
+    found = run.of_type(component_type("VllmFleet"))
+    return found[0] if found else None
+
+
+def fleet_cost(fleet: Registered) -> HostCost:
+    """A fleet's bill as the fleet component registered it (its replicas are the Auto Scaling
+    group's, not recorded instances): replicas, their volumes and addresses, the stopped builder,
+    the load balancer."""
+    cost = fleet.outputs["costBreakdown"]
+    return HostCost(
+        instance_usd_per_hour=cost.get("instancePerHour"),
+        volume_gb=int(cost["volumeGb"]),
+        public_ipv4_addresses=int(cost["publicIpv4Addresses"]),
+        spot=bool(cost.get("spot")),
+        load_balancers=int(cost.get("loadBalancers", 0)),
+        instances=int(cost.get("instances", 1)),
+    )
+
+
 def host_cost(run: ProgramRun) -> Optional[HostCost]:
     """The bill of the recorded hosts: the instances' price (the sizing's, all nodes together),
-    their root volumes plus the model volumes, and one public IPv4 address per Elastic IP."""
+    their root volumes plus the model volumes, and one public IPv4 address per Elastic IP. A
+    fleet: fleet_cost."""
+    fleet = _fleet(run)
+    if fleet is not None:
+        return fleet_cost(fleet)
     instances = run.of_type(INSTANCE)
     sizing = run.exports.get("sizing")
     if not instances or sizing is None:
@@ -216,14 +255,20 @@ def summarize(run: ProgramRun, stack: str, notes: Optional[list[str]] = None) ->
     """The plan of a run that succeeded (run.error is None)."""
     vllm = _container(run, CONTAINER_NAME)
     sizing = run.exports.get("sizing")
+    fleet = _fleet(run)
+    if fleet is not None:  # the replicas' argv is baked into the image, the same as a host's
+        image, argv = fleet.outputs.get("vllmImage"), fleet.outputs.get("vllmCommand") or []
+    else:
+        image = _image_of(run, vllm) if vllm else None
+        argv = vllm.inputs.get("command") or [] if vllm else []
     return PlanSummary(
         stack=stack,
         sizing=sizing.value if sizing is not None else None,
         report=[line.message for line in run.log if line.severity == "info"],
         warnings=[line.message for line in run.log if line.severity != "info"],
         resources=resource_rows(run),
-        vllm_image=_image_of(run, vllm) if vllm else None,
-        vllm_argv=[str(a) for a in shown(vllm.inputs.get("command") or [])] if vllm else [],
+        vllm_image=image,
+        vllm_argv=[str(a) for a in shown(argv)],
         nginx_config=nginx_config(run),
         cost=host_cost(run),
         outputs={name: _output(export) for name, export in run.exports.items()},

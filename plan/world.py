@@ -37,6 +37,8 @@ class AwsWorld:
         # Empty: a stack deployed for the first time.
         self.instances: list[dict[str, Any]] = []
         self.volumes: list[dict[str, Any]] = []
+        # Route 53 public hosted zones of the account: name -> zone id. Empty: none.
+        self.hosted_zones: dict[str, str] = {}
 
     def subnet_id(self, zone: str) -> str:
         """The subnet the world has in `zone`."""
@@ -126,7 +128,10 @@ def _subnets(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
 
 def _subnet(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
     subnet_id = args.get("id") or world.subnet_id(world.zones[0])
-    return {"id": subnet_id, "availabilityZone": world.zone_of_subnet(subnet_id), "vpcId": world.default_vpc_id}
+    zone = world.zone_of_subnet(subnet_id)
+    index = world.zones.index(zone) if zone in world.zones else len(world.zones)
+    return {"id": subnet_id, "availabilityZone": zone, "vpcId": world.default_vpc_id,
+            "cidrBlock": f"172.31.{16 * index}.0/20"}  # the default VPC's layout
 
 
 def _zones(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
@@ -174,6 +179,13 @@ def _volume(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
             "size": volume["size"], "encrypted": True, "volumeType": "gp3", "tags": volume.get("tags", {})}
 
 
+def _hosted_zone(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
+    name = str(args.get("name", "")).rstrip(".")
+    if name not in world.hosted_zones:
+        raise InvokeFailure("no matching Route 53 Hosted Zone found")
+    return {"zoneId": world.hosted_zones[name], "id": world.hosted_zones[name], "name": name}
+
+
 _INVOKES: dict[str, Callable[[AwsWorld, dict[str, Any]], dict[str, Any]]] = {
     "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": _offerings,
     "aws:ec2/getAmi:getAmi": _ami,
@@ -187,4 +199,5 @@ _INVOKES: dict[str, Callable[[AwsWorld, dict[str, Any]], dict[str, Any]]] = {
     "aws:ec2/getInstances:getInstances": _instances,
     "aws:ebs/getEbsVolumes:getEbsVolumes": _ebs_volumes,
     "aws:ebs/getVolume:getVolume": _volume,
+    "aws:route53/getZone:getZone": _hosted_zone,
 }

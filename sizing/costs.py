@@ -11,6 +11,10 @@ Prices (re-check before quoting; other regions differ):
   https://aws.amazon.com/vpc/pricing/ ("Public IPv4 address" tab) and the AWS News Blog
   "New – AWS Public IPv4 Address Charge + Public IP Insights" (2023-07-28).
 * the instance: the GPU catalog's on-demand price (sizing/catalog/SOURCES.md, 2026-07-20).
+* Application Load Balancer (replicas): $0.0225 per ALB-hour in US East (N. Virginia), plus
+  $0.008 per LCU-hour, which depends on traffic and is not counted here,
+  https://aws.amazon.com/elasticloadbalancing/pricing/ (Application Load Balancer tab); its
+  public IPv4 addresses (one per zone) are billed as above.
 * a month is 730 hours, the convention of AWS's pricing pages and Pricing Calculator.
 """
 
@@ -21,12 +25,17 @@ from typing import Any, Optional
 
 GP3_USD_PER_GB_MONTH = 0.08
 PUBLIC_IPV4_USD_PER_HOUR = 0.005
+ALB_USD_PER_HOUR = 0.0225
 HOURS_PER_MONTH = 730
 PRICE_SOURCES = (
     "instance: sizing/catalog/aws-gpu-instances.csv (Linux on-demand, us-east-1, 2026-07-20)",
     "gp3 volume: $0.08/GB-month, https://aws.amazon.com/ebs/pricing/ (us-east-1)",
     "public IPv4: $0.005/h per address since 2024-02-01, https://aws.amazon.com/vpc/pricing/",
     "month = 730 hours (AWS Pricing Calculator convention)",
+)
+ALB_PRICE_SOURCE = (
+    "application load balancer: $0.0225/h + $0.008 per LCU-hour (LCUs not counted), "
+    "https://aws.amazon.com/elasticloadbalancing/pricing/ (us-east-1)"
 )
 
 
@@ -41,6 +50,12 @@ class HostCost:
     volume_gb: int  # the gp3 volumes together (root + model), in GB as EBS bills it (10**9 bytes)
     public_ipv4_addresses: int = 1
     spot: bool = False
+    load_balancers: int = 0  # Application Load Balancers (replicas), their hourly part
+    instances: int = 1  # how many instances instance_usd_per_hour pays for (replicas)
+
+    @property
+    def load_balancer_usd_per_hour(self) -> float:
+        return self.load_balancers * ALB_USD_PER_HOUR
 
     @property
     def volume_usd_per_hour(self) -> float:
@@ -54,12 +69,16 @@ class HostCost:
     def total_usd_per_hour(self) -> Optional[float]:
         if self.instance_usd_per_hour is None:
             return None
-        return self.instance_usd_per_hour + self.volume_usd_per_hour + self.public_ipv4_usd_per_hour
+        return (
+            self.instance_usd_per_hour + self.volume_usd_per_hour + self.public_ipv4_usd_per_hour
+            + self.load_balancer_usd_per_hour
+        )
 
     @property
     def stopped_usd_per_hour(self) -> float:
-        """What a stopped instance still costs per hour: the volumes and the Elastic IP."""
-        return self.volume_usd_per_hour + self.public_ipv4_usd_per_hour
+        """What a stopped instance still costs per hour: the volumes and the Elastic IP (and a
+        fleet's load balancer, which a fleet never stops)."""
+        return self.volume_usd_per_hour + self.public_ipv4_usd_per_hour + self.load_balancer_usd_per_hour
 
     @property
     def total_usd_per_month(self) -> Optional[float]:
@@ -74,18 +93,29 @@ class HostCost:
     def lines(self) -> list[tuple[str, Optional[float], Optional[float]]]:
         """(item, USD per hour, USD per month) rows, the total last."""
         instance = self.instance_usd_per_hour
+        label = "instance (on-demand)" if not self.spot else "instance (on-demand: the spot ceiling)"
+        if self.instances > 1:
+            label = f"instances x{self.instances} (on-demand)"
         rows = [
-            ("instance (on-demand)" if not self.spot else "instance (on-demand: the spot ceiling)",
-             instance, None if instance is None else instance * HOURS_PER_MONTH),
+            (label, instance, None if instance is None else instance * HOURS_PER_MONTH),
             (f"gp3 volumes {self.volume_gb} GB", self.volume_usd_per_hour, self.volume_gb * GP3_USD_PER_GB_MONTH),
             (f"public IPv4 x{self.public_ipv4_addresses}", self.public_ipv4_usd_per_hour,
              self.public_ipv4_usd_per_hour * HOURS_PER_MONTH),
         ]
+        if self.load_balancers:
+            rows.append((f"application load balancer x{self.load_balancers} (LCUs extra)",
+                         self.load_balancer_usd_per_hour, self.load_balancer_usd_per_hour * HOURS_PER_MONTH))
         rows.append(("total", self.total_usd_per_hour, self.total_usd_per_month))
         return rows
 
     def to_dict(self) -> dict[str, Any]:
+        fleet = {} if not self.load_balancers else {
+            "instances": self.instances,
+            "loadBalancers": self.load_balancers,
+            "loadBalancerPerHour": self.load_balancer_usd_per_hour,
+        }
         return {
+            **fleet,
             "currency": "USD",
             "instancePerHour": self.instance_usd_per_hour,
             "spot": self.spot,
@@ -97,7 +127,7 @@ class HostCost:
             "totalPerMonth": self.total_usd_per_month,
             "stoppedPerMonth": self.stopped_usd_per_month,
             "hoursPerMonth": HOURS_PER_MONTH,
-            "sources": list(PRICE_SOURCES),
+            "sources": list(PRICE_SOURCES) + ([ALB_PRICE_SOURCE] if self.load_balancers else []),
         }
 
     def to_output(self) -> dict[str, Optional[float]]:
@@ -119,3 +149,24 @@ def host_cost(instance_usd_per_hour: Optional[float], volumes_gb: int, nodes: in
     """`nodes` hosts (each with its public IPv4 address: one Elastic IP per node) costing
     `instance_usd_per_hour` together, with `volumes_gb` GB of gp3 volumes in all."""
     return HostCost(instance_usd_per_hour=instance_usd_per_hour, volume_gb=volumes_gb, public_ipv4_addresses=nodes)
+
+
+def fleet_cost(
+    instance_usd_per_hour: Optional[float],
+    *,
+    replicas: int,
+    replica_volume_gb: int,
+    builder_volume_gb: int,
+    load_balancer_zones: int,
+) -> HostCost:
+    """A fleet: `replicas` instances at `instance_usd_per_hour` each, each with its volumes
+    (`replica_volume_gb`: root + model) and a public IPv4 address; the stopped builder's volumes
+    and Elastic IP (kept for the image, fleet-pitfalls P11); one load balancer with an address
+    per zone."""
+    return HostCost(
+        instance_usd_per_hour=None if instance_usd_per_hour is None else instance_usd_per_hour * replicas,
+        volume_gb=replicas * replica_volume_gb + builder_volume_gb,
+        public_ipv4_addresses=replicas + 1 + load_balancer_zones,
+        load_balancers=1,
+        instances=replicas,
+    )

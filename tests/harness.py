@@ -77,6 +77,32 @@ def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, A
         return {"stdout": bench.script_stdout(levels), "stderr": ""}
     if typ == "command:remote:Command":
         return {"stdout": "", "stderr": ""}
+    if typ == "aws:ec2/amiFromInstance:AmiFromInstance":
+        # What EC2 registers for an image of the builder: its root and model volumes' snapshots.
+        return {"rootDeviceName": "/dev/sda1", "ebsBlockDevices": [
+            {"deviceName": "/dev/sda1", "snapshotId": "snap-0root000000000000"},
+            {"deviceName": "/dev/sdf", "snapshotId": "snap-0models0000000000"},
+        ]}
+    if typ == "aws:ec2/launchTemplate:LaunchTemplate":
+        return {"latestVersion": 1, "arn": f"arn:aws:ec2:::launch-template/{name}"}
+    if typ == "aws:lb/loadBalancer:LoadBalancer":
+        # 76 characters: longer than X.509's 64-character common name (fleet-pitfalls P25).
+        return {"dnsName": "vllm-lb-alb-7f3a2b1-0123456789abcdef.us-east-1.elb.amazonaws.com",
+                "zoneId": "Z35SXDOTRQ7X7K", "arn": f"arn:aws:elasticloadbalancing:::loadbalancer/app/{name}"}
+    if typ == "aws:acm/certificate:Certificate" and inputs.get("validationMethod") == "DNS":
+        domain = inputs["domainName"]
+        return {"arn": f"arn:aws:mock:::{name}", "domainValidationOptions": [{
+            "domainName": domain, "resourceRecordName": f"_0a1b2c.{domain}.", "resourceRecordType": "CNAME",
+            "resourceRecordValue": "_3d4e5f.acm-validations.aws.",
+        }]}
+    if typ == "aws:acm/certificateValidation:CertificateValidation":
+        return {"certificateArn": inputs["certificateArn"]}
+    if typ == "aws:route53/record:Record":
+        return {"fqdn": str(inputs.get("name", "")).rstrip(".")}
+    if typ in ("aws:lb/targetGroup:TargetGroup", "aws:lb/listener:Listener", "aws:acm/certificate:Certificate"):
+        return {"arn": f"arn:aws:mock:::{name}"}
+    if typ == "aws:ssm/parameter:Parameter":
+        return {"arn": f"arn:aws:ssm:us-east-1:123456789012:parameter{inputs.get('name', '')}"}
     if typ == "docker:index/remoteImage:RemoteImage":
         return {"imageId": f"sha256:{'0' * 64}", "repoDigest": f"{inputs.get('name', '')}@sha256:{'1' * 64}"}
     return {}

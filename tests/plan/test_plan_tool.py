@@ -190,3 +190,46 @@ def test_tool_scripts_pass_shellcheck():
     proc = subprocess.run([found, "--external-sources", "--severity=style", *tools], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def fleet_plan(monkeypatch, tmp_path, replicas: int = 3):
+    """The prod stack at `replicas`, planned in-process as tools/plan does, in a build that has
+    the replicas' host side (the refusal gate opened)."""
+    import components.fleet_bake as fleet_bake
+
+    monkeypatch.setattr(fleet_bake, "host_side_missing", lambda: [])
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("VLLM_DEPLOY_PUBLIC_IP", DEPLOYER_IP)
+    config = {f"vllm-deploy:{k}": v for k, v in stack_config("prod").items() if ":" not in k}
+    run = engine.run_program(
+        {**config, "vllm-deploy:replicas": replicas, "aws:region": "us-east-1"}, secrets={"apiKey": API_KEY},
+        world=offline_world("us-east-1"), stack="prod", preview=True,
+    )
+    assert run.error is None, run.error
+    return summarize(run, "prod")
+
+
+def test_a_fleets_plan_shows_its_cost_with_the_balancer_and_the_refresh_surge(monkeypatch, tmp_path):
+    summary = fleet_plan(monkeypatch, tmp_path)
+    single = summary.sizing["hourlyPriceUsd"]
+    lines = {item: hourly for item, hourly, _ in summary.cost.lines()}
+    assert lines["instances x3 (on-demand)"] == pytest.approx(3 * single)
+    assert any(item.startswith("application load balancer") for item in lines)
+    assert lines["total"] > 3 * single
+    types = {row.type for row in summary.resources}
+    assert {"aws:autoscaling/group:Group", "aws:lb/loadBalancer:LoadBalancer", "aws:ec2/amiFromInstance:AmiFromInstance"} <= types
+    assert summary.vllm_argv and summary.vllm_image
+    text = tmp_path / "plan.txt"
+    with text.open("w") as out:
+        render.to_text(summary, out)
+    printed = text.read_text()
+    surge = summary.outputs["refreshSurge"]
+    assert f"launches {surge['extraInstances']} more instances" in printed and "vCPU quota" in printed
+    assert API_KEY not in printed and API_KEY not in render.to_json(summary)
+
+
+def test_set_overrides_a_stack_value_for_one_plan(clone, tmp_path):
+    result = plan_cli(clone, tmp_path, "prod", "--set", "replicas=0", public_ip=DEPLOYER_IP)
+    assert result.returncode == 1 and "vllm-deploy:replicas=0" in result.stderr
+    bad = plan_cli(clone, tmp_path, "prod", "--set", "replicas", public_ip=DEPLOYER_IP)
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr

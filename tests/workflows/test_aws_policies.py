@@ -44,6 +44,15 @@ INVOKE_ACTIONS: dict[str, tuple[set[str], str]] = {
     "aws:ebs/getVolume:getVolume": ({"ec2:DescribeVolumes"}, "ebs_volume_data_source.go"),
     "aws:index/getRegion:getRegion": (
         {"ec2:DescribeRegions"}, "meta/region_data_source.go: the configured region, checked against EC2's list"),
+    # A fleet (replicas >= 2): the account id for its lifecycle-hook ARN, the partition, the
+    # domain's hosted zone.
+    "aws:index/getCallerIdentity:getCallerIdentity": (
+        {"sts:GetCallerIdentity"}, "meta/caller_identity_data_source.go"),
+    "aws:index/getPartition:getPartition": (set(), "meta/partition_data_source.go: the provider's own config, no call"),
+    "aws:route53/getZone:getZone": (
+        {"route53:ListHostedZones", "route53:GetHostedZone", "route53:ListTagsForResource"},
+        "route53/zone_data_source.go: the zones listed and matched by name, then read with their tags "
+        "(from the provider's source as remembered, not re-read for this change)"),
 }
 # The provider itself, once per run: the account id (internal/conns/config.go,
 # GetAccountIDAndPartition; STS answers GetCallerIdentity for any identity).

@@ -1,0 +1,183 @@
+"""VllmFleet: `replicas` identical GPU hosts behind an Application Load Balancer (issue 25).
+
+    FleetImage (builder host -> replica files -> cleanup -> stopped -> AMI)
+        -> FleetGroup (API key parameter, instance profile, launch template, Auto Scaling group)
+    FleetLoadBalancer (ALB, HTTPS and HTTP listeners, certificate, target group) -> FleetGroup
+
+The replicas' boot, readiness and drain units come from the host side (serving/replica.py and
+components/scripts/replica/, fleet contract); `refuse_an_unbuilt_fleet()` stops a preview while
+they are missing from the build, so no half-built fleet reaches AWS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pulumi
+import pulumi_aws as aws
+
+from components import fleet_bake
+from components.fleet_bake import bake_files
+from components.fleet_group import REFRESH_MAX_HEALTHY_PCT, FleetGroup, FleetGroupArgs
+from components.fleet_image import FleetImage, FleetImageArgs
+from components.fleet_network import fleet_network, public_zone_of
+from components.host_setup import NVIDIA_DRIVER_BRANCH, model_dir_on_host
+from components.load_balancer import FleetLoadBalancer, FleetLoadBalancerArgs
+from components.model_volume import find_model_volume
+from components.naming import child, component_type
+from components.placement import choose_subnet
+from components.stack_resources import generated_api_key, tagged_provider
+from config.settings import StackConfig
+from serving.proxy_limits import ProxyLimits
+from sizing.costs import fleet_cost
+from sizing.plan import SizingPlan
+
+
+def refuse_an_unbuilt_fleet(settings: StackConfig) -> None:
+    """pulumi.RunError at preview, before any resource, when replicas >= 2 and the replicas'
+    host side is not in this build."""
+    missing = fleet_bake.host_side_missing() if settings.replicas > 1 else []
+    if missing:
+        raise pulumi.RunError(
+            f"vllm-deploy:replicas={settings.replicas}: the fleet is not deployable yet in this build: "
+            f"{'; '.join(missing)}. Without them the replicas would boot with no vLLM, no readiness "
+            "and no drain. Set replicas to 1 (one host) until the replica units are merged (issue 25)."
+        )
+
+
+def refresh_surge(settings: StackConfig, plan: SizingPlan) -> dict[str, int]:
+    """What an instance refresh needs on top of the fleet while old and new replicas overlap
+    (maximum healthy 200 %: a whole new set before the old one goes): instances, GPUs, vCPUs
+    (the account's on-demand vCPU quota for the family counts them, fleet-pitfalls P15)."""
+    extra = settings.replicas * (REFRESH_MAX_HEALTHY_PCT - 100) // 100
+    return {
+        "extraInstances": extra,
+        "extraGpus": extra * plan.instance.gpu_count,
+        "extraVcpus": extra * plan.instance.vcpus,
+        "peakVcpus": (settings.replicas + extra) * plan.instance.vcpus,
+    }
+
+
+@dataclass
+class VllmFleetArgs:
+    settings: StackConfig
+    plan: SizingPlan
+    vllm_command: list[str]
+    """`vllm serve` arguments (stack.preflight.vllm_command), as on a single host."""
+    proxy_limits: ProxyLimits
+    """The proxy's limits on the planned instance, as on a single host."""
+    api_key: Optional[pulumi.Output[str]] = None
+    hf_token: Optional[pulumi.Output[str]] = None
+    modelscope_token: Optional[pulumi.Output[str]] = None
+    aws_settings: Optional[dict[str, Any]] = None
+
+
+class VllmFleet(pulumi.ComponentResource):
+    endpoint: pulumi.Output[str]
+    api_key: pulumi.Output[str]
+    ca_certificate: Optional[pulumi.Output[str]]
+    region: str
+    image_id: pulumi.Output[str]
+    auto_scaling_group_name: pulumi.Output[str]
+    cost: dict[str, Optional[float]]
+
+    def __init__(self, name: str, args: VllmFleetArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(component_type("VllmFleet"), name, None, opts)
+        settings, plan, stack = args.settings, args.plan, pulumi.get_stack()
+        self._settings_replicas = settings.replicas
+        provider = tagged_provider(self, name, dict(args.aws_settings or {}))
+        in_aws = pulumi.ResourceOptions(parent=self, providers={"aws": provider})
+        lookups = pulumi.InvokeOptions(parent=self, provider=provider)
+        api_key = args.api_key if args.api_key is not None else generated_api_key(self, name)
+        self.region = aws.get_region(opts=lookups).region
+        network = fleet_network(settings, plan.instance.name, lookups)
+        if settings.monitoring:
+            pulumi.log.warn(
+                "vllm-deploy:monitoring=true: a fleet runs no Prometheus or Grafana on its replicas (hosts "
+                "come and go); their metrics in CloudWatch are not built yet. Set monitoring to false to "
+                "silence this, or use the load balancer's and Auto Scaling group's own CloudWatch metrics",
+                resource=self,
+            )
+
+        bake = bake_files(
+            settings, plan, vllm_argv=args.vllm_command, limits=args.proxy_limits, region=self.region,
+            stack=stack, model_host_dir=model_dir_on_host(settings),
+            alb_subnet_cidrs=network.load_balancer_cidrs, driver_branch=NVIDIA_DRIVER_BRANCH,
+        )
+        builder_name = child(name, "builder")
+        existing = find_model_volume(child(builder_name, "models"), lookups)
+        image = FleetImage(
+            builder_name,
+            FleetImageArgs(
+                settings=settings, plan=plan, bake=bake,
+                subnet=choose_subnet(settings, plan.instance.name, existing, self, provider),
+                model_volume=existing, hf_token=args.hf_token, modelscope_token=args.modelscope_token,
+            ),
+            in_aws,
+        )
+        balancer = FleetLoadBalancer(
+            child(name, "lb"),
+            FleetLoadBalancerArgs(
+                settings=settings, vpc_id=network.vpc_id, vpc_cidr=network.vpc_cidr,
+                subnet_ids=network.load_balancer_subnets, idle_timeout_s=bake.alb_idle_timeout_s,
+                route53_zone_id=public_zone_of(settings.domain, lookups),
+            ),
+            in_aws,
+        )
+        group = FleetGroup(
+            child(name, "replicas"),
+            FleetGroupArgs(
+                settings=settings, plan=plan, image=image, target_group_arn=balancer.target_group.arn,
+                load_balancer_group_id=balancer.security_group.id, vpc_id=network.vpc_id,
+                subnet_ids=network.replica_subnets, api_key=api_key, region=self.region,
+                account_id=aws.get_caller_identity(opts=lookups).account_id,
+                partition=aws.get_partition(opts=lookups).partition,
+            ),
+            in_aws,
+        )
+        # The endpoint exists once the group has its replicas healthy behind the balancer.
+        self.endpoint = pulumi.Output.all(group.group_name, balancer.address).apply(lambda v: f"https://{v[1]}/v1")
+        self.api_key = pulumi.Output.secret(api_key)
+        self.ca_certificate = balancer.ca_certificate
+        self.image_id = image.image_id
+        self.auto_scaling_group_name = group.group_name
+        self.builder_instance_id = image.builder.instance_id
+        self.ssh_private_key = image.builder.ssh_private_key
+        self.cost_breakdown = fleet_cost(
+            plan.hourly_price_usd, replicas=settings.replicas,
+            replica_volume_gb=plan.root_volume_gb + image.model_volume_gb,
+            builder_volume_gb=image.volume_gb, load_balancer_zones=len(network.load_balancer_subnets),
+        )
+        self.cost = self.cost_breakdown.to_output()
+        self.refresh_surge = refresh_surge(settings, plan)
+        self.register_outputs({
+            "endpoint": self.endpoint,
+            "apiKey": self.api_key,
+            "caCertificate": self.ca_certificate,
+            "imageId": self.image_id,
+            "autoScalingGroupName": self.auto_scaling_group_name,
+            "costUsd": self.cost,
+            # What tools/plan prints as the bill (sizing.costs.HostCost's fields).
+            "costBreakdown": self.cost_breakdown.to_dict(),
+            "refreshSurge": self.refresh_surge,
+            # What the replicas run (baked into the image), for tools/plan.
+            "vllmImage": settings.vllm_image,
+            "vllmCommand": list(args.vllm_command),
+        })
+
+    def outputs(self) -> dict[str, Any]:
+        """The stack outputs of a fleet (the single host's that apply, and the fleet's own)."""
+        return {
+            "endpoint": self.endpoint,
+            "apiKey": self.api_key,
+            **({"caCertificate": self.ca_certificate} if self.ca_certificate is not None else {}),
+            "replicas": self._settings_replicas,
+            "autoScalingGroupName": self.auto_scaling_group_name,
+            "imageId": self.image_id,
+            "builderInstanceId": self.builder_instance_id,
+            **({"sshPrivateKey": self.ssh_private_key} if self.ssh_private_key is not None else {}),
+            "region": self.region,
+            "costUsd": self.cost,
+            "refreshSurge": self.refresh_surge,
+        }

@@ -1,0 +1,119 @@
+"""What a fleet's replicas may reach and be reached by: their security group, the API key as an
+SSM SecureString parameter, and an instance profile allowed only to read that parameter, to
+answer their own lifecycle hooks, and SSM Session Manager. Functions creating resources under
+the group component (components.fleet_group.FleetGroup), named after it."""
+
+from __future__ import annotations
+
+import json
+
+import pulumi
+import pulumi_aws as aws
+
+from components.naming import child
+from config.settings import StackConfig
+
+HTTPS_PORT = 443
+SSH_PORT = 22
+
+# Session Manager without ssm:GetParameter(s) on "*" (which AmazonSSMManagedInstanceCore grants):
+# the actions of AWS's minimal Session Manager policy (Systems Manager user guide, "Create a
+# custom IAM role for Session Manager").
+SESSION_MANAGER_ACTIONS = [
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+]
+LIFECYCLE_ACTIONS = ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"]
+
+
+def replica_security_group(
+    parent: pulumi.Resource, name: str, settings: StackConfig, vpc_id: str, load_balancer_group: pulumi.Input[str]
+) -> aws.ec2.SecurityGroup:
+    """443 only from the load balancer's group, 22 from sshAllowedCidrs, all egress (SSM, image
+    pulls). Nothing else reaches a replica: the world talks to the ALB."""
+    group = aws.ec2.SecurityGroup(
+        child(name, "sg"),
+        vpc_id=vpc_id,
+        description="vllm-deploy replicas: HTTPS from the load balancer only, SSH from sshAllowedCidrs",
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    aws.vpc.SecurityGroupIngressRule(
+        child(name, "https-from-alb"),
+        security_group_id=group.id, ip_protocol="tcp", from_port=HTTPS_PORT, to_port=HTTPS_PORT,
+        referenced_security_group_id=load_balancer_group,
+        description="nginx from the load balancer (requests and health checks)",
+        opts=pulumi.ResourceOptions(parent=group),
+    )
+    for cidr in settings.ssh_allowed_cidrs:
+        ipv6 = ":" in cidr
+        aws.vpc.SecurityGroupIngressRule(
+            child(name, f"ssh-{cidr.replace('/', '-').replace(':', '_')}"),
+            security_group_id=group.id, ip_protocol="tcp", from_port=SSH_PORT, to_port=SSH_PORT,
+            cidr_ipv4=None if ipv6 else cidr, cidr_ipv6=cidr if ipv6 else None,
+            description=f"ssh from {cidr}", opts=pulumi.ResourceOptions(parent=group),
+        )
+    for family, cidr in (("ipv4", "0.0.0.0/0"), ("ipv6", "::/0")):
+        aws.vpc.SecurityGroupEgressRule(
+            child(name, f"egress-{family}"),
+            security_group_id=group.id, ip_protocol="-1",
+            cidr_ipv4=cidr if family == "ipv4" else None, cidr_ipv6=cidr if family == "ipv6" else None,
+            description="SSM, lifecycle actions, the boot unit's image pulls",
+            opts=pulumi.ResourceOptions(parent=group),
+        )
+    return group
+
+
+def api_key_parameter(
+    parent: pulumi.Resource, name: str, parameter_name: str, api_key: pulumi.Output[str]
+) -> aws.ssm.Parameter:
+    """The API key as a SecureString (the AWS-managed aws/ssm key), read by each replica at boot."""
+    return aws.ssm.Parameter(
+        child(name, "api-key"),
+        name=parameter_name,
+        type="SecureString",
+        value=pulumi.Output.secret(api_key),
+        description="vllm-deploy: the endpoint's API key, read by the replicas at boot",
+        opts=pulumi.ResourceOptions(parent=parent, additional_secret_outputs=["value"]),
+    )
+
+
+def replica_instance_profile(
+    parent: pulumi.Resource, name: str, *, parameter_arn: pulumi.Input[str], group_arn: pulumi.Input[str], region: str
+) -> aws.iam.InstanceProfile:
+    """A role that may read the one parameter (decrypting through SSM only), complete and
+    heartbeat this group's lifecycle actions, and open Session Manager sessions: nothing else."""
+    role = aws.iam.Role(
+        child(name, "role"),
+        assume_role_policy=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+        }),
+        description="vllm-deploy replica: its API key parameter, its lifecycle hooks, Session Manager",
+        opts=pulumi.ResourceOptions(parent=parent),
+    )
+    policy = pulumi.Output.all(parameter_arn, group_arn).apply(lambda arns: json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Sid": "ApiKey", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": arns[0]},
+            {
+                "Sid": "ApiKeyDecrypt", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*",
+                "Condition": {"StringEquals": {
+                    "kms:ViaService": f"ssm.{region}.amazonaws.com",
+                    "kms:EncryptionContext:PARAMETER_ARN": arns[0],
+                }},
+            },
+            {"Sid": "LifecycleHooks", "Effect": "Allow", "Action": LIFECYCLE_ACTIONS, "Resource": arns[1]},
+            {"Sid": "SessionManager", "Effect": "Allow", "Action": SESSION_MANAGER_ACTIONS, "Resource": "*"},
+        ],
+    }))
+    aws.iam.RolePolicy(child(name, "policy"), role=role.id, policy=policy, opts=pulumi.ResourceOptions(parent=role))
+    return aws.iam.InstanceProfile(child(name, "profile"), role=role.name, opts=pulumi.ResourceOptions(parent=parent))

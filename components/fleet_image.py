@@ -1,0 +1,193 @@
+"""FleetImage: a fleet's baked image. A builder host is provisioned with the single host's steps
+(components.gpu_host, model_volume, host_setup: driver, Docker, toolkit, GPU check, the model on
+its model volume), gets the replica's files and scripts (components.fleet_bake), runs
+fleet-host's install and bake-cleanup scripts, is stopped, and an AMI is made from it carrying
+the root volume and the model volume's snapshot.
+
+The image's lifecycle (fleet-pitfalls P9, P11; hashicorp/terraform-provider-aws#805):
+`aws.ec2.AmiFromInstance` looks at its source instance only when created, and its identity is
+that instance: deleting the builder (or replacing the resource) deregisters the image, and a
+deregistered image stops the Auto Scaling group from launching or rolling back. So:
+- the builder stays in the program, stopped (its disks and address keep billing: in costUsd);
+- a re-bake is a forced replacement keyed on `BakeInputs.digest` (the image's name carries it,
+  and the builder is rebuilt from scratch when it changes: GpuHostArgs.rebuild_key);
+- the replaced image is retained (retain_on_delete), because the group's refresh onto the new
+  image, its rollback and any scale-out during it may still launch the old one; Pulumi cannot
+  know when that refresh has succeeded (it does not wait for it), so the old image and its
+  snapshots are removed by hand (README, Replicas), never by `pulumi up`;
+- create-before-replace (delete_before_replace=False): the new image exists before the launch
+  template moves to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import tarfile
+from dataclasses import dataclass
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_command as command
+
+from components.fleet_bake import CLEANUP_SCRIPT, INSTALL_SCRIPT, REPLICA_SCRIPTS_DIR, BakeInputs
+from components.gpu_host import GpuHost, GpuHostArgs
+from components.host_setup import HostSetup, HostSetupArgs
+from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs
+from components.naming import child, component_type, default_tags
+from components.script_steps import REMOTE_DIR
+from config.settings import StackConfig
+from sizing.plan import SizingPlan
+
+STAGE_DIR = f"{REMOTE_DIR}/replica-bake"  # on the builder; removed by the cleanup step
+# The first snapshot of a model volume is a full copy: AWS says image creation can take
+# "several minutes ... (sometimes up to 24 hours)" (osbuild/osbuild-composer#2961); the
+# provider's default is 40 min (terraform-provider-aws docs, ami_from_instance). A minute per
+# 10 GB on top of an hour.
+IMAGE_CREATE_FLOOR_MINUTES = 60
+
+
+def bake_archive(bake: BakeInputs) -> str:
+    """base64 of a gzip'd tar: files/<path> (the rendered replica files) and scripts/<name>
+    (fleet-host's scripts): deterministic (fixed mtimes, sorted), so it changes only with them."""
+    entries = {f"files/{k}": v.encode() for k, v in bake.files.items()}
+    if REPLICA_SCRIPTS_DIR.is_dir():
+        for path in sorted(REPLICA_SCRIPTS_DIR.rglob("*")):
+            if path.is_file():
+                entries[f"scripts/{path.relative_to(REPLICA_SCRIPTS_DIR)}"] = path.read_bytes()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        tar.mtime = 0  # type: ignore[attr-defined]
+        for name in sorted(entries):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(entries[name]), 0
+            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            tar.addfile(info, io.BytesIO(entries[name]))
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@dataclass
+class FleetImageArgs:
+    settings: StackConfig
+    """The validated stack config (model, images, access lists)."""
+    plan: SizingPlan
+    """The sizing decision: the builder is the replicas' instance type."""
+    bake: BakeInputs
+    """The replica's files and the image's hash (components.fleet_bake.bake_files)."""
+    subnet: aws.ec2.AwaitableGetSubnetResult
+    """Where the builder runs: a public subnet in a zone offering the type."""
+    model_volume: Optional[ExistingVolume] = None
+    """The builder's model volume from an earlier run (its weights are kept across re-bakes)."""
+    hf_token: Optional[pulumi.Output[str]] = None
+    modelscope_token: Optional[pulumi.Output[str]] = None
+
+
+class FleetImage(pulumi.ComponentResource):
+    """The baked AMI and the stopped builder it came from."""
+
+    image_id: pulumi.Output[str]
+    root_device_name: pulumi.Output[str]
+    model_device_name: str
+    model_snapshot_id: pulumi.Output[str]
+    builder: GpuHost
+    volume_gb: int  # the builder's root + model volume, billed while it is stopped (GB)
+    model_volume_gb: int  # the model volume's size: each replica's copy from the snapshot (GB)
+
+    def __init__(self, name: str, args: FleetImageArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__(component_type("FleetImage"), name, None, opts)
+        settings, plan, bake = args.settings, args.plan, args.bake
+        in_aws = pulumi.ResourceOptions(parent=self)
+        host = GpuHost(
+            child(name, "host"),
+            GpuHostArgs(
+                settings=settings, plan=plan, model_volume=args.model_volume, subnet=args.subnet,
+                serves_endpoint=False, rebuild_key=bake.digest,
+            ),
+            in_aws,
+        )
+        kept_gb = args.model_volume.size_gb if args.model_volume and args.model_volume.availability_zone == host.zone else 0
+        volume = ModelVolume(
+            child(name, "models"),
+            ModelVolumeArgs(
+                availability_zone=host.zone, size_gb=max(plan.model_volume_gb, kept_gb), instance=host.instance,
+            ),
+            in_aws,
+        )
+        setup = HostSetup(
+            child(name, "setup"),
+            HostSetupArgs(
+                settings=settings, plan=plan, connection=host.connection, instance_id=host.instance_id,
+                volume=volume, stable_connection=host.stable_connection,
+                hf_token=args.hf_token, modelscope_token=args.modelscope_token,
+            ),
+            in_aws,
+        )
+        cleaned = self._install(name, host, bake, after=[setup.runtime_ready, setup.model_ready])
+        stopped = aws.ec2transitgateway.InstanceState(
+            child(name, "stopped"),
+            instance_id=host.instance_id,
+            state="stopped",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cleaned]),
+        )
+        image = aws.ec2.AmiFromInstance(
+            child(name, "image"),
+            source_instance_id=stopped.instance_id,
+            name=f"vllm-deploy-{pulumi.get_stack()}-{bake.digest[:16]}",
+            description=f"vllm-deploy {pulumi.get_stack()}: {settings.model} on {plan.instance.name}, "
+            f"image digest {bake.digest}",
+            # A stopped builder: the snapshot is of a clean, unmounted file system (P11).
+            snapshot_without_reboot=False,
+            tags={**default_tags(), "Name": child(name, "image"), "vllm-deploy-image-digest": bake.digest},
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[stopped],
+                replacement_trigger=bake.digest,
+                delete_before_replace=False,
+                retain_on_delete=True,
+                custom_timeouts=pulumi.CustomTimeouts(
+                    create=f"{IMAGE_CREATE_FLOOR_MINUTES + volume.size_gb // 10}m",
+                ),
+            ),
+        )
+        self.builder = host
+        self.image_id = image.id
+        self.root_device_name = image.root_device_name
+        self.model_device_name = "/dev/sdf"
+        self.model_snapshot_id = image.ebs_block_devices.apply(
+            lambda devices: next(
+                (d.snapshot_id for d in devices or [] if d.device_name == self.model_device_name), None
+            )
+        )
+        self.model_volume_gb = volume.size_gb
+        self.volume_gb = plan.root_volume_gb + volume.size_gb
+        self.register_outputs(
+            {"imageId": self.image_id, "builderInstanceId": host.instance_id, "digest": bake.digest}
+        )
+
+    def _install(
+        self, name: str, host: GpuHost, bake: BakeInputs, after: list[pulumi.Resource]
+    ) -> command.remote.Command:
+        """Upload the files and scripts, install them, then run the bake cleanup, which removes
+        every container, provisioning's SSH keys, secrets and TLS files, and fails if any remain
+        (P9). Each runs again on a new builder or a new digest."""
+        triggers = [bake.digest, host.instance_id]
+        env = {"VLLM_DEPLOY_REPLICA_FILES": f"{STAGE_DIR}/files"}
+        sudo = "sudo --preserve-env=VLLM_DEPLOY_REPLICA_FILES bash"
+
+        def step(role: str, create: str, depends: list[pulumi.Resource], **extra) -> command.remote.Command:
+            return command.remote.Command(
+                child(name, role), connection=host.connection, create=create, environment=env,
+                triggers=triggers, add_previous_output_in_env=False,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends), **extra,
+            )
+
+        upload = step(
+            "replica-upload",
+            f"rm -rf {STAGE_DIR} && mkdir -p {STAGE_DIR} && base64 -d | tar -xzf - -C {STAGE_DIR}",
+            after, stdin=bake_archive(bake),
+        )
+        install = step("replica-install", f"{sudo} {STAGE_DIR}/scripts/{INSTALL_SCRIPT}", [upload])
+        return step(
+            "bake-cleanup", f"{sudo} {STAGE_DIR}/scripts/{CLEANUP_SCRIPT} && sudo rm -rf {STAGE_DIR}", [install]
+        )

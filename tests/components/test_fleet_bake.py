@@ -1,0 +1,74 @@
+"""What a fleet's image holds (components.fleet_bake): the replica's files from the host side's
+renderer, the keep-alive pair, the image digest, the hook timeouts, the refusal gate. Pure."""
+
+import io
+import tarfile
+import base64
+
+import pytest
+
+from components import fleet_bake
+from components.fleet_image import bake_archive
+from config.validation import parse
+from serving.proxy_limits import stack_limits
+from sizing.choice import plan as choose_plan
+from stack.preflight import vllm_command
+
+MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
+
+
+def bake(**values):
+    settings = parse({"model": MODEL, "maxModelLen": 8192, "replicas": 2, **values})
+    plan = choose_plan(settings)
+    return fleet_bake.bake_files(
+        settings, plan, vllm_argv=vllm_command(settings, plan), limits=stack_limits(settings, plan),
+        region="us-east-1", stack="prod", model_host_dir="/data/models/x", alb_subnet_cidrs=["172.31.0.0/20"],
+        driver_branch="580",
+    )
+
+
+def test_the_replica_files_carry_no_grafana_and_the_keepalive_outlasts_the_balancer():
+    baked = bake()
+    assert "nginx/nginx.conf" in baked.files and "/grafana/" not in baked.files["nginx/nginx.conf"]
+    assert 1 <= baked.alb_idle_timeout_s <= 4000 and baked.nginx_keepalive_timeout_s > baked.alb_idle_timeout_s
+
+
+@pytest.mark.parametrize("change", [
+    {"modelRevision": "a1b2c3d"}, {"vllmImage": "vllm/vllm-openai:v0.33.0@sha256:" + "a" * 64},
+    {"maxModelLen": 4096}, {"drainSeconds": 60}, {"diskSizeGb": 300},
+])
+def test_the_digest_moves_with_what_the_image_holds(change):
+    assert bake(**change).digest != bake().digest
+
+
+def test_the_digest_stays_for_what_the_image_does_not_hold():
+    assert bake(replicas=5, allowedCidrs=["10.0.0.0/8"]).digest == bake().digest
+
+
+def test_the_archive_is_deterministic_and_holds_the_files_under_files():
+    baked = bake()
+    first, second = bake_archive(baked), bake_archive(bake())
+    assert first == second
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(first))) as tar:
+        names = tar.getnames()
+    assert {f"files/{name}" for name in baked.files} <= set(names)
+
+
+def test_hook_timeouts_cover_the_drain_and_the_readiness_bound():
+    assert fleet_bake.terminate_hook_timeout_s(300) >= 300 + fleet_bake.SHUTDOWN_TIMEOUT_S + 30
+    assert 3600 + fleet_bake.SHUTDOWN_TIMEOUT_S + 30 <= fleet_bake.terminate_hook_timeout_s(3600) <= 7200
+    settings = parse({"model": MODEL, "readinessTimeoutMinutes": 240})
+    assert fleet_bake.launch_hook_timeout_s(settings) == 7200  # AWS's most for a heartbeat
+
+
+def test_the_gate_opens_only_with_the_real_module_and_both_bake_scripts(monkeypatch, tmp_path):
+    from serving import replica
+
+    monkeypatch.setattr(fleet_bake, "REPLICA_SCRIPTS_DIR", tmp_path)
+    monkeypatch.setattr(replica, "STAND_IN", True, raising=False)
+    assert len(fleet_bake.host_side_missing()) == 3
+    monkeypatch.setattr(replica, "STAND_IN", False)
+    (tmp_path / fleet_bake.INSTALL_SCRIPT).write_text("#!/bin/bash\n")
+    assert fleet_bake.host_side_missing() == [f"components/scripts/replica/{fleet_bake.CLEANUP_SCRIPT}"]
+    (tmp_path / fleet_bake.CLEANUP_SCRIPT).write_text("#!/bin/bash\n")
+    assert fleet_bake.host_side_missing() == []

@@ -1,0 +1,264 @@
+"""replicas >= 2 under recording mocks: every fleet resource and its wiring, secrets, the
+replicas' reachability, a refresh that keeps capacity, the image's lifecycle, and the refusal
+while the host side is missing from the build."""
+
+import json
+import re
+
+import pytest
+
+import components.fleet_bake as fleet_bake
+from components.fleet_bake import LAUNCH_HOOK, TERMINATE_HOOK, SHUTDOWN_TIMEOUT_S
+from serving.nginx import DEFAULT_UPSTREAM_TIMEOUT_S
+from serving.replica import keepalive_timeouts
+from sizing.costs import ALB_USD_PER_HOUR
+from tests.harness import AwsWorld, is_secret, plain_text, reveal, stack_config
+
+API_KEY = "sk-test-fleet-0f9e8d7c6b5a4f3e2d"
+ASG = "aws:autoscaling/group:Group"
+TEMPLATE = "aws:ec2/launchTemplate:LaunchTemplate"
+AMI = "aws:ec2/amiFromInstance:AmiFromInstance"
+STATE = "aws:ec2transitgateway/instanceState:InstanceState"
+ALB = "aws:lb/loadBalancer:LoadBalancer"
+TARGETS = "aws:lb/targetGroup:TargetGroup"
+LISTENER = "aws:lb/listener:Listener"
+RULE = "aws:lb/listenerRule:ListenerRule"
+ACM = "aws:acm/certificate:Certificate"
+PARAMETER = "aws:ssm/parameter:Parameter"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+SG = "aws:ec2/securityGroup:SecurityGroup"
+INSTANCE = "aws:ec2/instance:Instance"
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """A build that has the host side (the lead's merge): the refusal gate opens."""
+    monkeypatch.setattr(fleet_bake, "host_side_missing", lambda: [])
+
+
+def prod_fleet(program, replicas=3, world=None, **extra):
+    return program({**stack_config("prod"), "replicas": replicas, **extra}, stack="prod",
+                   secrets={"apiKey": API_KEY}, world=world or AwsWorld())
+
+
+def test_without_the_host_side_a_fleet_is_refused_before_any_resource(program):
+    run = program({**stack_config("prod"), "replicas": 2}, stack="prod", expect_error=True)
+    message = str(run.error)
+    assert "vllm-deploy:replicas=2" in message and "not deployable yet" in message
+    assert "set replicas to 1" in message.lower()
+    assert run.cloud_resources == []
+
+
+def test_a_fleet_says_it_runs_no_prometheus_or_grafana(program, built):
+    run = prod_fleet(program)
+    assert any("monitoring=true" in line and "CloudWatch" in line for line in run.logs)
+    assert not run.of_type("docker:index/container:Container")
+
+
+def test_one_replica_is_the_single_host(program, built):
+    run = program({**stack_config("prod"), "replicas": 1}, stack="prod")
+    assert not run.of_type(ASG) and not run.of_type(ALB) and len(run.of_type(INSTANCE)) == 1
+
+
+def test_the_fleet_has_its_resources_wired_in_order(program, built):
+    run = prod_fleet(program)
+    group, template, image = run.one(ASG), run.one(TEMPLATE), run.one(AMI)
+    stopped, targets, alb = run.one(STATE), run.one(TARGETS), run.one(ALB)
+    # The only EC2 instance is the builder; the replicas are the group's.
+    (builder,) = run.of_type(INSTANCE)
+    assert group.plain["desiredCapacity"] == group.plain["minSize"] == group.plain["maxSize"] == 3
+    # builder -> model -> upload -> install -> cleanup -> stopped -> image -> template -> group
+    chain = [run.named("vllm-builder-setup-model"), run.named("vllm-builder-replica-upload"),
+             run.named("vllm-builder-replica-install"), run.named("vllm-builder-bake-cleanup"), stopped, image,
+             template, group]
+    for later, earlier in zip(chain[1:], chain):
+        assert later.depends_on(earlier), (later.name, earlier.name)
+    assert stopped.plain["state"] == "stopped" and stopped.depends_on(builder)
+    assert group.plain["targetGroupArns"] == [f"arn:aws:mock:::{targets.name}"] and group.depends_on(targets)
+    assert group.plain["healthCheckType"] == "ELB"
+    https = next(r for r in run.of_type(LISTENER) if r.plain["port"] == 443)
+    assert https.depends_on(alb) and https.plain["defaultActions"][0]["type"] == "forward"
+    assert https.plain["protocol"] == "HTTPS" and https.plain["sslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+    exports = run.exports
+    assert re.fullmatch(r"https://vllm-lb-alb-[\w.-]+\.elb\.amazonaws\.com/v1", exports["endpoint"].value)
+    assert exports["replicas"].value == 3 and exports["autoScalingGroupName"].value == group.plain["name"]
+    assert exports["imageId"].value == f"{image.name}-id"
+
+
+def test_the_api_key_is_only_a_secure_string_and_a_secret_output(program, built):
+    run = prod_fleet(program)
+    parameter = run.one(PARAMETER)
+    assert parameter.plain["type"] == "SecureString" and is_secret(parameter.inputs["value"])
+    assert reveal(parameter.inputs["value"]) == API_KEY
+    assert parameter.plain["name"] == "/vllm-deploy/prod/api-key"
+    for res in run.resources:
+        assert API_KEY not in plain_text(res.inputs), f"API key in plain inputs of {res.urn}"
+    template = run.one(TEMPLATE)
+    assert "userData" not in template.plain and API_KEY not in json.dumps(template.plain)
+    assert run.exports["apiKey"].secret and run.exports["apiKey"].value == API_KEY
+    for name, export in run.exports.items():
+        assert export.secret or API_KEY not in str(export.value), name
+
+
+def test_replicas_take_https_only_from_the_load_balancers_group(program, built):
+    run = prod_fleet(program)
+    alb_group = run.by_urn(next(u for u in run.one(ALB).dependencies if "SecurityGroup" in u))
+    replica_group = run.named("vllm-replicas-sg")
+    rules = [r for r in run.of_type(INGRESS) if r.parent == replica_group.urn]
+    https = [r for r in rules if r.plain["fromPort"] <= 443 <= r.plain["toPort"]]
+    assert len(https) == 1 and https[0].depends_on(alb_group)
+    assert "cidrIpv4" not in https[0].plain and "cidrIpv6" not in https[0].plain
+    others = [r for r in rules if r not in https]
+    assert {(r.plain["fromPort"], r.plain.get("cidrIpv4")) for r in others} == {(22, "198.51.100.0/24")}
+    # The template puts that group (and only it) on each replica.
+    (interface,) = run.one(TEMPLATE).plain["networkInterfaces"]
+    assert run.one(TEMPLATE).depends_on(replica_group) and len(interface["securityGroups"]) == 1
+    # The balancer takes 443 and 80 from allowedCidrs only.
+    alb_rules = {(r.plain["fromPort"], r.plain["cidrIpv4"]) for r in run.of_type(INGRESS) if r.parent == alb_group.urn}
+    assert alb_rules == {(p, c) for p in (443, 80) for c in ("203.0.113.0/24", "198.51.100.0/24")}
+
+
+def test_a_refresh_launches_before_it_retires_on_a_pinned_template_version(program, built):
+    run = prod_fleet(program)
+    group, template = run.one(ASG), run.one(TEMPLATE)
+    pinned = group.plain["launchTemplate"]
+    assert pinned["version"] == "1" and pinned["version"] not in ("$Latest", "$Default")
+    assert group.depends_on(template) and template.plain["updateDefaultVersion"] is True
+    refresh = group.plain["instanceRefresh"]
+    assert refresh["strategy"] == "Rolling"
+    prefs = refresh["preferences"]
+    assert prefs["minHealthyPercentage"] == 100 and prefs["maxHealthyPercentage"] == 200 and prefs["autoRollback"]
+    # `pulumi up` waits for the refresh each new template version starts.
+    waiter = run.named("vllm-replicas-refresh-wait")
+    assert waiter.depends_on(group) and waiter.plain["create"].endswith("components/local/wait_for_refresh.py")
+    assert waiter.plain["environment"]["GROUP_NAME"] == group.plain["name"] and waiter.plain["triggers"] == [1]
+    surge = run.exports["refreshSurge"].value
+    assert surge["extraInstances"] == 3 and surge["extraGpus"] == 3 * run.exports["sizing"].value["gpus"]
+    assert surge["peakVcpus"] == 2 * surge["extraVcpus"] > 0
+
+
+def test_the_launch_template_is_locked_down_and_reads_the_model_from_the_image(program, built):
+    run = prod_fleet(program)
+    template, image = run.one(TEMPLATE).plain, run.one(AMI)
+    assert run.one(TEMPLATE).depends_on(image)
+    meta = template["metadataOptions"]
+    assert (meta["httpTokens"], meta["httpPutResponseHopLimit"], meta["instanceMetadataTags"]) == ("required", 1, "enabled")
+    assert template["instanceType"] == run.exports["instanceType"].value
+    devices = {d["deviceName"]: d["ebs"] for d in template["blockDeviceMappings"]}
+    assert set(devices) == {"/dev/sda1", "/dev/sdf"}
+    for ebs in devices.values():
+        assert ebs["encrypted"] == "true" and ebs["volumeType"] == "gp3" and 100 <= ebs["volumeInitializationRate"] <= 300
+    assert devices["/dev/sdf"]["snapshotId"] == "snap-0models0000000000"
+    assert devices["/dev/sdf"]["volumeSize"] >= run.exports["sizing"].value["modelVolumeGb"]
+
+
+def test_target_group_health_drain_and_keepalive_follow_the_contract(program, built):
+    run = prod_fleet(program, drainSeconds=420)
+    targets = run.one(TARGETS).plain
+    assert (targets["protocol"], targets["port"], targets["deregistrationDelay"]) == ("HTTPS", 443, 420)
+    check = targets["healthCheck"]
+    assert (check["protocol"], check["path"], check["matcher"]) == ("HTTPS", "/health", "200")
+    assert targets["loadBalancingAlgorithmType"] == "least_outstanding_requests"
+    alb_idle, nginx_keepalive = keepalive_timeouts(DEFAULT_UPSTREAM_TIMEOUT_S)
+    assert run.one(ALB).plain["idleTimeout"] == alb_idle < nginx_keepalive
+    hooks = {h["name"]: h for h in run.one(ASG).plain["initialLifecycleHooks"]}
+    assert hooks[LAUNCH_HOOK]["lifecycleTransition"] == "autoscaling:EC2_INSTANCE_LAUNCHING"
+    assert hooks[TERMINATE_HOOK]["lifecycleTransition"] == "autoscaling:EC2_INSTANCE_TERMINATING"
+    # prod waits 40 minutes for readiness; the hooks and `pulumi up` wait at least as long.
+    assert hooks[LAUNCH_HOOK]["heartbeatTimeout"] >= 40 * 60
+    assert hooks[TERMINATE_HOOK]["heartbeatTimeout"] > 420 + SHUTDOWN_TIMEOUT_S + 30
+    wait = run.one(ASG).plain["waitForCapacityTimeout"]
+    assert int(wait.removesuffix("m")) >= 40 and run.one(ASG).plain["waitForElbCapacity"] == 3
+
+
+def test_plain_http_gets_the_single_hosts_rule(program, built):
+    run = prod_fleet(program)
+    http = next(r for r in run.of_type(LISTENER) if r.plain["port"] == 80)
+    refusal = http.plain["defaultActions"][0]["fixedResponse"]
+    assert refusal["statusCode"] == "403" and json.loads(refusal["messageBody"])["error"]["code"] == 403
+    rules = {r.name: r.plain for r in run.of_type(RULE)}
+    browser = rules["vllm-lb-http-browser"]
+    assert browser["actions"][0]["redirect"]["protocol"] == "HTTPS"
+    methods = [c["httpRequestMethod"]["values"] for c in browser["conditions"] if "httpRequestMethod" in c]
+    assert methods == [["GET", "HEAD"]]
+    keyed = rules["vllm-lb-http-with-key"]
+    assert "replace it" in keyed["actions"][0]["fixedResponse"]["messageBody"]
+    assert browser["priority"] < keyed["priority"]
+
+
+def test_the_listener_certificate_is_the_stacks_ca_signed_one_for_the_albs_name(program, built):
+    run = prod_fleet(program)
+    imported = run.one(ACM)
+    assert is_secret(imported.inputs["privateKey"]) and "certificateBody" in imported.inputs
+    request = run.named("vllm-lb-server-csr").plain
+    assert len(request["subject"]["commonName"]) <= 64
+    assert request["dnsNames"] == ["vllm-lb-alb-7f3a2b1-0123456789abcdef.us-east-1.elb.amazonaws.com"]
+    for key in ("vllm-lb-server-key", "vllm-lb-ca-key"):
+        assert run.named(key).plain["algorithm"] == "ECDSA"  # ACM and ALBs refuse ED25519
+    assert run.exports["caCertificate"].value.startswith("-----BEGIN CERTIFICATE-----")
+
+
+def test_with_a_domain_in_route_53_the_certificate_is_validated_by_dns(program, built):
+    world = AwsWorld()
+    world.hosted_zones = {"example.com": "Z0EXAMPLE"}
+    run = prod_fleet(program, world=world, domain="llm.example.com")
+    cert = run.one(ACM).plain
+    assert cert["domainName"] == "llm.example.com" and cert["validationMethod"] == "DNS"
+    assert run.named("vllm-lb-alias").plain["zoneId"] == "Z0EXAMPLE"
+    assert not run.of_type("tls:index/locallySignedCert:LocallySignedCert")
+    assert run.exports["endpoint"].value == "https://llm.example.com/v1" and "caCertificate" not in run.exports
+
+
+def test_the_image_is_kept_when_replaced_and_rebaked_exactly_when_its_content_changes(program, built):
+    def bake(**extra):
+        run = prod_fleet(program, **extra)
+        image = run.one(AMI)
+        return run, image.plain["name"], image
+
+    run, name, image = bake()
+    assert image.retain_on_delete and not image.delete_before_replace
+    assert image.plain["snapshotWithoutReboot"] is False
+    builder = run.one(INSTANCE)
+    assert builder.replacement_trigger == image.replacement_trigger  # a new digest rebuilds the builder
+    assert bake()[1] == name
+    assert bake(replicas=4)[1] == name  # the count is the group's business, not the image's
+    assert bake(modelRevision="a1b2c3d")[1] != name
+    assert bake(drainSeconds=120)[1] != name  # the replica's files hold the drain time
+    assert re.fullmatch(r"vllm-deploy-prod-[0-9a-f]{16}", name)
+
+
+def test_the_instance_profile_reads_one_parameter_and_answers_its_own_hooks(program, built):
+    run = prod_fleet(program)
+    policy = json.loads(run.named("vllm-replicas-policy").plain["policy"])
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    assert by_sid["ApiKey"]["Action"] == "ssm:GetParameter"
+    assert by_sid["ApiKey"]["Resource"].endswith(":parameter/vllm-deploy/prod/api-key")
+    decrypt = by_sid["ApiKeyDecrypt"]["Condition"]["StringEquals"]
+    assert decrypt["kms:ViaService"] == "ssm.us-east-1.amazonaws.com"
+    assert by_sid["LifecycleHooks"]["Resource"].endswith("autoScalingGroupName/vllm-deploy-prod-replicas")
+    everywhere = [s for s in policy["Statement"] if s["Resource"] == "*"]
+    assert not any(a.startswith(("ssm:GetParameter", "autoscaling:")) for s in everywhere
+                   for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+    replica_role = run.named("vllm-replicas-role")
+    attached = [r for r in run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if r.parent == replica_role.urn]
+    assert attached == []  # no managed policy (AmazonSSMManagedInstanceCore reads every parameter)
+
+
+def test_cost_counts_every_replica_the_balancer_and_the_stopped_builder(program, built):
+    run = prod_fleet(program)
+    price = run.exports["hourlyPriceUsd"].value
+    sizing = run.exports["sizing"].value
+    replica_gb = sizing["rootVolumeGb"] + sizing["modelVolumeGb"]
+    hourly = run.exports["costUsd"].value["runningPerHour"]
+    gp3 = 0.08 / 730
+    expected = 3 * price + ALB_USD_PER_HOUR + (4 * replica_gb) * gp3 + (3 + 1 + 3) * 0.005
+    assert hourly == pytest.approx(expected, abs=1e-3)
+
+
+def test_replicas_go_only_where_the_type_is_offered_and_the_balancer_spans_every_zone(program, built):
+    world = AwsWorld()
+    chosen = prod_fleet(program).exports["instanceType"].value
+    world.zone_offerings = {"us-east-1a": {chosen}, "us-east-1b": set(), "us-east-1c": {chosen}}
+    run = prod_fleet(program, world=world)
+    assert run.one(ASG).plain["vpcZoneIdentifiers"] == [world.subnet_id("us-east-1a"), world.subnet_id("us-east-1c")]
+    assert run.one(ALB).plain["subnets"] == [world.subnet_id(z) for z in world.zones]
