@@ -7,33 +7,25 @@ import pulumi
 
 from components.deployment import VllmDeployment, VllmDeploymentArgs
 from components.region import offered_instance_types
-from sizing.report import format_report
-from config.stack import (
-    aws_provider_settings,
-    check_model_access,
-    load,
-    proxy_limits,
-    size,
-    vllm_command,
-)
+from stack.preflight import preflight
 
-settings, secrets = load()  # every bad value fails here, before any resource exists
-check_model_access(settings)  # so does a gated model hfToken cannot read (asked of the Hub)
-plan = size(settings, offered=offered_instance_types())  # so does a model that fits nowhere
-serve_command = vllm_command(settings, plan)  # and a flag the pinned vLLM does not know
-proxy_limits(settings, plan)  # and a proxy setting that host could never honour
-pulumi.log.info(format_report(plan))
+# Every refusal comes here, before any resource exists (stack.preflight): a bad value, a gated
+# model hfToken cannot read, a model that fits nowhere, a flag the pinned vLLM does not know, a
+# proxy setting the host could never honour.
+checked = preflight(offered=offered_instance_types)
+settings, plan = checked.settings, checked.plan
 
 deployment = VllmDeployment(
     "vllm",
     VllmDeploymentArgs(
         settings=settings,
         plan=plan,
-        vllm_command=serve_command,
-        api_key=secrets.api_key,
-        hf_token=secrets.hf_token,
-        modelscope_token=secrets.modelscope_token,
-        aws_settings=aws_provider_settings(),
+        vllm_command=checked.vllm_command,
+        proxy_limits=checked.proxy_limits,
+        api_key=checked.secrets.api_key,
+        hf_token=checked.secrets.hf_token,
+        modelscope_token=checked.secrets.modelscope_token,
+        aws_settings=checked.aws_settings,
     ),
 )
 

@@ -16,7 +16,7 @@ reproduces the "Too many open files" failures.
 
 Latency (the default): the threaded fake vLLM and a thread per client, below.
 
-Starts the fake vLLM server and a real nginx rendered from serving.nginx (the same helpers
+Starts the fake vLLM server and a real nginx rendered from serving.nginx_conf (the same helpers
 as tests/serving/test_nginx_live.py), then for each concurrency opens that many simultaneous
 streamed chat completions, once straight to the backend over plain HTTP and once through
 nginx over HTTPS, and prints per level:

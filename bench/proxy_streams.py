@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.nginx import render
+from serving.nginx_conf import render
 from serving.proxy_limits import ProxyLimits, derive_limits
 from sizing.gpus import get as get_instance
 from sizing.memory import batch_defaults

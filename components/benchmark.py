@@ -9,11 +9,11 @@ from typing import Any, Optional
 import pulumi
 import pulumi_command as command
 
+from components.host_handle import HostHandle
 from components.naming import component_type
-from components.script_steps import ScriptSteps
 from config.settings import StackConfig
-from config.stack import VLLM_PORT
 from serving.benchmark import BenchmarkLoad, load_for, parse_output
+from serving.vllm_args import VLLM_PORT
 from sizing.plan import SizingPlan
 
 # Starting the image and loading the tokenizer, per level, on top of the level's own ceiling.
@@ -26,14 +26,10 @@ class VllmBenchmarkArgs:
     """The validated stack config (image, served name, the trigger key)."""
     plan: SizingPlan
     """The sizing decision: context length, batch limit and the hourly price."""
-    connection: command.remote.ConnectionArgs
-    """SSH connection to the host."""
-    instance_id: pulumi.Input[str]
-    """Run again on a new instance."""
+    host: HostHandle
+    """The head node's host: SSH, instance, where the weights are (the tool reads the tokenizer there)."""
     ready: command.remote.Command
     """The readiness check: run after it, and again whenever it runs again (a new container)."""
-    model_dir: str
-    """Where the weights are on the host (the tool reads the tokenizer there)."""
     api_key: pulumi.Output[str]
     """Secret key vLLM checks; reaches the tool only through the environment."""
 
@@ -49,13 +45,13 @@ class VllmBenchmark(pulumi.ComponentResource):
         settings, plan = args.settings, args.plan
         self.load = load = load_for(plan.max_model_len, settings.max_num_seqs)
         trust_remote_code = "--trust-remote-code" in settings.vllm_extra_args
-        step = ScriptSteps(self, name, args.connection, args.instance_id).run(
+        step = args.host.steps(self, name).run(
             "run", "benchmark_vllm.sh", after=args.ready,
             env={
                 "VLLM_DEPLOY_PORT": str(VLLM_PORT),
                 "VLLM_DEPLOY_IMAGE": settings.vllm_image,
                 "VLLM_DEPLOY_SERVED_MODEL": settings.served_name,
-                "VLLM_DEPLOY_MODEL_DIR": args.model_dir,
+                "VLLM_DEPLOY_MODEL_DIR": args.host.model_dir,
                 "VLLM_DEPLOY_BENCH_CONCURRENCY": " ".join(str(c) for c in load.concurrency_levels),
                 "VLLM_DEPLOY_BENCH_INPUT_LEN": str(load.input_len),
                 "VLLM_DEPLOY_BENCH_OUTPUT_LEN": str(load.output_len),

@@ -7,12 +7,14 @@ from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
+import pulumi_docker as docker
 import pulumi_random as random
 
 from components.benchmark import VllmBenchmark, VllmBenchmarkArgs
 from components.cluster import ClusterNetwork, ClusterNetworkArgs
 from components.docker_host import docker_over_ssh, identity_file_hint
 from components.gpu_host import GpuHost, GpuHostArgs
+from components.host_handle import HostHandle
 from components.host_setup import HostSetup, HostSetupArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs, find_model_volume
@@ -23,6 +25,7 @@ from components.ray_cluster import RayHead, RayWorker, RayWorkerArgs, node_name,
 from components.vllm_server import VllmServer, VllmServerArgs
 from config.settings import StackConfig
 from serving.cluster_network import EFA_HOST_MOUNT, efa_interfaces, nccl_environment
+from serving.proxy_limits import ProxyLimits
 from sizing.costs import host_cost
 from sizing.plan import SizingPlan
 
@@ -34,7 +37,9 @@ class VllmDeploymentArgs:
     plan: SizingPlan
     """The sizing decision."""
     vllm_command: list[str]
-    """`vllm serve` arguments (config.stack.vllm_command), already checked."""
+    """`vllm serve` arguments (stack.preflight.vllm_command), already checked."""
+    proxy_limits: ProxyLimits
+    """The proxy's limits on the planned instance (stack.preflight.proxy_limits), already checked."""
     api_key: Optional[pulumi.Output[str]] = None
     """Secret API key; generated when None."""
     hf_token: Optional[pulumi.Output[str]] = None
@@ -42,7 +47,7 @@ class VllmDeploymentArgs:
     modelscope_token: Optional[pulumi.Output[str]] = None
     """Secret ModelScope token (modelSource modelscope)."""
     aws_settings: Optional[dict[str, Any]] = None
-    """The stack's aws:* settings for the explicit provider (config.stack.aws_provider_settings)."""
+    """The stack's aws:* settings for the explicit provider (stack.pulumi_config.aws_provider_settings)."""
 
 
 @dataclass
@@ -57,6 +62,18 @@ class Node:
     @property
     def name(self) -> str:
         return node_name(self.index)
+
+    def handle(self, docker_provider: docker.Provider) -> HostHandle:
+        """What the components on this node's host need, with its Docker engine."""
+        return HostHandle(
+            connection=self.host.connection,
+            docker_provider=docker_provider,
+            instance=self.host.instance,
+            instance_id=self.host.instance_id,
+            runtime_ready=self.setup.runtime_ready,
+            model_ready=self.setup.model_ready,
+            model_dir=self.setup.model_dir,
+        )
 
 
 def node_base_name(name: str, index: int) -> str:
@@ -86,126 +103,29 @@ class VllmDeployment(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: VllmDeploymentArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("VllmDeployment"), name, None, opts)
-        settings, plan = args.settings, args.plan
-
+        self._name, self._args = name, args
         provider = self._tagged_provider(name, dict(args.aws_settings or {}))
         in_aws = pulumi.ResourceOptions(parent=self, providers={"aws": provider})
-        mine = pulumi.ResourceOptions(parent=self)
+        lookups = pulumi.InvokeOptions(parent=self, provider=provider)
 
         api_key = args.api_key if args.api_key is not None else self._generated_api_key(name)
-        lookups = pulumi.InvokeOptions(parent=self, provider=provider)
         nodes = self._nodes(name, args, in_aws, lookups)
-        host, volume, setup = nodes[0].host, nodes[0].volume, nodes[0].setup
-        head_started, resolve_head_started = pulumi.deferred_output()
-        engine = docker_over_ssh(
-            name, host=host.public_ip, user=host.ssh_user, private_key=host.ssh_private_key, opts=mine
-        )
-        server = VllmServer(
-            child(name, "vllm"),
-            VllmServerArgs(
-                settings=settings,
-                plan=plan,
-                command=args.vllm_command,
-                docker_provider=engine,
-                connection=host.connection,
-                instance=host.instance,
-                instance_id=host.instance_id,
-                runtime_ready=setup.runtime_ready,
-                model_ready=setup.model_ready,
-                model_dir=setup.model_dir,
-                api_key=api_key,
-                ray_head=self._ray_cluster(name, settings, plan, nodes, head_started) if len(nodes) > 1 else None,
-            ),
-            mine,
-        )
-        # Known only now: the workers (created above) join once the head's container exists,
-        # and the head's readiness waits for their join.
-        resolve_head_started(server.container_id)
-        proxy = NginxProxy(
-            child(name, "proxy"),
-            NginxProxyArgs(
-                settings=settings,
-                plan=plan,
-                docker_provider=engine,
-                public_ip=host.public_ip,
-                upstream_port=server.port,
-                depends_on=[server.ready],
-                connection=host.connection,
-                instance=host.instance,
-                instance_id=host.instance_id,
-                runtime_ready=setup.runtime_ready,
-            ),
-            mine,
-        )
-
+        head = nodes[0].handle(self._docker_engine(name, nodes[0]))
+        server = self._server(head, nodes, api_key)
+        proxy = self._proxy(head, server, nodes[0].host.public_ip)
         # Beside the proxy, not before it: on a first deploy nobody has the endpoint yet, and a
         # failed benchmark should not keep the endpoint from coming up.
-        self.benchmark = None
-        if settings.benchmark_on_deploy:
-            self.benchmark = VllmBenchmark(
-                child(name, "benchmark"),
-                VllmBenchmarkArgs(
-                    settings=settings,
-                    plan=plan,
-                    connection=host.connection,
-                    instance_id=host.instance_id,
-                    ready=server.ready,
-                    model_dir=setup.model_dir,
-                    api_key=api_key,
-                ),
-                mine,
-            ).result
-
-        address = settings.domain or host.public_ip
+        self.benchmark = self._benchmark(head, server, api_key)
+        address = args.settings.domain or nodes[0].host.public_ip
         # The endpoint exists once vLLM answered and the proxy is up: carry both as dependencies.
         self.endpoint = pulumi.Output.all(server.ready.id, proxy.container_id, address).apply(
             lambda v: f"https://{v[2]}/v1"
         )
-        self.grafana_url, self.grafana_password = None, None
-        if settings.monitoring:
-            monitoring = Monitoring(
-                child(name, "monitoring"),
-                MonitoringArgs(
-                    settings=settings,
-                    plan=plan,
-                    docker_provider=engine,
-                    connection=host.connection,
-                    instance=host.instance,
-                    instance_id=host.instance_id,
-                    runtime_ready=setup.runtime_ready,
-                    vllm_ready=server.ready,
-                    vllm_port=server.port,
-                    address=address,
-                ),
-                mine,
-            )
-            # Grafana is reached through the proxy: the URL waits for both.
-            self.grafana_url = pulumi.Output.all(monitoring.grafana_url, proxy.container_id).apply(lambda v: v[0])
-            self.grafana_password = monitoring.grafana_password
+        self.grafana_url, self.grafana_password = self._monitoring(head, server, proxy, address)
         self.api_key = pulumi.Output.secret(api_key)
         self.ca_certificate = proxy.ca_certificate
-        self.instance_id = host.instance_id
-        self.public_ip = host.public_ip
         self.region = aws.get_region(opts=lookups).region
-        self.model_volume_id = volume.volume_id
-        self.cost = host_cost(
-            plan.hourly_price_usd, sum(plan.root_volume_gb + n.volume.size_gb for n in nodes), len(nodes)
-        ).to_output()
-        self.nodes = pulumi.Output.all(
-            *[
-                pulumi.Output.all(n.host.instance_id, n.host.private_ip, n.host.public_ip, n.volume.volume_id)
-                for n in nodes
-            ]
-        ).apply(
-            lambda rows: [
-                {"name": node_name(i), "role": "head" if i == 0 else "worker", "instanceId": row[0],
-                 "privateIp": row[1], "publicIp": row[2], "modelVolumeId": row[3]}
-                for i, row in enumerate(rows)
-            ]
-        )
-        self.ssh_private_key = host.ssh_private_key
-        key_hint = f"-i {identity_file_hint(pulumi.get_stack())} " if host.ssh_private_key is not None else ""
-        self.ssh_command = pulumi.Output.concat("ssh ", key_hint, host.ssh_user, "@", host.public_ip)
+        self._node_outputs(nodes)
         self.register_outputs(
             {
                 "endpoint": self.endpoint,
@@ -224,6 +144,100 @@ class VllmDeployment(pulumi.ComponentResource):
             }
         )
 
+    # --- what runs on the head -------------------------------------------------------------
+    def _docker_engine(self, base: str, node: Node) -> docker.Provider:
+        host = node.host
+        return docker_over_ssh(
+            base, host=host.public_ip, user=host.ssh_user, private_key=host.ssh_private_key,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _server(self, head: HostHandle, nodes: list[Node], api_key: pulumi.Output[str]) -> VllmServer:
+        """vLLM on the head; across nodes its container is also the Ray head, and the workers
+        (created first) join once that container exists."""
+        args = self._args
+        head_started, resolve_head_started = pulumi.deferred_output()
+        ray_head = self._ray_cluster(nodes, head_started) if len(nodes) > 1 else None
+        server = VllmServer(
+            child(self._name, "vllm"),
+            VllmServerArgs(
+                settings=args.settings, plan=args.plan, command=args.vllm_command,
+                host=head, api_key=api_key, ray_head=ray_head,
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        # Known only now: the head's readiness waits for the workers' join.
+        resolve_head_started(server.container_id)
+        return server
+
+    def _proxy(self, head: HostHandle, server: VllmServer, public_ip: pulumi.Output[str]) -> NginxProxy:
+        return NginxProxy(
+            child(self._name, "proxy"),
+            NginxProxyArgs(
+                settings=self._args.settings, limits=self._args.proxy_limits, host=head,
+                public_ip=public_ip, upstream_port=server.port, depends_on=[server.ready],
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+
+    def _benchmark(
+        self, head: HostHandle, server: VllmServer, api_key: pulumi.Output[str]
+    ) -> Optional[pulumi.Output[dict[str, Any]]]:
+        """benchmarkOnDeploy: `vllm bench serve` figures of the live endpoint; None when off."""
+        if not self._args.settings.benchmark_on_deploy:
+            return None
+        return VllmBenchmark(
+            child(self._name, "benchmark"),
+            VllmBenchmarkArgs(
+                settings=self._args.settings, plan=self._args.plan, host=head, ready=server.ready, api_key=api_key,
+            ),
+            pulumi.ResourceOptions(parent=self),
+        ).result
+
+    def _monitoring(
+        self, head: HostHandle, server: VllmServer, proxy: NginxProxy, address: pulumi.Input[str]
+    ) -> tuple[Optional[pulumi.Output[str]], Optional[pulumi.Output[str]]]:
+        """monitoring: Grafana's URL (reached through the proxy, so it waits for both) and its
+        admin password; (None, None) when off."""
+        if not self._args.settings.monitoring:
+            return None, None
+        monitoring = Monitoring(
+            child(self._name, "monitoring"),
+            MonitoringArgs(
+                settings=self._args.settings, plan=self._args.plan, host=head,
+                vllm_ready=server.ready, vllm_port=server.port, address=address,
+            ),
+            pulumi.ResourceOptions(parent=self),
+        )
+        url = pulumi.Output.all(monitoring.grafana_url, proxy.container_id).apply(lambda v: v[0])
+        return url, monitoring.grafana_password
+
+    def _node_outputs(self, nodes: list[Node]) -> None:
+        """The head's addresses, ids and SSH command; every node's row; the cost of them all."""
+        head, plan = nodes[0].host, self._args.plan
+        self.instance_id = head.instance_id
+        self.public_ip = head.public_ip
+        self.model_volume_id = nodes[0].volume.volume_id
+        self.cost = host_cost(
+            plan.hourly_price_usd, sum(plan.root_volume_gb + n.volume.size_gb for n in nodes), len(nodes)
+        ).to_output()
+        self.nodes = pulumi.Output.all(
+            *[
+                pulumi.Output.all(n.host.instance_id, n.host.private_ip, n.host.public_ip, n.volume.volume_id)
+                for n in nodes
+            ]
+        ).apply(
+            lambda rows: [
+                {"name": node_name(i), "role": "head" if i == 0 else "worker", "instanceId": row[0],
+                 "privateIp": row[1], "publicIp": row[2], "modelVolumeId": row[3]}
+                for i, row in enumerate(rows)
+            ]
+        )
+        self.ssh_private_key = head.ssh_private_key
+        key_hint = f"-i {identity_file_hint(pulumi.get_stack())} " if head.ssh_private_key is not None else ""
+        self.ssh_command = pulumi.Output.concat("ssh ", key_hint, head.ssh_user, "@", head.public_ip)
+
+    # --- the nodes -----------------------------------------------------------------------
     def _nodes(
         self,
         name: str,
@@ -314,37 +328,26 @@ class VllmDeployment(pulumi.ComponentResource):
         )
         return Node(index, host, volume, setup)
 
-    def _ray_cluster(
-        self, name: str, settings: StackConfig, plan: SizingPlan, nodes: list[Node], head_started: pulumi.Output[str]
-    ) -> RayHead:
+    def _ray_cluster(self, nodes: list[Node], head_started: pulumi.Output[str]) -> RayHead:
         """The workers' Ray containers, and what makes the head's vLLM container the Ray head."""
+        settings, plan = self._args.settings, self._args.plan
         head = nodes[0]
         efa = len(efa_interfaces(plan.instance))
         env = nccl_environment(efa)
         workers: list[RayWorker] = []
         for node in nodes[1:]:
-            base = node_base_name(name, node.index)
-            engine = docker_over_ssh(
-                base, host=node.host.public_ip, user=node.host.ssh_user,
-                private_key=node.host.ssh_private_key, opts=pulumi.ResourceOptions(parent=self),
-            )
+            base = node_base_name(self._name, node.index)
             workers.append(
                 RayWorker(
                     child(base, "ray"),
                     RayWorkerArgs(
                         index=node.index,
                         image=settings.vllm_image,
-                        connection=node.host.connection,
-                        docker_provider=engine,
-                        instance=node.host.instance,
-                        instance_id=node.host.instance_id,
+                        host=node.handle(self._docker_engine(base, node)),
                         node_ip=node.host.private_ip,
                         head_ip=head.host.private_ip,
                         head_instance_id=head.host.instance_id,
                         head_started=head_started,
-                        runtime_ready=node.setup.runtime_ready,
-                        model_ready=node.setup.model_ready,
-                        model_dir=node.setup.model_dir,
                         container_env=env,
                         efa_interfaces=efa,
                     ),

@@ -1,10 +1,15 @@
 """The host's Docker engine as a pulumi-docker provider, reached over SSH.
 
-`ssh://ubuntu@<ip>`: the machine running `pulumi preview`/`up` needs TCP 22 to the host
-(sshAllowedCidrs) and an `ssh` client. The stack's generated private key is written to
-~/.ssh/vllm-deploy/<stack>.key (mode 0600, where SSH keys live) whenever the program runs, so a
-later preview on another machine works from the stack's state alone; with your own
-`sshPublicKey`, your ssh-agent is used and nothing is written.
+`ssh://ubuntu@<ip>`: the machine running `pulumi up` or `refresh` needs TCP 22 to the host
+(sshAllowedCidrs) and an `ssh` client (`destroy` does not: the Docker resources go with the
+host, `on_host`'s deleted_with). A preview needs neither and touches nothing:
+pulumi-docker 5.x dials the Docker host only to create, read, delete or refresh a resource
+(its provider Configure and Diff open no connection), and pulumi-command's remote commands run
+nothing at preview. The stack's generated private key is written to
+~/.ssh/vllm-deploy/<stack>.key (mode 0600, where SSH keys live) by every run that is not a
+preview (`pulumi up`), before the Docker provider first dials with it; a preview
+(`pulumi.runtime.is_dry_run()`) writes no file, so a CI preview leaves no key on its runner.
+With your own `sshPublicKey`, your ssh-agent is used and nothing is written.
 """
 
 from __future__ import annotations
@@ -75,9 +80,11 @@ def docker_ssh_opts(key_path: Optional[str]) -> list[str]:
 
 
 def ssh_identity(stack: str, private_key: str) -> str:
-    """Writes the key and returns it as `~/...`: ssh expands the tilde itself, so the provider
-    configuration in the state is the same on every machine that runs pulumi."""
-    write_identity_file(identity_file(stack), private_key)
+    """Writes the key (not in a preview, which dials nothing: see the module docstring) and
+    returns it as `~/...`: ssh expands the tilde itself, so the provider configuration in the
+    state is the same on every machine that runs pulumi."""
+    if not pulumi.runtime.is_dry_run():
+        write_identity_file(identity_file(stack), private_key)
     return identity_file_hint(stack)
 
 

@@ -1,9 +1,9 @@
-"""GpuHost: everything one GPU server needs on AWS — image, network placement, firewall,
-access (SSH key and SSM), the instance with its encrypted disk, and a stable address."""
+"""GpuHost: everything one GPU server needs on AWS — image, network placement, firewall and
+access (SSH key and SSM: components.host_access), the instance with its encrypted disk, and a
+stable address."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Optional
 
@@ -11,8 +11,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 import pulumi_random as random
-import pulumi_tls as tls
 
+from components import host_access
 from components.capacity import capacity_hook, error_hooks_supported
 from components.host_image import AmiQuery, ami_query, user_data
 from components.cluster import ClusterMembership
@@ -24,9 +24,6 @@ from sizing.plan import SizingPlan
 from config.settings import StackConfig
 
 SSH_USER = "ubuntu"
-HTTPS_PORT = 443
-HTTP_PORT = 80  # redirects to HTTPS, and answers ACME http-01 challenges
-SSH_PORT = 22
 
 @dataclass(frozen=True)
 class SharedAccess:
@@ -83,11 +80,11 @@ class GpuHost(pulumi.ComponentResource):
 
         self._refuse_a_stopped_host()
         subnet = args.subnet or choose_subnet(settings, plan.instance.name, args.model_volume, self)
-        security_group = self._security_group(settings, subnet.vpc_id, args.serves_endpoint)
+        security_group = host_access.security_group(self, name, settings, subnet.vpc_id, args.serves_endpoint)
         if args.shared is None:
             shared = SharedAccess(
-                self._image(settings.ami, plan.instance.arch), *self._key_pair(settings),
-                self._instance_profile().name,
+                self._image(settings.ami, plan.instance.arch), *host_access.key_pair(self, name, settings),
+                host_access.instance_profile(self, name).name,
             )
         else:
             shared = args.shared
@@ -191,98 +188,6 @@ class GpuHost(pulumi.ComponentResource):
                 opts=self._invoke_opts(),
             )
         return ami.id
-
-    def _security_group(self, settings: StackConfig, vpc_id: str, serves_endpoint: bool) -> aws.ec2.SecurityGroup:
-        group = aws.ec2.SecurityGroup(
-            child(self._name, "sg"),
-            vpc_id=vpc_id,
-            description=(
-                "vllm-deploy: HTTPS to the proxy, SSH for provisioning; vLLM stays on loopback"
-                if serves_endpoint
-                else "vllm-deploy worker node: SSH for provisioning only"
-            ),
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        rules: list[tuple[str, int, str]] = []
-        if serves_endpoint:
-            rules += [("https", HTTPS_PORT, c) for c in settings.allowed_cidrs]
-            # Let's Encrypt validates from addresses it does not publish, so with letsencrypt the
-            # HTTP port is open to all; nginx answers there only ACME challenges and redirects.
-            http_from = ["0.0.0.0/0", "::/0"] if settings.tls == "letsencrypt" else settings.allowed_cidrs
-            rules += [("http", HTTP_PORT, c) for c in http_from]
-        for cidr in settings.ssh_allowed_cidrs:
-            rules.append(("ssh", SSH_PORT, cidr))
-        for role, port, cidr in rules:
-            ipv6 = ":" in cidr
-            aws.vpc.SecurityGroupIngressRule(
-                child(self._name, f"{role}-{cidr.replace('/', '-').replace(':', '_')}"),
-                security_group_id=group.id,
-                ip_protocol="tcp",
-                from_port=port,
-                to_port=port,
-                cidr_ipv4=None if ipv6 else cidr,
-                cidr_ipv6=cidr if ipv6 else None,
-                description=f"{role} from {cidr}",
-                opts=pulumi.ResourceOptions(parent=group),
-            )
-        for family, cidr in (("ipv4", "0.0.0.0/0"), ("ipv6", "::/0")):
-            aws.vpc.SecurityGroupEgressRule(
-                child(self._name, f"egress-{family}"),
-                security_group_id=group.id,
-                ip_protocol="-1",
-                cidr_ipv4=cidr if family == "ipv4" else None,
-                cidr_ipv6=cidr if family == "ipv6" else None,
-                description="image pulls, model downloads, package installs",
-                opts=pulumi.ResourceOptions(parent=group),
-            )
-        return group
-
-    def _key_pair(self, settings: StackConfig) -> tuple[pulumi.Input[str], Optional[pulumi.Output[str]]]:
-        private_key: Optional[pulumi.Output[str]] = None
-        if settings.ssh_public_key:
-            public_key: pulumi.Input[str] = settings.ssh_public_key
-        else:
-            generated = tls.PrivateKey(
-                child(self._name, "ssh-key"),
-                algorithm="ED25519",
-                opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["privateKeyOpenssh", "privateKeyPem"]),
-            )
-            public_key = generated.public_key_openssh
-            private_key = pulumi.Output.secret(generated.private_key_openssh)
-        key_pair = aws.ec2.KeyPair(
-            child(self._name, "key"),
-            public_key=public_key,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        return key_pair.key_name, private_key
-
-    def _instance_profile(self) -> aws.iam.InstanceProfile:
-        role = aws.iam.Role(
-            child(self._name, "role"),
-            assume_role_policy=json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Effect": "Allow",
-                            "Principal": {"Service": "ec2.amazonaws.com"},
-                            "Action": "sts:AssumeRole",
-                        }
-                    ],
-                }
-            ),
-            description="vllm-deploy host: SSM Session Manager only",
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        aws.iam.RolePolicyAttachment(
-            child(self._name, "ssm"),
-            role=role.name,
-            policy_arn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",
-            opts=pulumi.ResourceOptions(parent=role),
-        )
-        return aws.iam.InstanceProfile(
-            child(self._name, "profile"), role=role.name, opts=pulumi.ResourceOptions(parent=self)
-        )
 
     def _efa_interfaces(
         self, cluster: Optional[ClusterMembership], subnet_id: str, groups: list[pulumi.Output[str]]

@@ -29,7 +29,7 @@ from components.model_volume import ModelVolume
 from components.naming import child, component_type
 from components.script_steps import ScriptSteps
 from config.settings import StackConfig
-from config.stack import VLLM_PORT
+from serving.vllm_args import VLLM_PORT
 from sizing.gpus import GpuInstance
 from sizing.hub import download_repo_id
 from sizing.plan import SizingPlan

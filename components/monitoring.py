@@ -17,9 +17,9 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
-from components.docker_host import INSTANCE_LABEL, on_host
+from components.docker_host import INSTANCE_LABEL
+from components.host_handle import HostHandle
 from components.naming import child, component_type
-from components.script_steps import ScriptSteps
 from config.settings import StackConfig
 from serving.monitoring import grafana, prometheus
 from serving.monitoring.catalog import DCGM_COUNTERS_FILE
@@ -46,16 +46,8 @@ class MonitoringArgs:
     """The validated stack config (retention, alert threshold key)."""
     plan: SizingPlan
     """The sizing decision (the derived waiting-requests threshold)."""
-    docker_provider: docker.Provider
-    """Docker engine of the host."""
-    connection: command.remote.ConnectionArgs
-    """SSH connection for the readiness check."""
-    instance: pulumi.Resource
-    """The EC2 instance: images, volume and containers are replaced and deleted with it."""
-    instance_id: pulumi.Input[str]
-    """Pull and check again on a new instance."""
-    runtime_ready: pulumi.Resource
-    """Docker and the GPU runtime work (the GPU smoke check)."""
+    host: HostHandle
+    """The head node's host: Docker engine, SSH for the readiness check, instance, provisioning."""
     vllm_ready: pulumi.Resource
     """vLLM answers: only then can every scrape target be up."""
     vllm_port: int
@@ -90,19 +82,19 @@ class Monitoring(pulumi.ComponentResource):
 
     # --- helpers -------------------------------------------------------------------
     def _on_host(self, depends_on: list[pulumi.Resource], **extra) -> pulumi.ResourceOptions:
-        return on_host(self, self._args.docker_provider, self._args.instance, depends_on, **extra)
+        return self._args.host.docker_options(self, depends_on, **extra)
 
     def _image(self, role: str, reference: str) -> docker.RemoteImage:
         return docker.RemoteImage(
             child(self._name, f"{role}-image"),
             name=reference,
             keep_locally=True,
-            triggers={INSTANCE_LABEL: self._args.instance_id},
-            opts=self._on_host([self._args.runtime_ready]),
+            triggers={INSTANCE_LABEL: self._args.host.instance_id},
+            opts=self._on_host([self._args.host.runtime_ready]),
         )
 
     def _labels(self) -> list[docker.ContainerLabelArgs]:
-        return [docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=self._args.instance_id)]
+        return [docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=self._args.host.instance_id)]
 
     def _container(self, role: str, image: docker.RemoteImage, *, after: list[pulumi.Resource],
                    secret_inputs: tuple[str, ...] = (), **settings) -> docker.Container:
@@ -118,7 +110,7 @@ class Monitoring(pulumi.ComponentResource):
             log_opts={"max-size": "20m", "max-file": "3"},
             **settings,
             opts=self._on_host(
-                [self._args.runtime_ready, *after],
+                [self._args.host.runtime_ready, *after],
                 additional_secret_outputs=list(secret_inputs),
                 delete_before_replace=True,
             ),
@@ -143,8 +135,8 @@ class Monitoring(pulumi.ComponentResource):
         data = docker.Volume(
             child(self._name, "prometheus-data"),
             name=PROMETHEUS_VOLUME,
-            labels=[docker.VolumeLabelArgs(label=INSTANCE_LABEL, value=self._args.instance_id)],
-            opts=self._on_host([self._args.runtime_ready]),
+            labels=[docker.VolumeLabelArgs(label=INSTANCE_LABEL, value=self._args.host.instance_id)],
+            opts=self._on_host([self._args.host.runtime_ready]),
         )
         return self._container(
             "prometheus",
@@ -220,7 +212,7 @@ class Monitoring(pulumi.ComponentResource):
     def _readiness(self, containers: list[docker.Container]) -> command.remote.Command:
         """Prometheus ready with every target up, and Grafana healthy, checked on the host."""
         jobs = " ".join(prometheus.scrape_targets(self._args.vllm_port))
-        return ScriptSteps(self, self._name, self._args.connection, self._args.instance_id).run(
+        return self._args.host.steps(self, self._name).run(
             "ready", "wait_for_monitoring.sh", after=self._args.vllm_ready,
             env={
                 "VLLM_DEPLOY_PROMETHEUS": PROMETHEUS.address,

@@ -1,9 +1,10 @@
 """NginxProxy: TLS termination and streaming reverse proxy in front of vLLM.
 
 The only way in from outside: 443 (and 80, which answers ACME challenges and refuses the rest
-in JSON). The nginx config is a typed model rendered from a template (serving/nginx.py), with
-limits derived from the instance (serving/proxy_limits.py); the container's nofile ulimit
-matches the workers' file limit.
+in JSON). The nginx config is a typed model (serving/nginx.py) rendered from a template
+(serving/nginx_conf.py), with limits derived from the instance once at preview
+(serving/proxy_limits.py, stack.preflight); the container's nofile ulimit matches the workers'
+file limit.
 tls=self-signed: a stack CA signs a certificate for the address; certificate and key are
 uploaded into the container by pulumi-docker, so the key is in no command line or script.
 tls=letsencrypt: certbot on the host obtains (and a systemd timer renews) a certificate for
@@ -21,20 +22,13 @@ import pulumi_tls as tls
 
 import pulumi_command as command
 
-from components.docker_host import INSTANCE_LABEL, on_host
+from components.docker_host import INSTANCE_LABEL
+from components.host_handle import HostHandle
 from components.naming import child, component_type
-from components.script_steps import ScriptSteps
-from serving.nginx import (
-    CONTAINER_CERT_PATH,
-    CONTAINER_CONF_PATH,
-    CONTAINER_KEY_PATH,
-    NGINX_IMAGE,
-    render,
-    site_for_stack,
-)
-from serving.proxy_limits import stack_limits
+from serving.nginx import CONTAINER_CERT_PATH, CONTAINER_CONF_PATH, CONTAINER_KEY_PATH, NGINX_IMAGE
+from serving.nginx_conf import render, site_for_stack
 from config.settings import StackConfig
-from sizing.plan import SizingPlan
+from serving.proxy_limits import ProxyLimits
 
 PROXY_CONTAINER_NAME = "vllm-proxy"
 # Served at /.well-known/acme-challenge/ on port 80 in every mode, so a stack can switch to
@@ -48,38 +42,30 @@ SERVER_CERT_EARLY_RENEWAL_HOURS = 30 * 24
 
 
 
-def proxy_config(settings: StackConfig, plan: SizingPlan, *, public_ip: str, upstream_port: int) -> str:
-    """The nginx.conf the proxy container runs, for a host at `public_ip` (pure: `tools/plan`
-    renders it offline with a placeholder address)."""
+def proxy_config(settings: StackConfig, limits: ProxyLimits, *, public_ip: str, upstream_port: int) -> str:
+    """The nginx.conf the proxy container runs, for a host at `public_ip` with the proxy's
+    `limits` (pure: `tools/plan` renders it offline with a placeholder address)."""
     site_fields: dict[str, object] = {"vllm_port": upstream_port, "acme_webroot": ACME_WEBROOT}
     if settings.tls == "letsencrypt":
         live = f"{LETSENCRYPT_DIR}/live/{settings.domain}"
         site_fields.update(tls_certificate_path=f"{live}/fullchain.pem", tls_key_path=f"{live}/privkey.pem")
-    return render(site_for_stack(settings, plan, public_ip=public_ip, **site_fields))
+    return render(site_for_stack(settings, limits, public_ip=public_ip, **site_fields))
 
 
 @dataclass
 class NginxProxyArgs:
     settings: StackConfig
     """The validated stack config (domain, CIDRs, body size, rate and concurrency limits)."""
-    plan: SizingPlan
-    """The sizing decision: the instance's vCPUs and memory size the proxy's limits."""
-    docker_provider: docker.Provider
-    """Docker engine of the host."""
+    limits: ProxyLimits
+    """Workers, connections and file limits for the planned instance (stack.preflight)."""
+    host: HostHandle
+    """The head node's host: the proxy's Docker engine, and SSH for a Let's Encrypt certificate."""
     public_ip: pulumi.Input[str]
     """The address clients use: in the certificate, and the canonical host without a domain."""
     upstream_port: int
     """vLLM's port on the host's loopback."""
     depends_on: list[pulumi.Resource]
     """What must exist before the proxy starts (the vLLM container)."""
-    connection: command.remote.ConnectionArgs
-    """SSH connection (obtaining a Let's Encrypt certificate runs on the host)."""
-    instance: pulumi.Resource
-    """The EC2 instance: the proxy's image and container are replaced and deleted with it."""
-    instance_id: pulumi.Input[str]
-    """Obtain the certificate again on a new instance."""
-    runtime_ready: pulumi.Resource
-    """Docker works on the host (the engine is installed, configured and restarted)."""
 
 
 class NginxProxy(pulumi.ComponentResource):
@@ -92,14 +78,14 @@ class NginxProxy(pulumi.ComponentResource):
     def __init__(self, name: str, args: NginxProxyArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("NginxProxy"), name, None, opts)
         self._name = name
-        settings = args.settings
+        settings, host = args.settings, args.host
 
         image = docker.RemoteImage(
             child(name, "image"),
             name=NGINX_IMAGE,
             keep_locally=True,
-            triggers={INSTANCE_LABEL: args.instance_id},
-            opts=on_host(self, args.docker_provider, args.instance, [args.runtime_ready]),
+            triggers={INSTANCE_LABEL: host.instance_id},
+            opts=host.docker_options(self, [host.runtime_ready]),
         )
         volumes = [docker.ContainerVolumeArgs(host_path=ACME_WEBROOT, container_path=ACME_WEBROOT, read_only=True)]
         uploads: list[docker.ContainerUploadArgs] = []
@@ -119,9 +105,9 @@ class NginxProxy(pulumi.ComponentResource):
             self.ca_certificate = ca_cert
         # The address is known once the Elastic IP exists; rendering needs no resource.
         self.config_text = pulumi.Output.from_input(args.public_ip).apply(
-            lambda ip: proxy_config(settings, args.plan, public_ip=ip, upstream_port=args.upstream_port)
+            lambda ip: proxy_config(settings, args.limits, public_ip=ip, upstream_port=args.upstream_port)
         )
-        limits = stack_limits(settings, args.plan)  # checked at preview (config.stack.proxy_limits)
+        limits = args.limits
         uploads.insert(0, docker.ContainerUploadArgs(file=CONTAINER_CONF_PATH, content=self.config_text))
         container = docker.Container(
             child(name, "container"),
@@ -137,11 +123,11 @@ class NginxProxy(pulumi.ComponentResource):
             ulimits=[
                 docker.ContainerUlimitArgs(name="nofile", soft=limits.container_nofile, hard=limits.container_nofile)
             ],
-            labels=[docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=args.instance_id)],
+            labels=[docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=host.instance_id)],
             log_driver="json-file",
             log_opts={"max-size": "50m", "max-file": "5"},
-            opts=on_host(
-                self, args.docker_provider, args.instance, depends_on,
+            opts=host.docker_options(
+                self, depends_on,
                 additional_secret_outputs=["uploads"],
                 delete_before_replace=True,  # one process can hold ports 80/443
             ),
@@ -153,7 +139,7 @@ class NginxProxy(pulumi.ComponentResource):
 
     def _letsencrypt(self, settings: StackConfig, args: NginxProxyArgs) -> command.remote.Command:
         """certbot on the host; standalone on the first deploy (nothing serves port 80 yet)."""
-        return ScriptSteps(self, self._name, args.connection, args.instance_id).run(
+        return args.host.steps(self, self._name).run(
             "certificate", "obtain_certificate.sh", after=args.depends_on[-1] if args.depends_on else None,
             env={
                 "VLLM_DEPLOY_DOMAIN": settings.domain or "",

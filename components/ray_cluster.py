@@ -24,11 +24,12 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.docker_host import INSTANCE_LABEL, on_host
+from components.docker_host import INSTANCE_LABEL
+from components.host_handle import HostHandle
 from components.naming import child, component_type
-from components.script_steps import SCRIPTS_DIR, ScriptSteps
-from config.stack import SERVED_MODEL_PATH
+from components.script_steps import SCRIPTS_DIR
 from serving.cluster_network import EFA_CONTAINER_ULIMITS, efa_device_paths
+from serving.vllm_args import SERVED_MODEL_PATH
 
 RAY_PORT = 6379  # Ray's default GCS port (`ray start --head --port`)
 HEAD_SCRIPTS_DIR = "/opt/vllm-deploy"  # inside the head's vLLM container
@@ -102,10 +103,9 @@ class RayWorkerArgs:
     """The node's index (1..nodes-1)."""
     image: str
     """The vLLM image (the head runs the same one: Ray and vLLM versions must match)."""
-    connection: command.remote.ConnectionArgs
-    docker_provider: docker.Provider
-    instance: pulumi.Resource
-    instance_id: pulumi.Input[str]
+    host: HostHandle
+    """This worker node's host: SSH, Docker engine, instance, provisioning, the weights (mounted
+    where the head's vLLM loads them)."""
     node_ip: pulumi.Input[str]
     head_ip: pulumi.Input[str]
     head_instance_id: pulumi.Input[str]
@@ -113,10 +113,6 @@ class RayWorkerArgs:
     head_started: pulumi.Input[str]
     """The head's vLLM container id: the worker joins once the head (its Ray) exists, so its
     wait for the head's port is seconds, whatever the downloads took."""
-    runtime_ready: pulumi.Resource
-    model_ready: pulumi.Resource
-    model_dir: str
-    """The weights on this node; mounted where the head's vLLM loads them."""
     container_env: dict[str, str] = field(default_factory=dict)
     efa_interfaces: int = 0
     join_timeout_seconds: int = 600
@@ -130,19 +126,20 @@ class RayWorker(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: RayWorkerArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("RayWorker"), name, None, opts)
+        host = args.host
         self.image = docker.RemoteImage(
             child(name, "image"),
             name=args.image,
             keep_locally=True,
-            triggers={INSTANCE_LABEL: args.instance_id},
-            opts=on_host(self, args.docker_provider, args.instance, [args.runtime_ready]),
+            triggers={INSTANCE_LABEL: host.instance_id},
+            opts=host.docker_options(self, [host.runtime_ready]),
         )
         env = {
             "HF_HUB_OFFLINE": "1",  # as the head's container: the weights are on disk
             "VLLM_NO_USAGE_STATS": "1",
             **args.container_env,
         }
-        self.joined = ScriptSteps(self, name, args.connection, args.instance_id).run(
+        self.joined = host.steps(self, name).run(
             "ray", "ray_node.sh", after=self.image,
             env={
                 "VLLM_DEPLOY_RAY_ROLE": "worker",
@@ -151,7 +148,7 @@ class RayWorker(pulumi.ComponentResource):
                 "VLLM_DEPLOY_RAY_HEAD_IP": args.head_ip,
                 "VLLM_DEPLOY_RAY_PORT": str(RAY_PORT),
                 "VLLM_DEPLOY_IMAGE": args.image,
-                "VLLM_DEPLOY_MODEL_DIR": args.model_dir,
+                "VLLM_DEPLOY_MODEL_DIR": host.model_dir,
                 "VLLM_DEPLOY_MODEL_MOUNT": SERVED_MODEL_PATH,
                 "VLLM_DEPLOY_CONTAINER_ENV": container_env_pairs(env),
                 "VLLM_DEPLOY_EFA_DEVICES": str(args.efa_interfaces),
@@ -159,7 +156,7 @@ class RayWorker(pulumi.ComponentResource):
             },
             # The weights must be there before vLLM's workers here load them; a new head (or
             # a new image) starts this node's container again.
-            extra_triggers=[args.model_ready.id, args.head_instance_id, self.image.image_id, args.head_started],
+            extra_triggers=[host.model_ready.id, args.head_instance_id, self.image.image_id, args.head_started],
             timeout=f"{args.join_timeout_seconds // 60 + 10}m",
         )
         self.register_outputs({"imageId": self.image.image_id, "joined": self.joined.stdout})

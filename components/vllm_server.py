@@ -9,7 +9,8 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.docker_host import INSTANCE_LABEL, on_host
+from components.docker_host import INSTANCE_LABEL
+from components.host_handle import HostHandle
 from components.naming import child, component_type
 from components.ray_cluster import (
     CLUSTER_LABEL,
@@ -21,11 +22,9 @@ from components.ray_cluster import (
     efa_ulimits,
     head_uploads,
 )
-from components.script_steps import ScriptSteps
-from serving.vllm_args import sets_chat_template
-from sizing.plan import SizingPlan
 from config.settings import StackConfig
-from config.stack import SERVED_MODEL_PATH, VLLM_PORT
+from serving.vllm_args import SERVED_MODEL_PATH, VLLM_PORT, sets_chat_template
+from sizing.plan import SizingPlan
 
 CONTAINER_NAME = "vllm"
 
@@ -44,20 +43,8 @@ class VllmServerArgs:
     """The sizing decision (TP, dtype, max model len...)."""
     command: list[str]
     """`vllm serve` arguments, checked against the pinned flag list."""
-    docker_provider: docker.Provider
-    """Docker engine of the host (components.docker_host)."""
-    connection: command.remote.ConnectionArgs
-    """SSH connection for the readiness check."""
-    instance: pulumi.Resource
-    """The EC2 instance: its images and containers are replaced and deleted with it."""
-    instance_id: pulumi.Input[str]
-    """Re-run the readiness check on a new instance."""
-    runtime_ready: pulumi.Resource
-    """Docker and the GPU runtime work (the GPU smoke check)."""
-    model_ready: pulumi.Resource
-    """The weights are on disk."""
-    model_dir: str
-    """Where the weights are on the host."""
+    host: HostHandle
+    """The head node's host: SSH, Docker engine, instance, provisioning, the weights' directory."""
     api_key: pulumi.Output[str]
     """Secret key vLLM checks on /v1 (passed as VLLM_API_KEY, never as a flag)."""
     ray_head: Optional[RayHead] = None
@@ -80,20 +67,20 @@ class VllmServer(pulumi.ComponentResource):
         self.port = VLLM_PORT
         self.args = list(args.command)
 
-        provider = args.docker_provider
+        host = args.host
         image = docker.RemoteImage(
             child(name, "image"),
             name=settings.vllm_image,
             keep_locally=True,  # tens of GB: pull once, keep across container replacements
             # The Elastic IP (so the provider) outlives a replaced instance: pull again there.
-            triggers={INSTANCE_LABEL: args.instance_id},
+            triggers={INSTANCE_LABEL: host.instance_id},
             # After the GPU check, not right after Docker: the toolkit step restarts the
             # engine, which would cut a pull short. It still overlaps the model download.
-            opts=on_host(self, provider, args.instance, [args.runtime_ready]),
+            opts=host.docker_options(self, [host.runtime_ready]),
         )
-        container = self._container(args, image, provider)
+        container = self._container(args, image)
         joined = [step.id for step in args.ray_head.workers_joined] if args.ray_head else []
-        self.ready = ScriptSteps(self, name, args.connection, args.instance_id).run(
+        self.ready = host.steps(self, name).run(
             "ready", "wait_for_vllm.sh", after=container,
             env={
                 "VLLM_DEPLOY_PORT": str(VLLM_PORT),
@@ -101,7 +88,7 @@ class VllmServer(pulumi.ComponentResource):
                 "VLLM_DEPLOY_SERVED_MODEL": settings.served_name,
                 "VLLM_DEPLOY_TIMEOUT_SECONDS": str(settings.readiness_timeout_minutes * 60),
                 # The script reads the directory vLLM loads to choose chat or plain completion.
-                "VLLM_DEPLOY_MODEL_DIR": args.model_dir,
+                "VLLM_DEPLOY_MODEL_DIR": host.model_dir,
                 "VLLM_DEPLOY_GENERATION_API": generation_api(self.args),
             },
             secret_env={"VLLM_API_KEY": args.api_key},
@@ -117,20 +104,21 @@ class VllmServer(pulumi.ComponentResource):
         self.container_id = container.id
         self.register_outputs({"port": self.port, "containerName": self.container_name})
 
-    def _container(self, args: VllmServerArgs, image: docker.RemoteImage, provider: docker.Provider) -> docker.Container:
+    def _container(self, args: VllmServerArgs, image: docker.RemoteImage) -> docker.Container:
+        host = args.host
         envs: list[pulumi.Input[str]] = [
             pulumi.Output.concat("VLLM_API_KEY=", args.api_key),
             "HF_HUB_OFFLINE=1",  # the weights are already on disk; never fetch at start
             "VLLM_NO_USAGE_STATS=1",
         ]
         mounts = [
-            docker.ContainerMountArgs(type="bind", source=args.model_dir, target=SERVED_MODEL_PATH, read_only=True)
+            docker.ContainerMountArgs(type="bind", source=host.model_dir, target=SERVED_MODEL_PATH, read_only=True)
         ]
-        labels = [docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=args.instance_id)]
+        labels = [docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=host.instance_id)]
         network: dict = dict(
             ports=[docker.ContainerPortArgs(internal=VLLM_PORT, external=VLLM_PORT, ip="127.0.0.1")]
         )
-        after: list[pulumi.Resource] = [args.model_ready, args.runtime_ready]
+        after: list[pulumi.Resource] = [host.model_ready, host.runtime_ready]
         head = args.ray_head
         if head is not None:
             envs += [
@@ -181,8 +169,8 @@ class VllmServer(pulumi.ComponentResource):
             labels=labels,
             log_driver="json-file",
             log_opts={"max-size": "100m", "max-file": "5"},
-            opts=on_host(
-                self, provider, args.instance, after,
+            opts=host.docker_options(
+                self, after,
                 additional_secret_outputs=["envs"],
                 # Replace in place rather than run two copies: the GPU holds one at a time.
                 delete_before_replace=True,

@@ -3,21 +3,41 @@
 Each rule raises ValueError naming the keys involved and a fix; `check_all` runs them in order
 and stops at the first broken one. Combinations that are allowed but leave a feature unreachable
 are config.reachability's (parse lists them all at once).
+
+The rules read the values they need through `CrossKeyValues` (what StackConfig has), so this
+module does not import config.settings, which calls it: the import runs one way.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Literal, Optional, Protocol, Union
 
 from config.access import inside_any
 from config.constants import DISABLE_LOG_STATS, NAMESPACE
 from config.images import is_pinned_vllm_image, unverified_image_message
 
-if TYPE_CHECKING:  # settings calls this module; the import stays one-way at run time
-    from config.settings import StackConfig
+
+class CrossKeyValues(Protocol):
+    """The validated values the rules read (config.settings.StackConfig's fields)."""
+
+    tls: str
+    domain: Optional[str]
+    model: str
+    model_source: str
+    vllm_image: str
+    allow_unverified_vllm_image: bool
+    monitoring: bool
+    allowed_cidrs: list[str]
+    pipeline_parallel_size: int
+    nodes: Union[Literal["auto"], int]
+    idle_stop_minutes: Optional[int]
+    vllm_extra_args: list[str]
+
+    @property
+    def grafana_cidrs(self) -> list[str]: ...
 
 
-def check_all(config: StackConfig) -> None:
+def check_all(config: CrossKeyValues) -> None:
     """Every cross-key rule, in order. Raises ValueError for the first one broken."""
     _letsencrypt_needs_domain(config)
     _modelscope_needs_hub_id(config)
@@ -28,7 +48,7 @@ def check_all(config: StackConfig) -> None:
     _idle_stop_needs_metrics(config)
 
 
-def _letsencrypt_needs_domain(config: StackConfig) -> None:
+def _letsencrypt_needs_domain(config: CrossKeyValues) -> None:
     if config.tls == "letsencrypt" and not config.domain:
         raise ValueError(
             "tls=letsencrypt needs `domain` (a DNS name pointing at the host); "
@@ -36,17 +56,17 @@ def _letsencrypt_needs_domain(config: StackConfig) -> None:
         )
 
 
-def _modelscope_needs_hub_id(config: StackConfig) -> None:
+def _modelscope_needs_hub_id(config: CrossKeyValues) -> None:
     if config.model_source == "modelscope" and config.model.startswith(("/", "./", "~")):
         raise ValueError("modelSource=modelscope needs a ModelScope id, not a local path")
 
 
-def _image_is_pinned_or_confirmed(config: StackConfig) -> None:
+def _image_is_pinned_or_confirmed(config: CrossKeyValues) -> None:
     if not config.allow_unverified_vllm_image and not is_pinned_vllm_image(config.vllm_image):
         raise ValueError(unverified_image_message(config.vllm_image))
 
 
-def _grafana_reachable(config: StackConfig) -> None:
+def _grafana_reachable(config: CrossKeyValues) -> None:
     unreachable = [c for c in config.grafana_cidrs if not inside_any(c, config.allowed_cidrs)]
     if unreachable:
         raise ValueError(
@@ -57,7 +77,7 @@ def _grafana_reachable(config: StackConfig) -> None:
         )
 
 
-def _pipeline_matches_nodes(config: StackConfig) -> None:
+def _pipeline_matches_nodes(config: CrossKeyValues) -> None:
     if config.pipeline_parallel_size > 1 and config.nodes not in ("auto", config.pipeline_parallel_size):
         raise ValueError(
             f"{NAMESPACE}:pipelineParallelSize={config.pipeline_parallel_size} puts one pipeline "
@@ -66,7 +86,7 @@ def _pipeline_matches_nodes(config: StackConfig) -> None:
         )
 
 
-def _idle_stop_needs_metrics(config: StackConfig) -> None:
+def _idle_stop_needs_metrics(config: CrossKeyValues) -> None:
     if config.idle_stop_minutes is not None and any(
         # vLLM reads underscores as dashes and takes `--flag=value` (serving.flag_reader).
         arg.split("=", 1)[0].replace("_", "-") == DISABLE_LOG_STATS for arg in config.vllm_extra_args

@@ -5,10 +5,10 @@ Keys are the camelCase names users write in ``Pulumi.<stack>.yaml`` under the
 renamed. The field descriptions are the README's config reference (tools/config_reference.py).
 Each value is checked by config.values (CIDR lists by config.access, the image by config.images),
 combinations by config.rules; ``config.validation.parse()`` is the pure entry point, and
-``config.stack.load()`` feeds it what ``pulumi.Config`` holds.
+``stack.pulumi_config.load()`` feeds it what ``pulumi.Config`` holds.
 
 Secrets (``apiKey``, ``hfToken``, ``modelscopeToken``) are deliberately *not* fields of this model: they stay
-``pulumi.Output`` secrets end to end and are read by ``config.stack``.
+``pulumi.Output`` secrets end to end and are read by ``stack.pulumi_config``.
 """
 
 from __future__ import annotations
@@ -367,16 +367,6 @@ class StackConfig(BaseModel):
         return self
 
     # --- derived -------------------------------------------------------------------
-    @property
-    def node_counts(self) -> tuple[int, ...]:
-        """The node counts sizing may choose from: pipelineParallelSize > 1 fixes it, nodes=auto
-        allows 1 to MAX_NODES (one node preferred), else exactly `nodes`."""
-        if self.pipeline_parallel_size > 1:
-            return (self.pipeline_parallel_size,)
-        if self.nodes == "auto":
-            return tuple(range(1, MAX_NODES + 1))
-        return (int(self.nodes),)
-
     @property
     def is_local_model(self) -> bool:
         return self.model.startswith(("/", "./", "~"))

@@ -23,12 +23,14 @@ from typing import Any, Optional
 import pulumi
 
 from components.proxy import proxy_config
-from config.stack import UNREADABLE_SECRETS_ENV, VLLM_PORT
 from config.validation import parse
 from plan import engine, render
 from plan.summary import UNKNOWN, summarize
 from plan.world import offline_world
+from serving.proxy_limits import stack_limits
+from serving.vllm_args import VLLM_PORT
 from sizing.choice import plan as choose_plan
+from stack.pulumi_config import UNREADABLE_SECRETS_ENV
 
 # Stands in for this machine's public address (sshAllowedCidrs: auto) unless
 # VLLM_DEPLOY_PUBLIC_IP says otherwise: a documentation address (RFC 5737), never a real one.
@@ -73,7 +75,8 @@ def offline_nginx_config(config: dict[str, Any]) -> str:
     prefix = f"{engine.PROJECT}:"
     values = {**engine.project_defaults(), **config}
     settings = parse({k.removeprefix(prefix): v for k, v in values.items() if ":" not in k.removeprefix(prefix)})
-    return proxy_config(settings, choose_plan(settings), public_ip=PLACEHOLDER_ELASTIC_IP, upstream_port=VLLM_PORT)
+    limits = stack_limits(settings, choose_plan(settings))
+    return proxy_config(settings, limits, public_ip=PLACEHOLDER_ELASTIC_IP, upstream_port=VLLM_PORT)
 
 
 def preview_error(error: BaseException, stack: str) -> str:

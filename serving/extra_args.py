@@ -24,14 +24,14 @@ import json
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from config.constants import NAMESPACE
 from config.images import PINNED_VLLM_VERSION
 from config.settings import StackConfig
-from serving.flag_reader import _Option, _Reading
+from serving.flag_reader import FlagReader, Option, Reading
 from serving.parallel_args import parallel_problems
-from serving.vllm_flags import vllm_facts
+from serving.vllm_flags import NO_EFFECT_FLAGS, vllm_facts
 from sizing.plan import SizingPlan
 
 # vllm/renderers/chat_utils/chat_template.py: a value holding one of these is a template, not
@@ -66,9 +66,9 @@ class _Context:
 class _Args:
     """The parsed options as argparse would leave them: the last occurrence of each wins."""
 
-    def __init__(self, reading: _Reading):
-        self.last: dict[str, _Option] = {}
-        self.switches: dict[str, tuple[bool, _Option]] = {}
+    def __init__(self, reading: Reading):
+        self.last: dict[str, Option] = {}
+        self.switches: dict[str, tuple[bool, Option]] = {}
         self.objects: dict[str, dict[str, Any]] = {}
         for option in reading.options:
             spec = option.spec
@@ -92,7 +92,7 @@ class _Args:
         return self.switches.get(flag, (False, None))[0]
 
 
-def meaning_problems(reading: _Reading, config: StackConfig, plan: SizingPlan, model_path: str) -> list[str]:
+def meaning_problems(reading: Reading, config: StackConfig, plan: SizingPlan, model_path: str) -> list[str]:
     """Every problem of what the options mean together, each naming the flag, value and fix."""
     args = _Args(reading)
     context = _Context(config, plan, model_path)
@@ -102,7 +102,7 @@ def meaning_problems(reading: _Reading, config: StackConfig, plan: SizingPlan, m
     return problems + parallel_problems(args, plan, context.where)
 
 
-def meaning_warnings(reading: _Reading) -> list[str]:
+def meaning_warnings(reading: Reading) -> list[str]:
     """Accepted combinations that do nothing (for pulumi.log.warn)."""
     args = _Args(reading)
     if args.value("--tool-call-parser") not in (None, "", "None") and not args.on("--enable-auto-tool-choice"):
@@ -111,6 +111,20 @@ def meaning_warnings(reading: _Reading) -> list[str]:
             "tool calls only then); add --enable-auto-tool-choice to parse them"
         ]
     return []
+
+
+def flag_warnings(args: Sequence[str]) -> list[str]:
+    """Accepted flags that do nothing or are deprecated in the pinned vLLM (for pulumi.log.warn)."""
+    warnings = []
+    reading = FlagReader(args, "vllmExtraArgs").run()
+    for option in reading.options:
+        if option.spec is None:
+            continue
+        if option.spec.name in NO_EFFECT_FLAGS:
+            warnings.append(f"{option.written}: {NO_EFFECT_FLAGS[option.spec.name]}")
+        elif option.spec.deprecated:
+            warnings.append(f"{option.written}: {option.spec.note}")
+    return warnings + meaning_warnings(reading)
 
 
 def _parsers(args: _Args, ctx: _Context) -> list[str]:

@@ -17,13 +17,12 @@ from config.images import PINNED_VLLM_VERSION
 from config.validation import ConfigError
 from serving.json_values import dotted_value, json_value_problem
 from serving.vllm_flags import (
-    _SECRET_FLAGS,
+    SECRET_FLAGS,
     LATE_CHECKED_CHOICES,
-    NO_EFFECT_FLAGS,
     REMOVED_FLAGS,
     FlagSpec,
-    _is_json_type,
-    _long_names,
+    is_json_type,
+    long_names,
     are_opposites,
     flag_catalog,
     opposite_switch,
@@ -45,7 +44,7 @@ _HUMAN_INT = re.compile(r"^\d+$|^\d+(\.\d+)?[kmgt]$|^\d+[KMGT]$")
 
 
 @dataclass
-class _Option:
+class Option:
     """One option occurrence in an argument list."""
 
     written: str  # the option as the user wrote it, without any =value
@@ -56,10 +55,10 @@ class _Option:
 
 
 @dataclass
-class _Reading:
-    options: list[_Option] = field(default_factory=list)
+class Reading:
+    options: list[Option] = field(default_factory=list)
     # (argv index, the option it concerns or None for a stray token, the message)
-    findings: list[tuple[int, Optional[_Option], str]] = field(default_factory=list)
+    findings: list[tuple[int, Optional[Option], str]] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
@@ -83,22 +82,22 @@ def _normalize_long(name: str) -> str:
     return "--" + head[2:].replace("_", "-") + dot + rest
 
 
-class _Reader:
+class FlagReader:
     """Walks argv once, the way vLLM's FlexibleArgumentParser + argparse would."""
 
     def __init__(self, args: Sequence[str], source: str):
         self.args = list(args)
         self.where = f"{NAMESPACE}:{source}"
-        self.reading = _Reading()
+        self.reading = Reading()
         self.pos = 0
 
     def problem(self, message: str) -> None:
         self.reading.findings.append((self.pos - 1, None, f"{self.where}: {message}"))
 
-    def option_problem(self, option: _Option, message: str) -> None:
+    def option_problem(self, option: Option, message: str) -> None:
         self.reading.findings.append((option.position, option, f"{self.where}: {message}"))
 
-    def run(self) -> _Reading:
+    def run(self) -> Reading:
         while self.pos < len(self.args):
             token = self.args[self.pos]
             self.pos += 1
@@ -130,7 +129,7 @@ class _Reader:
         base, dot, dotted_key = name.partition(".")
         if dotted_key.endswith("+"):  # --flag.key+ a,b appends to a list
             dotted_key = dotted_key[:-1]
-        option = _Option(written, None, self.pos - 1, dotted_key=dotted_key or None)
+        option = Option(written, None, self.pos - 1, dotted_key=dotted_key or None)
         self.reading.options.append(option)
         option.spec = spec = self.resolve(base, option)
         if spec is None:
@@ -141,7 +140,7 @@ class _Reader:
         else:
             self.read_values(option, explicit_value)
 
-    def resolve(self, base: str, option: _Option) -> Optional[FlagSpec]:
+    def resolve(self, base: str, option: Option) -> Optional[FlagSpec]:
         catalog = flag_catalog()
         written = option.written
         if base in catalog:
@@ -157,7 +156,7 @@ class _Reader:
             option.written = base[:2]
             return short_value
         if base.startswith("--"):
-            matches = [name for name in _long_names() if name.startswith(base)]
+            matches = [name for name in long_names() if name.startswith(base)]
             if len(matches) == 1:
                 # argparse would take the abbreviation, but a later vLLM flag with the same
                 # prefix would silently change its meaning; the full name is stable.
@@ -195,7 +194,7 @@ class _Reader:
         self.args.insert(self.pos, base[2:])
         return spec
 
-    def read_values(self, option: _Option, explicit_value: Optional[str]) -> None:
+    def read_values(self, option: Option, explicit_value: Optional[str]) -> None:
         spec = option.spec
         assert spec is not None
         if explicit_value is not None:
@@ -213,7 +212,7 @@ class _Reader:
                     pass
         self.check_values(option)
 
-    def read_dotted(self, option: _Option, explicit_value: Optional[str]) -> None:
+    def read_dotted(self, option: Option, explicit_value: Optional[str]) -> None:
         spec = option.spec
         assert spec is not None
         if not spec.accepts_json:
@@ -232,7 +231,7 @@ class _Reader:
             if problem:
                 self.option_problem(option, problem)
 
-    def take_value(self, option: _Option, *, required: bool) -> bool:
+    def take_value(self, option: Option, *, required: bool) -> bool:
         if self.next_is_value():
             option.values.append(self.args[self.pos])
             self.pos += 1
@@ -268,7 +267,7 @@ class _Reader:
             self.skip_values()
             return
         if token == "-O":
-            option = _Option(token, catalog[_OPT_LEVEL_FLAG], self.pos - 1)
+            option = Option(token, catalog[_OPT_LEVEL_FLAG], self.pos - 1)
             self.reading.options.append(option)
             if self.pos < len(self.args) and self.args[self.pos] in _BARE_O_LEVELS:
                 option.values.append(self.args[self.pos])
@@ -277,17 +276,17 @@ class _Reader:
                 self.option_problem(option, "'-O' needs a level: write -O0, -O1, -O2 or -O3")
             return
         level = token[3:] if token[2] == "=" else token[2:]
-        option = _Option("-O", catalog[_OPT_LEVEL_FLAG], self.pos - 1, [level])
+        option = Option("-O", catalog[_OPT_LEVEL_FLAG], self.pos - 1, [level])
         self.reading.options.append(option)
         if level not in _BARE_O_LEVELS:
             # vllm/config/vllm.py OptimizationLevel is O0..O3.
             self.option_problem(option, f"'-O{level}' is not an optimization level: write -O0, -O1, -O2 or -O3")
 
     # -- values ----------------------------------------------------------------------
-    def check_values(self, option: _Option) -> None:
+    def check_values(self, option: Option) -> None:
         spec = option.spec
         assert spec is not None
-        if spec.name in _SECRET_FLAGS:
+        if spec.name in SECRET_FLAGS:
             return  # never echo a secret, not even to say it is malformed
         allowed = spec.choices or LATE_CHECKED_CHOICES.get(spec.name)
         for value in option.values:
@@ -297,7 +296,7 @@ class _Reader:
                     f"{option.written} {value!r} is not allowed: expected one of "
                     f"{_listing(allowed)}{_suggest_value(value, allowed)}",
                 )
-            elif allowed is None and _is_json_type(spec.value_type):
+            elif allowed is None and is_json_type(spec.value_type):
                 problem = json_value_problem(spec, value, option.written)
                 if problem:
                     self.option_problem(option, problem)
@@ -314,7 +313,7 @@ def _listing(allowed: Sequence[str], shown: int = 10) -> str:
 
 
 def _suggest(name: str) -> str:
-    candidates = [n for n in _long_names() if not are_opposites(n, name)]
+    candidates = [n for n in long_names() if not are_opposites(n, name)]
     guess = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     return f"; did you mean {guess[0]}?" if guess else ""
 
@@ -377,22 +376,6 @@ def check_flags(args: Sequence[str], *, source: str = "vllmExtraArgs") -> None:
     Refused: unknown and removed flags, abbreviations, values outside a flag's choices,
     values of the wrong type, a value flag without its value, and stray positionals.
     """
-    problems = _Reader(args, source).run().problems
+    problems = FlagReader(args, source).run().problems
     if problems:
         raise ConfigError(problems)
-
-
-def flag_warnings(args: Sequence[str]) -> list[str]:
-    """Accepted flags that do nothing or are deprecated in the pinned vLLM (for pulumi.log.warn)."""
-    from serving.extra_args import meaning_warnings  # reads this module's options
-
-    warnings = []
-    reading = _Reader(args, "vllmExtraArgs").run()
-    for option in reading.options:
-        if option.spec is None:
-            continue
-        if option.spec.name in NO_EFFECT_FLAGS:
-            warnings.append(f"{option.written}: {NO_EFFECT_FLAGS[option.spec.name]}")
-        elif option.spec.deprecated:
-            warnings.append(f"{option.written}: {option.spec.note}")
-    return warnings + meaning_warnings(reading)

@@ -1,9 +1,7 @@
-"""The TLS reverse proxy in front of vLLM, as a typed model that renders its nginx.conf.
-
-``NginxSite`` holds every value the proxy needs; ``render(site)`` turns it into a complete
-nginx.conf from ``serving/templates/nginx.conf.j2``. Pure: no Pulumi, no files written,
-so the rules are unit-tested directly and the rendered file is run by a real nginx in
-tests/serving/test_nginx_live.py.
+"""The TLS reverse proxy in front of vLLM, as a typed model: ``NginxSite`` holds every value the
+proxy needs, each checked (serving.nginx_conf renders it into a complete nginx.conf). Pure: no
+Pulumi, no files written, so the rules are unit-tested directly and the rendered file is run by
+a real nginx in tests/serving/test_nginx_live.py.
 
 In production the file is mounted read-only as /etc/nginx/nginx.conf into the official
 ``NGINX_IMAGE`` container, which shares the host's network, so the upstream is vLLM's
@@ -15,19 +13,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
-import jinja2
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from serving import proxy_policy
-from serving.monitoring.services import GRAFANA
-from serving.proxy_limits import UPSTREAM_KEEPALIVE, ProxyLimits, stack_limits
-
-if TYPE_CHECKING:  # settings imports nothing from here; keep the import one-way
-    from config.settings import StackConfig
-    from sizing.plan import SizingPlan
+from serving.proxy_limits import UPSTREAM_KEEPALIVE, ProxyLimits
 
 # Stable line of the official image as of 2026-10-21 (docker-library/repo-info,
 # repos/nginx/remote/stable-alpine.md: NGINX_VERSION=1.30.6). The template uses only
@@ -61,8 +51,6 @@ DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT_S = 4
 # that stops is cut this long after its socket buffers fill.
 DEFAULT_CLIENT_SEND_TIMEOUT_S = 30
 
-
-TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "nginx.conf.j2"
 
 # Anything that ends up inside an nginx directive: no whitespace, quotes, braces or `;`,
 # which would let a value close the directive and start another one.
@@ -348,84 +336,3 @@ class NginxSite(BaseModel):
     def http2_in_listen(self) -> bool:
         """Whether this nginx takes HTTP/2 as a `listen` parameter (before 1.25.1)."""
         return self.nginx_version < HTTP2_DIRECTIVE_SINCE
-
-
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_PATH.parent)),
-        autoescape=False,  # nginx syntax, not HTML; values are validated by NginxSite instead
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-
-
-def render(site: NginxSite) -> str:
-    """The complete nginx.conf for `site`."""
-    template = _environment().get_template(TEMPLATE_PATH.name)
-    return template.render(site=site, policy=_policy(site))
-
-
-def _policy(site: NginxSite) -> dict[str, object]:
-    """The error answers and forwarded headers the template writes out (serving.proxy_policy)."""
-    limits = site.limits
-    unreachable, full = proxy_policy.bad_gateway_pages(limits.max_streams)
-    too_many_at_once, too_fast = proxy_policy.too_many_requests_bodies(
-        per_client=limits.max_streams_per_client, rate_per_minute=site.rate_limit_per_minute
-    )
-    plain, plain_with_key = proxy_policy.plain_http_bodies(site.public_https_url)
-    pages = proxy_policy.error_pages(
-        body_limit_mib=site.client_max_body_size_mb,
-        max_streams=limits.max_streams,
-        header_line_kib=site.header_line_kib,
-    )
-    return {
-        "error_prefix": proxy_policy.ERROR_PREFIX,
-        "error_location_regex": proxy_policy.ERROR_LOCATION_REGEX,
-        "pages": pages,
-        "statuses": sorted([*pages, 429]),
-        "unreachable": unreachable,
-        "full": full,
-        "too_many_at_once": too_many_at_once,
-        "too_fast": too_fast,
-        "concurrency_retry_after_s": proxy_policy.CONCURRENCY_RETRY_AFTER_S,
-        "rate_retry_after_s": (
-            proxy_policy.rate_retry_after_s(site.rate_limit_per_minute) if site.rate_limit_per_minute else None
-        ),
-        "plain_http": plain,
-        "plain_http_with_key": plain_with_key,
-        "upstream_headers": proxy_policy.headers_to_upstream(site.upstream_authority),
-    }
-
-
-def site_for_stack(
-    config: "StackConfig",
-    plan: "SizingPlan",
-    *,
-    vllm_port: int,
-    public_ip: Optional[str] = None,
-    acme_webroot: Optional[str] = None,
-    **overrides: object,
-) -> NginxSite:
-    """The production site for a validated stack config on the planned instance.
-
-    `vllm_port` is vLLM's --port; `public_ip` the host's address, the canonical host when no
-    domain is set. `overrides` are further NginxSite fields (paths, ports) for callers that
-    need them. Raises ConfigError (see stack_limits).
-    """
-    values: dict[str, object] = {
-        "upstream_port": vllm_port,
-        "server_name": config.domain or "_",
-        "canonical_host": config.domain or public_ip,
-        "acme_webroot": acme_webroot,
-        "client_max_body_size_mb": config.max_request_body_mb,
-        "metrics_allowed_cidrs": list(config.metrics_allowed_cidrs),
-        "rate_limit_per_minute": config.rate_limit_per_minute,
-        "limits": stack_limits(config, plan),
-    }
-    if config.monitoring:
-        values["grafana_upstream_port"] = GRAFANA.port
-        values["grafana_allowed_cidrs"] = config.grafana_cidrs
-    values.update(overrides)
-    return NginxSite.model_validate(values)

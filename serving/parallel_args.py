@@ -123,8 +123,7 @@ def _single_host(args: _Args, where: str) -> list[str]:
 def _gpus(args: _Args, plan: SizingPlan, where: str) -> list[str]:
     dp = _int(args.value("--data-parallel-size"))
     pcp = _int(args.value("--prefill-context-parallel-size"))
-    stages_here = plan.pipeline_parallel_size if plan.nodes == 1 else 1  # one stage per node
-    used = plan.tensor_parallel_size * stages_here * dp * pcp
+    used = plan.tensor_parallel_size * dp * pcp  # one pipeline stage per node (sizing.pipeline)
     if used <= plan.instance.gpu_count:
         return []
     return [

@@ -13,12 +13,17 @@ from config.constants import NAMESPACE
 from config.settings import StackConfig
 from config.validation import ConfigError
 from serving.extra_args import meaning_problems
-from serving.flag_reader import _Option, _Reader
-from serving.vllm_flags import _SECRET_FLAGS, DEPRECATED_QUANTIZATIONS
+from serving.flag_reader import Option, FlagReader
+from serving.vllm_flags import SECRET_FLAGS, DEPRECATED_QUANTIZATIONS
 from sizing.plan import SizingPlan
 from sizing.rope import RopeOverride
 from sizing.vllm_rules import MAX_LEN_KEYS
 
+
+# Where vLLM listens on the host's loopback (--port), and where the weights appear in its
+# container (the model path, first argument of `vllm serve`).
+VLLM_PORT = 8000
+SERVED_MODEL_PATH = "/models/served"
 
 # One node: inside the container's own network namespace; the host publishes the port on its
 # loopback only, so this is not an exposure (nginx is the only way in).
@@ -97,7 +102,7 @@ def serve_args(
     plan: SizingPlan,
     *,
     model_path: str,
-    port: int = 8000,
+    port: int = VLLM_PORT,
 ) -> list[str]:
     """The arguments after the image name (the image's entrypoint is `vllm serve`).
 
@@ -110,9 +115,8 @@ def serve_args(
         raise ValueError(f"model_path must be a path inside the container, got {model_path!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"port must be an integer in 1..65535, got {port!r}")
-    # Across nodes each pipeline stage has a node of its own (sizing.pipeline).
-    stages_here = plan.pipeline_parallel_size if plan.nodes == 1 else 1
-    gpus_used = plan.tensor_parallel_size * stages_here * plan.data_parallel_size
+    # Each pipeline stage has a node of its own (sizing.pipeline): one stage per node.
+    gpus_used = plan.tensor_parallel_size * plan.data_parallel_size
     if gpus_used > plan.instance.gpu_count:
         raise ValueError(
             f"the plan spans {gpus_used} GPUs per node but {plan.instance.name} has "
@@ -123,7 +127,7 @@ def serve_args(
     if problems:
         raise ConfigError(problems)
     managed = _managed_args(config, plan, port)
-    internal = _Reader(managed, "sizing plan").run().problems
+    internal = FlagReader(managed, "sizing plan").run().problems
     if internal:  # the builder's own output must pass the same check as the user's
         raise ValueError("vllm_args built flags vLLM would reject:\n" + "\n".join(internal))
     return [model_path, *managed, *config.vllm_extra_args]
@@ -195,7 +199,7 @@ def _extra_arg_problems(config: StackConfig, plan: SizingPlan, model_path: str) 
     """Parse problems, flags this stack owns, then what the flags mean together
     (serving.extra_args). For an owned flag only the ownership is reported, since "write
     --max-model-len in full" is moot when it must go anyway."""
-    reading = _Reader(config.vllm_extra_args, "vllmExtraArgs").run()
+    reading = FlagReader(config.vllm_extra_args, "vllmExtraArgs").run()
     where = f"{NAMESPACE}:vllmExtraArgs"
     found: list[tuple[int, str]] = []
     owned_options: set[int] = set()
@@ -213,12 +217,12 @@ def _extra_arg_problems(config: StackConfig, plan: SizingPlan, model_path: str) 
     return problems + meaning_problems(reading, config, plan, model_path)
 
 
-def _ownership_problems(option: _Option, config: StackConfig, where: str) -> list[str]:
+def _ownership_problems(option: Option, config: StackConfig, where: str) -> list[str]:
     if option.spec is None:
         return []
     name = option.spec.name
-    if name in _SECRET_FLAGS:
-        key = _SECRET_FLAGS[name]
+    if name in SECRET_FLAGS:
+        key = SECRET_FLAGS[name]
         return [
             f"{where}: {option.written} puts a secret on the command line (visible in ps "
             f"and docker inspect); remove it and set the {key} secret: "
@@ -242,7 +246,7 @@ def _ownership_problems(option: _Option, config: StackConfig, where: str) -> lis
     return []
 
 
-def _hf_override_problems(option: _Option, config: StackConfig, where: str) -> list[str]:
+def _hf_override_problems(option: Option, config: StackConfig, where: str) -> list[str]:
     if config.rope_scaling:
         return [
             f"{where}: {option.written} cannot be combined with ropeScaling, which this stack "
@@ -266,7 +270,7 @@ def _hf_override_problems(option: _Option, config: StackConfig, where: str) -> l
     return []
 
 
-def _override_keys(option: _Option) -> set[str]:
+def _override_keys(option: Option) -> set[str]:
     if option.dotted_key:
         return {option.dotted_key.split(".")[0]}
     keys: set[str] = set()

@@ -55,7 +55,7 @@ class FlagSpec:
     @property
     def accepts_json(self) -> bool:
         """Config-object flags: vLLM folds `--flag.key value` into their JSON value."""
-        return _is_json_type(self.value_type)
+        return is_json_type(self.value_type)
 
 
 # Flags that 0.33.0 no longer accepts (tested in vllm-notes.md section 1), with what to do instead.
@@ -161,10 +161,10 @@ _JSON_TYPES = ("parse_dataclass", "loads", "union_dict_and_str")
 # (shared reference vllm-notes.md section 1).
 DEPRECATED_QUANTIZATIONS = frozenset({"fbgemm_fp8", "fp_quant"})
 
-_SECRET_FLAGS = {"--api-key": "apiKey", "--hf-token": "hfToken"}
+SECRET_FLAGS = {"--api-key": "apiKey", "--hf-token": "hfToken"}
 
 
-def _is_json_type(value_type: str) -> bool:
+def is_json_type(value_type: str) -> bool:
     return any(t in value_type for t in _JSON_TYPES)
 
 
@@ -262,7 +262,7 @@ def _with_alias(spec: FlagSpec, alias: str) -> FlagSpec:
 
 
 @functools.cache
-def _long_names() -> tuple[str, ...]:
+def long_names() -> tuple[str, ...]:
     return tuple(sorted(name for name in flag_catalog() if name.startswith("--")))
 
 

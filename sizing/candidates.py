@@ -25,6 +25,7 @@ from sizing.host import host_ram_required_gib
 from sizing.models import ModelSpec
 from sizing.parallel import choose_tp
 from sizing.pipeline import PipelineStage, layer_partition, pipeline_stages
+from sizing.pipeline import node_counts as allowed_node_counts  # judge_catalog names its argument node_counts
 from sizing.plan import MemoryBreakdown
 from sizing.startup import StartupEstimate, estimate
 from sizing.startup_memory import utilization_problem
@@ -283,8 +284,8 @@ def judge_catalog(
     node_counts: Optional[Collection[int]] = None,
 ) -> list[Candidate]:
     """Every catalog instance judged for the resolved request at each node count (default: the
-    ones the config allows, ``StackConfig.node_counts``), cheapest first (fitting or not)."""
-    counts = tuple(node_counts) if node_counts is not None else config.node_counts
+    ones the config allows, ``sizing.pipeline.node_counts``), cheapest first (fitting or not)."""
+    counts = tuple(node_counts) if node_counts is not None else allowed_node_counts(config)
     judged = [
         judge(request, config, i, offered, n)
         for n in counts

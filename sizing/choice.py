@@ -68,7 +68,7 @@ def candidates(
     node_counts: Optional[Collection[int]] = None,
 ) -> list[Candidate]:
     """Every catalog instance judged for this config at each node count (default: the ones
-    the config allows, ``StackConfig.node_counts``), cheapest first (fitting or not)."""
+    the config allows, ``sizing.pipeline.node_counts``), cheapest first (fitting or not)."""
     if spec is None:
         spec = _resolve_spec(config, resolver)
     return judge_catalog(_request(config, spec), config, offered=offered, node_counts=node_counts)
@@ -106,9 +106,23 @@ def plan(
         chosen = fitting[0]
     else:
         raise SizingError(nothing_fits_message(config, spec, judged))
+    _idle_stop_on_one_node(config, chosen)
     planned = _to_plan(config, spec, chosen)
     cheaper = cheaper_options(config, spec, planned.max_model_len, chosen.price, _cheapest, offered)
     return replace(planned, notes=ruled_out_notes(config, chosen, judged) + planned.notes, cheaper=cheaper)
+
+
+def _idle_stop_on_one_node(config: StackConfig, chosen: Candidate) -> None:
+    """idleStopMinutes needs a plan on one node. Raises SizingError otherwise: the watcher powers
+    off the host it runs on, so across nodes the workers would go on billing behind a stopped
+    head, and tools/wake starts one instance."""
+    if chosen.nodes > 1 and config.idle_stop_minutes:
+        raise SizingError(
+            f"{NAMESPACE}:idleStopMinutes={config.idle_stop_minutes} stops one host, and "
+            f"{config.model} runs on {chosen.nodes} x {chosen.instance.name}: idle stop works "
+            "on one node only. Turn it off (pulumi config rm idleStopMinutes), or choose a "
+            "model or quantization that fits one node and set nodes to 1."
+        )
 
 
 def _cheapest(
@@ -196,7 +210,6 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         model=config.model,
         instance=chosen.instance,
         tensor_parallel_size=chosen.tensor_parallel_size,
-        pipeline_parallel_size=chosen.nodes,
         nodes=chosen.nodes,
         stage_layers=chosen.stage_layers,
         dtype=chosen.dtype,

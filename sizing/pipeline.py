@@ -18,11 +18,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from config.constants import MAX_NODES
+from config.settings import StackConfig
 from sizing.calibration import ACCOUNTING_033, Accounting
 from sizing.errors import SizingError
 from sizing.formats import BYTES_16BIT, WeightFormat
 from sizing.memory import weights_per_gpu_bytes
 from sizing.models import ModelSpec
+
+
+def node_counts(config: StackConfig) -> tuple[int, ...]:
+    """The node counts (pipeline stages) sizing may choose from: pipelineParallelSize > 1 fixes
+    it, nodes=auto allows 1 to MAX_NODES (one node preferred), else exactly `nodes`."""
+    if config.pipeline_parallel_size > 1:
+        return (config.pipeline_parallel_size,)
+    if config.nodes == "auto":
+        return tuple(range(1, MAX_NODES + 1))
+    return (int(config.nodes),)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,6 @@ class SizingPlan:
     model: str
     instance: GpuInstance
     tensor_parallel_size: int
-    pipeline_parallel_size: int
     dtype: str  # resolved: "bfloat16" | "float16"
     quantization: Optional[str]  # None = unquantized or read from the checkpoint
     kv_cache_dtype: str
@@ -70,8 +69,13 @@ class SizingPlan:
     data_parallel_size: int = 1  # replicas set by --data-parallel-size in vllmExtraArgs
     effective_max_num_seqs: Optional[int] = None  # what vLLM will run with (sizing.batch)
     checkpoint_quantization: Optional[str] = None  # the checkpoint's own method (e.g. fbgemm_fp8)
-    nodes: int = 1  # identical instances, one pipeline stage each (pipeline_parallel_size)
+    nodes: int = 1  # identical instances, one pipeline stage each
     stage_layers: tuple[int, ...] = ()  # decoder layers per pipeline stage when nodes > 1
+
+    @property
+    def pipeline_parallel_size(self) -> int:
+        """vLLM's --pipeline-parallel-size: one stage per node (sizing.pipeline), so `nodes`."""
+        return self.nodes
 
     @property
     def hourly_price_usd_per_node(self) -> Optional[float]:

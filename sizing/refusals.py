@@ -15,6 +15,7 @@ from sizing.candidates import Candidate, judge_catalog, resolve_request
 from sizing.gpus import gpus_label
 from sizing.memory import GIB, kv_bytes_per_token, weight_bytes
 from sizing.models import ModelSpec
+from sizing.pipeline import node_counts
 from sizing.startup import kv_bytes_for_requests
 from sizing.ways_out import ways_out
 
@@ -70,7 +71,7 @@ def nothing_fits_message(config: StackConfig, spec: ModelSpec, judged: list[Cand
 def _across_nodes(config: StackConfig, spec: ModelSpec, judged: list[Candidate]) -> Optional[str]:
     """The cheapest N identical nodes (pipeline parallel) that would serve the model when the
     config asked for one node, in the region and price cap the single-node search used."""
-    if config.node_counts != (1,):
+    if node_counts(config) != (1,):
         return None
     offered = {c.instance.name for c in judged if not any(b.kind == "region" for b in c.blockers)}
     counts = range(2, MAX_NODES + 1)

@@ -236,8 +236,16 @@ def test_idle_stop_is_refused_across_nodes_before_any_resource(program):
     run = program({**TCP_PAIR, "idleStopMinutes": "30"}, expect_error=True)
     message = str(run.error)
     assert "idleStopMinutes=30" in message and "2 x g5.2xlarge" in message
-    assert "pulumi config set idleStopMinutes 0" in message
+    assert "pulumi config rm idleStopMinutes" in message
     assert run.cloud_resources == []
+    # The advice works: the same stack without the key deploys its two nodes.
+    fixed = program(TCP_PAIR)
+    assert len(fixed.of_type(PLACEMENT_GROUP)) == 1
+
+
+def test_idle_stop_below_its_minimum_is_refused_naming_the_way_to_turn_it_off(program):
+    run = program({"model": "Qwen/Qwen2.5-1.5B-Instruct", "idleStopMinutes": "0"}, expect_error=True)
+    assert "idleStopMinutes" in str(run.error) and run.cloud_resources == []
 
 
 def test_one_node_has_no_cluster_network_ray_or_efa(program):

@@ -7,7 +7,7 @@ import pytest
 
 from serving.flag_reader import check_flags
 from tests.conftest import DEPLOYER_IP
-import config.stack
+from stack import preflight, pulumi_config
 from tests.fakes.hugging_face_hub import FakeHub
 from tests.harness import AwsWorld, is_secret, plain_text, reveal, stack_config
 
@@ -186,7 +186,7 @@ LLAMA = {"model": "meta-llama/Llama-3.1-8B-Instruct", "maxModelLen": 8192}
 
 def test_a_gated_model_without_hf_token_is_refused_at_preview(program, monkeypatch):
     hub = FakeHub(gated="manual", readers={HF_TOKEN})
-    monkeypatch.setattr(config.stack, "hub_api", lambda: hub)
+    monkeypatch.setattr(preflight, "hub_api", lambda: hub)
     run = program(LLAMA, expect_error=True)
     assert "vllm-deploy:model='meta-llama/Llama-3.1-8B-Instruct' is a gated model" in str(run.error)
     assert "pulumi config set --secret hfToken" in str(run.error)
@@ -196,7 +196,7 @@ def test_a_gated_model_without_hf_token_is_refused_at_preview(program, monkeypat
 
 def test_a_gated_model_with_a_token_that_can_read_it_deploys_and_the_token_stays_secret(program, monkeypatch):
     hub = FakeHub(gated="manual", readers={HF_TOKEN})
-    monkeypatch.setattr(config.stack, "hub_api", lambda: hub)
+    monkeypatch.setattr(preflight, "hub_api", lambda: hub)
     run = program(LLAMA, secrets={"hfToken": HF_TOKEN})
     assert ("auth_check", LLAMA["model"], HF_TOKEN) in hub.calls  # the stack's token, resolved
     assert any("is gated on the Hugging Face Hub; hfToken can read it" in line for line in run.logs)
@@ -212,8 +212,8 @@ def test_a_token_the_run_cannot_decrypt_is_never_sent_as_a_token(program, monkey
     """tools/plan has no passphrase: the placeholder it passes for an encrypted hfToken must not
     reach the hub, and the access check says it was skipped instead of refusing."""
     hub = FakeHub(gated="manual", readers={HF_TOKEN})
-    monkeypatch.setattr(config.stack, "hub_api", lambda: hub)
-    monkeypatch.setenv(config.stack.UNREADABLE_SECRETS_ENV, "hfToken")
+    monkeypatch.setattr(preflight, "hub_api", lambda: hub)
+    monkeypatch.setenv(pulumi_config.UNREADABLE_SECRETS_ENV, "hfToken")
     run = program(LLAMA, secrets={"hfToken": "[secret]"})
     assert hub.calls == []
     assert any("access to meta-llama/Llama-3.1-8B-Instruct was not checked" in line for line in run.logs)
@@ -541,12 +541,13 @@ def two_deployments():
     from components.deployment import VllmDeployment, VllmDeploymentArgs
     from config.validation import parse
     from sizing.choice import plan as size
-    from config.stack import vllm_command
+    from stack.preflight import proxy_limits, vllm_command
 
     settings = parse({**SMALL, "sshAllowedCidrs": ["198.51.100.0/24"]})
     plan = size(settings)
     for name in ("blue", "green"):
-        VllmDeployment(name, VllmDeploymentArgs(settings=settings, plan=plan, vllm_command=vllm_command(settings, plan)))
+        VllmDeployment(name, VllmDeploymentArgs(settings=settings, plan=plan, vllm_command=vllm_command(settings, plan),
+                                                proxy_limits=proxy_limits(settings, plan)))
 
 
 def test_letsencrypt_obtains_a_certificate_for_the_domain_before_the_proxy_starts(program):

@@ -6,7 +6,7 @@ import pytest
 from components.host_setup import MODELS_DIR
 from sizing.costs import GP3_USD_PER_GB_MONTH, HOURS_PER_MONTH, PUBLIC_IPV4_USD_PER_HOUR
 from tests.components.test_program import reaches
-from tests.harness import AwsWorld
+from tests.harness import AwsWorld, stack_config
 
 INSTANCE = "aws:ec2/instance:Instance"
 VOLUME = "aws:ebs/volume:Volume"
@@ -181,3 +181,9 @@ def test_the_outputs_show_the_cost_running_and_stopped(program, stack):
     assert cost["runningPerMonth"] == pytest.approx(cost["runningPerHour"] * 730, abs=0.1)
     assert cost["stoppedPerHour"] < cost["runningPerHour"] / 10, "stopping saves the instance's price"
     assert run.exports["region"].value == "us-east-1"
+
+
+def test_idle_stop_across_nodes_is_refused_before_any_resource(program):
+    run = program({**stack_config("large"), "idleStopMinutes": 30}, stack="large", expect_error=True)
+    assert "idleStopMinutes=30 stops one host" in str(run.error) and "idle stop works on one node only" in str(run.error)
+    assert run.cloud_resources == []

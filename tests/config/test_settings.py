@@ -288,3 +288,12 @@ def test_a_private_key_pasted_as_the_public_key_is_never_echoed():
 def test_a_rope_factor_that_is_not_a_finite_number_is_refused(factor):
     (message,) = problems(ropeScaling={"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": 32768})
     assert "vllm-deploy:ropeScaling" in message and "factor" in message
+
+
+def test_the_cross_key_rules_read_only_values_a_stack_config_has():
+    """config.rules names what it reads (CrossKeyValues) instead of importing StackConfig."""
+    from config.rules import CrossKeyValues
+
+    read = set(CrossKeyValues.__annotations__) | {"grafana_cidrs"}
+    has = set(StackConfig.model_fields) | {n for n, v in vars(StackConfig).items() if isinstance(v, property)}
+    assert read <= has, sorted(read - has)

@@ -2,9 +2,9 @@
 `vllm serve` run that decision stands for.
 
 `decide` runs what `pulumi preview` runs before the first resource (__main__.py): the config
-validated (config.validation.parse, what config.stack.load applies), sized (config.stack.size:
+validated (config.validation.parse, what stack.pulumi_config.load applies), sized (stack.preflight.size:
 the local-directory check, the model's facts, the instance choice) and turned into the vLLM
-argv (config.stack.vllm_command: every vllmExtraArgs check). A ConfigError or pulumi.RunError
+argv (stack.preflight.vllm_command: every vllmExtraArgs check). A ConfigError or pulumi.RunError
 is a refusal; anything else is a bug and propagates.
 
 `vllm_request` is what vLLM 0.33 is then asked: for an accepted config, the program's argv on
@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import pulumi
 
-from config import stack
+from stack import preflight
 from config.validation import ConfigError, parse
 from sizing import gpus
 from sizing.formats import BYTES_16BIT
@@ -110,8 +110,8 @@ def decide(values: dict[str, Any]) -> Decision:
     """The program's decision on a stack config (keys as in Pulumi.<stack>.yaml)."""
     try:
         settings = parse(values)
-        plan = stack.size(settings, offered=None)
-        argv = stack.vllm_command(settings, plan)
+        plan = preflight.size(settings, offered=None)
+        argv = preflight.vllm_command(settings, plan)
     except (ConfigError, pulumi.RunError) as exc:
         return Decision(False, str(exc))
     spec = resolve(settings.model, settings.model_source, settings.model_revision)

@@ -1,4 +1,4 @@
-"""A real nginx, rendered from serving.nginx, in front of the fake vLLM server.
+"""A real nginx, rendered from serving.nginx_conf, in front of the fake vLLM server.
 
 Shared by tests/serving/test_nginx_live.py and bench/proxy_overhead.py so both measure the same
 thing: `make_test_pki` (a throwaway CA and a server certificate for 127.0.0.1/localhost,
@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from serving.nginx import NginxSite, render
+from serving.nginx import NginxSite
+from serving.nginx_conf import render
 from serving.proxy_limits import ProxyLimits, derive_limits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -42,3 +42,14 @@ def vllm_server(tiny_model, tmp_path_factory):
         server.stop()
         left = real.group_pids(server.process.pid)
         assert not left, f"vLLM processes left running: {left}"
+
+
+# Run last: the benchmark's load and the stops, after the tests that read the session server's
+# request gauge while streams run. In two of three whole-tier runs on a busy machine, with the
+# benchmark first, vllm:num_requests_running read 0 while later streams ran (not diagnosed; it
+# never happened with those tests first, or run alone): see docs/real-vllm-tier.md.
+LAST = ("test_benchmark.py", "test_graceful_stop.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name in LAST and LAST.index(item.path.name) + 1 or 0)

@@ -23,7 +23,7 @@ L4 = GpuInstance("g6.xlarge", "NVIDIA L4", 1, 22.0, 8.9, 4, 16.0, 0.805, "x86_64
 def make_plan(**changes: Any) -> SizingPlan:
     base = SizingPlan(
         model="Qwen/Qwen2.5-7B-Instruct", instance=L4, tensor_parallel_size=1,
-        pipeline_parallel_size=1, dtype="bfloat16", quantization=None, kv_cache_dtype="auto",
+        dtype="bfloat16", quantization=None, kv_cache_dtype="auto",
         max_model_len=8192, max_num_seqs=None, max_num_batched_tokens=2048,
         gpu_memory_utilization=0.92, memory=MemoryBreakdown(14.2, 1.0, 1.5, 0.8, 0.8, 20.2),
         kv_cache_capacity_tokens=50_000, root_volume_gb=120, model_volume_gb=30,
@@ -159,7 +159,7 @@ def test_registered_parsers_and_plugins_are_accepted(extra):
 
 
 def test_a_tool_parser_without_auto_tool_choice_is_unused_and_warned_about():
-    from serving.flag_reader import flag_warnings
+    from serving.extra_args import flag_warnings
 
     assert problems(["--tool-call-parser", "hermes2"]) == []  # vLLM never resolves it
     assert "--enable-auto-tool-choice" in flag_warnings(["--tool-call-parser", "hermes"])[0]

@@ -9,8 +9,9 @@ import pytest
 from pydantic import ValidationError
 
 from config.validation import parse
-from serving.nginx import NginxSite, render, site_for_stack
-from serving.proxy_limits import derive_limits
+from serving.nginx import NginxSite
+from serving.nginx_conf import render, site_for_stack
+from serving.proxy_limits import derive_limits, stack_limits
 from sizing.choice import plan as size
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
@@ -23,7 +24,7 @@ def _site(**fields) -> NginxSite:
 
 def _stack_site(**keys) -> NginxSite:
     config = parse({"model": MODEL, **keys})
-    return site_for_stack(config, size(config), vllm_port=8000)
+    return site_for_stack(config, stack_limits(config, size(config)), vllm_port=8000)
 
 
 def _location(conf: str, head: str) -> str:

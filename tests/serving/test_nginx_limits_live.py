@@ -21,7 +21,7 @@ from typing import Iterator
 
 import pytest
 
-from serving.nginx import render
+from serving.nginx_conf import render
 from serving.proxy_limits import ProxyLimits
 from tests.fakes import (
     FakeVllmProcess,
@@ -177,7 +177,9 @@ def test_one_address_gets_429_json_past_its_concurrent_requests(tight):
     agent = "per-client-" + secrets.token_hex(4)
     site = tight.nginx.site
     tls = tls_context(tight.pki.ca_cert)
-    with _open_streams(tight, ["127.0.0.5", "127.0.0.5"], agent):
+    with _open_streams(tight, ["127.0.0.5", "127.0.0.5"], agent) as held:
+        # The accepting side of the boundary: exactly max_streams_per_client (2) streams run.
+        assert [status for status, _, _ in held] == [200] * TIGHT.max_streams_per_client
         with connect(site.listen_address, site.https_port, tls=tls, source="127.0.0.5") as sock:
             sock.sendall(_stream_request(tight, agent))
             status, headers, body = read_head(sock)

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from config.validation import ConfigError, parse
 from serving import proxy_policy
-from serving.nginx import NGINX_IMAGE, NGINX_IMAGE_VERSION, NginxSite, render, site_for_stack
+from serving.nginx import NGINX_IMAGE, NGINX_IMAGE_VERSION, NginxSite
+from serving.nginx_conf import render, site_for_stack
 from serving.proxy_limits import derive_limits, stack_limits
 from sizing.choice import plan as size
 
@@ -193,7 +194,7 @@ def test_no_location_overrides_the_inherited_errors_or_headers():
 
 def test_a_new_location_can_add_a_header_and_keep_the_whole_set():
     """templates/_proxy.j2 upstream_headers(extra): e.g. a WebSocket upgrade for a dashboard."""
-    from serving.nginx import _environment, _policy
+    from serving.nginx_conf import _environment, _policy
 
     macros = _environment().get_template("_proxy.j2").module
     text = str(macros.upstream_headers(_policy(_site()), {"Upgrade": "$http_upgrade", "Connection": '"upgrade"'}))
@@ -322,7 +323,7 @@ def test_site_for_stack_carries_the_stack_policy():
         "maxRequestBodyMb": 32,
         "maxConcurrentRequestsPerClient": 40,
     })
-    site = site_for_stack(config, size(config), vllm_port=8000, public_ip="203.0.113.9",
+    site = site_for_stack(config, stack_limits(config, size(config)), vllm_port=8000, public_ip="203.0.113.9",
                           acme_webroot="/var/www/acme")
     assert (site.upstream_port, site.server_name, site.canonical_host) == (8000, "llm.example.com", "llm.example.com")
     assert site.metrics_allowed_cidrs == ["10.1.0.0/16"]
@@ -330,7 +331,7 @@ def test_site_for_stack_carries_the_stack_policy():
     assert site.limits.max_streams_per_client == 40
     assert site.acme_webroot == "/var/www/acme"
     no_domain = parse({"model": "Qwen/Qwen2.5-7B-Instruct"})
-    assert site_for_stack(no_domain, size(no_domain), vllm_port=8000, public_ip="203.0.113.9").canonical_host == "203.0.113.9"
+    assert site_for_stack(no_domain, stack_limits(no_domain, size(no_domain)), vllm_port=8000, public_ip="203.0.113.9").canonical_host == "203.0.113.9"
 
 
 @pytest.mark.parametrize(

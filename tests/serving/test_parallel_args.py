@@ -90,7 +90,7 @@ def test_numa_binding_details_need_numa_binding(flag, value):
 
 
 # Two one-GPU nodes, pipeline parallel 2 across them (the conformance corpus's pp-qwen72b-2-nodes shape).
-ACROSS_TWO = dict(pipeline_parallel_size=2, nodes=2, stage_layers=(14, 14))
+ACROSS_TWO = dict(nodes=2, stage_layers=(14, 14))
 
 
 @pytest.mark.parametrize("backend", ["mp", "uni", "external_launcher"])

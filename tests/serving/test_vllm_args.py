@@ -12,7 +12,8 @@ from config.constants import SECRET_KEYS
 from config.images import PINNED_VLLM_VERSION
 from config.settings import KEYS
 from config.validation import ConfigError, parse
-from serving.flag_reader import check_flags, flag_warnings
+from serving.extra_args import flag_warnings
+from serving.flag_reader import check_flags
 from serving.vllm_args import managed_flags, serve_args
 from sizing.choice import plan as choose_plan
 from serving.vllm_flags import FLAGS_FILE, REMOVED_FLAGS, flag_catalog
@@ -33,7 +34,6 @@ def make_plan(instance: GpuInstance = L40S, **changes: Any) -> SizingPlan:
         model="Qwen/Qwen2.5-7B-Instruct",
         instance=instance,
         tensor_parallel_size=1,
-        pipeline_parallel_size=1,
         dtype="bfloat16",
         quantization=None,
         kv_cache_dtype="auto",

@@ -78,3 +78,16 @@ def test_the_largest_candidate_shown_is_one_the_region_offers():
     most = max((i for i in load_instances() if i.name in offered and i.gpu_count),
                key=lambda i: i.total_cuda_memory_gib)
     assert largest == most.name
+
+
+def test_idle_stop_on_a_plan_across_nodes_is_refused_and_the_fix_sizes():
+    """The idle watcher powers off the host it runs on: across nodes the workers would go on
+    billing behind a stopped head."""
+    large = dict(model="meta-llama/Llama-3.1-405B-Instruct", nodes=2, maxModelLen=16384)
+    message = refusal(parse({**large, "idleStopMinutes": 30}))
+    assert "vllm-deploy:idleStopMinutes=30 stops one host" in message
+    assert "runs on 2 x " in message and "idle stop works on one node only" in message
+    # Without idle stop the same stack sizes across the two nodes.
+    assert plan(parse(large)).nodes == 2
+    # One node keeps idle stop.
+    assert plan(config("Qwen/Qwen2.5-1.5B-Instruct", idleStopMinutes=30)).nodes == 1

@@ -421,21 +421,23 @@ def test_workflows_satisfy_policy(
     assert problems == []
 
 
-def test_pull_requests_preview_every_stack_and_comment(workflows: dict[str, Workflow]) -> None:
-    previews = [
-        (wf, job)
-        for wf in workflows.values()
-        if "pull_request" in triggers(wf)
-        for job in jobs(wf).values()
-        if "preview" in pulumi_commands(job)
-    ]
+def test_pull_requests_preview_dev_and_plan_prod_without_credentials(workflows: dict[str, Workflow]) -> None:
+    """A PR's code sees dev's preview role only; prod is planned offline (tools/plan), with no
+    credential, and previewed for real only in the protected prod environment on main."""
+    pr_workflows = [wf for wf in workflows.values() if "pull_request" in triggers(wf)]
+    previews = [(wf, job) for wf in pr_workflows for job in jobs(wf).values() if "preview" in pulumi_commands(job)]
     assert previews, "no workflow previews pull requests"
     for wf, job in previews:
         assert pulumi_commands(job) == {"preview"}, "a pull request must never change a stack"
-        assert set(stacks_reached(wf, job)) == set(STACKS)
+        assert set(stacks_reached(wf, job)) == {"dev"}
         (step,) = uses_of(job, PULUMI_ACTION)
-        assert step["with"].get("comment-on-pr") is True
+        assert step["with"].get("comment-on-pr") is True and step["with"].get("refresh") is False
         assert "AWS_PREVIEW_ROLE_ARN" in str(uses_of(job, CONFIGURE_AWS)[0]["with"]["role-to-assume"])
+    plans = [job for wf in pr_workflows for job in jobs(wf).values()
+             if any(str(s.get("run", "")).count("./tools/plan prod") for s in steps(job))]
+    assert plans, "no offline plan of prod on pull requests"
+    for job in plans:
+        assert job["permissions"] == {"contents": "read"} and "secrets." not in json.dumps(job)
 
 
 def test_pulumi_jobs_wait_for_the_test_suite(workflows: dict[str, Workflow]) -> None:

@@ -7,7 +7,7 @@ import pulumi
 import pytest
 
 from components.host_image import ami_query
-from config.stack import public_ipv4
+from stack.pulumi_config import public_ipv4
 
 
 class _Echo(http.server.BaseHTTPRequestHandler):

@@ -1,13 +1,12 @@
-"""Reads the stack's configuration out of Pulumi and hands it to the pure validator.
+"""Reads the stack's configuration and secrets out of Pulumi and hands them to the pure validator.
 
-The only module under config/ that imports pulumi: everything it returns is either a
-validated `StackConfig` or a secret `pulumi.Output`.
+The one module that reads `pulumi.Config` and the engine's config: everything it returns is
+either a validated `StackConfig`, a secret `pulumi.Output`, or (for a request made here at
+preview, never logged or exported) a secret's plain value.
 """
 
 from __future__ import annotations
 
-import functools
-import dataclasses
 import ipaddress
 import json
 import os
@@ -15,7 +14,6 @@ import re
 import typing
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import pulumi
@@ -26,19 +24,6 @@ from config.constants import NAMESPACE, SECRET_KEYS
 from config.images import PINNED_VLLM_VERSION, UNCHECKED_WITH_ANOTHER_VERSION, is_pinned_vllm_image
 from config.settings import StackConfig
 from config.validation import ConfigError, parse
-from serving import vllm_args
-from serving.flag_reader import flag_warnings
-from serving.proxy_limits import ProxyLimits, stack_limits
-from sizing.choice import plan as choose_plan
-from sizing.errors import SizingError
-from sizing.gated import AccessRefused, check_access, unchecked_warning
-from sizing.hub import download_repo_id, hub_offline, has_chat_template, local_model_problems, resolve
-from sizing.models import ModelResolutionError
-from sizing.plan import SizingPlan
-
-# Where vLLM listens on the host's loopback, and where the weights appear in its container.
-VLLM_PORT = 8000
-SERVED_MODEL_PATH = "/models/served"
 
 # Answers with the caller's public IPv4 address as plain text.
 IP_ECHO_URL = "https://checkip.amazonaws.com"
@@ -159,51 +144,18 @@ def load() -> tuple[StackConfig, Secrets]:
 UNREADABLE_SECRETS_ENV = "VLLM_DEPLOY_UNREADABLE_SECRETS"
 
 
-def _unreadable(key: str) -> bool:
+def unreadable(key: str) -> bool:
     return key in os.environ.get(UNREADABLE_SECRETS_ENV, "").split(",")
 
 
-def _plain_secret(key: str) -> Optional[str]:
+def plain_secret(key: str) -> Optional[str]:
     """A secret config value as plain text, for a request made here at preview (never logged,
     exported or put in a resource): the engine hands the program its decrypted config.
     None when unset, or when the run could not decrypt it (UNREADABLE_SECRETS_ENV)."""
-    if _unreadable(key):
+    if unreadable(key):
         return None
     value = _project_keys().get(key)
     return str(value) if value else None
-
-
-def hub_api() -> Any:
-    """huggingface_hub's client, or None when HF_HUB_OFFLINE asks not to reach the Hub.
-    The one place the program talks to the Hub about access; tests replace it."""
-    if hub_offline():
-        return None
-    from huggingface_hub import HfApi
-
-    return HfApi()
-
-
-def check_model_access(settings: StackConfig) -> None:
-    """Ask the Hugging Face Hub whether hfToken lets the host download the model (gated or private
-    repositories), before anything is created. Refuses with pulumi.RunError when the Hub says no;
-    warns when it could not be asked. Local directories and ModelScope are not asked."""
-    if settings.is_local_model or settings.model_source != "huggingface":
-        return
-    if _unreadable("hfToken"):
-        pulumi.log.warn(
-            f"access to {settings.model} was not checked: {NAMESPACE}:hfToken is encrypted and this "
-            "run has no passphrase to read it; `pulumi preview` checks it with the real token"
-        )
-        return
-    token = _plain_secret("hfToken")
-    try:
-        access = check_access(settings.model, settings.model_revision, token, hub_api())
-    except AccessRefused as exc:
-        raise pulumi.RunError(str(exc)) from None
-    if not access.checked:
-        pulumi.log.warn(unchecked_warning(settings.model, token, access.why_unchecked))
-    elif access.gated:
-        pulumi.log.info(f"{settings.model} is gated on the Hugging Face Hub; hfToken can read it")
 
 
 def public_ipv4() -> str:
@@ -233,90 +185,3 @@ def public_ipv4() -> str:
 def _with_this_machine(cidrs: list[str]) -> list[str]:
     resolved = [f"{public_ipv4()}/32" if c == THIS_MACHINE else c for c in cidrs]
     return list(dict.fromkeys(resolved))
-
-
-def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
-    """The sizing decision, or pulumi.RunError with the arithmetic when nothing fits.
-
-    A model known to have no chat template gets a note in the plan (so in the sizing report
-    and the `sizing` output) and a warning."""
-    if settings.is_local_model:
-        _check_local_model(settings)
-    try:
-        repo = download_repo_id(settings.model, settings.model_source)
-        # The hfToken also reads a gated model's config.json at preview (tools/size: $HF_TOKEN).
-        resolver = functools.partial(resolve, token=_plain_secret("hfToken"))
-        chosen = choose_plan(settings, offered=offered, resolver=resolver)
-    except (SizingError, ModelResolutionError) as exc:
-        raise pulumi.RunError(str(exc)) from None
-    if chosen.nodes > 1 and settings.idle_stop_minutes:
-        # The watcher powers off the host it runs on: across nodes the workers would go on
-        # billing behind a stopped head, and tools/wake starts one instance.
-        raise pulumi.RunError(
-            f"{NAMESPACE}:idleStopMinutes={settings.idle_stop_minutes} stops one host, and "
-            f"{settings.model} runs on {chosen.nodes} x {chosen.instance.name}: idle stop works "
-            "on one node only. Set it to 0 (pulumi config set idleStopMinutes 0), or choose a "
-            "model or quantization that fits one node and set nodes to 1."
-        )
-    if repo != settings.model:
-        pulumi.log.info(
-            f"{NAMESPACE}:model={settings.model!r} is {repo!r} on ModelScope (modelSource=modelscope): "
-            f"the host downloads {repo}"
-        )
-    note = chat_template_note(settings)
-    if note is not None:
-        pulumi.log.warn(note)
-        chosen = dataclasses.replace(chosen, notes=(*chosen.notes, note))
-    return chosen
-
-
-def chat_template_note(settings: StackConfig) -> Optional[str]:
-    """What to tell the user when the model has no chat template and none is configured."""
-    if vllm_args.sets_chat_template(settings.vllm_extra_args):
-        return None
-    if has_chat_template(settings.model, settings.model_source, settings.model_revision) is not False:
-        return None
-    return (
-        f"{settings.model} has no chat template (no chat_template in its tokenizer_config.json, no "
-        "chat_template.jinja): /v1/chat/completions will answer 400, only /v1/completions works, "
-        "and the readiness check generates through it; to serve chat, add --chat-template "
-        "<template> to vllmExtraArgs"
-    )
-
-
-def _check_local_model(settings: StackConfig) -> None:
-    """A local directory is uploaded as the model: it must hold what vLLM loads, not just the
-    config.json that sizes it."""
-    directory = Path(settings.model).expanduser()
-    if not directory.is_dir():
-        return  # the resolver says it is not a directory
-    problems = local_model_problems(directory)
-    if problems:
-        raise pulumi.RunError(
-            f"{NAMESPACE}:model={settings.model!r} is not a model directory vLLM can serve: "
-            f"{'; '.join(problems)}. Point model at a complete copy of the model (what "
-            "`hf download <org>/<name> --local-dir <dir>` writes: config.json, the weights and the "
-            "tokenizer files), or set model to the hub id and let the host download it."
-        )
-
-
-def vllm_command(settings: StackConfig, plan: SizingPlan) -> list[str]:
-    """`vllm serve` arguments, every flag checked against the pinned vLLM's flag list."""
-    try:
-        argv = vllm_args.serve_args(
-            settings, plan, model_path=SERVED_MODEL_PATH, port=VLLM_PORT
-        )
-    except ConfigError as exc:
-        raise pulumi.RunError(str(exc)) from None
-    for warning in flag_warnings(settings.vllm_extra_args):
-        pulumi.log.warn(warning)
-    return argv
-
-
-def proxy_limits(settings: StackConfig, plan: SizingPlan) -> ProxyLimits:
-    """The proxy's limits on the planned host (serving.proxy_limits), or pulumi.RunError naming
-    the keys the proxy could never honour there."""
-    try:
-        return stack_limits(settings, plan)
-    except ConfigError as exc:
-        raise pulumi.RunError(str(exc)) from None

@@ -1,0 +1,210 @@
+"""The IAM and KMS policies under policies/, which docs/operations.md shows, held to what the
+program does and to who may use them.
+
+The preview role lists the read calls a preview really makes and nothing more: the invokes the
+program sends (seen by the mocks' `call` hook on representative stacks, and found in the source,
+so an invoke behind a condition no run reaches still counts), mapped to the IAM actions the AWS
+provider's data source calls (INVOKE_ACTIONS, with the source of each), plus the provider's own
+account lookup. Each deploy role changes only resources tagged with its own stack; each trust
+policy admits one OIDC subject; the prod stack's KMS key is usable by the prod deploy role only.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from plan.world import AwsWorld
+from tests.harness import run_program, stack_config
+
+REPO = Path(__file__).resolve().parents[2]
+POLICIES = REPO / "policies"
+OPERATIONS = REPO / "docs" / "operations.md"
+ENVIRONMENTS = ("dev", "prod")
+DEFAULT_TAGS = {"project": "vllm-deploy", "stack": "dev", "managed-by": "pulumi"}  # components/naming.py
+
+# invoke token -> (IAM actions the provider's data source calls, where that is written).
+# The data sources are terraform-provider-aws's (pulumi-aws 7.x bridges them), under
+# internal/service/ec2/ and internal/service/meta/ of hashicorp/terraform-provider-aws.
+INVOKE_ACTIONS: dict[str, tuple[set[str], str]] = {
+    "aws:ec2/getInstanceTypeOfferings:getInstanceTypeOfferings": (
+        {"ec2:DescribeInstanceTypeOfferings"}, "ec2_instance_type_offerings_data_source.go"),
+    "aws:ec2/getAmi:getAmi": ({"ec2:DescribeImages"}, "ec2_ami_data_source.go (FindImages)"),
+    "aws:ec2/getVpc:getVpc": (
+        {"ec2:DescribeVpcs", "ec2:DescribeVpcAttribute", "ec2:DescribeRouteTables"},
+        "vpc_data_source.go: FindVPC, FindVPCAttribute (enableDnsSupport, enableDnsHostnames, "
+        "enableNetworkAddressUsageMetrics), FindVPCMainRouteTable"),
+    "aws:ec2/getSubnets:getSubnets": ({"ec2:DescribeSubnets"}, "vpc_subnets_data_source.go"),
+    "aws:ec2/getSubnet:getSubnet": ({"ec2:DescribeSubnets"}, "vpc_subnet_data_source.go"),
+    "aws:ec2/getInstances:getInstances": ({"ec2:DescribeInstances"}, "ec2_instances_data_source.go"),
+    "aws:ebs/getEbsVolumes:getEbsVolumes": ({"ec2:DescribeVolumes"}, "ebs_volumes_data_source.go"),
+    "aws:ebs/getVolume:getVolume": ({"ec2:DescribeVolumes"}, "ebs_volume_data_source.go"),
+    "aws:index/getRegion:getRegion": (
+        {"ec2:DescribeRegions"}, "meta/region_data_source.go: the configured region, checked against EC2's list"),
+}
+# The provider itself, once per run: the account id (internal/conns/config.go,
+# GetAccountIDAndPartition; STS answers GetCallerIdentity for any identity).
+PROVIDER_ACTIONS = {"sts:GetCallerIdentity"}
+
+# aws.<module>.get_<name>( or aws.get_<name>( in the program's source.
+INVOKE_CALL = re.compile(r"\baws\.(?:(?P<module>[a-z0-9]+)\.)?get_(?P<name>[a-z0-9_]+)\(")
+PROGRAM_DIRS = ("components", "config", "sizing", "serving", "stack")
+
+
+def policy(name: str) -> dict:
+    return json.loads((POLICIES / name).read_text())
+
+
+def statements(doc: dict) -> list[dict]:
+    found = doc["Statement"]
+    return found if isinstance(found, list) else [found]
+
+
+def actions(statement: dict) -> set[str]:
+    found = statement.get("Action", [])
+    return {found} if isinstance(found, str) else set(found)
+
+
+def token_of(module: str | None, name: str) -> str:
+    camel = re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), name)
+    fn = "get" + camel[0].upper() + camel[1:]
+    return f"aws:{module or 'index'}/{fn}:{fn}"
+
+
+def source_invokes() -> set[str]:
+    found = set()
+    for folder in PROGRAM_DIRS:
+        for path in (REPO / folder).rglob("*.py"):
+            found |= {token_of(m["module"], m["name"]) for m in INVOKE_CALL.finditer(path.read_text())}
+    found |= {token_of(m["module"], m["name"]) for m in INVOKE_CALL.finditer((REPO / "__main__.py").read_text())}
+    return found
+
+
+@pytest.fixture(scope="module")
+def run_invokes(tmp_path_factory) -> set[str]:
+    """Every invoke token of previews of the three stacks, of a stack whose model volume and
+    host already exist (stopped), and of one with its own subnet."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    mp.setenv("VLLM_DEPLOY_PUBLIC_IP", "192.0.2.44")
+    tokens: set[str] = set()
+    try:
+        for stack in ("dev", "prod", "large"):
+            tokens |= {i.token for i in run_program(stack_config(stack), stack=stack, preview=True).invokes}
+        deployed = run_program(stack_config("dev")).one("aws:ebs/volume:Volume").plain
+        world = AwsWorld()
+        world.volumes = [{"id": "vol-0aaaabbbbccccdddd", "status": "in-use", "zone": deployed["availabilityZone"],
+                          "size": deployed["size"], "tags": {**DEFAULT_TAGS, **deployed["tags"]}}]
+        tokens |= {i.token for i in run_program(stack_config("dev"), world=world, preview=True).invokes}
+        own_subnet = {**stack_config("dev"), "subnetId": "subnet-a000000000000000"}
+        tokens |= {i.token for i in run_program(own_subnet, preview=True, expect_error=True).invokes}
+    finally:
+        mp.undo()
+    return tokens
+
+
+def preview_reads() -> set[str]:
+    (reads,) = [s for s in statements(policy("preview-permissions.json")) if s.get("Sid") == "ProgramReads"]
+    assert reads["Resource"] == "*" and reads["Effect"] == "Allow"
+    return actions(reads)
+
+
+def test_every_invoke_the_program_can_send_has_its_iam_actions_listed():
+    in_source = source_invokes()
+    assert len(in_source) >= 8, in_source  # the scan still finds the program's lookups
+    assert in_source - set(INVOKE_ACTIONS) == set(), "add the token to INVOKE_ACTIONS, with its source"
+
+
+def test_the_runs_see_the_invokes_the_source_scan_finds(run_invokes):
+    assert run_invokes, "the mocks recorded no invoke"
+    assert run_invokes <= source_invokes(), run_invokes - source_invokes()
+    assert "aws:ebs/getVolume:getVolume" in run_invokes and "aws:ec2/getSubnet:getSubnet" in run_invokes
+
+
+def test_the_preview_policy_is_exactly_the_reads_the_program_makes():
+    needed = PROVIDER_ACTIONS | {a for token in source_invokes() for a in INVOKE_ACTIONS[token][0]}
+    assert preview_reads() == needed, {"missing": needed - preview_reads(), "extra": preview_reads() - needed}
+
+
+def test_the_preview_role_reads_and_decrypts_only_the_dev_stack():
+    doc = policy("preview-permissions.json")
+    for statement in statements(doc):
+        assert statement["Effect"] == "Allow"
+        for action in actions(statement):
+            verb = action.split(":")[1]
+            assert verb.startswith(("Describe", "Get", "List")) or action in {
+                "kms:Decrypt", "s3:PutObject", "s3:DeleteObject"}, action
+        if any(a.startswith("kms:") for a in actions(statement)):
+            assert actions(statement) == {"kms:Decrypt"}
+            assert statement["Condition"] == {"StringEquals": {"aws:ResourceTag/stack": "dev"}}
+        if any(a in ("s3:PutObject", "s3:DeleteObject") for a in actions(statement)):
+            assert statement["Resource"].endswith("/locks/vllm-deploy/dev/*"), "only its lock"
+    text = json.dumps(doc)
+    assert "prod" not in text and "ReadOnlyAccess" not in text
+
+
+@pytest.mark.parametrize(("name", "subject"), [
+    ("preview-trust.json", "repo:OWNER/REPO:pull_request"),
+    ("deploy-dev-trust.json", "repo:OWNER/REPO:environment:dev"),
+    ("deploy-prod-trust.json", "repo:OWNER/REPO:environment:prod"),
+])
+def test_each_role_trusts_one_oidc_subject(name, subject):
+    (statement,) = statements(policy(name))
+    assert actions(statement) == {"sts:AssumeRoleWithWebIdentity"}
+    assert statement["Principal"]["Federated"].endswith(":oidc-provider/token.actions.githubusercontent.com")
+    assert statement["Condition"] == {"StringEquals": {
+        "token.actions.githubusercontent.com:aud": "sts.amazonaws.com",
+        "token.actions.githubusercontent.com:sub": subject}}, "one exact subject, no wildcard"
+
+
+def test_the_deploy_policies_differ_only_in_the_stack():
+    dev = json.dumps(policy("deploy-dev-permissions.json"))
+    prod = json.dumps(policy("deploy-prod-permissions.json"))
+    assert re.sub(r"\bdev\b", "STACK", dev) == re.sub(r"\bprod\b", "STACK", prod)
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_a_deploy_role_changes_only_its_own_stacks_resources(stack):
+    other = next(s for s in ENVIRONMENTS if s != stack)
+    doc = policy(f"deploy-{stack}-permissions.json")
+    assert other not in re.findall(r"\b(?:dev|prod)\b", json.dumps(doc))
+    for statement in statements(doc):
+        assert statement["Effect"] == "Allow" and statement["Resource"] != "*" or all(
+            a.split(":")[1].startswith(("Describe", "Get")) for a in actions(statement)
+        ), f"{statement['Sid']}: only reads may name every resource"
+        assert not any(a.endswith(":*") or a == "*" for a in actions(statement)), statement["Sid"]
+        writes = {a for a in actions(statement) if not a.split(":")[1].startswith(("Describe", "Get", "List"))}
+        if not writes:
+            continue
+        condition = json.dumps(statement.get("Condition", {}))
+        resources = json.dumps(statement["Resource"])
+        scoped = (f'"aws:RequestTag/stack": "{stack}"' in condition
+                  or f'"aws:ResourceTag/stack": "{stack}"' in condition
+                  or f"/{stack}" in resources)
+        shared = statement["Sid"] == "LaunchIntoSharedNetworkAndImages" and writes == {"ec2:RunInstances"}
+        assert scoped or shared, f"{statement['Sid']}: {sorted(writes)} not limited to the {stack} stack"
+
+
+def test_the_prod_key_is_usable_by_the_prod_deploy_role_only():
+    uses = {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt*", "kms:*"}
+    users = {
+        s["Principal"]["AWS"] for s in statements(policy("kms-prod-key-policy.json")) if actions(s) & uses
+    }
+    assert users == {"arn:aws:iam::123456789012:role/vllm-deploy-prod"}
+    dev_users = {
+        s["Principal"]["AWS"]: actions(s) & uses for s in statements(policy("kms-dev-key-policy.json"))
+        if actions(s) & uses
+    }
+    assert dev_users["arn:aws:iam::123456789012:role/vllm-deploy-preview"] == {"kms:Decrypt"}
+
+
+def test_operations_md_shows_every_policy_as_it_is():
+    shown = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", OPERATIONS.read_text(), re.S)]
+    files = sorted(POLICIES.glob("*.json"))
+    assert files
+    for path in files:
+        assert f"policies/{path.name}" in OPERATIONS.read_text(), f"docs/operations.md names no {path.name}"
+        assert json.loads(path.read_text()) in shown, f"docs/operations.md does not show {path.name} as it is"
