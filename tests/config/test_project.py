@@ -30,15 +30,27 @@ def test_readme_starts_with_the_deploy_and_test_commands():
     assert commands[1] == "./tools/test"
 
 
-def test_ci_runs_exactly_the_readme_test_command_then_the_conformance_tier():
+def test_ci_runs_exactly_the_readme_test_command_then_the_vllm_tiers():
     first_block = re.search(r"```bash\n(.*?)```", _readme(), re.S).group(1)
     test_command = [line for line in first_block.splitlines() if line and not line.startswith("#")][1]
-    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
-    tier = "./tools/test-vllm"
-    assert ci[-2:] == [test_command, tier]
-    assert f"\n{tier}" in _readme(), "README names the tier's command in a code block"
-    for tool in ("test", "test-vllm", "vllm-venv"):
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().strip().splitlines() if not line.startswith("#")]
+    tiers = ["./tools/test-vllm", "./tools/test-real-vllm"]
+    assert ci[-3:] == [test_command, *tiers]
+    for tier in tiers:
+        assert f"\n{tier}" in _readme(), f"README names {tier} in a code block"
+    for tool in ("test", "test-vllm", "vllm-venv", "test-real-vllm", "real-vllm-venv"):
         assert (ROOT / "tools" / tool).stat().st_mode & 0o111, tool
+
+
+def test_the_opt_in_tiers_have_markers_the_quick_suite_skips():
+    """Each tier's marker is declared in pytest.ini and skipped by tests/conftest.py unless asked
+    for; each tier's tool asks for it."""
+    from tests.conftest import OPT_IN_TIERS
+
+    ini = (ROOT / "pytest.ini").read_text()
+    for mark, tool in (("vllm_conformance", "test-vllm"), ("real_vllm", "test-real-vllm")):
+        assert mark in OPT_IN_TIERS and f"    {mark}: " in ini, mark
+        assert f"-m {mark} " in (ROOT / "tools" / tool).read_text(), tool
 
 
 def test_readme_config_reference_is_generated_from_the_model():

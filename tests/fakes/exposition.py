@@ -26,6 +26,8 @@ VLLM_EXTRA_LABELS = {
     "vllm:prompt_tokens_by_source": ("source", ("local_compute", "local_cache_hit", "external_kv_transfer")),
     "vllm:prompt_tokens_cached_by_source": ("source", ("device", "host", "disk", "p2p", "external_unspecified")),
     "vllm:request_success": ("finished_reason", ("stop", "length", "abort", "error", "repetition")),
+    # vllm/v1/metrics/loggers.py: one series per ADMISSION_REASONS entry, labels model_name, reason
+    "vllm:admission_rejections": ("reason", ("max_num_queued_reqs", "max_num_queued_tokens")),
 }
 VLLM_GAUGES = {"vllm:kv_cache_usage_perc": 0.35, "vllm:num_requests_running": 3, "vllm:num_requests_waiting": 0}
 VLLM_RATES = {"vllm:prompt_tokens": 400.0, "vllm:generation_tokens": 120.0, "vllm:prefix_cache_queries": 400.0,
@@ -43,7 +45,11 @@ def _family_lines(family: catalog.MetricFamily, label_sets: list[dict[str, str]]
                   values: Mapping[str, float], rates: Mapping[str, float], observed: Mapping[str, float],
                   gauge_default: float) -> list[str]:
     exposed_type = family.type
-    lines = [f"# HELP {family.name} {family.source}", f"# TYPE {family.name} {exposed_type}"]
+    # prometheus_client (vLLM) heads a counter with its sample name, `_total` included, as a
+    # real vLLM's /metrics shows (tests/real_vllm/test_metrics.py); the Go exporters' counter
+    # names carry it already.
+    heading = family.series[0] if family.type == "counter" else family.name
+    lines = [f"# HELP {heading} {family.source}", f"# TYPE {heading} {exposed_type}"]
     for labels in label_sets:
         if family.type == "gauge":
             lines.append(f"{family.name}{_labels(labels)} {values.get(family.name, gauge_default)}")

@@ -225,8 +225,10 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
         """Answers (and returns True) when the request names another model or generation fails."""
         settings = self.server.settings
         if request.get("model") != settings.model:
-            message = f"The model `{request.get('model')}` does not exist."
-            self._send_json(404, _error(message, "NotFoundError", 404))
+            # vllm/entrypoints/serve/engine/serving.py (_check_model): the served names, and
+            # param "model", as a real vLLM answers (tests/real_vllm/test_fake_agrees.py).
+            message = f"The model `{request.get('model')}` does not exist. Valid aliases: {settings.model}."
+            self._send_json(404, _error(message, "NotFoundError", 404, param="model"))
             return True
         status = settings.fail_generation
         if status is not None:
@@ -322,8 +324,8 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-def _error(message: str, kind: str, code: int) -> dict:
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+def _error(message: str, kind: str, code: int, param: Optional[str] = None) -> dict:
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 def _usage(prompt_chars: int, completion_tokens: int) -> dict:
