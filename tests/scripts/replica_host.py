@@ -8,10 +8,12 @@ fake-vLLM process.
 
 from __future__ import annotations
 
+import os
 import secrets
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -31,7 +33,7 @@ REPLICA_STUBS = Path(__file__).resolve().parent / "replica_stubs"
 REAL_TOOLS = (
     "bash", "env", "cat", "cp", "mv", "rm", "mkdir", "chmod", "ln", "grep", "sed", "tr", "head",
     "tail", "sleep", "install", "dirname", "basename", "touch", "wc", "awk", "date", "mktemp", "cmp",
-    "python3", "openssl", "find",
+    "openssl", "find",
 )
 INSTANCE_ID = "i-0123456789abcdef0"
 PRIVATE_IP = "10.0.1.23"
@@ -88,6 +90,8 @@ class ReplicaHost:
         (self.bin / "systemctl").symlink_to(STUBS / "systemctl")
         for name in ("aws", "docker", "curl"):
             (self.bin / name).symlink_to(REPLICA_STUBS / name)
+        # The interpreter itself, not a shim (pyenv's needs its own PATH).
+        (self.bin / "python3").symlink_to(os.path.realpath(sys.executable))
         for tool in REAL_TOOLS:
             real = shutil.which(tool)
             assert real, f"test needs the real `{tool}`"
