@@ -99,6 +99,9 @@ class ReplicaHost:
         self.run_dir = root / "run" / "vllm-deploy"
         self.secrets_dir = root / "run" / "vllm-deploy-secrets"
         self.tls_dir = root / "etc" / "vllm-deploy" / "tls"
+        self.models = root / "data" / "models" / "served"  # the model volume, mounted
+        self.models.mkdir(parents=True)
+        (self.models / "config.json").write_text("{}\n")
         self.env = {
             "PATH": str(self.bin),
             "HOME": str(root),
@@ -112,6 +115,7 @@ class ReplicaHost:
             "VLLM_DEPLOY_RUN_DIR": str(self.run_dir),
             "VLLM_DEPLOY_SECRETS_DIR": str(self.secrets_dir),
             "VLLM_DEPLOY_TLS_DIR": str(self.tls_dir),
+            "VLLM_DEPLOY_MODEL_DIR": str(self.models),
         }
 
     # --- simulated AWS --------------------------------------------------------------------

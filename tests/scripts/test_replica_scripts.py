@@ -81,7 +81,7 @@ def test_boot_runs_the_single_hosts_argv_and_nginx_config_and_completes_the_laun
     assert _option_values(vllm, "--restart") == ["always"] and "--gpus" in vllm
     assert _option_values(vllm, "-p") == ["127.0.0.1:8000:8000"], "vLLM only on loopback, as on a single host"
     assert _option_values(vllm, "--stop-timeout") == ["60"], "P7: above --shutdown-timeout"
-    assert _option_values(vllm, "-v") == ["/data/models/served:/models/served:ro"]
+    assert _option_values(vllm, "-v") == [f"{replica.models}:/models/served:ro"]
     env_names = (replica.state / "containers" / "vllm.env-names").read_text().split()
     assert sorted(env_names) == ["HF_HUB_OFFLINE", "VLLM_API_KEY", "VLLM_NO_USAGE_STATS"]
 
@@ -141,6 +141,14 @@ def test_a_missing_parameter_fails_naming_it_and_abandons_the_launch(replica) ->
     assert [(h, r) for h, r, _ in replica.completions()] == [("vllm-launch", "ABANDON")]
     assert not [c for c in run.called("docker") if c[:1] == ["run"]]
     assert len([c for c in run.called("aws") if c[:2] == ["ssm", "get-parameter"]]) == 1, "not retried"
+
+
+def test_an_unmounted_model_volume_fails_before_any_container(replica) -> None:
+    (replica.models / "config.json").unlink()
+    run = replica.run("boot.sh")
+    assert_failed(run, f"no model at {replica.models} (no config.json): the model volume is not mounted there")
+    assert [(h, r) for h, r, _ in replica.completions()] == [("vllm-launch", "ABANDON")]
+    assert not [c for c in run.called("docker") if c[:1] == ["run"]]
 
 
 def test_throttling_is_retried_then_fails_clearly(replica) -> None:

@@ -131,6 +131,13 @@ if [[ ! -s "$cert" || ! -s "$cert_key" ]]; then
 fi
 
 # --- 4. the containers ---------------------------------------------------------------------
+# The weights come from the image's model-volume snapshot. That volume has a new id here, so a
+# mount set up on the builder by volume id does not apply: fail clearly rather than start vLLM
+# on an empty directory.
+if [[ ! -f "$VLLM_DEPLOY_MODEL_DIR/config.json" ]]; then
+  die "no model at $VLLM_DEPLOY_MODEL_DIR (no config.json): the model volume is not mounted there" \
+    "check lsblk and findmnt; the image's fstab must mount the model volume by its filesystem label (vllm-models), not by the builder's volume id"
+fi
 install -d -m 0755 "$VLLM_DEPLOY_RUN_DIR"
 rm -f "$VLLM_DEPLOY_RUN_DIR/draining" "$VLLM_DEPLOY_RUN_DIR/drained"
 

@@ -55,7 +55,7 @@ asg_group() {
   printf '%s\n' "$group"
 }
 
-# lifecycle HOOK GROUP INSTANCE_ID RESULT: completes the hook's action (CONTINUE or ABANDON).
+# complete_lifecycle HOOK GROUP INSTANCE_ID RESULT: completes the hook's action (CONTINUE or ABANDON).
 # No action pending (a reboot long after the launch, a second drain) is not an error.
 complete_lifecycle() {
   local out
