@@ -4,9 +4,8 @@
         -> FleetGroup (API key parameter, instance profile, launch template, Auto Scaling group)
     FleetLoadBalancer (ALB, HTTPS and HTTP listeners, certificate, target group) -> FleetGroup
 
-The replicas' boot, readiness and drain units come from the host side (serving/replica.py and
-components/scripts/replica/, fleet contract); `refuse_an_unbuilt_fleet()` stops a preview while
-they are missing from the build, so no half-built fleet reaches AWS.
+The replicas' boot, readiness and drain units come from serving/replica.py and
+components/scripts/replica/, baked into the image by FleetImage.
 """
 
 from __future__ import annotations
@@ -32,18 +31,6 @@ from config.settings import StackConfig
 from serving.proxy_limits import ProxyLimits
 from sizing.costs import fleet_cost
 from sizing.plan import SizingPlan
-
-
-def refuse_an_unbuilt_fleet(settings: StackConfig) -> None:
-    """pulumi.RunError at preview, before any resource, when replicas >= 2 and the replicas'
-    host side is not in this build."""
-    missing = fleet_bake.host_side_missing() if settings.replicas > 1 else []
-    if missing:
-        raise pulumi.RunError(
-            f"vllm-deploy:replicas={settings.replicas}: the fleet is not deployable yet in this build: "
-            f"{'; '.join(missing)}. Without them the replicas would boot with no vLLM, no readiness "
-            "and no drain. Set replicas to 1 (one host) until the replica units are merged (issue 25)."
-        )
 
 
 def refresh_surge(settings: StackConfig, plan: SizingPlan) -> dict[str, int]:

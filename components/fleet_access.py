@@ -112,6 +112,10 @@ def replica_instance_profile(
                 }},
             },
             {"Sid": "LifecycleHooks", "Effect": "Allow", "Action": LIFECYCLE_ACTIONS, "Resource": arns[1]},
+            # How a replica finds its own group to complete its hooks (replica_lib.sh asg_group);
+            # Describe* calls of Auto Scaling take no resource-level permissions, hence "*".
+            {"Sid": "OwnGroup", "Effect": "Allow", "Action": "autoscaling:DescribeAutoScalingInstances",
+             "Resource": "*"},
             {"Sid": "SessionManager", "Effect": "Allow", "Action": SESSION_MANAGER_ACTIONS, "Resource": "*"},
         ],
     }))

@@ -142,15 +142,3 @@ def image_digest(settings: StackConfig, plan: SizingPlan, *, files: dict[str, st
         "files": files,
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-
-
-def host_side_missing() -> list[str]:
-    """What of fleet-host's half is not in this build (empty when the fleet can be baked):
-    the real serving.replica (the stand-in says STAND_IN) and its two bake scripts."""
-    missing = []
-    if getattr(replica, "STAND_IN", False):
-        missing.append("serving/replica.py is the contract's stand-in (no boot, drain or readiness units)")
-    for script in (INSTALL_SCRIPT, CLEANUP_SCRIPT):
-        if not (REPLICA_SCRIPTS_DIR / script).is_file():
-            missing.append(f"components/scripts/replica/{script}")
-    return missing

@@ -31,7 +31,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 
-from components.fleet_bake import CLEANUP_SCRIPT, INSTALL_SCRIPT, REPLICA_SCRIPTS_DIR, BakeInputs
+from components.fleet_bake import CLEANUP_SCRIPT, INSTALL_SCRIPT, REPLICA_DIR, BakeInputs
 from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_setup import HostSetup, HostSetupArgs
 from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs
@@ -49,13 +49,10 @@ IMAGE_CREATE_FLOOR_MINUTES = 60
 
 
 def bake_archive(bake: BakeInputs) -> str:
-    """base64 of a gzip'd tar: files/<path> (the rendered replica files) and scripts/<name>
-    (fleet-host's scripts): deterministic (fixed mtimes, sorted), so it changes only with them."""
-    entries = {f"files/{k}": v.encode() for k, v in bake.files.items()}
-    if REPLICA_SCRIPTS_DIR.is_dir():
-        for path in sorted(REPLICA_SCRIPTS_DIR.rglob("*")):
-            if path.is_file():
-                entries[f"scripts/{path.relative_to(REPLICA_SCRIPTS_DIR)}"] = path.read_bytes()
+    """base64 of a gzip'd tar of the rendered replica files (serving.replica.replica_files: the
+    settings, argv, nginx config, scripts and units, one copy of each): deterministic (fixed
+    mtimes, sorted), so it changes only with them."""
+    entries = {k: v.encode() for k, v in bake.files.items()}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
         tar.mtime = 0  # type: ignore[attr-defined]
@@ -172,8 +169,8 @@ class FleetImage(pulumi.ComponentResource):
         every container, provisioning's SSH keys, secrets and TLS files, and fails if any remain
         (P9). Each runs again on a new builder or a new digest."""
         triggers = [bake.digest, host.instance_id]
-        env = {"VLLM_DEPLOY_REPLICA_FILES": f"{STAGE_DIR}/files"}
-        sudo = "sudo --preserve-env=VLLM_DEPLOY_REPLICA_FILES bash"
+        env = {"VLLM_DEPLOY_REPLICA_DIR": REPLICA_DIR}
+        sudo = "sudo --preserve-env=VLLM_DEPLOY_REPLICA_DIR bash"
 
         def step(role: str, create: str, depends: list[pulumi.Resource], **extra) -> command.remote.Command:
             return command.remote.Command(
@@ -187,7 +184,9 @@ class FleetImage(pulumi.ComponentResource):
             f"rm -rf {STAGE_DIR} && mkdir -p {STAGE_DIR} && base64 -d | tar -xzf - -C {STAGE_DIR}",
             after, stdin=bake_archive(bake),
         )
-        install = step("replica-install", f"{sudo} {STAGE_DIR}/scripts/{INSTALL_SCRIPT}", [upload])
+        # install_replica.sh installs the files beside it into REPLICA_DIR; the cleanup then runs
+        # from there (its lib.sh beside it) and removes provisioning's SSH keys: the last step.
+        install = step("replica-install", f"{sudo} {STAGE_DIR}/{INSTALL_SCRIPT}", [upload])
         return step(
-            "bake-cleanup", f"{sudo} {STAGE_DIR}/scripts/{CLEANUP_SCRIPT} && sudo rm -rf {STAGE_DIR}", [install]
+            "bake-cleanup", f"sudo rm -rf {STAGE_DIR} && {sudo} {REPLICA_DIR}/{CLEANUP_SCRIPT}", [install]
         )

@@ -23,7 +23,7 @@ from components.ray_cluster import (
     head_uploads,
 )
 from config.settings import StackConfig
-from serving.vllm_args import SERVED_MODEL_PATH, VLLM_PORT, sets_chat_template
+from serving.vllm_args import CONTAINER_ENV, SERVED_MODEL_PATH, VLLM_PORT, sets_chat_template
 from sizing.plan import SizingPlan
 
 CONTAINER_NAME = "vllm"
@@ -108,8 +108,7 @@ class VllmServer(pulumi.ComponentResource):
         host = args.host
         envs: list[pulumi.Input[str]] = [
             pulumi.Output.concat("VLLM_API_KEY=", args.api_key),
-            "HF_HUB_OFFLINE=1",  # the weights are already on disk; never fetch at start
-            "VLLM_NO_USAGE_STATS=1",
+            *(f"{k}={v}" for k, v in CONTAINER_ENV.items()),  # the same on a replica (serving.replica)
         ]
         mounts = [
             docker.ContainerMountArgs(type="bind", source=host.model_dir, target=SERVED_MODEL_PATH, read_only=True)

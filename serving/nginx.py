@@ -46,6 +46,10 @@ DEFAULT_UPSTREAM_TIMEOUT_S = 3600
 UVICORN_KEEP_ALIVE_S = 5
 DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT_S = 4
 
+# A replica's keep-alive sits above the load balancer's idle timeout, which an ALB caps at 4000 s
+# (serving.replica); a little room above that.
+CLIENT_KEEPALIVE_MAX_S = 4100
+
 # A client that stops reading holds a stream and a vLLM slot. nginx's send_timeout runs between
 # two successive writes to the client, so a slow reader that keeps reading is never cut; one
 # that stops is cut this long after its socket buffers fill.
@@ -117,7 +121,11 @@ class NginxSite(BaseModel):
         60, ge=1, le=600, description="Longest pause between two reads of a request body (408 after)."
     )
     client_keepalive_timeout_s: int = Field(
-        75, ge=0, le=3600, description="How long an idle client connection stays open."
+        75,
+        ge=0,
+        le=CLIENT_KEEPALIVE_MAX_S,
+        description="How long an idle client connection stays open (a replica's: above the load "
+        "balancer's idle timeout, serving.replica).",
     )
     header_line_kib: int = Field(
         16, ge=1, le=64, description="Largest request header line (and URI), in KiB."
@@ -197,6 +205,18 @@ class NginxSite(BaseModel):
         description="Requests above the rate served at once before 429s start.",
     )
 
+    # --- a replica behind the fleet's load balancer (serving.replica) --------------------
+    real_ip_from: list[str] = Field(
+        default_factory=list,
+        description="Load balancer subnets whose X-Forwarded-For nginx trusts for the client's "
+        "address (limits, /metrics allow-list, access log); empty: the peer's address, never a header.",
+    )
+    drain_flag_path: Optional[str] = Field(
+        None,
+        description="While this file exists, /health and new /v1/ calls answer a JSON 503 (the "
+        "replica is draining); None: no drain switch (a single host).",
+    )
+
     # --- Grafana at /grafana/ (monitoring: true) -------------------------------------
     grafana_upstream_port: Optional[int] = Field(
         None,
@@ -228,6 +248,7 @@ class NginxSite(BaseModel):
         "temp_dir",
         "access_log_path",
         "error_log_path",
+        "drain_flag_path",
     )
     @classmethod
     def _safe_path(cls, value: Optional[str], info) -> Optional[str]:
@@ -282,7 +303,7 @@ class NginxSite(BaseModel):
             raise ValueError(f"worker_connections={value.worker_connections} is above nginx's 65535")
         return value
 
-    @field_validator("metrics_allowed_cidrs", "grafana_allowed_cidrs")
+    @field_validator("metrics_allowed_cidrs", "grafana_allowed_cidrs", "real_ip_from")
     @classmethod
     def _cidrs(cls, value: list[str], info) -> list[str]:
         checked = []

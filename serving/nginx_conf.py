@@ -58,6 +58,7 @@ def _policy(site: NginxSite) -> dict[str, object]:
         "pages": pages,
         "statuses": sorted([*pages, 429]),
         "unreachable": unreachable,
+        "draining": proxy_policy.draining_page(),
         "full": full,
         "too_many_at_once": too_many_at_once,
         "too_fast": too_fast,

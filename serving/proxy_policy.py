@@ -24,6 +24,10 @@ from http import HTTPStatus
 # A concurrency slot frees when some stream ends, which cannot be predicted: a short wait.
 CONCURRENCY_RETRY_AFTER_S = 5
 
+# A draining replica's 503: the load balancer has (or is about to have) stopped sending here, so
+# a retry at once lands on another replica.
+DRAIN_RETRY_AFTER_S = 1
+
 # Where the JSON error bodies live: internal locations, unreachable from outside.
 ERROR_PREFIX = "/.proxy-error/"
 ERROR_LOCATION_REGEX = r"^/\.proxy-error/(?<proxy_error>[0-9]+)$"
@@ -141,6 +145,17 @@ def bad_gateway_pages(max_streams: int) -> tuple[ErrorPage, ErrorPage]:
         CONCURRENCY_RETRY_AFTER_S,
     )
     return unreachable, full
+
+
+def draining_page() -> ErrorPage:
+    """A replica in drain mode (serving.replica): 503 with Retry-After for /health (so the load
+    balancer takes it out) and for every new API call; streams already running go on."""
+    return ErrorPage(
+        503, 503,
+        error_body(503, "This replica is shutting down and takes no new requests; retry: the load "
+                        "balancer sends the retry to another replica."),
+        DRAIN_RETRY_AFTER_S,
+    )
 
 
 def rate_retry_after_s(rate_per_minute: int) -> int:

@@ -25,6 +25,10 @@ from sizing.vllm_rules import MAX_LEN_KEYS
 VLLM_PORT = 8000
 SERVED_MODEL_PATH = "/models/served"
 
+# The vLLM container's environment besides VLLM_API_KEY (a secret, added by whoever starts it):
+# the weights are already on disk, never fetched at start; no usage reports.
+CONTAINER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+
 # One node: inside the container's own network namespace; the host publishes the port on its
 # loopback only, so this is not an exposure (nginx is the only way in).
 CONTAINER_HOST = "0.0.0.0"

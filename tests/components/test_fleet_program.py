@@ -1,18 +1,20 @@
 """replicas >= 2 under recording mocks: every fleet resource and its wiring, secrets, the
-replicas' reachability, a refresh that keeps capacity, the image's lifecycle, and the refusal
-while the host side is missing from the build."""
+replicas' reachability, a refresh that keeps capacity, the image's lifecycle, and the instance
+profile against the AWS calls the replica's scripts make."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
-import components.fleet_bake as fleet_bake
 from components.fleet_bake import LAUNCH_HOOK, TERMINATE_HOOK, SHUTDOWN_TIMEOUT_S
 from serving.nginx import DEFAULT_UPSTREAM_TIMEOUT_S
 from serving.replica import keepalive_timeouts
 from sizing.costs import ALB_USD_PER_HOUR
 from tests.harness import AwsWorld, is_secret, plain_text, reveal, stack_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 API_KEY = "sk-test-fleet-0f9e8d7c6b5a4f3e2d"
 ASG = "aws:autoscaling/group:Group"
@@ -30,37 +32,23 @@ SG = "aws:ec2/securityGroup:SecurityGroup"
 INSTANCE = "aws:ec2/instance:Instance"
 
 
-@pytest.fixture
-def built(monkeypatch):
-    """A build that has the host side (the lead's merge): the refusal gate opens."""
-    monkeypatch.setattr(fleet_bake, "host_side_missing", lambda: [])
-
-
 def prod_fleet(program, replicas=3, world=None, **extra):
     return program({**stack_config("prod"), "replicas": replicas, **extra}, stack="prod",
                    secrets={"apiKey": API_KEY}, world=world or AwsWorld())
 
 
-def test_without_the_host_side_a_fleet_is_refused_before_any_resource(program):
-    run = program({**stack_config("prod"), "replicas": 2}, stack="prod", expect_error=True)
-    message = str(run.error)
-    assert "vllm-deploy:replicas=2" in message and "not deployable yet" in message
-    assert "set replicas to 1" in message.lower()
-    assert run.cloud_resources == []
-
-
-def test_a_fleet_says_it_runs_no_prometheus_or_grafana(program, built):
+def test_a_fleet_says_it_runs_no_prometheus_or_grafana(program):
     run = prod_fleet(program)
     assert any("monitoring=true" in line and "CloudWatch" in line for line in run.logs)
     assert not run.of_type("docker:index/container:Container")
 
 
-def test_one_replica_is_the_single_host(program, built):
+def test_one_replica_is_the_single_host(program):
     run = program({**stack_config("prod"), "replicas": 1}, stack="prod")
     assert not run.of_type(ASG) and not run.of_type(ALB) and len(run.of_type(INSTANCE)) == 1
 
 
-def test_the_fleet_has_its_resources_wired_in_order(program, built):
+def test_the_fleet_has_its_resources_wired_in_order(program):
     run = prod_fleet(program)
     group, template, image = run.one(ASG), run.one(TEMPLATE), run.one(AMI)
     stopped, targets, alb = run.one(STATE), run.one(TARGETS), run.one(ALB)
@@ -85,7 +73,7 @@ def test_the_fleet_has_its_resources_wired_in_order(program, built):
     assert exports["imageId"].value == f"{image.name}-id"
 
 
-def test_the_api_key_is_only_a_secure_string_and_a_secret_output(program, built):
+def test_the_api_key_is_only_a_secure_string_and_a_secret_output(program):
     run = prod_fleet(program)
     parameter = run.one(PARAMETER)
     assert parameter.plain["type"] == "SecureString" and is_secret(parameter.inputs["value"])
@@ -100,7 +88,7 @@ def test_the_api_key_is_only_a_secure_string_and_a_secret_output(program, built)
         assert export.secret or API_KEY not in str(export.value), name
 
 
-def test_replicas_take_https_only_from_the_load_balancers_group(program, built):
+def test_replicas_take_https_only_from_the_load_balancers_group(program):
     run = prod_fleet(program)
     alb_group = run.by_urn(next(u for u in run.one(ALB).dependencies if "SecurityGroup" in u))
     replica_group = run.named("vllm-replicas-sg")
@@ -118,7 +106,7 @@ def test_replicas_take_https_only_from_the_load_balancers_group(program, built):
     assert alb_rules == {(p, c) for p in (443, 80) for c in ("203.0.113.0/24", "198.51.100.0/24")}
 
 
-def test_a_refresh_launches_before_it_retires_on_a_pinned_template_version(program, built):
+def test_a_refresh_launches_before_it_retires_on_a_pinned_template_version(program):
     run = prod_fleet(program)
     group, template = run.one(ASG), run.one(TEMPLATE)
     pinned = group.plain["launchTemplate"]
@@ -137,7 +125,7 @@ def test_a_refresh_launches_before_it_retires_on_a_pinned_template_version(progr
     assert surge["peakVcpus"] == 2 * surge["extraVcpus"] > 0
 
 
-def test_the_launch_template_is_locked_down_and_reads_the_model_from_the_image(program, built):
+def test_the_launch_template_is_locked_down_and_reads_the_model_from_the_image(program):
     run = prod_fleet(program)
     template, image = run.one(TEMPLATE).plain, run.one(AMI)
     assert run.one(TEMPLATE).depends_on(image)
@@ -152,7 +140,7 @@ def test_the_launch_template_is_locked_down_and_reads_the_model_from_the_image(p
     assert devices["/dev/sdf"]["volumeSize"] >= run.exports["sizing"].value["modelVolumeGb"]
 
 
-def test_target_group_health_drain_and_keepalive_follow_the_contract(program, built):
+def test_target_group_health_drain_and_keepalive_follow_the_contract(program):
     run = prod_fleet(program, drainSeconds=420)
     targets = run.one(TARGETS).plain
     assert (targets["protocol"], targets["port"], targets["deregistrationDelay"]) == ("HTTPS", 443, 420)
@@ -171,7 +159,7 @@ def test_target_group_health_drain_and_keepalive_follow_the_contract(program, bu
     assert int(wait.removesuffix("m")) >= 40 and run.one(ASG).plain["waitForElbCapacity"] == 3
 
 
-def test_plain_http_gets_the_single_hosts_rule(program, built):
+def test_plain_http_gets_the_single_hosts_rule(program):
     run = prod_fleet(program)
     http = next(r for r in run.of_type(LISTENER) if r.plain["port"] == 80)
     refusal = http.plain["defaultActions"][0]["fixedResponse"]
@@ -186,7 +174,7 @@ def test_plain_http_gets_the_single_hosts_rule(program, built):
     assert browser["priority"] < keyed["priority"]
 
 
-def test_the_listener_certificate_is_the_stacks_ca_signed_one_for_the_albs_name(program, built):
+def test_the_listener_certificate_is_the_stacks_ca_signed_one_for_the_albs_name(program):
     run = prod_fleet(program)
     imported = run.one(ACM)
     assert is_secret(imported.inputs["privateKey"]) and "certificateBody" in imported.inputs
@@ -198,7 +186,7 @@ def test_the_listener_certificate_is_the_stacks_ca_signed_one_for_the_albs_name(
     assert run.exports["caCertificate"].value.startswith("-----BEGIN CERTIFICATE-----")
 
 
-def test_with_a_domain_in_route_53_the_certificate_is_validated_by_dns(program, built):
+def test_with_a_domain_in_route_53_the_certificate_is_validated_by_dns(program):
     world = AwsWorld()
     world.hosted_zones = {"example.com": "Z0EXAMPLE"}
     run = prod_fleet(program, world=world, domain="llm.example.com")
@@ -209,7 +197,7 @@ def test_with_a_domain_in_route_53_the_certificate_is_validated_by_dns(program, 
     assert run.exports["endpoint"].value == "https://llm.example.com/v1" and "caCertificate" not in run.exports
 
 
-def test_the_image_is_kept_when_replaced_and_rebaked_exactly_when_its_content_changes(program, built):
+def test_the_image_is_kept_when_replaced_and_rebaked_exactly_when_its_content_changes(program):
     def bake(**extra):
         run = prod_fleet(program, **extra)
         image = run.one(AMI)
@@ -227,7 +215,7 @@ def test_the_image_is_kept_when_replaced_and_rebaked_exactly_when_its_content_ch
     assert re.fullmatch(r"vllm-deploy-prod-[0-9a-f]{16}", name)
 
 
-def test_the_instance_profile_reads_one_parameter_and_answers_its_own_hooks(program, built):
+def test_the_instance_profile_reads_one_parameter_and_answers_its_own_hooks(program):
     run = prod_fleet(program)
     policy = json.loads(run.named("vllm-replicas-policy").plain["policy"])
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
@@ -237,14 +225,25 @@ def test_the_instance_profile_reads_one_parameter_and_answers_its_own_hooks(prog
     assert decrypt["kms:ViaService"] == "ssm.us-east-1.amazonaws.com"
     assert by_sid["LifecycleHooks"]["Resource"].endswith("autoScalingGroupName/vllm-deploy-prod-replicas")
     everywhere = [s for s in policy["Statement"] if s["Resource"] == "*"]
-    assert not any(a.startswith(("ssm:GetParameter", "autoscaling:")) for s in everywhere
-                   for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"]))
+    # On every resource, only the read that tells a replica its own group (Describe* calls take no
+    # resource-level permission); no parameter read and no lifecycle action anywhere but its own.
+    assert {a for s in everywhere for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+            if a.startswith(("ssm:GetParameter", "autoscaling:"))} == {"autoscaling:DescribeAutoScalingInstances"}
+    # Every AWS call the replica's scripts make is allowed (a call the profile refuses would leave
+    # a replica unable to read its key or complete its hooks).
+    allowed = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    scripts = "\n".join(p.read_text() for p in (ROOT / "components/scripts/replica").glob("*.sh"))
+    calls = set(re.findall(r"\baws (ssm|autoscaling) ([a-z-]+)", scripts))
+    assert calls, "the replica scripts make AWS calls"
+    for service, command in calls:
+        action = f"{service}:" + "".join(part.capitalize() for part in command.split("-"))
+        assert action in allowed, f"the instance profile does not allow {action} (aws {service} {command})"
     replica_role = run.named("vllm-replicas-role")
     attached = [r for r in run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment") if r.parent == replica_role.urn]
     assert attached == []  # no managed policy (AmazonSSMManagedInstanceCore reads every parameter)
 
 
-def test_cost_counts_every_replica_the_balancer_and_the_stopped_builder(program, built):
+def test_cost_counts_every_replica_the_balancer_and_the_stopped_builder(program):
     run = prod_fleet(program)
     price = run.exports["hourlyPriceUsd"].value
     sizing = run.exports["sizing"].value
@@ -255,7 +254,7 @@ def test_cost_counts_every_replica_the_balancer_and_the_stopped_builder(program,
     assert hourly == pytest.approx(expected, abs=1e-3)
 
 
-def test_replicas_go_only_where_the_type_is_offered_and_the_balancer_spans_every_zone(program, built):
+def test_replicas_go_only_where_the_type_is_offered_and_the_balancer_spans_every_zone(program):
     world = AwsWorld()
     chosen = prod_fleet(program).exports["instanceType"].value
     world.zone_offerings = {"us-east-1a": {chosen}, "us-east-1b": set(), "us-east-1c": {chosen}}

@@ -177,17 +177,20 @@ def start_fake_vllm(
     chat_template: bool = True,
     fail_generation: Optional[int] = None,
     timeout_s: float = 10.0,
+    host: str = LOOPBACK,
+    shutdown_timeout_s: float = 0,
 ) -> FakeVllmProcess:
     """Starts `python -m tests.fakes.fake_vllm` on a free loopback port; the key goes by env.
     `metrics_overrides`: a JSON file the fake reads at each /metrics request (fake_vllm.py);
     `chat_template=False`: a model without one; `fail_generation`: every generation answers
-    that HTTP status."""
+    that HTTP status; `shutdown_timeout_s` > 0: SIGTERM drains as vLLM 0.33 does (fake_vllm.py);
+    `host`: another loopback address (several replicas side by side)."""
     # Imported here, not at the top: `-m tests.fakes.fake_vllm` imports this package first.
     from tests.fakes import fake_vllm
 
     model = model or fake_vllm.DEFAULT_MODEL
     argv = [
-        sys.executable, "-m", "tests.fakes.fake_vllm", "--host", LOOPBACK, "--port", "0",
+        sys.executable, "-m", "tests.fakes.fake_vllm", "--host", host, "--port", "0",
         "--model", model, "--chunks", str(chunks), "--chunk-delay-ms", str(chunk_delay_ms),
     ]
     if metrics_overrides is not None:
@@ -196,6 +199,8 @@ def start_fake_vllm(
         argv.append("--no-chat-template")
     if fail_generation is not None:
         argv += ["--fail-generation", str(fail_generation)]
+    if shutdown_timeout_s:
+        argv += ["--shutdown-timeout", str(shutdown_timeout_s)]
     env = {**os.environ, fake_vllm.API_KEY_ENV: api_key, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True)
     ready, _, _ = select.select([process.stdout], [], [], timeout_s)
@@ -204,7 +209,7 @@ def start_fake_vllm(
         _terminate(process)
         raise ProxyEnvError(f"fake vLLM did not start within {timeout_s}s (said {line!r})")
     port = int(line.rsplit(":", 1)[1])
-    return FakeVllmProcess(process=process, port=port, model=model)
+    return FakeVllmProcess(process=process, port=port, model=model, host=host)
 
 
 @dataclass

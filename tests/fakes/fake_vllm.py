@@ -27,6 +27,12 @@ requests running now. `--metrics-overrides` names a JSON file read at each scrap
 values by family name ({"vllm:kv_cache_usage_perc": 0.95}), and "status" to answer /metrics
 with that HTTP status instead (a vLLM that Prometheus cannot scrape).
 
+`--shutdown-timeout S` (S > 0) gives SIGTERM vLLM 0.33's meaning (vllm/entrypoints/launchers/
+launcher.py handle_shutdown; vllm/v1/engine/core.py _reject_add_in_shutdown): requests already
+running go on for up to S s, `/health` stays 200, and a new generation is not refused but
+finished at once with finish_reason "abort" and no tokens; then the server exits. Without it
+SIGTERM ends the process at once (vLLM's default 0 aborts what runs).
+
 The key can come from the VLLM_API_KEY environment variable instead, as with vLLM itself;
 helpers use that so the key is not on a command line. Prints one line
 `fake-vllm listening on http://HOST:PORT` once it accepts connections (use --port 0 to
@@ -39,6 +45,7 @@ import argparse
 import hmac
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -66,6 +73,7 @@ class FakeSettings:
     metrics_overrides: Optional[str] = None  # JSON file read at each /metrics request
     chat_template: bool = True
     fail_generation: Optional[int] = None  # HTTP status every generation answers with
+    shutdown_timeout_s: float = 0  # > 0: SIGTERM drains as vLLM 0.33's --shutdown-timeout
 
 
 # vllm/renderers/hf.py (safe_apply_chat_template) raises this for a tokenizer without a template.
@@ -108,6 +116,15 @@ class FakeVllmServer(ThreadingHTTPServer):
         self.settings = settings
         self.counters = _Counters()
         self.started = time.monotonic()
+        self.shutting_down = threading.Event()
+
+    def drain_and_exit(self) -> None:
+        """SIGTERM with --shutdown-timeout: wait for the running requests, then stop serving."""
+        self.shutting_down.set()
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        while self.counters.running and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.shutdown()
 
 
 class FakeVllmHandler(BaseHTTPRequestHandler):
@@ -203,6 +220,8 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
             self._send_json(400, _error(NO_CHAT_TEMPLATE, "BadRequestError", 400))
             return
         chunks = int(request.get("max_tokens") or settings.chunks)
+        if self.server.shutting_down.is_set():
+            chunks = 0  # vLLM 0.33 in shutdown: admitted, then finished with "abort", no tokens
         delay_ms = request.get("fake_chunk_delay_ms")
         delay_s = settings.chunk_delay_s if delay_ms is None else float(delay_ms) / 1000
         seen = {
@@ -286,7 +305,8 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
                 if index:
                     time.sleep(delay_s)
                 self._write_chunk(event(choice({"content": f"tok{index} {pad}"})))
-            self._write_chunk(event(choice({}, "stop"), fake_request=seen))
+            finish = "abort" if self.server.shutting_down.is_set() and not chunks else "stop"
+            self._write_chunk(event(choice({}, finish), fake_request=seen))
             if (request.get("stream_options") or {}).get("include_usage"):
                 self._write_chunk(event([], usage=_usage(seen["prompt_chars"], chunks)))
             self._write_chunk(b"data: [DONE]\n\n")
@@ -384,6 +404,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--metrics-overrides", help="JSON file of gauge values (and status) for /metrics")
     parser.add_argument("--no-chat-template", action="store_true", help="a model without a chat template")
     parser.add_argument("--fail-generation", type=int, metavar="STATUS", help="every generation answers STATUS")
+    parser.add_argument("--shutdown-timeout", type=float, default=0,
+                        help="> 0: SIGTERM finishes running requests for up to this long (vLLM 0.33)")
     args = parser.parse_args(argv)
     settings = FakeSettings(
         api_key=args.api_key or None,
@@ -393,8 +415,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         metrics_overrides=args.metrics_overrides,
         chat_template=not args.no_chat_template,
         fail_generation=args.fail_generation,
+        shutdown_timeout_s=args.shutdown_timeout,
     )
     server = FakeVllmServer((args.host, args.port), settings)
+    if settings.shutdown_timeout_s > 0:
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.drain_and_exit, daemon=True).start())
     host, port = server.server_address[:2]
     print(f"fake-vllm listening on http://{host}:{port}", flush=True)
     try:

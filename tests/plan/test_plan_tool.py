@@ -193,11 +193,7 @@ def test_tool_scripts_pass_shellcheck():
 
 
 def fleet_plan(monkeypatch, tmp_path, replicas: int = 3):
-    """The prod stack at `replicas`, planned in-process as tools/plan does, in a build that has
-    the replicas' host side (the refusal gate opened)."""
-    import components.fleet_bake as fleet_bake
-
-    monkeypatch.setattr(fleet_bake, "host_side_missing", lambda: [])
+    """The prod stack at `replicas`, planned in-process as tools/plan does, ."""
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("VLLM_DEPLOY_PUBLIC_IP", DEPLOYER_IP)
     config = {f"vllm-deploy:{k}": v for k, v in stack_config("prod").items() if ":" not in k}

@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Starts this replica at every boot (vllm-replica.service): the same vLLM container and the same
+# nginx as a single host, from the files baked beside this script (serving/replica.py), then
+# tells the Auto Scaling group it is ready (fleet-pitfalls.md P8, P9, P10).
+#   1. IMDSv2: this instance's id and private address; its Auto Scaling group.
+#   2. The API key from the SSM SecureString parameter into a root-only 0600 env file on tmpfs
+#      ($VLLM_DEPLOY_SECRETS_DIR); never an argument, never printed. Throttling is retried with
+#      back-off; a missing parameter fails at once, naming it.
+#   3. A self-signed certificate for nginx, made here if absent (key 0600): the load balancer does
+#      not validate a target's certificate (P4), and none is ever in the image.
+#   4. The vLLM and nginx containers, removed and created again (a rotated key is picked up at the
+#      next boot): vllm-args.json as the argv (with --shutdown-timeout), --stop-timeout above it,
+#      restart policy always; nginx with the baked config, the certificate and the drain flag's
+#      directory mounted read-only.
+#   5. /health THROUGH nginx (https on loopback, verified against that certificate), heartbeating
+#      the launch hook while the model loads; then complete-lifecycle-action CONTINUE on it.
+# Any failure after step 1 completes the launch hook with ABANDON (the group replaces the
+# instance) and exits non-zero. Idempotent: a second run recreates the same containers.
+#
+# Environment: replica.env; VLLM_DEPLOY_HEALTH_POLL_S seconds between health looks (default 5).
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=replica_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/replica_lib.sh"
+
+load_replica_env
+require_env VLLM_DEPLOY_REGION VLLM_DEPLOY_API_KEY_PARAMETER VLLM_DEPLOY_VLLM_IMAGE \
+  VLLM_DEPLOY_NGINX_IMAGE VLLM_DEPLOY_MODEL_DIR VLLM_DEPLOY_MODEL_MOUNT VLLM_DEPLOY_VLLM_PORT \
+  VLLM_DEPLOY_HTTPS_PORT VLLM_DEPLOY_NGINX_NOFILE VLLM_DEPLOY_DOCKER_STOP_TIMEOUT_S \
+  VLLM_DEPLOY_LAUNCH_HOOK VLLM_DEPLOY_HEALTH_TIMEOUT_S VLLM_DEPLOY_HEARTBEAT_INTERVAL_S \
+  VLLM_DEPLOY_RUN_DIR VLLM_DEPLOY_SECRETS_DIR VLLM_DEPLOY_TLS_DIR VLLM_DEPLOY_VLLM_CONTAINER \
+  VLLM_DEPLOY_NGINX_CONTAINER
+for name in VLLM_DEPLOY_VLLM_PORT VLLM_DEPLOY_HTTPS_PORT VLLM_DEPLOY_NGINX_NOFILE \
+  VLLM_DEPLOY_DOCKER_STOP_TIMEOUT_S VLLM_DEPLOY_HEALTH_TIMEOUT_S VLLM_DEPLOY_HEARTBEAT_INTERVAL_S; do
+  require_uint "$name"
+done
+region=$VLLM_DEPLOY_REGION
+parameter=$VLLM_DEPLOY_API_KEY_PARAMETER
+hook=$VLLM_DEPLOY_LAUNCH_HOOK
+vllm=$VLLM_DEPLOY_VLLM_CONTAINER
+proxy=$VLLM_DEPLOY_NGINX_CONTAINER
+key_file=$VLLM_DEPLOY_SECRETS_DIR/api-key.env
+cert=$VLLM_DEPLOY_TLS_DIR/server.crt
+cert_key=$VLLM_DEPLOY_TLS_DIR/server.key
+poll=${VLLM_DEPLOY_HEALTH_POLL_S:-5}
+
+# --- 1. who we are -------------------------------------------------------------------------
+instance=$(imds_get instance-id) ||
+  die "the instance metadata service (IMDSv2) did not answer" \
+    "the launch template must enable IMDS with tokens; check: curl -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 60'"
+private_ip=$(imds_get local-ipv4) || die "IMDS gave no local-ipv4" "check the instance's network interface"
+group=$(asg_group "$instance") ||
+  die "cannot find the Auto Scaling group of $instance" \
+    "the instance profile needs autoscaling:DescribeAutoScalingInstances, and the instance must belong to the replicas' group"
+
+completed=0
+on_exit() {
+  local status=$?
+  if ((status != 0 && completed == 0)); then
+    log "boot failed: completing the launch hook $hook with ABANDON (the group replaces this instance)"
+    complete_lifecycle "$hook" "$group" "$instance" ABANDON || true
+  fi
+}
+trap on_exit EXIT
+
+# --- 2. the API key ------------------------------------------------------------------------
+# read_key: the parameter's value on stdout; fails at once when it does not exist or cannot be
+# read, retries (with back-off) what looks transient, such as ThrottlingException (P10).
+read_key() {
+  local attempts=${VLLM_DEPLOY_RETRY_ATTEMPTS:-5} delay=${VLLM_DEPLOY_RETRY_DELAY:-2} attempt=1 err
+  err=$(mktemp)
+  while true; do
+    if aws ssm get-parameter --region "$region" --name "$parameter" --with-decryption \
+      --query Parameter.Value --output text 2>"$err"; then
+      rm -f "$err"
+      return 0
+    fi
+    if grep -qF ParameterNotFound "$err"; then
+      rm -f "$err"
+      die "the SSM parameter $parameter does not exist in $region" \
+        "the stack creates it (SecureString $parameter); run pulumi up, or check the region and the name in replica.env"
+    fi
+    if grep -qE 'AccessDenied|not authorized' "$err"; then
+      log "$(head -c 500 "$err")"
+      rm -f "$err"
+      die "this instance may not read the SSM parameter $parameter" \
+        "the instance profile needs ssm:GetParameter on it (and kms:Decrypt on its key)"
+    fi
+    if ((attempt >= attempts)); then
+      log "$(head -c 500 "$err")"
+      rm -f "$err"
+      die "reading the SSM parameter $parameter failed after $attempts attempts" \
+        "check the replica's route to SSM (NAT gateway or VPC endpoint) and SSM's throttling limits"
+    fi
+    log "reading $parameter failed (attempt $attempt of $attempts): $(head -c 200 "$err"); retrying in ${delay}s"
+    sleep "$delay"
+    delay=$((delay * 2 > 30 ? 30 : delay * 2))
+    attempt=$((attempt + 1))
+  done
+}
+
+key=$(read_key)
+if [[ -z "$key" || "$key" == *[[:space:]]* ]]; then
+  die "the SSM parameter $parameter is empty or holds whitespace" "store the API key alone, as a SecureString"
+fi
+install -d -m 0700 "$VLLM_DEPLOY_SECRETS_DIR"
+(
+  umask 077
+  printf 'VLLM_API_KEY=%s\n' "$key" >"$key_file.tmp"
+)
+mv "$key_file.tmp" "$key_file"
+unset key
+log "API key read from $parameter into $key_file (0600)"
+
+# --- 3. the certificate --------------------------------------------------------------------
+install -d -m 0755 "$VLLM_DEPLOY_TLS_DIR"
+if [[ ! -s "$cert" || ! -s "$cert_key" ]]; then
+  (
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -sha256 \
+      -subj "/CN=vllm-deploy replica $instance" \
+      -addext "subjectAltName=IP:127.0.0.1,IP:$private_ip" \
+      -keyout "$cert_key.tmp" -out "$cert.tmp" 2>/dev/null
+  ) || die "openssl could not make the replica's certificate" "check openssl is installed: openssl version"
+  chmod 0600 "$cert_key.tmp"
+  chmod 0644 "$cert.tmp"
+  mv "$cert_key.tmp" "$cert_key"
+  mv "$cert.tmp" "$cert"
+  log "made a self-signed certificate for $private_ip ($cert)"
+fi
+
+# --- 4. the containers ---------------------------------------------------------------------
+# The weights come from the image's model-volume snapshot. That volume has a new id here, so a
+# mount set up on the builder by volume id does not apply: fail clearly rather than start vLLM
+# on an empty directory.
+if [[ ! -f "$VLLM_DEPLOY_MODEL_DIR/config.json" ]]; then
+  die "no model at $VLLM_DEPLOY_MODEL_DIR (no config.json): the model volume is not mounted there" \
+    "check lsblk and findmnt; the image's fstab must mount the model volume by its filesystem label (vllm-models), not by the builder's volume id"
+fi
+install -d -m 0755 "$VLLM_DEPLOY_RUN_DIR"
+rm -f "$VLLM_DEPLOY_RUN_DIR/draining" "$VLLM_DEPLOY_RUN_DIR/drained"
+
+args_file=$(mktemp)
+python3 -c 'import json, sys; sys.stdout.write("".join(a + "\0" for a in json.load(open(sys.argv[1]))))' \
+  "$REPLICA_HERE/vllm-args.json" >"$args_file" ||
+  die "cannot read $REPLICA_HERE/vllm-args.json" "re-render it with serving/replica.py"
+mapfile -d '' -t vllm_args <"$args_file"
+rm -f "$args_file"
+
+for name in "$proxy" "$vllm"; do
+  if container_exists "$name"; then
+    docker rm -f "$name" >/dev/null || die "docker rm -f $name failed" "inspect: docker ps -a"
+  fi
+done
+port=$VLLM_DEPLOY_VLLM_PORT
+docker run -d --name "$vllm" --restart always --gpus all --ipc host \
+  -p "127.0.0.1:$port:$port" \
+  --env-file "$key_file" --env-file "$REPLICA_HERE/vllm.env" \
+  -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" \
+  --stop-timeout "$VLLM_DEPLOY_DOCKER_STOP_TIMEOUT_S" \
+  --log-driver json-file --log-opt max-size=100m --log-opt max-file=5 \
+  "$VLLM_DEPLOY_VLLM_IMAGE" "${vllm_args[@]}" >/dev/null ||
+  die "docker run $vllm failed" "inspect: journalctl -u docker; is $VLLM_DEPLOY_VLLM_IMAGE in the image (docker images)?"
+nofile=$VLLM_DEPLOY_NGINX_NOFILE
+docker run -d --name "$proxy" --restart always --network host \
+  --ulimit "nofile=$nofile:$nofile" \
+  -v "$REPLICA_HERE/nginx/nginx.conf:/etc/nginx/nginx.conf:ro" \
+  -v "$VLLM_DEPLOY_TLS_DIR:/etc/nginx/tls:ro" \
+  -v "$VLLM_DEPLOY_RUN_DIR:$VLLM_DEPLOY_RUN_DIR:ro" \
+  --log-driver json-file --log-opt max-size=50m --log-opt max-file=5 \
+  "$VLLM_DEPLOY_NGINX_IMAGE" >/dev/null ||
+  die "docker run $proxy failed" "inspect: docker logs $proxy"
+log "started $vllm ($VLLM_DEPLOY_VLLM_IMAGE) and $proxy ($VLLM_DEPLOY_NGINX_IMAGE)"
+
+# --- 5. ready through nginx ----------------------------------------------------------------
+health=https://127.0.0.1:$VLLM_DEPLOY_HTTPS_PORT/health
+deadline=$((SECONDS + VLLM_DEPLOY_HEALTH_TIMEOUT_S))
+next_beat=$((SECONDS + VLLM_DEPLOY_HEARTBEAT_INTERVAL_S))
+log "waiting up to ${VLLM_DEPLOY_HEALTH_TIMEOUT_S}s for $health"
+until curl -fsS --max-time 5 --cacert "$cert" -o /dev/null "$health" 2>/dev/null; do
+  state=$(docker inspect --format '{{.State.Status}} {{.RestartCount}}' "$vllm" 2>/dev/null || echo "missing 0")
+  read -r status restarts <<<"$state"
+  if [[ "$status" == missing || "$status" == dead || "${restarts:-0}" -ge 3 ]]; then
+    docker logs --tail 80 "$vllm" >&2 2>&1 || true
+    die "$vllm is $status after $restarts restarts" "see its log above (the single host's usual causes: wait_for_vllm.sh)"
+  fi
+  if ((SECONDS >= deadline)); then
+    docker logs --tail 80 "$vllm" >&2 2>&1 || true
+    die "no 200 from $health within ${VLLM_DEPLOY_HEALTH_TIMEOUT_S}s" \
+      "a model that loads longer needs a longer readinessTimeoutMinutes (the hook's heartbeat timeout follows it)"
+  fi
+  if ((SECONDS >= next_beat)); then
+    heartbeat "$hook" "$group" "$instance" || log "no heartbeat recorded for $hook (no action pending?)"
+    next_beat=$((SECONDS + VLLM_DEPLOY_HEARTBEAT_INTERVAL_S))
+  fi
+  sleep "$poll"
+done
+log "$health answers 200 through nginx"
+complete_lifecycle "$hook" "$group" "$instance" CONTINUE ||
+  die "complete-lifecycle-action CONTINUE on $hook failed" \
+    "the instance profile needs autoscaling:CompleteLifecycleAction on the group"
+completed=1
+printf 'VLLM_DEPLOY_REPLICA=ready\n'
