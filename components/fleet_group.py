@@ -51,6 +51,10 @@ REFRESH_MAX_HEALTHY_PCT = 200
 
 
 WAIT_FOR_REFRESH = PROJECT_ROOT / "components" / "local" / "wait_for_refresh.py"
+REFRESH_WAIT_COMMAND = (
+    'if [ -x .venv/bin/python ]; then py=.venv/bin/python; else py=python3; fi; '
+    f'exec "$py" {WAIT_FOR_REFRESH.relative_to(PROJECT_ROOT)}'
+)
 
 
 def group_name(stack: str) -> str:
@@ -163,8 +167,10 @@ class FleetGroup(pulumi.ComponentResource):
         )
         return command.local.Command(
             child(name, "refresh-wait"),
-            # Relative and `python3` from PATH, as the reboot pause: the state stays the same on any machine.
-            create=f"python3 {WAIT_FOR_REFRESH.relative_to(PROJECT_ROOT)}",
+            # Relative paths, so the command (part of the state) is the same on any machine; the
+            # project's .venv (Pulumi.yaml's virtualenv) when there is one, since the waiter needs
+            # boto3, which a system python3 lacks (it says so and how to fix it otherwise).
+            create=REFRESH_WAIT_COMMAND,
             environment={"GROUP_NAME": group.name, "AWS_REGION": args.region, "TIMEOUT_SECONDS": str(timeout_s)},
             triggers=[template.latest_version],
             add_previous_output_in_env=False,

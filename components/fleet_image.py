@@ -22,6 +22,7 @@ deregistered image stops the Auto Scaling group from launching or rolling back. 
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import tarfile
 from dataclasses import dataclass
@@ -54,13 +55,15 @@ def bake_archive(bake: BakeInputs) -> str:
     mtimes, sorted), so it changes only with them."""
     entries = {k: v.encode() for k, v in bake.files.items()}
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-        tar.mtime = 0  # type: ignore[attr-defined]
-        for name in sorted(entries):
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime = len(entries[name]), 0
-            info.mode = 0o755 if name.endswith(".sh") else 0o644
-            tar.addfile(info, io.BytesIO(entries[name]))
+    # gzip's header holds a time stamp (now, unless told): mtime=0, or the archive, which is the
+    # upload step's stdin, would differ on every run and re-run the upload on a stopped builder.
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped:
+        with tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for name in sorted(entries):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = len(entries[name]), 0
+                info.mode = 0o755 if name.endswith(".sh") else 0o644
+                tar.addfile(info, io.BytesIO(entries[name]))
     return base64.b64encode(buffer.getvalue()).decode()
 
 

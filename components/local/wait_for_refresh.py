@@ -47,7 +47,14 @@ def wait(client: Any, group: str, timeout_s: float, poll_s: float,
 
 
 def main() -> int:
-    import boto3
+    try:
+        import boto3
+    except ImportError:
+        print("wait_for_refresh: boto3 is not installed for this Python "
+              f"({sys.executable}); run `pulumi up` from the project with its .venv "
+              "(python3 -m venv .venv && .venv/bin/pip install --require-hashes -r requirements.lock)",
+              file=sys.stderr, flush=True)
+        return 1
 
     client = boto3.client("autoscaling", region_name=os.environ["AWS_REGION"])
     return wait(client, os.environ["GROUP_NAME"], float(os.environ.get("TIMEOUT_SECONDS", "7200")),
