@@ -155,9 +155,13 @@ def test_a_model_outside_the_catalog_needs_the_hub_and_says_so_offline(clone, tm
 
 
 def test_an_unknown_stack_names_the_ones_there_are(clone, tmp_path):
-    result = plan_cli(clone, tmp_path, "staging")
+    # The stack files the clone has (a user's own Pulumi.<name>.yaml included, as README's
+    # "Stacks" invites), and a name none of them has.
+    there = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in clone.glob("Pulumi.*.yaml"))
+    assert {"dev", "large", "prod"} <= set(there)
+    result = plan_cli(clone, tmp_path, "no-such-stack")
     assert result.returncode == 2
-    assert "Pulumi.staging.yaml" in result.stderr and "dev, large, prod" in result.stderr
+    assert "Pulumi.no-such-stack.yaml" in result.stderr and ", ".join(there) in result.stderr
 
 
 def test_secret_values_never_leave_the_plan(monkeypatch, tmp_path):
