@@ -1,12 +1,14 @@
-"""The IAM and KMS policies under policies/, which docs/operations.md shows, held to what the
-program does and to who may use them.
+"""The IAM and KMS policy templates under policies/, which docs/operations.md links (the files
+are the single source), held to what the program does and to who may use them.
 
 The preview role lists the read calls a preview really makes and nothing more: the invokes the
 program sends (seen by the mocks' `call` hook on representative stacks, and found in the source,
 so an invoke behind a condition no run reaches still counts), mapped to the IAM actions the AWS
 provider's data source calls (INVOKE_ACTIONS, with the source of each), plus the provider's own
 account lookup. Each deploy role changes only resources tagged with its own stack; each trust
-policy admits one OIDC subject; the prod stack's KMS key is usable by the prod deploy role only.
+policy admits one OIDC subject; the prod stack's KMS key is usable by the prod deploy role and
+an MFA-only break-glass role alone, the dev key also by the operators' role (MFA); clients read
+prod's API key from the SSM parameter the prod deploy job writes.
 """
 
 from __future__ import annotations
@@ -156,9 +158,9 @@ def test_the_preview_role_reads_and_decrypts_only_the_dev_stack():
 
 
 @pytest.mark.parametrize(("name", "subject"), [
-    ("preview-trust.json", "repo:OWNER/REPO:pull_request"),
-    ("deploy-dev-trust.json", "repo:OWNER/REPO:environment:dev"),
-    ("deploy-prod-trust.json", "repo:OWNER/REPO:environment:prod"),
+    ("preview-trust.json", "repo:${GITHUB_REPO}:pull_request"),
+    ("deploy-dev-trust.json", "repo:${GITHUB_REPO}:environment:dev"),
+    ("deploy-prod-trust.json", "repo:${GITHUB_REPO}:environment:prod"),
 ])
 def test_each_role_trusts_one_oidc_subject(name, subject):
     (statement,) = statements(policy(name))
@@ -197,23 +199,73 @@ def test_a_deploy_role_changes_only_its_own_stacks_resources(stack):
         assert scoped or shared, f"{statement['Sid']}: {sorted(writes)} not limited to the {stack} stack"
 
 
-def test_the_prod_key_is_usable_by_the_prod_deploy_role_only():
-    uses = {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt*", "kms:*"}
-    users = {
-        s["Principal"]["AWS"] for s in statements(policy("kms-prod-key-policy.json")) if actions(s) & uses
-    }
-    assert users == {"arn:aws:iam::123456789012:role/vllm-deploy-prod"}
-    dev_users = {
-        s["Principal"]["AWS"]: actions(s) & uses for s in statements(policy("kms-dev-key-policy.json"))
-        if actions(s) & uses
-    }
-    assert dev_users["arn:aws:iam::123456789012:role/vllm-deploy-preview"] == {"kms:Decrypt"}
+KEY_USES = {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt*", "kms:*"}
+MFA = {"Bool": {"aws:MultiFactorAuthPresent": "true"}}
 
 
-def test_operations_md_shows_every_policy_as_it_is():
-    shown = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", OPERATIONS.read_text(), re.S)]
+def key_users(stack: str) -> dict[str, dict]:
+    """principal ARN -> the statement that lets it use the stack's key."""
+    return {s["Principal"]["AWS"]: s for s in statements(policy(f"kms-{stack}-key-policy.json"))
+            if actions(s) & KEY_USES}
+
+
+def role(name: str) -> str:
+    return f"arn:aws:iam::${{ACCOUNT_ID}}:role/{name}"
+
+
+def test_the_prod_key_is_usable_by_the_prod_deploy_role_and_the_mfa_break_glass_role_only():
+    users = key_users("prod")
+    assert set(users) == {role("vllm-deploy-prod"), role("vllm-deploy-prod-breakglass")}
+    assert users[role("vllm-deploy-prod-breakglass")]["Condition"] == MFA
+    assert "Condition" not in users[role("vllm-deploy-prod")]
+
+
+def test_the_dev_key_serves_ci_the_preview_decrypting_and_operators_with_mfa():
+    users = key_users("dev")
+    assert set(users) == {role("vllm-deploy-dev"), role("vllm-deploy-preview"), role("vllm-deploy-operators")}
+    assert actions(users[role("vllm-deploy-preview")]) & KEY_USES == {"kms:Decrypt"}
+    assert users[role("vllm-deploy-operators")]["Condition"] == MFA
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_the_key_administrator_manages_but_cannot_use_the_key(stack):
+    (admin,) = [s for s in statements(policy(f"kms-{stack}-key-policy.json")) if s["Principal"]["AWS"] == "${KEY_ADMIN_ARN}"]
+    assert {"kms:Put*", "kms:ScheduleKeyDeletion"} <= actions(admin)
+    assert not actions(admin) & KEY_USES and "${KEY_ADMIN_ARN}" not in key_users(stack)
+
+
+def test_people_assume_their_roles_only_with_mfa():
+    (statement,) = statements(policy("people-trust.json"))
+    assert actions(statement) == {"sts:AssumeRole"} and statement["Condition"] == MFA
+    assert statement["Principal"] == {"AWS": "arn:aws:iam::${ACCOUNT_ID}:root"}
+
+
+def test_operators_and_break_glass_reach_only_their_own_stacks_state():
+    for name, stack, other in (("operators-permissions.json", "dev", "prod"),
+                               ("prod-breakglass-permissions.json", "prod", "dev")):
+        text = json.dumps(policy(name))
+        assert f"/{stack}" in text and f"/{other}" not in text and f"{other}.json" not in text, name
+        assert not any(a.startswith(("kms:", "ssm:")) for s in statements(policy(name)) for a in actions(s)), (
+            f"{name}: key use comes from the key policy alone")
+
+
+def test_clients_read_the_api_key_the_prod_deploy_job_publishes():
+    deploy = (REPO / ".github" / "workflows" / "deploy.yml").read_text()
+    assert deploy.count("API_KEY: ${{ steps.up.outputs.apiKey }}") == 2
+    assert deploy.count('"/vllm-deploy/" + e["STACK"] + "/api-key"') == 2
+    for stack in ENVIRONMENTS:
+        (publish,) = [s for s in statements(policy(f"deploy-{stack}-permissions.json")) if s["Sid"] == "PublishApiKey"]
+        assert actions(publish) == {"ssm:PutParameter"}
+        assert publish["Resource"] == f"arn:aws:ssm:*:${{ACCOUNT_ID}}:parameter/vllm-deploy/{stack}/api-key"
+    (read,) = statements(policy("api-key-readers-permissions.json"))
+    assert actions(read) == {"ssm:GetParameter"}
+    assert read["Resource"] == "arn:aws:ssm:*:${ACCOUNT_ID}:parameter/vllm-deploy/prod/api-key"
+
+
+def test_operations_md_links_every_policy_file():
+    text = OPERATIONS.read_text()
     files = sorted(POLICIES.glob("*.json"))
-    assert files
-    for path in files:
-        assert f"policies/{path.name}" in OPERATIONS.read_text(), f"docs/operations.md names no {path.name}"
-        assert json.loads(path.read_text()) in shown, f"docs/operations.md does not show {path.name} as it is"
+    assert len(files) >= 8
+    missing = [p.name for p in files if f"](../policies/{p.name})" not in text]
+    assert missing == [], f"docs/operations.md links no {missing}: the files are the single source"
+    assert "```json\n{\n  \"Version\"" not in text, "link to the file instead of copying a policy"
