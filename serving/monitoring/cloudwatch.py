@@ -39,6 +39,7 @@ import yaml
 from serving.monitoring.catalog import MetricFamily, vllm_families
 from serving.monitoring.prometheus import DISK_USED_ALERT, GPU_TEMPERATURE_ALERT_C, KV_CACHE_USAGE_ALERT
 from serving.monitoring.services import LOOPBACK, VLLM_JOB
+from serving.replica import REPLICA_DIR
 
 NAMESPACE = "vllm-deploy/replicas"
 GROUP_DIMENSION = "AutoScalingGroupName"
@@ -48,11 +49,11 @@ INTERVAL_S = 60
 ALARM_PERIOD_S = 60
 SUSTAINED_PERIODS = 5  # the single host's `for: 5m`
 
-# Where the replica keeps the files (components/scripts/replica/boot.sh starts the agent with
-# AGENT_CONFIG_PATH); the agent package's own directory is /opt/aws/amazon-cloudwatch-agent.
-CONFIG_DIR = "/opt/vllm-deploy/replica/cloudwatch"
-AGENT_CONFIG_FILE = "cloudwatch/agent.json"  # relative to the replica's directory (replica_files)
+# Where the replica keeps the files, relative to its directory (serving.replica.REPLICA_DIR):
+# boot.sh starts the agent with cloudwatch/agent.json when it is there.
+AGENT_CONFIG_FILE = "cloudwatch/agent.json"
 SCRAPE_CONFIG_FILE = "cloudwatch/prometheus.yaml"
+CONFIG_DIR = f"{REPLICA_DIR}/cloudwatch"
 
 # vLLM 0.33 families a fleet publishes (serving/monitoring/metrics/vllm-0.33.0.txt): what the
 # alarms and the dashboard read, nothing else (P18: a keep-list keeps the log events small).
@@ -97,6 +98,20 @@ NOT_ON_A_FLEET = {
 def cloudwatch_name(series: str) -> str:
     """The name CloudWatch gets for a scraped series: `:` becomes `_` (the scrape file's rename)."""
     return series.replace(":", "_")
+
+
+def log_group_name(stack: str) -> str:
+    """The stack's log group for the replicas' EMF events (and the instance profile's scope)."""
+    return f"/vllm-deploy/{stack}/replica-metrics"
+
+
+def replica_files(*, stack: str, group_name: str, vllm_port: int) -> dict[str, str]:
+    """The agent's two files on a replica, by path relative to its directory (no secret)."""
+    config = agent_config(log_group_name=log_group_name(stack), scrape_config_path=f"{REPLICA_DIR}/{SCRAPE_CONFIG_FILE}")
+    return {
+        AGENT_CONFIG_FILE: json.dumps(config, indent=1, sort_keys=True) + "\n",
+        SCRAPE_CONFIG_FILE: scrape_config_yaml(group_name, vllm_port=vllm_port),
+    }
 
 
 def published_vllm_series() -> dict[str, MetricFamily]:
