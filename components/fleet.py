@@ -3,6 +3,7 @@
     FleetImage (builder host -> replica files -> cleanup -> stopped -> AMI)
         -> FleetGroup (API key parameter, instance profile, launch template, Auto Scaling group)
     FleetLoadBalancer (ALB, HTTPS and HTTP listeners, certificate, target group) -> FleetGroup
+    FleetMonitoring (monitoring on: log group -> FleetGroup; alarms and dashboard after it)
 
 The replicas' boot, readiness and drain units come from serving/replica.py and
 components/scripts/replica/, baked into the image by FleetImage.
