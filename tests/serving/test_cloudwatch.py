@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,6 @@ import pytest
 import yaml
 
 from serving.monitoring import cloudwatch, prometheus
-from serving.monitoring.catalog import vllm_families
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "tests/fixtures/cloudwatch-agent/schema.json"
@@ -64,12 +64,17 @@ def test_promtool_accepts_the_scrape_file(tmp_path):
     assert job["static_configs"] == [{"targets": ["127.0.0.1:8000"], "labels": {"AutoScalingGroupName": GROUP}}]
 
 
-def test_only_gauges_and_counters_are_published_and_never_a_histogram():
-    families = {f.name: f for f in vllm_families()}
+def test_only_gauges_and_counters_are_published_and_never_a_histogram(monkeypatch):
     published = cloudwatch.published_vllm_series()
     assert {f.type for f in published.values()} <= {"gauge", "counter"}
     assert all(":" not in name for name in cloudwatch.published_metrics(_config()))
-    assert "vllm:time_to_first_token_seconds" in families  # the latency the agent cannot carry
+    # Asking for a latency histogram (which the agent would drop) or a name vLLM 0.33 does not
+    # serve is refused, naming it.
+    kept = cloudwatch.VLLM_PUBLISHED
+    for name, why in (("vllm:time_to_first_token_seconds", "histogram"), ("vllm:gpu_cache_usage_perc", "not a vLLM 0.33")):
+        monkeypatch.setattr(cloudwatch, "VLLM_PUBLISHED", (*kept, name))
+        with pytest.raises(ValueError, match=why):
+            cloudwatch.published_vllm_series()
 
 
 def test_every_alarm_and_dashboard_metric_is_published():
@@ -91,7 +96,7 @@ def test_every_alarm_and_dashboard_metric_is_published():
 def test_the_scaling_gauge_is_per_group_only():
     (declaration,) = _config()["logs"]["metrics_collected"]["prometheus"]["emf_processor"]["metric_declaration"]
     assert declaration["dimensions"] == [["AutoScalingGroupName"]]
-    assert any(__import__("re").search(s, "vllm_num_requests_waiting") for s in declaration["metric_selectors"])
+    assert any(re.search(s, "vllm_num_requests_waiting") for s in declaration["metric_selectors"])
 
 
 def test_a_real_prometheus_keeps_only_the_published_series_renamed():
