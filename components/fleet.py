@@ -20,8 +20,8 @@ import pulumi_aws as aws
 from components import fleet_bake
 from components.fleet_bake import bake_files
 from components.fleet_group import REFRESH_MAX_HEALTHY_PCT, FleetGroup, FleetGroupArgs, group_name
-from components.fleet_monitoring import FleetMonitoring, FleetMonitoringArgs
 from components.fleet_image import FleetImage, FleetImageArgs
+from components.fleet_monitoring import FleetMonitoring, FleetMonitoringArgs
 from components.fleet_network import fleet_network, public_zone_of
 from components.host_setup import NVIDIA_DRIVER_BRANCH, model_dir_on_host
 from components.load_balancer import FleetLoadBalancer, FleetLoadBalancerArgs
