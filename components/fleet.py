@@ -3,6 +3,7 @@
     FleetImage (builder host -> replica files -> cleanup -> stopped -> AMI)
         -> FleetGroup (API key parameter, instance profile, launch template, Auto Scaling group)
     FleetLoadBalancer (ALB, HTTPS and HTTP listeners, certificate, target group) -> FleetGroup
+    FleetMonitoring (monitoring on: log group -> FleetGroup; alarms and dashboard after it)
 
 The replicas' boot, readiness and drain units come from serving/replica.py and
 components/scripts/replica/, baked into the image by FleetImage.
@@ -18,8 +19,9 @@ import pulumi_aws as aws
 
 from components import fleet_bake
 from components.fleet_bake import bake_files
-from components.fleet_group import REFRESH_MAX_HEALTHY_PCT, FleetGroup, FleetGroupArgs
+from components.fleet_group import REFRESH_MAX_HEALTHY_PCT, FleetGroup, FleetGroupArgs, group_name
 from components.fleet_image import FleetImage, FleetImageArgs
+from components.fleet_monitoring import FleetMonitoring, FleetMonitoringArgs
 from components.fleet_network import fleet_network, public_zone_of
 from components.host_setup import NVIDIA_DRIVER_BRANCH, model_dir_on_host
 from components.load_balancer import FleetLoadBalancer, FleetLoadBalancerArgs
@@ -28,6 +30,7 @@ from components.naming import child, component_type
 from components.placement import choose_subnet
 from components.stack_resources import generated_api_key, tagged_provider
 from config.settings import StackConfig
+from serving.monitoring.prometheus import requests_waiting_threshold
 from serving.proxy_limits import ProxyLimits
 from sizing.costs import fleet_cost
 from sizing.plan import SizingPlan
@@ -79,18 +82,19 @@ class VllmFleet(pulumi.ComponentResource):
         api_key = args.api_key if args.api_key is not None else generated_api_key(self, name)
         self.region = aws.get_region(opts=lookups).region
         network = fleet_network(settings, plan.instance.name, lookups)
-        if settings.monitoring:
-            pulumi.log.warn(
-                "vllm-deploy:monitoring=true: a fleet runs no Prometheus or Grafana on its replicas (hosts "
-                "come and go); their metrics in CloudWatch are not built yet. Set monitoring to false to "
-                "silence this, or use the load balancer's and Auto Scaling group's own CloudWatch metrics",
-                resource=self,
-            )
+        # No Prometheus or Grafana on replicas (hosts come and go): with monitoring on, each one's
+        # CloudWatch agent sends its metrics to the stack's log group and namespace.
+        monitoring = FleetMonitoring(
+            child(name, "metrics"),
+            FleetMonitoringArgs(stack=stack, region=self.region, retention_days=settings.monitoring_retention_days),
+            in_aws,
+        ) if settings.monitoring else None
 
         bake = bake_files(
             settings, plan, vllm_argv=args.vllm_command, limits=args.proxy_limits, region=self.region,
             stack=stack, model_host_dir=model_dir_on_host(settings),
             alb_subnet_cidrs=network.load_balancer_cidrs, driver_branch=NVIDIA_DRIVER_BRANCH,
+            metrics_group=group_name(stack) if monitoring else None,
         )
         builder_name = child(name, "builder")
         existing = find_model_volume(child(builder_name, "models"), lookups)
@@ -120,9 +124,16 @@ class VllmFleet(pulumi.ComponentResource):
                 subnet_ids=network.replica_subnets, api_key=api_key, region=self.region,
                 account_id=aws.get_caller_identity(opts=lookups).account_id,
                 partition=aws.get_partition(opts=lookups).partition,
+                metrics_log_group=monitoring.log_group if monitoring else None,
             ),
             in_aws,
         )
+        if monitoring is not None:
+            monitoring.watch(
+                group_name=group.group_name, load_balancer_suffix=balancer.arn_suffix,
+                target_group_suffix=balancer.target_group.arn_suffix, replicas=settings.replicas,
+                requests_waiting=requests_waiting_threshold(settings, plan),
+            )
         # The endpoint exists once the group has its replicas healthy behind the balancer.
         self.endpoint = pulumi.Output.all(group.group_name, balancer.address).apply(lambda v: f"https://{v[1]}/v1")
         self.api_key = pulumi.Output.secret(api_key)
@@ -138,6 +149,7 @@ class VllmFleet(pulumi.ComponentResource):
         )
         self.cost = self.cost_breakdown.to_output()
         self.refresh_surge = refresh_surge(settings, plan)
+        self.metrics_dashboard_url = monitoring.dashboard_url if monitoring else None
         self.register_outputs({
             "endpoint": self.endpoint,
             "apiKey": self.api_key,
@@ -167,4 +179,5 @@ class VllmFleet(pulumi.ComponentResource):
             "region": self.region,
             "costUsd": self.cost,
             "refreshSurge": self.refresh_surge,
+            **({"metricsDashboardUrl": self.metrics_dashboard_url} if self.metrics_dashboard_url is not None else {}),
         }

@@ -6,6 +6,7 @@ the group component (components.fleet_group.FleetGroup), named after it."""
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -86,11 +87,32 @@ def api_key_parameter(
     )
 
 
+# The CloudWatch agent (a fleet with monitoring on): EMF events into the stack's log group only,
+# host metrics into the stack's namespace only (cloudwatch:namespace condition key), and the
+# instance's tags for the AutoScalingGroupName dimension (AWS's CloudWatchAgentServerPolicy has
+# these actions, on "*"; here each is scoped as far as IAM allows).
+METRICS_LOG_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+
+
+def metrics_statements(log_group_arn: str, namespace: str) -> list[dict]:
+    """The agent's statements: the log group (`arn:...:log-group:NAME`) and its streams, PutMetricData
+    in `namespace` only, ec2:DescribeTags (Describe* take no resource-level permission)."""
+    return [
+        {"Sid": "MetricsLogGroup", "Effect": "Allow", "Action": METRICS_LOG_ACTIONS,
+         "Resource": [log_group_arn, f"{log_group_arn}:*"]},
+        {"Sid": "MetricsPut", "Effect": "Allow", "Action": "cloudwatch:PutMetricData", "Resource": "*",
+         "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}}},
+        {"Sid": "MetricsTags", "Effect": "Allow", "Action": "ec2:DescribeTags", "Resource": "*"},
+    ]
+
+
 def replica_instance_profile(
-    parent: pulumi.Resource, name: str, *, parameter_arn: pulumi.Input[str], group_arn: pulumi.Input[str], region: str
+    parent: pulumi.Resource, name: str, *, parameter_arn: pulumi.Input[str], group_arn: pulumi.Input[str], region: str,
+    metrics: Optional[tuple[pulumi.Input[str], str]] = None,
 ) -> aws.iam.InstanceProfile:
     """A role that may read the one parameter (decrypting through SSM only), complete and
-    heartbeat this group's lifecycle actions, and open Session Manager sessions: nothing else."""
+    heartbeat this group's lifecycle actions, and open Session Manager sessions; with `metrics`
+    (the log group's ARN, the metric namespace) what the CloudWatch agent needs: nothing else."""
     role = aws.iam.Role(
         child(name, "role"),
         assume_role_policy=json.dumps({
@@ -100,7 +122,8 @@ def replica_instance_profile(
         description="vllm-deploy replica: its API key parameter, its lifecycle hooks, Session Manager",
         opts=pulumi.ResourceOptions(parent=parent),
     )
-    policy = pulumi.Output.all(parameter_arn, group_arn).apply(lambda arns: json.dumps({
+    log_group_arn, namespace = metrics if metrics is not None else (None, "")
+    policy = pulumi.Output.all(parameter_arn, group_arn, log_group_arn).apply(lambda arns: json.dumps({
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "ApiKey", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": arns[0]},
@@ -117,6 +140,7 @@ def replica_instance_profile(
             {"Sid": "OwnGroup", "Effect": "Allow", "Action": "autoscaling:DescribeAutoScalingInstances",
              "Resource": "*"},
             {"Sid": "SessionManager", "Effect": "Allow", "Action": SESSION_MANAGER_ACTIONS, "Resource": "*"},
+            *(metrics_statements(arns[2], namespace) if arns[2] else []),
         ],
     }))
     aws.iam.RolePolicy(child(name, "policy"), role=role.id, policy=policy, opts=pulumi.ResourceOptions(parent=role))

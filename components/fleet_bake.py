@@ -13,10 +13,11 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from config.settings import StackConfig
 from serving import replica
+from serving.monitoring import cloudwatch
 from serving.nginx_conf import site_for_stack
 from serving.proxy_limits import ProxyLimits
 from serving.nginx import NGINX_IMAGE
@@ -28,6 +29,7 @@ SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
 REPLICA_SCRIPTS_DIR = SCRIPTS_DIR / "replica"
 INSTALL_SCRIPT = "install_replica.sh"
 CLEANUP_SCRIPT = "bake_cleanup.sh"
+CWAGENT_SCRIPT = "install_cloudwatch_agent.sh"  # ours: the CloudWatch agent, monitoring on only
 REPLICA_DIR = "/opt/vllm-deploy/replica"  # where install_replica.sh puts the files (contract)
 
 LAUNCH_HOOK = "vllm-launch"
@@ -87,9 +89,11 @@ def bake_files(
     model_host_dir: str,
     alb_subnet_cidrs: list[str],
     driver_branch: str,
+    metrics_group: Optional[str] = None,
 ) -> BakeInputs:
     """The replica's files from fleet-host's renderer, and the ALB/nginx keep-alive pair derived
-    from one value (P1), with the image's hash."""
+    from one value (P1), with the image's hash. With `metrics_group` (the Auto Scaling group's
+    name, for a fleet with monitoring on): the CloudWatch agent's config and its installer too."""
     # No Grafana behind a replica's nginx: a fleet's metrics are the CloudWatch side's (issue 25),
     # and a /grafana/ location with nothing behind it would answer 502.
     site = site_for_stack(settings.model_copy(update={"monitoring": False}), limits, vllm_port=VLLM_PORT)
@@ -109,6 +113,9 @@ def bake_files(
         upstream_timeout_s=site.upstream_read_timeout_s,
     )
     files = replica.replica_files(vllm_argv=list(vllm_argv), nginx_site=site, settings=replica_settings)
+    if metrics_group is not None:
+        files.update(cloudwatch.replica_files(stack=stack, group_name=metrics_group, vllm_port=VLLM_PORT))
+        files[CWAGENT_SCRIPT] = (REPLICA_SCRIPTS_DIR / CWAGENT_SCRIPT).read_text()
     digest = image_digest(settings, plan, files=files, driver_branch=driver_branch)
     return BakeInputs(files, alb_idle, nginx_keepalive, digest)
 

@@ -32,6 +32,7 @@ from components.fleet_image import FleetImage
 from components.host_setup import PROJECT_ROOT
 from components.naming import child, component_type, default_tags
 from config.settings import StackConfig
+from serving.monitoring import cloudwatch
 from sizing.plan import SizingPlan
 
 # Volumes made from the image's snapshots are read lazily from S3 (~5 MiB/s on first touch):
@@ -83,6 +84,8 @@ class FleetGroupArgs:
     region: str
     account_id: str
     partition: str = "aws"
+    metrics_log_group: Optional[aws.cloudwatch.LogGroup] = None
+    """With monitoring on: the replicas' metrics log group (it exists before any replica)."""
 
 
 class FleetGroup(pulumi.ComponentResource):
@@ -99,8 +102,10 @@ class FleetGroup(pulumi.ComponentResource):
             f"arn:{args.partition}:autoscaling:{args.region}:{args.account_id}:autoScalingGroup:*:"
             f"autoScalingGroupName/{asg_name}"
         )
+        log_group = args.metrics_log_group
         profile = fleet_access.replica_instance_profile(
-            self, name, parameter_arn=parameter.arn, group_arn=group_arn, region=args.region
+            self, name, parameter_arn=parameter.arn, group_arn=group_arn, region=args.region,
+            metrics=(log_group.arn, cloudwatch.NAMESPACE) if log_group is not None else None,
         )
         security_group = fleet_access.replica_security_group(self, name, settings, args.vpc_id, args.load_balancer_group_id)
         template = self._launch_template(name, args, profile, security_group)
@@ -144,7 +149,7 @@ class FleetGroup(pulumi.ComponentResource):
                 aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
                 for k, v in {**default_tags(), "Name": child(name, "replica")}.items()
             ],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[parameter]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[parameter, *([log_group] if log_group else [])]),
         )
         self._wait_for_refresh(name, args, group, template)
         self.group_name = group.name

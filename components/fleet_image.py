@@ -32,7 +32,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 
-from components.fleet_bake import CLEANUP_SCRIPT, INSTALL_SCRIPT, REPLICA_DIR, BakeInputs
+from components.fleet_bake import CLEANUP_SCRIPT, CWAGENT_SCRIPT, INSTALL_SCRIPT, REPLICA_DIR, BakeInputs
 from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_setup import HostSetup, HostSetupArgs
 from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs
@@ -189,7 +189,10 @@ class FleetImage(pulumi.ComponentResource):
         )
         # install_replica.sh installs the files beside it into REPLICA_DIR; the cleanup then runs
         # from there (its lib.sh beside it) and removes provisioning's SSH keys: the last step.
-        install = step("replica-install", f"{sudo} {STAGE_DIR}/{INSTALL_SCRIPT}", [upload])
+        before_install: list[pulumi.Resource] = [upload]
+        if CWAGENT_SCRIPT in bake.files:  # a fleet with monitoring on: the agent, signature checked
+            before_install.append(step("cloudwatch-agent", f"{sudo} {STAGE_DIR}/{CWAGENT_SCRIPT}", [upload]))
+        install = step("replica-install", f"{sudo} {STAGE_DIR}/{INSTALL_SCRIPT}", before_install)
         return step(
             "bake-cleanup", f"sudo rm -rf {STAGE_DIR} && {sudo} {REPLICA_DIR}/{CLEANUP_SCRIPT}", [install]
         )

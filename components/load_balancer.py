@@ -92,6 +92,7 @@ class FleetLoadBalancer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.dns_name = alb.dns_name
+        self.arn_suffix = alb.arn_suffix  # the LoadBalancer dimension of its CloudWatch metrics
         self.address = pulumi.Output.from_input(settings.domain) if settings.domain else alb.dns_name
         certificate_arn = self._certificate(args, alb)
         aws.lb.Listener(

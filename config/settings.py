@@ -262,13 +262,14 @@ class StackConfig(BaseModel):
     monitoring: bool = Field(
         True,
         description="Run Prometheus, the DCGM and node exporters and Grafana on the host "
-        "(Grafana at https://<address>/grafana/).",
+        "(Grafana at https://<address>/grafana/); on a fleet, CloudWatch (agent, alarms, dashboard).",
     )
     monitoring_retention_days: int = Field(
         15,
         ge=1,
         le=3650,
-        description="Days of metrics Prometheus keeps (its --storage.tsdb.retention.time).",
+        description="Days of metrics Prometheus keeps (its --storage.tsdb.retention.time); on a "
+        "fleet, days its metrics log group keeps events (rounded up to what CloudWatch Logs accepts).",
     )
     monitoring_retention_size_gib: int = Field(
         10,

@@ -88,7 +88,8 @@ def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, A
     if typ == "aws:lb/loadBalancer:LoadBalancer":
         # 76 characters: longer than X.509's 64-character common name (fleet-pitfalls P25).
         return {"dnsName": "vllm-lb-alb-7f3a2b1-0123456789abcdef.us-east-1.elb.amazonaws.com",
-                "zoneId": "Z35SXDOTRQ7X7K", "arn": f"arn:aws:elasticloadbalancing:::loadbalancer/app/{name}"}
+                "zoneId": "Z35SXDOTRQ7X7K", "arn": f"arn:aws:elasticloadbalancing:::loadbalancer/app/{name}",
+                "arnSuffix": f"app/{name}/50dc6c495c0c9188"}
     if typ == "aws:acm/certificate:Certificate" and inputs.get("validationMethod") == "DNS":
         domain = inputs["domainName"]
         return {"arn": f"arn:aws:mock:::{name}", "domainValidationOptions": [{
@@ -99,7 +100,11 @@ def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, A
         return {"certificateArn": inputs["certificateArn"]}
     if typ == "aws:route53/record:Record":
         return {"fqdn": str(inputs.get("name", "")).rstrip(".")}
-    if typ in ("aws:lb/targetGroup:TargetGroup", "aws:lb/listener:Listener", "aws:acm/certificate:Certificate"):
+    if typ == "aws:lb/targetGroup:TargetGroup":  # the ARN's tail: its CloudWatch dimension
+        return {"arn": f"arn:aws:mock:::{name}", "arnSuffix": f"targetgroup/{name}/73e2d6bc24d8a067"}
+    if typ == "aws:cloudwatch/logGroup:LogGroup":  # the provider's arn has no trailing ":*"
+        return {"arn": f"arn:aws:logs:us-east-1:123456789012:log-group:{inputs.get('name', name)}"}
+    if typ in ("aws:lb/listener:Listener", "aws:acm/certificate:Certificate"):
         return {"arn": f"arn:aws:mock:::{name}"}
     if typ == "aws:ssm/parameter:Parameter":
         return {"arn": f"arn:aws:ssm:us-east-1:123456789012:parameter{inputs.get('name', '')}"}

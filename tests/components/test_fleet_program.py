@@ -2,17 +2,22 @@
 replicas' reachability, a refresh that keeps capacity, the image's lifecycle, and the instance
 profile against the AWS calls the replica's scripts make."""
 
+import base64
+import io
 import json
 import re
+import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.fleet_bake import LAUNCH_HOOK, TERMINATE_HOOK, SHUTDOWN_TIMEOUT_S
+from serving.monitoring import cloudwatch, prometheus
 from serving.nginx import DEFAULT_UPSTREAM_TIMEOUT_S
 from serving.replica import keepalive_timeouts
 from sizing.costs import ALB_USD_PER_HOUR
-from tests.harness import AwsWorld, is_secret, plain_text, reveal, stack_config
+from tests.harness import AwsWorld, computed_outputs, is_secret, plain_text, reveal, stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,10 +42,82 @@ def prod_fleet(program, replicas=3, world=None, **extra):
                    secrets={"apiKey": API_KEY}, world=world or AwsWorld())
 
 
-def test_a_fleet_says_it_runs_no_prometheus_or_grafana(program):
+LOG_GROUP = "aws:cloudwatch/logGroup:LogGroup"
+ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
+DASHBOARD = "aws:cloudwatch/dashboard:Dashboard"
+
+
+def baked_files(run) -> dict[str, str]:
+    """The replica files as the builder receives them (the upload step's archive)."""
+    archive = base64.b64decode(run.named("vllm-builder-replica-upload").plain["stdin"])
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        return {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers() if m.isfile()}
+
+
+def test_a_fleets_metrics_go_to_cloudwatch_from_the_agent_it_bakes(program):
     run = prod_fleet(program)
-    assert any("monitoring=true" in line and "CloudWatch" in line for line in run.logs)
-    assert not run.of_type("docker:index/container:Container")
+    assert not run.of_type("docker:index/container:Container")  # no Prometheus or Grafana on replicas
+    assert not any("not built" in line for line in run.logs)
+    group = run.one(ASG)
+    log_group = run.one(LOG_GROUP)
+    assert log_group.plain["name"] == "/vllm-deploy/prod/replica-metrics"
+    assert log_group.plain["retentionInDays"] >= 15  # monitoringRetentionDays' default
+    assert group.depends_on(log_group)  # the agent never makes the group itself (a later create would fail)
+    # What the alarms and the dashboard read is what the baked agent config publishes.
+    files = baked_files(run)
+    config = json.loads(files["cloudwatch/agent.json"])
+    assert config["logs"]["metrics_collected"]["prometheus"]["log_group_name"] == log_group.plain["name"]
+    scrape = yaml.safe_load(files["cloudwatch/prometheus.yaml"])
+    assert scrape["scrape_configs"][0]["static_configs"][0]["labels"] == {"AutoScalingGroupName": group.plain["name"]}
+    published = cloudwatch.published_metrics(config)
+    alarms = run.of_type(ALARM)
+    single_host = {rule.name for rule in prometheus.alert_rules(1)}
+    assert {a.name.removeprefix("vllm-metrics-") for a in alarms} >= single_host - set(cloudwatch.NOT_ON_A_FLEET)
+    for alarm in alarms:
+        plain = alarm.plain
+        if plain["namespace"] == cloudwatch.NAMESPACE:
+            assert plain["metricName"] in published, alarm.name
+            assert plain["dimensions"] == {"AutoScalingGroupName": group.plain["name"]}
+        else:
+            targets = run.one(TARGETS)
+            assert plain["namespace"] == "AWS/ApplicationELB"
+            assert plain["dimensions"]["TargetGroup"] == computed_outputs(TARGETS, targets.name, targets.plain)["arnSuffix"]
+    down = next(a.plain for a in alarms if a.name.endswith("VllmDown"))
+    assert down["threshold"] == 3 and down["comparisonOperator"] == "LessThanThreshold"
+    body = run.one(DASHBOARD).plain["dashboardBody"]
+    for namespace, metric in cloudwatch.dashboard_metrics(body):
+        assert namespace == "AWS/ApplicationELB" or metric in published, metric
+    assert "metricsDashboardUrl" in run.exports
+    # The agent is installed on the builder (signature checked) before the replica's files.
+    agent = run.named("vllm-builder-cloudwatch-agent")
+    assert agent.depends_on(run.named("vllm-builder-replica-upload"))
+    assert run.named("vllm-builder-replica-install").depends_on(agent)
+    assert API_KEY not in json.dumps(files["cloudwatch/agent.json"]) + files["cloudwatch/prometheus.yaml"]
+
+
+def test_the_agent_may_write_only_its_log_group_and_namespace(program):
+    run = prod_fleet(program)
+    policy = json.loads(run.named("vllm-replicas-policy").plain["policy"])
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    log_group = run.one(LOG_GROUP)
+    log_group_arn = computed_outputs(LOG_GROUP, log_group.name, log_group.plain)["arn"]
+    assert log_group_arn.endswith(":log-group:/vllm-deploy/prod/replica-metrics")
+    assert by_sid["MetricsLogGroup"]["Resource"] == [log_group_arn, f"{log_group_arn}:*"]
+    assert by_sid["MetricsPut"]["Condition"] == {"StringEquals": {"cloudwatch:namespace": cloudwatch.NAMESPACE}}
+    for statement in policy["Statement"]:
+        actions = [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+        if any(a.startswith("logs:") for a in actions):
+            assert "*" not in statement["Resource"], statement
+
+
+def test_monitoring_off_makes_no_cloudwatch_side(program):
+    run = prod_fleet(program, monitoring=False)
+    assert not run.of_type(LOG_GROUP) and not run.of_type(ALARM) and not run.of_type(DASHBOARD)
+    assert not any(name.startswith("cloudwatch/") for name in baked_files(run))
+    assert not [r for r in run.resources if r.name == "vllm-builder-cloudwatch-agent"]
+    policy = json.loads(run.named("vllm-replicas-policy").plain["policy"])
+    assert not [s for s in policy["Statement"] if s["Sid"].startswith("Metrics")]
+    assert "metricsDashboardUrl" not in run.exports
 
 
 def test_one_replica_is_the_single_host(program):

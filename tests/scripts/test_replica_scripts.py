@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from serving.monitoring import cloudwatch
 from serving.nginx import CONTAINER_CONF_PATH, CONTAINER_TLS_DIR
 from serving.replica import fleet_site, replica_files
 from serving.nginx_conf import render
@@ -269,3 +270,89 @@ def test_bake_cleanup_refuses_to_finish_while_a_container_remains(replica) -> No
     run = replica.run("bake_cleanup.sh", VLLM_DEPLOY_ROOTFS=str(replica.root / "rootfs"))
     assert_failed(run, "the builder still holds what must not reach the image: containers: vllm")
     assert "BAKE_CLEAN" not in run.stdout
+
+
+# --- the CloudWatch agent (a fleet with monitoring on) ----------------------------------------
+CWAGENT = Path(__file__).resolve().parents[2] / "components/scripts/replica/install_cloudwatch_agent.sh"
+
+
+def _with_agent_config(replica: ReplicaHost) -> Path:
+    for name, text in cloudwatch.replica_files(stack="dev", group_name=GROUP, vllm_port=8000).items():
+        path = replica.dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return replica.dir / cloudwatch.AGENT_CONFIG_FILE
+
+
+def _ctl_stub(tmp_path: Path, status: int = 0) -> tuple[Path, Path]:
+    log = tmp_path / "ctl.log"
+    ctl = tmp_path / "amazon-cloudwatch-agent-ctl"
+    ctl.write_text(f'#!/bin/bash\nprintf "%s\\n" "$*" >>"{log}"\nexit {status}\n')
+    ctl.chmod(0o755)
+    return ctl, log
+
+
+def test_boot_starts_the_cloudwatch_agent_with_the_baked_config(replica, tmp_path: Path) -> None:
+    config = _with_agent_config(replica)
+    ctl, log = _ctl_stub(tmp_path)
+    run = replica.run("boot.sh", VLLM_DEPLOY_CWAGENT_CTL=str(ctl))
+    assert_ok(run)
+    assert log.read_text() == f"-a fetch-config -m ec2 -s -c file:{config}\n"
+    assert API_KEY not in config.read_text()
+
+
+def test_boot_goes_on_without_metrics_when_the_agent_fails_or_is_not_baked(replica, tmp_path: Path) -> None:
+    ctl, log = _ctl_stub(tmp_path)
+    assert_ok(replica.run("boot.sh", VLLM_DEPLOY_CWAGENT_CTL=str(ctl)))
+    assert not log.exists(), "monitoring off: no agent config, no agent"
+    _with_agent_config(replica)
+    (tmp_path / "failing").mkdir()
+    failing, _ = _ctl_stub(tmp_path / "failing", status=1)
+    run = replica.run("boot.sh", VLLM_DEPLOY_CWAGENT_CTL=str(failing))
+    assert_ok(run)
+    assert "the CloudWatch agent did not start" in run.stderr
+    assert [(h, r) for h, r, _ in replica.completions()][-1] == ("vllm-launch", "CONTINUE")
+
+
+def test_the_agent_installer_refuses_a_package_signed_by_another_key(tmp_path: Path) -> None:
+    """Only AWS's key (by fingerprint) is trusted: a package signed by any other key, served
+    with that key as `amazon-cloudwatch-agent.gpg`, is refused and never reaches dpkg -i."""
+    # As baked: flat in the staging directory, lib.sh beside it (components.fleet_bake).
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    script = stage / CWAGENT.name
+    script.write_text(CWAGENT.read_text())
+    (stage / "lib.sh").write_text((CWAGENT.parents[1] / "lib.sh").read_text())
+    checked = subprocess.run([_shellcheck(), "--external-sources", "--severity=style", script.name],
+                             cwd=stage, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout
+    home, served, bin_dir = tmp_path / "gnupg", tmp_path / "served", tmp_path / "bin"
+    for d in (home, served / "assets", served / "ubuntu/amd64/latest", bin_dir):
+        d.mkdir(parents=True, mode=0o700)
+    gpg = {"GNUPGHOME": str(home), "PATH": os.environ["PATH"]}
+    subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "Not AWS <x@example.com>",
+                    "ed25519", "sign", "never"], env=gpg, check=True, capture_output=True)
+    subprocess.run(["gpg", "--batch", "--export", "-o", str(served / "assets/amazon-cloudwatch-agent.gpg")],
+                   env=gpg, check=True, capture_output=True)
+    deb = served / "ubuntu/amd64/latest/amazon-cloudwatch-agent.deb"
+    deb.write_bytes(b"not really a package")
+    subprocess.run(["gpg", "--batch", "--detach-sign", "-o", f"{deb}.sig", str(deb)], env=gpg, check=True, capture_output=True)
+    calls = tmp_path / "calls.log"
+    # curl: copies the served file for the URL's path; dpkg: amd64, and records anything else.
+    (bin_dir / "curl").write_text(
+        f'#!/bin/bash\nout=""; url=""\nwhile (($#)); do case "$1" in -o) out=$2; shift;; --proto|--retry) shift;; '
+        f'-*) ;; *) url=$1;; esac; shift; done\ncp "{served}/${{url#*://*/}}" "$out"\n')
+    (bin_dir / "dpkg").write_text(
+        f'#!/bin/bash\nif [[ "$1" == --print-architecture ]]; then echo amd64; exit 0; fi\necho "dpkg $*" >>"{calls}"\n')
+    for stub in ("curl", "dpkg"):
+        (bin_dir / stub).chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(tmp_path),
+           "VLLM_DEPLOY_CWAGENT_URL": "https://stub.invalid", "VLLM_DEPLOY_CWAGENT_CTL": str(tmp_path / "absent")}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "not AWS's 937616F3450B7D806CBD9725D58167303B789C72" in proc.stderr, proc.stderr
+    assert not calls.exists(), "nothing was installed"
+    # An agent already there: nothing is downloaded.
+    ctl, _ = _ctl_stub(tmp_path)
+    again = subprocess.run(["bash", str(script)], env={**env, "VLLM_DEPLOY_CWAGENT_CTL": str(ctl)},
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and again.stdout == "VLLM_DEPLOY_CWAGENT=present\n"

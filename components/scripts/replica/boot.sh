@@ -12,6 +12,7 @@
 #      next boot): vllm-args.json as the argv (with --shutdown-timeout), --stop-timeout above it,
 #      restart policy always; nginx with the baked config, the certificate and the drain flag's
 #      directory mounted read-only.
+#   4b. With monitoring on: the CloudWatch agent with the baked config (cloudwatch/agent.json).
 #   5. /health THROUGH nginx (https on loopback, verified against that certificate), heartbeating
 #      the launch hook while the model loads; then complete-lifecycle-action CONTINUE on it.
 # Any failure after step 1 completes the launch hook with ABANDON (the group replaces the
@@ -172,6 +173,20 @@ docker run -d --name "$proxy" --restart always --network host \
   "$VLLM_DEPLOY_NGINX_IMAGE" >/dev/null ||
   die "docker run $proxy failed" "inspect: docker logs $proxy"
 log "started $vllm ($VLLM_DEPLOY_VLLM_IMAGE) and $proxy ($VLLM_DEPLOY_NGINX_IMAGE)"
+
+# --- 4b. metrics (a fleet with monitoring on) ------------------------------------------------
+# The CloudWatch agent, on the host (hop limit 1: no AWS call from a container, P10), with the
+# baked config (serving/monitoring/cloudwatch.py). Metrics are not worth a replica: a failure is
+# logged and the boot goes on (the alarm VllmMetricsMissing notices).
+agent_config=$REPLICA_HERE/cloudwatch/agent.json
+if [[ -f "$agent_config" ]]; then
+  ctl=${VLLM_DEPLOY_CWAGENT_CTL:-/opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl}
+  if "$ctl" -a fetch-config -m ec2 -s -c "file:$agent_config" >&2; then
+    log "CloudWatch agent started with $agent_config"
+  else
+    log "WARNING: the CloudWatch agent did not start with $agent_config; this replica sends no metrics (journalctl -u amazon-cloudwatch-agent)"
+  fi
+fi
 
 # --- 5. ready through nginx ----------------------------------------------------------------
 health=https://127.0.0.1:$VLLM_DEPLOY_HTTPS_PORT/health

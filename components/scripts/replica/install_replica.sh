@@ -44,6 +44,10 @@ put() {
   chmod "$3" "$2"
 }
 
+# With monitoring on, the CloudWatch agent's config and scrape file (serving/monitoring/cloudwatch.py).
+for file in cloudwatch/agent.json cloudwatch/prometheus.yaml; do
+  [[ -f "$here/$file" ]] && files+=("$file")
+done
 install -d -m 0755 "$dest" "$dest/nginx"
 for file in "${files[@]}"; do
   mode=0644
