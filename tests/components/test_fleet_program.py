@@ -261,3 +261,14 @@ def test_replicas_go_only_where_the_type_is_offered_and_the_balancer_spans_every
     run = prod_fleet(program, world=world)
     assert run.one(ASG).plain["vpcZoneIdentifiers"] == [world.subnet_id("us-east-1a"), world.subnet_id("us-east-1c")]
     assert run.one(ALB).plain["subnets"] == [world.subnet_id(z) for z in world.zones]
+
+
+def test_a_replica_that_never_reports_ready_is_abandoned_and_a_hung_drain_still_terminates(program):
+    """The hooks' default results, what AWS does when a replica says nothing before the heartbeat
+    timeout (IMDS or the Auto Scaling API unreachable from boot.sh, a wedged drain): a launch
+    that never completed is ABANDONed (the group replaces it; CONTINUE would put a replica that
+    never answered /health in service), a termination goes on (CONTINUE)."""
+    run = prod_fleet(program)
+    hooks = {h["name"]: h for h in run.one(ASG).plain["initialLifecycleHooks"]}
+    assert hooks[LAUNCH_HOOK]["defaultResult"] == "ABANDON"
+    assert hooks[TERMINATE_HOOK]["defaultResult"] == "CONTINUE"
