@@ -2,8 +2,11 @@
 replicas' reachability, a refresh that keeps capacity, the image's lifecycle, and the instance
 profile against the AWS calls the replica's scripts make."""
 
+import base64
+import io
 import json
 import re
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -272,3 +275,20 @@ def test_a_replica_that_never_reports_ready_is_abandoned_and_a_hung_drain_still_
     hooks = {h["name"]: h for h in run.one(ASG).plain["initialLifecycleHooks"]}
     assert hooks[LAUNCH_HOOK]["defaultResult"] == "ABANDON"
     assert hooks[TERMINATE_HOOK]["defaultResult"] == "CONTINUE"
+
+
+def test_replica_nginx_trusts_x_forwarded_for_only_from_the_load_balancers_subnets(program):
+    """P3: the baked nginx takes the client address from X-Forwarded-For only when the peer is
+    one of the ALB's nodes, i.e. in one of the ALB's subnets. Trusting the VPC (or everyone) lets
+    any host there, or any client, name its own address: per-client limits and the /metrics
+    allow-list would believe it."""
+    world = AwsWorld()
+    run = prod_fleet(program, world=world)
+    subnets = run.one(ALB).plain["subnets"]
+    cidrs = {world.answer("aws:ec2/getSubnet:getSubnet", {"id": s})["cidrBlock"] for s in subnets}
+    assert len(cidrs) >= 2
+    archive = base64.b64decode(run.named("vllm-builder-replica-upload").plain["stdin"])
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        conf = tar.extractfile("nginx/nginx.conf").read().decode()
+    assert set(re.findall(r"^\s*set_real_ip_from\s+(\S+);", conf, re.M)) == cidrs
+    assert re.search(r"^\s*real_ip_header\s+X-Forwarded-For;", conf, re.M)
