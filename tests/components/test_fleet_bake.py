@@ -74,3 +74,16 @@ def test_a_replica_waits_for_vllm_as_long_as_readiness_timeout_minutes_and_heart
     assert int(env["VLLM_DEPLOY_HEALTH_TIMEOUT_S"]) == minutes * 60
     hook = fleet_bake.launch_hook_timeout_s(settings)
     assert 10 <= int(env["VLLM_DEPLOY_HEARTBEAT_INTERVAL_S"]) <= hook // 2
+
+
+def test_the_digest_moves_with_any_host_script_the_builder_runs(tmp_path, monkeypatch):
+    """A fix to a provisioning script (download_model.sh, install_docker.sh...) that is not one
+    of the replica's files still changes what the image holds: it must re-bake (P11)."""
+    before = bake().digest
+    scripts = tmp_path / "scripts"
+    for name, content in fleet_bake.script_files().items():
+        (scripts / name).parent.mkdir(parents=True, exist_ok=True)
+        (scripts / name).write_bytes(content)
+    (scripts / "download_model.sh").write_bytes((scripts / "download_model.sh").read_bytes() + b"\n# changed\n")
+    monkeypatch.setattr(fleet_bake, "SCRIPTS_DIR", scripts)
+    assert bake().digest != before
