@@ -292,3 +292,17 @@ def test_replica_nginx_trusts_x_forwarded_for_only_from_the_load_balancers_subne
         conf = tar.extractfile("nginx/nginx.conf").read().decode()
     assert set(re.findall(r"^\s*set_real_ip_from\s+(\S+);", conf, re.M)) == cidrs
     assert re.search(r"^\s*real_ip_header\s+X-Forwarded-For;", conf, re.M)
+
+
+def test_a_domain_without_a_route_53_zone_says_where_to_point_it(program):
+    """No zone in the account: nothing makes the domain's record, and `endpoint` names the
+    domain. The preview says so, and the ALB's own name is an output to point a CNAME at."""
+    run = prod_fleet(program, domain="llm.example.com")
+    assert run.exports["endpoint"].value == "https://llm.example.com/v1"
+    dns_name = run.exports["loadBalancerDnsName"].value
+    assert dns_name.endswith(".elb.amazonaws.com")
+    assert any("domain=llm.example.com" in line and "loadBalancerDnsName" in line and "CNAME" in line
+               for line in run.logs)
+    zoned = AwsWorld()
+    zoned.hosted_zones["example.com"] = "Z0123456789ABCDEFGHIJ"
+    assert not any("loadBalancerDnsName" in line for line in prod_fleet(program, world=zoned, domain="llm.example.com").logs)
