@@ -107,12 +107,21 @@ class VllmFleet(pulumi.ComponentResource):
             ),
             in_aws,
         )
+        zone_id = public_zone_of(settings.domain, lookups)
+        if settings.domain and zone_id is None:
+            pulumi.log.warn(
+                f"vllm-deploy:domain={settings.domain}: no Route 53 public hosted zone for it in this "
+                "account (or none this role may list), so nothing points the name at the load "
+                "balancer: create a CNAME from it to the stack output loadBalancerDnsName (the "
+                "certificate covers both names), or unset domain to use that name itself",
+                resource=self,
+            )
         balancer = FleetLoadBalancer(
             child(name, "lb"),
             FleetLoadBalancerArgs(
                 settings=settings, vpc_id=network.vpc_id, vpc_cidr=network.vpc_cidr,
                 subnet_ids=network.load_balancer_subnets, idle_timeout_s=bake.alb_idle_timeout_s,
-                route53_zone_id=public_zone_of(settings.domain, lookups),
+                route53_zone_id=zone_id,
             ),
             in_aws,
         )
@@ -140,6 +149,7 @@ class VllmFleet(pulumi.ComponentResource):
         self.ca_certificate = balancer.ca_certificate
         self.image_id = image.image_id
         self.auto_scaling_group_name = group.group_name
+        self.load_balancer_dns_name = balancer.dns_name
         self.builder_instance_id = image.builder.instance_id
         self.ssh_private_key = image.builder.ssh_private_key
         self.cost_breakdown = fleet_cost(
@@ -174,6 +184,8 @@ class VllmFleet(pulumi.ComponentResource):
             "replicas": self._settings_replicas,
             "autoScalingGroupName": self.auto_scaling_group_name,
             "imageId": self.image_id,
+            # What a domain's DNS record points at when the account has no zone for it.
+            "loadBalancerDnsName": self.load_balancer_dns_name,
             "builderInstanceId": self.builder_instance_id,
             **({"sshPrivateKey": self.ssh_private_key} if self.ssh_private_key is not None else {}),
             "region": self.region,

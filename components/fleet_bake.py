@@ -68,6 +68,12 @@ def launch_hook_timeout_s(settings: StackConfig) -> int:
     return clamp_hook_timeout(settings.readiness_timeout_minutes * 60)
 
 
+def launch_heartbeat_interval_s(settings: StackConfig) -> int:
+    """Seconds between boot.sh's launch-hook heartbeats: a quarter of the hook's timeout (so a
+    late or lost one still leaves time), at most 5 min, at least 10 s (ReplicaSettings' floor)."""
+    return max(10, min(300, launch_hook_timeout_s(settings) // 4))
+
+
 @dataclass(frozen=True)
 class BakeInputs:
     """What the bake step uploads, and the hash of everything the image holds."""
@@ -111,6 +117,10 @@ def bake_files(
         terminate_hook_name=TERMINATE_HOOK,
         alb_subnet_cidrs=tuple(alb_subnet_cidrs),
         upstream_timeout_s=site.upstream_read_timeout_s,
+        # boot.sh waits for /health as long as a single host waits for vLLM, and heartbeats the
+        # launch hook often enough that its timeout never ends a load still in progress (P8).
+        health_timeout_s=settings.readiness_timeout_minutes * 60,
+        heartbeat_interval_s=launch_heartbeat_interval_s(settings),
     )
     files = replica.replica_files(vllm_argv=list(vllm_argv), nginx_site=site, settings=replica_settings)
     if metrics_group is not None:

@@ -66,3 +66,30 @@ def test_hook_timeouts_cover_the_drain_and_the_readiness_bound():
     assert 3600 + fleet_bake.SHUTDOWN_TIMEOUT_S + 30 <= fleet_bake.terminate_hook_timeout_s(3600) <= 7200
     settings = parse({"model": MODEL, "readinessTimeoutMinutes": 240})
     assert fleet_bake.launch_hook_timeout_s(settings) == 7200  # AWS's most for a heartbeat
+
+
+@pytest.mark.parametrize("minutes", [1, 4, 30, 90, 240])
+def test_a_replica_waits_for_vllm_as_long_as_readiness_timeout_minutes_and_heartbeats_within_the_hook(minutes):
+    """boot.sh gives up (and abandons the launch) after VLLM_DEPLOY_HEALTH_TIMEOUT_S: that is the
+    stack's readinessTimeoutMinutes, or a model that loads in 45 min under a 60 min bound is
+    abandoned at 30 min, again and again (fleet-pitfalls P8); its heartbeats come well within
+    the launch hook's heartbeat timeout, or the hook's ABANDON ends a load boot still waits for."""
+    settings = parse({"model": MODEL, "maxModelLen": 8192, "replicas": 2, "readinessTimeoutMinutes": minutes})
+    env = dict(line.split("=", 1) for line in bake(readinessTimeoutMinutes=minutes).files["replica.env"].splitlines()
+               if line and not line.startswith("#"))
+    assert int(env["VLLM_DEPLOY_HEALTH_TIMEOUT_S"]) == minutes * 60
+    hook = fleet_bake.launch_hook_timeout_s(settings)
+    assert 10 <= int(env["VLLM_DEPLOY_HEARTBEAT_INTERVAL_S"]) <= hook // 2
+
+
+def test_the_digest_moves_with_any_host_script_the_builder_runs(tmp_path, monkeypatch):
+    """A fix to a provisioning script (download_model.sh, install_docker.sh...) that is not one
+    of the replica's files still changes what the image holds: it must re-bake (P11)."""
+    before = bake().digest
+    scripts = tmp_path / "scripts"
+    for name, content in fleet_bake.script_files().items():
+        (scripts / name).parent.mkdir(parents=True, exist_ok=True)
+        (scripts / name).write_bytes(content)
+    (scripts / "download_model.sh").write_bytes((scripts / "download_model.sh").read_bytes() + b"\n# changed\n")
+    monkeypatch.setattr(fleet_bake, "SCRIPTS_DIR", scripts)
+    assert bake().digest != before

@@ -338,3 +338,45 @@ def test_replicas_go_only_where_the_type_is_offered_and_the_balancer_spans_every
     run = prod_fleet(program, world=world)
     assert run.one(ASG).plain["vpcZoneIdentifiers"] == [world.subnet_id("us-east-1a"), world.subnet_id("us-east-1c")]
     assert run.one(ALB).plain["subnets"] == [world.subnet_id(z) for z in world.zones]
+
+
+def test_a_replica_that_never_reports_ready_is_abandoned_and_a_hung_drain_still_terminates(program):
+    """The hooks' default results, what AWS does when a replica says nothing before the heartbeat
+    timeout (IMDS or the Auto Scaling API unreachable from boot.sh, a wedged drain): a launch
+    that never completed is ABANDONed (the group replaces it; CONTINUE would put a replica that
+    never answered /health in service), a termination goes on (CONTINUE)."""
+    run = prod_fleet(program)
+    hooks = {h["name"]: h for h in run.one(ASG).plain["initialLifecycleHooks"]}
+    assert hooks[LAUNCH_HOOK]["defaultResult"] == "ABANDON"
+    assert hooks[TERMINATE_HOOK]["defaultResult"] == "CONTINUE"
+
+
+def test_replica_nginx_trusts_x_forwarded_for_only_from_the_load_balancers_subnets(program):
+    """P3: the baked nginx takes the client address from X-Forwarded-For only when the peer is
+    one of the ALB's nodes, i.e. in one of the ALB's subnets. Trusting the VPC (or everyone) lets
+    any host there, or any client, name its own address: per-client limits and the /metrics
+    allow-list would believe it."""
+    world = AwsWorld()
+    run = prod_fleet(program, world=world)
+    subnets = run.one(ALB).plain["subnets"]
+    cidrs = {world.answer("aws:ec2/getSubnet:getSubnet", {"id": s})["cidrBlock"] for s in subnets}
+    assert len(cidrs) >= 2
+    archive = base64.b64decode(run.named("vllm-builder-replica-upload").plain["stdin"])
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        conf = tar.extractfile("nginx/nginx.conf").read().decode()
+    assert set(re.findall(r"^\s*set_real_ip_from\s+(\S+);", conf, re.M)) == cidrs
+    assert re.search(r"^\s*real_ip_header\s+X-Forwarded-For;", conf, re.M)
+
+
+def test_a_domain_without_a_route_53_zone_says_where_to_point_it(program):
+    """No zone in the account: nothing makes the domain's record, and `endpoint` names the
+    domain. The preview says so, and the ALB's own name is an output to point a CNAME at."""
+    run = prod_fleet(program, domain="llm.example.com")
+    assert run.exports["endpoint"].value == "https://llm.example.com/v1"
+    dns_name = run.exports["loadBalancerDnsName"].value
+    assert dns_name.endswith(".elb.amazonaws.com")
+    assert any("domain=llm.example.com" in line and "loadBalancerDnsName" in line and "CNAME" in line
+               for line in run.logs)
+    zoned = AwsWorld()
+    zoned.hosted_zones["example.com"] = "Z0123456789ABCDEFGHIJ"
+    assert not any("loadBalancerDnsName" in line for line in prod_fleet(program, world=zoned, domain="llm.example.com").logs)

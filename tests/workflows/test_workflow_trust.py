@@ -24,6 +24,7 @@ from typing import Callable
 import pytest
 import yaml
 
+from components.docker_host import IDENTITY_DIR
 from tests.workflows.test_workflows import (
     CONFIGURE_AWS,
     PULUMI_ACTION,
@@ -32,6 +33,7 @@ from tests.workflows.test_workflows import (
     environment_name,
     jobs,
     pulumi_commands,
+    pulumi_stack_expr,
     stacks_reached,
     steps,
     substitute_stack,
@@ -105,8 +107,12 @@ def keys_left_on_runner(workflow: Workflow) -> list[str]:
         if not pulumi_commands(job) & {"up", "destroy", "refresh"}:
             continue
         last = steps(job)[-1] if steps(job) else {}
-        removes = ".ssh/vllm-deploy/" in str(last.get("run", "")) and "rm " in str(last.get("run", ""))
-        if not (removes and str(last.get("if", "")).replace(" ", "") == "always()"):
+        # The very file the program writes (components.docker_host.identity_file), for the stack
+        # this job runs: a near miss (another name, another stack) leaves the key behind.
+        removes = str(last.get("run", "")).strip() == f'rm -f -- "$HOME/{IDENTITY_DIR}/$STACK.key"'
+        stack = re.sub(r"^\$\{\{\s*|\s*\}\}$", "", str((last.get("env") or {}).get("STACK", "")))
+        if not (removes and stack and stack in pulumi_stack_expr(job)
+                and str(last.get("if", "")).replace(" ", "") == "always()"):
             problems.append(f"job {name}: its last step must remove ~/.ssh/vllm-deploy/<stack>.key, if: always()")
     return problems
 
