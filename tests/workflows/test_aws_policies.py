@@ -252,14 +252,20 @@ def test_operators_and_break_glass_reach_only_their_own_stacks_state():
 def test_clients_read_the_api_key_the_prod_deploy_job_publishes():
     deploy = (REPO / ".github" / "workflows" / "deploy.yml").read_text()
     assert deploy.count("API_KEY: ${{ steps.up.outputs.apiKey }}") == 2
-    assert deploy.count('"/vllm-deploy/" + e["STACK"] + "/api-key"') == 2
+    assert deploy.count('"/vllm-deploy/%s/clients/api-key" % e["STACK"]') == 2
     for stack in ENVIRONMENTS:
         (publish,) = [s for s in statements(policy(f"deploy-{stack}-permissions.json")) if s["Sid"] == "PublishApiKey"]
         assert actions(publish) == {"ssm:PutParameter"}
-        assert publish["Resource"] == f"arn:aws:ssm:*:${{ACCOUNT_ID}}:parameter/vllm-deploy/{stack}/api-key"
+        assert publish["Resource"] == f"arn:aws:ssm:*:${{ACCOUNT_ID}}:parameter/vllm-deploy/{stack}/clients/api-key"
     (read,) = statements(policy("api-key-readers-permissions.json"))
     assert actions(read) == {"ssm:GetParameter"}
-    assert read["Resource"] == "arn:aws:ssm:*:${ACCOUNT_ID}:parameter/vllm-deploy/prod/api-key"
+    assert read["Resource"] == "arn:aws:ssm:*:${ACCOUNT_ID}:parameter/vllm-deploy/prod/clients/api-key"
+    # Not the parameter a fleet's stack owns (its replicas read it at boot): two writers of one
+    # name would fight, and `pulumi up` of a fleet would find CI's copy already there.
+    from components.fleet_bake import api_key_parameter
+
+    for stack in ENVIRONMENTS:
+        assert f"/vllm-deploy/{stack}/clients/api-key" != api_key_parameter(stack)
 
 
 def test_operations_md_links_every_policy_file():
