@@ -209,7 +209,6 @@ def replica_env(site: NginxSite, settings: ReplicaSettings) -> str:
         "VLLM_DEPLOY_NGINX_NOFILE": str(site.limits.container_nofile),
         "VLLM_DEPLOY_SHUTDOWN_TIMEOUT_S": str(settings.shutdown_timeout_s),
         "VLLM_DEPLOY_DOCKER_STOP_TIMEOUT_S": str(settings.docker_stop_timeout_s),
-        "VLLM_DEPLOY_DRAIN_SECONDS": str(settings.drain_seconds),
         "VLLM_DEPLOY_LAUNCH_HOOK": settings.launch_hook_name,
         "VLLM_DEPLOY_TERMINATE_HOOK": settings.terminate_hook_name,
         "VLLM_DEPLOY_HEALTH_TIMEOUT_S": str(settings.health_timeout_s),

@@ -288,7 +288,7 @@ def test_the_image_is_kept_when_replaced_and_rebaked_exactly_when_its_content_ch
     assert bake()[1] == name
     assert bake(replicas=4)[1] == name  # the count is the group's business, not the image's
     assert bake(modelRevision="a1b2c3d")[1] != name
-    assert bake(drainSeconds=120)[1] != name  # the replica's files hold the drain time
+    assert bake(drainSeconds=120)[1] == name  # the target group's delay: no new image, no roll
     assert re.fullmatch(r"vllm-deploy-prod-[0-9a-f]{16}", name)
 
 
