@@ -11,7 +11,6 @@ components/scripts/replica/, baked into the image by FleetImage.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import pulumi
@@ -28,10 +27,10 @@ from components.load_balancer import FleetLoadBalancer, FleetLoadBalancerArgs
 from components.model_volume import find_model_volume
 from components.naming import child, component_type
 from components.placement import choose_subnet
+from components.deployment import VllmDeploymentArgs
 from components.stack_resources import generated_api_key, tagged_provider
 from config.settings import StackConfig
 from serving.monitoring.prometheus import requests_waiting_threshold
-from serving.proxy_limits import ProxyLimits
 from sizing.costs import fleet_cost
 from sizing.plan import SizingPlan
 
@@ -49,18 +48,9 @@ def refresh_surge(settings: StackConfig, plan: SizingPlan) -> dict[str, int]:
     }
 
 
-@dataclass
-class VllmFleetArgs:
-    settings: StackConfig
-    plan: SizingPlan
-    vllm_command: list[str]
-    """`vllm serve` arguments (stack.preflight.vllm_command), as on a single host."""
-    proxy_limits: ProxyLimits
-    """The proxy's limits on the planned instance, as on a single host."""
-    api_key: Optional[pulumi.Output[str]] = None
-    hf_token: Optional[pulumi.Output[str]] = None
-    modelscope_token: Optional[pulumi.Output[str]] = None
-    aws_settings: Optional[dict[str, Any]] = None
+# A fleet takes exactly what a single host takes (the same preflight: settings, plan, argv,
+# proxy limits, secrets, aws:* settings), so one typed Args serves both.
+VllmFleetArgs = VllmDeploymentArgs
 
 
 class VllmFleet(pulumi.ComponentResource):
