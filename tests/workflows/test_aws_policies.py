@@ -5,12 +5,17 @@ The preview role lists the read calls a preview really makes and nothing more: t
 program sends (seen by the mocks' `call` hook on representative stacks, and found in the source,
 so an invoke behind a condition no run reaches still counts), mapped to the IAM actions the AWS
 provider's data source calls (INVOKE_ACTIONS, with the source of each), plus the provider's own
-account lookup. Each deploy role changes only resources tagged with its own stack; each trust
-policy admits one OIDC subject; the prod stack's KMS key is usable by the prod deploy role only.
+account lookup. Each deploy role allows every action the program's resources need (their
+types, seen in mock runs of the single-host, cluster and fleet stacks, mapped to the provider's
+create/read/update/delete calls in tests/workflows/aws_actions.py, with sources), and changes
+only resources of its own stack (tag conditions, or names and ARNs with the stack in them); each
+trust policy admits one OIDC subject; the prod stack's KMS key is usable by the prod deploy role
+only.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -19,11 +24,13 @@ import pytest
 
 from plan.world import AwsWorld
 from tests.harness import run_program, stack_config
+from tests.workflows.aws_actions import LOCAL_COMMAND_ACTIONS, NOT_AWS_PREFIXES, RESOURCE_ACTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
 OPERATIONS = REPO / "docs" / "operations.md"
 ENVIRONMENTS = ("dev", "prod")
+FLEET_KEY = "sk-test-policies-0a1b2c3d4e5f"
 DEFAULT_TAGS = {"project": "vllm-deploy", "stack": "dev", "managed-by": "pulumi"}  # components/naming.py
 
 # invoke token -> (IAM actions the provider's data source calls, where that is written).
@@ -60,6 +67,9 @@ PROVIDER_ACTIONS = {"sts:GetCallerIdentity"}
 
 # aws.<module>.get_<name>( or aws.get_<name>( in the program's source.
 INVOKE_CALL = re.compile(r"\baws\.(?:(?P<module>[a-z0-9]+)\.)?get_(?P<name>[a-z0-9_]+)\(")
+# Actions that return a secret's value (the fleet's API key is an SSM SecureString).
+SECRET_READS = {"ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:GetSecretValue",
+                "kms:Decrypt"}
 PROGRAM_DIRS = ("components", "config", "sizing", "serving", "stack")
 
 
@@ -93,26 +103,62 @@ def source_invokes() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def run_invokes(tmp_path_factory) -> set[str]:
-    """Every invoke token of previews of the three stacks, of a stack whose model volume and
-    host already exist (stopped), and of one with its own subnet."""
+def runs(tmp_path_factory) -> list:
+    """Previews of the three stacks, of a stack whose model volume and host already exist
+    (stopped), of one with its own subnet, and of a fleet (replicas: 3) with and without a
+    domain in Route 53."""
     mp = pytest.MonkeyPatch()
     mp.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     mp.setenv("VLLM_DEPLOY_PUBLIC_IP", "192.0.2.44")
-    tokens: set[str] = set()
+    found = []
     try:
         for stack in ("dev", "prod", "large"):
-            tokens |= {i.token for i in run_program(stack_config(stack), stack=stack, preview=True).invokes}
+            found.append(run_program(stack_config(stack), stack=stack, preview=True))
         deployed = run_program(stack_config("dev")).one("aws:ebs/volume:Volume").plain
         world = AwsWorld()
         world.volumes = [{"id": "vol-0aaaabbbbccccdddd", "status": "in-use", "zone": deployed["availabilityZone"],
                           "size": deployed["size"], "tags": {**DEFAULT_TAGS, **deployed["tags"]}}]
-        tokens |= {i.token for i in run_program(stack_config("dev"), world=world, preview=True).invokes}
+        found.append(run_program(stack_config("dev"), world=world, preview=True))
         own_subnet = {**stack_config("dev"), "subnetId": "subnet-a000000000000000"}
-        tokens |= {i.token for i in run_program(own_subnet, preview=True, expect_error=True).invokes}
+        found.append(run_program(own_subnet, preview=True, expect_error=True))
+        fleet = {**stack_config("prod"), "replicas": 3}
+        found.append(run_program(fleet, stack="prod", secrets={"apiKey": FLEET_KEY}, preview=True))
+        with_zone = AwsWorld()
+        with_zone.hosted_zones = {"example.com": "Z0EXAMPLE"}
+        found.append(run_program({**fleet, "domain": "llm.example.com"}, stack="prod", secrets={"apiKey": FLEET_KEY},
+                                 world=with_zone, preview=True))
     finally:
         mp.undo()
-    return tokens
+    return found
+
+
+@pytest.fixture(scope="module")
+def run_invokes(runs) -> set[str]:
+    return {i.token for run in runs for i in run.invokes}
+
+
+@pytest.fixture(scope="module")
+def run_types(runs) -> set[str]:
+    """The AWS resource types the runs register."""
+    return {r.type for run in runs for r in run.resources if not r.type.startswith(NOT_AWS_PREFIXES)}
+
+
+@pytest.fixture(scope="module")
+def run_local_scripts(runs) -> set[str]:
+    """The scripts the runs' local commands (run where `pulumi up` runs, with the deploy role) start."""
+    found = set()
+    for run in runs:
+        for command in run.of_type("command:local:Command"):
+            found |= set(re.findall(r"components/local/[a-z_]+\.py", str(command.plain.get("create", ""))))
+    return found
+
+
+def allowed(doc: dict, action: str) -> bool:
+    """Whether some Allow statement of `doc` names `action` (IAM's * wildcards in names honoured)."""
+    return any(
+        fnmatch.fnmatchcase(action.lower(), pattern.lower())
+        for s in statements(doc) if s["Effect"] == "Allow" for pattern in actions(s)
+    )
 
 
 def preview_reads() -> set[str]:
@@ -131,6 +177,38 @@ def test_the_runs_see_the_invokes_the_source_scan_finds(run_invokes):
     assert run_invokes, "the mocks recorded no invoke"
     assert run_invokes <= source_invokes(), run_invokes - source_invokes()
     assert "aws:ebs/getVolume:getVolume" in run_invokes and "aws:ec2/getSubnet:getSubnet" in run_invokes
+    # the fleet's reads: its account id, partition and the domain's zone
+    assert {"aws:index/getCallerIdentity:getCallerIdentity", "aws:route53/getZone:getZone"} <= run_invokes
+
+
+def test_every_resource_type_the_runs_register_has_its_actions_listed(run_types, run_local_scripts):
+    # the runs reach the single host, the cluster and the fleet with a domain
+    assert {"aws:ec2/instance:Instance", "aws:ec2/placementGroup:PlacementGroup", "aws:autoscaling/group:Group",
+            "aws:route53/record:Record", "aws:ssm/parameter:Parameter"} <= run_types, run_types
+    assert run_types - set(RESOURCE_ACTIONS) == set(), "add the type to RESOURCE_ACTIONS, with its source"
+    assert "components/local/wait_for_refresh.py" in run_local_scripts
+    assert run_local_scripts - set(LOCAL_COMMAND_ACTIONS) == set(), "add the script to LOCAL_COMMAND_ACTIONS"
+
+
+def deploy_needs(run_types: set[str], run_invokes: set[str], run_local_scripts: set[str]) -> set[str]:
+    """Every action `pulumi up`/`destroy` of the runs' stacks makes with the deploy role."""
+    return (PROVIDER_ACTIONS
+            | {a for t in run_types for a in RESOURCE_ACTIONS[t][0]}
+            | {a for token in run_invokes for a in INVOKE_ACTIONS[token][0]}
+            | {a for script in run_local_scripts for a in LOCAL_COMMAND_ACTIONS[script][0]})
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_each_deploy_role_allows_every_action_its_stacks_resources_need(stack, run_types, run_invokes,
+                                                                         run_local_scripts):
+    doc = policy(f"deploy-{stack}-permissions.json")
+    needed = deploy_needs(run_types, run_invokes, run_local_scripts)
+    assert {"autoscaling:CreateAutoScalingGroup", "autoscaling:DescribeInstanceRefreshes",
+            "elasticloadbalancing:CreateLoadBalancer", "acm:ImportCertificate", "ssm:PutParameter",
+            "route53:ChangeResourceRecordSets", "ec2:CreateImage", "ec2:CreateLaunchTemplate",
+            "ec2:StopInstances", "iam:PutRolePolicy"} <= needed  # the derivation reaches the fleet
+    missing = sorted(a for a in needed if not allowed(doc, a))
+    assert missing == [], f"deploy-{stack}-permissions.json lacks {missing}"
 
 
 def test_the_preview_policy_is_exactly_the_reads_the_program_makes():
@@ -182,19 +260,50 @@ def test_a_deploy_role_changes_only_its_own_stacks_resources(stack):
     assert other not in re.findall(r"\b(?:dev|prod)\b", json.dumps(doc))
     for statement in statements(doc):
         assert statement["Effect"] == "Allow" and statement["Resource"] != "*" or all(
-            a.split(":")[1].startswith(("Describe", "Get")) for a in actions(statement)
+            a.split(":")[1].startswith(("Describe", "Get", "List")) for a in actions(statement)
         ), f"{statement['Sid']}: only reads may name every resource"
+        if statement["Resource"] == "*":
+            # reads that return a secret's value (the fleet's API key) never on every resource
+            assert not actions(statement) & SECRET_READS, f"{statement['Sid']}: {actions(statement) & SECRET_READS}"
         assert not any(a.endswith(":*") or a == "*" for a in actions(statement)), statement["Sid"]
         writes = {a for a in actions(statement) if not a.split(":")[1].startswith(("Describe", "Get", "List"))}
         if not writes:
             continue
         condition = json.dumps(statement.get("Condition", {}))
         resources = json.dumps(statement["Resource"])
+        records = statement.get("Condition", {}).get("ForAllValues:StringLike", {}).get(
+            "route53:ChangeResourceRecordSetsNormalizedRecordNames", [])
         scoped = (f'"aws:RequestTag/stack": "{stack}"' in condition
                   or f'"aws:ResourceTag/stack": "{stack}"' in condition
-                  or f"/{stack}" in resources)
-        shared = statement["Sid"] == "LaunchIntoSharedNetworkAndImages" and writes == {"ec2:RunInstances"}
+                  or f"/{stack}/" in resources
+                  or f"/vllm-deploy-{stack}-" in resources
+                  or (records and all(r.endswith(f".{stack}.llm.example.com") or r == f"{stack}.llm.example.com"
+                                      for r in records)))
+        # Taken by a call only together with a resource of this stack (the instance or the
+        # builder's instance, held by another statement): the shared subnet, image and snapshots.
+        shared = (statement["Sid"] == "LaunchIntoSharedNetworkAndImages" and writes == {"ec2:RunInstances"}
+                  or statement["Sid"] == "ImageSnapshotsOfThisStacksBuilder" and writes == {"ec2:CreateImage"})
         assert scoped or shared, f"{statement['Sid']}: {sorted(writes)} not limited to the {stack} stack"
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_a_deploy_role_tags_with_its_stack_only_what_it_creates(stack):
+    """A tagging action allowed on the request tag alone would let a role tag another stack's
+    resource with its own stack, and then change it: tag-on-create only (EC2's ec2:CreateAction,
+    ELBv2's elasticloadbalancing:CreateAction), or on resources already of this stack."""
+    tag_actions = {"ec2:CreateTags", "elasticloadbalancing:AddTags"}
+    for statement in statements(policy(f"deploy-{stack}-permissions.json")):
+        tagging = actions(statement) & tag_actions
+        if not tagging:
+            continue
+        condition = statement["Condition"]["StringEquals"]
+        if "aws:ResourceTag/stack" in condition:
+            assert condition["aws:ResourceTag/stack"] == stack
+            continue
+        assert condition["aws:RequestTag/stack"] == stack, statement["Sid"]
+        for action in tagging:
+            service = action.split(":")[0]
+            assert condition.get(f"{service}:CreateAction"), f"{statement['Sid']}: {action} not only while creating"
 
 
 def test_the_prod_key_is_usable_by_the_prod_deploy_role_only():
