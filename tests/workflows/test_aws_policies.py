@@ -125,8 +125,9 @@ def runs(tmp_path_factory) -> list:
         found.append(run_program(fleet, stack="prod", secrets={"apiKey": FLEET_KEY}, preview=True))
         with_zone = AwsWorld()
         with_zone.hosted_zones = {"example.com": "Z0EXAMPLE"}
-        found.append(run_program({**fleet, "domain": "llm.example.com"}, stack="prod", secrets={"apiKey": FLEET_KEY},
-                                 world=with_zone, preview=True))
+        # the domain the policies' Route 53 statement stands for (docs/operations.md)
+        found.append(run_program({**fleet, "domain": "prod.llm.example.com"}, stack="prod",
+                                 secrets={"apiKey": FLEET_KEY}, world=with_zone, preview=True))
     finally:
         mp.undo()
     return found
@@ -284,6 +285,22 @@ def test_a_deploy_role_changes_only_its_own_stacks_resources(stack):
         shared = (statement["Sid"] == "LaunchIntoSharedNetworkAndImages" and writes == {"ec2:RunInstances"}
                   or statement["Sid"] == "ImageSnapshotsOfThisStacksBuilder" and writes == {"ec2:CreateImage"})
         assert scoped or shared, f"{statement['Sid']}: {sorted(writes)} not limited to the {stack} stack"
+
+
+def test_the_prod_role_may_write_exactly_the_dns_records_a_prod_fleet_makes(runs):
+    """Route 53 takes no tag conditions: the role is limited to the domain's names and record
+    types, and those must admit the records the program writes (the alias and ACM's validation)."""
+    (statement,) = [s for s in statements(policy("deploy-prod-permissions.json"))
+                    if "route53:ChangeResourceRecordSets" in actions(s)]
+    names = statement["Condition"]["ForAllValues:StringLike"]["route53:ChangeResourceRecordSetsNormalizedRecordNames"]
+    types = statement["Condition"]["ForAllValues:StringEquals"]["route53:ChangeResourceRecordSetsRecordTypes"]
+    records = [r.plain for run in runs for r in run.of_type("aws:route53/record:Record")]
+    assert len(records) == 2, "the fleet with a domain writes its alias and the validation record"
+    for record in records:
+        name = str(record["name"]).lower().rstrip(".")
+        assert any(fnmatch.fnmatchcase(name, pattern) for pattern in names), (name, names)
+        assert record["type"] in types, record["type"]
+    assert not any(fnmatch.fnmatchcase("prod.other.example.com", pattern) for pattern in names)
 
 
 @pytest.mark.parametrize("stack", ENVIRONMENTS)
