@@ -48,7 +48,7 @@ def vllm_server(tiny_model, tmp_path_factory):
 # request gauge while streams run. In two of three whole-tier runs on a busy machine, with the
 # benchmark first, vllm:num_requests_running read 0 while later streams ran (not diagnosed; it
 # never happened with those tests first, or run alone): see docs/real-vllm-tier.md.
-LAST = ("test_benchmark.py", "test_graceful_stop.py")
+LAST = ("test_benchmark.py", "test_graceful_stop.py", "test_replica_drain.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,14 +5,18 @@ The preview role lists the read calls a preview really makes and nothing more: t
 program sends (seen by the mocks' `call` hook on representative stacks, and found in the source,
 so an invoke behind a condition no run reaches still counts), mapped to the IAM actions the AWS
 provider's data source calls (INVOKE_ACTIONS, with the source of each), plus the provider's own
-account lookup. Each deploy role changes only resources tagged with its own stack; each trust
-policy admits one OIDC subject; the prod stack's KMS key is usable by the prod deploy role and
-an MFA-only break-glass role alone, the dev key also by the operators' role (MFA); clients read
-prod's API key from the SSM parameter the prod deploy job writes.
+account lookup. Each deploy role allows every action the program's resources need (their
+types, seen in mock runs of the single-host, cluster and fleet stacks, mapped to the provider's
+create/read/update/delete calls in tests/workflows/aws_actions.py, with sources), and changes
+only resources of its own stack (tag conditions, or names and ARNs with the stack in them); each
+trust policy admits one OIDC subject; the prod stack's KMS key is usable by the prod deploy role
+and an MFA-only break-glass role alone, the dev key also by the operators' role (MFA); clients
+read prod's API key from the SSM parameter the prod deploy job writes.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -21,11 +25,13 @@ import pytest
 
 from plan.world import AwsWorld
 from tests.harness import run_program, stack_config
+from tests.workflows.aws_actions import LOCAL_COMMAND_ACTIONS, NOT_AWS_PREFIXES, RESOURCE_ACTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES = REPO / "policies"
 OPERATIONS = REPO / "docs" / "operations.md"
 ENVIRONMENTS = ("dev", "prod")
+FLEET_KEY = "sk-test-policies-0a1b2c3d4e5f"
 DEFAULT_TAGS = {"project": "vllm-deploy", "stack": "dev", "managed-by": "pulumi"}  # components/naming.py
 
 # invoke token -> (IAM actions the provider's data source calls, where that is written).
@@ -62,6 +68,9 @@ PROVIDER_ACTIONS = {"sts:GetCallerIdentity"}
 
 # aws.<module>.get_<name>( or aws.get_<name>( in the program's source.
 INVOKE_CALL = re.compile(r"\baws\.(?:(?P<module>[a-z0-9]+)\.)?get_(?P<name>[a-z0-9_]+)\(")
+# Actions that return a secret's value (the fleet's API key is an SSM SecureString).
+SECRET_READS = {"ssm:GetParameter", "ssm:GetParameters", "ssm:GetParametersByPath", "secretsmanager:GetSecretValue",
+                "kms:Decrypt"}
 PROGRAM_DIRS = ("components", "config", "sizing", "serving", "stack")
 
 
@@ -95,26 +104,63 @@ def source_invokes() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def run_invokes(tmp_path_factory) -> set[str]:
-    """Every invoke token of previews of the three stacks, of a stack whose model volume and
-    host already exist (stopped), and of one with its own subnet."""
+def runs(tmp_path_factory) -> list:
+    """Previews of the three stacks, of a stack whose model volume and host already exist
+    (stopped), of one with its own subnet, and of a fleet (replicas: 3) with and without a
+    domain in Route 53."""
     mp = pytest.MonkeyPatch()
     mp.setenv("HOME", str(tmp_path_factory.mktemp("home")))
     mp.setenv("VLLM_DEPLOY_PUBLIC_IP", "192.0.2.44")
-    tokens: set[str] = set()
+    found = []
     try:
         for stack in ("dev", "prod", "large"):
-            tokens |= {i.token for i in run_program(stack_config(stack), stack=stack, preview=True).invokes}
+            found.append(run_program(stack_config(stack), stack=stack, preview=True))
         deployed = run_program(stack_config("dev")).one("aws:ebs/volume:Volume").plain
         world = AwsWorld()
         world.volumes = [{"id": "vol-0aaaabbbbccccdddd", "status": "in-use", "zone": deployed["availabilityZone"],
                           "size": deployed["size"], "tags": {**DEFAULT_TAGS, **deployed["tags"]}}]
-        tokens |= {i.token for i in run_program(stack_config("dev"), world=world, preview=True).invokes}
+        found.append(run_program(stack_config("dev"), world=world, preview=True))
         own_subnet = {**stack_config("dev"), "subnetId": "subnet-a000000000000000"}
-        tokens |= {i.token for i in run_program(own_subnet, preview=True, expect_error=True).invokes}
+        found.append(run_program(own_subnet, preview=True, expect_error=True))
+        fleet = {**stack_config("prod"), "replicas": 3}
+        found.append(run_program(fleet, stack="prod", secrets={"apiKey": FLEET_KEY}, preview=True))
+        with_zone = AwsWorld()
+        with_zone.hosted_zones = {"example.com": "Z0EXAMPLE"}
+        # the domain the policies' Route 53 statement stands for (docs/operations.md)
+        found.append(run_program({**fleet, "domain": "prod.llm.example.com"}, stack="prod",
+                                 secrets={"apiKey": FLEET_KEY}, world=with_zone, preview=True))
     finally:
         mp.undo()
-    return tokens
+    return found
+
+
+@pytest.fixture(scope="module")
+def run_invokes(runs) -> set[str]:
+    return {i.token for run in runs for i in run.invokes}
+
+
+@pytest.fixture(scope="module")
+def run_types(runs) -> set[str]:
+    """The AWS resource types the runs register."""
+    return {r.type for run in runs for r in run.resources if not r.type.startswith(NOT_AWS_PREFIXES)}
+
+
+@pytest.fixture(scope="module")
+def run_local_scripts(runs) -> set[str]:
+    """The scripts the runs' local commands (run where `pulumi up` runs, with the deploy role) start."""
+    found = set()
+    for run in runs:
+        for command in run.of_type("command:local:Command"):
+            found |= set(re.findall(r"components/local/[a-z_]+\.py", str(command.plain.get("create", ""))))
+    return found
+
+
+def allowed(doc: dict, action: str) -> bool:
+    """Whether some Allow statement of `doc` names `action` (IAM's * wildcards in names honoured)."""
+    return any(
+        fnmatch.fnmatchcase(action.lower(), pattern.lower())
+        for s in statements(doc) if s["Effect"] == "Allow" for pattern in actions(s)
+    )
 
 
 def preview_reads() -> set[str]:
@@ -133,6 +179,38 @@ def test_the_runs_see_the_invokes_the_source_scan_finds(run_invokes):
     assert run_invokes, "the mocks recorded no invoke"
     assert run_invokes <= source_invokes(), run_invokes - source_invokes()
     assert "aws:ebs/getVolume:getVolume" in run_invokes and "aws:ec2/getSubnet:getSubnet" in run_invokes
+    # the fleet's reads: its account id, partition and the domain's zone
+    assert {"aws:index/getCallerIdentity:getCallerIdentity", "aws:route53/getZone:getZone"} <= run_invokes
+
+
+def test_every_resource_type_the_runs_register_has_its_actions_listed(run_types, run_local_scripts):
+    # the runs reach the single host, the cluster and the fleet with a domain
+    assert {"aws:ec2/instance:Instance", "aws:ec2/placementGroup:PlacementGroup", "aws:autoscaling/group:Group",
+            "aws:route53/record:Record", "aws:ssm/parameter:Parameter"} <= run_types, run_types
+    assert run_types - set(RESOURCE_ACTIONS) == set(), "add the type to RESOURCE_ACTIONS, with its source"
+    assert "components/local/wait_for_refresh.py" in run_local_scripts
+    assert run_local_scripts - set(LOCAL_COMMAND_ACTIONS) == set(), "add the script to LOCAL_COMMAND_ACTIONS"
+
+
+def deploy_needs(run_types: set[str], run_invokes: set[str], run_local_scripts: set[str]) -> set[str]:
+    """Every action `pulumi up`/`destroy` of the runs' stacks makes with the deploy role."""
+    return (PROVIDER_ACTIONS
+            | {a for t in run_types for a in RESOURCE_ACTIONS[t][0]}
+            | {a for token in run_invokes for a in INVOKE_ACTIONS[token][0]}
+            | {a for script in run_local_scripts for a in LOCAL_COMMAND_ACTIONS[script][0]})
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_each_deploy_role_allows_every_action_its_stacks_resources_need(stack, run_types, run_invokes,
+                                                                         run_local_scripts):
+    doc = policy(f"deploy-{stack}-permissions.json")
+    needed = deploy_needs(run_types, run_invokes, run_local_scripts)
+    assert {"autoscaling:CreateAutoScalingGroup", "autoscaling:DescribeInstanceRefreshes",
+            "elasticloadbalancing:CreateLoadBalancer", "acm:ImportCertificate", "ssm:PutParameter",
+            "route53:ChangeResourceRecordSets", "ec2:CreateImage", "ec2:CreateLaunchTemplate",
+            "ec2:StopInstances", "iam:PutRolePolicy"} <= needed  # the derivation reaches the fleet
+    missing = sorted(a for a in needed if not allowed(doc, a))
+    assert missing == [], f"deploy-{stack}-permissions.json lacks {missing}"
 
 
 def test_the_preview_policy_is_exactly_the_reads_the_program_makes():
@@ -184,19 +262,66 @@ def test_a_deploy_role_changes_only_its_own_stacks_resources(stack):
     assert other not in re.findall(r"\b(?:dev|prod)\b", json.dumps(doc))
     for statement in statements(doc):
         assert statement["Effect"] == "Allow" and statement["Resource"] != "*" or all(
-            a.split(":")[1].startswith(("Describe", "Get")) for a in actions(statement)
+            a.split(":")[1].startswith(("Describe", "Get", "List")) for a in actions(statement)
         ), f"{statement['Sid']}: only reads may name every resource"
+        if statement["Resource"] == "*":
+            # reads that return a secret's value (the fleet's API key) never on every resource
+            assert not actions(statement) & SECRET_READS, f"{statement['Sid']}: {actions(statement) & SECRET_READS}"
         assert not any(a.endswith(":*") or a == "*" for a in actions(statement)), statement["Sid"]
         writes = {a for a in actions(statement) if not a.split(":")[1].startswith(("Describe", "Get", "List"))}
         if not writes:
             continue
         condition = json.dumps(statement.get("Condition", {}))
         resources = json.dumps(statement["Resource"])
+        records = statement.get("Condition", {}).get("ForAllValues:StringLike", {}).get(
+            "route53:ChangeResourceRecordSetsNormalizedRecordNames", [])
         scoped = (f'"aws:RequestTag/stack": "{stack}"' in condition
                   or f'"aws:ResourceTag/stack": "{stack}"' in condition
-                  or f"/{stack}" in resources)
-        shared = statement["Sid"] == "LaunchIntoSharedNetworkAndImages" and writes == {"ec2:RunInstances"}
+                  or f"/{stack}/" in resources
+                  or f"/vllm-deploy-{stack}-" in resources
+                  or (records and all(r.endswith(f".{stack}.llm.example.com") or r == f"{stack}.llm.example.com"
+                                      for r in records)))
+        # Taken by a call only together with a resource of this stack (the instance or the
+        # builder's instance, held by another statement): the shared subnet, image and snapshots.
+        shared = (statement["Sid"] == "LaunchIntoSharedNetworkAndImages" and writes == {"ec2:RunInstances"}
+                  or statement["Sid"] == "ImageSnapshotsOfThisStacksBuilder" and writes == {"ec2:CreateImage"})
         assert scoped or shared, f"{statement['Sid']}: {sorted(writes)} not limited to the {stack} stack"
+
+
+def test_the_prod_role_may_write_exactly_the_dns_records_a_prod_fleet_makes(runs):
+    """Route 53 takes no tag conditions: the role is limited to the domain's names and record
+    types, and those must admit the records the program writes (the alias and ACM's validation)."""
+    (statement,) = [s for s in statements(policy("deploy-prod-permissions.json"))
+                    if "route53:ChangeResourceRecordSets" in actions(s)]
+    names = statement["Condition"]["ForAllValues:StringLike"]["route53:ChangeResourceRecordSetsNormalizedRecordNames"]
+    types = statement["Condition"]["ForAllValues:StringEquals"]["route53:ChangeResourceRecordSetsRecordTypes"]
+    records = [r.plain for run in runs for r in run.of_type("aws:route53/record:Record")]
+    assert len(records) == 2, "the fleet with a domain writes its alias and the validation record"
+    for record in records:
+        name = str(record["name"]).lower().rstrip(".")
+        assert any(fnmatch.fnmatchcase(name, pattern) for pattern in names), (name, names)
+        assert record["type"] in types, record["type"]
+    assert not any(fnmatch.fnmatchcase("prod.other.example.com", pattern) for pattern in names)
+
+
+@pytest.mark.parametrize("stack", ENVIRONMENTS)
+def test_a_deploy_role_tags_with_its_stack_only_what_it_creates(stack):
+    """A tagging action allowed on the request tag alone would let a role tag another stack's
+    resource with its own stack, and then change it: tag-on-create only (EC2's ec2:CreateAction,
+    ELBv2's elasticloadbalancing:CreateAction), or on resources already of this stack."""
+    tag_actions = {"ec2:CreateTags", "elasticloadbalancing:AddTags"}
+    for statement in statements(policy(f"deploy-{stack}-permissions.json")):
+        tagging = actions(statement) & tag_actions
+        if not tagging:
+            continue
+        condition = statement["Condition"]["StringEquals"]
+        if "aws:ResourceTag/stack" in condition:
+            assert condition["aws:ResourceTag/stack"] == stack
+            continue
+        assert condition["aws:RequestTag/stack"] == stack, statement["Sid"]
+        for action in tagging:
+            service = action.split(":")[0]
+            assert condition.get(f"{service}:CreateAction"), f"{statement['Sid']}: {action} not only while creating"
 
 
 KEY_USES = {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncrypt*", "kms:*"}
@@ -276,55 +401,3 @@ def test_operations_md_links_every_policy_file():
     assert missing == [], f"docs/operations.md links no {missing}: the files are the single source"
     assert "```json\n{\n  \"Version\"" not in text, "link to the file instead of copying a policy"
 
-
-# AWS resource type -> the IAM actions its create, update (in place) and delete call, per
-# terraform-provider-aws (pulumi-aws 7.x bridges it; as remembered from internal/service/ec2,
-# iam, not re-read for this test). A deploy role missing one fails `pulumi up` half-way, with
-# resources already made: a preview cannot tell (it creates nothing).
-RESOURCE_ACTIONS: dict[str, set[str]] = {
-    "aws:ebs/volume:Volume": {"ec2:CreateVolume", "ec2:DeleteVolume", "ec2:ModifyVolume"},
-    "aws:ec2/eip:Eip": {"ec2:AllocateAddress", "ec2:ReleaseAddress"},
-    "aws:ec2/eipAssociation:EipAssociation": {"ec2:AssociateAddress", "ec2:DisassociateAddress"},
-    # A type or user-data change stops, modifies and starts the instance (instance.go).
-    "aws:ec2/instance:Instance": {"ec2:RunInstances", "ec2:TerminateInstances", "ec2:StopInstances",
-                                  "ec2:StartInstances", "ec2:ModifyInstanceAttribute",
-                                  "ec2:ModifyInstanceMetadataOptions", "iam:PassRole"},
-    "aws:ec2/keyPair:KeyPair": {"ec2:ImportKeyPair", "ec2:DeleteKeyPair"},
-    # Creating a group revokes its default allow-all egress rule (vpc_security_group.go).
-    "aws:ec2/securityGroup:SecurityGroup": {"ec2:CreateSecurityGroup", "ec2:DeleteSecurityGroup",
-                                            "ec2:RevokeSecurityGroupEgress"},
-    "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": {"ec2:AuthorizeSecurityGroupEgress",
-                                                                "ec2:RevokeSecurityGroupEgress"},
-    "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": {"ec2:AuthorizeSecurityGroupIngress",
-                                                                  "ec2:RevokeSecurityGroupIngress",
-                                                                  "ec2:ModifySecurityGroupRules"},
-    "aws:ec2/volumeAttachment:VolumeAttachment": {"ec2:AttachVolume", "ec2:DetachVolume"},
-    "aws:iam/instanceProfile:InstanceProfile": {"iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
-                                                "iam:AddRoleToInstanceProfile",
-                                                "iam:RemoveRoleFromInstanceProfile", "iam:GetInstanceProfile"},
-    "aws:iam/role:Role": {"iam:CreateRole", "iam:DeleteRole", "iam:GetRole", "iam:UpdateAssumeRolePolicy"},
-    "aws:iam/rolePolicyAttachment:RolePolicyAttachment": {"iam:AttachRolePolicy", "iam:DetachRolePolicy"},
-}
-
-
-@pytest.fixture(scope="module")
-def deployed_types():
-    """The AWS resource types `pulumi up` of the CI stacks (dev, prod) creates."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("VLLM_DEPLOY_PUBLIC_IP", "192.0.2.1")
-    try:
-        return {r.type for stack in ENVIRONMENTS
-                for r in run_program(stack_config(stack), stack=stack, world=AwsWorld()).resources
-                if r.custom and r.type.startswith("aws:")}
-    finally:
-        mp.undo()
-
-
-@pytest.mark.parametrize("stack", ENVIRONMENTS)
-def test_a_deploy_role_may_create_change_and_delete_every_resource_its_stack_has(stack, deployed_types):
-    assert deployed_types, "the runs created no AWS resource"
-    unmapped = deployed_types - set(RESOURCE_ACTIONS)
-    assert not unmapped, f"add the IAM actions of {sorted(unmapped)} to RESOURCE_ACTIONS (and the deploy policies)"
-    allowed = {a for s in statements(policy(f"deploy-{stack}-permissions.json")) for a in actions(s)}
-    missing = {t: sorted(RESOURCE_ACTIONS[t] - allowed) for t in deployed_types if RESOURCE_ACTIONS[t] - allowed}
-    assert not missing, f"deploy-{stack}-permissions.json lacks {missing}"
