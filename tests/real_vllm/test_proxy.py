@@ -93,12 +93,15 @@ def running_on_the_server(server) -> int:
 
 def test_a_stream_arrives_while_vllm_still_generates_it(proxies, vllm_server):
     """A 2,000-token stream (about 3 s of generation): its first content chunk must reach the
-    client through nginx while vLLM is still generating the rest, which vLLM's own gauge tells
-    (a buffering proxy would hand it over only at the end). On a machine busy enough that vLLM's
-    API server itself delivers late, one try can miss; a buffering proxy misses every one."""
+    client through nginx while vLLM is still generating the rest. Two witnesses, either enough:
+    vLLM's own gauge at the first chunk, and the chunks' arrival spread (a buffering proxy hands
+    every chunk over at once at the end, so the first comes at the end too; a streaming one spreads
+    them over most of the request, however slow a busy machine makes it all). The gauge alone read
+    0 on a busy machine after `vllm bench serve` had run (docs/real-vllm-tier.md, open)."""
     tries = []
     for _ in range(3):
         reasons, running_at_first_chunk, chunks, usage = [], None, 0, None
+        start = first = last = time.monotonic()
         with client(proxies, vllm_server) as api:
             stream = api.chat.completions.create(
                 model=vllm_server.served_name, messages=[{"role": "user", "content": "Count."}], max_tokens=2000,
@@ -107,17 +110,22 @@ def test_a_stream_arrives_while_vllm_still_generates_it(proxies, vllm_server):
             for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
                     chunks += 1
+                    last = time.monotonic()
                     if running_at_first_chunk is None:
+                        first = last
                         running_at_first_chunk = running_on_the_server(vllm_server)
                 if chunk.choices and chunk.choices[0].finish_reason:
                     reasons.append(chunk.choices[0].finish_reason)
                 usage = chunk.usage or usage
         assert reasons == ["length"] and usage is not None and usage.completion_tokens == 2000
         assert chunks > 10
-        tries.append(running_at_first_chunk)
-        if running_at_first_chunk == 1:
+        spread = (last - first) / max(last - start, 1e-9)
+        tries.append((running_at_first_chunk, round(spread, 2)))
+        if running_at_first_chunk == 1 or spread > 0.5:
             break
-    assert tries[-1] == 1, f"every first chunk arrived after vLLM finished ({tries}): the proxy buffered the stream"
+    running, spread = tries[-1]
+    assert running == 1 or spread > 0.5, (
+        f"every first chunk arrived as vLLM finished (gauge, spread of arrivals: {tries}): the proxy buffered the stream")
 
 
 def test_a_wrong_key_gets_vllms_401_through_the_proxy(proxies, vllm_server):
