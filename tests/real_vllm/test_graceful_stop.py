@@ -135,7 +135,12 @@ def test_with_a_shutdown_timeout_streams_finish_health_stays_200_and_new_request
     for status, body in seen.new_requests:
         assert status == 500, (status, body)
         assert body["error"]["type"] == "InternalServerError"
-        assert body["error"]["message"] == "cannot schedule new futures after shutdown"
+        # Which 500 depends on how far the engine's shutdown got when the request came (both seen
+        # on a quiet machine): never a 503 a client would retry.
+        assert body["error"]["message"] in (
+            "cannot schedule new futures after shutdown",
+            "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+        )
 
 
 def test_with_the_programs_flags_streams_in_flight_are_cut_short(tiny_model, tmp_path):
