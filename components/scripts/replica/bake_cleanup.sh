@@ -12,7 +12,7 @@
 # Environment (tests override): VLLM_DEPLOY_ROOTFS, a prefix for every path below (default /).
 # Stdout: VLLM_DEPLOY_BAKE_CLEAN=ok
 set -euo pipefail
-# shellcheck source-path=SCRIPTDIR source=lib.sh
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 root=${VLLM_DEPLOY_ROOTFS:-}

@@ -12,7 +12,7 @@
 # Idempotent: a second run finds vLLM stopped and no action pending. Run by lifecycle_watch.sh;
 # an operator may run it by hand (sudo /opt/vllm-deploy/replica/drain.sh) before a stop.
 set -euo pipefail
-# shellcheck source-path=SCRIPTDIR source=lib.sh
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=replica_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/replica_lib.sh"

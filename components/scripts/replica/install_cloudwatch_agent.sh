@@ -11,7 +11,7 @@
 #   VLLM_DEPLOY_CWAGENT_CTL  /opt/aws/amazon-cloudwatch-agent/bin/amazon-cloudwatch-agent-ctl
 # Stdout: VLLM_DEPLOY_CWAGENT=installed|present
 set -euo pipefail
-# shellcheck source-path=SCRIPTDIR source=lib.sh
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 base=${VLLM_DEPLOY_CWAGENT_URL:-https://amazoncloudwatch-agent.s3.amazonaws.com}

@@ -11,7 +11,7 @@
 #   VLLM_DEPLOY_FSTAB        /etc/fstab
 # Stdout: VLLM_DEPLOY_REPLICA_INSTALLED=<files installed or updated>
 set -euo pipefail
-# shellcheck source-path=SCRIPTDIR source=lib.sh
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

@@ -7,7 +7,7 @@
 #
 # Environment: replica.env; VLLM_DEPLOY_LIFECYCLE_POLL_S seconds between looks (default 5).
 set -euo pipefail
-# shellcheck source-path=SCRIPTDIR source=lib.sh
+# shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=replica_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/replica_lib.sh"
