@@ -137,7 +137,10 @@ def _stream(port: int, tokens: int) -> str:
     conn.request("POST", "/v1/chat/completions", body=body,
                  headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
     response = conn.getresponse()
-    text = response.read().decode()
+    try:
+        text = response.read().decode()
+    except http.client.IncompleteRead as cut:  # the server went away mid-stream
+        text = cut.partial.decode() + "\n(cut)"
     conn.close()
     return text
 
@@ -154,7 +157,7 @@ def test_a_spot_notice_drains_within_the_two_minutes_and_streams_finish(replica:
         argv, env = replica.command(
             "lifecycle_watch.sh", VLLM_DEPLOY_IMDS_URL=f"http://127.0.0.1:{imds.server_address[1]}",
             VLLM_DEPLOY_VLLM_PORT=str(fake.port), VLLM_DEPLOY_SHUTDOWN_TIMEOUT_S="5",
-            VLLM_DEPLOY_SPOT_STREAM_BOUND_S="20", VLLM_DEPLOY_SPOT_POLL_S="0.2", VLLM_DEPLOY_LIFECYCLE_POLL_S="0.2",
+            VLLM_DEPLOY_SPOT_STREAM_BOUND_S="40", VLLM_DEPLOY_SPOT_POLL_S="0.2", VLLM_DEPLOY_LIFECYCLE_POLL_S="0.2",
         )
         watch = subprocess.Popen(argv, env=env, cwd=replica.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         with ThreadPoolExecutor(8) as pool:
@@ -171,7 +174,7 @@ def test_a_spot_notice_drains_within_the_two_minutes_and_streams_finish(replica:
         for text in texts:  # every stream in flight ran to its end (none aborted, none cut)
             assert text.count('"finish_reason": "stop"') + text.count('"finish_reason":"stop"') == 1, text[-300:]
             assert "data: [DONE]" in text
-        deadline = noticed + 40
+        deadline = noticed + 70
         while not (replica.run_dir / "spot-drained").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         drained_after = time.monotonic() - noticed
@@ -194,6 +197,33 @@ def test_a_spot_notice_drains_within_the_two_minutes_and_streams_finish(replica:
             watch.wait()
         imds.shutdown()
         imds.server_close()
+        fake.stop()
+
+
+
+def test_a_stream_longer_than_the_spot_bound_is_cut_at_the_bound(replica: ReplicaHost) -> None:
+    """The README's promise has a limit: what still runs at the bound gets vLLM's shutdown
+    timeout and then stops, so the drain ends in time even with a stream that would not."""
+    fake = start_fake_vllm(api_key=API_KEY, chunk_delay_ms=100, shutdown_timeout_s=2)
+    (replica.bin / "curl").unlink()
+    (replica.bin / "curl").symlink_to(shutil.which("curl"))
+    replica.add_container("vllm", pid=fake.process.pid)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            long_stream = pool.submit(_stream, fake.port, 600)  # a minute of tokens
+            time.sleep(0.5)
+            started = time.monotonic()
+            run = replica.run("spot_drain.sh", timeout_s=60, VLLM_DEPLOY_VLLM_PORT=str(fake.port),
+                              VLLM_DEPLOY_SHUTDOWN_TIMEOUT_S="2", VLLM_DEPLOY_SPOT_STREAM_BOUND_S="5",
+                              VLLM_DEPLOY_SPOT_POLL_S="0.2")
+            took = time.monotonic() - started
+            assert_ok(run)
+            text = long_stream.result(timeout=30)
+        assert '"finish_reason": "stop"' not in text and '"finish_reason":"stop"' not in text  # cut
+        assert '"content"' in text  # it had been streaming until then
+        assert 3 <= took < 5 + 15, took  # waited for it (bound - shutdown), then vLLM's stop
+        assert (replica.state / "containers" / "vllm.stopped").read_text().strip() == "exited"
+    finally:
         fake.stop()
 
 
