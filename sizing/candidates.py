@@ -15,6 +15,9 @@ from typing import Optional
 
 from config.settings import StackConfig
 from sizing import gpus as instance_catalog
+from sizing.addon_facts import resolve_addons
+from sizing.addons import NONE, AddOnMemory, AddOns
+from sizing.memory import KV_BLOCK_TOKENS
 from sizing.batch import BatchLimits, batch_limits
 from sizing.context import resolve_max_model_len
 from sizing.engine_args import EngineOptions, engine_options, expert_parallel_refusal
@@ -89,6 +92,7 @@ class Request:
     max_model_len: int
     kv_dtype_bytes: int
     engine: EngineOptions
+    addons: AddOns = NONE  # LoRA slots and a speculative draft (sizing.addon_facts)
 
 
 def resolve_request(config: StackConfig, spec: ModelSpec) -> Request:
@@ -109,6 +113,7 @@ def resolve_request(config: StackConfig, spec: ModelSpec) -> Request:
         max_model_len=resolve_max_model_len(spec, config),
         kv_dtype_bytes=1 if config.kv_cache_dtype == "fp8" else BYTES_16BIT,
         engine=engine,
+        addons=resolve_addons(config),
     )
 
 
@@ -131,6 +136,7 @@ def startup_estimate(
         max_num_seqs=limits.max_num_seqs,
         kv_dtype_bytes=request.kv_dtype_bytes,
         stage=stage,
+        addons=request.addons,
     )
 
 
@@ -166,8 +172,24 @@ def _stage_breakdown(
         cuda_graphs_gib=est.cuda_graphs_gib,
         runtime_overhead_gib=est.non_torch_gib,
         budget_gib=est.budget_gib,
+        addons=_addon_memory(est, request, config),
     )
     return memory, est.kv_cache_tokens
+
+
+def _addon_memory(est: StartupEstimate, request: Request, config: StackConfig) -> AddOnMemory:
+    """The add-ons' terms as the estimate spent them; the draft's KV share is its part of the
+    blocks the required sequences take."""
+    if request.addons == NONE:
+        return AddOnMemory()
+    layout = est.layout
+    draft_share = layout.draft_page_bytes / layout.block_bytes if layout.block_bytes else 0.0
+    return AddOnMemory(
+        lora_buffers_gib=est.lora_buffers_gib,
+        draft_weights_gib=est.draft_weights_gib,
+        draft_kv_gib=est.kv_needed_gib(config.min_concurrent_sequences) * draft_share,
+        draft_kv_bytes_per_token=layout.draft_page_bytes // KV_BLOCK_TOKENS,
+    )
 
 
 def batch_limits_for(request: Request, config: StackConfig, instance: GpuInstance) -> BatchLimits:
