@@ -111,7 +111,12 @@ class VllmServer(pulumi.ComponentResource):
             *(f"{k}={v}" for k, v in CONTAINER_ENV.items()),  # the same on a replica (serving.replica)
         ]
         mounts = [
-            docker.ContainerMountArgs(type="bind", source=host.model_dir, target=SERVED_MODEL_PATH, read_only=True)
+            docker.ContainerMountArgs(type="bind", source=host.model_dir, target=SERVED_MODEL_PATH, read_only=True),
+            # LoRA adapters and the draft, each where --lora-modules / --speculative-config name it.
+            *(
+                docker.ContainerMountArgs(type="bind", source=source, target=target, read_only=True)
+                for source, target in host.addon_mounts
+            ),
         ]
         labels = [docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=host.instance_id)]
         network: dict = dict(

@@ -234,4 +234,6 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         rope_theta=spec.rope_theta,
         rope_override=rope_override(spec, config),
         checkpoint_quantization=spec.native_quantization,
+        max_loras=request.addons.max_loras,
+        max_lora_rank=request.addons.max_lora_rank,
     )

@@ -75,6 +75,8 @@ class SizingPlan:
     checkpoint_quantization: Optional[str] = None  # the checkpoint's own method (e.g. fbgemm_fp8)
     nodes: int = 1  # identical instances, one pipeline stage each
     stage_layers: tuple[int, ...] = ()  # decoder layers per pipeline stage when nodes > 1
+    max_loras: int = 0  # --max-loras (0: LoRA off), sized (sizing.addons)
+    max_lora_rank: int = 0  # --max-lora-rank: maxLoraRank, or read from the adapters
 
     @property
     def pipeline_parallel_size(self) -> int:
