@@ -112,7 +112,8 @@ class SizingPlan:
                 "kvCacheGib": round(mem.kv_cache_gib, 2),
                 "overheadGib": round(mem.overhead_gib, 2),
                 "headroomGib": round(mem.headroom_gib, 2),
-                **mem.addons.as_output(),
+                # LoRA buffers and the draft (sizing.addons), only on a stack that has them.
+                **(mem.addons.as_output() if mem.addons != AddOnMemory() else {}),
             },
             "kvCacheCapacityTokens": self.kv_cache_capacity_tokens,
             "concurrentFullLengthSequences": self.concurrent_full_length_sequences,
