@@ -90,6 +90,9 @@ class VllmServer(pulumi.ComponentResource):
                 # The script reads the directory vLLM loads to choose chat or plain completion.
                 "VLLM_DEPLOY_MODEL_DIR": host.model_dir,
                 "VLLM_DEPLOY_GENERATION_API": generation_api(self.args),
+                # Only with loraAdapters: each listed by /v1/models, one generation through one.
+                **({"VLLM_DEPLOY_LORA_ADAPTERS": " ".join(a.name for a in settings.lora_adapters)}
+                   if settings.lora_adapters else {}),
             },
             secret_env={"VLLM_API_KEY": args.api_key},
             # Its failure output (the container log tail) is what a user needs to see;

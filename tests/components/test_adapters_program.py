@@ -67,7 +67,9 @@ def test_adapters_and_draft_are_downloaded_mounted_and_passed_by_container_path(
         # The token reaches the step as a secret; a new base download runs it again.
         assert is_secret(download.inputs["environment"]) or is_secret(download.inputs["environment"]["HF_TOKEN"])
         assert base.urn in download.property_dependencies["triggers"]
-    # vLLM starts only once every add-on is on disk.
+    # Readiness checks every adapter; vLLM starts only once every add-on is on disk.
+    ready = reveal(run.named("vllm-vllm-ready").inputs["environment"])
+    assert ready["VLLM_DEPLOY_LORA_ADAPTERS"] == "sql chat"
     assert vllm_container(run).depends_on(step(run, "adapter-chat"))
     per_gpu = run.exports["sizing"].value["perGpu"]
     assert per_gpu["loraBuffersGib"] > 0 and per_gpu["draftWeightsGib"] > 0.8 and per_gpu["draftKvCacheGib"] > 0
