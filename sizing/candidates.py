@@ -284,15 +284,18 @@ def judge(
 
 
 def _memory_shortfall(memory: MemoryBreakdown, request: Request, config: StackConfig) -> str:
-    if memory.weights_gib > memory.budget_gib:
+    loaded = memory.weights_gib + memory.addons.loaded_gib  # LoRA buffers and a draft load too
+    if loaded > memory.budget_gib:
         what = "the weights alone do not fit"
-    elif memory.weights_gib + memory.overhead_gib > memory.budget_gib:
+    elif loaded + memory.overhead_gib > memory.budget_gib:
         what = "weights + activations/runtime leave no room for the KV cache"
     else:
         what = (f"KV for {config.min_concurrent_sequences} x {request.max_model_len} tokens "
                 "does not fit")
     return (
-        f"needs {memory.required_gib:.1f} GiB per GPU (weights {memory.weights_gib:.1f} + KV "
+        f"needs {memory.required_gib:.1f} GiB per GPU (weights {memory.weights_gib:.1f} + "
+        + (f"LoRA/draft {memory.addons.loaded_gib:.1f} + " if memory.addons.loaded_gib else "")
+        + f"KV "
         f"{memory.kv_cache_gib:.1f} + overhead {memory.overhead_gib:.1f}), budget "
         f"{memory.budget_gib:.1f} GiB: {what}"
     )
