@@ -141,3 +141,20 @@ def test_ngram_speculation_needs_no_download(program):
     assert json.loads(args[args.index("--speculative-config") + 1]) == {"method": "ngram", "num_speculative_tokens": 3}
     assert not [r for r in run.of_type(COMMAND) if r.name == "vllm-setup-draft"]
     assert [m["target"] for m in vllm_container(run).plain["mounts"]] == ["/models/served"]
+
+
+def test_a_fleet_bakes_the_adapters_and_draft_on_the_builder_and_its_replicas_mount_them(program):
+    """Fixed at start, carried by the image (fleet-pitfalls P20, P22): the builder downloads them
+    before the replica files are installed, and each replica mounts them where the argv says."""
+    from tests.components.test_fleet_program import baked_files, prod_fleet
+
+    run = prod_fleet(program, replicas=2, loraAdapters=[ADAPTERS[0]], maxLoraRank=16, speculativeModel=DRAFT)
+    adapter, draft = run.named("vllm-builder-setup-adapter-sql"), run.named("vllm-builder-setup-draft")
+    assert run.named("vllm-builder-replica-upload").depends_on(adapter)
+    files = baked_files(run)
+    env = dict(line.split("=", 1) for line in files["replica.env"].splitlines() if "=" in line)
+    mounts = dict(pair.split(":") for pair in env["VLLM_DEPLOY_ADDON_MOUNTS"].split(","))
+    host_dirs = {reveal(s.inputs["environment"])["VLLM_DEPLOY_MODEL_DIR"]: s for s in (adapter, draft)}
+    assert set(mounts) == set(host_dirs)
+    assert sorted(mounts.values()) == ["/models/adapters/sql", "/models/draft"]
+    assert "sql=/models/adapters/sql" in files["vllm-args.json"]
