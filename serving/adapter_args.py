@@ -66,10 +66,18 @@ def addon_args(config: StackConfig, plan: SizingPlan) -> list[str]:
     return args
 
 
-def addon_problems(config: StackConfig, model_path: str) -> list[str]:
-    """What in vllmExtraArgs fights the add-on keys or cannot load in the container: each
-    message names the flag, the value and a fix."""
+def addon_problems(config: StackConfig, model_path: str, plan: Optional[SizingPlan] = None) -> list[str]:
+    """What in vllmExtraArgs fights the add-on keys or cannot load in the container, and add-ons
+    on a plan across nodes (the workers' containers mount only the weights): each message names
+    the key or flag, the value and a fix."""
     where = f"{NAMESPACE}:vllmExtraArgs"
+    if plan is not None and plan.nodes > 1 and (config.lora_adapters or config.speculative_model):
+        key = "loraAdapters" if config.lora_adapters else "speculativeModel"
+        return [
+            f"{NAMESPACE}:{key} with a plan across {plan.nodes} nodes: the adapters and drafts are "
+            "mounted on one host only, not yet on the Ray workers; serve a model that fits one node "
+            f"(nodes: 1), or drop {key}"
+        ]
     reading = FlagReader(config.vllm_extra_args, "vllmExtraArgs").run()
     problems: list[str] = []
     modules: list[Option] = []

@@ -219,7 +219,7 @@ def _extra_arg_problems(config: StackConfig, plan: SizingPlan, model_path: str) 
         if option is None or id(option) not in owned_options
     ]
     problems = [message for _, message in sorted(found, key=lambda item: item[0])]
-    return problems + meaning_problems(reading, config, plan, model_path) + addon_problems(config, model_path)
+    return problems + meaning_problems(reading, config, plan, model_path) + addon_problems(config, model_path, plan)
 
 
 def _ownership_problems(option: Option, config: StackConfig, where: str) -> list[str]:

@@ -158,3 +158,11 @@ def test_a_fleet_bakes_the_adapters_and_draft_on_the_builder_and_its_replicas_mo
     assert set(mounts) == set(host_dirs)
     assert sorted(mounts.values()) == ["/models/adapters/sql", "/models/draft"]
     assert "sql=/models/adapters/sql" in files["vllm-args.json"]
+
+
+def test_add_ons_across_nodes_are_refused_before_anything_is_created(program):
+    run = program({"model": "meta-llama/Llama-3.1-405B-Instruct", "nodes": 2, "instanceType": "p5.48xlarge",
+                   "maxModelLen": 8192, "speculativeModel": {"method": "ngram", "numSpeculativeTokens": 3}},
+                  expect_error=True)
+    assert "vllm-deploy:speculativeModel with a plan across 2 nodes" in str(run.error)
+    assert run.cloud_resources == []
