@@ -55,8 +55,10 @@ def _local_argv(argv: list[str], models) -> list[str]:
     return out
 
 
+# Not "case"/"judged": tests/conformance/test_vllm_conformance.py reads every selected test's
+# "case" parameter as a corpus Case.
 @pytest.fixture(scope="module")
-def judged(tmp_path_factory):
+def addon_judged(tmp_path_factory):
     problem = vllm_runner.venv_problem()
     if problem:
         pytest.fail(problem)
@@ -75,18 +77,18 @@ def judged(tmp_path_factory):
     return {case: (decisions[case], results[case]) for case in CASES}
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_vllm_starts_the_argv_with_adapters_and_a_draft(judged, case):
-    decision, result = judged[case]
+@pytest.mark.parametrize("addon_case", sorted(CASES))
+def test_vllm_starts_the_argv_with_adapters_and_a_draft(addon_judged, addon_case):
+    decision, result = addon_judged[addon_case]
     assert result["ok"], f"vLLM refused it at {result['stage']}: {result.get('error')}"
     assert result["lora_probe"]["max_lora_rank"] == decision.plan.max_lora_rank
     assert result["lora_probe"]["max_loras"] == decision.plan.max_loras
     assert result["draft_probe"]["method"] == "draft_model" and result["draft_probe"]["num_speculative_tokens"] == 3
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_lora_buffers_match_what_vllm_allocates(judged, case):
-    decision, result = judged[case]
+@pytest.mark.parametrize("addon_case", sorted(CASES))
+def test_lora_buffers_match_what_vllm_allocates(addon_judged, addon_case):
+    decision, result = addon_judged[addon_case]
     probe = result["lora_probe"]
     assert "error" not in probe, probe["error"]
     plan = decision.plan
@@ -97,9 +99,9 @@ def test_lora_buffers_match_what_vllm_allocates(judged, case):
     assert plan.memory.addons.lora_buffers_gib * 2**30 == pytest.approx(ours)
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_the_drafts_kv_bytes_per_token_match_vllms_spec(judged, case):
-    decision, result = judged[case]
+@pytest.mark.parametrize("addon_case", sorted(CASES))
+def test_the_drafts_kv_bytes_per_token_match_vllms_spec(addon_judged, addon_case):
+    decision, result = addon_judged[addon_case]
     probe = result["draft_probe"]
     assert "error" not in probe, probe["error"]
     assert probe["draft_tensor_parallel_size"] == decision.plan.tensor_parallel_size

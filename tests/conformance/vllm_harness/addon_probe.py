@@ -36,9 +36,12 @@ def lora_probe(vllm_config) -> dict[str, Any]:
     model = vllm_config.model_config
     text = model.hf_text_config
     tp = vllm_config.parallel_config.tensor_parallel_size
-    hidden, heads = int(text.hidden_size), int(text.num_attention_heads)
-    kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
-    head_size, size = int(model.get_head_size()), int(text.intermediate_size)
+    try:
+        hidden, heads = int(text.hidden_size), int(text.num_attention_heads)
+        kv_heads = int(getattr(text, "num_key_value_heads", None) or heads)
+        head_size, size = int(model.get_head_size()), int(text.intermediate_size)
+    except Exception as exc:  # noqa: BLE001 - not a dense decoder config: not probed
+        return {"error": f"not a dense decoder config: {error_text(exc)}"}
     builds = (
         (MergedQKVParallelLinearWithLoRA, lambda: linear.QKVParallelLinear(hidden, head_size, heads, kv_heads, bias=False)),
         (RowParallelLinearWithLoRA, lambda: linear.RowParallelLinear(heads * head_size, hidden, bias=False)),
