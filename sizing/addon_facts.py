@@ -23,6 +23,7 @@ from config.constants import NAMESPACE
 from config.keys_adapters import LORA_RANKS, LoraAdapter
 from config.settings import StackConfig
 from sizing.addons import NONE, AddOns
+from sizing.engine_args import EngineOptions
 from sizing.errors import SizingError
 from sizing.formats import WeightFormat
 from sizing.hub import DEFAULT_REVISION, FetchError, _fetch_cached, http_fetch, resolve
@@ -99,13 +100,17 @@ def _lora(config: StackConfig) -> tuple[int, tuple[tuple[str, int], ...]]:
     return chosen, tuple(ranks)
 
 
-def resolve_addons(config: StackConfig, resolver=resolve) -> AddOns:
-    """The stack's add-ons with the facts the sizing needs; NONE when it has none.
+def resolve_addons(config: StackConfig, engine: Optional[EngineOptions] = None, resolver=resolve) -> AddOns:
+    """The stack's add-ons with the facts the sizing needs; NONE when it has none. `engine`:
+    vllmExtraArgs' options (sizing.engine_args): --enable-lora there, without loraAdapters, is
+    sized at its --max-loras / --max-lora-rank (vLLM's defaults 1 and 16).
 
     Raises SizingError for an unreadable adapter rank without maxLoraRank, a rank above
     maxLoraRank, or a draft model whose architecture cannot be read."""
     spec_cfg = config.speculative_model
     if not config.lora_adapters and spec_cfg is None:
+        if engine is not None and engine.lora:
+            return AddOns(max_loras=engine.max_loras, max_lora_rank=engine.max_lora_rank)
         return NONE
     max_loras = max_rank = 0
     ranks: tuple[tuple[str, int], ...] = ()

@@ -113,7 +113,7 @@ def resolve_request(config: StackConfig, spec: ModelSpec) -> Request:
         max_model_len=resolve_max_model_len(spec, config),
         kv_dtype_bytes=1 if config.kv_cache_dtype == "fp8" else BYTES_16BIT,
         engine=engine,
-        addons=resolve_addons(config),
+        addons=resolve_addons(config, engine),
     )
 
 

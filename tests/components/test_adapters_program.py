@@ -79,7 +79,7 @@ def test_the_sizing_counts_the_add_ons_in_the_choice(program, monkeypatch, tmp_p
     """The same model and limits on the same instance: the add-ons leave less headroom by their
     terms, and the report shows them."""
     adapter_config_in_cache(monkeypatch, tmp_path, {"acme/sql-lora": 64, "acme/chat-lora": 64})
-    plain = run_sizing = program({**SMALL, "instanceType": "g6e.xlarge"}).exports["sizing"].value
+    plain = program({**SMALL, "instanceType": "g6e.xlarge"}).exports["sizing"].value
     with_addons = program(
         {**SMALL, "instanceType": "g6e.xlarge", "loraAdapters": ADAPTERS, "speculativeModel": DRAFT}
     )
@@ -87,7 +87,7 @@ def test_the_sizing_counts_the_add_ons_in_the_choice(program, monkeypatch, tmp_p
     added = sized["perGpu"]["loraBuffersGib"] + sized["perGpu"]["draftWeightsGib"] + sized["perGpu"]["draftKvCacheGib"]
     assert plain["perGpu"]["headroomGib"] - sized["perGpu"]["headroomGib"] == pytest.approx(added, abs=0.02)
     assert any("LoRA buffers" in line and "create_lora_weights" in line for line in with_addons.logs)
-    assert run_sizing["modelVolumeGb"] <= sized["modelVolumeGb"]
+    assert plain["modelVolumeGb"] <= sized["modelVolumeGb"]
 
 
 def test_local_adapter_and_draft_directories_are_uploaded_and_mounted(program, tmp_path):

@@ -103,3 +103,15 @@ def test_add_on_keys_are_checked_with_the_fix(values, message):
 
     with pytest.raises(ConfigError, match=message):
         parse({"model": BASE, **values})
+
+
+def test_lora_turned_on_in_vllm_extra_args_is_sized_at_its_own_limits():
+    """Without loraAdapters, --enable-lora in vllmExtraArgs still allocates the buffers: at
+    --max-loras / --max-lora-rank, vLLM's defaults (1, 16) when unset."""
+    from sizing.engine_args import engine_options
+
+    config = parse({"model": BASE, "vllmExtraArgs": ["--enable-lora", "--max-lora-rank", "64"]})
+    addons = resolve_addons(config, engine_options(config.vllm_extra_args))
+    assert (addons.max_loras, addons.max_lora_rank) == (1, 64)
+    off = parse({"model": BASE, "vllmExtraArgs": ["--max-lora-rank", "64"]})
+    assert not resolve_addons(off, engine_options(off.vllm_extra_args)).lora
