@@ -73,6 +73,7 @@ class Node:
             runtime_ready=self.setup.runtime_ready,
             model_ready=self.setup.model_ready,
             model_dir=self.setup.model_dir,
+            addon_mounts=self.setup.addon_mounts,
         )
 
 

@@ -23,7 +23,7 @@ from components.fleet_image import FleetImage, FleetImageArgs
 from components.fleet_monitoring import FleetMonitoring, FleetMonitoringArgs
 from components.fleet_network import fleet_network, public_zone_of
 from components.fleet_scale_plan import fleet_instance_types, scaling_output
-from components.host_setup import NVIDIA_DRIVER_BRANCH, model_dir_on_host
+from components.host_setup import NVIDIA_DRIVER_BRANCH, addon_dirs, model_dir_on_host
 from components.load_balancer import FleetLoadBalancer, FleetLoadBalancerArgs
 from components.model_volume import find_model_volume
 from components.naming import child, component_type
@@ -87,6 +87,7 @@ class VllmFleet(pulumi.ComponentResource):
             stack=stack, model_host_dir=model_dir_on_host(settings),
             alb_subnet_cidrs=network.load_balancer_cidrs, driver_branch=NVIDIA_DRIVER_BRANCH,
             metrics_group=group_name(stack) if monitoring else None,
+            addon_mounts=tuple((d.host_dir, d.container_path) for d in addon_dirs(settings)),
         )
         builder_name = child(name, "builder")
         existing = find_model_volume(child(builder_name, "models"), lookups)

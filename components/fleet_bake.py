@@ -96,6 +96,7 @@ def bake_files(
     alb_subnet_cidrs: list[str],
     driver_branch: str,
     metrics_group: Optional[str] = None,
+    addon_mounts: tuple[tuple[str, str], ...] = (),
 ) -> BakeInputs:
     """The replica's files from fleet-host's renderer, and the ALB/nginx keep-alive pair derived
     from one value (P1), with the image's hash. With `metrics_group` (the Auto Scaling group's
@@ -121,6 +122,7 @@ def bake_files(
         # launch hook often enough that its timeout never ends a load still in progress (P8).
         health_timeout_s=settings.readiness_timeout_minutes * 60,
         heartbeat_interval_s=launch_heartbeat_interval_s(settings),
+        addon_mounts=addon_mounts,
     )
     files = replica.replica_files(vllm_argv=list(vllm_argv), nginx_site=site, settings=replica_settings)
     if metrics_group is not None:
@@ -158,4 +160,11 @@ def image_digest(settings: StackConfig, plan: SizingPlan, *, files: dict[str, st
         "scripts": {k: hashlib.sha256(v).hexdigest() for k, v in script_files().items()},
         "files": files,
     }
+    # LoRA adapters and a draft are part of the image (fleet-pitfalls P20, P22): their ids and
+    # revisions too (a moving branch re-bakes only with a new revision). Absent when unset, so
+    # the hash of a stack without them stays what it was.
+    if settings.lora_adapters:
+        content["loraAdapters"] = [[a.name, a.model, a.revision] for a in settings.lora_adapters]
+    if settings.speculative_model is not None:
+        content["speculativeModel"] = settings.speculative_model.model_dump(mode="json")
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

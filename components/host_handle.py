@@ -34,6 +34,8 @@ class HostHandle:
     """The weights are on disk."""
     model_dir: str
     """Where the weights are on the host."""
+    addon_mounts: tuple[tuple[str, str], ...] = ()
+    """(host directory, container path) of each LoRA adapter and the draft (components.host_setup)."""
 
     def docker_options(
         self, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource] = (), **extra: Any

@@ -106,6 +106,9 @@ class VllmServer(pulumi.ComponentResource):
                 "VLLM_DEPLOY_GENERATION_API": generation_api(self.args),
                 # Only with tool calling on, so other stacks' step keeps its inputs.
                 **({"VLLM_DEPLOY_TOOL_CALL_PARSER": parser} if (parser := tool_call_parser(self.args)) else {}),
+                # Only with loraAdapters: each listed by /v1/models, one generation through one.
+                **({"VLLM_DEPLOY_LORA_ADAPTERS": " ".join(a.name for a in settings.lora_adapters)}
+                   if settings.lora_adapters else {}),
             },
             secret_env={"VLLM_API_KEY": args.api_key},
             # Its failure output (the container log tail) is what a user needs to see;
@@ -127,7 +130,12 @@ class VllmServer(pulumi.ComponentResource):
             *(f"{k}={v}" for k, v in CONTAINER_ENV.items()),  # the same on a replica (serving.replica)
         ]
         mounts = [
-            docker.ContainerMountArgs(type="bind", source=host.model_dir, target=SERVED_MODEL_PATH, read_only=True)
+            docker.ContainerMountArgs(type="bind", source=host.model_dir, target=SERVED_MODEL_PATH, read_only=True),
+            # LoRA adapters and the draft, each where --lora-modules / --speculative-config name it.
+            *(
+                docker.ContainerMountArgs(type="bind", source=source, target=target, read_only=True)
+                for source, target in host.addon_mounts
+            ),
         ]
         labels = [docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=host.instance_id)]
         network: dict = dict(

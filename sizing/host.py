@@ -105,13 +105,14 @@ def root_volume_gb(config: StackConfig) -> int:
     return max(needed, config.disk_size_gb or 0)
 
 
-def model_volume_gb(spec: ModelSpec, config: StackConfig) -> int:
-    """Model cache volume in GB: the stored weights + max(10 GB, 10%) in whole 10 GB steps, or
+def model_volume_gb(spec: ModelSpec, config: StackConfig, addons_gb: float = 0.0) -> int:
+    """Model cache volume in GB: the stored weights (and `addons_gb`: LoRA adapters and a
+    speculative draft, sizing.addons.addon_disk_gb) + max(10 GB, 10%) in whole 10 GB steps, or
     modelVolumeSizeGb.
 
     Raises SizingError naming modelVolumeSizeGb when it is set below that.
     """
-    weights_gb = stored_weights_gb(spec)
+    weights_gb = stored_weights_gb(spec) + addons_gb
     headroom = max(MODEL_HEADROOM_GB, MODEL_HEADROOM_FRACTION * weights_gb)
     needed = _round_up(weights_gb + headroom)
     if config.model_volume_size_gb is not None and config.model_volume_size_gb < needed:

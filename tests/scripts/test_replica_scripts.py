@@ -356,3 +356,17 @@ def test_the_agent_installer_refuses_a_package_signed_by_another_key(tmp_path: P
     again = subprocess.run(["bash", str(script)], env={**env, "VLLM_DEPLOY_CWAGENT_CTL": str(ctl)},
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and again.stdout == "VLLM_DEPLOY_CWAGENT=present\n"
+
+
+def test_boot_mounts_the_baked_adapters_read_only_and_refuses_an_image_without_them(replica) -> None:
+    """VLLM_DEPLOY_ADDON_MOUNTS (replica.env, loraAdapters / speculativeModel): each baked
+    directory where the argv names it; one missing from the image stops the boot, naming it."""
+    adapter = replica.root / "data" / "models" / "acme--sql-lora--default"
+    adapter.mkdir(parents=True)
+    run = replica.run("boot.sh", VLLM_DEPLOY_ADDON_MOUNTS=f"{adapter}:/models/adapters/sql")
+    assert_ok(run)
+    assert _option_values(_docker_run(run, "vllm"), "-v") == [
+        f"{replica.models}:/models/served:ro", f"{adapter}:/models/adapters/sql:ro"]
+    missing = replica.root / "data" / "models" / "gone"
+    failed = replica.run("boot.sh", VLLM_DEPLOY_ADDON_MOUNTS=f"{adapter}:/models/adapters/sql,{missing}:/models/draft")
+    assert failed.returncode != 0 and f"no {missing} on this replica" in failed.stderr

@@ -195,10 +195,18 @@ for name in "$proxy" "$vllm"; do
   fi
 done
 port=$VLLM_DEPLOY_VLLM_PORT
+# LoRA adapters and the draft, baked beside the weights: host:container pairs (replica.env).
+addon_mounts=()
+IFS=, read -r -a addon_pairs <<<"${VLLM_DEPLOY_ADDON_MOUNTS:-}"
+for pair in "${addon_pairs[@]}"; do
+  [[ -d "${pair%%:*}" ]] || die "no ${pair%%:*} on this replica: the image lacks a LoRA adapter or draft" \
+    "bake the image again (pulumi up re-bakes it when loraAdapters or speculativeModel change)"
+  addon_mounts+=(-v "$pair:ro")
+done
 docker run -d --name "$vllm" --restart always --gpus all --ipc host \
   -p "127.0.0.1:$port:$port" \
   --env-file "$key_file" --env-file "$REPLICA_HERE/vllm.env" \
-  -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" \
+  -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" "${addon_mounts[@]}" \
   --stop-timeout "$VLLM_DEPLOY_DOCKER_STOP_TIMEOUT_S" \
   --log-driver json-file --log-opt max-size=100m --log-opt max-file=5 \
   "$VLLM_DEPLOY_VLLM_IMAGE" "${vllm_args[@]}" >/dev/null ||
