@@ -17,7 +17,7 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
-from components.docker_host import INSTANCE_LABEL
+from components.docker_host import GPU_RUNTIME, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
 from config.settings import StackConfig
@@ -181,6 +181,7 @@ class Monitoring(pulumi.ComponentResource):
             name=DCGM_EXPORTER.container,
             command=dcgm_exporter_args(),
             gpus="all",
+            runtime=GPU_RUNTIME,  # as the vLLM container: works in the toolkit's CDI mode too
             uploads=[
                 docker.ContainerUploadArgs(
                     file=DCGM_COUNTERS_PATH, content=DCGM_COUNTERS_FILE.read_text(), permissions="0644"

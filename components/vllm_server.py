@@ -9,7 +9,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.docker_host import INSTANCE_LABEL
+from components.docker_host import GPU_RUNTIME, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
 from components.ray_cluster import (
@@ -160,6 +160,10 @@ class VllmServer(pulumi.ComponentResource):
             command=self.args,
             envs=envs,
             gpus="all",
+            # The nvidia runtime, registered explicitly by install_container_toolkit.sh: the GPU
+            # request that works in the toolkit's legacy mode and in its CDI mode (1.18+), which
+            # refuses a bare `gpus` (NVIDIA/nvidia-container-toolkit#1456).
+            runtime=GPU_RUNTIME,
             ipc_mode="host",  # PyTorch shared memory for tensor parallelism
             restart="always",
             must_run=True,

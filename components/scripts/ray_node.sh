@@ -91,7 +91,7 @@ run_args=()
 if [[ "$launch" == docker ]]; then
   require_env VLLM_DEPLOY_IMAGE
   # Host network: Ray and NCCL talk over the node's private IP; ipc=host: vLLM's shared memory.
-  run_args+=(--restart unless-stopped --network host --ipc host --gpus all
+  run_args+=(--restart unless-stopped --network host --ipc host
     -e VLLM_HOST_IP="$node_ip" -e NCCL_SOCKET_IFNAME="$NCCL_SOCKET_IFNAME"
     -e GLOO_SOCKET_IFNAME="$GLOO_SOCKET_IFNAME")
   read -ra pairs <<<"${VLLM_DEPLOY_CONTAINER_ENV:-}"
@@ -161,6 +161,10 @@ case "$launch" in
     ;;
 esac
 
+# The GPU request that works in the container toolkit's mode (lib.sh gpu_access_detect), asked
+# of Docker only once every setting above was checked.
+gpu_access_detect
+run_args=("${GPU_ARGS[@]}" "${run_args[@]}")
 # The image's id too: a tag pulled again (a new instance, or by hand) may name a new image, and
 # the head then runs it; Ray refuses to mix versions across nodes.
 image_id=$(docker image inspect --format '{{.Id}}' "$VLLM_DEPLOY_IMAGE" 2>/dev/null || true)

@@ -155,7 +155,9 @@ for name in "$proxy" "$vllm"; do
   fi
 done
 port=$VLLM_DEPLOY_VLLM_PORT
-docker run -d --name "$vllm" --restart always --gpus all --ipc host \
+# The GPU request that works in the container toolkit's mode (lib.sh gpu_access_detect).
+gpu_access_detect
+docker run -d --name "$vllm" --restart always "${GPU_ARGS[@]}" --ipc host \
   -p "127.0.0.1:$port:$port" \
   --env-file "$key_file" --env-file "$REPLICA_HERE/vllm.env" \
   -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" \
