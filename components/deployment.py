@@ -206,6 +206,7 @@ class VllmDeployment(pulumi.ComponentResource):
             MonitoringArgs(
                 settings=self._args.settings, plan=self._args.plan, host=head,
                 vllm_ready=server.ready, vllm_port=server.port, address=address,
+                certificate_not_after=proxy.certificate_not_after,
             ),
             pulumi.ResourceOptions(parent=self),
         )
