@@ -34,8 +34,8 @@ from serving.vllm_args import SERVED_MODEL_PATH
 
 RAY_PORT = 6379  # Ray's default GCS port (`ray start --head --port`)
 HEAD_SCRIPTS_DIR = "/opt/vllm-deploy"  # inside the head's vLLM container
-# Ray's token authentication (Ray 2.52+: RAY_AUTH_MODE=token; the token read from the file
-# RAY_AUTH_TOKEN_PATH names, ray/exceptions.py AuthenticationError's help, Ray 2.60). The same path
+# Ray's token authentication (RAY_AUTH_MODE=token; the token read from the file RAY_AUTH_TOKEN_PATH
+# names: ray/_private/authentication and ray/exceptions.py AuthenticationError's help, Ray 2.60). The same path
 # in the head's container and in the workers' (ray_node.sh mounts it there).
 RAY_AUTH_TOKEN_PATH = "/run/vllm-deploy/ray-auth-token"
 # 64 characters, as `ray get-auth-token --generate` makes (secrets.token_hex(32): 256 bits).
