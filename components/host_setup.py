@@ -30,6 +30,7 @@ from components.naming import child, component_type
 from components.script_steps import ScriptSteps
 from config.settings import StackConfig
 from serving.adapter_args import DRAFT_PATH, adapter_container_path
+from serving.idle_stop import idle_stop_bounds
 from serving.vllm_args import VLLM_PORT
 from sizing.gpus import GpuInstance
 from sizing.hub import download_repo_id
@@ -239,6 +240,7 @@ class HostSetup(pulumi.ComponentResource):
             env={
                 "VLLM_DEPLOY_IDLE_STOP_MINUTES": str(settings.idle_stop_minutes or 0),
                 "VLLM_DEPLOY_METRICS_URL": f"http://127.0.0.1:{VLLM_PORT}/metrics",
+                **idle_stop_bounds(settings),
             },
         )
         self.runtime_ready = smoke

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.docker_host import INSTANCE_LABEL
+from components.docker_host import GPU_RUNTIME, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
 from components.ray_cluster import (
@@ -21,6 +21,8 @@ from components.ray_cluster import (
     efa_devices,
     efa_ulimits,
     head_uploads,
+    ray_auth_env,
+    ray_auth_upload,
 )
 from config.settings import StackConfig
 from serving.vllm_args import CONTAINER_ENV, SERVED_MODEL_PATH, VLLM_PORT, sets_chat_template
@@ -151,6 +153,7 @@ class VllmServer(pulumi.ComponentResource):
                 f"VLLM_DEPLOY_GPUS_PER_NODE={head.gpus_per_node}",
                 f"VLLM_DEPLOY_TIMEOUT_SECONDS={HEAD_WAIT_SECONDS}",
                 *(f"{k}={v}" for k, v in sorted(head.container_env.items())),
+                *(ray_auth_env() if head.auth_token is not None else []),
             ]
             if head.efa_interfaces and head.efa_host_mount:
                 mounts.append(
@@ -171,7 +174,7 @@ class VllmServer(pulumi.ComponentResource):
                 init=True,
                 network_mode="host",
                 entrypoints=HEAD_ENTRYPOINT,
-                uploads=head_uploads(),
+                uploads=[*head_uploads(), *([ray_auth_upload(head.auth_token)] if head.auth_token is not None else [])],
                 devices=efa_devices(head.efa_interfaces) or None,
                 # EFA registers GPU and host memory with the adapter: unlimited locked memory.
                 ulimits=efa_ulimits(head.efa_interfaces),
@@ -184,6 +187,10 @@ class VllmServer(pulumi.ComponentResource):
             command=self.args,
             envs=envs,
             gpus="all",
+            # The nvidia runtime, registered explicitly by install_container_toolkit.sh: the GPU
+            # request that works in the toolkit's legacy mode and in its CDI mode (1.18+), which
+            # refuses a bare `gpus` (NVIDIA/nvidia-container-toolkit#1456).
+            runtime=GPU_RUNTIME,
             ipc_mode="host",  # PyTorch shared memory for tensor parallelism
             restart="always",
             must_run=True,

@@ -203,7 +203,9 @@ for pair in "${addon_pairs[@]}"; do
     "bake the image again (pulumi up re-bakes it when loraAdapters or speculativeModel change)"
   addon_mounts+=(-v "$pair:ro")
 done
-docker run -d --name "$vllm" --restart always --gpus all --ipc host \
+# The GPU request that works in the container toolkit's mode (lib.sh gpu_access_detect).
+gpu_access_detect
+docker run -d --name "$vllm" --restart always "${GPU_ARGS[@]}" --ipc host \
   -p "127.0.0.1:$port:$port" \
   --env-file "$key_file" --env-file "$REPLICA_HERE/vllm.env" \
   -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" "${addon_mounts[@]}" \
