@@ -24,3 +24,27 @@ def test_a_route_53_access_denied_names_the_permission_instead_of_reading_as_no_
     assert not run.of_type("aws:lb/loadBalancer:LoadBalancer")  # refused before anything is made
     # "No zone" is still only a warning, not this error.
     assert prod_fleet(program, domain="llm.example.com").error is None
+
+
+def test_the_groups_warmup_and_capacity_wait_follow_the_models_expected_start(program):
+    """Two models ten times apart in size: the larger one's replicas take minutes longer to
+    hydrate their weights, and the group waits and warms up for that long (not a fixed minute)."""
+    from components.fleet_group import replica_start
+    from config.validation import parse
+    from sizing.choice import plan
+
+    groups = {}
+    for model in ("Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-72B-Instruct"):
+        keys = {"model": model, "readinessTimeoutMinutes": 5, "maxHourlyPriceUsd": 20}
+        group = prod_fleet(program, **keys).one("aws:autoscaling/group:Group").plain
+        prod = {k: v for k, v in stack_config("prod").items() if ":" not in k}
+        settings = parse({**prod, **keys, "replicas": 3})
+        expected = replica_start(settings, plan(settings))
+        warmup = int(group["defaultInstanceWarmup"])
+        assert warmup == expected.weights_s + expected.engine_s
+        assert group["instanceRefresh"]["preferences"]["instanceWarmup"] == str(warmup)
+        wait_minutes = int(group["waitForCapacityTimeout"].removesuffix("m"))
+        assert wait_minutes * 60 >= 2 * expected.total_s > (wait_minutes - 1) * 60
+        groups[model] = (warmup, wait_minutes)
+    (small_warmup, small_wait), (large_warmup, large_wait) = groups.values()
+    assert large_warmup - small_warmup > 6 * 60 and large_wait > small_wait
