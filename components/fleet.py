@@ -20,6 +20,7 @@ from components import fleet_bake
 from components.fleet_bake import bake_files
 from components.fleet_group import REFRESH_MAX_HEALTHY_PCT, FleetGroup, FleetGroupArgs, group_name
 from components.fleet_image import FleetImage, FleetImageArgs
+from components.fleet_image_cleanup import prune_after_refresh
 from components.fleet_monitoring import FleetMonitoring, FleetMonitoringArgs
 from components.fleet_network import fleet_network, public_zone_of
 from components.host_setup import NVIDIA_DRIVER_BRANCH, model_dir_on_host
@@ -94,6 +95,7 @@ class VllmFleet(pulumi.ComponentResource):
                 settings=settings, plan=plan, bake=bake,
                 subnet=choose_subnet(settings, plan.instance.name, existing, self, provider),
                 model_volume=existing, hf_token=args.hf_token, modelscope_token=args.modelscope_token,
+                region=self.region,
             ),
             in_aws,
         )
@@ -126,6 +128,11 @@ class VllmFleet(pulumi.ComponentResource):
                 metrics_log_group=monitoring.log_group if monitoring else None,
             ),
             in_aws,
+        )
+        # Once the refresh onto a new image has succeeded: this stack's older images go (P11).
+        prune_after_refresh(
+            name, region=self.region, stack=stack, image_id=image.image_id,
+            refresh_wait=group.refresh_wait, parent=self,
         )
         if monitoring is not None:
             monitoring.watch(

@@ -103,6 +103,7 @@ class FleetGroup(pulumi.ComponentResource):
     group_name: pulumi.Output[str]
     launch_template_version: pulumi.Output[int]
     api_key_parameter_name: pulumi.Output[str]
+    refresh_wait: command.local.Command  # ends when the refresh onto the newest template succeeded
 
     def __init__(self, name: str, args: FleetGroupArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("FleetGroup"), name, None, opts)
@@ -162,7 +163,7 @@ class FleetGroup(pulumi.ComponentResource):
             ],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[parameter, *([log_group] if log_group else [])]),
         )
-        self._wait_for_refresh(name, args, group, template)
+        self.refresh_wait = self._wait_for_refresh(name, args, group, template)
         self.group_name = group.name
         self.launch_template_version = template.latest_version
         self.api_key_parameter_name = parameter.name

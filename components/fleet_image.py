@@ -12,9 +12,9 @@ deregistered image stops the Auto Scaling group from launching or rolling back. 
 - a re-bake is a forced replacement keyed on `BakeInputs.digest` (the image's name carries it,
   and the builder is rebuilt from scratch when it changes: GpuHostArgs.rebuild_key);
 - the replaced image is retained (retain_on_delete), because the group's refresh onto the new
-  image, its rollback and any scale-out during it may still launch the old one; Pulumi cannot
-  know when that refresh has succeeded (it does not wait for it), so the old image and its
-  snapshots are removed by hand (README, Replicas), never by `pulumi up`;
+  image, its rollback and any scale-out during it may still launch the old one; once the
+  refresh has succeeded, `pulumi up` removes this stack's images older than the previous one
+  and their snapshots, and `pulumi destroy` removes them all (components.fleet_image_cleanup);
 - create-before-replace (delete_before_replace=False): the new image exists before the launch
   template moves to it.
 """
@@ -33,6 +33,7 @@ import pulumi_aws as aws
 import pulumi_command as command
 
 from components.fleet_bake import CLEANUP_SCRIPT, CWAGENT_SCRIPT, INSTALL_SCRIPT, REPLICA_DIR, BakeInputs
+from components.fleet_image_cleanup import destroy_guard
 from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_setup import HostSetup, HostSetupArgs
 from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs
@@ -81,6 +82,9 @@ class FleetImageArgs:
     """The builder's model volume from an earlier run (its weights are kept across re-bakes)."""
     hf_token: Optional[pulumi.Output[str]] = None
     modelscope_token: Optional[pulumi.Output[str]] = None
+    region: Optional[str] = None
+    """The stack's region: with it, `pulumi destroy` removes this stack's baked images
+    (components.fleet_image_cleanup.destroy_guard)."""
 
 
 class FleetImage(pulumi.ComponentResource):
@@ -130,6 +134,9 @@ class FleetImage(pulumi.ComponentResource):
             state="stopped",
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cleaned]),
         )
+        # Deleted after the image resource (which depends on it): `pulumi destroy` then removes
+        # every image of this stack that the retained resource leaves behind.
+        guard = [destroy_guard(name, region=args.region, stack=pulumi.get_stack(), parent=self)] if args.region else []
         image = aws.ec2.AmiFromInstance(
             child(name, "image"),
             source_instance_id=stopped.instance_id,
@@ -141,7 +148,7 @@ class FleetImage(pulumi.ComponentResource):
             tags={**default_tags(), "Name": child(name, "image"), "vllm-deploy-image-digest": bake.digest},
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[stopped],
+                depends_on=[stopped, *guard],
                 replacement_trigger=bake.digest,
                 delete_before_replace=False,
                 retain_on_delete=True,

@@ -48,3 +48,26 @@ def test_the_groups_warmup_and_capacity_wait_follow_the_models_expected_start(pr
         groups[model] = (warmup, wait_minutes)
     (small_warmup, small_wait), (large_warmup, large_wait) = groups.values()
     assert large_warmup - small_warmup > 6 * 60 and large_wait > small_wait
+
+
+def test_old_images_go_only_after_the_refresh_succeeded_and_destroy_removes_them_all(program):
+    """P11: the image resource stays retained on delete (a deregistered image stops launches and
+    rollbacks); the prune runs after the refresh wait (which fails `up` when the refresh fails)
+    with the new image's id; the destroy guard is deleted after the image, template and group."""
+    from components.fleet_image_cleanup import prune_command
+
+    run = prod_fleet(program)
+    ami = run.one("aws:ec2/amiFromInstance:AmiFromInstance")
+    assert ami.retain_on_delete and not ami.delete_before_replace
+    prune = run.named("vllm-image-prune").plain
+    assert run.named("vllm-image-prune").depends_on(run.named("vllm-replicas-refresh-wait"))
+    assert prune["create"] == prune_command("prune") and "delete" not in prune
+    image_id = prune["environment"]["CURRENT_IMAGE_ID"]
+    assert image_id and image_id == run.one("aws:ec2/launchTemplate:LaunchTemplate").plain["imageId"]
+    assert prune["triggers"] == [image_id]  # runs again with each new image, only then
+    assert prune["environment"]["STACK"] == "prod" and prune["environment"]["PROJECT"] == "vllm-deploy"
+    guard = run.named("vllm-builder-image-destroy")
+    assert guard.plain["delete"] == prune_command("destroy") and not guard.plain.get("triggers")
+    assert ami.depends_on(guard)  # so the guard's delete runs after the image's (and all above it)
+    template = run.one("aws:ec2/launchTemplate:LaunchTemplate")
+    assert not guard.depends_on(template) and not guard.depends_on(run.one("aws:autoscaling/group:Group"))
