@@ -155,12 +155,7 @@ fi
 install -d -m 0755 "$VLLM_DEPLOY_RUN_DIR"
 rm -f "$VLLM_DEPLOY_RUN_DIR/draining" "$VLLM_DEPLOY_RUN_DIR/drained"
 
-args_file=$(mktemp)
-python3 -c 'import json, sys; sys.stdout.write("".join(a + "\0" for a in json.load(open(sys.argv[1]))))' \
-  "$REPLICA_HERE/vllm-args.json" >"$args_file" ||
-  die "cannot read $REPLICA_HERE/vllm-args.json" "re-render it with serving/replica.py"
-mapfile -d '' -t vllm_args <"$args_file"
-rm -f "$args_file"
+read_vllm_args "$REPLICA_HERE/vllm-args.json"
 
 for name in "$proxy" "$vllm"; do
   if container_exists "$name"; then
