@@ -92,10 +92,10 @@ class VllmFleet(pulumi.ComponentResource):
         image = FleetImage(
             builder_name,
             FleetImageArgs(
-                settings=settings, plan=plan, bake=bake,
+                settings=settings, plan=plan, bake=bake, vllm_command=list(args.vllm_command),
                 subnet=choose_subnet(settings, plan.instance.name, existing, self, provider),
                 model_volume=existing, hf_token=args.hf_token, modelscope_token=args.modelscope_token,
-                region=self.region,
+                region=self.region, api_key=api_key,
             ),
             in_aws,
         )
@@ -157,6 +157,8 @@ class VllmFleet(pulumi.ComponentResource):
         self.cost = self.cost_breakdown.to_output()
         self.refresh_surge = refresh_surge(settings, plan)
         self.metrics_dashboard_url = monitoring.dashboard_url if monitoring else None
+        # benchmarkOnDeploy: `vllm bench serve` figures of one replica (the builder, before the bake).
+        self.benchmark = image.benchmark
         self.register_outputs({
             "endpoint": self.endpoint,
             "apiKey": self.api_key,
@@ -189,4 +191,5 @@ class VllmFleet(pulumi.ComponentResource):
             "costUsd": self.cost,
             "refreshSurge": self.refresh_surge,
             **({"metricsDashboardUrl": self.metrics_dashboard_url} if self.metrics_dashboard_url is not None else {}),
+            **({"benchmark": self.benchmark} if self.benchmark is not None else {}),
         }

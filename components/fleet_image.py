@@ -34,12 +34,16 @@ import pulumi_command as command
 
 from components.fleet_bake import CLEANUP_SCRIPT, CWAGENT_SCRIPT, INSTALL_SCRIPT, REPLICA_DIR, BakeInputs
 from components.fleet_image_cleanup import destroy_guard
+from components.benchmark import VllmBenchmark, VllmBenchmarkArgs
 from components.gpu_host import GpuHost, GpuHostArgs
+from components.host_handle import HostHandle
 from components.host_setup import HostSetup, HostSetupArgs
 from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs
 from components.naming import child, component_type, default_tags
-from components.script_steps import REMOTE_DIR
+from components.script_steps import REMOTE_DIR, ScriptSteps
+from components.vllm_server import generation_api
 from config.settings import StackConfig
+from serving.vllm_args import VLLM_PORT
 from sizing.plan import SizingPlan
 
 STAGE_DIR = f"{REMOTE_DIR}/replica-bake"  # on the builder; removed by the cleanup step
@@ -48,6 +52,8 @@ STAGE_DIR = f"{REMOTE_DIR}/replica-bake"  # on the builder; removed by the clean
 # provider's default is 40 min (terraform-provider-aws docs, ami_from_instance). A minute per
 # 10 GB on top of an hour.
 IMAGE_CREATE_FLOOR_MINUTES = 60
+# The builder's vLLM for the post-deploy benchmark (builder_vllm.sh): stopped before the cleanup.
+BUILDER_CONTAINER = "vllm-builder"
 
 
 def bake_archive(bake: BakeInputs) -> str:
@@ -76,6 +82,8 @@ class FleetImageArgs:
     """The sizing decision: the builder is the replicas' instance type."""
     bake: BakeInputs
     """The replica's files and the image's hash (components.fleet_bake.bake_files)."""
+    vllm_command: list[str]
+    """The `vllm serve` argv every replica runs (stack.preflight), as the builder serves it."""
     subnet: aws.ec2.AwaitableGetSubnetResult
     """Where the builder runs: a public subnet in a zone offering the type."""
     model_volume: Optional[ExistingVolume] = None
@@ -83,6 +91,9 @@ class FleetImageArgs:
     hf_token: Optional[pulumi.Output[str]] = None
     modelscope_token: Optional[pulumi.Output[str]] = None
     region: Optional[str] = None
+    api_key: Optional[pulumi.Output[str]] = None
+    """The stack's API key: with benchmarkOnDeploy, the builder's vLLM checks it while the
+    benchmark runs (components.benchmark); only a secret env of those steps, never in the image."""
     """The stack's region: with it, `pulumi destroy` removes this stack's baked images
     (components.fleet_image_cleanup.destroy_guard)."""
 
@@ -127,7 +138,8 @@ class FleetImage(pulumi.ComponentResource):
             ),
             in_aws,
         )
-        cleaned = self._install(name, host, bake, after=[setup.runtime_ready, setup.model_ready])
+        self.benchmark: Optional[pulumi.Output[dict]] = None
+        cleaned = self._install(name, args, host, setup, after=[setup.runtime_ready, setup.model_ready])
         stopped = aws.ec2transitgateway.InstanceState(
             child(name, "stopped"),
             instance_id=host.instance_id,
@@ -173,11 +185,13 @@ class FleetImage(pulumi.ComponentResource):
         )
 
     def _install(
-        self, name: str, host: GpuHost, bake: BakeInputs, after: list[pulumi.Resource]
+        self, name: str, args: FleetImageArgs, host: GpuHost, setup: HostSetup, after: list[pulumi.Resource]
     ) -> command.remote.Command:
-        """Upload the files and scripts, install them, then run the bake cleanup, which removes
-        every container, provisioning's SSH keys, secrets and TLS files, and fails if any remain
-        (P9). Each runs again on a new builder or a new digest."""
+        """Upload the files and scripts, install them, with benchmarkOnDeploy measure one replica
+        (self._benchmark), then run the bake cleanup, which removes every container,
+        provisioning's SSH keys, secrets and TLS files, and fails if any remain (P9). Each runs
+        again on a new builder or a new digest."""
+        bake = args.bake
         triggers = [bake.digest, host.instance_id]
         env = {"VLLM_DEPLOY_REPLICA_DIR": REPLICA_DIR}
         sudo = "sudo --preserve-env=VLLM_DEPLOY_REPLICA_DIR bash"
@@ -200,6 +214,53 @@ class FleetImage(pulumi.ComponentResource):
         if CWAGENT_SCRIPT in bake.files:  # a fleet with monitoring on: the agent, signature checked
             before_install.append(step("cloudwatch-agent", f"{sudo} {STAGE_DIR}/{CWAGENT_SCRIPT}", [upload]))
         install = step("replica-install", f"{sudo} {STAGE_DIR}/{INSTALL_SCRIPT}", before_install)
+        measured = self._benchmark(name, args, host, setup, after=install)
         return step(
-            "bake-cleanup", f"sudo rm -rf {STAGE_DIR} && {sudo} {REPLICA_DIR}/{CLEANUP_SCRIPT}", [install]
+            "bake-cleanup", f"sudo rm -rf {STAGE_DIR} && {sudo} {REPLICA_DIR}/{CLEANUP_SCRIPT}", [measured]
+        )
+
+    def _benchmark(
+        self, name: str, args: FleetImageArgs, host: GpuHost, setup: HostSetup, after: command.remote.Command
+    ) -> command.remote.Command:
+        """benchmarkOnDeploy: the post-deploy benchmark against one replica, before the image is
+        made. The builder serves the replica's vLLM (its baked argv and environment:
+        builder_vllm.sh), waits for it as a single host does (wait_for_vllm.sh), runs the single
+        host's benchmark (components.benchmark), then stops and removes the container, so the
+        cleanup finds none. Sets self.benchmark (the figures); returns the last step."""
+        settings, plan = args.settings, args.plan
+        if not settings.benchmark_on_deploy or args.api_key is None:
+            return after
+        steps = ScriptSteps(self, child(name, "bench"), host.connection, host.instance_id)
+        builder_env = {"VLLM_DEPLOY_REPLICA_DIR": REPLICA_DIR, "VLLM_DEPLOY_CONTAINER": BUILDER_CONTAINER}
+        key = {"VLLM_API_KEY": args.api_key}
+        serve = steps.run(
+            "serve", "builder_vllm.sh", after=after, env={**builder_env, "VLLM_DEPLOY_BUILDER_ACTION": "start"},
+            secret_env=key, extra_triggers=[args.bake.digest],
+        )
+        ready = steps.run(
+            "ready", "wait_for_vllm.sh", after=serve,
+            env={
+                "VLLM_DEPLOY_PORT": str(VLLM_PORT), "VLLM_DEPLOY_CONTAINER": BUILDER_CONTAINER,
+                "VLLM_DEPLOY_SERVED_MODEL": settings.served_name,
+                "VLLM_DEPLOY_TIMEOUT_SECONDS": str(settings.readiness_timeout_minutes * 60),
+                "VLLM_DEPLOY_MODEL_DIR": setup.model_dir,
+                "VLLM_DEPLOY_GENERATION_API": generation_api(list(args.vllm_command)),
+            },
+            secret_env=key, log_output=True, timeout=f"{settings.readiness_timeout_minutes + 5}m",
+        )
+        handle = HostHandle(
+            connection=host.connection, docker_provider=None, instance=host.instance,
+            instance_id=host.instance_id, runtime_ready=setup.runtime_ready, model_ready=setup.model_ready,
+            model_dir=setup.model_dir,
+        )
+        benchmark = VllmBenchmark(
+            child(name, "benchmark"),
+            VllmBenchmarkArgs(settings=settings, plan=plan, host=handle, ready=ready, api_key=args.api_key,
+                              rerun_on_trigger=False),
+            pulumi.ResourceOptions(parent=self),
+        )
+        self.benchmark = benchmark.result
+        return steps.run(
+            "stop", "builder_vllm.sh", after=benchmark.step,
+            env={**builder_env, "VLLM_DEPLOY_BUILDER_ACTION": "stop"},
         )

@@ -71,3 +71,33 @@ def test_old_images_go_only_after_the_refresh_succeeded_and_destroy_removes_them
     assert ami.depends_on(guard)  # so the guard's delete runs after the image's (and all above it)
     template = run.one("aws:ec2/launchTemplate:LaunchTemplate")
     assert not guard.depends_on(template) and not guard.depends_on(run.one("aws:autoscaling/group:Group"))
+
+
+def test_the_benchmark_measures_one_replica_on_the_builder_before_the_image_is_made(program):
+    """benchmarkOnDeploy on a fleet: the builder serves the replica's vLLM, waits for it, runs
+    the single host's benchmark, stops it, and only then is cleaned, stopped and imaged. The key
+    reaches those steps only as a secret environment; the figures are the stack's `benchmark`."""
+    from tests.harness import is_secret, plain_text
+
+    run = prod_fleet(program, benchmarkOnDeploy=True)
+    chain = ["vllm-builder-replica-install", "vllm-builder-bench-serve", "vllm-builder-bench-ready",
+             "vllm-builder-benchmark-run", "vllm-builder-bench-stop", "vllm-builder-bake-cleanup",
+             "vllm-builder-stopped", "vllm-builder-image"]
+    for before, after in zip(chain, chain[1:]):
+        assert run.named(after).depends_on(run.named(before)), f"{after} must wait for {before}"
+    serve, stop = run.named("vllm-builder-bench-serve"), run.named("vllm-builder-bench-stop")
+    assert serve.plain["environment"]["VLLM_DEPLOY_BUILDER_ACTION"] == "start"
+    assert stop.plain["environment"]["VLLM_DEPLOY_BUILDER_ACTION"] == "stop"
+    for step in ("vllm-builder-bench-serve", "vllm-builder-bench-ready", "vllm-builder-benchmark-run"):
+        inputs = run.named(step).inputs
+        env = inputs["environment"]
+        assert is_secret(env) or is_secret(env["VLLM_API_KEY"]), step
+        assert run.named(step).plain["environment"]["VLLM_API_KEY"] == API_KEY
+        assert API_KEY not in plain_text(inputs), step
+        assert "VLLM_API_KEY" not in run.named(step).plain["create"].split("--preserve-env=")[0]
+    # The builder is stopped once baked: a benchmarkTrigger change must not re-run a step there.
+    assert not any("benchmarkTrigger" in str(t) for t in run.named("vllm-builder-benchmark-run").plain["triggers"])
+    assert "benchmark" in run.exports
+    quiet = prod_fleet(program)  # prod's own benchmarkOnDeploy: false
+    assert not [r for r in quiet.resources if "-bench" in r.name] and "benchmark" not in quiet.exports
+    assert quiet.named("vllm-builder-bake-cleanup").depends_on(quiet.named("vllm-builder-replica-install"))
