@@ -18,7 +18,7 @@ import pulumi_aws as aws
 
 from components import fleet_bake
 from components.fleet_bake import bake_files
-from components.fleet_group import REFRESH_MAX_HEALTHY_PCT, FleetGroup, FleetGroupArgs, group_name
+from components.fleet_group import REFRESH_MAX_HEALTHY_PCT, FleetGroup, FleetGroupArgs, group_name, replica_start
 from components.fleet_image import FleetImage, FleetImageArgs
 from components.fleet_image_cleanup import prune_after_refresh
 from components.fleet_monitoring import FleetMonitoring, FleetMonitoringArgs
@@ -99,6 +99,7 @@ class VllmFleet(pulumi.ComponentResource):
             ),
             in_aws,
         )
+        self._warn_if_readiness_is_short(settings, plan)
         zone_id = public_zone_of(settings.domain, lookups)
         if settings.domain and zone_id is None:
             pulumi.log.warn(
@@ -173,6 +174,23 @@ class VllmFleet(pulumi.ComponentResource):
             "vllmImage": settings.vllm_image,
             "vllmCommand": list(args.vllm_command),
         })
+
+    def _warn_if_readiness_is_short(self, settings: StackConfig, plan: SizingPlan) -> None:
+        """A replica gives up on /health (ABANDON) after readinessTimeoutMinutes from its boot
+        unit's start; below the expected load (sizing.start_time, less the boot) the group would
+        replace replicas that were still loading, again and again (fleet-pitfalls P8)."""
+        expected = replica_start(settings, plan)
+        loading_s = expected.total_s - expected.boot_s
+        if settings.readiness_timeout_minutes * 60 < loading_s:
+            needed = -(-loading_s // 60)
+            pulumi.log.warn(
+                f"vllm-deploy:readinessTimeoutMinutes={settings.readiness_timeout_minutes}: a replica is "
+                f"expected to need about {needed} min from its boot unit to /health (the image and "
+                f"{plan.weights_on_disk_gb:.0f} GB of weights read from the snapshots, then vLLM's start), "
+                "and gives up when this runs out, so the group would replace replicas still loading; "
+                f"set readinessTimeoutMinutes to {needed + 5} or more",
+                resource=self,
+            )
 
     def outputs(self) -> dict[str, Any]:
         """The stack outputs of a fleet (the single host's that apply, and the fleet's own)."""

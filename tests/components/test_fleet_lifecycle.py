@@ -101,3 +101,13 @@ def test_the_benchmark_measures_one_replica_on_the_builder_before_the_image_is_m
     quiet = prod_fleet(program)  # prod's own benchmarkOnDeploy: false
     assert not [r for r in quiet.resources if "-bench" in r.name] and "benchmark" not in quiet.exports
     assert quiet.named("vllm-builder-bake-cleanup").depends_on(quiet.named("vllm-builder-replica-install"))
+
+
+def test_a_readiness_bound_below_the_expected_load_is_warned_with_a_working_value(program):
+    short = prod_fleet(program, model="Qwen/Qwen2.5-72B-Instruct", maxHourlyPriceUsd=20, readinessTimeoutMinutes=5)
+    (warning,) = [line for line in short.logs if "readinessTimeoutMinutes=5" in line]
+    needed = int(warning.split("set readinessTimeoutMinutes to ")[1].split()[0])
+    assert "replace replicas still loading" in warning
+    fixed = prod_fleet(program, model="Qwen/Qwen2.5-72B-Instruct", maxHourlyPriceUsd=20,
+                       readinessTimeoutMinutes=needed)
+    assert not [line for line in fixed.logs if "readinessTimeoutMinutes=" in line]
