@@ -144,8 +144,8 @@ def script_files() -> dict[str, bytes]:
 def image_digest(settings: StackConfig, plan: SizingPlan, *, files: dict[str, str], driver_branch: str) -> str:
     """sha256 of what the baked image holds: the model (id, source, revision), the vLLM and
     nginx images, the driver branch, the base image choice, the instance type and disk sizes
-    the builder was provisioned for, every host script and every rendered replica file. Any
-    change makes a new image (fleet-pitfalls P11)."""
+    the builder was provisioned for, every host script and every rendered replica file, and
+    whether the builder benchmarks before the bake. Any change makes a new image (P11)."""
     content: dict[str, Any] = {
         "model": settings.model,
         "modelSource": settings.model_source,
@@ -167,4 +167,9 @@ def image_digest(settings: StackConfig, plan: SizingPlan, *, files: dict[str, st
         content["loraAdapters"] = [[a.name, a.model, a.revision] for a in settings.lora_adapters]
     if settings.speculative_model is not None:
         content["speculativeModel"] = settings.speculative_model.model_dump(mode="json")
+    if settings.benchmark_on_deploy:
+        # The builder serves and benchmarks before the bake (components.fleet_image): turning it
+        # on or off bakes again on a fresh builder (a baked builder is stopped, and a step added
+        # to it could not run).
+        content["benchmarkOnDeploy"] = True
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

@@ -199,7 +199,13 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         )
     if config.spot:
         notes.append("spot: the price shown is on-demand; spot does not change the choice")
-    if config.monitoring:
+    if config.monitoring and config.replicas > 1:
+        notes.append(
+            f"each replica's root volume holds {monitoring_disk_gb(config):.0f} GB for the CloudWatch "
+            "agent; a fleet's metrics are kept in CloudWatch, not on the replicas "
+            "(monitoringRetentionSizeGib applies to a single host's Prometheus only)"
+        )
+    elif config.monitoring:
         notes.append(
             f"the root volume holds {monitoring_disk_gb(config):.0f} GB for monitoring "
             f"({config.monitoring_retention_size_gib} GiB of metrics kept, and the images)"
