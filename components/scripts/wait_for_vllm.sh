@@ -200,7 +200,7 @@ else:
 if [[ -n "$tool_parser" ]]; then
   tool=get_weather
   printf '{"model": %s, "messages": [{"role": "user", "content": "What is the weather in Paris? Use the %s tool."}], "tools": [{"type": "function", "function": {"name": "%s", "description": "Current weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}], "tool_choice": "auto", "max_tokens": 128, "temperature": 0}' \
-    "$model_json" "$tool" "$tool" >"$work/tool_request.json"
+    "$(json_string "$served")" "$tool" "$tool" >"$work/tool_request.json"
   log "making one tool call through /v1/chat/completions (--tool-call-parser ${tool_parser})"
   http_status=$(post_with_key "${base}/v1/chat/completions" "$work/tool_request.json" "$work/tool_response.json") ||
     http_status="none"
