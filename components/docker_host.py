@@ -37,6 +37,10 @@ def identity_file(stack: str) -> Path:
 
 INSTANCE_LABEL = "vllm-deploy.instance"
 
+# The systemd slice every container of the program runs in (Docker's cgroup_parent): the host's
+# nftables rule keeps it away from IMDS (components/scripts/block_container_imds.sh).
+CONTAINER_SLICE = "vllm-containers.slice"
+
 
 def on_host(
     parent: pulumi.Resource,

@@ -201,12 +201,15 @@ class HostSetup(pulumi.ComponentResource):
                 "VLLM_DEPLOY_METRICS_URL": f"http://127.0.0.1:{VLLM_PORT}/metrics",
             },
         )
-        self.runtime_ready = smoke
+        checked = smoke
         if args.efa_interfaces:
-            self.runtime_ready = self._steps.run(
+            checked = self._steps.run(
                 "efa", "check_efa.sh", after=smoke,
                 env={"VLLM_DEPLOY_EFA_INTERFACES": str(args.efa_interfaces)},
             )
+        # Before any container: the host-network containers (cgroup_parent CONTAINER_SLICE) may
+        # not reach IMDS, which the hop limit does not stop for them (the script says how).
+        self.runtime_ready = self._steps.run("imds-guard", "block_container_imds.sh", after=checked)
         self.model_ready = download
         self.register_outputs({"modelDir": self.model_dir, "gpuCheck": smoke.stdout})
 

@@ -17,7 +17,7 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
-from components.docker_host import INSTANCE_LABEL
+from components.docker_host import CONTAINER_SLICE, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
 from config.settings import StackConfig
@@ -101,6 +101,7 @@ class Monitoring(pulumi.ComponentResource):
         """A long-running container on the host network; replaced in place (same name, port)."""
         return docker.Container(
             child(self._name, role),
+            cgroup_parent=CONTAINER_SLICE,  # no IMDS from the host network (docker_host)
             image=image.image_id,
             network_mode="host",
             restart="always",

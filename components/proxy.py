@@ -22,7 +22,7 @@ import pulumi_docker as docker
 import pulumi_command as command
 
 from components.certificates import stack_certificates
-from components.docker_host import INSTANCE_LABEL
+from components.docker_host import CONTAINER_SLICE, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
 from serving.nginx import CONTAINER_CERT_PATH, CONTAINER_CONF_PATH, CONTAINER_KEY_PATH, NGINX_IMAGE
@@ -107,6 +107,7 @@ class NginxProxy(pulumi.ComponentResource):
         uploads.insert(0, docker.ContainerUploadArgs(file=CONTAINER_CONF_PATH, content=self.config_text))
         container = docker.Container(
             child(name, "container"),
+            cgroup_parent=CONTAINER_SLICE,  # no IMDS from the host network (docker_host)
             name=PROXY_CONTAINER_NAME,
             image=image.image_id,
             network_mode="host",  # real client addresses for allow-lists and rate limits

@@ -9,7 +9,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.docker_host import INSTANCE_LABEL
+from components.docker_host import CONTAINER_SLICE, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
 from components.ray_cluster import (
@@ -155,6 +155,7 @@ class VllmServer(pulumi.ComponentResource):
             after += head.workers_ready
         return docker.Container(
             child(self._name, "container"),
+            cgroup_parent=CONTAINER_SLICE,  # no IMDS from the host network (docker_host)
             name=CONTAINER_NAME,
             image=image.image_id,
             command=self.args,

@@ -91,7 +91,8 @@ run_args=()
 if [[ "$launch" == docker ]]; then
   require_env VLLM_DEPLOY_IMAGE
   # Host network: Ray and NCCL talk over the node's private IP; ipc=host: vLLM's shared memory.
-  run_args+=(--restart unless-stopped --network host --ipc host --gpus all
+  # The slice the host's IMDS guard keeps away from IMDS (block_container_imds.sh).
+  run_args+=(--restart unless-stopped --network host --cgroup-parent vllm-containers.slice --ipc host --gpus all
     -e VLLM_HOST_IP="$node_ip" -e NCCL_SOCKET_IFNAME="$NCCL_SOCKET_IFNAME"
     -e GLOO_SOCKET_IFNAME="$GLOO_SOCKET_IFNAME")
   read -ra pairs <<<"${VLLM_DEPLOY_CONTAINER_ENV:-}"
