@@ -24,6 +24,7 @@ from typing import Optional
 import pulumi
 import pulumi_command as command
 
+from config.image_pins import digest_of, with_digest
 from components.gpu_host import SSH_USER
 from components.model_volume import ModelVolume
 from components.naming import child, component_type
@@ -73,6 +74,9 @@ def directory_fingerprint(directory: Path) -> str:
 GPU_MEMORY_TOLERANCE_PCT = 2
 
 
+SMOKE_IMAGE = "ubuntu:22.04"  # gpu_smoke_check.sh: the toolkit injects nvidia-smi into it
+
+
 def gpu_check_env(instance: GpuInstance) -> dict[str, str]:
     """What scripts/gpu_smoke_check.sh expects to see on the sized instance: the GPU count, a word
     of the GPU's name and the memory.total nvidia-smi reports for one GPU (MiB; neither the EC2
@@ -83,6 +87,8 @@ def gpu_check_env(instance: GpuInstance) -> dict[str, str]:
         "VLLM_DEPLOY_EXPECTED_GPU_NAME": memory.nvidia_smi_name,
         "VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB": str(memory.nvidia_smi_mib),
         "VLLM_DEPLOY_GPU_MEMORY_TOLERANCE_PCT": str(GPU_MEMORY_TOLERANCE_PCT),
+        # The script's own default, passed only once a digest pins it (config/image-digests.json).
+        **({"VLLM_DEPLOY_SMOKE_IMAGE": with_digest(SMOKE_IMAGE)} if digest_of(SMOKE_IMAGE) else {}),
     }
 
 

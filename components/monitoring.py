@@ -17,6 +17,7 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
+from config.image_pins import with_digest
 from components.docker_host import CONTAINER_SLICE, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
@@ -87,7 +88,7 @@ class Monitoring(pulumi.ComponentResource):
     def _image(self, role: str, reference: str) -> docker.RemoteImage:
         return docker.RemoteImage(
             child(self._name, f"{role}-image"),
-            name=reference,
+            name=with_digest(reference),
             keep_locally=True,
             triggers={INSTANCE_LABEL: self._args.host.instance_id},
             opts=self._on_host([self._args.host.runtime_ready]),

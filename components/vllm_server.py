@@ -9,6 +9,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
+from config.image_pins import with_digest
 from components.docker_host import CONTAINER_SLICE, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
@@ -70,7 +71,7 @@ class VllmServer(pulumi.ComponentResource):
         host = args.host
         image = docker.RemoteImage(
             child(name, "image"),
-            name=settings.vllm_image,
+            name=with_digest(settings.vllm_image),
             keep_locally=True,  # tens of GB: pull once, keep across container replacements
             # The Elastic IP (so the provider) outlives a replaced instance: pull again there.
             triggers={INSTANCE_LABEL: host.instance_id},
