@@ -174,4 +174,6 @@ LOCAL_COMMAND_ACTIONS: dict[str, tuple[set[str], str]] = {
     "components/local/wait_for_refresh.py": (
         {"autoscaling:DescribeInstanceRefreshes"}, "its newest_refresh(): describe_instance_refreshes"),
     "components/local/wait_for_reboot.py": (set(), "TCP to the host's SSH port, no AWS call"),
+    "components/local/host_key.py": (
+        {"ec2:GetConsoleOutput"}, "its console_reader(): get_console_output (the SSH host key)"),
 }
