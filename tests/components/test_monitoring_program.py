@@ -6,6 +6,7 @@ import re
 import pytest
 import yaml
 
+from config.image_pins import with_digest
 from serving.monitoring import catalog, services
 from tests.harness import is_secret, plain_text, reveal
 
@@ -39,7 +40,8 @@ def test_monitoring_containers_run_pinned_images_and_listen_on_loopback_only(pro
         plain = container.plain
         assert plain["networkMode"] == "host" and not plain.get("ports"), name
         image_urns = set(container.property_dependencies["image"])
-        assert {images[u] for u in image_urns} == {service.image}, name
+        # The catalog's tag, by its verified digest where config/image-digests.json has one.
+        assert {images[u] for u in image_urns} == {with_digest(service.image)}, name
         listen = " ".join(plain.get("command") or []) + " " + " ".join(reveal(container.inputs.get("envs") or []))
         assert f"127.0.0.1:{service.port}" in listen or "GF_SERVER_HTTP_ADDR=127.0.0.1" in listen, name
         assert "0.0.0.0" not in listen and ":::" not in listen, name
