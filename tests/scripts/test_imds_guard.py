@@ -68,3 +68,23 @@ def test_the_script_and_the_nft_stub_pass_shellcheck() -> None:
     result = subprocess.run([_shellcheck(), "-x", str(SCRIPTS / "block_container_imds.sh"), str(stubs / "nft")],
                             capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stdout
+
+
+def test_the_real_nft_accepts_the_ruleset(dlami: Host) -> None:
+    """nftables (and the kernel, through `nft -c`) accept the rules the script writes, in a
+    network and mount namespace of this test's own, where a tmpfs stands in for the cgroup v2
+    tree so the slice's path resolves (as the slice unit makes it resolve on the host)."""
+    import os
+    import shutil
+
+    import pytest
+
+    nft, unshare = shutil.which("nft") or "/usr/sbin/nft", shutil.which("unshare")
+    if os.geteuid() != 0 or not Path(nft).exists() or not unshare:
+        pytest.skip("needs root, nft (apt-get install nftables) and unshare: the ruleset is then checked by nftables")
+    assert_ok(guard(dlami))
+    rules = dlami.root / "etc" / "vllm-deploy" / "imds-guard.nft"
+    script = (f"mount -t tmpfs none /sys/fs/cgroup && mkdir /sys/fs/cgroup/{SLICE} && "
+              f"{nft} -c -f {rules}")
+    result = subprocess.run([unshare, "-m", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
