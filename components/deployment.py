@@ -150,6 +150,7 @@ class VllmDeployment(pulumi.ComponentResource):
         host = node.host
         return docker_over_ssh(
             base, host=host.public_ip, user=host.ssh_user, private_key=host.ssh_private_key,
+            host_key=host.host_key,
             opts=pulumi.ResourceOptions(parent=self),
         )
 

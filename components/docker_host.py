@@ -10,6 +10,10 @@ nothing at preview. The stack's generated private key is written to
 preview (`pulumi up`), before the Docker provider first dials with it; a preview
 (`pulumi.runtime.is_dry_run()`) writes no file, so a CI preview leaves no key on its runner.
 With your own `sshPublicKey`, your ssh-agent is used and nothing is written.
+
+The host's SSH key is pinned the same way: `up` writes `<host> <key>` to
+~/.ssh/vllm-deploy/<stack>.<name>.known_hosts (the key from the EC2 API, GpuHost.host_key) and
+ssh runs with StrictHostKeyChecking=yes against that file only.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ INSTANCE_LABEL = "vllm-deploy.instance"
 # in the CDI mode of toolkit 1.18+, where Docker's bare GPU request is refused ("invoking the NVIDIA
 # Container Runtime Hook directly ... is not supported", NVIDIA/nvidia-container-toolkit#1456).
 GPU_RUNTIME = "nvidia"
+
+# The systemd slice every container of the program runs in (Docker's cgroup_parent): the host's
+# nftables rule keeps it away from IMDS (components/scripts/block_container_imds.sh).
+CONTAINER_SLICE = "vllm-containers.slice"
 
 
 def on_host(
@@ -70,13 +78,31 @@ def write_identity_file(path: Path, private_key: str) -> str:
     return str(path)
 
 
-def docker_ssh_opts(key_path: Optional[str]) -> list[str]:
-    # Host keys are not pinned: the Elastic IP outlives a replaced instance (new host key),
-    # and pulumi-command's own SSH connection does not check them either. Authentication
-    # of the client is by key only.
+def known_hosts_file(stack: str, name: str) -> Path:
+    return Path(os.path.expanduser("~")) / IDENTITY_DIR / f"{stack}.{name}.known_hosts"
+
+
+def known_hosts_hint(stack: str, name: str) -> str:
+    return f"~/{IDENTITY_DIR}/{stack}.{name}.known_hosts"
+
+
+def write_known_hosts(path: Path, host: str, host_key: str) -> None:
+    """`<host> <key>`: the one key ssh accepts for that address (rewritten for a new instance,
+    so a replaced host's new key replaces the old one)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{host} {host_key}\n")
+
+
+def docker_ssh_opts(key_path: Optional[str], known_hosts: str) -> list[str]:
+    """ssh options for the Docker provider: the host's key must be the one in `known_hosts`
+    (obtained from the EC2 API, components/local/host_key.py), and nothing else is learnt."""
     opts = [
-        "-o", "StrictHostKeyChecking=no",
-        "-o", "UserKnownHostsFile=/dev/null",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={known_hosts}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "UpdateHostKeys=no",
         "-o", "LogLevel=ERROR",
         "-o", "ServerAliveInterval=30",
         "-o", "ConnectTimeout=15",
@@ -84,6 +110,13 @@ def docker_ssh_opts(key_path: Optional[str]) -> list[str]:
     if key_path:
         opts += ["-o", "IdentitiesOnly=yes", "-i", key_path]
     return opts
+
+
+def pinned_known_hosts(stack: str, name: str, host: str, host_key: str) -> str:
+    """Writes the known_hosts file (not in a preview, like the key) and returns it as `~/...`."""
+    if not pulumi.runtime.is_dry_run():
+        write_known_hosts(known_hosts_file(stack, name), host, host_key)
+    return known_hosts_hint(stack, name)
 
 
 def ssh_identity(stack: str, private_key: str) -> str:
@@ -101,17 +134,21 @@ def docker_over_ssh(
     host: pulumi.Input[str],
     user: pulumi.Input[str],
     private_key: Optional[pulumi.Output[str]],
+    host_key: pulumi.Input[str],
     opts: Optional[pulumi.ResourceOptions] = None,
 ) -> docker.Provider:
+    stack = pulumi.get_stack()
     key_path: pulumi.Input[Optional[str]] = None
     if private_key is not None:
-        stack = pulumi.get_stack()
         key_path = private_key.apply(
             lambda key: ssh_identity(stack, key) if key else identity_file_hint(stack)
         )
+    known_hosts = pulumi.Output.all(host, host_key).apply(
+        lambda pair: pinned_known_hosts(stack, name, pair[0], pair[1])
+    )
     return docker.Provider(
         child(name, "docker"),
         host=pulumi.Output.concat("ssh://", user, "@", host),
-        ssh_opts=pulumi.Output.from_input(key_path).apply(docker_ssh_opts),
+        ssh_opts=pulumi.Output.all(key_path, known_hosts).apply(lambda v: docker_ssh_opts(v[0], v[1])),
         opts=opts,
     )

@@ -24,6 +24,9 @@ from sizing.plan import SizingPlan
 from config.settings import StackConfig
 
 SSH_USER = "ubuntu"
+# Relative: local commands run in the project directory, and the command is in the state.
+HOST_KEY_TOOL = "components/local/host_key.py"
+LOCAL_PYTHON = '"$(if [ -x .venv/bin/python ]; then echo .venv/bin/python; else echo python3; fi)"'
 
 @dataclass(frozen=True)
 class SharedAccess:
@@ -72,6 +75,9 @@ class GpuHost(pulumi.ComponentResource):
     zone: str  # the same, known at preview: where the model volume must be
     ssh_user: pulumi.Output[str]
     ssh_private_key: Optional[pulumi.Output[str]]
+    # `ssh-ed25519 <base64>`: the instance's own host key, read from its console through the EC2
+    # API (components/local/host_key.py); every SSH connection to it accepts only this key.
+    host_key: pulumi.Output[str]
     connection: command.remote.ConnectionArgs
     # The same host and key, without waiting for the Elastic IP's association: for steps that
     # must not look changed when only the instance is replaced (their inputs stay known in preview).
@@ -109,8 +115,9 @@ class GpuHost(pulumi.ComponentResource):
         self.zone = subnet.availability_zone
         self.ssh_user = pulumi.Output.from_input(SSH_USER)
         self.ssh_private_key = private_key
-        self.connection = self._connection(self.public_ip, private_key)
-        self.stable_connection = self._connection(address.public_ip, private_key)
+        self.host_key = self._host_key(instance)
+        self.connection = self._connection(self.public_ip, private_key, self.host_key)
+        self.stable_connection = self._connection(address.public_ip, private_key, self.host_key)
         self.register_outputs(
             {
                 "instanceId": self.instance_id,
@@ -125,12 +132,38 @@ class GpuHost(pulumi.ComponentResource):
     def _invoke_opts(self) -> pulumi.InvokeOptions:
         return pulumi.InvokeOptions(parent=self)
 
+    def _host_key(self, instance: aws.ec2.Instance) -> pulumi.Output[str]:
+        """The instance's SSH host key, from its console output through the EC2 API (not over
+        SSH: docs/host-keys.md), read again for each new instance (a replaced one has a new
+        key). Runs where `pulumi up` runs, with the deploy credentials pulumi-aws uses; `.venv`'s
+        python (boto3) when there is one, as the command is part of the state."""
+        aws_config = pulumi.Config("aws")
+        environment: dict[str, pulumi.Input[str]] = {"INSTANCE_ID": instance.id}
+        for key, variable in (("region", "AWS_REGION"), ("profile", "AWS_PROFILE")):
+            if aws_config.get(key):
+                environment[variable] = aws_config.get(key)  # type: ignore[assignment]
+        read = command.local.Command(
+            child(self._name, "host-key"),
+            create=f"{LOCAL_PYTHON} {HOST_KEY_TOOL}",
+            environment=environment,
+            triggers=[instance.id],
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(parent=self, custom_timeouts=pulumi.CustomTimeouts(create="15m")),
+        )
+        return read.stdout.apply(lambda out: out.strip())
+
     @staticmethod
-    def _connection(host: pulumi.Input[str], private_key: Optional[pulumi.Output[str]]) -> command.remote.ConnectionArgs:
+    def _connection(
+        host: pulumi.Input[str], private_key: Optional[pulumi.Output[str]], host_key: pulumi.Input[str]
+    ) -> command.remote.ConnectionArgs:
         return command.remote.ConnectionArgs(
             host=host,
             user=SSH_USER,
             private_key=private_key,
+            # Only this key (pulumi-command >= 1.1: FixedHostKey, and the key's own algorithm;
+            # provider/pkg/provider/remote/connection.go): a party answering at the address
+            # without the instance's key gets no connection, so no secret.
+            host_key=host_key,
             # A fresh instance takes minutes to boot (longer after a driver reboot).
             dial_error_limit=120,
             per_dial_timeout=10,

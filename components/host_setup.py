@@ -24,6 +24,7 @@ from typing import Optional
 import pulumi
 import pulumi_command as command
 
+from config.image_pins import digest_of, with_digest
 from components.gpu_host import SSH_USER
 from components.model_volume import ModelVolume
 from components.naming import child, component_type
@@ -113,6 +114,9 @@ def directory_fingerprint(directory: Path) -> str:
 GPU_MEMORY_TOLERANCE_PCT = 2
 
 
+SMOKE_IMAGE = "ubuntu:22.04"  # gpu_smoke_check.sh: the toolkit injects nvidia-smi into it
+
+
 def gpu_check_env(instance: GpuInstance) -> dict[str, str]:
     """What scripts/gpu_smoke_check.sh expects to see on the sized instance: the GPU count, a word
     of the GPU's name and the memory.total nvidia-smi reports for one GPU (MiB; neither the EC2
@@ -123,6 +127,8 @@ def gpu_check_env(instance: GpuInstance) -> dict[str, str]:
         "VLLM_DEPLOY_EXPECTED_GPU_NAME": memory.nvidia_smi_name,
         "VLLM_DEPLOY_EXPECTED_GPU_MEMORY_MIB": str(memory.nvidia_smi_mib),
         "VLLM_DEPLOY_GPU_MEMORY_TOLERANCE_PCT": str(GPU_MEMORY_TOLERANCE_PCT),
+        # The script's own default, passed only once a digest pins it (config/image-digests.json).
+        **({"VLLM_DEPLOY_SMOKE_IMAGE": with_digest(SMOKE_IMAGE)} if digest_of(SMOKE_IMAGE) else {}),
     }
 
 
@@ -243,9 +249,9 @@ class HostSetup(pulumi.ComponentResource):
                 **idle_stop_bounds(settings),
             },
         )
-        self.runtime_ready = smoke
+        checked = smoke
         if args.efa_interfaces:
-            self.runtime_ready = self._steps.run(
+            checked = self._steps.run(
                 "efa", "check_efa.sh", after=smoke,
                 env={"VLLM_DEPLOY_EFA_INTERFACES": str(args.efa_interfaces)},
             )
@@ -255,6 +261,9 @@ class HostSetup(pulumi.ComponentResource):
         base = download
         for addon in addon_dirs(settings):
             download = self._addon(settings, args, addon, after=download, base=base)
+        # Before any container: the host-network containers (cgroup_parent CONTAINER_SLICE) may
+        # not reach IMDS, which the hop limit does not stop for them (the script says how).
+        self.runtime_ready = self._steps.run("imds-guard", "block_container_imds.sh", after=checked)
         self.model_ready = download
         self.register_outputs({"modelDir": self.model_dir, "gpuCheck": smoke.stdout})
 

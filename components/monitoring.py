@@ -17,7 +17,8 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
-from components.docker_host import GPU_RUNTIME, INSTANCE_LABEL
+from config.image_pins import with_digest
+from components.docker_host import CONTAINER_SLICE, GPU_RUNTIME, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
 from config.settings import StackConfig
@@ -91,7 +92,7 @@ class Monitoring(pulumi.ComponentResource):
     def _image(self, role: str, reference: str) -> docker.RemoteImage:
         return docker.RemoteImage(
             child(self._name, f"{role}-image"),
-            name=reference,
+            name=with_digest(reference),
             keep_locally=True,
             triggers={INSTANCE_LABEL: self._args.host.instance_id},
             opts=self._on_host([self._args.host.runtime_ready]),
@@ -105,6 +106,7 @@ class Monitoring(pulumi.ComponentResource):
         """A long-running container on the host network; replaced in place (same name, port)."""
         return docker.Container(
             child(self._name, role),
+            cgroup_parent=CONTAINER_SLICE,  # no IMDS from the host network (docker_host)
             image=image.image_id,
             network_mode="host",
             restart="always",

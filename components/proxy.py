@@ -21,8 +21,9 @@ import pulumi_docker as docker
 
 import pulumi_command as command
 
+from config.image_pins import digest_of, with_digest
 from components.certificates import stack_certificates
-from components.docker_host import INSTANCE_LABEL
+from components.docker_host import CONTAINER_SLICE, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
 from serving.nginx import CONTAINER_CERT_PATH, CONTAINER_CONF_PATH, CONTAINER_KEY_PATH, NGINX_IMAGE
@@ -35,7 +36,7 @@ PROXY_CONTAINER_NAME = "vllm-proxy"
 # letsencrypt while the old proxy still runs.
 ACME_WEBROOT = "/var/lib/vllm-deploy/acme-webroot"
 LETSENCRYPT_DIR = "/etc/letsencrypt"
-
+CERTBOT_IMAGE = "certbot/certbot:v5.8.0"  # obtain_certificate.sh's default
 
 
 def proxy_config(settings: StackConfig, limits: ProxyLimits, *, public_ip: str, upstream_port: int) -> str:
@@ -80,7 +81,7 @@ class NginxProxy(pulumi.ComponentResource):
 
         image = docker.RemoteImage(
             child(name, "image"),
-            name=NGINX_IMAGE,
+            name=with_digest(NGINX_IMAGE),
             keep_locally=True,
             triggers={INSTANCE_LABEL: host.instance_id},
             opts=host.docker_options(self, [host.runtime_ready]),
@@ -109,6 +110,7 @@ class NginxProxy(pulumi.ComponentResource):
         uploads.insert(0, docker.ContainerUploadArgs(file=CONTAINER_CONF_PATH, content=self.config_text))
         container = docker.Container(
             child(name, "container"),
+            cgroup_parent=CONTAINER_SLICE,  # no IMDS from the host network (docker_host)
             name=PROXY_CONTAINER_NAME,
             image=image.image_id,
             network_mode="host",  # real client addresses for allow-lists and rate limits
@@ -146,6 +148,8 @@ class NginxProxy(pulumi.ComponentResource):
                 "VLLM_DEPLOY_ACME_WEBROOT": ACME_WEBROOT,
                 "VLLM_DEPLOY_NGINX_CONTAINER": PROXY_CONTAINER_NAME,
                 "VLLM_DEPLOY_PUBLIC_IP": args.public_ip,
+                # The script's own default, passed only once a digest pins it.
+                **({"VLLM_DEPLOY_CERTBOT_IMAGE": with_digest(CERTBOT_IMAGE)} if digest_of(CERTBOT_IMAGE) else {}),
             },
         )
 

@@ -25,6 +25,7 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
+from config.image_pins import with_digest
 from components.docker_host import INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
@@ -140,7 +141,7 @@ class RayWorker(pulumi.ComponentResource):
         host = args.host
         self.image = docker.RemoteImage(
             child(name, "image"),
-            name=args.image,
+            name=with_digest(args.image),
             keep_locally=True,
             triggers={INSTANCE_LABEL: host.instance_id},
             opts=host.docker_options(self, [host.runtime_ready]),

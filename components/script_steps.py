@@ -135,6 +135,10 @@ class ScriptSteps:
             child(self._name, role),
             connection=connection or self._connection,
             create=f"sudo {preserve}bash {self.directory}/{script}",
+            # A step whose work outlives the instance: an update that is not a replacement (its
+            # triggers hold every parameter) comes from the connection alone, i.e. a new instance's
+            # host key or address, and has nothing to redo (pulumi-command runs `update` then).
+            update=None if per_instance else "true",
             environment=environment or None,
             triggers=triggers,
             # Otherwise updates add PULUMI_COMMAND_STDOUT/STDERR, which sshd does not accept.

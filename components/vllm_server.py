@@ -9,7 +9,8 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.docker_host import GPU_RUNTIME, INSTANCE_LABEL
+from config.image_pins import with_digest
+from components.docker_host import CONTAINER_SLICE, GPU_RUNTIME, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
 from components.ray_cluster import (
@@ -86,7 +87,7 @@ class VllmServer(pulumi.ComponentResource):
         host = args.host
         image = docker.RemoteImage(
             child(name, "image"),
-            name=settings.vllm_image,
+            name=with_digest(settings.vllm_image),
             keep_locally=True,  # tens of GB: pull once, keep across container replacements
             # The Elastic IP (so the provider) outlives a replaced instance: pull again there.
             triggers={INSTANCE_LABEL: host.instance_id},
@@ -182,6 +183,7 @@ class VllmServer(pulumi.ComponentResource):
             after += head.workers_ready
         return docker.Container(
             child(self._name, "container"),
+            cgroup_parent=CONTAINER_SLICE,  # no IMDS from the host network (docker_host)
             name=CONTAINER_NAME,
             image=image.image_id,
             command=self.args,

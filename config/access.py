@@ -43,3 +43,24 @@ def inside_any(cidr: str, blocks: list[str]) -> bool:
         if block.version == net.version and net.subnet_of(block):  # type: ignore[arg-type]
             return True
     return False
+
+
+def within(blocks: list[str], cover: list[str]) -> list[str]:
+    """The addresses of `blocks` that also lie in `cover`, as CIDR blocks (collapsed, per IP
+    version); THIS_MACHINE in either list is skipped. Two CIDR blocks either nest or are
+    disjoint, so each overlap is the smaller of the two."""
+    found: list = []
+    for raw in blocks:
+        if raw == THIS_MACHINE:
+            continue
+        net = ipaddress.ip_network(raw)
+        for other in cover:
+            if other == THIS_MACHINE:
+                continue
+            block = ipaddress.ip_network(other)
+            if block.version != net.version or not net.overlaps(block):
+                continue
+            found.append(net if net.subnet_of(block) else block)  # type: ignore[arg-type]
+    v4 = [n for n in found if n.version == 4]
+    v6 = [n for n in found if n.version == 6]
+    return [str(n) for group in (v4, v6) for n in ipaddress.collapse_addresses(group)]

@@ -38,8 +38,9 @@ class MonitoringKeys(Keys):
     )
     grafana_allowed_cidrs: Optional[list[str]] = Field(
         None,
-        description="Who may open Grafana at /grafana/ (default: allowedCidrs); each block must "
-        "lie inside allowedCidrs, which the security group lets reach port 443.",
+        description="Who may open Grafana at /grafana/ (default: the operators' networks, "
+        "sshAllowedCidrs, where they lie inside allowedCidrs); each block must lie inside "
+        "allowedCidrs, which the security group lets reach port 443.",
     )
     alert_requests_waiting: Optional[int] = Field(
         None,

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from pydantic import field_validator, model_validator
 
 from config import rules
-from config.access import cidr_list
+from config.access import cidr_list, within
 from config.keys_access import AccessKeys
 from config.keys_adapters import AdapterKeys
 from config.keys_fleet import FleetKeys
@@ -64,8 +64,12 @@ class StackConfig(MonitoringKeys, AccessKeys, FleetKeys, HostKeys, AdapterKeys, 
 
     @property
     def grafana_cidrs(self) -> list[str]:
-        """Who nginx lets open /grafana/: grafanaAllowedCidrs, else allowedCidrs."""
-        return list(self.allowed_cidrs if self.grafana_allowed_cidrs is None else self.grafana_allowed_cidrs)
+        """Who nginx lets open /grafana/: grafanaAllowedCidrs, else the operators' networks
+        (sshAllowedCidrs, `auto` once resolved to this machine's address) where the security
+        group lets them reach 443 (inside allowedCidrs); empty: nobody."""
+        if self.grafana_allowed_cidrs is not None:
+            return list(self.grafana_allowed_cidrs)
+        return within(self.ssh_allowed_cidrs, self.allowed_cidrs)
 
     @property
     def served_name(self) -> str:

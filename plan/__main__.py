@@ -22,7 +22,9 @@ from typing import Any, Optional
 
 import pulumi
 
-from components.proxy import proxy_config
+from components.host_setup import SMOKE_IMAGE
+from components.proxy import CERTBOT_IMAGE, proxy_config
+from config.image_pins import tag_only, with_digest
 from config.validation import parse
 from plan import engine, render
 from plan.summary import UNKNOWN, summarize
@@ -104,7 +106,24 @@ def _notes(run: engine.ProgramRun, region: str, placeholder_ip: Optional[str]) -
             f"sshAllowedCidrs auto is shown as {placeholder_ip}/32 (a documentation address); "
             "`pulumi preview` puts this machine's public IPv4 address there (or VLLM_DEPLOY_PUBLIC_IP)"
         )
+    notes.append(_image_pins(run))
     return notes
+
+
+def _image_pins(run: engine.ProgramRun) -> str:
+    """Which images the plan runs by digest and which by tag only (config/image-digests.json)."""
+    images = [str(r.plain.get("name")) for r in run.of_type("docker:index/remoteImage:RemoteImage")]
+    if any(r.name.endswith("-gpu-check") for r in run.resources):
+        images.append(with_digest(SMOKE_IMAGE))
+    if any(r.name.endswith("-certificate") and r.type == "command:remote:Command" for r in run.resources):
+        images.append(with_digest(CERTBOT_IMAGE))
+    loose = tag_only(images)
+    pinned = sorted({i.split("@", 1)[0] for i in images if "@sha256:" in i})
+    return (
+        f"images pinned by digest: {', '.join(pinned) or 'none'}; by tag only (no verified digest, "
+        f"config/image-digests.json says why; `tools/pin-images` pins them when online): "
+        f"{', '.join(loose) or 'none'}"
+    )
 
 
 def _quiet_dead_event_loops(unraisable: "sys.UnraisableHookArgs") -> None:

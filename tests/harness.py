@@ -43,6 +43,16 @@ def stack_config(stack: str) -> dict[str, Any]:
 MOCK_CERT_NOT_AFTER = "2099-12-07T13:00:00Z"
 
 
+def mock_host_key(name: str) -> str:
+    """A well-formed `ssh-ed25519 <base64>` line, distinct per `name`."""
+    import base64
+    import hashlib
+    import struct
+
+    blob = struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + hashlib.sha256(name.encode()).digest()
+    return "ssh-ed25519 " + base64.b64encode(blob).decode()
+
+
 def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """Only what the provider computes (the unit-testing guide: echo inputs, add computed)."""
     # Each node its own addresses (the cluster's wiring is asserted on them): vllm-host-* is
@@ -82,6 +92,10 @@ def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, A
         return {"stdout": bench.script_stdout(levels), "stderr": ""}
     if typ == "command:remote:Command":
         return {"stdout": "", "stderr": ""}
+    if typ == "command:local:Command" and name.endswith("-host-key"):
+        # What components/local/host_key.py prints: this instance's ed25519 host key (one per
+        # host, so a test can tell whose key a connection pins).
+        return {"stdout": mock_host_key(name) + "\n", "stderr": ""}
     if typ == "aws:ec2/amiFromInstance:AmiFromInstance":
         # What EC2 registers for an image of the builder: its root and model volumes' snapshots.
         return {"rootDeviceName": "/dev/sda1", "ebsBlockDevices": [

@@ -59,9 +59,11 @@ files=()
 for concurrency in $levels; do
   prompts=$((per_request * concurrency))
   log "level --max-concurrency ${concurrency}: ${prompts} prompts of ${input_len} tokens, ${output_len} tokens out"
-  # --network host: the server listens on this host's 127.0.0.1 only. The tool's own report
-  # goes to stderr with everything else; the result file is the record.
+  # --network host: the server listens on this host's 127.0.0.1 only (in the slice the IMDS
+  # guard keeps away from IMDS). The tool's own report goes to stderr with everything else; the
+  # result file is the record.
   if ! timeout "$level_timeout" docker run --rm --name "$container" --network host \
+    --cgroup-parent vllm-containers.slice \
     -e OPENAI_API_KEY -e HF_HUB_OFFLINE=1 -e VLLM_NO_USAGE_STATS=1 \
     -v "${VLLM_DEPLOY_MODEL_DIR}:/models/served:ro" -v "${results}:/results" \
     --entrypoint vllm "$VLLM_DEPLOY_IMAGE" \

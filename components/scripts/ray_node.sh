@@ -114,7 +114,8 @@ if [[ "$launch" == docker ]]; then
   if [[ -n "$token_file" ]]; then
     run_args+=(-e RAY_AUTH_MODE=token -e "RAY_AUTH_TOKEN_PATH=$RAY_TOKEN_PATH" -v "$token_file:$RAY_TOKEN_PATH:ro")
   fi
-  run_args+=(--restart unless-stopped --network host --ipc host
+  # The slice the host's IMDS guard keeps away from IMDS (block_container_imds.sh).
+  run_args+=(--restart unless-stopped --network host --cgroup-parent vllm-containers.slice --ipc host
     -e VLLM_HOST_IP="$node_ip" -e NCCL_SOCKET_IFNAME="$NCCL_SOCKET_IFNAME"
     -e GLOO_SOCKET_IFNAME="$GLOO_SOCKET_IFNAME")
   read -ra pairs <<<"${VLLM_DEPLOY_CONTAINER_ENV:-}"

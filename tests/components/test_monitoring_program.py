@@ -6,6 +6,7 @@ import re
 import pytest
 import yaml
 
+from config.image_pins import with_digest
 from serving.monitoring import catalog, services
 from tests.harness import is_secret, plain_text, reveal
 
@@ -39,7 +40,8 @@ def test_monitoring_containers_run_pinned_images_and_listen_on_loopback_only(pro
         plain = container.plain
         assert plain["networkMode"] == "host" and not plain.get("ports"), name
         image_urns = set(container.property_dependencies["image"])
-        assert {images[u] for u in image_urns} == {service.image}, name
+        # The catalog's tag, by its verified digest where config/image-digests.json has one.
+        assert {images[u] for u in image_urns} == {with_digest(service.image)}, name
         listen = " ".join(plain.get("command") or []) + " " + " ".join(reveal(container.inputs.get("envs") or []))
         assert f"127.0.0.1:{service.port}" in listen or "GF_SERVER_HTTP_ADDR=127.0.0.1" in listen, name
         assert "0.0.0.0" not in listen and ":::" not in listen, name
@@ -74,8 +76,29 @@ def test_the_grafana_password_is_secret_everywhere_and_exported_as_a_secret(prog
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
 
 
-def test_grafana_is_served_by_nginx_at_its_root_url_to_the_api_allow_list(program):
-    run = program({**SMALL, "allowedCidrs": ["203.0.113.0/24"]})
+def grafana_allowed(run) -> list[str]:
+    grafana = re.search(r"location \^~ /grafana/ \{(.*?)\n\s*\}", nginx_conf(run), re.S).group(1)
+    assert "deny all;" in grafana
+    return re.findall(r"allow ([^;]+);", grafana)
+
+
+def test_grafana_is_closed_by_default_to_all_but_the_operators_networks(program):
+    # dev's settings: the API open to the world, SSH from `auto` (the deployer, 192.0.2.44 here).
+    run = program({**SMALL, "allowedCidrs": ["0.0.0.0/0"], "sshAllowedCidrs": ["auto"]})
+    assert grafana_allowed(run) == ["192.0.2.44/32"]
+    # prod's: an operators' network inside the clients' list.
+    run = program({**SMALL, "allowedCidrs": ["203.0.113.0/24", "198.51.100.0/24"], "sshAllowedCidrs": ["198.51.100.0/24"]})
+    assert grafana_allowed(run) == ["198.51.100.0/24"]
+    # Operators outside what the security group lets reach 443: Grafana is open to nobody.
+    run = program({**SMALL, "allowedCidrs": ["203.0.113.0/24"], "sshAllowedCidrs": ["10.0.0.0/8"]})
+    assert grafana_allowed(run) == []
+    # grafanaAllowedCidrs says otherwise.
+    run = program({**SMALL, "allowedCidrs": ["0.0.0.0/0"], "grafanaAllowedCidrs": ["203.0.113.0/24"]})
+    assert grafana_allowed(run) == ["203.0.113.0/24"]
+
+
+def test_grafana_is_served_by_nginx_at_its_root_url_to_its_allow_list(program):
+    run = program({**SMALL, "allowedCidrs": ["203.0.113.0/24"], "grafanaAllowedCidrs": ["203.0.113.0/24"]})
     url = run.exports["grafanaUrl"].value
     assert url == f"https://{run.exports['publicIp'].value}/grafana/"
     env = dict(e.split("=", 1) for e in reveal(containers(run)["vllm-grafana"].inputs["envs"]))

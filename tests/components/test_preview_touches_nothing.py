@@ -41,7 +41,8 @@ def test_a_preview_of_an_existing_prod_stack_writes_no_file_under_ssh(program, e
 def test_an_update_of_the_same_stack_writes_the_key_where_the_docs_say(program, existing_stack, tmp_path):
     program(stack_config("prod"), stack="prod")
     home = tmp_path / "home"
-    assert ssh_files(home) == [".ssh/vllm-deploy", ".ssh/vllm-deploy/prod.key"]
+    # The key, and the pinned host key for the Docker provider (docs/host-keys.md).
+    assert ssh_files(home) == [".ssh/vllm-deploy", ".ssh/vllm-deploy/prod.key", ".ssh/vllm-deploy/prod.vllm.known_hosts"]
     key = home / ".ssh" / "vllm-deploy" / "prod.key"
     assert (key.stat().st_mode & 0o777) == 0o600 and "PRIVATE KEY" in key.read_text()
     assert ((home / ".ssh" / "vllm-deploy").stat().st_mode & 0o777) == 0o700

@@ -180,10 +180,14 @@ def test_another_vllm_is_refused_unless_confirmed_saying_what_goes_unchecked(ima
     assert parse({"model": MODEL}).vllm_image == DEFAULT_VLLM_IMAGE
 
 
-def test_monitoring_is_on_by_default_and_grafana_follows_the_api_allow_list():
-    cfg = parse({"model": MODEL, "allowedCidrs": ["203.0.113.0/24"]})
+def test_monitoring_is_on_by_default_and_grafana_follows_the_operators_networks():
+    cfg = parse({"model": MODEL, "allowedCidrs": ["203.0.113.0/24"], "sshAllowedCidrs": ["203.0.113.64/26"]})
     assert cfg.monitoring is True
-    assert cfg.grafana_cidrs == ["203.0.113.0/24"]
+    assert cfg.grafana_cidrs == ["203.0.113.64/26"]
+    # Only where the security group lets them reach 443; `auto` waits for its resolution.
+    wider = parse({"model": MODEL, "allowedCidrs": ["203.0.113.0/25", "192.0.2.0/24"],
+                   "sshAllowedCidrs": ["auto", "203.0.113.0/24", "198.51.100.0/24", "192.0.2.8/29"]})
+    assert wider.grafana_cidrs == ["192.0.2.8/29", "203.0.113.0/25"]
     narrower = parse({"model": MODEL, "allowedCidrs": ["203.0.113.0/24"], "grafanaAllowedCidrs": ["203.0.113.7"]})
     assert narrower.grafana_cidrs == ["203.0.113.7/32"]
 

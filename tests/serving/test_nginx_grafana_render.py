@@ -60,8 +60,9 @@ def test_grafana_location_proxies_to_loopback_only_for_its_allow_list():
 
 
 def test_the_stack_site_has_grafana_only_with_monitoring():
-    on = _stack_site(allowedCidrs=["203.0.113.0/24"])
-    assert (on.grafana_upstream_port, on.grafana_allowed_cidrs) == (3000, ["203.0.113.0/24"])
+    # By default the operators' networks (sshAllowedCidrs inside allowedCidrs), not allowedCidrs.
+    on = _stack_site(allowedCidrs=["203.0.113.0/24"], sshAllowedCidrs=["203.0.113.64/26"])
+    assert (on.grafana_upstream_port, on.grafana_allowed_cidrs) == (3000, ["203.0.113.64/26"])
     narrowed = _stack_site(allowedCidrs=["203.0.113.0/24"], grafanaAllowedCidrs=["203.0.113.8/29"])
     assert narrowed.grafana_allowed_cidrs == ["203.0.113.8/29"]
     off = _stack_site(monitoring=False)

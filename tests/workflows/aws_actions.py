@@ -183,4 +183,6 @@ LOCAL_COMMAND_ACTIONS: dict[str, tuple[set[str], str]] = {
         {"ec2:DescribeImages", "ec2:DeregisterImage", "ec2:DeleteSnapshot"},
         "its stack_images(): describe_images; remove(): deregister_image with DeleteAssociatedSnapshots "
         "(AWS deletes the image's snapshots in that call)"),
+    "components/local/host_key.py": (
+        {"ec2:GetConsoleOutput"}, "its console_reader(): get_console_output (the SSH host key)"),
 }

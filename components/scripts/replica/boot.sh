@@ -223,7 +223,8 @@ docker run -d --name "$vllm" --restart always "${GPU_ARGS[@]}" --ipc host \
   "$VLLM_DEPLOY_VLLM_IMAGE" "${vllm_args[@]}" >/dev/null ||
   die "docker run $vllm failed" "inspect: journalctl -u docker; is $VLLM_DEPLOY_VLLM_IMAGE in the image (docker images)?"
 nofile=$VLLM_DEPLOY_NGINX_NOFILE
-docker run -d --name "$proxy" --restart always --network host \
+# The host network: in the slice the image's IMDS guard keeps away from IMDS (block_container_imds.sh).
+docker run -d --name "$proxy" --restart always --network host --cgroup-parent vllm-containers.slice \
   --ulimit "nofile=$nofile:$nofile" \
   -v "$REPLICA_HERE/nginx/nginx.conf:/etc/nginx/nginx.conf:ro" \
   -v "$VLLM_DEPLOY_TLS_DIR:/etc/nginx/tls:ro" \
