@@ -233,3 +233,24 @@ def test_set_overrides_a_stack_value_for_one_plan(clone, tmp_path):
     assert result.returncode == 1 and "vllm-deploy:replicas=0" in result.stderr
     bad = plan_cli(clone, tmp_path, "prod", "--set", "replicas", public_ip=DEPLOYER_IP)
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+
+@pytest.mark.parametrize(("lines", "said"), [
+    # Public reports replayed (issue 27): both passed the offline plan before.
+    ("  aws:region: us-east-9\n", ["aws:region='us-east-9' is not an AWS Region", "us-east-1", "us-east-2"]),
+    ("  aws:region: us-east-1\n  vllm_deploy:maxModelLen: 4096\n",
+     ["vllm_deploy:maxModelLen", "you likely meant vllm-deploy:maxModelLen"]),
+])
+def test_the_offline_plan_refuses_a_bad_region_and_a_mistyped_namespace(clone, tmp_path, lines, said):
+    (clone / "Pulumi.typo.yaml").write_text(
+        "config:\n" + lines + "  vllm-deploy:model: Qwen/Qwen2.5-1.5B-Instruct\n"
+        "  vllm-deploy:sshAllowedCidrs: ['198.51.100.0/24']\n"
+    )
+    try:
+        result = plan_cli(clone, tmp_path, "typo")
+    finally:
+        (clone / "Pulumi.typo.yaml").unlink()
+    assert result.returncode == 1, result.stdout[-2000:]
+    for text in said:
+        assert text in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
