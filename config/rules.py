@@ -15,6 +15,7 @@ from typing import Literal, Optional, Protocol, Union
 from config.access import inside_any
 from config.constants import DISABLE_LOG_STATS, NAMESPACE
 from config.images import is_pinned_vllm_image, unverified_image_message
+from config.risky_args import risky_arg_problem
 
 
 class CrossKeyValues(Protocol):
@@ -35,9 +36,13 @@ class CrossKeyValues(Protocol):
     replicas: int
     spot: bool
     subnet_id: Optional[str]
+    model_revision: Optional[str]
 
     @property
     def grafana_cidrs(self) -> list[str]: ...
+
+    @property
+    def is_local_model(self) -> bool: ...
 
 
 def check_all(config: CrossKeyValues) -> None:
@@ -51,6 +56,7 @@ def check_all(config: CrossKeyValues) -> None:
     _idle_stop_needs_metrics(config)
     if config.replicas > 1:
         _replicas_alone(config)
+    _risky_extra_args(config)
 
 
 def _letsencrypt_needs_domain(config: CrossKeyValues) -> None:
@@ -135,3 +141,11 @@ def _replicas_alone(config: CrossKeyValues) -> None:
             "(the load balancer needs two zones at least); remove subnetId and set vpcId to the "
             "subnet's VPC, or set replicas to 1"
         )
+
+
+def _risky_extra_args(config: CrossKeyValues) -> None:
+    """--trust-remote-code without a pinned modelRevision, --allowed-local-media-path / (issue 27;
+    the reasons, from vLLM's source, in config/risky_args.py)."""
+    problem = risky_arg_problem(config.vllm_extra_args, config.model, config.model_revision, config.is_local_model)
+    if problem:
+        raise ValueError(problem)

@@ -71,6 +71,7 @@ class SizingPlan:
     checkpoint_quantization: Optional[str] = None  # the checkpoint's own method (e.g. fbgemm_fp8)
     nodes: int = 1  # identical instances, one pipeline stage each
     stage_layers: tuple[int, ...] = ()  # decoder layers per pipeline stage when nodes > 1
+    architecture: str = ""  # config.json's architectures[0] (e.g. Gemma3ForConditionalGeneration)
 
     @property
     def pipeline_parallel_size(self) -> int:

@@ -22,6 +22,7 @@ from config.validation import ConfigError
 from serving import vllm_args
 from serving.extra_args import flag_warnings
 from serving.proxy_limits import ProxyLimits, stack_limits
+from serving.risky_flags import risky_flag_warnings
 from serving.vllm_args import SERVED_MODEL_PATH, VLLM_PORT
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
@@ -157,6 +158,8 @@ def vllm_command(settings: StackConfig, plan: SizingPlan) -> list[str]:
         raise pulumi.RunError(str(exc)) from None
     for warning in flag_warnings(settings.vllm_extra_args):
         pulumi.log.warn(warning)
+    for warning in risky_flag_warnings(settings.vllm_extra_args, plan.architecture):
+        pulumi.log.warn(warning)  # prompts logged, files or URLs fetched for clients (issue 27)
     return argv
 
 
