@@ -29,7 +29,7 @@ from sizing.pipeline import node_counts as allowed_node_counts  # judge_catalog 
 from sizing.plan import MemoryBreakdown
 from sizing.startup import StartupEstimate, estimate
 from sizing.startup_memory import utilization_problem
-from sizing.vllm_rules import FP8_TENSOR_CORE_CAPABILITY
+from sizing.vllm_rules import FP8_TENSOR_CORE_CAPABILITY, fp8_kv_cache_refusal
 
 
 @dataclass(frozen=True)
@@ -220,6 +220,10 @@ def judge(
             f"{FP8_TENSOR_CORE_CAPABILITY:g}): vLLM runs the fp8 weights weight-only (FP8 Marlin), "
             "as fp8 in memory and 16-bit in the matmuls"
         )
+    kv_refusal = config.kv_cache_dtype == "fp8" and fp8_kv_cache_refusal(
+        cc, request.spec.head_dim, request.spec.is_mla, request.spec.model_type)
+    if kv_refusal:
+        blockers.append(Blocker("gpu", f"kvCacheDtype=fp8 on {instance.gpu_model}: {kv_refusal}"))
     tp, tp_why = choose_tp(request.spec, config, instance, request.fmt, request.engine)
     if tp is None:
         blockers.append(Blocker("gpu", tp_why or "no valid tensor-parallel size"))
