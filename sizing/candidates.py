@@ -17,7 +17,9 @@ from config.settings import StackConfig
 from sizing import gpus as instance_catalog
 from sizing.batch import BatchLimits, batch_limits
 from sizing.context import resolve_max_model_len
-from sizing.engine_args import EngineOptions, engine_options, expert_parallel_refusal
+from sizing.engine_args import (
+    EngineOptions, engine_options, expert_parallel_refusal, prefill_context_parallel_refusal,
+)
 from sizing.errors import SizingError
 from sizing.formats import BYTES_16BIT, FP8_METHODS, WeightFormat, dtype_refusal, resolve_dtype, weight_format
 from sizing.gpus import GpuInstance
@@ -100,7 +102,7 @@ def resolve_request(config: StackConfig, spec: ModelSpec) -> Request:
     if refusal:
         raise SizingError(refusal)
     engine = engine_options(config.vllm_extra_args)
-    refusal = expert_parallel_refusal(spec, engine)
+    refusal = expert_parallel_refusal(spec, engine) or prefill_context_parallel_refusal(spec, engine)
     if refusal:
         raise SizingError(refusal)
     return Request(

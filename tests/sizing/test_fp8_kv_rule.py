@@ -35,3 +35,15 @@ def test_the_cheaper_way_is_not_fp8_on_a_t4():
     assert chosen.instance.gpu_model != "NVIDIA T4"
     spec = from_catalog("Qwen/Qwen2.5-1.5B-Instruct")
     assert not evaluate(settings, spec, get("g4dn.xlarge")).fits
+
+
+def test_prefill_context_parallel_needs_an_mla_model():
+    """Found by the conformance tier once FlashInfer is judged by its own checks: vLLM 0.33 runs
+    PCP only in MLA attention (MLAAttentionImpl.supports_pcp), so -pcp 2 on Qwen2.5 stops at
+    model build with no attention backend."""
+    from sizing.errors import SizingError
+
+    settings = parse({"model": "Qwen/Qwen2.5-7B-Instruct", "instanceType": "g6.12xlarge",
+                      "vllmExtraArgs": ["-pcp", "2"]})
+    with pytest.raises(SizingError, match="--prefill-context-parallel-size 2 needs an MLA model"):
+        plan(settings)
