@@ -15,6 +15,7 @@ from typing import Literal, Optional, Protocol, Union
 from config.access import inside_any
 from config.constants import DISABLE_LOG_STATS, NAMESPACE
 from config.images import is_pinned_vllm_image, unverified_image_message
+from config.risky_args import risky_arg_problem
 
 
 class CrossKeyValues(Protocol):
@@ -38,9 +39,13 @@ class CrossKeyValues(Protocol):
     max_replicas: Optional[int]
     warm_replicas: int
     on_demand_replicas: int
+    model_revision: Optional[str]
 
     @property
     def grafana_cidrs(self) -> list[str]: ...
+
+    @property
+    def is_local_model(self) -> bool: ...
 
 
 class CrossKeyErrors(ValueError):
@@ -60,7 +65,7 @@ def check_all(config: CrossKeyValues) -> None:
     rules += [_pipeline_matches_nodes, _idle_stop_needs_metrics]
     if config.replicas > 1:
         rules.append(_replicas_alone)
-    rules.append(_scaling_keys)
+    rules += [_scaling_keys, _risky_extra_args]
     problems: list[str] = []
     for rule in rules:
         try:
@@ -197,3 +202,11 @@ def _scaling_keys(config: CrossKeyValues) -> None:
         )
     if problems:
         raise CrossKeyErrors(problems)
+
+
+def _risky_extra_args(config: CrossKeyValues) -> None:
+    """--trust-remote-code without a pinned modelRevision, --allowed-local-media-path / (issue 27;
+    the reasons, from vLLM's source, in config/risky_args.py)."""
+    problem = risky_arg_problem(config.vllm_extra_args, config.model, config.model_revision, config.is_local_model)
+    if problem:
+        raise ValueError(problem)

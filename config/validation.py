@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from config.constants import NAMESPACE, SECRET_KEYS
+from config.namespaces import judge
 from config.reachability import unreachable_features
 from config.rules import CrossKeyErrors
 from config.settings import KEYS, StackConfig
@@ -79,19 +80,26 @@ def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
 
 
 def parse(raw: dict[str, Any]) -> StackConfig:
-    """Validate the stack's config values (camelCase keys, namespace stripped).
+    """Validate the stack's config values (camelCase keys, namespace stripped; keys of other
+    namespaces, e.g. `aws:region`, with theirs: one under a mistyped namespace of ours or of a
+    provider's is refused with the key meant, see config/namespaces.py).
 
     Raises ConfigError listing every problem at once, so one `pulumi preview` shows them all:
     bad values first, then combinations of good values that leave a feature unreachable.
     """
     secrets = sorted(k for k in raw if k in SECRET_KEYS)
-    values = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
+    # Keys of other namespaces (`aws:region`, `vllm_deploy:maxModelLen`) keep theirs: a known
+    # namespace is not ours to check, a mistyped one of ours is refused (config.namespaces).
+    foreign = judge((k for k in raw if ":" in k), KEYS).refused
+    values = {k: v for k, v in raw.items() if k not in SECRET_KEYS and ":" not in k}
     if secrets:  # callers pass secrets separately; reaching here is a programming error
         raise ConfigError([f"{NAMESPACE}:{k} must be read as a secret" for k in secrets])
     try:
         config = StackConfig.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError([line for e in exc.errors() for line in _describe_errors(e, values)]) from None
+        raise ConfigError(foreign + [line for e in exc.errors() for line in _describe_errors(e, values)]) from None
+    if foreign:
+        raise ConfigError(foreign)
     problems = unreachable_features(config)
     if problems:
         raise ConfigError(problems)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 from sizing.gpus import load_instances
+from sizing.regions import load_regions
 
 
 class InvokeFailure(Exception):
@@ -42,6 +43,9 @@ class AwsWorld:
         # An AWS error Route 53's lookups fail with instead of answering (e.g. AccessDenied for a
         # role without route53:ListHostedZones). None: they answer.
         self.route53_error: Optional[str] = None
+        # The Regions DescribeRegions lists as enabled; None: every `aws` Region of the catalog
+        # (sizing/catalog/aws-regions.csv). The offline plan checks aws:region against it.
+        self.enabled_regions: Optional[set[str]] = None
 
     def subnet_id(self, zone: str) -> str:
         """The subnet the world has in `zone`."""
@@ -182,6 +186,13 @@ def _volume(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
             "size": volume["size"], "encrypted": True, "volumeType": "gp3", "tags": volume.get("tags", {})}
 
 
+def _regions(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
+    names = world.enabled_regions
+    if names is None:
+        names = {r.code for r in load_regions() if r.partition == "aws"}
+    return {"names": sorted(names), "id": "aws", "allRegions": bool(args.get("allRegions"))}
+
+
 def _hosted_zone(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
     name = str(args.get("name", "")).rstrip(".")
     if world.route53_error is not None:
@@ -199,6 +210,7 @@ _INVOKES: dict[str, Callable[[AwsWorld, dict[str, Any]], dict[str, Any]]] = {
     "aws:ec2/getSubnet:getSubnet": _subnet,
     "aws:index/getAvailabilityZones:getAvailabilityZones": _zones,
     "aws:index/getRegion:getRegion": _region,
+    "aws:index/getRegions:getRegions": _regions,
     "aws:index/getCallerIdentity:getCallerIdentity": _caller,
     "aws:index/getPartition:getPartition": _partition,
     "aws:ec2/getInstances:getInstances": _instances,

@@ -20,7 +20,9 @@ from sizing.addons import NONE, AddOnMemory, AddOns
 from sizing.memory import KV_BLOCK_TOKENS
 from sizing.batch import BatchLimits, batch_limits
 from sizing.context import resolve_max_model_len
-from sizing.engine_args import EngineOptions, engine_options, expert_parallel_refusal
+from sizing.engine_args import (
+    EngineOptions, engine_options, expert_parallel_refusal, prefill_context_parallel_refusal,
+)
 from sizing.errors import SizingError
 from sizing.formats import BYTES_16BIT, FP8_METHODS, WeightFormat, dtype_refusal, resolve_dtype, weight_format
 from sizing.gpus import GpuInstance
@@ -32,7 +34,7 @@ from sizing.pipeline import node_counts as allowed_node_counts  # judge_catalog 
 from sizing.plan import MemoryBreakdown
 from sizing.startup import StartupEstimate, estimate
 from sizing.startup_memory import utilization_problem
-from sizing.vllm_rules import FP8_TENSOR_CORE_CAPABILITY
+from sizing.vllm_rules import FP8_TENSOR_CORE_CAPABILITY, fp8_kv_cache_refusal
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ def resolve_request(config: StackConfig, spec: ModelSpec) -> Request:
     if refusal:
         raise SizingError(refusal)
     engine = engine_options(config.vllm_extra_args)
-    refusal = expert_parallel_refusal(spec, engine)
+    refusal = expert_parallel_refusal(spec, engine) or prefill_context_parallel_refusal(spec, engine)
     if refusal:
         raise SizingError(refusal)
     return Request(
@@ -242,6 +244,10 @@ def judge(
             f"{FP8_TENSOR_CORE_CAPABILITY:g}): vLLM runs the fp8 weights weight-only (FP8 Marlin), "
             "as fp8 in memory and 16-bit in the matmuls"
         )
+    kv_refusal = config.kv_cache_dtype == "fp8" and fp8_kv_cache_refusal(
+        cc, request.spec.head_dim, request.spec.is_mla, request.spec.model_type)
+    if kv_refusal:
+        blockers.append(Blocker("gpu", f"kvCacheDtype=fp8 on {instance.gpu_model}: {kv_refusal}"))
     tp, tp_why = choose_tp(request.spec, config, instance, request.fmt, request.engine)
     if tp is None:
         blockers.append(Blocker("gpu", tp_why or "no valid tensor-parallel size"))

@@ -1,7 +1,8 @@
 """Cheaper ways to serve the same model: a shorter context or an fp8 KV cache.
 
 The KV cache grows with maxModelLen x minConcurrentSequences; halving either, or storing the
-cache in fp8 (half the bytes, vLLM's --kv-cache-dtype fp8 on compute capability 8.9+), often
+cache in fp8 (half the bytes, vLLM's --kv-cache-dtype fp8 where vLLM 0.33 stores it: compute
+capability 8.9+, or 8.0+ through FlashInfer, sizing/vllm_rules.py fp8_kv_cache_refusal), often
 moves a model down an instance size. The report names such a choice in one line per change,
 e.g. "at maxModelLen 8192: g6.xlarge, $0.80/h"; nothing when no change is cheaper.
 """

@@ -132,3 +132,19 @@ def expert_parallel_refusal(spec: ModelSpec, engine: EngineOptions) -> Optional[
         'is dense (vLLM 0.33 stops with "Number of experts in the model must be greater than 0 '
         f'when expert parallelism is enabled"); remove {flag} from vllmExtraArgs'
     )
+
+
+def prefill_context_parallel_refusal(spec: ModelSpec, engine: EngineOptions) -> Optional[str]:
+    """vLLM 0.33 runs prefill context parallelism only in MLA attention: MLAAttentionImpl sets
+    `supports_pcp = True` (vllm/v1/attention/backend.py), every other impl leaves it False, and
+    the backend selector then finds no backend ("No valid attention backend found ... PCP not
+    supported", vllm/platforms/cuda.py) when the model is built. None when PCP is off or MLA."""
+    size = engine.prefill_context_parallel_size
+    if size <= 1 or spec.is_mla:
+        return None
+    return (
+        f"{NAMESPACE}:vllmExtraArgs: --prefill-context-parallel-size {size} needs an MLA model "
+        f"(DeepSeek-V2/V3 style) in vLLM 0.33, and {spec.model_id} is not one: every attention "
+        'backend answers "PCP not supported" when the model is built; remove '
+        "--prefill-context-parallel-size (-pcp) from vllmExtraArgs"
+    )

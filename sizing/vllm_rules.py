@@ -84,6 +84,51 @@ QUANT_MIN_CAPABILITY: dict[str, float] = {
 # kernels/linear/__init__.py tries it after the fp8 GEMMs, which need 8.9).
 FP8_TENSOR_CORE_CAPABILITY = 8.9
 
+# --- the fp8 KV cache (kvCacheDtype: fp8, `--kv-cache-dtype fp8`) ------------------------------
+
+# vLLM 0.33 takes the first attention backend that accepts the model and the GPU, in the order of
+# vllm/platforms/cuda.py `_get_backend_priorities` (below sm100, not MLA: FLASH_ATTN, FLASHINFER,
+# TRITON_ATTN, ...; each judged by v1/attention/backend.py `validate_configuration`):
+# * FLASH_ATTN stores fp8 only with FlashAttention 3 on sm90 or 4 on sm100
+#   (v1/attention/backends/fa_utils.py `flash_attn_supports_kv_cache_dtype`): not below 8.9.
+# * FLASHINFER runs on 8.0 to 12.1 (flashinfer.py `supports_compute_capability`: sm75 is left
+#   out while flashinfer-ai/flashinfer#3620 stands), head sizes 64/128/256/512
+#   (`get_supported_head_sizes`), fp8 KV included, and attention sinks only on sm90/sm100/sm120
+#   (`supports_sink`).
+# * TRITON_ATTN takes the rest, and its impl refuses fp8 below 8.9 when the model is built:
+#   triton_attn.py TritonAttentionImpl.__init__ "FP8 KV cache is not supported by the Triton
+#   attention backend on ... native FP8 (fp8e4nv) requires SM89+".
+# MLA models: below sm90 only TRITON_MLA is left, which refuses fp8 the same way
+# (v1/attention/backends/mla/triton_mla.py, "(fp8e4nv) requires SM89+").
+FP8_KV_NATIVE_CAPABILITY = 8.9
+FLASHINFER_MIN_CAPABILITY = 8.0
+FLASHINFER_HEAD_SIZES = (64, 128, 256, 512)
+# Model types whose attention has sinks (vLLM passes has_sink for them: models/gpt_oss.py).
+ATTENTION_SINK_MODEL_TYPES = ("gpt_oss",)
+
+
+def fp8_kv_cache_refusal(
+    compute_capability: float, head_size: int, mla: bool, model_type: str
+) -> Optional[str]:
+    """Why vLLM 0.33 cannot start with `--kv-cache-dtype fp8` on this GPU and model, or None.
+    At 8.9+ every backend stores fp8; below, only FlashInfer does (8.0+, its head sizes, no MLA,
+    no attention sinks), and Triton attention, which takes the rest, refuses it."""
+    if compute_capability >= FP8_KV_NATIVE_CAPABILITY:
+        return None
+    native = f"fp8 KV cache needs compute capability {FP8_KV_NATIVE_CAPABILITY:g}+ (native fp8e4nv) or FlashInfer"
+    if mla:
+        return f"{native}, which serves no MLA model below 9.0: vLLM 0.33's Triton MLA refuses it"
+    if compute_capability < FLASHINFER_MIN_CAPABILITY:
+        return (f"{native} (8.0+, not on compute capability {compute_capability:g}): vLLM 0.33's "
+                "Triton attention refuses it")
+    if head_size not in FLASHINFER_HEAD_SIZES:
+        return (f"{native}, whose head sizes are {'/'.join(map(str, FLASHINFER_HEAD_SIZES))} "
+                f"(this model's is {head_size}): vLLM 0.33's Triton attention refuses it")
+    if model_type in ATTENTION_SINK_MODEL_TYPES:
+        return (f"{native}, which serves attention sinks ({model_type}) only from 9.0: vLLM "
+                "0.33's Triton attention refuses it")
+    return None
+
 
 # --- RoPE and the context length ---------------------------------------------------------------
 

@@ -36,7 +36,10 @@ def ways_out(config: StackConfig, spec: ModelSpec, fmt: WeightFormat, max_model_
         f"(now {config.min_concurrent_sequences})"
     )
     if config.kv_cache_dtype != "fp8":
-        ways.append("kvCacheDtype=fp8 (halves the KV cache; needs L4/L40S/H100 or newer)")
+        ways.append(  # vLLM 0.33's rule: sizing/vllm_rules.py fp8_kv_cache_refusal
+            "kvCacheDtype=fp8 (halves the KV cache; needs compute capability 8.9+: L4, L40S, "
+            "H100; or 8.0+ with head sizes 64/128/256/512 and no MLA: A10G, A100)"
+        )
     if config.tensor_parallel_size != "auto" and not tp_divides(spec, int(config.tensor_parallel_size)):
         valid = [str(tp) for tp in TENSOR_PARALLEL_SIZES if tp_divides(spec, tp)]
         ways.append(

@@ -23,6 +23,7 @@ from serving import vllm_args
 from serving.extra_args import flag_warnings
 from serving.proxy_limits import ProxyLimits, stack_limits
 from serving.tool_calling import tool_hint
+from serving.risky_flags import risky_flag_warnings
 from serving.vllm_args import SERVED_MODEL_PATH, VLLM_PORT
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
@@ -161,6 +162,8 @@ def vllm_command(settings: StackConfig, plan: SizingPlan) -> list[str]:
     hint = tool_hint(settings, plan)  # a tool-capable model served without tool calling
     if hint:
         pulumi.log.warn(hint)
+    for warning in risky_flag_warnings(settings.vllm_extra_args, plan.architecture):
+        pulumi.log.warn(warning)  # prompts logged, files or URLs fetched for clients (issue 27)
     return argv
 
 

@@ -21,8 +21,9 @@ from pulumi.runtime import config as runtime_config
 
 from config.access import THIS_MACHINE
 from config.constants import NAMESPACE, SECRET_KEYS
+from config.namespaces import judge
 from config.images import PINNED_VLLM_VERSION, UNCHECKED_WITH_ANOTHER_VERSION, is_pinned_vllm_image
-from config.settings import StackConfig
+from config.settings import KEYS, StackConfig
 from config.validation import ConfigError, parse
 
 # Answers with the caller's public IPv4 address as plain text.
@@ -47,11 +48,22 @@ class Secrets:
     modelscope_token: Optional[pulumi.Output[str]] = None
 
 
+def _all_values() -> dict[str, Any]:
+    """Every `namespace:key` value of the stack the engine passed in (PULUMI_CONFIG, or what
+    `set_all_config` set under mocks), whatever the namespace."""
+    return {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+
+
 def _namespace_values(namespace: str) -> dict[str, Any]:
     """Every `<namespace>:*` value the engine passed in, namespace stripped."""
-    merged = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = f"{namespace}:"
-    return {k[len(prefix):]: v for k, v in merged.items() if k.startswith(prefix)}
+    return {k[len(prefix):]: v for k, v in _all_values().items() if k.startswith(prefix)}
+
+
+def _foreign_keys() -> dict[str, str]:
+    """The stack's keys of other namespaces (`aws:region`, a mistyped `vllm_deploy:model`), for
+    parse() to judge by name: their values are never read here (one may be a secret)."""
+    return {k: "<not read>" for k in _all_values() if ":" in k and not k.startswith(f"{NAMESPACE}:")}
 
 
 def _project_keys() -> dict[str, Any]:
@@ -113,8 +125,11 @@ def load() -> tuple[StackConfig, Secrets]:
                 f"pulumi config set --secret {key} (it prompts for the value, which then stays out of your shell history)"
             )
     values = {k: _decode(k, v) for k, v in raw.items() if k not in SECRET_KEYS}
+    foreign = _foreign_keys()
+    for warning in judge(foreign, KEYS).warnings:
+        pulumi.log.warn(warning)
     try:
-        settings = parse(values)
+        settings = parse({**values, **foreign})
     except ConfigError as exc:
         problems.extend(exc.problems)
     if problems:

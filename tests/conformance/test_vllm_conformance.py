@@ -22,6 +22,9 @@ import pytest
 from tests.conformance import vllm_runner
 from tests.conformance.corpus import ACCEPT, CASES, REFUSE, Case, as_params
 from tests.conformance.program import Decision, decide, stack_values, vllm_request
+from sizing.gpus import load_instances
+from sizing.models import from_catalog
+from sizing.vllm_rules import fp8_kv_cache_refusal
 
 pytestmark = pytest.mark.vllm_conformance
 
@@ -124,3 +127,38 @@ def _same_pipeline_stages(case: Case, decision: Decision, kv_cache_dtype: str, r
         assert plan_stage[full] >= vllm_stage[full], (
             f"{case.id}: stage {rank} caches {vllm_stage[full]} bytes per token in vLLM's full-"
             f"attention layers, the plan counts {plan_stage[full]}")
+
+
+# --- fp8 KV cache below compute capability 8.9 (issue 27) --------------------------------------
+# vLLM 0.33's own attention selection and layer build on a fake GPU of each kind decide as
+# sizing's rule does (sizing/vllm_rules.py fp8_kv_cache_refusal). The public report replayed:
+# kvCacheDtype fp8 on a T4, which the docs said needs 8.9+ and sizing accepted.
+
+FP8_KV_CASES = [c for c in CASES if c.config.get("kvCacheDtype") == "fp8" and c.config.get("instanceType")]
+
+
+def _sizing_says(case) -> tuple[float, str | None]:
+    instance = next(i for i in load_instances() if i.name == case.config["instanceType"])
+    spec = from_catalog(case.config["model"])
+    cc = instance.compute_capability
+    return cc, fp8_kv_cache_refusal(cc, spec.head_dim, spec.is_mla, spec.model_type)
+
+
+def test_the_corpus_has_fp8_kv_cases_vllm_refuses_and_accepts_below_sm89():
+    below = [refusal for cc, refusal in map(_sizing_says, FP8_KV_CASES) if cc < 8.9]
+    assert {refusal is None for refusal in below} == {True, False}
+
+
+@pytest.mark.parametrize("case", as_params(FP8_KV_CASES))
+def test_vllm_decides_fp8_kv_cache_as_sizing_says(case, judged):
+    _, _, result = judged[case.id]
+    cc, refusal = _sizing_says(case)
+    backend = (result.get("layer_probe") or {}).get("quant_methods", {}).get("attention", "")
+    if refusal:
+        assert not result["ok"] and result["stage"] == "layer_build", result
+        assert "FP8 KV cache is not supported by the Triton attention backend" in str(result.get("error"))
+        assert f"compute capability {cc:g}" in str(result.get("error")) or "SM89" in str(result.get("error"))
+    else:
+        assert result["ok"], result.get("error")
+        if cc < 8.9:  # only FlashInfer stores fp8 there
+            assert backend.startswith("FLASHINFER"), backend

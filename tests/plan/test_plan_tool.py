@@ -252,3 +252,24 @@ def test_a_scaling_fleets_plan_shows_the_month_at_min_and_max_and_the_warm_pool(
     assert f"${scaling['costAtMaxPerMonth']:,.2f} at 5" in printed
     assert f"warm pool: 1 stopped instance(s), volumes only: ${scaling['warmPoolPerMonth']:,.2f}/month" in printed
     assert f"launches {5} more instances" in printed  # a refresh at the top of the range
+
+
+@pytest.mark.parametrize(("lines", "said"), [
+    # Public reports replayed (issue 27): both passed the offline plan before.
+    ("  aws:region: us-east-9\n", ["aws:region='us-east-9' is not an AWS Region", "us-east-1", "us-east-2"]),
+    ("  aws:region: us-east-1\n  vllm_deploy:maxModelLen: 4096\n",
+     ["vllm_deploy:maxModelLen", "you likely meant vllm-deploy:maxModelLen"]),
+])
+def test_the_offline_plan_refuses_a_bad_region_and_a_mistyped_namespace(clone, tmp_path, lines, said):
+    (clone / "Pulumi.typo.yaml").write_text(
+        "config:\n" + lines + "  vllm-deploy:model: Qwen/Qwen2.5-1.5B-Instruct\n"
+        "  vllm-deploy:sshAllowedCidrs: ['198.51.100.0/24']\n"
+    )
+    try:
+        result = plan_cli(clone, tmp_path, "typo")
+    finally:
+        (clone / "Pulumi.typo.yaml").unlink()
+    assert result.returncode == 1, result.stdout[-2000:]
+    for text in said:
+        assert text in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""

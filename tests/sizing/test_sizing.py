@@ -338,15 +338,19 @@ def test_fbgemm_fp8_needs_compute_capability_8():
     assert "fbgemm_fp8 weights need compute capability 8+, NVIDIA T4 is 7.5" in " ".join(t4.reasons)
 
 
-def test_fp8_kv_cache_halves_kv_on_every_gpu():
+def test_fp8_kv_cache_halves_kv_on_the_gpus_that_store_it():
     cfg = config("Qwen/Qwen2.5-7B-Instruct", kvCacheDtype="fp8")
     chosen = plan(cfg)
     assert chosen.memory.kv_cache_gib * GIB == hand_kv_for_requests(28, 4, 128, chosen.tensor_parallel_size, 32768, 2, kv_bytes=1)
-    # vLLM 0.33's Triton attention backend stores an fp8 KV cache on any GPU
-    # (v1/attention/backends/triton_attn.py); the T4 is judged on memory alone.
+    # Below 8.9 only FlashInfer stores fp8 (8.0+, head size 128 here); the T4 (7.5) is left to
+    # Triton attention, which refuses it (issue 27; sizing/vllm_rules.py fp8_kv_cache_refusal).
     small = config("Qwen/Qwen2.5-1.5B-Instruct", kvCacheDtype="fp8")
-    t4 = evaluate(small, from_catalog("Qwen/Qwen2.5-1.5B-Instruct"), get("g4dn.xlarge"))
-    assert t4.fits, t4.reasons
+    spec = from_catalog("Qwen/Qwen2.5-1.5B-Instruct")
+    t4 = evaluate(small, spec, get("g4dn.xlarge"))
+    assert not t4.fits
+    assert "kvCacheDtype=fp8 on NVIDIA T4: fp8 KV cache needs compute capability 8.9+" in " ".join(t4.reasons)
+    assert evaluate(small, spec, get("g5.xlarge")).fits  # A10G, 8.6: FlashInfer
+    assert plan(small).instance.compute_capability >= 8.0
 
 
 # --- filters and the user's instance ----------------------------------------------------------

@@ -52,6 +52,8 @@ INVOKE_ACTIONS: dict[str, tuple[set[str], str]] = {
     "aws:ebs/getVolume:getVolume": ({"ec2:DescribeVolumes"}, "ebs_volume_data_source.go"),
     "aws:index/getRegion:getRegion": (
         {"ec2:DescribeRegions"}, "meta/region_data_source.go: the configured region, checked against EC2's list"),
+    "aws:index/getRegions:getRegions": (
+        {"ec2:DescribeRegions"}, "meta/regions_data_source.go: the Regions enabled for the account"),
     # A fleet (replicas >= 2): the account id for its lifecycle-hook ARN, the partition, the
     # domain's hosted zone.
     "aws:index/getCallerIdentity:getCallerIdentity": (

@@ -207,15 +207,19 @@ def _attention_probe(vllm_config, head_size: int) -> tuple[str, str]:
     """(status, backend): the attention backend vLLM's selector picks for this GPU, head size,
     dtype and KV-cache dtype (v1/attention/selector.py get_attn_backend, as
     model_executor/layers/attention/attention.py calls it); none fits is an error at model
-    build. The selector skips a backend whose package is not installed here (FlashInfer: the
-    vllm/vllm-openai image has it); when only such a backend was left, the answer is that
-    backend, marked unverified, rather than a refusal a GPU host would not make."""
+    build. FlashInfer, which the vllm/vllm-openai image has and this venv does not, is judged
+    by its own checks on stand-in modules (_stub_flashinfer); when it is picked the answer is
+    FlashInfer with its kernels unverified. Another backend's impl is then built as the layer
+    builds it (_impl_problem), which is where Triton attention refuses an fp8 KV cache below
+    sm89. A backend skipped for another package missing here leaves the answer unverified
+    rather than a refusal a GPU host would not make."""
     import re
 
     from vllm.v1.attention.selector import get_attn_backend
 
     model = vllm_config.model_config
     cache_dtype = vllm_config.cache_config.cache_dtype
+    stubbed = _stub_flashinfer()
     try:
         backend = get_attn_backend(
             head_size, model.dtype, None if cache_dtype == "auto" else cache_dtype,
@@ -227,7 +231,72 @@ def _attention_probe(vllm_config, head_size: int) -> tuple[str, str]:
         if missing:
             return "ok", f"{missing[0]} (unverified: its package is not installed here)"
         return error_text(exc), ""
+    if stubbed and backend.get_name().startswith("FLASHINFER"):
+        return "ok", f"{backend.get_name()} (its own checks passed; its kernels are not installed here)"
+    if not model.use_mla:
+        problem = _impl_problem(backend, vllm_config, head_size, cache_dtype)
+        if problem:
+            return problem, backend.get_name()
     return "ok", backend.get_name()
+
+
+_FLASHINFER_MODULES = ("flashinfer", "flashinfer.decode", "flashinfer.prefill", "flashinfer.utils")
+
+
+def _stub_flashinfer() -> bool:
+    """Stand-in `flashinfer` modules when the package is not installed here (the vllm/vllm-openai
+    image has it): vLLM's FlashInfer backend module then imports, and the selector judges it
+    with its own checks (compute capability, head sizes, KV-cache dtype, sinks) instead of
+    skipping it for the import error, as a GPU host never would. Every name the backend imports
+    from flashinfer is a placeholder that is never called: nothing runs a kernel here. True when
+    the stand-ins were installed (in this forked child only)."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+    import types
+
+    if "flashinfer" in sys.modules or importlib.util.find_spec("flashinfer") is not None:
+        return False
+
+    class _Stub(types.ModuleType):
+        def __getattr__(self, name: str):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            placeholder = type(name, (), {"__init__": lambda self, *a, **k: None})
+            setattr(self, name, placeholder)
+            return placeholder
+
+    for name in _FLASHINFER_MODULES:
+        module = _Stub(name)
+        module.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=name == "flashinfer")
+        if name == "flashinfer":
+            module.__path__ = []  # a package: its submodules are the stand-ins above
+        sys.modules[name] = module
+    return True
+
+
+def _impl_problem(backend, vllm_config, head_size: int, cache_dtype: str) -> str:
+    """What the chosen backend's impl raises when the Attention layer builds it
+    (model_executor/layers/attention/attention.py: impl_cls(num_heads, head_size, scale,
+    num_kv_heads, alibi_slopes, sliding_window, kv_cache_dtype, logits_soft_cap, attn_type,
+    kv_sharing_target_layer_name)), e.g. TritonAttentionImpl's refusal of an fp8 KV cache below
+    sm89. Decoder self-attention of one TP rank; sinks and other per-model arguments are not
+    passed, so only the refusals of these common arguments are seen."""
+    from vllm.v1.attention.backend import AttentionType
+
+    model = vllm_config.model_config
+    parallel = vllm_config.parallel_config
+    try:
+        backend.get_impl_cls()(
+            model.get_num_attention_heads(parallel), head_size, head_size ** -0.5,
+            model.get_num_kv_heads(parallel), None, None, cache_dtype, None,
+            AttentionType.DECODER, None,
+        )
+    except (ValueError, NotImplementedError) as exc:  # the impl's own refusals
+        return error_text(exc)
+    except Exception:  # noqa: BLE001 - an argument this probe does not pass: not a refusal
+        return ""
+    return ""
 
 
 def _is_moe(text) -> bool:
