@@ -164,3 +164,36 @@ def kv_bytes_for_requests(
     layout = kv_layout(spec, kv_dtype_bytes, tensor_parallel_size)
     in_flight = accounting.in_flight_batches * max_num_batched_tokens
     return bytes_for_requests(layout, max_model_len, in_flight, requests)
+
+
+# --- how long a start takes (sizing.start_time) ---------------------------------------------------
+
+from sizing.start_time import (  # noqa: E402 - the start-time half, re-exported for callers of this module
+    FLEET_ROOT_VOLUME_MIB_S, VOLUME_INITIALIZATION_MIB_S, Start, StartEstimate, VolumePerformance, estimate_start, model_volume_performance,
+)
+
+
+def model_volume_for(plan, config) -> VolumePerformance:
+    """The model volume's gp3 throughput and IOPS for `plan` (SizingPlan) and `config`
+    (StackConfig): modelVolumeThroughputMibps, or what loads plan.weights_on_disk_gb / nodes
+    within sizing.start_time.WEIGHT_LOAD_TARGET_S."""
+    return model_volume_performance(
+        plan.weights_on_disk_gb / max(1, plan.nodes), throughput_mib_s=config.model_volume_throughput_mibps
+    )
+
+
+def start_time(plan, config, start: Start) -> StartEstimate:
+    """The expected start of `plan` (SizingPlan) under `config` (StackConfig), stage by stage in
+    seconds (StartEstimate.total_s, .stages, .biggest): Start.HOST_COLD (a single host's first
+    vLLM start), WAKE (a stopped host started again), FLEET_COLD (a replica from the baked image:
+    volumes read through the initialization rate, VOLUME_INITIALIZATION_MIB_S), WARM_POOL (a
+    replica from the warm pool). The model volume at model_volume_for(plan, config); the root at
+    gp3's baseline on a single host, at FLEET_ROOT_VOLUME_MIB_S on a replica. Pure; for grace periods, hook and readiness timeouts, warm-ups."""
+    return estimate_start(
+        start,
+        weights_gb=plan.weights_on_disk_gb,
+        model_volume_mib_s=model_volume_for(plan, config).throughput_mib_s,
+        root_volume_mib_s=FLEET_ROOT_VOLUME_MIB_S if start in (Start.FLEET_COLD, Start.WARM_POOL) else 125,
+        volume_initialization_mib_s=VOLUME_INITIALIZATION_MIB_S,
+        nodes=plan.nodes,
+    )
