@@ -16,6 +16,7 @@ import pytest
 
 from serving.monitoring import cloudwatch
 from serving.nginx import CONTAINER_CONF_PATH, CONTAINER_TLS_DIR
+from serving import compile_cache
 from serving.replica import fleet_site, replica_files
 from serving.nginx_conf import render
 from tests.scripts.replica_host import (
@@ -78,13 +79,14 @@ def test_boot_runs_the_single_hosts_argv_and_nginx_config_and_completes_the_laun
 
     vllm = _docker_run(run, "vllm")
     image_at = vllm.index(settings.vllm_image)
-    assert vllm[image_at + 1:] == [*argv, "--shutdown-timeout", "30"], "stack.preflight's argv, as a single host runs it"
+    assert vllm[image_at + 1:] == argv, "stack.preflight's argv, as a single host runs it"
+    assert argv[argv.index("--shutdown-timeout") + 1] == "30"
     assert _option_values(vllm, "--restart") == ["always"] and "--gpus" in vllm
     assert _option_values(vllm, "-p") == ["127.0.0.1:8000:8000"], "vLLM only on loopback, as on a single host"
     assert _option_values(vllm, "--stop-timeout") == ["60"], "P7: above --shutdown-timeout"
     assert _option_values(vllm, "-v") == [f"{replica.models}:/models/served:ro"]
     env_names = (replica.state / "containers" / "vllm.env-names").read_text().split()
-    assert sorted(env_names) == ["HF_HUB_OFFLINE", "VLLM_API_KEY", "VLLM_NO_USAGE_STATS"]
+    assert sorted(env_names) == ["HF_HUB_OFFLINE", "VLLM_API_KEY", "VLLM_CACHE_ROOT", "VLLM_NO_USAGE_STATS"]
 
     proxy = _docker_run(run, "vllm-proxy")
     assert proxy[-1] == settings.nginx_image and _option_values(proxy, "--network") == ["host"]
@@ -356,3 +358,23 @@ def test_the_agent_installer_refuses_a_package_signed_by_another_key(tmp_path: P
     again = subprocess.run(["bash", str(script)], env={**env, "VLLM_DEPLOY_CWAGENT_CTL": str(ctl)},
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and again.stdout == "VLLM_DEPLOY_CWAGENT=present\n"
+
+
+def test_boot_mounts_the_compile_cache_of_its_own_instance_type(tmp_path: Path, stack):
+    """The cache the builder baked is found by a replica of the builder's type; a replica of
+    another type (a mixed-instances group) gets a directory of its own (fleet-pitfalls P23)."""
+    config, argv, site, _ = stack
+    suffix = compile_cache.cache_suffix(config.vllm_image, argv)
+    settings = settings_for(config, compile_cache_base="/data/models/.vllm-compile-cache", compile_cache_suffix=suffix)
+    host = ReplicaHost(tmp_path, replica_files(vllm_argv=argv, nginx_site=site, settings=settings))
+    host.set_parameter(PARAMETER, API_KEY)
+    (host.state / "imds" / "instance-type").write_text("g6.xlarge")
+    base = tmp_path / "data" / "models" / ".vllm-compile-cache"
+    run = host.run("boot.sh", VLLM_DEPLOY_COMPILE_CACHE_BASE=str(base))
+    assert_ok(run)
+    expected = base / f"g6.xlarge--{suffix}"
+    assert expected.is_dir()
+    assert _option_values(_docker_run(run, "vllm"), "-v") == [f"{host.models}:/models/served:ro", f"{expected}:/vllm-cache"]
+    # The single host computes the same directory for the same type, image and argv.
+    assert compile_cache.host_cache_dir(str(tmp_path / "data" / "models" / "served"), "g6.xlarge",
+                                        config.vllm_image, argv) == str(expected)
