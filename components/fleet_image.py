@@ -40,6 +40,7 @@ from components.naming import child, component_type, default_tags
 from components.script_steps import REMOTE_DIR
 from config.settings import StackConfig
 from sizing.plan import SizingPlan
+from sizing.startup import VolumePerformance, model_volume_for
 
 STAGE_DIR = f"{REMOTE_DIR}/replica-bake"  # on the builder; removed by the cleanup step
 # The first snapshot of a model volume is a full copy: AWS says image creation can take
@@ -93,11 +94,16 @@ class FleetImage(pulumi.ComponentResource):
     builder: GpuHost
     volume_gb: int  # the builder's root + model volume, billed while it is stopped (GB)
     model_volume_gb: int  # the model volume's size: each replica's copy from the snapshot (GB)
+    model_volume_performance: VolumePerformance  # its gp3 throughput and IOPS, for each copy too
 
     def __init__(self, name: str, args: FleetImageArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("FleetImage"), name, None, opts)
         settings, plan, bake = args.settings, args.plan, args.bake
         in_aws = pulumi.ResourceOptions(parent=self)
+        # The builder's model volume and each replica's copy of it (the launch template's block
+        # device for model_device_name: throughput and iops from here; the snapshot does not
+        # carry them): the weights within sizing.start_time's target.
+        self.model_volume_performance = model_volume_for(plan, settings)
         host = GpuHost(
             child(name, "host"),
             GpuHostArgs(
@@ -111,6 +117,7 @@ class FleetImage(pulumi.ComponentResource):
             child(name, "models"),
             ModelVolumeArgs(
                 availability_zone=host.zone, size_gb=max(plan.model_volume_gb, kept_gb), instance=host.instance,
+                performance=self.model_volume_performance,
             ),
             in_aws,
         )
