@@ -30,6 +30,7 @@ REPLICA_SCRIPTS_DIR = SCRIPTS_DIR / "replica"
 INSTALL_SCRIPT = "install_replica.sh"
 CLEANUP_SCRIPT = "bake_cleanup.sh"
 CWAGENT_SCRIPT = "install_cloudwatch_agent.sh"  # ours: the CloudWatch agent, monitoring on only
+WARM_CACHE_SCRIPT = "warm_compile_cache.sh"  # ours: vLLM started once, its compile cache baked
 REPLICA_DIR = "/opt/vllm-deploy/replica"  # where install_replica.sh puts the files (contract)
 
 LAUNCH_HOOK = "vllm-launch"
@@ -128,6 +129,7 @@ def bake_files(
         compile_cache_suffix=compile_cache.cache_suffix(settings.vllm_image, list(vllm_argv)),
     )
     files = replica.replica_files(vllm_argv=list(vllm_argv), nginx_site=site, settings=replica_settings)
+    files[WARM_CACHE_SCRIPT] = (REPLICA_SCRIPTS_DIR / WARM_CACHE_SCRIPT).read_text()
     if metrics_group is not None:
         files.update(cloudwatch.replica_files(stack=stack, group_name=metrics_group, vllm_port=VLLM_PORT))
         files[CWAGENT_SCRIPT] = (REPLICA_SCRIPTS_DIR / CWAGENT_SCRIPT).read_text()

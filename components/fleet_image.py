@@ -32,7 +32,9 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 
-from components.fleet_bake import CLEANUP_SCRIPT, CWAGENT_SCRIPT, INSTALL_SCRIPT, REPLICA_DIR, BakeInputs
+from components.fleet_bake import (
+    CLEANUP_SCRIPT, CWAGENT_SCRIPT, INSTALL_SCRIPT, REPLICA_DIR, WARM_CACHE_SCRIPT, BakeInputs,
+)
 from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_setup import HostSetup, HostSetupArgs
 from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs
@@ -99,6 +101,7 @@ class FleetImage(pulumi.ComponentResource):
     def __init__(self, name: str, args: FleetImageArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("FleetImage"), name, None, opts)
         settings, plan, bake = args.settings, args.plan, args.bake
+        self._readiness_minutes = settings.readiness_timeout_minutes
         in_aws = pulumi.ResourceOptions(parent=self)
         # The builder's model volume and each replica's copy of it (the launch template's block
         # device for model_device_name: throughput and iops from here; the snapshot does not
@@ -182,11 +185,15 @@ class FleetImage(pulumi.ComponentResource):
         env = {"VLLM_DEPLOY_REPLICA_DIR": REPLICA_DIR}
         sudo = "sudo --preserve-env=VLLM_DEPLOY_REPLICA_DIR bash"
 
-        def step(role: str, create: str, depends: list[pulumi.Resource], **extra) -> command.remote.Command:
+        def step(
+            role: str, create: str, depends: list[pulumi.Resource],
+            custom_timeouts: Optional[pulumi.CustomTimeouts] = None, **extra,
+        ) -> command.remote.Command:
             return command.remote.Command(
                 child(name, role), connection=host.connection, create=create, environment=env,
                 triggers=triggers, add_previous_output_in_env=False,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=depends), **extra,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends, custom_timeouts=custom_timeouts),
+                **extra,
             )
 
         upload = step(
@@ -200,6 +207,13 @@ class FleetImage(pulumi.ComponentResource):
         if CWAGENT_SCRIPT in bake.files:  # a fleet with monitoring on: the agent, signature checked
             before_install.append(step("cloudwatch-agent", f"{sudo} {STAGE_DIR}/{CWAGENT_SCRIPT}", [upload]))
         install = step("replica-install", f"{sudo} {STAGE_DIR}/{INSTALL_SCRIPT}", before_install)
+        # vLLM once with the replica's argv and env, so the image carries its compile cache for
+        # this type (serving.compile_cache): as long as a start may take, and a pull.
+        warm_minutes = self._readiness_minutes + 15
+        warm = step(
+            "compile-cache", f"{sudo} {STAGE_DIR}/{WARM_CACHE_SCRIPT}", [install],
+            custom_timeouts=pulumi.CustomTimeouts(create=f"{warm_minutes}m", update=f"{warm_minutes}m"),
+        )
         return step(
-            "bake-cleanup", f"sudo rm -rf {STAGE_DIR} && {sudo} {REPLICA_DIR}/{CLEANUP_SCRIPT}", [install]
+            "bake-cleanup", f"sudo rm -rf {STAGE_DIR} && {sudo} {REPLICA_DIR}/{CLEANUP_SCRIPT}", [warm]
         )

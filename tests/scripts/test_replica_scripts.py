@@ -378,3 +378,45 @@ def test_boot_mounts_the_compile_cache_of_its_own_instance_type(tmp_path: Path, 
     # The single host computes the same directory for the same type, image and argv.
     assert compile_cache.host_cache_dir(str(tmp_path / "data" / "models" / "served"), "g6.xlarge",
                                         config.vllm_image, argv) == str(expected)
+
+
+# --- warm_compile_cache.sh (bake time) ------------------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _warm_host(tmp_path: Path, stack) -> tuple[ReplicaHost, Path, str]:
+    config, argv, site, _ = stack
+    suffix = compile_cache.cache_suffix(config.vllm_image, argv)
+    settings = settings_for(config, compile_cache_base="/data/models/.vllm-compile-cache", compile_cache_suffix=suffix)
+    files = replica_files(vllm_argv=argv, nginx_site=site, settings=settings)
+    files["warm_compile_cache.sh"] = (REPO / "components" / "scripts" / "replica" / "warm_compile_cache.sh").read_text()
+    host = ReplicaHost(tmp_path, files)
+    (host.state / "imds" / "instance-type").write_text("g6.xlarge")
+    return host, tmp_path / "data" / "models" / ".vllm-compile-cache", suffix
+
+
+def test_the_bake_starts_vllm_once_as_a_replica_would_and_keeps_its_compile_cache(tmp_path: Path, stack):
+    _, argv, _, settings = stack
+    host, base, suffix = _warm_host(tmp_path, stack)
+    run = host.run("warm_compile_cache.sh", VLLM_DEPLOY_COMPILE_CACHE_BASE=str(base))
+    assert_ok(run)
+    cache = base / f"g6.xlarge--{suffix}"
+    assert run.stdout == f"VLLM_DEPLOY_COMPILE_CACHE={cache}\n" and cache.is_dir()
+    assert ["pull", settings.vllm_image] in run.called("docker"), "the builder lacked the image"
+    warm = _docker_run(run, "vllm-compile-warmup")
+    assert warm[warm.index(settings.vllm_image) + 1:] == argv, "the replica's argv, so the same compile hash"
+    assert _option_values(warm, "-v") == [f"{host.models}:/models/served:ro", f"{cache}:/vllm-cache"]
+    assert _option_values(warm, "--env-file") == [str(host.dir / "vllm.env")], "no API key file at bake time"
+    assert not (host.state / "containers" / "vllm-compile-warmup").exists(), "the warm-up container is removed"
+    again = host.run("warm_compile_cache.sh", VLLM_DEPLOY_COMPILE_CACHE_BASE=str(base))
+    assert_ok(again)
+    assert not [c for c in again.called("docker") if c[:1] == ["pull"]], "idempotent: the image is there"
+
+
+def test_a_warm_up_that_never_answers_fails_and_leaves_no_container(tmp_path: Path, stack):
+    host, base, _ = _warm_host(tmp_path, stack)
+    host.fail("health")
+    run = host.run("warm_compile_cache.sh", VLLM_DEPLOY_COMPILE_CACHE_BASE=str(base),
+                   VLLM_DEPLOY_HEALTH_TIMEOUT_S="1", VLLM_DEPLOY_HEALTH_POLL_S="0.1")
+    assert_failed(run, "vLLM did not answer /health within 1s on the builder", "stub docker log of vllm-compile-warmup")
+    assert not (host.state / "containers" / "vllm-compile-warmup").exists()
