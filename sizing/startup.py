@@ -197,3 +197,24 @@ def start_time(plan, config, start: Start) -> StartEstimate:
         volume_initialization_mib_s=VOLUME_INITIALIZATION_MIB_S,
         nodes=plan.nodes,
     )
+
+
+def start_notes(plan, config) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(notes, warnings) about the start for the sizing report: the model volume's throughput
+    with its cost and the expected starts (sizing.start_time); a warning naming
+    readinessTimeoutMinutes when it is shorter than the slowest expected start (a single host's
+    first, or a fleet's cold scale-out with replicas >= 2)."""
+    volume = model_volume_for(plan, config)
+    starts = [Start.HOST_COLD, Start.WAKE] if config.replicas < 2 else [Start.FLEET_COLD, Start.WARM_POOL]
+    estimates = {start: start_time(plan, config, start) for start in starts}
+    cost = f", +${volume.usd_per_month:.2f}/month per volume" if volume.usd_per_month else " (gp3's free baseline)"
+    timing = "; ".join(f"{s.value} ~{e.total_s / 60:.1f} min (biggest: {e.biggest.name})" for s, e in estimates.items())
+    notes = (f"model volume: {volume.throughput_mib_s} MiB/s, {volume.iops} IOPS{cost}; expected start: {timing} "
+             "(bench/cold_start.py)",)
+    slowest = max(e.total_s for e in estimates.values())
+    warnings: tuple[str, ...] = ()
+    if config.readiness_timeout_minutes * 60 < slowest:
+        need = int(-(-slowest // 60)) + 5
+        warnings = (f"vllm-deploy:readinessTimeoutMinutes={config.readiness_timeout_minutes} is shorter than the "
+                    f"expected start ({slowest / 60:.1f} min, bench/cold_start.py): set it to {need} or more",)
+    return notes, warnings

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from bench import cold_start
+from sizing import startup
 from sizing.start_time import (
     RATES_CSV, STAGES, Start, estimate_start, model_volume_performance, rates,
 )
@@ -101,3 +102,15 @@ def test_the_bench_runs_as_a_script():
                          timeout=120, check=False)
     assert run.returncode == 0, run.stderr
     assert "volume_initialization_max = 300 MiB/s" in run.stdout
+
+
+def test_a_readiness_timeout_shorter_than_the_expected_start_is_named_with_a_fix():
+    config, plan = cold_start.stack_plan("prod")
+    notes, warnings = startup.start_notes(plan, config)
+    assert warnings == () and "500 MiB/s" in notes[0] and "+$15.00/month" in notes[0]
+    short = config.model_copy(update={"readiness_timeout_minutes": 1})
+    _, warnings = startup.start_notes(plan, short)
+    (warning,) = warnings
+    assert "readinessTimeoutMinutes=1" in warning and "set it to" in warning
+    fix = int(warning.rsplit("set it to ", 1)[1].split()[0])
+    assert startup.start_notes(plan, config.model_copy(update={"readiness_timeout_minutes": fix}))[1] == ()
