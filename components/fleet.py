@@ -22,6 +22,7 @@ from components.fleet_group import REFRESH_MAX_HEALTHY_PCT, FleetGroup, FleetGro
 from components.fleet_image import FleetImage, FleetImageArgs
 from components.fleet_monitoring import FleetMonitoring, FleetMonitoringArgs
 from components.fleet_network import fleet_network, public_zone_of
+from components.fleet_scale_plan import fleet_instance_types, scaling_output
 from components.host_setup import NVIDIA_DRIVER_BRANCH, model_dir_on_host
 from components.load_balancer import FleetLoadBalancer, FleetLoadBalancerArgs
 from components.model_volume import find_model_volume
@@ -39,7 +40,8 @@ def refresh_surge(settings: StackConfig, plan: SizingPlan) -> dict[str, int]:
     """What an instance refresh needs on top of the fleet while old and new replicas overlap
     (maximum healthy 200 %: a whole new set before the old one goes): instances, GPUs, vCPUs
     (the account's on-demand vCPU quota for the family counts them, fleet-pitfalls P15)."""
-    extra = settings.replicas * (REFRESH_MAX_HEALTHY_PCT - 100) // 100
+    # At the top of its range a scaling fleet refreshes maxReplicas replicas (issue 26).
+    extra = max(settings.replicas, settings.max_replicas or 0) * (REFRESH_MAX_HEALTHY_PCT - 100) // 100
     return {
         "extraInstances": extra,
         "extraGpus": extra * plan.instance.gpu_count,
@@ -124,6 +126,7 @@ class VllmFleet(pulumi.ComponentResource):
                 account_id=aws.get_caller_identity(opts=lookups).account_id,
                 partition=aws.get_partition(opts=lookups).partition,
                 metrics_log_group=monitoring.log_group if monitoring else None,
+                instance_types=fleet_instance_types(settings, plan, args.vllm_command, self) if settings.spot else None,
             ),
             in_aws,
         )
@@ -148,6 +151,12 @@ class VllmFleet(pulumi.ComponentResource):
             builder_volume_gb=image.volume_gb, load_balancer_zones=len(network.load_balancer_subnets),
         )
         self.cost = self.cost_breakdown.to_output()
+        # Issue 26: with maxReplicas, warmReplicas or spot, what scaling watches and costs.
+        self.scaling = scaling_output(
+            settings, plan, replica_volume_gb=plan.root_volume_gb + image.model_volume_gb,
+            builder_volume_gb=image.volume_gb, load_balancer_zones=len(network.load_balancer_subnets),
+            instance_types=group.instance_types,
+        )
         self.refresh_surge = refresh_surge(settings, plan)
         self.metrics_dashboard_url = monitoring.dashboard_url if monitoring else None
         self.register_outputs({
@@ -160,6 +169,7 @@ class VllmFleet(pulumi.ComponentResource):
             # What tools/plan prints as the bill (sizing.costs.HostCost's fields).
             "costBreakdown": self.cost_breakdown.to_dict(),
             "refreshSurge": self.refresh_surge,
+            **({"scaling": self.scaling} if self.scaling else {}),
             # What the replicas run (baked into the image), for tools/plan.
             "vllmImage": settings.vllm_image,
             "vllmCommand": list(args.vllm_command),
@@ -181,5 +191,6 @@ class VllmFleet(pulumi.ComponentResource):
             "region": self.region,
             "costUsd": self.cost,
             "refreshSurge": self.refresh_surge,
+            **({"scaling": self.scaling} if self.scaling else {}),
             **({"metricsDashboardUrl": self.metrics_dashboard_url} if self.metrics_dashboard_url is not None else {}),
         }

@@ -24,7 +24,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 
-from components import fleet_access
+from components import fleet_access, fleet_scaling
 from components.fleet_bake import (
     LAUNCH_HOOK, TERMINATE_HOOK, api_key_parameter, launch_hook_timeout_s, terminate_hook_timeout_s,
 )
@@ -86,6 +86,8 @@ class FleetGroupArgs:
     partition: str = "aws"
     metrics_log_group: Optional[aws.cloudwatch.LogGroup] = None
     """With monitoring on: the replicas' metrics log group (it exists before any replica)."""
+    instance_types: Optional[list[str]] = None
+    """With spot: the mixed-instances policy's types, cheapest first (serving.fleet_types)."""
 
 
 class FleetGroup(pulumi.ComponentResource):
@@ -112,15 +114,15 @@ class FleetGroup(pulumi.ComponentResource):
         group = aws.autoscaling.Group(
             child(name, "asg"),
             name=asg_name,
-            desired_capacity=settings.replicas,
+            desired_capacity=fleet_scaling.desired_capacity(settings),
             min_size=settings.replicas,
-            max_size=settings.replicas,
+            max_size=fleet_scaling.max_replicas(settings),
             vpc_zone_identifiers=args.subnet_ids,
             target_group_arns=[args.target_group_arn],
             health_check_type="ELB",
             health_check_grace_period=HEALTH_CHECK_GRACE_S,
             default_instance_warmup=INSTANCE_WARMUP_S,
-            launch_template=aws.autoscaling.GroupLaunchTemplateArgs(
+            launch_template=None if fleet_scaling.mixed(settings) else aws.autoscaling.GroupLaunchTemplateArgs(
                 id=template.id, version=template.latest_version.apply(str),
             ),
             instance_refresh=aws.autoscaling.GroupInstanceRefreshArgs(
@@ -145,14 +147,18 @@ class FleetGroup(pulumi.ComponentResource):
             ],
             wait_for_capacity_timeout=f"{capacity_wait_minutes(settings)}m",
             wait_for_elb_capacity=settings.replicas,
+            # Issue 26: the warm pool, spot's mixed-instances policy (None for a fixed on-demand fleet).
+            **fleet_scaling.group_options(settings, template, args.instance_types),
             tags=[
                 aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
                 for k, v in {**default_tags(), "Name": child(name, "replica")}.items()
             ],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[parameter, *([log_group] if log_group else [])]),
         )
+        fleet_scaling.scaling_policy(self, name, settings, group)
         self._wait_for_refresh(name, args, group, template)
         self.group_name = group.name
+        self.instance_types = list(args.instance_types or [args.plan.instance.name])
         self.launch_template_version = template.latest_version
         self.api_key_parameter_name = parameter.name
         self.register_outputs({

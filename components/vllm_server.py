@@ -36,6 +36,20 @@ CONTAINER_NAME = "vllm"
 DOCKER_STOP_TIMEOUT_S = SHUTDOWN_TIMEOUT_S + DOCKER_STOP_MARGIN_S
 
 
+def tool_call_parser(serve_args: list[str]) -> Optional[str]:
+    """The --tool-call-parser vLLM parses tool calls with, when --enable-auto-tool-choice is on
+    (toolCalling, or vllmExtraArgs): the readiness check then makes one tool call."""
+    if "--enable-auto-tool-choice" not in serve_args:
+        return None
+    parser = None
+    for index, arg in enumerate(serve_args):
+        if arg == "--tool-call-parser" and index + 1 < len(serve_args):
+            parser = serve_args[index + 1]
+        elif arg.startswith("--tool-call-parser="):
+            parser = arg.split("=", 1)[1]
+    return parser
+
+
 def generation_api(serve_args: list[str]) -> str:
     """Which API the readiness check generates through: `chat` when `--chat-template` gives vLLM
     a template, else `auto` (the host script reads the model directory; see wait_for_vllm.sh)."""
@@ -97,6 +111,8 @@ class VllmServer(pulumi.ComponentResource):
                 # The script reads the directory vLLM loads to choose chat or plain completion.
                 "VLLM_DEPLOY_MODEL_DIR": host.model_dir,
                 "VLLM_DEPLOY_GENERATION_API": generation_api(self.args),
+                # Only with tool calling on, so other stacks' step keeps its inputs.
+                **({"VLLM_DEPLOY_TOOL_CALL_PARSER": parser} if (parser := tool_call_parser(self.args)) else {}),
             },
             secret_env={"VLLM_API_KEY": args.api_key},
             # Its failure output (the container log tail) is what a user needs to see;

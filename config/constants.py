@@ -36,3 +36,11 @@ MAX_REPLICAS = 32
 # long enough for a typical stream (a few thousand tokens at tens of tokens/s) to finish.
 DEFAULT_DRAIN_SECONDS = 300
 MAX_DRAIN_SECONDS = 3600
+
+# Autoscaling (issue 26): the target of the fleet's target-tracking policy, in vLLM 0.33's gauge
+# vllm:num_requests_waiting (vllm/v1/metrics/loggers.py: requests admitted but not yet scheduled,
+# because the running batch is at max_num_seqs or the KV cache is full), averaged over the
+# replicas. A target of 0 can never be tracked (fleet-pitfalls P19); 2 means a replica's batch is
+# full and a short queue has formed behind it before a replica is added: a request then waits for
+# a running one to finish rather than being served at once, which is what adding capacity fixes.
+DEFAULT_SCALE_ON_WAITING_REQUESTS = 2.0

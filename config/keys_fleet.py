@@ -6,12 +6,14 @@ write); field descriptions are the README's config reference.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 from pydantic import BeforeValidator, Field
 
 from config import values
-from config.constants import DEFAULT_DRAIN_SECONDS, MAX_DRAIN_SECONDS, MAX_REPLICAS
+from config.constants import (
+    DEFAULT_DRAIN_SECONDS, DEFAULT_SCALE_ON_WAITING_REQUESTS, MAX_DRAIN_SECONDS, MAX_REPLICAS,
+)
 from config.keys_base import Keys
 
 
@@ -24,4 +26,25 @@ class FleetKeys(Keys):
         DEFAULT_DRAIN_SECONDS, ge=0, le=MAX_DRAIN_SECONDS,
         description="With replicas: how long a retiring replica may finish its requests in flight (the "
         "target group's deregistration delay); the longest stream an update should not cut.",
+    )
+    # --- scaling, warm pool, spot (issue 26; README, Scaling) ------------------------------
+    max_replicas: Optional[int] = Field(
+        None, ge=1, le=MAX_REPLICAS,
+        description="With replicas >= 2: above replicas, the fleet scales itself between replicas (the "
+        "minimum) and this, on vLLM's waiting requests per replica (README, Scaling). Unset: a fixed fleet.",
+    )
+    scale_on_waiting_requests: float = Field(
+        DEFAULT_SCALE_ON_WAITING_REQUESTS, gt=0, le=1000,
+        description="With maxReplicas: the target of the scaling policy, vLLM's requests waiting for a "
+        "batch slot (vllm:num_requests_waiting), averaged over the replicas; more adds replicas.",
+    )
+    warm_replicas: int = Field(
+        0, ge=0, le=MAX_REPLICAS,
+        description="With replicas >= 2: instances kept booted once and stopped in a warm pool (only "
+        "their volumes bill), so a scale-out is a start and a model load. Not with spot.",
+    )
+    on_demand_replicas: int = Field(
+        1, ge=0, le=MAX_REPLICAS,
+        description="With replicas >= 2 and spot: the on-demand base of the fleet; every replica above "
+        "it is spot, over each instance type that runs the same vLLM argv.",
     )

@@ -21,7 +21,11 @@ class HostKeys(Keys):
     instance_type: str = Field(
         "auto", description="EC2 instance type, or auto for the cheapest that fits."
     )
-    spot: bool = Field(False, description="Run as a spot instance (stopped on interruption).")
+    spot: bool = Field(
+        False,
+        description="Run as a spot instance (stopped on interruption). With replicas >= 2: replicas above "
+        "onDemandReplicas are spot, drained within the two-minute notice (README, Scaling, warm pool and spot).",
+    )
     max_hourly_price_usd: Optional[float] = Field(
         None, gt=0, description="Refuse instances whose on-demand price is above this."
     )

@@ -35,6 +35,9 @@ class CrossKeyValues(Protocol):
     replicas: int
     spot: bool
     subnet_id: Optional[str]
+    max_replicas: Optional[int]
+    warm_replicas: int
+    on_demand_replicas: int
 
     @property
     def grafana_cidrs(self) -> list[str]: ...
@@ -51,6 +54,7 @@ def check_all(config: CrossKeyValues) -> None:
     _idle_stop_needs_metrics(config)
     if config.replicas > 1:
         _replicas_alone(config)
+    _scaling_keys(config)
 
 
 def _letsencrypt_needs_domain(config: CrossKeyValues) -> None:
@@ -118,11 +122,6 @@ def _replicas_alone(config: CrossKeyValues) -> None:
             "replaced by the Auto Scaling group (it keeps `replicas` hosts running); unset "
             "idleStopMinutes, or set replicas to 1"
         )
-    if config.spot:
-        raise ValueError(
-            f"{n} with spot=true: a spot fleet needs a mixed-instances group and a two-minute drain "
-            "bound, which are not built yet; set spot to false, or replicas to 1"
-        )
     if config.tls == "letsencrypt":
         raise ValueError(
             f"{n} with tls=letsencrypt: the load balancer terminates TLS with an ACM certificate "
@@ -134,4 +133,45 @@ def _replicas_alone(config: CrossKeyValues) -> None:
             f"{n} with subnetId={config.subnet_id!r}: a fleet spreads over one subnet per zone "
             "(the load balancer needs two zones at least); remove subnetId and set vpcId to the "
             "subnet's VPC, or set replicas to 1"
+        )
+
+
+def _scaling_keys(config: CrossKeyValues) -> None:
+    """maxReplicas, warmReplicas and onDemandReplicas (issue 26): each needs a fleet, and the
+    combinations AWS or the design cannot run are refused naming every key and a fix."""
+    n = f"{NAMESPACE}:replicas={config.replicas}"
+    top = config.max_replicas
+    if top is not None and top < config.replicas:
+        raise ValueError(
+            f"{NAMESPACE}:maxReplicas={top} is below {n}: with maxReplicas the fleet scales between "
+            f"replicas (the minimum) and maxReplicas; set maxReplicas to {config.replicas} or more, "
+            "or remove it for a fixed fleet"
+        )
+    if config.replicas == 1 and top is not None and top > 1:
+        raise ValueError(
+            f"{NAMESPACE}:maxReplicas={top} with {n}: replicas 1 is one host without a load balancer, "
+            "which cannot scale; set replicas to 2 (the fleet's minimum) or more, or remove maxReplicas"
+        )
+    if config.replicas == 1 and config.warm_replicas:
+        raise ValueError(
+            f"{NAMESPACE}:warmReplicas={config.warm_replicas} with {n}: a warm pool belongs to a fleet's "
+            "Auto Scaling group; set replicas to 2 or more, or warmReplicas to 0"
+        )
+    if top is not None and top > config.replicas and not config.monitoring:
+        raise ValueError(
+            f"{NAMESPACE}:maxReplicas={top} with monitoring=false: the fleet scales on vLLM's waiting "
+            "requests, which each replica's CloudWatch agent publishes only with monitoring on; set "
+            f"monitoring to true, or remove maxReplicas (or set it to {config.replicas})"
+        )
+    if config.spot and config.warm_replicas:
+        raise ValueError(
+            f"{NAMESPACE}:warmReplicas={config.warm_replicas} with spot=true: AWS refuses a warm pool "
+            "on an Auto Scaling group with a mixed-instances policy or spot instances (PutWarmPool); "
+            "set warmReplicas to 0 to keep spot, or spot to false to keep the warm pool"
+        )
+    if config.replicas > 1 and config.spot and config.on_demand_replicas > config.replicas:
+        raise ValueError(
+            f"{NAMESPACE}:onDemandReplicas={config.on_demand_replicas} is above {n}: the on-demand "
+            "base is part of the fleet's minimum; set onDemandReplicas to at most "
+            f"{config.replicas} (1, the default, keeps one replica off spot), or raise replicas"
         )

@@ -26,11 +26,12 @@ from config.keys_fleet import FleetKeys
 from config.keys_host import HostKeys
 from config.keys_model import ModelKeys
 from config.keys_monitoring import MonitoringKeys
+from config.keys_tools import ToolKeys
 
 
 # pydantic lists inherited fields from the last base to the first: this order keeps the config
 # reference in the order a user reads it (the model first, monitoring last).
-class StackConfig(MonitoringKeys, AccessKeys, FleetKeys, HostKeys, ModelKeys):
+class StackConfig(MonitoringKeys, AccessKeys, FleetKeys, HostKeys, ToolKeys, ModelKeys):
     """Everything a stack can say, with defaults. Field docs are the config reference."""
 
     # --- validators that read fields of several sections ------------------------------

@@ -90,6 +90,10 @@ def to_text(summary: PlanSummary, out: TextIO, *, nginx: bool = False) -> None:
                 f"vCPUs; {surge['peakVcpus']} vCPUs at the peak) until the old ones retire: the account's "
                 "on-demand vCPU quota for the family must allow it"
             ))
+            scaling = summary.outputs.get("scaling")
+            if isinstance(scaling, dict):  # issue 26: maxReplicas, warmReplicas, spot
+                for line in scaling_lines(scaling):
+                    console.print(Text("  " + line))
         else:
             several = summary.cost.public_ipv4_addresses > 1
             console.print(Text(f"  stopped instance{'s' if several else ''}: "
@@ -115,3 +119,32 @@ def to_text(summary: PlanSummary, out: TextIO, *, nginx: bool = False) -> None:
         console.print(Text(f"note: {note}"))
     if not nginx:
         console.print(Text(f"note: the nginx config: tools/plan {summary.stack} --nginx"))
+
+
+def scaling_lines(scaling: dict) -> list[str]:
+    """What a scaling, warm-pool or spot fleet adds to the bill (the fleet's `scaling` output):
+    the month at the minimum and at the maximum, the warm pool's volumes, what scaling watches."""
+    lines = []
+    if scaling.get("scales"):
+        lines.append(
+            f"scaling: {scaling['minReplicas']} to {scaling['maxReplicas']} replicas on {scaling['metric']}, "
+            f"target {scaling['targetWaitingRequestsPerReplica']:g} waiting requests per replica; out after "
+            f"~{scaling['scaleOutAfterMinutes']} min above it (plus a replica's start), in after "
+            f"~{scaling['scaleInAfterMinutes']} min below it"
+        )
+        lines.append(
+            f"  per month: {_money(scaling['costAtMinPerMonth'], 2)} at {scaling['minReplicas']} replicas (the table), "
+            f"{_money(scaling['costAtMaxPerMonth'], 2)} at {scaling['maxReplicas']}"
+        )
+    if scaling.get("warmReplicas"):
+        lines.append(
+            f"warm pool: {scaling['warmReplicas']} stopped instance(s), volumes only: "
+            f"{_money(scaling['warmPoolPerMonth'], 2)}/month on top"
+        )
+    if scaling.get("spot"):
+        lines.append(
+            f"spot: {scaling['onDemandReplicas']} on-demand, the rest spot ({scaling['spotAllocationStrategy']}) over "
+            f"{', '.join(scaling['instanceTypes'])}; instance prices above are on-demand, the ceiling; streams "
+            f"longer than ~{scaling['spotStreamBoundSeconds']} s can be cut when a spot replica is interrupted"
+        )
+    return lines

@@ -11,8 +11,9 @@ reads the parsed options as one set, the way the checks after the parser do:
 * `validate_api_server_args` (same file, run by `setup_server`): the tool-call and reasoning
   parser names against the registries (serving/vllm-facts.json), unless a plugin adds names;
 * `StructuredOutputsConfig._validate_structured_output_config` (vllm/config/structured_outputs.py);
-* what this deployment adds: files must be inside the container (only the model directory is
-  mounted, read-only, at the model path);
+* what this deployment adds: files must be inside the container (serving.container_paths: the
+  model directory, mounted read-only at the model path, and the image's examples directory),
+  for every flag of the pinned vLLM that takes a path;
 * the parallelism flags (serving.parallel_args): the GPUs they add up to, expert-parallel load
   balancing, and the multi-server modes this one-host stack does not run.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence
 from config.constants import NAMESPACE
 from config.images import PINNED_VLLM_VERSION
 from config.settings import StackConfig
+from serving.container_paths import ContainerPathError, check_container_path, model_mounts, path_flags
 from serving.flag_reader import FlagReader, Option, Reading
 from serving.parallel_args import parallel_problems
 from serving.vllm_flags import NO_EFFECT_FLAGS, vllm_facts
@@ -43,17 +44,6 @@ _PLUGIN_MIN_LEN = 4
 
 # --generation-config values that are not paths (vllm/config/model.py get_diff_sampling_param).
 _GENERATION_CONFIG_WORDS = ("auto", "vllm")
-
-# Flags whose value is a file or directory vLLM opens inside the container.
-_PATH_FLAGS = {
-    "--chat-template": "file",
-    "--tool-parser-plugin": "file",
-    "--reasoning-parser-plugin": "file",
-    "--generation-config": "directory",
-    "--tokenizer": "directory",
-    "--hf-config-path": "directory",
-}
-
 
 @dataclass(frozen=True)
 class _Context:
@@ -295,18 +285,23 @@ def _speculative(args: _Args, ctx: _Context) -> list[str]:
 
 
 def _paths(args: _Args, ctx: _Context) -> list[str]:
+    """Every flag of the pinned vLLM that takes a path (serving.container_paths.path_flags,
+    generated from vLLM's own help text), when vllmExtraArgs sets it."""
     problems = []
-    for flag, kind in _PATH_FLAGS.items():
+    for flag, spec in path_flags().items():
         value = args.value(flag)
         if value is None or value in ("", "None"):
             continue
-        problem = _path_problem(flag, kind, value, ctx)
+        problem = _path_problem(flag, spec.kind, value, ctx, written=spec.written)
         if problem:
             problems.append(problem)
     return problems
 
 
-def _path_problem(flag: str, kind: str, value: str, ctx: _Context) -> Optional[str]:
+def _path_problem(flag: str, kind: str, value: str, ctx: _Context, written: bool = False) -> Optional[str]:
+    """vLLM's values that are not paths pass; a path must be under one of the container's
+    mounts (serving.container_paths), and a file in the model directory of a local model must
+    exist here."""
     if flag == "--chat-template" and (
         any(c in value for c in _JINJA_CHARS) or value in vllm_facts()["builtin_chat_templates"]
     ):
@@ -315,18 +310,16 @@ def _path_problem(flag: str, kind: str, value: str, ctx: _Context) -> Optional[s
         return None
     if flag == "--generation-config" and value in _GENERATION_CONFIG_WORDS:
         return None
-    mount = ctx.model_path.rstrip("/")
-    path = posixpath.normpath(value) if value.startswith("/") else value
-    inside = path == mount or path.startswith(mount + "/")
-    if inside and (kind == "directory" or path != mount):
+    mounts = model_mounts(ctx.model_path)
+    try:
+        path = check_container_path(flag, value, mounts, kind, written)  # type: ignore[arg-type]
+    except ContainerPathError as exc:
+        inline = " (or pass the template itself: text with {{ }})" if flag == "--chat-template" else ""
+        return f"{ctx.where}: {exc}{inline}"
+    mount = mounts[0].path
+    if mounts[0].holds(path):
         return _missing_in_local_model(flag, value, path[len(mount):].lstrip("/"), ctx)
-    inline = ", or pass the template itself (text with {{ }})" if flag == "--chat-template" else ""
-    return (
-        f"{ctx.where}: {flag} {value!r} is a {kind} the vLLM container cannot see: it runs "
-        f"offline and mounts only the model directory, read-only, at {mount}. Drop {flag}, or put "
-        f"the {kind} in the model directory (a local model: model = an absolute path) and pass "
-        f"{mount}/<name>{inline}"
-    )
+    return None
 
 
 def _missing_in_local_model(flag: str, value: str, relative: str, ctx: _Context) -> Optional[str]:

@@ -71,7 +71,8 @@ NGINX_CONTAINER = "vllm-proxy"
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "components" / "scripts"
 REPLICA_SCRIPTS = ("replica_lib.sh", "boot.sh", "lifecycle_watch.sh", "drain.sh",
-                   "install_replica.sh", "bake_cleanup.sh")
+                   "install_replica.sh", "bake_cleanup.sh",
+                   "spot_drain.sh")  # issue 26: the spot interruption notice's drain
 UNITS = ("vllm-replica.service", "vllm-replica-lifecycle.service")
 
 # Values written into replica.env (read by bash and systemd): no space, quote, `$` or backslash.

@@ -14,6 +14,7 @@ from config.settings import StackConfig
 from config.validation import ConfigError
 from serving.extra_args import meaning_problems
 from serving.flag_reader import Option, FlagReader
+from serving.tool_calling import parser_args
 from serving.vllm_flags import SECRET_FLAGS, DEPRECATED_QUANTIZATIONS
 from sizing.host import host_ram_required_gib
 from sizing.plan import SizingPlan
@@ -150,10 +151,12 @@ def serve_args(
             f"{plan.instance.gpu_count}"
         )
 
-    problems = _extra_arg_problems(config, plan, model_path)
+    # toolCalling / toolCallParser / reasoningParser (serving.tool_calling)
+    parser_flags, parser_problems = parser_args(config, plan, model_path)
+    problems = _extra_arg_problems(config, plan, model_path) + parser_problems
     if problems:
         raise ConfigError(problems)
-    managed = _managed_args(config, plan, port)
+    managed = _managed_args(config, plan, port) + parser_flags
     internal = FlagReader(managed, "sizing plan").run().problems
     if internal:  # the builder's own output must pass the same check as the user's
         raise ValueError("vllm_args built flags vLLM would reject:\n" + "\n".join(internal))

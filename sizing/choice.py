@@ -232,4 +232,6 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         rope_theta=spec.rope_theta,
         rope_override=rope_override(spec, config),
         checkpoint_quantization=spec.native_quantization,
+        architecture=spec.architecture,
+        model_type=spec.model_type,
     )

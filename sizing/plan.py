@@ -71,6 +71,8 @@ class SizingPlan:
     checkpoint_quantization: Optional[str] = None  # the checkpoint's own method (e.g. fbgemm_fp8)
     nodes: int = 1  # identical instances, one pipeline stage each
     stage_layers: tuple[int, ...] = ()  # decoder layers per pipeline stage when nodes > 1
+    architecture: str = ""  # config.json architectures[0] (serving.tool_calling picks parsers by it)
+    model_type: str = ""  # config.json model_type
 
     @property
     def pipeline_parallel_size(self) -> int:

@@ -22,6 +22,7 @@ from config.validation import ConfigError
 from serving import vllm_args
 from serving.extra_args import flag_warnings
 from serving.proxy_limits import ProxyLimits, stack_limits
+from serving.tool_calling import tool_hint
 from serving.vllm_args import SERVED_MODEL_PATH, VLLM_PORT
 from sizing.choice import plan as choose_plan
 from sizing.errors import SizingError
@@ -162,6 +163,9 @@ def vllm_command(settings: StackConfig, plan: SizingPlan) -> list[str]:
         raise pulumi.RunError(str(exc)) from None
     for warning in flag_warnings(settings.vllm_extra_args):
         pulumi.log.warn(warning)
+    hint = tool_hint(settings, plan)  # a tool-capable model served without tool calling
+    if hint:
+        pulumi.log.warn(hint)
     return argv
 
 

@@ -9,6 +9,8 @@
 # Env: VLLM_DEPLOY_PORT, VLLM_DEPLOY_CONTAINER, VLLM_DEPLOY_SERVED_MODEL,
 #      VLLM_DEPLOY_TIMEOUT_SECONDS, VLLM_DEPLOY_MODEL_DIR (the weights on this host),
 #      VLLM_DEPLOY_GENERATION_API (auto | chat | completion; chat when --chat-template is set),
+#      VLLM_DEPLOY_TOOL_CALL_PARSER (the --tool-call-parser when toolCalling is on: then one
+#      tool call is made too, see below),
 #      VLLM_API_KEY (secret: only ever fed to curl on stdin).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -21,6 +23,7 @@ timeout="${VLLM_DEPLOY_TIMEOUT_SECONDS:-1800}"
 interval="${VLLM_DEPLOY_POLL_SECONDS:-10}"
 model_dir="${VLLM_DEPLOY_MODEL_DIR:-}"
 api="${VLLM_DEPLOY_GENERATION_API:-auto}"
+tool_parser="${VLLM_DEPLOY_TOOL_CALL_PARSER:-}"
 # The first request can wait for lazily built kernels; a healthy server answers well within this.
 generation_timeout="${VLLM_DEPLOY_GENERATION_TIMEOUT_SECONDS:-300}"
 : "${VLLM_API_KEY:?VLLM_API_KEY is required}"
@@ -146,5 +149,60 @@ body=$(head -c 4000 "$work/response.json" 2>/dev/null || true)
 if [[ "$http_status" != 200 ]] || ! grep -qF '"choices"' <<<"$body"; then
   explain_failure "the first generation through ${path} failed (HTTP ${http_status})" \
     "--- response body (first 4000 bytes) ---"$'\n'"${body:-(empty)}"
+fi
+
+# Tool calling on: one chat request with a tool and tool_choice "auto". vLLM answers 400 when
+# auto tool choice is off (vllm/renderers/online_renderer.py), 500 when the parser fails; a
+# parser that does not match the model's format leaves the call as text in `content`
+# (vllm-project/vllm#17161), or extracts arguments that are not JSON (#22885). A model that
+# answers in words without calling is not a failure: the parser ran.
+tool_verdict() {
+  python3 -c '
+import json, sys
+answer = json.load(open(sys.argv[1]))
+choice = answer["choices"][0]
+message = choice.get("message") or {}
+calls = message.get("tool_calls") or []
+for call in calls:
+    function = call.get("function") or {}
+    try:
+        json.loads(function.get("arguments") or "")
+    except ValueError:
+        print("fail the call to %s has arguments that are not JSON: %r" % (function.get("name"), function.get("arguments")))
+        sys.exit()
+if calls:
+    print("called " + ", ".join(str((c.get("function") or {}).get("name")) for c in calls))
+    sys.exit()
+text = message.get("content") or ""
+marks = ("<tool_call>", "[TOOL_CALLS]", "<|python_tag|>", "\"arguments\"", "\"parameters\"")
+if sys.argv[2] in text and any(mark in text for mark in marks):
+    print("fail the model wrote its call to %s as text and the parser left it in content (finish_reason %s)"
+          % (sys.argv[2], choice.get("finish_reason")))
+else:
+    print("text the model answered without calling the tool")
+' "$1" "$2"
+}
+
+if [[ -n "$tool_parser" ]]; then
+  tool=get_weather
+  printf '{"model": %s, "messages": [{"role": "user", "content": "What is the weather in Paris? Use the %s tool."}], "tools": [{"type": "function", "function": {"name": "%s", "description": "Current weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}], "tool_choice": "auto", "max_tokens": 128, "temperature": 0}' \
+    "$model_json" "$tool" "$tool" >"$work/tool_request.json"
+  log "making one tool call through /v1/chat/completions (--tool-call-parser ${tool_parser})"
+  http_status=$(post_with_key "${base}/v1/chat/completions" "$work/tool_request.json" "$work/tool_response.json") ||
+    http_status="none"
+  body=$(head -c 4000 "$work/tool_response.json" 2>/dev/null || true)
+  fix="the --tool-call-parser ${tool_parser} must match the format the model writes calls in: set toolCallParser to the model's (vLLM's tool-calling docs), or toolCalling false"
+  if [[ "$http_status" != 200 ]] || ! grep -qF '"choices"' <<<"$body"; then
+    explain_failure "the tool call through /v1/chat/completions failed (HTTP ${http_status}); ${fix}" \
+      "--- response body (first 4000 bytes) ---"$'\n'"${body:-(empty)}"
+  fi
+  verdict=$(tool_verdict "$work/tool_response.json" "$tool" 2>/dev/null) ||
+    verdict="fail the answer is not a chat completion with a message"
+  read -r outcome detail <<<"$verdict"
+  if [[ "$outcome" == fail ]]; then
+    explain_failure "the tool call through /v1/chat/completions: ${detail}; ${fix}" \
+      "--- response body (first 4000 bytes) ---"$'\n'"${body}"
+  fi
+  log "tool call through --tool-call-parser ${tool_parser}: ${outcome} ${detail}"
 fi
 log "vLLM is ready, serves '${served}' and generated through ${path}"

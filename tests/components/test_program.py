@@ -803,3 +803,33 @@ def test_the_vllm_container_never_reaches_the_hub_at_start(program):
     and would need the hub token in its environment."""
     envs = reveal(vllm_container(program(SMALL)).inputs["envs"])
     assert "HF_HUB_OFFLINE=1" in envs
+
+
+# --- tool calling (issue 28) ---------------------------------------------------------------
+
+
+def test_tool_calling_serves_the_familys_parser_and_readiness_makes_a_tool_call(program):
+    run = program({**SMALL, "toolCalling": True})
+    command = vllm_container(run).plain["command"]
+    assert "--enable-auto-tool-choice" in command
+    assert command[command.index("--tool-call-parser") + 1] == "hermes"
+    env = run.named("vllm-vllm-ready").plain["environment"]
+    assert env["VLLM_DEPLOY_TOOL_CALL_PARSER"] == "hermes"
+    assert not [line for line in run.log if "tool calling is off" in line.message]
+
+
+def test_a_tool_capable_model_without_tool_calling_gets_a_hint_and_no_tool_call(program):
+    run = program(SMALL)
+    assert "VLLM_DEPLOY_TOOL_CALL_PARSER" not in run.named("vllm-vllm-ready").plain["environment"]
+    hints = [line.message for line in run.log if line.severity == "warning" and "tool calling is off" in line.message]
+    assert hints and "toolCalling true" in hints[0] and "hermes" in hints[0]
+
+
+def test_tool_calling_for_a_model_without_a_known_parser_is_refused_before_anything_exists(program, tmp_path):
+    directory = tmp_path / "custom"
+    local_model(directory)
+    refused = program({"model": str(directory), "maxModelLen": 4096, "toolCalling": True,
+                       "servedModelName": "custom"}, expect_error=True)
+    # its config.json names no architectures: no family, so no parser to pick
+    assert "toolCalling=true" in str(refused.error) and "set toolCallParser" in str(refused.error)
+    assert refused.cloud_resources == []

@@ -32,7 +32,6 @@ def test_replicas_outside_one_to_32_is_refused_with_the_value_and_a_fix(bad):
         ({"nodes": 2}, ("nodes=2", "not supported yet", "set nodes to 1")),
         ({"nodes": "auto"}, ("nodes=auto", "set nodes to 1")),
         ({"idleStopMinutes": 30}, ("idleStopMinutes=30", "unset idleStopMinutes")),
-        ({"spot": True}, ("spot=true", "set spot to false")),
         ({"tls": "letsencrypt", "domain": "llm.example.com"}, ("tls=letsencrypt", "set tls to self-signed")),
         ({"subnetId": "subnet-0123456789abcdef0"}, ("subnetId=", "remove subnetId")),
     ],

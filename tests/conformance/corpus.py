@@ -468,4 +468,17 @@ CASES = [
           instanceType="p5.4xlarge"),
     _case("gmu-0.97-tp4", "0.97 at TP 4 (NCCL takes more before the check)", model=Q7,
           gpuMemoryUtilization=0.97, instanceType="g6e.12xlarge", tensorParallelSize=4),
+    # --- issue 28: tool calling and reasoning from the family catalog -------------------------
+    _case("tools-qwen-hermes", "toolCalling: Qwen2.5's parser (hermes) from the catalog",
+          model=Q7, toolCalling=True),
+    _case("tools-qwen3-reasoning", "toolCalling and reasoningParser auto on Qwen3 (hermes, qwen3)",
+          model="Qwen/Qwen3-8B", toolCalling=True, reasoningParser="auto"),
+    _case("tools-llama-example-template", "toolCalling on Llama 3.1: llama3_json and the image's "
+          "example template /vllm-workspace/examples/tool_chat_template_llama3.1_json.jinja "
+          "(a stand-in file here: the wheel ships no examples/)",
+          model="meta-llama/Llama-3.1-8B-Instruct", toolCalling=True),
+    _case("tools-unregistered", "toolCallParser qwen3: no such tool parser in 0.33 (P21)",
+          program=REFUSE, model=Q7, toolCalling=True, toolCallParser="qwen3",
+          natural=Natural(drop=("toolCalling", "toolCallParser"),
+                          flags=("--enable-auto-tool-choice", "--tool-call-parser", "qwen3"))),
 ]

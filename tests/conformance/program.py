@@ -27,6 +27,7 @@ import pulumi
 
 from stack import preflight
 from config.validation import ConfigError, parse
+from serving.container_paths import IMAGE_EXAMPLES_DIR
 from sizing import gpus
 from sizing.formats import BYTES_16BIT
 from sizing.gpus import GpuInstance
@@ -144,6 +145,21 @@ def _flag_value(argv: list[str], flag: str, default: str) -> str:
     return value
 
 
+def _image_file(arg: str, models: Path) -> str:
+    """A file of the vllm/vllm-openai image's examples directory (serving.container_paths), as a
+    stand-in file here: the vLLM wheel in the venv ships no examples/ (only the image has them),
+    and vLLM checks that a --chat-template path exists (validate_chat_template). The stand-in is
+    a plain chat template: what is judged is the argv, not the template's text."""
+    if not arg.startswith(IMAGE_EXAMPLES_DIR + "/"):
+        return arg
+    stand_in = models / "image-examples" / arg[len(IMAGE_EXAMPLES_DIR) + 1:]
+    stand_in.parent.mkdir(parents=True, exist_ok=True)
+    stand_in.write_text(
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    return str(stand_in)
+
+
 def vllm_request(case: Case, decision: Decision, values: dict[str, Any], models: Path) -> dict[str, Any]:
     """What vLLM 0.33 is asked for this case (run_batch.py's request)."""
     if decision.accepted:
@@ -164,6 +180,6 @@ def vllm_request(case: Case, decision: Decision, values: dict[str, Any], models:
     tp = int(_flag_value(argv, "--tensor-parallel-size", "1"))
     return {
         "id": case.id,
-        "argv": [str(_model_dir(values, models)), *argv[1:]],
+        "argv": [str(_model_dir(values, models)), *[_image_file(a, models) for a in argv[1:]]],
         "gpu": gpu_facts(instance, tp),
     }

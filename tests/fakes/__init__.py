@@ -179,12 +179,14 @@ def start_fake_vllm(
     timeout_s: float = 10.0,
     host: str = LOOPBACK,
     shutdown_timeout_s: float = 0,
+    tool_calls: str = "off",
 ) -> FakeVllmProcess:
     """Starts `python -m tests.fakes.fake_vllm` on a free loopback port; the key goes by env.
     `metrics_overrides`: a JSON file the fake reads at each /metrics request (fake_vllm.py);
     `chat_template=False`: a model without one; `fail_generation`: every generation answers
     that HTTP status; `shutdown_timeout_s` > 0: SIGTERM drains as vLLM 0.33 does (fake_vllm.py);
-    `host`: another loopback address (several replicas side by side)."""
+    `host`: another loopback address (several replicas side by side); `tool_calls`: how a
+    request with tools and tool_choice "auto" is answered (fake_vllm.TOOL_CALL_MODES)."""
     # Imported here, not at the top: `-m tests.fakes.fake_vllm` imports this package first.
     from tests.fakes import fake_vllm
 
@@ -201,6 +203,8 @@ def start_fake_vllm(
         argv += ["--fail-generation", str(fail_generation)]
     if shutdown_timeout_s:
         argv += ["--shutdown-timeout", str(shutdown_timeout_s)]
+    if tool_calls != "off":
+        argv += ["--tool-calls", tool_calls]
     env = {**os.environ, fake_vllm.API_KEY_ENV: api_key, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True)
     ready, _, _ = select.select([process.stdout], [], [], timeout_s)

@@ -27,6 +27,11 @@ requests running now. `--metrics-overrides` names a JSON file read at each scrap
 values by family name ({"vllm:kv_cache_usage_perc": 0.95}), and "status" to answer /metrics
 with that HTTP status instead (a vLLM that Prometheus cannot scrape).
 
+A chat request with `tools` and tool_choice "auto" is answered as `--tool-calls` says
+(TOOL_CALL_MODES): 400 as vLLM without --enable-auto-tool-choice (the default), a parsed call,
+a call left unparsed in content (a parser that does not match the model), or a call whose
+arguments are not JSON.
+
 `--shutdown-timeout S` (S > 0) gives SIGTERM vLLM 0.33's meaning (vllm/entrypoints/launchers/
 launcher.py handle_shutdown; vllm/v1/engine/core.py _reject_add_in_shutdown): requests already
 running go on for up to S s, `/health` stays 200, and a new generation is not refused but
@@ -74,6 +79,7 @@ class FakeSettings:
     chat_template: bool = True
     fail_generation: Optional[int] = None  # HTTP status every generation answers with
     shutdown_timeout_s: float = 0  # > 0: SIGTERM drains as vLLM 0.33's --shutdown-timeout
+    tool_calls: str = "off"  # off | parse | unparsed | bad-arguments (see TOOL_CALL_MODES)
 
 
 # vllm/renderers/hf.py (safe_apply_chat_template) raises this for a tokenizer without a template.
@@ -82,6 +88,17 @@ NO_CHAT_TEMPLATE = (
     "a chat template if the tokenizer does not define one."
 )
 # Error type names vLLM 0.33 puts in ErrorInfo.type (vllm/entrypoints/serve/engine/protocol.py).
+# How a chat request with `tools` and tool_choice "auto" is answered (--tool-calls):
+TOOL_CALL_MODES = (
+    "off",  # vLLM without --enable-auto-tool-choice: 400 (vllm/renderers/online_renderer.py)
+    "parse",  # a matching parser: the call in message.tool_calls, finish_reason "tool_calls"
+    "unparsed",  # a parser that does not match the model's format: the call left in content
+    "bad-arguments",  # a call whose arguments are not JSON (vllm-project/vllm#22885)
+)
+AUTO_TOOL_CHOICE_400 = (
+    '"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'
+)
+
 ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError", 500: "InternalServerError"}
 
 
@@ -230,6 +247,9 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
             "headers": {h: self.headers.get(h) for h in FORWARDING_HEADERS},
             "all_headers": {k.lower(): v for k, v in self.headers.items() if k.lower() != "authorization"},
         }
+        if request.get("tools") and request.get("tool_choice", "auto") == "auto":
+            self._tool_call(request, seen)
+            return
         time.sleep(float(request.get("fake_header_delay_ms") or 0) / 1000)
         self.server.counters.start()
         try:
@@ -239,6 +259,26 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
                 self._send_json(200, _completion(settings.model, chunks, seen))
         finally:
             self.server.counters.finish()
+
+    def _tool_call(self, request: dict, seen: dict) -> None:
+        """A chat request with tools and tool_choice "auto", answered as --tool-calls says."""
+        mode = self.server.settings.tool_calls
+        if mode == "off":
+            self._send_json(400, _error(AUTO_TOOL_CHOICE_400, "BadRequestError", 400))
+            return
+        name = request["tools"][0]["function"]["name"]
+        arguments = '{"city": "Paris"}' if mode == "parse" else '{"city": "Paris"'
+        answer = _completion(self.server.settings.model, 0, seen)
+        message = answer["choices"][0]["message"]
+        if mode == "unparsed":
+            message["content"] = f'<tool_call>\n{{"name": "{name}", "arguments": {arguments}}}\n</tool_call>'
+        else:
+            message.update(content=None, tool_calls=[{
+                "id": f"chatcmpl-tool-{uuid.uuid4().hex[:16]}", "type": "function",
+                "function": {"name": name, "arguments": arguments},
+            }])
+            answer["choices"][0]["finish_reason"] = "tool_calls"
+        self._send_json(200, answer)
 
     def _generation_refused(self, request: dict) -> bool:
         """Answers (and returns True) when the request names another model or generation fails."""
@@ -404,6 +444,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--metrics-overrides", help="JSON file of gauge values (and status) for /metrics")
     parser.add_argument("--no-chat-template", action="store_true", help="a model without a chat template")
     parser.add_argument("--fail-generation", type=int, metavar="STATUS", help="every generation answers STATUS")
+    parser.add_argument("--tool-calls", choices=TOOL_CALL_MODES, default="off",
+                        help='how a request with tools and tool_choice "auto" is answered')
     parser.add_argument("--shutdown-timeout", type=float, default=0,
                         help="> 0: SIGTERM finishes running requests for up to this long (vLLM 0.33)")
     args = parser.parse_args(argv)
@@ -416,6 +458,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         chat_template=not args.no_chat_template,
         fail_generation=args.fail_generation,
         shutdown_timeout_s=args.shutdown_timeout,
+        tool_calls=args.tool_calls,
     )
     server = FakeVllmServer((args.host, args.port), settings)
     if settings.shutdown_timeout_s > 0:

@@ -196,13 +196,13 @@ def test_tool_scripts_pass_shellcheck():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def fleet_plan(monkeypatch, tmp_path, replicas: int = 3):
+def fleet_plan(monkeypatch, tmp_path, replicas: int = 3, extra: dict | None = None):
     """The prod stack at `replicas`, planned in-process as tools/plan does, ."""
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("VLLM_DEPLOY_PUBLIC_IP", DEPLOYER_IP)
     config = {f"vllm-deploy:{k}": v for k, v in stack_config("prod").items() if ":" not in k}
     run = engine.run_program(
-        {**config, "vllm-deploy:replicas": replicas, "aws:region": "us-east-1"}, secrets={"apiKey": API_KEY},
+        {**config, "vllm-deploy:replicas": replicas, "aws:region": "us-east-1", **(extra or {})}, secrets={"apiKey": API_KEY},
         world=offline_world("us-east-1"), stack="prod", preview=True,
     )
     assert run.error is None, run.error
@@ -233,3 +233,22 @@ def test_set_overrides_a_stack_value_for_one_plan(clone, tmp_path):
     assert result.returncode == 1 and "vllm-deploy:replicas=0" in result.stderr
     bad = plan_cli(clone, tmp_path, "prod", "--set", "replicas", public_ip=DEPLOYER_IP)
     assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
+
+
+def test_a_scaling_fleets_plan_shows_the_month_at_min_and_max_and_the_warm_pool(monkeypatch, tmp_path):
+    summary = fleet_plan(monkeypatch, tmp_path, replicas=2, extra={"vllm-deploy:maxReplicas": 5, "vllm-deploy:warmReplicas": 1})
+    text = tmp_path / "plan.txt"
+    with text.open("w") as out:
+        render.to_text(summary, out)
+    printed = " ".join(text.read_text().split())
+    scaling = summary.outputs["scaling"]
+    at_min = summary.cost.total_usd_per_month
+    assert scaling["costAtMinPerMonth"] == pytest.approx(at_min, abs=0.01)
+    per_replica = summary.sizing["hourlyPriceUsd"] * 730
+    assert scaling["costAtMaxPerMonth"] - at_min == pytest.approx(3 * per_replica, rel=0.05)  # 3 more replicas
+    sizing = summary.sizing
+    assert scaling["warmPoolPerMonth"] == pytest.approx((sizing["rootVolumeGb"] + sizing["modelVolumeGb"]) * 0.08, abs=0.01)
+    assert "2 to 5 replicas on vllm-deploy/replicas vllm_num_requests_waiting" in printed
+    assert f"${scaling['costAtMaxPerMonth']:,.2f} at 5" in printed
+    assert f"warm pool: 1 stopped instance(s), volumes only: ${scaling['warmPoolPerMonth']:,.2f}/month" in printed
+    assert f"launches {5} more instances" in printed  # a refresh at the top of the range

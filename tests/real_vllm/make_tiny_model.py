@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes a tiny random-weight Qwen2 chat model into a directory, made here, never downloaded.
 
-    .real-vllm-venv/bin/python tests/real_vllm/make_tiny_model.py MODEL_DIR
+    .real-vllm-venv/bin/python tests/real_vllm/make_tiny_model.py MODEL_DIR [--tool-tokens]
 
 Runs in the real-vLLM venv (tools/real-vllm-venv), whose `transformers` and `tokenizers` are the
 ones vLLM loads the model with. What it writes, as `hf download` would leave a model:
@@ -13,6 +13,8 @@ ones vLLM loads the model with. What it writes, as `hf download` would leave a m
 - config.json and model.safetensors of a Qwen2ForCausalLM with seeded random weights:
   2 decoder layers, hidden size 256, 4 attention heads of head_dim 64 (vLLM's CPU attention
   kernels refuse head_dim 16), 2 KV heads, 2048 positions, bfloat16.
+With --tool-tokens the tokenizer also has Qwen2.5's tool-call delimiters <tool_call> and
+</tool_call> as added tokens (as Qwen2.5's own tokenizer has them), for the hermes tool parser.
 Prints the directory's size in bytes on stdout.
 """
 
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TOOL_TOKENS = ["<tool_call>", "</tool_call>"]
 
 # Qwen2.5's ChatML layout without its tool-calling branches (a default system turn, then
 # <|im_start|>role\ncontent<|im_end|>\n per message, and the assistant's opening when asked).
@@ -46,7 +49,7 @@ TRAINING_TEXT = [
 VOCAB_SIZE = 512  # the trained tokenizer's size (bytes, merges and the special tokens)
 
 
-def make_tokenizer(directory: Path):
+def make_tokenizer(directory: Path, tool_tokens: bool = False):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -69,6 +72,8 @@ def make_tokenizer(directory: Path):
         model_max_length=2048,
     )
     fast.chat_template = CHAT_TEMPLATE
+    if tool_tokens:
+        fast.add_tokens(TOOL_TOKENS)
     fast.save_pretrained(directory)
     return fast
 
@@ -97,12 +102,12 @@ def make_model(directory: Path, tokenizer) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
+    if len(argv) not in (1, 2) or argv[1:] not in ([], ["--tool-tokens"]):
         print(__doc__, file=sys.stderr)
         return 2
     directory = Path(argv[0])
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = make_tokenizer(directory)
+    tokenizer = make_tokenizer(directory, tool_tokens=argv[1:] == ["--tool-tokens"])
     make_model(directory, tokenizer)
     print(sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()))
     return 0

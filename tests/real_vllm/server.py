@@ -62,25 +62,28 @@ def venv_problem() -> Optional[str]:
     return None
 
 
-def make_model(directory: Path) -> Path:
-    """The tiny chat model (make_tiny_model.py) in `directory`; returns it."""
+def make_model(directory: Path, tool_tokens: bool = False) -> Path:
+    """The tiny chat model (make_tiny_model.py) in `directory`, with Qwen2.5's tool-call tokens
+    when `tool_tokens`; returns it."""
     subprocess.run(
-        [str(PYTHON), str(Path(__file__).with_name("make_tiny_model.py")), str(directory)],
+        [str(PYTHON), str(Path(__file__).with_name("make_tiny_model.py")), str(directory),
+         *(["--tool-tokens"] if tool_tokens else [])],
         check=True, capture_output=True, text=True, timeout=300,
     )
     return directory
 
 
-def program_values(model_dir: Path) -> dict[str, object]:
-    """The stack config a user would write for the tiny local model (keys as in Pulumi.<stack>.yaml)."""
-    return {"model": str(model_dir), "servedModelName": SERVED_NAME, "maxModelLen": MAX_MODEL_LEN}
+def program_values(model_dir: Path, **keys: object) -> dict[str, object]:
+    """The stack config a user would write for the tiny local model (keys as in Pulumi.<stack>.yaml),
+    with `keys` (e.g. toolCalling=True) on top."""
+    return {"model": str(model_dir), "servedModelName": SERVED_NAME, "maxModelLen": MAX_MODEL_LEN, **keys}
 
 
-def program_argv(model_dir: Path) -> list[str]:
+def program_argv(model_dir: Path, **keys: object) -> list[str]:
     """The `vllm serve` arguments the program emits for the tiny model (after `vllm serve`)."""
     from tests.conformance.program import decide
 
-    decision = decide(program_values(model_dir))
+    decision = decide(program_values(model_dir, **keys))
     if not decision.accepted:
         raise ServerError(f"the program refused the tiny model: {decision.message}")
     return list(decision.argv)
@@ -177,8 +180,9 @@ def group_pids(pgid: int) -> list[int]:
 
 
 def start(model_dir: Path, work: Path, api_key: str, *, extra: tuple[str, ...] = (),
-          timeout_s: float = START_TIMEOUT_S) -> RealVllm:
-    """`vllm serve` with the program's arguments for `model_dir`, once /health answers 200.
+          timeout_s: float = START_TIMEOUT_S, keys: Optional[dict[str, object]] = None) -> RealVllm:
+    """`vllm serve` with the program's arguments for `model_dir` (and stack `keys` on top of
+    program_values', e.g. toolCalling), once /health answers 200.
 
     Raises ServerError with the log's tail when it exits or does not answer within timeout_s.
     """
@@ -186,7 +190,7 @@ def start(model_dir: Path, work: Path, api_key: str, *, extra: tuple[str, ...] =
     if problem:
         raise ServerError(problem)
     port = free_port()
-    argv = [*local_argv(program_argv(model_dir), model_dir, port), *extra]
+    argv = [*local_argv(program_argv(model_dir, **(keys or {})), model_dir, port), *extra]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "HF_"))},
         # components/vllm_server.py's container environment

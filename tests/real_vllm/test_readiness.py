@@ -23,6 +23,11 @@ SCRIPT = ROOT / "components" / "scripts" / "wait_for_vllm.sh"
 
 @pytest.fixture
 def host(tmp_path, vllm_server):
+    return make_host(tmp_path, vllm_server)
+
+
+def make_host(tmp_path: Path, server) -> Path:
+    """Stub `docker` (the container runs; its log is `server`'s) and a recording `curl`."""
     real_curl = shutil.which("curl")
     assert real_curl, "curl is missing; .ci/run installs it"
     bin_dir = tmp_path / "bin"
@@ -33,7 +38,7 @@ def host(tmp_path, vllm_server):
         "#!/usr/bin/env bash\n"
         'case "$1" in\n'
         '  inspect) echo "running 0" ;;\n'
-        f'  logs) tail -n 80 "{vllm_server.log_path}" ;;\n'
+        f'  logs) tail -n 80 "{server.log_path}" ;;\n'
         "esac\n"
     )
     for tool in bin_dir.iterdir():
@@ -41,7 +46,7 @@ def host(tmp_path, vllm_server):
     return tmp_path
 
 
-def run_script(host: Path, server, *, model=None, key=None, api=None, model_dir=None):
+def run_script(host: Path, server, *, model=None, key=None, api=None, model_dir=None, tool_parser=None):
     env = {
         "PATH": f"{host / 'bin'}:{os.environ['PATH']}",
         "VLLM_DEPLOY_PORT": str(server.port),
@@ -54,6 +59,8 @@ def run_script(host: Path, server, *, model=None, key=None, api=None, model_dir=
     }
     if api is not None:
         env["VLLM_DEPLOY_GENERATION_API"] = api
+    if tool_parser is not None:
+        env["VLLM_DEPLOY_TOOL_CALL_PARSER"] = tool_parser
     return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -59,7 +59,7 @@ def host(tmp_path):
     return tmp_path
 
 
-def run_script(host, port, *, model=MODEL, key=KEY, timeout=20, model_dir=None, api=None):
+def run_script(host, port, *, model=MODEL, key=KEY, timeout=20, model_dir=None, api=None, tool_parser=None):
     env = {
         "PATH": f"{host / 'bin'}:{os.environ['PATH']}",
         "VLLM_DEPLOY_PORT": str(port),
@@ -73,6 +73,8 @@ def run_script(host, port, *, model=MODEL, key=KEY, timeout=20, model_dir=None, 
         env["VLLM_DEPLOY_MODEL_DIR"] = str(model_dir)
     if api is not None:
         env["VLLM_DEPLOY_GENERATION_API"] = api
+    if tool_parser is not None:
+        env["VLLM_DEPLOY_TOOL_CALL_PARSER"] = tool_parser
     return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -230,3 +232,43 @@ def test_a_failed_generation_shows_the_body_and_the_container_log(host, status, 
     assert f"generation failed with {status} (as asked)" in result.stderr and kind in result.stderr
     assert "CUDA out of memory (stub log line)" in result.stderr, "the container's log tail"
     assert KEY not in result.stdout + result.stderr + calls(host)
+
+
+# --- tool calling: one tool call when toolCalling is on -------------------------------------
+
+
+@pytest.fixture
+def tool_server(request):
+    server = start_fake_vllm(api_key=KEY, model=MODEL, tool_calls=request.param)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("tool_server", ["parse"], indirect=True)
+def test_with_tool_calling_on_readiness_makes_one_tool_call(host, tool_server):
+    result = run_script(host, tool_server.port, tool_parser="hermes")
+    assert result.returncode == 0, result.stderr
+    assert "tool call through --tool-call-parser hermes: called get_weather" in result.stderr
+    assert KEY not in calls(host)
+
+
+@pytest.mark.parametrize("tool_server", ["off"], indirect=True)
+def test_without_tool_calling_readiness_makes_no_tool_call(host, tool_server):
+    """The fake answers tools with vLLM's 400, as a server without auto tool choice does."""
+    assert run_script(host, tool_server.port).returncode == 0
+
+
+@pytest.mark.parametrize("tool_server, expected", [
+    ("off", "(HTTP 400)"),
+    ("unparsed", "the parser left it in content"),
+    ("bad-arguments", "arguments that are not JSON"),
+], indirect=["tool_server"])
+def test_a_failing_tool_call_fails_the_deploy_with_a_clear_message(host, tool_server, expected):
+    result = run_script(host, tool_server.port, tool_parser="hermes")
+    assert result.returncode != 0
+    assert "vLLM did not become ready: the tool call through /v1/chat/completions" in result.stderr
+    assert expected in result.stderr
+    if expected == "(HTTP 400)":  # vLLM's own words come with it
+        assert "tool choice requires --enable-auto-tool-choice" in result.stderr
+    assert "set toolCallParser to the model's" in result.stderr
+    assert KEY not in result.stdout + result.stderr

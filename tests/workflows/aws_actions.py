@@ -120,13 +120,18 @@ RESOURCE_ACTIONS: dict[str, tuple[set[str], str]] = {
          "autoscaling:CancelInstanceRefresh", "autoscaling:DescribeInstanceRefreshes",
          "autoscaling:CreateOrUpdateTags", "autoscaling:DeleteTags", "autoscaling:SetInstanceProtection",
          "elasticloadbalancing:DescribeTargetHealth", "ec2:RunInstances", "ec2:DescribeLaunchTemplateVersions",
-         "iam:PassRole"},
-        "autoscaling/group.go: initial_lifecycle_hook goes in CreateAutoScalingGroup's "
+         "iam:PassRole", "autoscaling:PutWarmPool", "autoscaling:DeleteWarmPool"},
+        "autoscaling/group.go: warm_pool is PutWarmPool (and DeleteWarmPool when removed); initial_lifecycle_hook goes in CreateAutoScalingGroup's "
         "LifecycleHookSpecificationList; wait_for_capacity/wait_for_elb_capacity poll the group and "
         "DescribeTargetHealth; instance_refresh starts (and cancels a running) refresh on a launch "
         "template change; delete drains with UpdateAutoScalingGroup to 0. The launch template's "
         "RunInstances and its instance profile's PassRole are checked on the caller (EC2 Auto Scaling "
         "user guide, 'Permissions to use launch templates')"),
+    "aws:autoscaling/policy:Policy": (
+        {"autoscaling:PutScalingPolicy", "autoscaling:DescribePolicies", "autoscaling:DeletePolicy"},
+        "autoscaling/policy.go: PutScalingPolicy on create and update, DescribePolicies on read, "
+        "DeletePolicy; a target-tracking policy's alarms are made by Auto Scaling's service-linked "
+        "role, not the caller (EC2 Auto Scaling user guide, 'Target tracking scaling policies')"),
     "aws:lb/loadBalancer:LoadBalancer": (
         {"elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:DescribeLoadBalancers",
          "elasticloadbalancing:DescribeLoadBalancerAttributes", "elasticloadbalancing:ModifyLoadBalancerAttributes",

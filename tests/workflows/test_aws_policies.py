@@ -124,6 +124,11 @@ def runs(tmp_path_factory) -> list:
         found.append(run_program(own_subnet, preview=True, expect_error=True))
         fleet = {**stack_config("prod"), "replicas": 3}
         found.append(run_program(fleet, stack="prod", secrets={"apiKey": FLEET_KEY}, preview=True))
+        # Issue 26: a scaling fleet with a warm pool, and a spot fleet (mixed instances).
+        found.append(run_program({**fleet, "maxReplicas": 5, "warmReplicas": 1}, stack="prod",
+                                 secrets={"apiKey": FLEET_KEY}, preview=True))
+        found.append(run_program({**fleet, "spot": True, "maxReplicas": 5}, stack="prod",
+                                 secrets={"apiKey": FLEET_KEY}, preview=True))
         with_zone = AwsWorld()
         with_zone.hosted_zones = {"example.com": "Z0EXAMPLE"}
         # the domain the policies' Route 53 statement stands for (docs/operations.md)

@@ -18,6 +18,16 @@
 # Any failure after step 1 completes the launch hook with ABANDON (the group replaces the
 # instance) and exits non-zero. Idempotent: a second run recreates the same containers.
 #
+# Warm pool (issue 26, fleet-pitfalls P16): when the instance is launched INTO the warm pool,
+# IMDS autoscaling/target-lifecycle-state is Warmed:Stopped (or Warmed:Running/Hibernated) and
+# the launch hook holds it at Warmed:Pending:Wait. Then boot does only the work that is done once
+# per instance: the certificate (step 3, kept on the root volume) and one read of the model
+# volume, so its blocks come off the snapshot now and not during a scale-out's load; it reads no
+# API key (tmpfs, gone when the pool stops the instance), starts no container, completes the
+# launch hook and prints VLLM_DEPLOY_REPLICA=warmed. When the instance leaves the pool it boots
+# again (this unit runs at every boot) with target state InService: the whole boot above, which
+# the hook's second pause (Pending:Wait) waits for.
+#
 # Environment: replica.env; VLLM_DEPLOY_HEALTH_POLL_S seconds between health looks (default 5).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
@@ -56,6 +66,7 @@ group=$(asg_group "$instance") ||
     "the instance profile needs autoscaling:DescribeAutoScalingInstances, and the instance must belong to the replicas' group"
 
 completed=0
+target_state=$(imds_get autoscaling/target-lifecycle-state 2>/dev/null) || target_state=unknown
 on_exit() {
   local status=$?
   if ((status != 0 && completed == 0)); then
@@ -101,18 +112,22 @@ read_key() {
   done
 }
 
-key=$(read_key)
-if [[ -z "$key" || "$key" == *[[:space:]]* ]]; then
-  die "the SSM parameter $parameter is empty or holds whitespace" "store the API key alone, as a SecureString"
+if [[ "$target_state" == Warmed:* ]]; then
+  log "entering the warm pool ($target_state): the API key is read when the instance leaves it"
+else
+  key=$(read_key)
+  if [[ -z "$key" || "$key" == *[[:space:]]* ]]; then
+    die "the SSM parameter $parameter is empty or holds whitespace" "store the API key alone, as a SecureString"
+  fi
+  install -d -m 0700 "$VLLM_DEPLOY_SECRETS_DIR"
+  (
+    umask 077
+    printf 'VLLM_API_KEY=%s\n' "$key" >"$key_file.tmp"
+  )
+  mv "$key_file.tmp" "$key_file"
+  unset key
+  log "API key read from $parameter into $key_file (0600)"
 fi
-install -d -m 0700 "$VLLM_DEPLOY_SECRETS_DIR"
-(
-  umask 077
-  printf 'VLLM_API_KEY=%s\n' "$key" >"$key_file.tmp"
-)
-mv "$key_file.tmp" "$key_file"
-unset key
-log "API key read from $parameter into $key_file (0600)"
 
 # --- 3. the certificate --------------------------------------------------------------------
 install -d -m 0755 "$VLLM_DEPLOY_TLS_DIR"
@@ -129,6 +144,31 @@ if [[ ! -s "$cert" || ! -s "$cert_key" ]]; then
   mv "$cert_key.tmp" "$cert_key"
   mv "$cert.tmp" "$cert"
   log "made a self-signed certificate for $private_ip ($cert)"
+fi
+
+# --- 3b. entering the warm pool: the once-only work, then stop here -------------------------
+if [[ "$target_state" == Warmed:* ]]; then
+  [[ -f "$VLLM_DEPLOY_MODEL_DIR/config.json" ]] ||
+    die "no model at $VLLM_DEPLOY_MODEL_DIR (no config.json): the model volume is not mounted there" \
+      "check lsblk and findmnt; the image's fstab mounts the model volume by its label (vllm-models)"
+  started=$SECONDS
+  read_bytes=0
+  while IFS= read -r -d '' file; do
+    # dd reads every block (wc -c alone would only stat the file), and the pipe counts them.
+    size=$(dd if="$file" bs=16M status=none | wc -c)
+    read_bytes=$((read_bytes + size))
+    if ((SECONDS - started >= VLLM_DEPLOY_HEARTBEAT_INTERVAL_S)); then
+      heartbeat "$hook" "$group" "$instance" || true
+      started=$SECONDS
+    fi
+  done < <(find "$VLLM_DEPLOY_MODEL_DIR/" -type f -print0)
+  log "warm pool ($target_state): read ${read_bytes} bytes of the model volume once; no container started"
+  complete_lifecycle "$hook" "$group" "$instance" CONTINUE ||
+    die "complete-lifecycle-action CONTINUE on $hook failed" \
+      "the instance profile needs autoscaling:CompleteLifecycleAction on the group"
+  completed=1
+  printf 'VLLM_DEPLOY_REPLICA=warmed\n'
+  exit 0
 fi
 
 # --- 4. the containers ---------------------------------------------------------------------

@@ -19,7 +19,7 @@ dest=${VLLM_DEPLOY_REPLICA_DIR:-/opt/vllm-deploy/replica}
 systemd_dir=${VLLM_DEPLOY_SYSTEMD_DIR:-/etc/systemd/system}
 units=(vllm-replica.service vllm-replica-lifecycle.service)
 files=(replica.env vllm.env vllm-args.json nginx/nginx.conf lib.sh replica_lib.sh boot.sh
-  lifecycle_watch.sh drain.sh install_replica.sh bake_cleanup.sh "${units[@]}")
+  lifecycle_watch.sh drain.sh install_replica.sh bake_cleanup.sh spot_drain.sh "${units[@]}")
 
 for file in "${files[@]}"; do
   [[ -f "$here/$file" ]] || die "$here/$file is missing" \

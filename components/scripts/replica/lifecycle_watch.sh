@@ -4,6 +4,9 @@
 # latest/meta-data/autoscaling/target-lifecycle-state turns `Terminated` once the termination
 # hook holds the instance in Terminating:Wait (AWS "Retrieve the target lifecycle state through
 # instance metadata"). Then runs drain.sh once and exits. Runs as vllm-replica-lifecycle.service.
+# On a spot replica it also looks at latest/meta-data/spot/instance-action (404 until EC2 plans to
+# interrupt the instance, then its JSON, two minutes ahead; issue 26) and runs spot_drain.sh
+# once, then keeps watching (a termination hook that still arrives is completed by drain.sh).
 #
 # Environment: replica.env; VLLM_DEPLOY_LIFECYCLE_POLL_S seconds between looks (default 5).
 set -euo pipefail
@@ -15,6 +18,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/replica_lib.sh"
 load_replica_env
 poll=${VLLM_DEPLOY_LIFECYCLE_POLL_S:-5}
 last=""
+spot_done=0
 log "watching the target lifecycle state every ${poll}s"
 while true; do
   # A token expires (6 h): fetch a new one whenever a look fails.
@@ -28,6 +32,11 @@ while true; do
   fi
   if [[ "$state" == Terminated ]]; then
     exec bash "$REPLICA_HERE/drain.sh"
+  fi
+  if ((spot_done == 0)) && notice=$(imds_get spot/instance-action 2>/dev/null) && [[ -n "$notice" ]]; then
+    log "spot interruption notice: $notice"
+    spot_done=1
+    bash "$REPLICA_HERE/spot_drain.sh" || log "spot_drain.sh failed; EC2 ends the instance at the notice's time"
   fi
   sleep "$poll"
 done
