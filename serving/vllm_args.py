@@ -50,7 +50,8 @@ DOCKER_STOP_MARGIN_S = 30
 # page-fault pace (vllm-project/vllm#36012: 1500 s -> 435 s). Only where the whole checkpoint
 # fits in 90 % of the RAM left to the page cache (vLLM's own guard; above it prefetched pages
 # would be evicted before use) and on one node (the prefetch splits files by global rank, so
-# across nodes a node would cache another node's files).
+# across nodes a node would cache another node's files); not on a spot fleet (one argv for
+# every type of its GPU, whatever their RAM).
 PREFETCH_RAM_SHARE = 0.90
 
 # One node: inside the container's own network namespace; the host publishes the port on its
@@ -173,7 +174,10 @@ def _start_args(config: StackConfig, plan: SizingPlan) -> list[str]:
     replica's argv then needs nothing more, serving.replica.replica_argv)."""
     extra = list(config.vllm_extra_args)
     args: list[str] = []
-    if not _given(extra, "--safetensors-load-strategy") and prefetch_fits(plan):
+    # A spot fleet runs one argv on every type of its GPU (serving.fleet_types), whatever their
+    # RAM: no prefetch there, so the argv does not depend on the type's memory.
+    spot_fleet = config.replicas > 1 and config.spot
+    if not _given(extra, "--safetensors-load-strategy") and not spot_fleet and prefetch_fits(plan):
         args += ["--safetensors-load-strategy", "prefetch"]
     if not _given(extra, "--shutdown-timeout"):
         args += ["--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S)]

@@ -64,3 +64,11 @@ def test_the_cache_lives_beside_the_weights_on_the_volume(bad):
     with pytest.raises(ValueError, match="instance_type"):
         compile_cache.host_cache_dir("/data/models/x", "not a type", "img", [])
     assert L40S.name == "g6e.xlarge"
+
+
+def test_a_spot_fleet_never_prefetches_so_every_type_of_its_gpu_runs_one_argv():
+    roomy = make_plan(instance=BIG_RAM)
+    spot = serve_args(make_config(replicas=3, spot=True), roomy, model_path=MODEL_PATH)
+    assert "--safetensors-load-strategy" not in spot
+    on_demand = serve_args(make_config(replicas=3), roomy, model_path=MODEL_PATH)
+    assert flag_value(on_demand, "--safetensors-load-strategy") == "prefetch"
