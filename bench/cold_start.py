@@ -29,7 +29,7 @@ from config.constants import NAMESPACE  # noqa: E402
 from config.validation import parse  # noqa: E402
 from sizing.choice import plan as size  # noqa: E402
 from sizing.plan import SizingPlan  # noqa: E402
-from sizing.start_time import (  # noqa: E402
+from sizing.start_stages import (  # noqa: E402
     FLEET_ROOT_VOLUME_MIB_S, STAGES, VOLUME_INITIALIZATION_MIB_S, Start, StartEstimate, estimate_start, rates,
 )
 from sizing.startup import model_volume_for  # noqa: E402

@@ -105,7 +105,7 @@ class FleetImage(pulumi.ComponentResource):
         in_aws = pulumi.ResourceOptions(parent=self)
         # The builder's model volume and each replica's copy of it (the launch template's block
         # device for model_device_name: throughput and iops from here; the snapshot does not
-        # carry them): the weights within sizing.start_time's target.
+        # carry them): the weights within sizing.start_stages's target.
         self.model_volume_performance = model_volume_for(plan, settings)
         host = GpuHost(
             child(name, "host"),

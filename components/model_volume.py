@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.naming import child, component_type, default_tags
-from sizing.start_time import VolumePerformance, rate
+from sizing.start_stages import VolumePerformance, rate
 
 GP3_BASELINE_MIB_S = int(rate("gp3_baseline_throughput"))
 GP3_BASELINE_IOPS = int(rate("gp3_baseline_iops"))

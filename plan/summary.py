@@ -18,7 +18,7 @@ from components.naming import component_type
 from components.vllm_server import CONTAINER_NAME
 from plan.engine import ROOT, ProgramRun, Registered, is_secret, is_unknown
 from sizing.costs import HostCost
-from sizing.start_time import VolumePerformance
+from sizing.start_stages import VolumePerformance
 
 SECRET = "[secret]"
 UNKNOWN = "(known after apply)"

@@ -53,7 +53,7 @@ class HostCost:
     spot: bool = False
     load_balancers: int = 0  # Application Load Balancers (replicas), their hourly part
     instances: int = 1  # how many instances instance_usd_per_hour pays for (replicas)
-    # gp3 throughput above 125 MiB/s and IOPS above 3,000 (sizing.start_time.VolumePerformance),
+    # gp3 throughput above 125 MiB/s and IOPS above 3,000 (sizing.start_stages.VolumePerformance),
     # every volume together; billed whether the instance runs or not.
     volume_performance_usd_per_month: float = 0.0
 

@@ -166,9 +166,9 @@ def kv_bytes_for_requests(
     return bytes_for_requests(layout, max_model_len, in_flight, requests)
 
 
-# --- how long a start takes (sizing.start_time) ---------------------------------------------------
+# --- how long a start takes (sizing.start_stages) ---------------------------------------------------
 
-from sizing.start_time import (  # noqa: E402 - the start-time half, re-exported for callers of this module
+from sizing.start_stages import (  # noqa: E402 - the start-time half, re-exported for callers of this module
     FLEET_ROOT_VOLUME_MIB_S, VOLUME_INITIALIZATION_MIB_S, Start, StartEstimate, VolumePerformance, estimate_start, model_volume_performance,
 )
 
@@ -176,13 +176,13 @@ from sizing.start_time import (  # noqa: E402 - the start-time half, re-exported
 def model_volume_for(plan, config) -> VolumePerformance:
     """The model volume's gp3 throughput and IOPS for `plan` (SizingPlan) and `config`
     (StackConfig): modelVolumeThroughputMibps, or what loads plan.weights_on_disk_gb / nodes
-    within sizing.start_time.WEIGHT_LOAD_TARGET_S."""
+    within sizing.start_stages.WEIGHT_LOAD_TARGET_S."""
     return model_volume_performance(
         plan.weights_on_disk_gb / max(1, plan.nodes), throughput_mib_s=config.model_volume_throughput_mibps
     )
 
 
-def start_time(plan, config, start: Start) -> StartEstimate:
+def expected_start(plan, config, start: Start) -> StartEstimate:
     """The expected start of `plan` (SizingPlan) under `config` (StackConfig), stage by stage in
     seconds (StartEstimate.total_s, .stages, .biggest): Start.HOST_COLD (a single host's first
     vLLM start), WAKE (a stopped host started again), FLEET_COLD (a replica from the baked image:
@@ -201,12 +201,12 @@ def start_time(plan, config, start: Start) -> StartEstimate:
 
 def start_notes(plan, config) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(notes, warnings) about the start for the sizing report: the model volume's throughput
-    with its cost and the expected starts (sizing.start_time); a warning naming
+    with its cost and the expected starts (sizing.start_stages); a warning naming
     readinessTimeoutMinutes when it is shorter than the slowest expected start (a single host's
     first, or a fleet's cold scale-out with replicas >= 2)."""
     volume = model_volume_for(plan, config)
     starts = [Start.HOST_COLD, Start.WAKE] if config.replicas < 2 else [Start.FLEET_COLD, Start.WARM_POOL]
-    estimates = {start: start_time(plan, config, start) for start in starts}
+    estimates = {start: expected_start(plan, config, start) for start in starts}
     cost = f", +${volume.usd_per_month:.2f}/month per volume" if volume.usd_per_month else " (gp3's free baseline)"
     timing = "; ".join(f"{s.value} ~{e.total_s / 60:.1f} min (biggest: {e.biggest.name})" for s, e in estimates.items())
     notes = (f"model volume: {volume.throughput_mib_s} MiB/s, {volume.iops} IOPS{cost}; expected start: {timing} "

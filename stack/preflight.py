@@ -116,7 +116,7 @@ def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
     if note is not None:
         pulumi.log.warn(note)
         chosen = dataclasses.replace(chosen, notes=(*chosen.notes, note))
-    # The model volume's throughput and the expected start (sizing.start_time, issue 26).
+    # The model volume's throughput and the expected start (sizing.start_stages, issue 26).
     start, too_short = start_notes(chosen, settings)
     for warning in too_short:
         pulumi.log.warn(warning)

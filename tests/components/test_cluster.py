@@ -7,7 +7,7 @@ import pytest
 
 from serving.flag_reader import check_flags
 from sizing.gpus import load_instances
-from sizing.start_time import VolumePerformance
+from sizing.start_stages import VolumePerformance
 from tests.harness import AwsWorld, plain_text, reveal
 
 INSTANCE = "aws:ec2/instance:Instance"

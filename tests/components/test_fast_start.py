@@ -8,7 +8,7 @@ import pytest
 
 from components.host_setup import MODELS_DIR
 from serving.compile_cache import CACHE_DIR_NAME
-from sizing.start_time import model_volume_performance
+from sizing.start_stages import model_volume_performance
 from tests.components.test_fleet_program import baked_files, prod_fleet
 from tests.harness import reveal, stack_config
 
@@ -16,7 +16,7 @@ VOLUME = "aws:ebs/volume:Volume"
 
 
 def expected_volume(run):
-    """What sizing.start_time provisions for the run's sizing (its weights, per node)."""
+    """What sizing.start_stages provisions for the run's sizing (its weights, per node)."""
     sizing = run.exports["sizing"].value
     return model_volume_performance(sizing["weightsOnDiskGb"] / sizing["nodes"])
 

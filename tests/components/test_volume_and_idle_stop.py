@@ -5,7 +5,7 @@ import pytest
 
 from components.host_setup import MODELS_DIR
 from sizing.costs import GP3_USD_PER_GB_MONTH, HOURS_PER_MONTH, PUBLIC_IPV4_USD_PER_HOUR
-from sizing.start_time import VolumePerformance
+from sizing.start_stages import VolumePerformance
 from tests.components.test_program import reaches
 from tests.harness import AwsWorld, stack_config
 

@@ -1,4 +1,4 @@
-"""The start-time estimate (sizing.start_time) and bench/cold_start.py: their invariants, not
+"""The start-time estimate (sizing.start_stages) and bench/cold_start.py: their invariants, not
 their figures (those are arithmetic on sizing/catalog/start-rates.csv, printed by the bench)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from bench import cold_start
 from sizing import startup
-from sizing.start_time import (
+from sizing.start_stages import (
     RATES_CSV, STAGES, Start, estimate_start, model_volume_performance, rates,
 )
 
