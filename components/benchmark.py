@@ -32,6 +32,9 @@ class VllmBenchmarkArgs:
     """The readiness check: run after it, and again whenever it runs again (a new container)."""
     api_key: pulumi.Output[str]
     """Secret key vLLM checks; reaches the tool only through the environment."""
+    rerun_on_trigger: bool = True
+    """Run again when benchmarkTrigger changes. False on a fleet's builder: it is stopped once
+    baked, so the benchmark runs with each new image only (components.fleet_image)."""
 
 
 class VllmBenchmark(pulumi.ComponentResource):
@@ -39,6 +42,7 @@ class VllmBenchmark(pulumi.ComponentResource):
 
     result: pulumi.Output[dict[str, Any]]
     load: BenchmarkLoad
+    step: command.remote.Command  # the benchmark's run: what comes after it waits for it
 
     def __init__(self, name: str, args: VllmBenchmarkArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("VllmBenchmark"), name, None, opts)
@@ -66,9 +70,10 @@ class VllmBenchmark(pulumi.ComponentResource):
             # timings, no request text, never the key): a plain output. stderr stays secret.
             secret_outputs=["stderr"],
             log_output=True,
-            extra_triggers=[f"benchmarkTrigger={settings.benchmark_trigger or ''}"],
+            extra_triggers=[f"benchmarkTrigger={settings.benchmark_trigger or ''}"] if args.rerun_on_trigger else [],
             timeout=f"{load.timeout_s // 60 + _START_MARGIN_MIN * len(load.concurrency_levels)}m",
         )
+        self.step = step
         price = plan.hourly_price_usd
         # A value, not resources, is made in apply: the figures exist once the step has run.
         self.result = step.stdout.apply(lambda out: parse_output(out, price))

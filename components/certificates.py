@@ -16,6 +16,7 @@ import pulumi
 import pulumi_tls as tls
 
 from components.naming import child
+from serving.monitoring.certificate_expiry import preview_warning
 
 CA_VALIDITY_HOURS = 10 * 365 * 24
 SERVER_CERT_VALIDITY_HOURS = 365 * 24
@@ -28,6 +29,9 @@ class StackCertificates:
     ca_cert_pem: pulumi.Output[str]  # what clients trust (the caCertificate output)
     server_cert_pem: pulumi.Output[str]  # the leaf alone
     server_key_pem: pulumi.Output[str]  # secret
+    # The server certificate's notAfter (RFC 3339, the tls provider's validity_end_time): what the
+    # expiry alerts count down to (serving.monitoring.certificate_expiry).
+    server_not_after: Optional[pulumi.Output[str]] = None
 
     @property
     def chain_pem(self) -> pulumi.Output[str]:
@@ -76,4 +80,14 @@ def stack_certificates(
         allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
         opts=opts,
     )
-    return StackCertificates(ca.cert_pem, server.cert_pem, pulumi.Output.secret(server_key.private_key_pem))
+    # A preview (or update) inside the renewal window says so; the update renews it.
+    server.validity_end_time.apply(lambda end: _warn_near_expiry(end, server))
+    return StackCertificates(
+        ca.cert_pem, server.cert_pem, pulumi.Output.secret(server_key.private_key_pem), server.validity_end_time
+    )
+
+
+def _warn_near_expiry(not_after: Optional[str], resource: pulumi.Resource) -> None:
+    warning = preview_warning(not_after) if not_after else None
+    if warning:
+        pulumi.log.warn(warning, resource=resource)

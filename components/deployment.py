@@ -20,7 +20,7 @@ from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs
 from components.naming import child, component_type
 from components.placement import choose_subnet
 from components.proxy import NginxProxy, NginxProxyArgs
-from components.ray_cluster import RayHead, RayWorker, RayWorkerArgs, node_name, ray_nodes
+from components.ray_cluster import RayHead, RayWorker, RayWorkerArgs, node_name, ray_auth_token, ray_nodes
 from components.stack_resources import generated_api_key, tagged_provider
 from components.vllm_server import VllmServer, VllmServerArgs
 from config.settings import StackConfig
@@ -74,6 +74,7 @@ class Node:
             runtime_ready=self.setup.runtime_ready,
             model_ready=self.setup.model_ready,
             model_dir=self.setup.model_dir,
+            addon_mounts=self.setup.addon_mounts,
         )
 
 
@@ -207,6 +208,7 @@ class VllmDeployment(pulumi.ComponentResource):
             MonitoringArgs(
                 settings=self._args.settings, plan=self._args.plan, host=head,
                 vllm_ready=server.ready, vllm_port=server.port, address=address,
+                certificate_not_after=proxy.certificate_not_after,
             ),
             pulumi.ResourceOptions(parent=self),
         )
@@ -337,6 +339,7 @@ class VllmDeployment(pulumi.ComponentResource):
         head = nodes[0]
         efa = len(efa_interfaces(plan.instance))
         env = nccl_environment(efa)
+        token = ray_auth_token(self, child(self._name, "ray-auth-token"))
         workers: list[RayWorker] = []
         for node in nodes[1:]:
             base = node_base_name(self._name, node.index)
@@ -353,6 +356,7 @@ class VllmDeployment(pulumi.ComponentResource):
                         head_started=head_started,
                         container_env=env,
                         efa_interfaces=efa,
+                        auth_token=token,
                     ),
                     pulumi.ResourceOptions(parent=self),
                 )
@@ -367,6 +371,7 @@ class VllmDeployment(pulumi.ComponentResource):
             efa_host_mount=EFA_HOST_MOUNT if efa else None,
             workers_ready=[r for n, w in zip(nodes[1:], workers) for r in (w.image, n.setup.model_ready)],
             workers_joined=[w.joined for w in workers],
+            auth_token=token,
         )
 
     def _tagged_provider(self, name: str, settings: dict[str, Any]) -> aws.Provider:

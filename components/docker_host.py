@@ -33,6 +33,13 @@ def identity_file(stack: str) -> Path:
 
 INSTANCE_LABEL = "vllm-deploy.instance"
 
+# The Docker runtime every GPU container names (with `gpus="all"`): the NVIDIA Container Runtime,
+# which install_container_toolkit.sh registers in daemon.json (`nvidia-ctk runtime configure
+# --runtime=docker`) and the GPU check proves. It reaches the GPUs in the toolkit's legacy mode and
+# in the CDI mode of toolkit 1.18+, where Docker's bare GPU request is refused ("invoking the NVIDIA
+# Container Runtime Hook directly ... is not supported", NVIDIA/nvidia-container-toolkit#1456).
+GPU_RUNTIME = "nvidia"
+
 
 def on_host(
     parent: pulumi.Resource,

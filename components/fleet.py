@@ -18,12 +18,13 @@ import pulumi_aws as aws
 
 from components import fleet_bake
 from components.fleet_bake import bake_files
-from components.fleet_group import REFRESH_MAX_HEALTHY_PCT, FleetGroup, FleetGroupArgs, group_name
+from components.fleet_group import REFRESH_MAX_HEALTHY_PCT, FleetGroup, FleetGroupArgs, group_name, replica_start
 from components.fleet_image import FleetImage, FleetImageArgs
+from components.fleet_image_cleanup import prune_after_refresh
 from components.fleet_monitoring import FleetMonitoring, FleetMonitoringArgs
 from components.fleet_network import fleet_network, public_zone_of
 from components.fleet_scale_plan import fleet_instance_types, scaling_output
-from components.host_setup import NVIDIA_DRIVER_BRANCH, model_dir_on_host
+from components.host_setup import NVIDIA_DRIVER_BRANCH, addon_dirs, model_dir_on_host
 from components.load_balancer import FleetLoadBalancer, FleetLoadBalancerArgs
 from components.model_volume import find_model_volume
 from components.naming import child, component_type
@@ -87,18 +88,21 @@ class VllmFleet(pulumi.ComponentResource):
             stack=stack, model_host_dir=model_dir_on_host(settings),
             alb_subnet_cidrs=network.load_balancer_cidrs, driver_branch=NVIDIA_DRIVER_BRANCH,
             metrics_group=group_name(stack) if monitoring else None,
+            addon_mounts=tuple((d.host_dir, d.container_path) for d in addon_dirs(settings)),
         )
         builder_name = child(name, "builder")
         existing = find_model_volume(child(builder_name, "models"), lookups)
         image = FleetImage(
             builder_name,
             FleetImageArgs(
-                settings=settings, plan=plan, bake=bake,
+                settings=settings, plan=plan, bake=bake, vllm_command=list(args.vllm_command),
                 subnet=choose_subnet(settings, plan.instance.name, existing, self, provider),
                 model_volume=existing, hf_token=args.hf_token, modelscope_token=args.modelscope_token,
+                region=self.region, api_key=api_key,
             ),
             in_aws,
         )
+        self._warn_if_readiness_is_short(settings, plan)
         zone_id = public_zone_of(settings.domain, lookups)
         if settings.domain and zone_id is None:
             pulumi.log.warn(
@@ -130,6 +134,11 @@ class VllmFleet(pulumi.ComponentResource):
             ),
             in_aws,
         )
+        # Once the refresh onto a new image has succeeded: this stack's older images go (P11).
+        prune_after_refresh(
+            name, region=self.region, stack=stack, image_id=image.image_id,
+            refresh_wait=group.refresh_wait, parent=self,
+        )
         if monitoring is not None:
             monitoring.watch(
                 group_name=group.group_name, load_balancer_suffix=balancer.arn_suffix,
@@ -159,6 +168,8 @@ class VllmFleet(pulumi.ComponentResource):
         )
         self.refresh_surge = refresh_surge(settings, plan)
         self.metrics_dashboard_url = monitoring.dashboard_url if monitoring else None
+        # benchmarkOnDeploy: `vllm bench serve` figures of one replica (the builder, before the bake).
+        self.benchmark = image.benchmark
         self.register_outputs({
             "endpoint": self.endpoint,
             "apiKey": self.api_key,
@@ -174,6 +185,23 @@ class VllmFleet(pulumi.ComponentResource):
             "vllmImage": settings.vllm_image,
             "vllmCommand": list(args.vllm_command),
         })
+
+    def _warn_if_readiness_is_short(self, settings: StackConfig, plan: SizingPlan) -> None:
+        """A replica gives up on /health (ABANDON) after readinessTimeoutMinutes from its boot
+        unit's start; below the expected load (sizing.start_time, less the boot) the group would
+        replace replicas that were still loading, again and again (fleet-pitfalls P8)."""
+        expected = replica_start(settings, plan)
+        loading_s = expected.total_s - expected.boot_s
+        if settings.readiness_timeout_minutes * 60 < loading_s:
+            needed = -(-loading_s // 60)
+            pulumi.log.warn(
+                f"vllm-deploy:readinessTimeoutMinutes={settings.readiness_timeout_minutes}: a replica is "
+                f"expected to need about {needed} min from its boot unit to /health (the image and "
+                f"{plan.weights_on_disk_gb:.0f} GB of weights read from the snapshots, then vLLM's start), "
+                "and gives up when this runs out, so the group would replace replicas still loading; "
+                f"set readinessTimeoutMinutes to {needed + 5} or more",
+                resource=self,
+            )
 
     def outputs(self) -> dict[str, Any]:
         """The stack outputs of a fleet (the single host's that apply, and the fleet's own)."""
@@ -193,4 +221,5 @@ class VllmFleet(pulumi.ComponentResource):
             "refreshSurge": self.refresh_surge,
             **({"scaling": self.scaling} if self.scaling else {}),
             **({"metricsDashboardUrl": self.metrics_dashboard_url} if self.metrics_dashboard_url is not None else {}),
+            **({"benchmark": self.benchmark} if self.benchmark is not None else {}),
         }

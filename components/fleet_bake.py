@@ -98,6 +98,7 @@ def bake_files(
     alb_subnet_cidrs: list[str],
     driver_branch: str,
     metrics_group: Optional[str] = None,
+    addon_mounts: tuple[tuple[str, str], ...] = (),
 ) -> BakeInputs:
     """The replica's files from fleet-host's renderer, and the ALB/nginx keep-alive pair derived
     from one value (P1), with the image's hash. With `metrics_group` (the Auto Scaling group's
@@ -127,6 +128,7 @@ def bake_files(
         # replicas of that type (serving.compile_cache).
         compile_cache_base=compile_cache.cache_base(model_host_dir),
         compile_cache_suffix=compile_cache.cache_suffix(settings.vllm_image, list(vllm_argv)),
+        addon_mounts=addon_mounts,
     )
     files = replica.replica_files(vllm_argv=list(vllm_argv), nginx_site=site, settings=replica_settings)
     files[WARM_CACHE_SCRIPT] = (REPLICA_SCRIPTS_DIR / WARM_CACHE_SCRIPT).read_text()
@@ -149,8 +151,8 @@ def script_files() -> dict[str, bytes]:
 def image_digest(settings: StackConfig, plan: SizingPlan, *, files: dict[str, str], driver_branch: str) -> str:
     """sha256 of what the baked image holds: the model (id, source, revision), the vLLM and
     nginx images, the driver branch, the base image choice, the instance type and disk sizes
-    the builder was provisioned for, every host script and every rendered replica file. Any
-    change makes a new image (fleet-pitfalls P11)."""
+    the builder was provisioned for, every host script and every rendered replica file, and
+    whether the builder benchmarks before the bake. Any change makes a new image (P11)."""
     content: dict[str, Any] = {
         "model": settings.model,
         "modelSource": settings.model_source,
@@ -165,4 +167,16 @@ def image_digest(settings: StackConfig, plan: SizingPlan, *, files: dict[str, st
         "scripts": {k: hashlib.sha256(v).hexdigest() for k, v in script_files().items()},
         "files": files,
     }
+    # LoRA adapters and a draft are part of the image (fleet-pitfalls P20, P22): their ids and
+    # revisions too (a moving branch re-bakes only with a new revision). Absent when unset, so
+    # the hash of a stack without them stays what it was.
+    if settings.lora_adapters:
+        content["loraAdapters"] = [[a.name, a.model, a.revision] for a in settings.lora_adapters]
+    if settings.speculative_model is not None:
+        content["speculativeModel"] = settings.speculative_model.model_dump(mode="json")
+    if settings.benchmark_on_deploy:
+        # The builder serves and benchmarks before the bake (components.fleet_image): turning it
+        # on or off bakes again on a fresh builder (a baked builder is stopped, and a step added
+        # to it could not run).
+        content["benchmarkOnDeploy"] = True
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

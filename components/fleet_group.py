@@ -4,8 +4,8 @@ the replicas' security group and instance profile (components.fleet_access).
 
 Boot and readiness (fleet-pitfalls P8): a launch hook `vllm-launch` that each replica completes
 itself once /health answers through nginx (the grace period starts only after it), ELB health
-checks after a short grace period, and `pulumi up` waits (wait_for_elb_capacity) up to the
-readiness bound plus boot time. Drain (P7): the target group deregisters first (drainSeconds),
+checks after a short grace period, and `pulumi up` waits (wait_for_elb_capacity) for a time
+derived from the replicas' expected start (sizing.start_time), as is the instance warm-up. Drain (P7): the target group deregisters first (drainSeconds),
 then the terminate hook `vllm-terminate` lets the replica stop vLLM and complete the action.
 Updates (P14, P15): the group pins the template's version number (never $Latest), so every
 template change starts an instance refresh that launches new replicas before retiring old ones
@@ -33,20 +33,18 @@ from components.host_setup import PROJECT_ROOT
 from components.naming import child, component_type, default_tags
 from config.settings import StackConfig
 from serving.monitoring import cloudwatch
+from sizing import start_time
 from sizing.plan import SizingPlan
 
 # Volumes made from the image's snapshots are read lazily from S3 (~5 MiB/s on first touch):
 # EBS provisioned initialization at its maximum, 300 MiB/s (AWS EC2 API EbsBlockDevice
 # VolumeInitializationRate, 100-300 MiB/s; fleet-pitfalls P12), on the root (image layers) and
-# the model volume. Billed per launch by the GiB of snapshot data (not in costUsd).
-VOLUME_INITIALIZATION_MIB_S = 300
+# the model volume. Billed per launch by the GiB of snapshot data (not in costUsd). The start
+# estimate (sizing.start_time) reads at the same rate.
+VOLUME_INITIALIZATION_MIB_S = start_time.SNAPSHOT_INITIALIZATION_MIB_S
 # After the launch hook (the replica answered /health): two health checks of 15 s pass and
 # a minute to spare, before ELB health counts.
 HEALTH_CHECK_GRACE_S = 120
-# After InService the replica already serves (the hook waited for it): a refresh moves on after a minute.
-INSTANCE_WARMUP_S = 60
-# Booting, pulling nothing (images are baked), hydrating blocks, before vLLM's own load.
-BOOT_MARGIN_MINUTES = 15
 REFRESH_MIN_HEALTHY_PCT = 100
 REFRESH_MAX_HEALTHY_PCT = 200
 
@@ -63,9 +61,22 @@ def group_name(stack: str) -> str:
     return f"vllm-deploy-{stack}-replicas"
 
 
-def capacity_wait_minutes(settings: StackConfig) -> int:
-    """How long `pulumi up` waits for `replicas` healthy targets: the readiness bound plus boot."""
-    return settings.readiness_timeout_minutes + BOOT_MARGIN_MINUTES
+def replica_start(settings: StackConfig, plan: SizingPlan) -> start_time.StartEstimate:
+    """The replicas' expected start (sizing.start_time), --enforce-eager read as vLLM reads it."""
+    eager = any(a.split("=", 1)[0].replace("_", "-") == "--enforce-eager" for a in settings.vllm_extra_args)
+    return start_time.replica_start(plan, enforce_eager=eager)
+
+
+def capacity_wait_minutes(settings: StackConfig, plan: SizingPlan) -> int:
+    """How long `pulumi up` waits for `replicas` healthy targets (whole minutes, rounded up):
+    derived from the expected start, never below the readiness bound plus boot (P8)."""
+    wait_s = start_time.capacity_wait_s(replica_start(settings, plan), settings.readiness_timeout_minutes * 60)
+    return -(-wait_s // 60)
+
+
+def instance_warmup_s(settings: StackConfig, plan: SizingPlan) -> int:
+    """The group's default instance warm-up and its refresh's: one vLLM restart (sizing.start_time)."""
+    return start_time.instance_warmup_s(replica_start(settings, plan))
 
 
 @dataclass
@@ -94,6 +105,7 @@ class FleetGroup(pulumi.ComponentResource):
     group_name: pulumi.Output[str]
     launch_template_version: pulumi.Output[int]
     api_key_parameter_name: pulumi.Output[str]
+    refresh_wait: command.local.Command  # ends when the refresh onto the newest template succeeded
 
     def __init__(self, name: str, args: FleetGroupArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("FleetGroup"), name, None, opts)
@@ -121,7 +133,7 @@ class FleetGroup(pulumi.ComponentResource):
             target_group_arns=[args.target_group_arn],
             health_check_type="ELB",
             health_check_grace_period=HEALTH_CHECK_GRACE_S,
-            default_instance_warmup=INSTANCE_WARMUP_S,
+            default_instance_warmup=instance_warmup_s(settings, plan),
             launch_template=None if fleet_scaling.mixed(settings) else aws.autoscaling.GroupLaunchTemplateArgs(
                 id=template.id, version=template.latest_version.apply(str),
             ),
@@ -131,7 +143,7 @@ class FleetGroup(pulumi.ComponentResource):
                     min_healthy_percentage=REFRESH_MIN_HEALTHY_PCT,
                     max_healthy_percentage=REFRESH_MAX_HEALTHY_PCT,
                     auto_rollback=True,
-                    instance_warmup=str(INSTANCE_WARMUP_S),
+                    instance_warmup=str(instance_warmup_s(settings, plan)),
                 ),
             ),
             # Hooks on the group from its creation: a hook added later misses the first replicas.
@@ -145,7 +157,7 @@ class FleetGroup(pulumi.ComponentResource):
                     default_result="CONTINUE", heartbeat_timeout=terminate_hook_timeout_s(settings.drain_seconds),
                 ),
             ],
-            wait_for_capacity_timeout=f"{capacity_wait_minutes(settings)}m",
+            wait_for_capacity_timeout=f"{capacity_wait_minutes(settings, args.plan)}m",
             wait_for_elb_capacity=settings.replicas,
             # Issue 26: the warm pool, spot's mixed-instances policy (None for a fixed on-demand fleet).
             **fleet_scaling.group_options(settings, template, args.instance_types),
@@ -156,7 +168,7 @@ class FleetGroup(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[parameter, *([log_group] if log_group else [])]),
         )
         fleet_scaling.scaling_policy(self, name, settings, group)
-        self._wait_for_refresh(name, args, group, template)
+        self.refresh_wait = self._wait_for_refresh(name, args, group, template)
         self.group_name = group.name
         self.instance_types = list(args.instance_types or [args.plan.instance.name])
         self.launch_template_version = template.latest_version
@@ -173,7 +185,7 @@ class FleetGroup(pulumi.ComponentResource):
         """`pulumi up` waits for the refresh a new template version starts, and fails when it does
         not succeed (the provider does not wait, P14). It runs again with each new version."""
         settings = args.settings
-        timeout_s = capacity_wait_minutes(settings) * 60 + settings.drain_seconds + terminate_hook_timeout_s(
+        timeout_s = capacity_wait_minutes(settings, args.plan) * 60 + settings.drain_seconds + terminate_hook_timeout_s(
             settings.drain_seconds
         )
         return command.local.Command(

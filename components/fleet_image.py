@@ -12,9 +12,9 @@ deregistered image stops the Auto Scaling group from launching or rolling back. 
 - a re-bake is a forced replacement keyed on `BakeInputs.digest` (the image's name carries it,
   and the builder is rebuilt from scratch when it changes: GpuHostArgs.rebuild_key);
 - the replaced image is retained (retain_on_delete), because the group's refresh onto the new
-  image, its rollback and any scale-out during it may still launch the old one; Pulumi cannot
-  know when that refresh has succeeded (it does not wait for it), so the old image and its
-  snapshots are removed by hand (README, Replicas), never by `pulumi up`;
+  image, its rollback and any scale-out during it may still launch the old one; once the
+  refresh has succeeded, `pulumi up` removes this stack's images older than the previous one
+  and their snapshots, and `pulumi destroy` removes them all (components.fleet_image_cleanup);
 - create-before-replace (delete_before_replace=False): the new image exists before the launch
   template moves to it.
 """
@@ -35,12 +35,17 @@ import pulumi_command as command
 from components.fleet_bake import (
     CLEANUP_SCRIPT, CWAGENT_SCRIPT, INSTALL_SCRIPT, REPLICA_DIR, WARM_CACHE_SCRIPT, BakeInputs,
 )
+from components.fleet_image_cleanup import destroy_guard
+from components.benchmark import VllmBenchmark, VllmBenchmarkArgs
 from components.gpu_host import GpuHost, GpuHostArgs
+from components.host_handle import HostHandle
 from components.host_setup import HostSetup, HostSetupArgs
 from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs
 from components.naming import child, component_type, default_tags
-from components.script_steps import REMOTE_DIR
+from components.script_steps import REMOTE_DIR, ScriptSteps
+from components.vllm_server import generation_api
 from config.settings import StackConfig
+from serving.vllm_args import VLLM_PORT
 from sizing.plan import SizingPlan
 from sizing.startup import VolumePerformance, model_volume_for
 
@@ -50,6 +55,8 @@ STAGE_DIR = f"{REMOTE_DIR}/replica-bake"  # on the builder; removed by the clean
 # provider's default is 40 min (terraform-provider-aws docs, ami_from_instance). A minute per
 # 10 GB on top of an hour.
 IMAGE_CREATE_FLOOR_MINUTES = 60
+# The builder's vLLM for the post-deploy benchmark (builder_vllm.sh): stopped before the cleanup.
+BUILDER_CONTAINER = "vllm-builder"
 
 
 def bake_archive(bake: BakeInputs) -> str:
@@ -78,12 +85,20 @@ class FleetImageArgs:
     """The sizing decision: the builder is the replicas' instance type."""
     bake: BakeInputs
     """The replica's files and the image's hash (components.fleet_bake.bake_files)."""
+    vllm_command: list[str]
+    """The `vllm serve` argv every replica runs (stack.preflight), as the builder serves it."""
     subnet: aws.ec2.AwaitableGetSubnetResult
     """Where the builder runs: a public subnet in a zone offering the type."""
     model_volume: Optional[ExistingVolume] = None
     """The builder's model volume from an earlier run (its weights are kept across re-bakes)."""
     hf_token: Optional[pulumi.Output[str]] = None
     modelscope_token: Optional[pulumi.Output[str]] = None
+    region: Optional[str] = None
+    api_key: Optional[pulumi.Output[str]] = None
+    """The stack's API key: with benchmarkOnDeploy, the builder's vLLM checks it while the
+    benchmark runs (components.benchmark); only a secret env of those steps, never in the image."""
+    """The stack's region: with it, `pulumi destroy` removes this stack's baked images
+    (components.fleet_image_cleanup.destroy_guard)."""
 
 
 class FleetImage(pulumi.ComponentResource):
@@ -133,13 +148,17 @@ class FleetImage(pulumi.ComponentResource):
             ),
             in_aws,
         )
-        cleaned = self._install(name, host, bake, after=[setup.runtime_ready, setup.model_ready])
+        self.benchmark: Optional[pulumi.Output[dict]] = None
+        cleaned = self._install(name, args, host, setup, after=[setup.runtime_ready, setup.model_ready])
         stopped = aws.ec2transitgateway.InstanceState(
             child(name, "stopped"),
             instance_id=host.instance_id,
             state="stopped",
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cleaned]),
         )
+        # Deleted after the image resource (which depends on it): `pulumi destroy` then removes
+        # every image of this stack that the retained resource leaves behind.
+        guard = [destroy_guard(name, region=args.region, stack=pulumi.get_stack(), parent=self)] if args.region else []
         image = aws.ec2.AmiFromInstance(
             child(name, "image"),
             source_instance_id=stopped.instance_id,
@@ -151,7 +170,7 @@ class FleetImage(pulumi.ComponentResource):
             tags={**default_tags(), "Name": child(name, "image"), "vllm-deploy-image-digest": bake.digest},
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=[stopped],
+                depends_on=[stopped, *guard],
                 replacement_trigger=bake.digest,
                 delete_before_replace=False,
                 retain_on_delete=True,
@@ -176,11 +195,13 @@ class FleetImage(pulumi.ComponentResource):
         )
 
     def _install(
-        self, name: str, host: GpuHost, bake: BakeInputs, after: list[pulumi.Resource]
+        self, name: str, args: FleetImageArgs, host: GpuHost, setup: HostSetup, after: list[pulumi.Resource]
     ) -> command.remote.Command:
-        """Upload the files and scripts, install them, then run the bake cleanup, which removes
-        every container, provisioning's SSH keys, secrets and TLS files, and fails if any remain
-        (P9). Each runs again on a new builder or a new digest."""
+        """Upload the files and scripts, install them, with benchmarkOnDeploy measure one replica
+        (self._benchmark), then run the bake cleanup, which removes every container,
+        provisioning's SSH keys, secrets and TLS files, and fails if any remain (P9). Each runs
+        again on a new builder or a new digest."""
+        bake = args.bake
         triggers = [bake.digest, host.instance_id]
         env = {"VLLM_DEPLOY_REPLICA_DIR": REPLICA_DIR}
         sudo = "sudo --preserve-env=VLLM_DEPLOY_REPLICA_DIR bash"
@@ -214,6 +235,53 @@ class FleetImage(pulumi.ComponentResource):
             "compile-cache", f"{sudo} {STAGE_DIR}/{WARM_CACHE_SCRIPT}", [install],
             custom_timeouts=pulumi.CustomTimeouts(create=f"{warm_minutes}m", update=f"{warm_minutes}m"),
         )
+        measured = self._benchmark(name, args, host, setup, after=warm)
         return step(
-            "bake-cleanup", f"sudo rm -rf {STAGE_DIR} && {sudo} {REPLICA_DIR}/{CLEANUP_SCRIPT}", [warm]
+            "bake-cleanup", f"sudo rm -rf {STAGE_DIR} && {sudo} {REPLICA_DIR}/{CLEANUP_SCRIPT}", [measured]
+        )
+
+    def _benchmark(
+        self, name: str, args: FleetImageArgs, host: GpuHost, setup: HostSetup, after: command.remote.Command
+    ) -> command.remote.Command:
+        """benchmarkOnDeploy: the post-deploy benchmark against one replica, before the image is
+        made. The builder serves the replica's vLLM (its baked argv and environment:
+        builder_vllm.sh), waits for it as a single host does (wait_for_vllm.sh), runs the single
+        host's benchmark (components.benchmark), then stops and removes the container, so the
+        cleanup finds none. Sets self.benchmark (the figures); returns the last step."""
+        settings, plan = args.settings, args.plan
+        if not settings.benchmark_on_deploy or args.api_key is None:
+            return after
+        steps = ScriptSteps(self, child(name, "bench"), host.connection, host.instance_id)
+        builder_env = {"VLLM_DEPLOY_REPLICA_DIR": REPLICA_DIR, "VLLM_DEPLOY_CONTAINER": BUILDER_CONTAINER}
+        key = {"VLLM_API_KEY": args.api_key}
+        serve = steps.run(
+            "serve", "builder_vllm.sh", after=after, env={**builder_env, "VLLM_DEPLOY_BUILDER_ACTION": "start"},
+            secret_env=key, extra_triggers=[args.bake.digest],
+        )
+        ready = steps.run(
+            "ready", "wait_for_vllm.sh", after=serve,
+            env={
+                "VLLM_DEPLOY_PORT": str(VLLM_PORT), "VLLM_DEPLOY_CONTAINER": BUILDER_CONTAINER,
+                "VLLM_DEPLOY_SERVED_MODEL": settings.served_name,
+                "VLLM_DEPLOY_TIMEOUT_SECONDS": str(settings.readiness_timeout_minutes * 60),
+                "VLLM_DEPLOY_MODEL_DIR": setup.model_dir,
+                "VLLM_DEPLOY_GENERATION_API": generation_api(list(args.vllm_command)),
+            },
+            secret_env=key, log_output=True, timeout=f"{settings.readiness_timeout_minutes + 5}m",
+        )
+        handle = HostHandle(
+            connection=host.connection, docker_provider=None, instance=host.instance,
+            instance_id=host.instance_id, runtime_ready=setup.runtime_ready, model_ready=setup.model_ready,
+            model_dir=setup.model_dir,
+        )
+        benchmark = VllmBenchmark(
+            child(name, "benchmark"),
+            VllmBenchmarkArgs(settings=settings, plan=plan, host=handle, ready=ready, api_key=args.api_key,
+                              rerun_on_trigger=False),
+            pulumi.ResourceOptions(parent=self),
+        )
+        self.benchmark = benchmark.result
+        return steps.run(
+            "stop", "builder_vllm.sh", after=benchmark.step,
+            env={**builder_env, "VLLM_DEPLOY_BUILDER_ACTION": "stop"},
         )

@@ -4,6 +4,7 @@ zones at least), the subnets in zones that offer the instance type for the repli
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -70,15 +71,48 @@ def fleet_network(settings: StackConfig, instance_type: str, opts: pulumi.Invoke
     )
 
 
+# What the provider's aws_route53_zone lookup calls (terraform-provider-aws, data source
+# route53_zone: ListHostedZones, then GetHostedZone and ListTagsForResource on the match).
+ROUTE53_ZONE_ACTIONS = ("route53:ListHostedZones", "route53:GetHostedZone", "route53:ListTagsForResource")
+_NOT_FOUND = "no matching Route 53 Hosted Zone found"
+_DENIED = ("AccessDenied", "not authorized to perform", "UnauthorizedOperation")
+
+
 def public_zone_of(domain: Optional[str], opts: pulumi.InvokeOptions) -> Optional[str]:
     """The id of the public Route 53 hosted zone that holds `domain` (its closest parent), or
-    None when the account has none: the load balancer then imports the stack's certificate."""
+    None when the account has none: the load balancer then imports the stack's certificate.
+
+    Raises pulumi.RunError when Route 53 refuses the lookup (AccessDenied: a missing zone and a
+    missing permission must not look alike) or fails for any reason other than "no zone",
+    naming the permission the deploy role needs."""
     if not domain:
         return None
     labels = domain.split(".")
     for start in range(len(labels) - 1):
         try:
             return aws.route53.get_zone(name=".".join(labels[start:]), private_zone=False, opts=opts).zone_id
-        except Exception:  # noqa: BLE001 - "no matching Route 53 Hosted Zone found"
-            continue
+        except Exception as exc:  # noqa: BLE001 - provider errors have no common type
+            said = str(exc)
+            if _NOT_FOUND in said:
+                continue
+            raise pulumi.RunError(route53_lookup_error(domain, said)) from None
     return None
+
+
+def route53_lookup_error(domain: str, said: str) -> str:
+    """What to tell the user when the zone lookup for `domain` failed with AWS's text `said`."""
+    first = said.strip().splitlines()[0][:300] if said.strip() else "no message"
+    if any(mark in said for mark in _DENIED):
+        named = re.search(r"perform:\s*(route53:[A-Za-z]+)", said)
+        actions = named.group(1) if named else " and ".join(ROUTE53_ZONE_ACTIONS)
+        return (
+            f"vllm-deploy:domain={domain}: the deploy role may not look up Route 53 hosted zones "
+            f"(AccessDenied: it lacks {actions}), so this stack cannot tell whether the account holds "
+            f"the zone of {domain}. Allow {', '.join(ROUTE53_ZONE_ACTIONS)} on * to the deploy role "
+            "(policies/, docs/operations.md), or unset domain to serve on the load balancer's own "
+            f"name. AWS said: {first}"
+        )
+    return (
+        f"vllm-deploy:domain={domain}: the Route 53 lookup of its hosted zone failed ({first}); "
+        "check the AWS credentials and aws:region, then run the preview again, or unset domain"
+    )

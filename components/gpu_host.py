@@ -83,7 +83,7 @@ class GpuHost(pulumi.ComponentResource):
         settings, plan = args.settings, args.plan
 
         if args.rebuild_key is None:
-            self._refuse_a_stopped_host()
+            self._refuse_a_stopped_host(settings.replace_stopped_host)
         subnet = args.subnet or choose_subnet(settings, plan.instance.name, args.model_volume, self)
         security_group = host_access.security_group(self, name, settings, subnet.vpc_id, args.serves_endpoint)
         if args.shared is None:
@@ -136,25 +136,47 @@ class GpuHost(pulumi.ComponentResource):
             per_dial_timeout=10,
         )
 
-    def _refuse_a_stopped_host(self) -> None:
+    def _refuse_a_stopped_host(self, replace: bool = False) -> None:
         """A stopped host (idle stop, a spot interruption, or by hand) fails `pulumi up` here,
         with what to do: provisioning, the Docker provider and the readiness check all reach the
         host over SSH, and would fail later with a connection error. Starting it from the
         program instead would make a preview (CI runs them on pull requests, read-only) start an
-        instance that bills by the hour."""
+        instance that bills by the hour.
+
+        Two ways out, both accepted: `tools/wake` (AWS starts it; for an interrupted spot host
+        AWS alone restarts it, when capacity returns, and wake says so), or, when the user asks
+        explicitly with `replaceStoppedHost: true`, this run goes on and warns with the
+        instance's URN for `pulumi up --replace` (Pulumi's own flag: a new host in the model
+        volume's zone)."""
         stopped = aws.ec2.get_instances(
             instance_tags={**default_tags(), "Name": self._name},
             instance_state_names=["stopped", "stopping"],
             opts=self._invoke_opts(),
         ).ids
-        if stopped:
-            stack = pulumi.get_stack()
-            raise pulumi.RunError(
-                f"the host {stopped[0]} is stopped (idle stop, a spot interruption, or by hand), and "
-                "`pulumi up` provisions and checks it over SSH. Start it and wait until vLLM answers "
-                f"with `tools/wake {stack}`, then run `pulumi up` again. (If it is still stopping, "
-                "tools/wake waits for that first.)"
-            )
+        if not stopped:
+            return
+        stack = pulumi.get_stack()
+        instance_name = child(self._name, "instance")
+        if replace:
+            # The instance's URN as the engine forms it (the SDK's create_urn: parent types $-joined).
+            urn = pulumi.create_urn(instance_name, "aws:ec2/instance:Instance", parent=self)
+            urn.apply(lambda value: pulumi.log.warn(
+                f"the host {stopped[0]} is stopped and replaceStoppedHost is true: this update must replace "
+                f"it, or its SSH steps wait for a host that does not answer. Run: pulumi up --replace "
+                f"'{value}'; then `pulumi config rm replaceStoppedHost`.",
+                resource=self,
+            ))
+            return
+        raise pulumi.RunError(
+            f"the host {stopped[0]} is stopped (idle stop, a spot interruption, or by hand), and "
+            "`pulumi up` provisions and checks it over SSH. Start it and wait until vLLM answers "
+            f"with `tools/wake {stack}`, then run `pulumi up` again. (If it is still stopping, "
+            "tools/wake waits for that first.) If AWS will not start it (tools/wake says so for an "
+            "interrupted spot host, which only AWS restarts), replace it instead: `pulumi config set "
+            "replaceStoppedHost true`, then `pulumi up --replace` with the instance's URN, which that "
+            "preview prints (`pulumi stack --show-urns | grep "
+            f"'ec2/instance:Instance::{instance_name}'`). The model volume keeps the weights."
+        )
 
     def _image(self, choice: str, arch: str) -> pulumi.Input[str]:
         """The image, pinned when the host is first created.

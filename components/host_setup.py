@@ -29,6 +29,8 @@ from components.model_volume import ModelVolume
 from components.naming import child, component_type
 from components.script_steps import ScriptSteps
 from config.settings import StackConfig
+from serving.adapter_args import DRAFT_PATH, adapter_container_path
+from serving.idle_stop import idle_stop_bounds
 from serving.vllm_args import VLLM_PORT
 from sizing.gpus import GpuInstance
 from sizing.hub import download_repo_id
@@ -51,6 +53,44 @@ def model_dir_on_host(settings: StackConfig) -> str:
     revision = settings.model_revision or "default"
     safe = re.sub(r"[^A-Za-z0-9._-]+", "--", f"{settings.model}@{revision}").strip("-")
     return f"{MODELS_DIR}/{safe}"
+
+
+@dataclass(frozen=True)
+class AddOnDir:
+    """A LoRA adapter or the speculative draft on the model volume, and where vLLM sees it."""
+
+    role: str  # the download step's role: adapter-<name> | draft
+    kind: str  # adapter | model (what download_model.sh verifies)
+    model: str  # hub id or local directory
+    revision: Optional[str]
+    host_dir: str
+    container_path: str  # serving.adapter_args: ADAPTERS_PATH/<name> or DRAFT_PATH
+
+    @property
+    def is_local(self) -> bool:
+        return self.model.startswith(("/", "./", "~"))
+
+
+def _host_dir(model: str, revision: Optional[str]) -> str:
+    if model.startswith(("/", "./", "~")):
+        return f"{LOCAL_MODELS_DIR}/{Path(model).expanduser().resolve().name}"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "--", f"{model}@{revision or 'default'}").strip("-")
+    return f"{MODELS_DIR}/{safe}"
+
+
+def addon_dirs(settings: StackConfig) -> list[AddOnDir]:
+    """The draft, then each adapter in loraAdapters' order: their directories on the host
+    (beside the base model's, same naming) and in the container."""
+    dirs = []
+    spec = settings.speculative_model
+    if spec is not None and spec.model:
+        dirs.append(AddOnDir("draft", "model", spec.model, spec.revision, _host_dir(spec.model, spec.revision), DRAFT_PATH))
+    for a in settings.lora_adapters:
+        dirs.append(
+            AddOnDir(f"adapter-{a.name}", "adapter", a.model, a.revision, _host_dir(a.model, a.revision),
+                     adapter_container_path(a.name))
+        )
+    return dirs
 
 
 def local_model_path(settings: StackConfig) -> Path:
@@ -128,8 +168,9 @@ class HostSetup(pulumi.ComponentResource):
     """The provisioned host: GPU runtime ready and the model on disk."""
 
     runtime_ready: command.remote.Command  # GPU smoke check passed
-    model_ready: pulumi.Resource  # weights downloaded and verified (or uploaded)
+    model_ready: pulumi.Resource  # weights downloaded and verified (or uploaded), add-ons too
     model_dir: str
+    addon_mounts: tuple[tuple[str, str], ...]  # (host dir, container path) of adapters and draft
 
     def __init__(self, name: str, args: HostSetupArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("HostSetup"), name, None, opts)
@@ -199,6 +240,7 @@ class HostSetup(pulumi.ComponentResource):
             env={
                 "VLLM_DEPLOY_IDLE_STOP_MINUTES": str(settings.idle_stop_minutes or 0),
                 "VLLM_DEPLOY_METRICS_URL": f"http://127.0.0.1:{VLLM_PORT}/metrics",
+                **idle_stop_bounds(settings),
             },
         )
         self.runtime_ready = smoke
@@ -207,8 +249,49 @@ class HostSetup(pulumi.ComponentResource):
                 "efa", "check_efa.sh", after=smoke,
                 env={"VLLM_DEPLOY_EFA_INTERFACES": str(args.efa_interfaces)},
             )
+        # LoRA adapters and the draft, one step each after the weights: vLLM starts once all are
+        # on disk. A new base download (a new volume, or one that made room) runs them again.
+        self.addon_mounts = tuple((d.host_dir, d.container_path) for d in addon_dirs(settings))
+        base = download
+        for addon in addon_dirs(settings):
+            download = self._addon(settings, args, addon, after=download, base=base)
         self.model_ready = download
         self.register_outputs({"modelDir": self.model_dir, "gpuCheck": smoke.stdout})
+
+    def _addon(
+        self, settings: StackConfig, args: "HostSetupArgs", addon: AddOnDir, *, after: pulumi.Resource,
+        base: pulumi.Resource,
+    ) -> pulumi.Resource:
+        """One adapter or draft onto the model volume: uploaded as is when local, else
+        downloaded and verified by download_model.sh (VLLM_DEPLOY_MODEL_KIND says what to check)
+        without removing the models beside it."""
+        if addon.is_local:
+            source = Path(addon.model).expanduser().resolve()
+            return command.remote.CopyToRemote(
+                child(self._name, f"{addon.role}-upload"),
+                connection=self._stable_connection,
+                source=pulumi.FileArchive(str(source)),
+                remote_path=LOCAL_MODELS_DIR,
+                triggers=[directory_fingerprint(source), args.volume.volume_id],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[after]),
+            )
+        return self._steps.run(
+            addon.role, "download_model.sh", after=after,
+            env={
+                "VLLM_DEPLOY_MODEL": download_repo_id(addon.model, settings.model_source),
+                "VLLM_DEPLOY_MODEL_SOURCE": settings.model_source,
+                "VLLM_DEPLOY_MODEL_REVISION": addon.revision or "",
+                "VLLM_DEPLOY_MODEL_KIND": addon.kind,
+                "VLLM_DEPLOY_MODELS_DIR": MODELS_DIR,
+                "VLLM_DEPLOY_MODEL_DIR": addon.host_dir,
+                "VLLM_DEPLOY_KEEP_OTHER_MODELS": "1",
+            },
+            secret_env=_download_token(settings, args),
+            per_instance=False,
+            extra_triggers=[args.volume.volume_id, base.id],
+            connection=args.stable_connection,
+            timeout=f"{max(60, args.volume.size_gb)}m",
+        )
 
     def _upload_local_model(
         self, settings: StackConfig, *, after: pulumi.Resource, volume_id: pulumi.Input[str]

@@ -25,6 +25,7 @@ import pulumi_aws as aws
 from components.certificates import stack_certificates
 from components.naming import child, component_type
 from config.settings import StackConfig
+from serving.monitoring import certificate_expiry
 from serving.proxy_policy import plain_http_bodies
 
 HTTPS_PORT = 443
@@ -152,7 +153,27 @@ class FleetLoadBalancer(pulumi.ComponentResource):
             private_key=certs.server_key_pem,
             opts=pulumi.ResourceOptions(parent=self),
         )
+        if args.settings.monitoring:  # monitoring: false makes no CloudWatch side
+            self._expiry_alarm(imported)
         return imported.arn
+
+    def _expiry_alarm(self, imported: aws.acm.Certificate) -> aws.cloudwatch.MetricAlarm:
+        """Alarms from the start of the renewal window: `pulumi up` alone renews the certificate."""
+        return aws.cloudwatch.MetricAlarm(
+            child(self._name, "certificate-expiry"),
+            name=f"vllm-deploy-{pulumi.get_stack()}-certificate-expiry",
+            namespace=certificate_expiry.ACM_NAMESPACE,
+            metric_name=certificate_expiry.ACM_METRIC,
+            dimensions=imported.arn.apply(lambda arn: {certificate_expiry.ACM_DIMENSION: arn}),
+            statistic="Minimum",
+            period=certificate_expiry.ACM_PERIOD_S,
+            evaluation_periods=1,
+            comparison_operator="LessThanThreshold",
+            threshold=certificate_expiry.RENEWAL_WINDOW_DAYS,
+            treat_missing_data="notBreaching",  # ACM publishes once a day
+            alarm_description=certificate_expiry.ACM_ALARM_DESCRIPTION,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
     def _dns_validated(self, domain: str, zone_id: str, alb: aws.lb.LoadBalancer) -> pulumi.Output[str]:
         opts = pulumi.ResourceOptions(parent=self)

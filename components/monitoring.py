@@ -17,11 +17,12 @@ import pulumi_command as command
 import pulumi_docker as docker
 import pulumi_random as random
 
-from components.docker_host import INSTANCE_LABEL
+from components.docker_host import GPU_RUNTIME, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
 from config.settings import StackConfig
 from serving.monitoring import grafana, prometheus
+from serving.monitoring.certificate_expiry import expiry_alert_rules, unix_seconds
 from serving.monitoring.catalog import DCGM_COUNTERS_FILE
 from serving.monitoring.services import (
     DCGM_COUNTERS_PATH,
@@ -54,6 +55,9 @@ class MonitoringArgs:
     """vLLM's port on the host's loopback (its /metrics)."""
     address: pulumi.Input[str]
     """The stack's domain or Elastic IP: Grafana's root URL is https://<address>/grafana/."""
+    certificate_not_after: Optional[pulumi.Input[str]] = None
+    """The stack's own server certificate's notAfter (RFC 3339): alerts before it expires
+    (serving.monitoring.certificate_expiry); None with letsencrypt."""
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -149,9 +153,17 @@ class Monitoring(pulumi.ComponentResource):
             ),
             uploads=[
                 docker.ContainerUploadArgs(file=prometheus.CONFIG_PATH, content=config, permissions="0644"),
-                docker.ContainerUploadArgs(file=prometheus.RULES_PATH, content=prometheus.rules_yaml(rules), permissions="0644"),
+                docker.ContainerUploadArgs(file=prometheus.RULES_PATH, content=self._rules_file(rules), permissions="0644"),
             ],
             mounts=[docker.ContainerMountArgs(type="volume", source=data.name, target=prometheus.STORAGE_PATH)],
+        )
+
+    def _rules_file(self, rules: tuple[prometheus.AlertRule, ...]) -> pulumi.Input[str]:
+        """The rules file; with the stack's own certificate, its expiry alerts too."""
+        if self._args.certificate_not_after is None:
+            return prometheus.rules_yaml(rules)
+        return pulumi.Output.from_input(self._args.certificate_not_after).apply(
+            lambda end: prometheus.rules_yaml(rules + (expiry_alert_rules(unix_seconds(end)) if end else ()))
         )
 
     def _node_exporter(self) -> docker.Container:
@@ -181,6 +193,7 @@ class Monitoring(pulumi.ComponentResource):
             name=DCGM_EXPORTER.container,
             command=dcgm_exporter_args(),
             gpus="all",
+            runtime=GPU_RUNTIME,  # as the vLLM container: works in the toolkit's CDI mode too
             uploads=[
                 docker.ContainerUploadArgs(
                     file=DCGM_COUNTERS_PATH, content=DCGM_COUNTERS_FILE.read_text(), permissions="0644"

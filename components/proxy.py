@@ -68,6 +68,8 @@ class NginxProxy(pulumi.ComponentResource):
     """nginx on the host network: 443 TLS -> 127.0.0.1:<vLLM port>, streaming, unbuffered."""
 
     ca_certificate: Optional[pulumi.Output[str]]  # None with letsencrypt: publicly trusted
+    # The stack's server certificate's notAfter (RFC 3339); None with letsencrypt (certbot renews).
+    certificate_not_after: Optional[pulumi.Output[str]] = None
     container_id: pulumi.Output[str]
     config_text: pulumi.Output[str]
 
@@ -155,4 +157,5 @@ class NginxProxy(pulumi.ComponentResource):
             self, self._name, common_name=settings.domain or public_ip, ip_addresses=[public_ip],
             dns_names=[settings.domain] if settings.domain else None,
         )
+        self.certificate_not_after = certs.server_not_after
         return certs.ca_cert_pem, certs.chain_pem, certs.server_key_pem

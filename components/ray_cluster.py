@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
+import pulumi_random as random
 
 from components.docker_host import INSTANCE_LABEL
 from components.host_handle import HostHandle
@@ -33,6 +34,12 @@ from serving.vllm_args import SERVED_MODEL_PATH
 
 RAY_PORT = 6379  # Ray's default GCS port (`ray start --head --port`)
 HEAD_SCRIPTS_DIR = "/opt/vllm-deploy"  # inside the head's vLLM container
+# Ray's token authentication (RAY_AUTH_MODE=token; the token read from the file RAY_AUTH_TOKEN_PATH
+# names: ray/_private/authentication and ray/exceptions.py AuthenticationError's help, Ray 2.60). The same path
+# in the head's container and in the workers' (ray_node.sh mounts it there).
+RAY_AUTH_TOKEN_PATH = "/run/vllm-deploy/ray-auth-token"
+# 64 characters, as `ray get-auth-token --generate` makes (secrets.token_hex(32): 256 bits).
+RAY_AUTH_TOKEN_LENGTH = 64
 HEAD_SCRIPTS = ("lib.sh", "ray_node.sh", "wait_for_ray_gpus.sh", "serve_on_ray_head.sh")
 HEAD_ENTRYPOINT = ["bash", f"{HEAD_SCRIPTS_DIR}/serve_on_ray_head.sh"]
 # How long the head waits for every node's GPUs once its Ray head is up. The head starts after
@@ -95,6 +102,8 @@ class RayHead:
     """Every worker's image and weights: the head starts only once they are in place."""
     workers_joined: list[pulumi.Resource] = field(default_factory=list)
     """Every worker's join step: the readiness check waits for them."""
+    auth_token: Optional[pulumi.Output[str]] = None
+    """The cluster's Ray token (secret): RAY_AUTH_MODE=token in the head's container."""
 
 
 @dataclass
@@ -116,6 +125,8 @@ class RayWorkerArgs:
     container_env: dict[str, str] = field(default_factory=dict)
     efa_interfaces: int = 0
     join_timeout_seconds: int = 600
+    auth_token: Optional[pulumi.Output[str]] = None
+    """The cluster's Ray token (secret), handed to ray_node.sh in its secret environment."""
 
 
 class RayWorker(pulumi.ComponentResource):
@@ -158,8 +169,30 @@ class RayWorker(pulumi.ComponentResource):
             # a new image) starts this node's container again.
             extra_triggers=[host.model_ready.id, args.head_instance_id, self.image.image_id, args.head_started],
             timeout=f"{args.join_timeout_seconds // 60 + 10}m",
+            # The token goes in the step's environment only; ray_node.sh never prints it, so the
+            # step's log (its progress) is kept.
+            **({"secret_env": {"VLLM_DEPLOY_RAY_AUTH_TOKEN": args.auth_token}, "log_output": True,
+                "secret_outputs": []} if args.auth_token is not None else {}),
         )
         self.register_outputs({"imageId": self.image.image_id, "joined": self.joined.stdout})
+
+
+def ray_auth_token(parent: pulumi.Resource, name: str) -> pulumi.Output[str]:
+    """A token for the cluster's Ray (RandomPassword, kept secret in the state)."""
+    generated = random.RandomPassword(
+        name, length=RAY_AUTH_TOKEN_LENGTH, special=False, opts=pulumi.ResourceOptions(parent=parent)
+    )
+    return pulumi.Output.secret(generated.result)
+
+
+def ray_auth_env() -> list[str]:
+    """The head container's settings for Ray's token authentication (no secret in them)."""
+    return ["RAY_AUTH_MODE=token", f"RAY_AUTH_TOKEN_PATH={RAY_AUTH_TOKEN_PATH}"]
+
+
+def ray_auth_upload(token: pulumi.Output[str]) -> docker.ContainerUploadArgs:
+    """The token as a root-only file in the head's container (never an env value or argv)."""
+    return docker.ContainerUploadArgs(file=RAY_AUTH_TOKEN_PATH, content=token, permissions="0600")
 
 
 def head_uploads() -> list[docker.ContainerUploadArgs]:

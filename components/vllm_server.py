@@ -9,7 +9,7 @@ import pulumi
 import pulumi_command as command
 import pulumi_docker as docker
 
-from components.docker_host import INSTANCE_LABEL
+from components.docker_host import GPU_RUNTIME, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
 from components.ray_cluster import (
@@ -21,6 +21,8 @@ from components.ray_cluster import (
     efa_devices,
     efa_ulimits,
     head_uploads,
+    ray_auth_env,
+    ray_auth_upload,
 )
 from config.settings import StackConfig
 from serving.compile_cache import host_cache_dir
@@ -113,6 +115,9 @@ class VllmServer(pulumi.ComponentResource):
                 "VLLM_DEPLOY_GENERATION_API": generation_api(self.args),
                 # Only with tool calling on, so other stacks' step keeps its inputs.
                 **({"VLLM_DEPLOY_TOOL_CALL_PARSER": parser} if (parser := tool_call_parser(self.args)) else {}),
+                # Only with loraAdapters: each listed by /v1/models, one generation through one.
+                **({"VLLM_DEPLOY_LORA_ADAPTERS": " ".join(a.name for a in settings.lora_adapters)}
+                   if settings.lora_adapters else {}),
             },
             secret_env={"VLLM_API_KEY": args.api_key},
             # Its failure output (the container log tail) is what a user needs to see;
@@ -134,7 +139,12 @@ class VllmServer(pulumi.ComponentResource):
             *(f"{k}={v}" for k, v in CONTAINER_ENV.items()),  # the same on a replica (serving.replica)
         ]
         mounts = [
-            docker.ContainerMountArgs(type="bind", source=host.model_dir, target=SERVED_MODEL_PATH, read_only=True)
+            docker.ContainerMountArgs(type="bind", source=host.model_dir, target=SERVED_MODEL_PATH, read_only=True),
+            # LoRA adapters and the draft, each where --lora-modules / --speculative-config name it.
+            *(
+                docker.ContainerMountArgs(type="bind", source=source, target=target, read_only=True)
+                for source, target in host.addon_mounts
+            ),
         ]
         # vLLM's compile cache on the model volume, one directory per instance type, image and
         # argv (serving.compile_cache): a restart or a wake skips the compile. A volume binding,
@@ -154,6 +164,7 @@ class VllmServer(pulumi.ComponentResource):
                 f"VLLM_DEPLOY_GPUS_PER_NODE={head.gpus_per_node}",
                 f"VLLM_DEPLOY_TIMEOUT_SECONDS={HEAD_WAIT_SECONDS}",
                 *(f"{k}={v}" for k, v in sorted(head.container_env.items())),
+                *(ray_auth_env() if head.auth_token is not None else []),
             ]
             if head.efa_interfaces and head.efa_host_mount:
                 mounts.append(
@@ -174,7 +185,7 @@ class VllmServer(pulumi.ComponentResource):
                 init=True,
                 network_mode="host",
                 entrypoints=HEAD_ENTRYPOINT,
-                uploads=head_uploads(),
+                uploads=[*head_uploads(), *([ray_auth_upload(head.auth_token)] if head.auth_token is not None else [])],
                 devices=efa_devices(head.efa_interfaces) or None,
                 # EFA registers GPU and host memory with the adapter: unlimited locked memory.
                 ulimits=efa_ulimits(head.efa_interfaces),
@@ -187,6 +198,10 @@ class VllmServer(pulumi.ComponentResource):
             command=self.args,
             envs=envs,
             gpus="all",
+            # The nvidia runtime, registered explicitly by install_container_toolkit.sh: the GPU
+            # request that works in the toolkit's legacy mode and in its CDI mode (1.18+), which
+            # refuses a bare `gpus` (NVIDIA/nvidia-container-toolkit#1456).
+            runtime=GPU_RUNTIME,
             ipc_mode="host",  # PyTorch shared memory for tensor parallelism
             restart="always",
             must_run=True,

@@ -11,9 +11,7 @@ from typing import Annotated, Optional
 from pydantic import BeforeValidator, Field
 
 from config import values
-from config.constants import (
-    DEFAULT_DRAIN_SECONDS, DEFAULT_SCALE_ON_WAITING_REQUESTS, MAX_DRAIN_SECONDS, MAX_REPLICAS,
-)
+from config.constants import DEFAULT_DRAIN_SECONDS, DEFAULT_SCALE_ON_WAITING_REQUESTS, MAX_REPLICAS
 from config.keys_base import Keys
 
 
@@ -22,8 +20,8 @@ class FleetKeys(Keys):
 
     replicas: Annotated[int, BeforeValidator(values.replicas)] = Field(1, description=f"Identical hosts behind one load balancer: 1 (one host) or 2 to "
                            f"{MAX_REPLICAS} (an Auto Scaling group from one baked image; README, Replicas).")
-    drain_seconds: int = Field(
-        DEFAULT_DRAIN_SECONDS, ge=0, le=MAX_DRAIN_SECONDS,
+    drain_seconds: Annotated[int, BeforeValidator(values.drain_seconds)] = Field(
+        DEFAULT_DRAIN_SECONDS,
         description="With replicas: how long a retiring replica may finish its requests in flight (the "
         "target group's deregistration delay); the longest stream an update should not cut.",
     )

@@ -64,6 +64,13 @@ class HostKeys(Keys):
         description="Stop the instance after this many minutes without requests (default: off); "
         "`tools/wake` starts it again.",
     )
+    replace_stopped_host: bool = Field(
+        False,
+        description="Let `pulumi up` go on when the host is stopped, to replace it (run it with "
+        "`--replace` and the instance's URN, which the preview prints): the way out when AWS will "
+        "not start it (an interrupted spot host). Off: `pulumi up` refuses a stopped host and "
+        "points to `tools/wake`.",
+    )
     ami: str = Field(
         "dlami",
         description="Host image: dlami (AWS Deep Learning Base OSS Nvidia Driver AMI, "

@@ -1,7 +1,7 @@
 """Rules across keys, checked by StackConfig's model validator once every value is valid. Pure.
 
-Each rule raises ValueError naming the keys involved and a fix; `check_all` runs them in order
-and stops at the first broken one. Combinations that are allowed but leave a feature unreachable
+Each rule raises ValueError naming the keys involved and a fix; `check_all` runs every rule and
+raises one `CrossKeyErrors` listing each broken one (config.validation lists them one per line). Combinations that are allowed but leave a feature unreachable
 are config.reachability's (parse lists them all at once).
 
 The rules read the values they need through `CrossKeyValues` (what StackConfig has), so this
@@ -43,18 +43,34 @@ class CrossKeyValues(Protocol):
     def grafana_cidrs(self) -> list[str]: ...
 
 
+class CrossKeyErrors(ValueError):
+    """Every broken cross-key rule at once: `problems`, one message each (keys, values, fix)."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
 def check_all(config: CrossKeyValues) -> None:
-    """Every cross-key rule, in order. Raises ValueError for the first one broken."""
-    _letsencrypt_needs_domain(config)
-    _modelscope_needs_hub_id(config)
-    _image_is_pinned_or_confirmed(config)
+    """Every cross-key rule. Raises CrossKeyErrors listing each broken one (not just the first),
+    so one preview shows every conflict."""
+    rules = [_letsencrypt_needs_domain, _modelscope_needs_hub_id, _image_is_pinned_or_confirmed]
     if config.monitoring:
-        _grafana_reachable(config)
-    _pipeline_matches_nodes(config)
-    _idle_stop_needs_metrics(config)
+        rules.append(_grafana_reachable)
+    rules += [_pipeline_matches_nodes, _idle_stop_needs_metrics]
     if config.replicas > 1:
-        _replicas_alone(config)
-    _scaling_keys(config)
+        rules.append(_replicas_alone)
+    rules.append(_scaling_keys)
+    problems: list[str] = []
+    for rule in rules:
+        try:
+            rule(config)
+        except CrossKeyErrors as broken:
+            problems += broken.problems
+        except ValueError as broken:
+            problems.append(str(broken))
+    if problems:
+        raise CrossKeyErrors(problems)
 
 
 def _letsencrypt_needs_domain(config: CrossKeyValues) -> None:
@@ -110,68 +126,74 @@ def _idle_stop_needs_metrics(config: CrossKeyValues) -> None:
 def _replicas_alone(config: CrossKeyValues) -> None:
     """What a fleet (replicas >= 2) cannot be combined with yet, each with the key to change."""
     n = f"{NAMESPACE}:replicas={config.replicas}"
+    problems: list[str] = []
     if config.nodes != 1:
-        raise ValueError(
+        problems.append(
             f"{n} with nodes={config.nodes}: a fleet of multi-node (Ray) replicas is not supported "
             "yet (it will come after single-host replicas have run in production); set nodes to 1 "
             "(the model must then fit one instance), or replicas to 1"
         )
     if config.idle_stop_minutes is not None:
-        raise ValueError(
+        problems.append(
             f"{n} with idleStopMinutes={config.idle_stop_minutes}: a replica that stops itself is "
             "replaced by the Auto Scaling group (it keeps `replicas` hosts running); unset "
             "idleStopMinutes, or set replicas to 1"
         )
     if config.tls == "letsencrypt":
-        raise ValueError(
+        problems.append(
             f"{n} with tls=letsencrypt: the load balancer terminates TLS with an ACM certificate "
             "(DNS-validated for `domain` when the account has its Route 53 zone); set tls to "
             "self-signed (clients keep using caCertificate unless domain is set), or replicas to 1"
         )
     if config.subnet_id:
-        raise ValueError(
+        problems.append(
             f"{n} with subnetId={config.subnet_id!r}: a fleet spreads over one subnet per zone "
             "(the load balancer needs two zones at least); remove subnetId and set vpcId to the "
             "subnet's VPC, or set replicas to 1"
         )
+    if problems:
+        raise CrossKeyErrors(problems)
 
 
 def _scaling_keys(config: CrossKeyValues) -> None:
     """maxReplicas, warmReplicas and onDemandReplicas (issue 26): each needs a fleet, and the
     combinations AWS or the design cannot run are refused naming every key and a fix."""
     n = f"{NAMESPACE}:replicas={config.replicas}"
+    problems: list[str] = []
     top = config.max_replicas
     if top is not None and top < config.replicas:
-        raise ValueError(
+        problems.append(
             f"{NAMESPACE}:maxReplicas={top} is below {n}: with maxReplicas the fleet scales between "
             f"replicas (the minimum) and maxReplicas; set maxReplicas to {config.replicas} or more, "
             "or remove it for a fixed fleet"
         )
     if config.replicas == 1 and top is not None and top > 1:
-        raise ValueError(
+        problems.append(
             f"{NAMESPACE}:maxReplicas={top} with {n}: replicas 1 is one host without a load balancer, "
             "which cannot scale; set replicas to 2 (the fleet's minimum) or more, or remove maxReplicas"
         )
     if config.replicas == 1 and config.warm_replicas:
-        raise ValueError(
+        problems.append(
             f"{NAMESPACE}:warmReplicas={config.warm_replicas} with {n}: a warm pool belongs to a fleet's "
             "Auto Scaling group; set replicas to 2 or more, or warmReplicas to 0"
         )
     if top is not None and top > config.replicas and not config.monitoring:
-        raise ValueError(
+        problems.append(
             f"{NAMESPACE}:maxReplicas={top} with monitoring=false: the fleet scales on vLLM's waiting "
             "requests, which each replica's CloudWatch agent publishes only with monitoring on; set "
             f"monitoring to true, or remove maxReplicas (or set it to {config.replicas})"
         )
     if config.spot and config.warm_replicas:
-        raise ValueError(
+        problems.append(
             f"{NAMESPACE}:warmReplicas={config.warm_replicas} with spot=true: AWS refuses a warm pool "
             "on an Auto Scaling group with a mixed-instances policy or spot instances (PutWarmPool); "
             "set warmReplicas to 0 to keep spot, or spot to false to keep the warm pool"
         )
     if config.replicas > 1 and config.spot and config.on_demand_replicas > config.replicas:
-        raise ValueError(
+        problems.append(
             f"{NAMESPACE}:onDemandReplicas={config.on_demand_replicas} is above {n}: the on-demand "
             "base is part of the fleet's minimum; set onDemandReplicas to at most "
             f"{config.replicas} (1, the default, keeps one replica off spot), or raise replicas"
         )
+    if problems:
+        raise CrossKeyErrors(problems)

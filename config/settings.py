@@ -22,6 +22,7 @@ from pydantic import field_validator, model_validator
 from config import rules
 from config.access import cidr_list
 from config.keys_access import AccessKeys
+from config.keys_adapters import AdapterKeys
 from config.keys_fleet import FleetKeys
 from config.keys_host import HostKeys
 from config.keys_model import ModelKeys
@@ -31,7 +32,7 @@ from config.keys_tools import ToolKeys
 
 # pydantic lists inherited fields from the last base to the first: this order keeps the config
 # reference in the order a user reads it (the model first, monitoring last).
-class StackConfig(MonitoringKeys, AccessKeys, FleetKeys, HostKeys, ToolKeys, ModelKeys):
+class StackConfig(MonitoringKeys, AccessKeys, FleetKeys, HostKeys, AdapterKeys, ToolKeys, ModelKeys):
     """Everything a stack can say, with defaults. Field docs are the config reference."""
 
     # --- validators that read fields of several sections ------------------------------

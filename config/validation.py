@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from config.constants import NAMESPACE, SECRET_KEYS
 from config.reachability import unreachable_features
+from config.rules import CrossKeyErrors
 from config.settings import KEYS, StackConfig
 
 
@@ -32,6 +33,15 @@ _FIELD_BY_KEY = {field.alias or name: name for name, field in StackConfig.model_
 
 # Keys users put in the project's namespace that belong to the AWS provider's (aws:*).
 _AWS_PROVIDER_KEYS = {"region": "region", "profile": "profile", "awsregion": "region", "awsprofile": "profile"}
+
+
+def _describe_errors(err: dict[str, Any], raw: dict[str, Any]) -> list[str]:
+    """One line per problem: a broken cross-key rule set (config.rules.CrossKeyErrors) gives one
+    line per rule, each naming its keys and fix; any other error gives one line."""
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, CrossKeyErrors):
+        return list(cause.problems)
+    return [_describe_error(err, raw)]
 
 
 def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
@@ -81,7 +91,7 @@ def parse(raw: dict[str, Any]) -> StackConfig:
     try:
         config = StackConfig.model_validate(values)
     except ValidationError as exc:
-        raise ConfigError([_describe_error(e, values) for e in exc.errors()]) from None
+        raise ConfigError([line for e in exc.errors() for line in _describe_errors(e, values)]) from None
     problems = unreachable_features(config)
     if problems:
         raise ConfigError(problems)

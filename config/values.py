@@ -10,7 +10,9 @@ import math
 import re
 from typing import Any, Optional
 
-from config.constants import MAX_NODES, MAX_REPLICAS, ROPE_TYPES, TENSOR_PARALLEL_SIZES
+from config.constants import (
+    DEFAULT_DRAIN_SECONDS, MAX_DRAIN_SECONDS, MAX_NODES, MAX_REPLICAS, ROPE_TYPES, TENSOR_PARALLEL_SIZES,
+)
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _EC2_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
@@ -65,6 +67,20 @@ def replicas(value: Any) -> Any:
         raise ValueError(
             f"must be a whole number from 1 to {MAX_REPLICAS}: 1 serves from one host, 2 or more "
             "from that many hosts behind a load balancer; pulumi config set replicas 1"
+        )
+    return value
+
+
+def drain_seconds(value: Any) -> Any:
+    """Whole seconds from 0 to MAX_DRAIN_SECONDS (the target group's deregistration delay, whose
+    range AWS sets at 0-3600 s); runs before type checks, so "600" becomes 600."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DRAIN_SECONDS:
+        raise ValueError(
+            f"must be whole seconds from 0 to {MAX_DRAIN_SECONDS} (AWS caps the load balancer's "
+            "deregistration delay at an hour); set the longest stream an update must not cut, "
+            f"e.g. pulumi config set drainSeconds {DEFAULT_DRAIN_SECONDS}"
         )
     return value
 

@@ -39,6 +39,9 @@ class AwsWorld:
         self.volumes: list[dict[str, Any]] = []
         # Route 53 public hosted zones of the account: name -> zone id. Empty: none.
         self.hosted_zones: dict[str, str] = {}
+        # An AWS error Route 53's lookups fail with instead of answering (e.g. AccessDenied for a
+        # role without route53:ListHostedZones). None: they answer.
+        self.route53_error: Optional[str] = None
 
     def subnet_id(self, zone: str) -> str:
         """The subnet the world has in `zone`."""
@@ -181,6 +184,8 @@ def _volume(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
 
 def _hosted_zone(world: AwsWorld, args: dict[str, Any]) -> dict[str, Any]:
     name = str(args.get("name", "")).rstrip(".")
+    if world.route53_error is not None:
+        raise InvokeFailure(world.route53_error)
     if name not in world.hosted_zones:
         raise InvokeFailure("no matching Route 53 Hosted Zone found")
     return {"zoneId": world.hosted_zones[name], "id": world.hosted_zones[name], "name": name}

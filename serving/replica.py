@@ -121,6 +121,9 @@ class ReplicaSettings:
     # <base>/<its instance type>--<suffix> at VLLM_CACHE_ROOT; empty base: no cache mount.
     compile_cache_base: str = ""
     compile_cache_suffix: str = ""
+    # LoRA adapters and the draft baked beside the weights: (host dir, container path) each,
+    # mounted read-only where the argv names them (components.host_setup.addon_dirs).
+    addon_mounts: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alb_subnet_cidrs", tuple(self.alb_subnet_cidrs))
@@ -134,6 +137,10 @@ class ReplicaSettings:
             value = getattr(self, name)
             if not isinstance(value, str) or not pattern.match(value):
                 problems.append(f"{name}={value!r} does not match {pattern.pattern}")
+        object.__setattr__(self, "addon_mounts", tuple(tuple(m) for m in self.addon_mounts))
+        for mount in self.addon_mounts:
+            if len(mount) != 2 or not all(isinstance(p, str) and _ABS_PATH.match(p) for p in mount):
+                problems.append(f"addon_mounts {mount!r}: two absolute paths matching {_ABS_PATH.pattern}")
         bounds = {
             "shutdown_timeout_s": (1, 3600), "drain_seconds": (0, DEREGISTRATION_DELAY_MAX_S),
             "upstream_timeout_s": (1, None), "health_timeout_s": (60, None),
@@ -234,6 +241,8 @@ def replica_env(site: NginxSite, settings: ReplicaSettings) -> str:
             "VLLM_DEPLOY_COMPILE_CACHE_SUFFIX": settings.compile_cache_suffix,
             "VLLM_DEPLOY_COMPILE_CACHE_MOUNT": CONTAINER_CACHE_ROOT,
         })
+    if settings.addon_mounts:  # host:container pairs, comma-separated (boot.sh mounts each :ro)
+        values["VLLM_DEPLOY_ADDON_MOUNTS"] = ",".join(f"{h}:{c}" for h, c in settings.addon_mounts)
     for name, value in values.items():
         if not _ENV_SAFE.match(value):
             raise ValueError(f"{name}={value!r} cannot be written to replica.env (characters outside "

@@ -12,6 +12,7 @@ from typing import Any
 from config.constants import NAMESPACE
 from config.settings import StackConfig
 from config.validation import ConfigError
+from serving.adapter_args import addon_args, addon_problems
 from serving.extra_args import meaning_problems
 from serving.flag_reader import Option, FlagReader
 from serving.tool_calling import parser_args
@@ -157,7 +158,7 @@ def serve_args(
     problems = _extra_arg_problems(config, plan, model_path) + parser_problems
     if problems:
         raise ConfigError(problems)
-    managed = _managed_args(config, plan, port) + parser_flags
+    managed = _managed_args(config, plan, port) + addon_args(config, plan) + parser_flags
     internal = FlagReader(managed, "sizing plan").run().problems
     if internal:  # the builder's own output must pass the same check as the user's
         raise ValueError("vllm_args built flags vLLM would reject:\n" + "\n".join(internal))
@@ -274,7 +275,7 @@ def _extra_arg_problems(config: StackConfig, plan: SizingPlan, model_path: str) 
         if option is None or id(option) not in owned_options
     ]
     problems = [message for _, message in sorted(found, key=lambda item: item[0])]
-    return problems + meaning_problems(reading, config, plan, model_path)
+    return problems + meaning_problems(reading, config, plan, model_path) + addon_problems(config, model_path, plan)
 
 
 def _ownership_problems(option: Option, config: StackConfig, where: str) -> list[str]:

@@ -57,7 +57,32 @@ def _cli_config(args: argparse.Namespace) -> StackConfig:
     ):
         if value is not None:
             raw[key] = value
+    raw.update(_addon_keys(args))
     return parse(raw)
+
+
+def _addon_keys(args: argparse.Namespace) -> dict[str, object]:
+    """--lora-adapter NAME=MODEL[@REVISION] ..., --max-loras, --max-lora-rank,
+    --speculative-model MODEL[@REVISION] --num-speculative-tokens N: the add-on stack keys."""
+    raw: dict[str, object] = {}
+    if args.lora_adapter:
+        adapters = []
+        for item in args.lora_adapter:
+            name, _, model = item.partition("=")
+            model, _, revision = model.partition("@")
+            adapters.append({"name": name, "model": model, **({"revision": revision} if revision else {})})
+        raw["loraAdapters"] = adapters
+    for key, value in (("maxLoras", args.max_loras), ("maxLoraRank", args.max_lora_rank)):
+        if value is not None:
+            raw[key] = value
+    if args.speculative_model:
+        model, _, revision = args.speculative_model.partition("@")
+        method = {"method": model} if model in ("ngram", "suffix") else {"model": model}
+        raw["speculativeModel"] = {
+            **method, **({"revision": revision} if revision else {}),
+            "numSpeculativeTokens": args.num_speculative_tokens,
+        }
+    return raw
 
 
 def _rope_scaling(text: str) -> dict[str, Any]:
@@ -96,6 +121,13 @@ def _parser() -> argparse.ArgumentParser:
         help="full-length requests the KV cache must hold at once (default 1: vLLM's own check)",
     )
     serve.add_argument("--rope-scaling", type=_rope_scaling, help='JSON, e.g. \'{"rope_type": "yarn", "factor": 4.0}\'')
+    addons = parser.add_argument_group("LoRA adapters and speculative decoding (loraAdapters, speculativeModel)")
+    addons.add_argument("--lora-adapter", action="append", metavar="NAME=MODEL[@REVISION]",
+                        help="an adapter (repeat for more); its rank is read from its adapter_config.json")
+    addons.add_argument("--max-loras", type=int)
+    addons.add_argument("--max-lora-rank", type=int, help="needed when an adapter's rank cannot be read")
+    addons.add_argument("--speculative-model", metavar="MODEL[@REVISION]", help="a draft model, or ngram / suffix")
+    addons.add_argument("--num-speculative-tokens", type=int, default=4)
     parser.add_argument("--model-source", choices=("huggingface", "modelscope"))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     ranking = parser.add_argument_group("ranking the catalog's instances")
@@ -218,6 +250,10 @@ def format_what_if(config: StackConfig, result: WhatIf) -> str:
         f"kv cache {config.kv_cache_dtype}",
         f"  per GPU, GiB:   budget {est.budget_gib:6.2f}  (= {config.gpu_memory_utilization:g} x {est.total_gib:.2f})",
         f"    - weights     {est.weights_gib:6.2f}  (Model loading took)",
+        *([f"    - LoRA bufs   {est.lora_buffers_gib:6.2f}  (in Model loading took: max_loras x max_lora_rank x layer dims)"]
+          if est.lora_buffers_gib else []),
+        *([f"    - draft       {est.draft_weights_gib:6.2f}  (in Model loading took: the draft's weights)"]
+          if est.draft_weights_gib else []),
         f"    - activation  {est.activation_gib:6.2f}  (profile run peak)",
         f"    - CUDA graphs {est.cuda_graphs_gib:6.2f}  (Estimated CUDA graph memory)",
         f"    - non-torch   {est.non_torch_gib:6.2f}",

@@ -15,6 +15,9 @@ from typing import Optional
 
 from config.settings import StackConfig
 from sizing import gpus as instance_catalog
+from sizing.addon_facts import resolve_addons
+from sizing.addons import NONE, AddOnMemory, AddOns
+from sizing.memory import KV_BLOCK_TOKENS
 from sizing.batch import BatchLimits, batch_limits
 from sizing.context import resolve_max_model_len
 from sizing.engine_args import EngineOptions, engine_options, expert_parallel_refusal
@@ -89,6 +92,7 @@ class Request:
     max_model_len: int
     kv_dtype_bytes: int
     engine: EngineOptions
+    addons: AddOns = NONE  # LoRA slots and a speculative draft (sizing.addon_facts)
 
 
 def resolve_request(config: StackConfig, spec: ModelSpec) -> Request:
@@ -109,6 +113,7 @@ def resolve_request(config: StackConfig, spec: ModelSpec) -> Request:
         max_model_len=resolve_max_model_len(spec, config),
         kv_dtype_bytes=1 if config.kv_cache_dtype == "fp8" else BYTES_16BIT,
         engine=engine,
+        addons=resolve_addons(config, engine),
     )
 
 
@@ -131,6 +136,7 @@ def startup_estimate(
         max_num_seqs=limits.max_num_seqs,
         kv_dtype_bytes=request.kv_dtype_bytes,
         stage=stage,
+        addons=request.addons,
     )
 
 
@@ -166,8 +172,24 @@ def _stage_breakdown(
         cuda_graphs_gib=est.cuda_graphs_gib,
         runtime_overhead_gib=est.non_torch_gib,
         budget_gib=est.budget_gib,
+        addons=_addon_memory(est, request, config),
     )
     return memory, est.kv_cache_tokens
+
+
+def _addon_memory(est: StartupEstimate, request: Request, config: StackConfig) -> AddOnMemory:
+    """The add-ons' terms as the estimate spent them; the draft's KV share is its part of the
+    blocks the required sequences take."""
+    if request.addons == NONE:
+        return AddOnMemory()
+    layout = est.layout
+    draft_share = layout.draft_page_bytes / layout.block_bytes if layout.block_bytes else 0.0
+    return AddOnMemory(
+        lora_buffers_gib=est.lora_buffers_gib,
+        draft_weights_gib=est.draft_weights_gib,
+        draft_kv_gib=est.kv_needed_gib(config.min_concurrent_sequences) * draft_share,
+        draft_kv_bytes_per_token=layout.draft_page_bytes // KV_BLOCK_TOKENS,
+    )
 
 
 def batch_limits_for(request: Request, config: StackConfig, instance: GpuInstance) -> BatchLimits:
@@ -262,15 +284,18 @@ def judge(
 
 
 def _memory_shortfall(memory: MemoryBreakdown, request: Request, config: StackConfig) -> str:
-    if memory.weights_gib > memory.budget_gib:
+    loaded = memory.weights_gib + memory.addons.loaded_gib  # LoRA buffers and a draft load too
+    if loaded > memory.budget_gib:
         what = "the weights alone do not fit"
-    elif memory.weights_gib + memory.overhead_gib > memory.budget_gib:
+    elif loaded + memory.overhead_gib > memory.budget_gib:
         what = "weights + activations/runtime leave no room for the KV cache"
     else:
         what = (f"KV for {config.min_concurrent_sequences} x {request.max_model_len} tokens "
                 "does not fit")
     return (
-        f"needs {memory.required_gib:.1f} GiB per GPU (weights {memory.weights_gib:.1f} + KV "
+        f"needs {memory.required_gib:.1f} GiB per GPU (weights {memory.weights_gib:.1f} + "
+        + (f"LoRA/draft {memory.addons.loaded_gib:.1f} + " if memory.addons.loaded_gib else "")
+        + f"KV "
         f"{memory.kv_cache_gib:.1f} + overhead {memory.overhead_gib:.1f}), budget "
         f"{memory.budget_gib:.1f} GiB: {what}"
     )

@@ -19,6 +19,7 @@ from sizing.cheaper import cheaper_options
 from sizing.errors import SizingError
 from sizing.formats import FP8_METHODS
 from sizing.gpus import GpuInstance, gpus_label
+from sizing.addons import addon_disk_gb, addon_notes
 from sizing.host import model_volume_gb, monitoring_disk_gb, root_volume_gb, stored_weights_gb
 from sizing.hub import resolve
 from sizing.models import ModelResolutionError, ModelSpec
@@ -198,11 +199,18 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         )
     if config.spot:
         notes.append("spot: the price shown is on-demand; spot does not change the choice")
-    if config.monitoring:
+    if config.monitoring and config.replicas > 1:
+        notes.append(
+            f"each replica's root volume holds {monitoring_disk_gb(config):.0f} GB for the CloudWatch "
+            "agent; a fleet's metrics are kept in CloudWatch, not on the replicas "
+            "(monitoringRetentionSizeGib applies to a single host's Prometheus only)"
+        )
+    elif config.monitoring:
         notes.append(
             f"the root volume holds {monitoring_disk_gb(config):.0f} GB for monitoring "
             f"({config.monitoring_retention_size_gib} GiB of metrics kept, and the images)"
         )
+    notes += addon_notes(request.addons)
     notes.append(
         f"prices are {instance_catalog.PRICE_REGION} on-demand as of {instance_catalog.PRICE_DATE}"
     )
@@ -225,7 +233,7 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         memory=chosen.memory,
         kv_cache_capacity_tokens=chosen.kv_capacity_tokens,
         root_volume_gb=root_volume_gb(config),
-        model_volume_gb=model_volume_gb(spec, config),
+        model_volume_gb=model_volume_gb(spec, config, addon_disk_gb(spec, request.addons)),
         weights_on_disk_gb=stored_weights_gb(spec),
         hourly_price_usd=chosen.price,
         notes=tuple(notes),
@@ -234,4 +242,6 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         checkpoint_quantization=spec.native_quantization,
         architecture=spec.architecture,
         model_type=spec.model_type,
+        max_loras=request.addons.max_loras,
+        max_lora_rank=request.addons.max_lora_rank,
     )

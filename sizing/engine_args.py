@@ -22,6 +22,8 @@ _SPELLINGS = {
     "--prefill-context-parallel-size": ("--prefill-context-parallel-size", "-pcp"),
     "--decode-context-parallel-size": ("--decode-context-parallel-size", "-dcp"),
     "--performance-mode": ("--performance-mode",),
+    "--max-loras": ("--max-loras",),
+    "--max-lora-rank": ("--max-lora-rank",),
 }
 
 _SWITCHES = {
@@ -34,6 +36,7 @@ _SWITCHES = {
         ("--enable-expert-parallel", "-ep"),
         ("--disable-expert-parallel", "--no-enable-expert-parallel"),
     ),
+    "--enable-lora": (("--enable-lora",), ("--disable-lora", "--no-enable-lora")),
 }
 
 # vllm/config/vllm.py PerformanceMode default; vllm/config/scheduler.py enable_chunked_prefill
@@ -53,6 +56,11 @@ class EngineOptions:
     performance_mode: str = DEFAULT_PERFORMANCE_MODE
     expert_parallel: bool = False
     expert_parallel_flag: Optional[str] = None
+    # LoRA turned on in vllmExtraArgs without loraAdapters (vllm/config/lora.py defaults: 1, 16);
+    # sizing.addon_facts sizes its buffers.
+    lora: bool = False
+    max_loras: int = 1
+    max_lora_rank: int = 16
 
     @property
     def replicas_and_ranks(self) -> int:
@@ -89,6 +97,7 @@ def engine_options(args: Sequence[str]) -> EngineOptions:
                 found[flag] = (name in on, name)
     chunked = found.get("--enable-chunked-prefill")
     expert = found.get("--enable-expert-parallel")
+    lora = found.get("--enable-lora")
     return EngineOptions(
         data_parallel_size=_positive_int(found.get("--data-parallel-size"), 1),
         prefill_context_parallel_size=_positive_int(found.get("--prefill-context-parallel-size"), 1),
@@ -98,6 +107,9 @@ def engine_options(args: Sequence[str]) -> EngineOptions:
         performance_mode=str(found.get("--performance-mode") or DEFAULT_PERFORMANCE_MODE),
         expert_parallel=bool(expert[0]) if isinstance(expert, tuple) else False,
         expert_parallel_flag=expert[1] if isinstance(expert, tuple) else None,
+        lora=bool(lora[0]) if isinstance(lora, tuple) else False,
+        max_loras=_positive_int(found.get("--max-loras"), 1),
+        max_lora_rank=_positive_int(found.get("--max-lora-rank"), 16),
     )
 
 

@@ -58,16 +58,25 @@ PROMETHEUS_RETENTION_SHARE = 0.80
 # (Grafana with its frontend) on small base images.
 MONITORING_IMAGES_DISK_GB = 4
 
+# A fleet (replicas >= 2) keeps no metrics on its replicas: each one's CloudWatch agent sends them
+# away (serving/monitoring/cloudwatch.py), so its root volume holds only the agent (its package
+# unpacks to a few hundred MB) and the agent's own logs: an allowance, not a measurement.
+CLOUDWATCH_AGENT_DISK_GB = 1
+
 
 def host_ram_required_gib(tp: int) -> float:
     return HOST_BASE_RAM_GIB + HOST_RAM_PER_GPU_GIB * tp + HOST_SHARD_RAM_GIB
 
 
 def monitoring_disk_gb(config: StackConfig) -> float:
-    """GB (10**9 bytes) of root volume the monitoring stack needs: 0 with monitoring off, else
-    Prometheus's retention size (GiB) over PROMETHEUS_RETENTION_SHARE plus the images."""
+    """GB (10**9 bytes) of root volume the monitoring stack needs: 0 with monitoring off; on a
+    fleet's replica the CloudWatch agent only (CLOUDWATCH_AGENT_DISK_GB: its metrics live in
+    CloudWatch, not on the host); else Prometheus's retention size (GiB) over
+    PROMETHEUS_RETENTION_SHARE plus the images."""
     if not config.monitoring:
         return 0.0
+    if config.replicas > 1:
+        return float(CLOUDWATCH_AGENT_DISK_GB)
     retention_gb = config.monitoring_retention_size_gib * GIB / GB
     return retention_gb / PROMETHEUS_RETENTION_SHARE + MONITORING_IMAGES_DISK_GB
 
@@ -100,18 +109,19 @@ def root_volume_gb(config: StackConfig) -> int:
             f"{needed} GB (vLLM image {VLLM_IMAGE_DISK_GB} GB + OS {HOST_OS_DISK_GB} GB + headroom "
             f"{ROOT_HEADROOM_GB} GB{monitoring_part}; the weights live on the model volume). Set "
             f"diskSizeGb to {needed} or more, or remove it to use that size"
-            + (", or lower monitoringRetentionSizeGib." if monitoring else ".")
+            + (", or lower monitoringRetentionSizeGib." if monitoring and config.replicas == 1 else ".")
         )
     return max(needed, config.disk_size_gb or 0)
 
 
-def model_volume_gb(spec: ModelSpec, config: StackConfig) -> int:
-    """Model cache volume in GB: the stored weights + max(10 GB, 10%) in whole 10 GB steps, or
+def model_volume_gb(spec: ModelSpec, config: StackConfig, addons_gb: float = 0.0) -> int:
+    """Model cache volume in GB: the stored weights (and `addons_gb`: LoRA adapters and a
+    speculative draft, sizing.addons.addon_disk_gb) + max(10 GB, 10%) in whole 10 GB steps, or
     modelVolumeSizeGb.
 
     Raises SizingError naming modelVolumeSizeGb when it is set below that.
     """
-    weights_gb = stored_weights_gb(spec)
+    weights_gb = stored_weights_gb(spec) + addons_gb
     headroom = max(MODEL_HEADROOM_GB, MODEL_HEADROOM_FRACTION * weights_gb)
     needed = _round_up(weights_gb + headroom)
     if config.model_volume_size_gb is not None and config.model_volume_size_gb < needed:

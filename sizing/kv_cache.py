@@ -45,10 +45,13 @@ class KvLayout:
     page_bytes: int  # one layer, one block of KV_BLOCK_TOKENS tokens
     group_size: int  # layer slots per group: the tensors one block id spans
     groups: tuple[KvGroup, ...]
+    # A speculative draft's layers, which join the full-attention group (sizing.addons): what
+    # they add to one block id (all of the draft's layers, one page each).
+    draft_page_bytes: int = 0
 
     @property
     def block_bytes(self) -> int:
-        return self.page_bytes * self.group_size
+        return self.page_bytes * self.group_size + self.draft_page_bytes
 
 
 def _split(count: int, group_size: int, window: int | None) -> list[KvGroup]:
@@ -86,7 +89,7 @@ def one_request_bytes(layout: KvLayout, max_model_len: int, in_flight_tokens: in
     return sum(
         g.layers * _request_blocks(g, max_model_len, in_flight_tokens) * layout.page_bytes
         for g in layout.groups
-    )
+    ) + cdiv(max_model_len, KV_BLOCK_TOKENS) * layout.draft_page_bytes
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from sizing.addons import AddOnMemory
 from sizing.gpus import GpuInstance
 from sizing.rope import RopeOverride
 
@@ -23,6 +24,9 @@ class MemoryBreakdown:
     cuda_graphs_gib: float
     runtime_overhead_gib: float  # CUDA context, NCCL/cuBLAS workspaces, allocator slack
     budget_gib: float  # gpu_memory_utilization x the GPU's CUDA total (what vLLM budgets against)
+    # LoRA buffers and a speculative draft (sizing.addons): loaded with the weights; the draft's
+    # KV share is inside kv_cache_gib.
+    addons: AddOnMemory = field(default_factory=AddOnMemory)
 
     @property
     def overhead_gib(self) -> float:
@@ -30,7 +34,7 @@ class MemoryBreakdown:
 
     @property
     def required_gib(self) -> float:
-        return self.weights_gib + self.kv_cache_gib + self.overhead_gib
+        return self.weights_gib + self.addons.loaded_gib + self.kv_cache_gib + self.overhead_gib
 
     @property
     def headroom_gib(self) -> float:
@@ -73,6 +77,8 @@ class SizingPlan:
     stage_layers: tuple[int, ...] = ()  # decoder layers per pipeline stage when nodes > 1
     architecture: str = ""  # config.json architectures[0] (serving.tool_calling picks parsers by it)
     model_type: str = ""  # config.json model_type
+    max_loras: int = 0  # --max-loras (0: LoRA off), sized (sizing.addons)
+    max_lora_rank: int = 0  # --max-lora-rank: maxLoraRank, or read from the adapters
 
     @property
     def pipeline_parallel_size(self) -> int:
@@ -108,6 +114,8 @@ class SizingPlan:
                 "kvCacheGib": round(mem.kv_cache_gib, 2),
                 "overheadGib": round(mem.overhead_gib, 2),
                 "headroomGib": round(mem.headroom_gib, 2),
+                # LoRA buffers and the draft (sizing.addons), only on a stack that has them.
+                **(mem.addons.as_output() if mem.addons != AddOnMemory() else {}),
             },
             "kvCacheCapacityTokens": self.kv_cache_capacity_tokens,
             "concurrentFullLengthSequences": self.concurrent_full_length_sequences,

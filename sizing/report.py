@@ -27,9 +27,10 @@ def format_report(plan: SizingPlan) -> str:
         f"  dtype {plan.dtype}, quantization {plan.quantization or 'from checkpoint'}, "
         f"kv cache {plan.kv_cache_dtype}, max model len {plan.max_model_len}, "
         f"max batched tokens {plan.max_num_batched_tokens}",
-        f"  per GPU{' (fullest stage)' if plan.nodes > 1 else ''}: weights {mem.weights_gib:.2f} GiB + KV cache {mem.kv_cache_gib:.2f} GiB + "
+        f"  per GPU{' (fullest stage)' if plan.nodes > 1 else ''}: weights {mem.weights_gib:.2f} GiB + {_addons_sum(mem)}KV cache {mem.kv_cache_gib:.2f} GiB + "
         f"activations {mem.activation_gib:.2f} GiB + CUDA graphs {mem.cuda_graphs_gib:.2f} GiB + "
         f"runtime {mem.runtime_overhead_gib:.2f} GiB = {mem.required_gib:.2f} GiB",
+        *_addon_lines(plan),
         f"  budget {mem.budget_gib:.2f} GiB ({plan.gpu_memory_utilization:g} x "
         f"{plan.instance.cuda_memory_gib:.2f} GiB as CUDA sees it{_derived(plan)}), "
         f"headroom {mem.headroom_gib:.2f} GiB",
@@ -42,6 +43,32 @@ def format_report(plan: SizingPlan) -> str:
     lines += [f"  cheaper: {line}" for line in plan.cheaper]
     lines += [f"  note: {n}" for n in plan.notes]
     return "\n".join(lines)
+
+
+def _addons_sum(mem) -> str:
+    """The add-ons' loaded terms in the per-GPU sum (sizing.addons), when there are any."""
+    a = mem.addons
+    parts = [f"LoRA buffers {a.lora_buffers_gib:.2f} GiB + "] if a.lora_buffers_gib else []
+    parts += [f"draft weights {a.draft_weights_gib:.2f} GiB + "] if a.draft_weights_gib else []
+    return "".join(parts)
+
+
+def _addon_lines(plan: SizingPlan) -> list[str]:
+    """Where each add-on term comes from in vLLM 0.33 (sizing.addons)."""
+    a = plan.memory.addons
+    lines = []
+    if a.lora_buffers_gib:
+        lines.append(
+            f"  LoRA buffers {a.lora_buffers_gib:.3f} GiB: max_loras x max_lora_rank x (in + out dims of "
+            "every LoRA-wrapped linear layer) x dtype bytes (vllm/lora/layers/*create_lora_weights)"
+        )
+    if a.draft_weights_gib or a.draft_kv_gib:
+        lines.append(
+            f"  draft: weights {a.draft_weights_gib:.3f} GiB (loaded with the model), KV cache "
+            f"{a.draft_kv_gib:.3f} GiB of the KV term ({a.draft_kv_bytes_per_token} B per token: its "
+            "layers share the target's blocks, vllm/v1/kv_cache_interface.py UniformTypeKVCacheSpecs)"
+        )
+    return lines
 
 
 def _derived(plan: SizingPlan) -> str:

@@ -9,8 +9,9 @@ figures the bench checks against real logs are the ones the deployer decides wit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from sizing.addons import NONE, AddOns, draft_kv_page_bytes, draft_weight_bytes, lora_buffer_bytes
 from sizing.calibration import ACCOUNTING_033, Accounting, value
 from sizing.formats import BYTES_16BIT, WeightFormat
 from sizing.kv_cache import KvCapacity, KvLayout, bytes_for_requests, capacity, kv_layout
@@ -33,7 +34,7 @@ class StartupEstimate:
 
     total_gib: float  # the CUDA total vLLM budgets against
     budget_gib: float  # gpu_memory_utilization x total ("Desired GPU memory utilization")
-    weights_gib: float  # "Model loading took"
+    weights_gib: float  # "Model loading took" (the base model's share; add-ons below)
     activation_gib: float  # the profile run's transient peak
     cuda_graphs_gib: float  # "Estimated CUDA graph memory"
     non_torch_gib: float  # allocations outside torch after the snapshot
@@ -47,6 +48,9 @@ class StartupEstimate:
     # Before vLLM 0.25 only: GiB still free when the post-allocation warm-up (CUDA graphs outside
     # the budget before 0.21, an unprofiled sampler pass) has run; negative = out of memory there.
     warmup_margin_gib: float | None = None
+    # Inside "Model loading took" too (sizing.addons): LoRA buffers, the draft's weights.
+    lora_buffers_gib: float = 0.0
+    draft_weights_gib: float = 0.0
 
     @property
     def kv_cache_tokens(self) -> int:
@@ -86,6 +90,7 @@ def estimate(
     act_bytes: int = BYTES_16BIT,
     accounting: Accounting = ACCOUNTING_033,
     stage: PipelineStage | None = None,
+    addons: AddOns = NONE,
 ) -> StartupEstimate:
     """The startup figures of one GPU serving `spec` in `fmt` at this TP size and these limits.
 
@@ -95,6 +100,8 @@ def estimate(
 
     `cuda_total_gib` is the CUDA total of one GPU (``GpuMemory.cuda_total_gib``), not the EC2 or
     nvidia-smi figure. `accounting` selects an older vLLM's behaviour (the bench only).
+    `addons`: LoRA slots and a speculative draft (sizing.addons): their buffers and weights
+    load with the model, the draft's layers join the KV cache's blocks.
     """
     tp = tensor_parallel_size
     budget = budget_bytes(cuda_total_gib, gpu_memory_utilization)
@@ -107,10 +114,12 @@ def estimate(
     activation = activation_bytes(spec, tp, tokens, max_num_seqs, accounting, act_bytes)
     graphs = cuda_graph_bytes(spec, max_num_seqs, compute_capability)
     non_torch = non_torch_bytes(tp)
-    available = budget - weights - non_torch - activation
+    lora = lora_buffer_bytes(spec, addons, tp, act_bytes)
+    draft = draft_weight_bytes(addons, tp)
+    available = budget - weights - lora - draft - non_torch - activation
     if accounting.cuda_graphs_in_budget:
         available -= graphs
-    layout = kv_layout(spec, kv_dtype_bytes, tp)
+    layout = replace(kv_layout(spec, kv_dtype_bytes, tp), draft_page_bytes=draft_kv_page_bytes(addons, kv_dtype_bytes, tp))
     in_flight = accounting.in_flight_batches * max_num_batched_tokens
     margin = None
     if accounting.warmup_extra_bytes_per_logit:
@@ -131,6 +140,8 @@ def estimate(
         in_flight_tokens=in_flight,
         accounting=accounting.key,
         warmup_margin_gib=margin,
+        lora_buffers_gib=lora / GIB,
+        draft_weights_gib=draft / GIB,
     )
 
 

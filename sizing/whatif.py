@@ -184,6 +184,9 @@ def result_object(result: WhatIf, **extra: Any) -> dict[str, Any]:
             "cuda_graphs": round(est.cuda_graphs_gib, 2),
             "non_torch": round(est.non_torch_gib, 2),
             "kv_cache": round(est.kv_cache_gib, 2),
+            # Only with loraAdapters / a speculative draft (sizing.addons).
+            **({"lora_buffers": round(est.lora_buffers_gib, 3)} if est.lora_buffers_gib else {}),
+            **({"draft_weights": round(est.draft_weights_gib, 3)} if est.draft_weights_gib else {}),
         },
         "kv_cache_tokens": est.kv_cache_tokens,
         "max_concurrency": round(est.max_concurrency, 2),

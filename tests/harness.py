@@ -39,6 +39,10 @@ def stack_config(stack: str) -> dict[str, Any]:
     return {k.removeprefix(prefix): v for k, v in engine.stack_config(stack).items()}
 
 
+# What the tls provider answers as a certificate's validity_end_time (RFC 3339), far from expiry.
+MOCK_CERT_NOT_AFTER = "2099-12-07T13:00:00Z"
+
+
 def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
     """Only what the provider computes (the unit-testing guide: echo inputs, add computed)."""
     # Each node its own addresses (the cluster's wiring is asserted on them): vllm-host-* is
@@ -64,7 +68,8 @@ def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, A
             "publicKeyOpenssh": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMOCKPUBLICKEY mock\n",
         }
     if typ in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):
-        return {"certPem": f"-----BEGIN CERTIFICATE-----\nMOCK{name}\n-----END CERTIFICATE-----\n"}
+        return {"certPem": f"-----BEGIN CERTIFICATE-----\nMOCK{name}\n-----END CERTIFICATE-----\n",
+                "validityEndTime": MOCK_CERT_NOT_AFTER}
     if typ == "tls:index/certRequest:CertRequest":
         return {"certRequestPem": "-----BEGIN CERTIFICATE REQUEST-----\nMOCK\n-----END CERTIFICATE REQUEST-----\n"}
     if typ == "random:index/randomShuffle:RandomShuffle":

@@ -11,6 +11,7 @@ import sys
 import typing
 from pathlib import Path
 
+from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +37,14 @@ def _type_name(annotation: object) -> str:
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in args)
     if origin is list:
-        return "array of strings"
+        return f"array of {_type_name(args[0]).replace('string', 'strings').replace('object', 'objects')}"
     if origin is dict:
         return "object"
     if origin is typing.Union:
         names = [_type_name(a) for a in args if a is not type(None)]
         return " or ".join(names)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "object"
     return str(annotation)
 
 

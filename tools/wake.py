@@ -25,6 +25,7 @@ import urllib.request
 from typing import Any, Callable, Optional
 
 import boto3
+import wake_spot
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -62,9 +63,54 @@ def node_instance_ids(outputs: dict[str, Any]) -> list[str]:
     return ids or [outputs["instanceId"]]
 
 
-def instance_state(ec2: Any, instance_id: str) -> str:
+def describe(ec2: Any, instance_id: str) -> dict[str, Any]:
+    """EC2's DescribeInstances ``Instance`` for one id."""
     reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-    return reservations[0]["Instances"][0]["State"]["Name"]
+    return reservations[0]["Instances"][0]
+
+
+def instance_state(ec2: Any, instance_id: str) -> str:
+    return describe(ec2, instance_id)["State"]["Name"]
+
+
+def spot_request(ec2: Any, request_id: str) -> dict[str, Any]:
+    """EC2's DescribeSpotInstanceRequests ``SpotInstanceRequest`` for one id."""
+    return ec2.describe_spot_instance_requests(SpotInstanceRequestIds=[request_id])["SpotInstanceRequests"][0]
+
+
+def check_spot(ec2: Any, instance: dict[str, Any]) -> Optional[str]:
+    """For a stopped spot instance (its DescribeInstances ``Instance``): the request id once AWS
+    allows starting it; raises WakeError saying what AWS will do and when when it does not
+    (wake_spot.verdict). None for an on-demand instance (no call made)."""
+    request_id = wake_spot.request_id(instance)
+    if request_id is None:
+        return None
+    verdict = wake_spot.verdict(instance, spot_request(ec2, request_id))
+    if not verdict.can_start:
+        raise WakeError(verdict.message)
+    say(verdict.message)
+    return request_id
+
+
+def start_instance(ec2: Any, instance_id: str, request_id: Optional[str], *, poll: float, window: float) -> None:
+    """StartInstances; for a spot instance, retried through the brief IncorrectSpotRequestState
+    that follows a stop (wake_spot), for at most `window` seconds."""
+    deadline = time.monotonic() + window
+    started = time.monotonic()
+    while True:
+        try:
+            ec2.start_instances(InstanceIds=[instance_id])
+            return
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code != "IncorrectSpotRequestState" or request_id is None:
+                raise WakeError(_start_advice(instance_id, exc)) from None
+            if time.monotonic() >= deadline:
+                raise WakeError(wake_spot.incorrect_state_advice(
+                    instance_id, spot_request(ec2, request_id), time.monotonic() - started)) from None
+            say(f"{instance_id}: the spot request is not ready to start yet (IncorrectSpotRequestState, right "
+                "after a stop); trying again")
+            time.sleep(poll)
 
 
 def wait_for_state(ec2: Any, instance_id: str, wanted: str, *, timeout: float, poll: float) -> None:
@@ -78,9 +124,12 @@ def wait_for_state(ec2: Any, instance_id: str, wanted: str, *, timeout: float, p
         time.sleep(poll)
 
 
-def start_host(ec2: Any, instance_id: str, *, poll: float, timeout: float = 900) -> bool:
-    """Starts the instance unless it runs; True when it was started. Waits until it runs."""
-    state = instance_state(ec2, instance_id)
+def start_host(ec2: Any, instance_id: str, *, poll: float, timeout: float = 900,
+               spot_window: float = wake_spot.INCORRECT_STATE_WINDOW_S) -> bool:
+    """Starts the instance unless it runs; True when it was started. Waits until it runs. A spot
+    instance that AWS interrupted is left to AWS, saying what it will do (WakeError)."""
+    instance = describe(ec2, instance_id)
+    state = instance["State"]["Name"]
     if state in GONE:
         raise WakeError(f"{instance_id} is {state}: the host is gone; `pulumi up` creates a new one "
                         "(the model volume keeps the weights)")
@@ -92,11 +141,9 @@ def start_host(ec2: Any, instance_id: str, *, poll: float, timeout: float = 900)
         wait_for_state(ec2, instance_id, "stopped", timeout=timeout, poll=poll)
         state = "stopped"
     if state == "stopped":
+        request_id = check_spot(ec2, instance)
         say(f"starting {instance_id}")
-        try:
-            ec2.start_instances(InstanceIds=[instance_id])
-        except ClientError as exc:
-            raise WakeError(_start_advice(instance_id, exc)) from None
+        start_instance(ec2, instance_id, request_id, poll=poll, window=spot_window)
     wait_for_state(ec2, instance_id, "running", timeout=timeout, poll=poll)
     say(f"{instance_id} is running")
     return True
@@ -109,8 +156,8 @@ def _start_advice(instance_id: str, exc: ClientError) -> str:
                 "Try again in a few minutes; or pick another instanceType that the zone offers and run "
                 "`pulumi up` (the host is replaced in the model volume's zone, the weights stay).")
     if code == "IncorrectSpotRequestState":
-        return (f"the spot request behind {instance_id} no longer allows starting it ({code}); run "
-                "`pulumi up --replace` on the instance, or set spot: false")
+        return (f"the spot request behind {instance_id} does not allow starting it ({code}); "
+                + wake_spot.way_out(instance_id))
     return f"starting {instance_id} failed: {exc}"
 
 
@@ -149,6 +196,7 @@ def main(
     *,
     ec2_client: Optional[Callable[[Optional[str]], Any]] = None,
     poll_seconds: float = 5.0,
+    spot_window_seconds: float = wake_spot.INCORRECT_STATE_WINDOW_S,
 ) -> int:
     parser = argparse.ArgumentParser(prog="tools/wake", description=__doc__.split("\n\n")[0])
     parser.add_argument("stack", nargs="?", help="stack name (default: the selected stack)")
@@ -162,7 +210,7 @@ def main(
         ec2 = (ec2_client or _boto3_ec2)(outputs.get("region"))
         # Across nodes every node must run: vLLM on the head waits for each node's GPUs.
         for node_id in node_instance_ids(outputs):
-            start_host(ec2, node_id, poll=poll_seconds)
+            start_host(ec2, node_id, poll=poll_seconds, spot_window=spot_window_seconds)
         if args.no_wait:
             return EXIT_OK
         say(f"waiting for {health_url(outputs['endpoint'])} (vLLM loads the model from the model volume)")

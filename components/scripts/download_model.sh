@@ -13,6 +13,10 @@
 #                               beside them, least recently used first to go (default: unknown,
 #                               and they all go)
 #   VLLM_DEPLOY_KEEP_OTHER_MODELS  1: keep models downloaded earlier whatever the room
+#   VLLM_DEPLOY_MODEL_KIND      model (default): config.json and weights are checked;
+#                               adapter: a LoRA adapter, adapter_config.json and
+#                               adapter_model.{safetensors,bin,pt} (what vLLM 0.33 loads,
+#                               vllm/lora/lora_model.py from_local_checkpoint) are checked
 #   VLLM_DEPLOY_VENV            the downloaders' virtualenv (/opt/vllm-deploy/venv)
 #   HF_TOKEN                    secret, optional: the Hugging Face token (huggingface only)
 #   MODELSCOPE_API_TOKEN        secret, optional: the ModelScope token (modelscope only)
@@ -38,6 +42,7 @@ revision=${VLLM_DEPLOY_MODEL_REVISION:-}
 models_dir=${VLLM_DEPLOY_MODELS_DIR%/}
 model_dir=${VLLM_DEPLOY_MODEL_DIR%/}
 venv=${VLLM_DEPLOY_VENV:-/opt/vllm-deploy/venv}
+kind=${VLLM_DEPLOY_MODEL_KIND:-model}
 marker="$model_dir/$MARKER_NAME"
 manifest="$model_dir/$MANIFEST_NAME"
 : "${VLLM_DEPLOY_MODEL_BYTES:=0}"
@@ -50,6 +55,10 @@ fi
 if [[ -n "$revision" && ! "$revision" =~ ^[A-Za-z0-9][A-Za-z0-9._/-]*$ ]]; then
   die "VLLM_DEPLOY_MODEL_REVISION is not a valid branch, tag or commit: '$revision'" "set the model revision to a branch, tag or commit id"
 fi
+case $kind in
+  model | adapter) ;;
+  *) die "VLLM_DEPLOY_MODEL_KIND must be model or adapter, got '$kind'" "set the kind to model or adapter" ;;
+esac
 case $source_hub in
   huggingface | modelscope) ;;
   *) die "VLLM_DEPLOY_MODEL_SOURCE must be huggingface or modelscope, got '$source_hub'" "set the model source to huggingface or modelscope" ;;
@@ -76,9 +85,25 @@ marker_content() {
   printf 'model=%s\nsource=%s\nrevision=%s\n' "$model" "$source_hub" "${revision:-default}"
 }
 
+# A LoRA adapter: its config and one weight file, non-empty.
+check_adapter_files() {
+  problems=()
+  [[ -s "$model_dir/adapter_config.json" ]] || problems+=("adapter_config.json is missing or empty")
+  local weights
+  for weights in adapter_model.safetensors adapter_model.bin adapter_model.pt; do
+    [[ -s "$model_dir/$weights" ]] && return "${#problems[@]}"
+  done
+  problems+=("no adapter_model.safetensors, adapter_model.bin or adapter_model.pt")
+  return 1
+}
+
 # Fills `problems` with what is missing; returns 1 when anything is.
 problems=()
 check_model_files() {
+  if [[ "$kind" == adapter ]]; then
+    check_adapter_files
+    return
+  fi
   problems=()
   [[ -s "$model_dir/config.json" ]] || problems+=("config.json is missing or empty")
   local index shard found_index=0

@@ -56,12 +56,14 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
       "check the host's access to its registry, or set the smoke image to one the host can pull"
 fi
 
-output=$(docker run --rm --gpus all "$image" \
+# The same GPU request every GPU container of this program makes (lib.sh gpu_access_detect).
+gpu_access_detect
+log "requesting the GPUs with: ${GPU_ARGS[*]} (access: $GPU_ACCESS)"
+output=$(docker run --rm "${GPU_ARGS[@]}" "$image" \
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>&1) || {
   rc=$?
   printf '%s\n' "$output" >&2
-  die "docker run --gpus all $image nvidia-smi failed (exit $rc)" \
-    "on the host check: nvidia-smi; docker info | grep -i runtimes; re-run install_nvidia_driver.sh and install_container_toolkit.sh"
+  die "docker run ${GPU_ARGS[*]} $image nvidia-smi failed (exit $rc)" "$(gpu_access_hint "$output")"
 }
 
 names=()

@@ -11,6 +11,11 @@
 #   VLLM_DEPLOY_IDLE_STOP_MINUTES  minutes without requests before stopping; 0 = off (required)
 #   VLLM_DEPLOY_METRICS_URL        vLLM's /metrics on loopback (required when on)
 #   VLLM_DEPLOY_IDLE_POLL_SECONDS  seconds between the watcher's looks (default 30)
+#   VLLM_DEPLOY_IDLE_NO_METRICS_SECONDS  metrics missing this long count as idle (default 1800;
+#                                  the program passes readinessTimeoutMinutes)
+#   VLLM_DEPLOY_IDLE_STUCK_SECONDS requests in flight this long without progress count as idle
+#                                  (default 3600; the program passes the proxy's upstream read
+#                                  timeout)
 #   VLLM_DEPLOY_SYSTEMD_DIR        /etc/systemd/system (overridable for tests)
 #   VLLM_DEPLOY_LIB_DIR            /usr/local/lib/vllm-deploy (overridable for tests)
 #   VLLM_DEPLOY_ETC_DIR            /etc/vllm-deploy (overridable for tests)
@@ -34,6 +39,10 @@ minutes=$VLLM_DEPLOY_IDLE_STOP_MINUTES
 : "${VLLM_DEPLOY_IDLE_POLL_SECONDS:=30}"
 require_uint VLLM_DEPLOY_IDLE_POLL_SECONDS
 poll=$VLLM_DEPLOY_IDLE_POLL_SECONDS
+: "${VLLM_DEPLOY_IDLE_NO_METRICS_SECONDS:=1800}"
+: "${VLLM_DEPLOY_IDLE_STUCK_SECONDS:=3600}"
+require_uint VLLM_DEPLOY_IDLE_NO_METRICS_SECONDS
+require_uint VLLM_DEPLOY_IDLE_STUCK_SECONDS
 
 if ((minutes == 0)); then
   if [[ -e "$unit" ]]; then
@@ -68,7 +77,9 @@ install_file "$(cat "$here/idle_stop.sh")" "$lib_dir/idle_stop.sh" 0755
 install_file "$(cat "$here/lib.sh")" "$lib_dir/lib.sh" 0644
 install_file "VLLM_DEPLOY_IDLE_STOP_MINUTES=$minutes
 VLLM_DEPLOY_METRICS_URL=$VLLM_DEPLOY_METRICS_URL
-VLLM_DEPLOY_IDLE_POLL_SECONDS=$poll" "$env_file" 0644
+VLLM_DEPLOY_IDLE_POLL_SECONDS=$poll
+VLLM_DEPLOY_IDLE_NO_METRICS_SECONDS=$VLLM_DEPLOY_IDLE_NO_METRICS_SECONDS
+VLLM_DEPLOY_IDLE_STUCK_SECONDS=$VLLM_DEPLOY_IDLE_STUCK_SECONDS" "$env_file" 0644
 install_file "[Unit]
 Description=vllm-deploy idle stop: power off after $minutes minutes without vLLM requests
 Wants=network-online.target

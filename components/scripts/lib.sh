@@ -219,3 +219,53 @@ export_node_network() {
   export NCCL_SOCKET_IFNAME="${NCCL_SOCKET_IFNAME:-$iface}"
   export GLOO_SOCKET_IFNAME="${GLOO_SOCKET_IFNAME:-$iface}"
 }
+
+# gpu_access_detect: sets GPU_ARGS (an array) to the `docker run` arguments that give a container
+# every GPU on this host, whichever mode the NVIDIA Container Toolkit runs in:
+#   --runtime=nvidia --gpus all   the nvidia runtime is registered with Docker (daemon.json, by
+#                                 `nvidia-ctk runtime configure --runtime=docker`): works in the
+#                                 toolkit's legacy mode and in its CDI mode (1.18+), where the
+#                                 runtime injects the devices itself;
+#   --device=nvidia.com/gpu=all   no nvidia runtime, but Docker discovered the CDI device (a spec
+#                                 from `nvidia-ctk cdi generate` in /etc/cdi or /var/run/cdi);
+#   --gpus all                    neither: Docker's own GPU request, which calls the toolkit's
+#                                 hook directly; toolkit 1.18+ in CDI mode refuses it ("invoking
+#                                 the NVIDIA Container Runtime Hook directly (e.g. specifying the
+#                                 docker --gpus flag) is not supported", NVIDIA/nvidia-container-
+#                                 toolkit#1456), which gpu_access_hint explains.
+# and GPU_ACCESS to runtime, cdi or hook. Reads `docker info`; never fails.
+# shellcheck disable=SC2034  # GPU_ARGS and GPU_ACCESS are read by the scripts that source this
+gpu_access_detect() {
+  local runtimes devices
+  runtimes=$(docker info --format '{{json .Runtimes}}' 2>/dev/null) || runtimes=""
+  devices=$(docker info --format '{{json .DiscoveredDevices}}' 2>/dev/null) || devices=""
+  if [[ "$runtimes" == *'"nvidia"'* ]]; then
+    GPU_ACCESS=runtime
+    GPU_ARGS=(--runtime=nvidia --gpus all)
+  elif [[ "$devices" == *'"nvidia.com/gpu=all"'* ]]; then
+    GPU_ACCESS=cdi
+    GPU_ARGS=(--device=nvidia.com/gpu=all)
+  else
+    GPU_ACCESS=hook
+    GPU_ARGS=(--gpus all)
+  fi
+}
+
+# gpu_access_hint OUTPUT: the fix for the GPU-access failure `docker run` printed in OUTPUT,
+# naming the command that changes the state the error names (never "re-run" a step that
+# already found nothing to do).
+gpu_access_hint() {
+  local out=$1 configure="nvidia-ctk runtime configure --runtime=docker && systemctl restart docker"
+  local generate="nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"
+  if [[ "$out" == *"NVIDIA Container Runtime Hook directly"* || "$out" == *"requested mode 'cdi'"* ]]; then
+    printf '%s' "the NVIDIA Container Toolkit runs in CDI mode and refuses docker's --gpus without its runtime: register the runtime ($configure; docker info then lists the nvidia runtime) or generate the CDI spec ($generate) and request --device=nvidia.com/gpu=all; install_container_toolkit.sh does both"
+  elif [[ "$out" == *"unresolvable CDI devices"* ]]; then
+    printf '%s' "Docker has no CDI spec for nvidia.com/gpu (missing, or written for another driver version): $generate, then docker info lists nvidia.com/gpu=all under Discovered Devices"
+  elif [[ "$out" == *'could not select device driver'* ]]; then
+    printf '%s' "Docker knows no NVIDIA GPU driver: install the toolkit and register its runtime ($configure)"
+  elif [[ "$out" == *"NVIDIA-SMI has failed"* || "$out" == *"driver"*"not loaded"* ]]; then
+    printf '%s' "the NVIDIA driver does not answer: on the host run nvidia-smi; modprobe nvidia; or reboot if a driver update is pending (install_nvidia_driver.sh)"
+  else
+    printf '%s' "on the host check: nvidia-smi; docker info --format '{{json .Runtimes}}'; $configure"
+  fi
+}

@@ -40,6 +40,12 @@
 #      VLLM_DEPLOY_RAY_TEMP_DIR    optional Ray --temp-dir
 #      VLLM_DEPLOY_JOIN_TIMEOUT_SECONDS  worker: how long to wait for the head's port (600)
 #      VLLM_DEPLOY_EFA_DEVICE_DIR, VLLM_DEPLOY_EFA_HOST_DIR  tests: /dev/infiniband, /opt/amazon
+#      VLLM_DEPLOY_RAY_AUTH_TOKEN  docker, optional, secret: the cluster's Ray token (Ray's token
+#                                  authentication, RAY_AUTH_MODE=token). Written to
+#                                  VLLM_DEPLOY_RAY_AUTH_TOKEN_FILE (root only, 0600; default
+#                                  /etc/vllm-deploy/ray-auth-token), mounted read-only into the
+#                                  container and named by RAY_AUTH_TOKEN_PATH: never on a command
+#                                  line, in the container's config or in a log
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -86,12 +92,29 @@ fi
 # The interface NCCL and Gloo open their sockets on; one set by the caller is kept.
 export_node_network "$name" "$node_ip" "pass this node's own private IP (ip -o -4 addr lists the host's addresses)"
 
+# Ray's token authentication: the token as a root-only file (rewritten only when it changed),
+# mounted into the container; the variable is dropped before anything else runs.
+RAY_TOKEN_PATH=/run/vllm-deploy/ray-auth-token
+token_file=""
+if [[ -n "${VLLM_DEPLOY_RAY_AUTH_TOKEN:-}" && "$launch" == docker ]]; then
+  token_file="${VLLM_DEPLOY_RAY_AUTH_TOKEN_FILE:-/etc/vllm-deploy/ray-auth-token}"
+  if [[ "$(cat "$token_file" 2>/dev/null || true)" != "$VLLM_DEPLOY_RAY_AUTH_TOKEN" ]]; then
+    (umask 077 && install -d -m 0700 "$(dirname "$token_file")" &&
+      printf '%s' "$VLLM_DEPLOY_RAY_AUTH_TOKEN" >"$token_file.tmp" && mv "$token_file.tmp" "$token_file") ||
+      die "$name: cannot write the Ray token file $token_file" "check the disk and the directory's permissions"
+  fi
+fi
+unset VLLM_DEPLOY_RAY_AUTH_TOKEN
+
 # Docker's run arguments, checked before anything waits or starts.
 run_args=()
 if [[ "$launch" == docker ]]; then
   require_env VLLM_DEPLOY_IMAGE
   # Host network: Ray and NCCL talk over the node's private IP; ipc=host: vLLM's shared memory.
-  run_args+=(--restart unless-stopped --network host --ipc host --gpus all
+  if [[ -n "$token_file" ]]; then
+    run_args+=(-e RAY_AUTH_MODE=token -e "RAY_AUTH_TOKEN_PATH=$RAY_TOKEN_PATH" -v "$token_file:$RAY_TOKEN_PATH:ro")
+  fi
+  run_args+=(--restart unless-stopped --network host --ipc host
     -e VLLM_HOST_IP="$node_ip" -e NCCL_SOCKET_IFNAME="$NCCL_SOCKET_IFNAME"
     -e GLOO_SOCKET_IFNAME="$GLOO_SOCKET_IFNAME")
   read -ra pairs <<<"${VLLM_DEPLOY_CONTAINER_ENV:-}"
@@ -161,6 +184,10 @@ case "$launch" in
     ;;
 esac
 
+# The GPU request that works in the container toolkit's mode (lib.sh gpu_access_detect), asked
+# of Docker only once every setting above was checked.
+gpu_access_detect
+run_args=("${GPU_ARGS[@]}" "${run_args[@]}")
 # The image's id too: a tag pulled again (a new instance, or by hand) may name a new image, and
 # the head then runs it; Ray refuses to mix versions across nodes.
 image_id=$(docker image inspect --format '{{.Id}}' "$VLLM_DEPLOY_IMAGE" 2>/dev/null || true)

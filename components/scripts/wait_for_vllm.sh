@@ -11,6 +11,9 @@
 #      VLLM_DEPLOY_GENERATION_API (auto | chat | completion; chat when --chat-template is set),
 #      VLLM_DEPLOY_TOOL_CALL_PARSER (the --tool-call-parser when toolCalling is on: then one
 #      tool call is made too, see below),
+#      VLLM_DEPLOY_LORA_ADAPTERS (the loraAdapters' names, space-separated: each must be listed by
+#      /v1/models, and the first generates too; vLLM 0.33 lists static adapters beside the base
+#      model, vllm/entrypoints/openai/models/serving.py show_available_models),
 #      VLLM_API_KEY (secret: only ever fed to curl on stdin).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -130,19 +133,30 @@ json_string() {
   printf '"%s"' "${text//\"/\\\"}"
 }
 
+read -r -a adapters <<<"${VLLM_DEPLOY_LORA_ADAPTERS:-}"
+for adapter in "${adapters[@]}"; do
+  if ! grep -qF "\"${adapter}\"" <<<"$models"; then
+    explain_failure "/v1/models does not list the LoRA adapter '${adapter}' (loraAdapters)" \
+      "--- /v1/models ---"$'\n'"$(head -c 4000 <<<"$models")"$'\n'"vLLM loads every --lora-modules adapter at startup; look for 'No adapter found' or 'LoRA rank' below"
+  fi
+done
+
 read -r kind why <<<"$(generation_api)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-model_json=$(json_string "$served")
+# The request for model $1 (a JSON string) through $path.
+generation_request() {
+  if [[ "$kind" == chat ]]; then
+    printf '{"model": %s, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "temperature": 0}' "$1"
+  else
+    printf '{"model": %s, "prompt": "Hello, my name is", "max_tokens": 8, "temperature": 0}' "$1"
+  fi
+}
+path=/v1/completions
 if [[ "$kind" == chat ]]; then
   path=/v1/chat/completions
-  printf '{"model": %s, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8, "temperature": 0}' \
-    "$model_json" >"$work/request.json"
-else
-  path=/v1/completions
-  printf '{"model": %s, "prompt": "Hello, my name is", "max_tokens": 8, "temperature": 0}' \
-    "$model_json" >"$work/request.json"
 fi
+generation_request "$(json_string "$served")" >"$work/request.json"
 log "generating 8 tokens through ${path}: ${kind} ${why}"
 http_status=$(post_with_key "${base}${path}" "$work/request.json" "$work/response.json") || http_status="none"
 body=$(head -c 4000 "$work/response.json" 2>/dev/null || true)
@@ -204,5 +218,17 @@ if [[ -n "$tool_parser" ]]; then
       "--- response body (first 4000 bytes) ---"$'\n'"${body}"
   fi
   log "tool call through --tool-call-parser ${tool_parser}: ${outcome} ${detail}"
+fi
+
+# One generation through a LoRA adapter: it is applied only when a request names it.
+if ((${#adapters[@]} > 0)); then
+  generation_request "$(json_string "${adapters[0]}")" >"$work/adapter.json"
+  log "generating 8 tokens through LoRA adapter '${adapters[0]}'"
+  http_status=$(post_with_key "${base}${path}" "$work/adapter.json" "$work/response.json") || http_status="none"
+  body=$(head -c 4000 "$work/response.json" 2>/dev/null || true)
+  if [[ "$http_status" != 200 ]] || ! grep -qF '"choices"' <<<"$body"; then
+    explain_failure "the generation through LoRA adapter '${adapters[0]}' failed (HTTP ${http_status})" \
+      "--- response body (first 4000 bytes) ---"$'\n'"${body:-(empty)}"
+  fi
 fi
 log "vLLM is ready, serves '${served}' and generated through ${path}"

@@ -163,7 +163,8 @@ def test_workers_join_the_heads_private_ip_and_the_head_waits_for_every_node(clu
         assert container.plain["entrypoints"][-1].endswith("serve_on_ray_head.sh")
         assert container.plain["networkMode"] == "host"
         uploaded = {u["file"].rsplit("/", 1)[1] for u in container.plain["uploads"]}
-        assert uploaded == {"lib.sh", "ray_node.sh", "wait_for_ray_gpus.sh", "serve_on_ray_head.sh"}
+        # The scripts, and the Ray token file (tests/components/test_ray_auth.py).
+        assert uploaded == {"lib.sh", "ray_node.sh", "wait_for_ray_gpus.sh", "serve_on_ray_head.sh", "ray-auth-token"}
         assert container.depends_on(run.named("vllm-node1-ray-image"))
         assert container.depends_on(run.named("vllm-node1-setup-model"))
         # The worker joins once the head's container (its Ray head) exists, and readiness

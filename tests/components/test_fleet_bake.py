@@ -95,3 +95,34 @@ def test_the_digest_moves_with_any_host_script_the_builder_runs(tmp_path, monkey
     (scripts / "download_model.sh").write_bytes((scripts / "download_model.sh").read_bytes() + b"\n# changed\n")
     monkeypatch.setattr(fleet_bake, "SCRIPTS_DIR", scripts)
     assert bake().digest != before
+
+
+ADAPTERS = {"loraAdapters": [{"name": "sql", "model": "acme/sql-lora"}], "maxLoraRank": 16}
+
+
+@pytest.mark.parametrize("change", [
+    ADAPTERS,
+    {**ADAPTERS, "loraAdapters": [{"name": "sql", "model": "acme/sql-lora", "revision": "v2"}]},
+    {"speculativeModel": {"model": "Qwen/Qwen2.5-0.5B-Instruct", "numSpeculativeTokens": 3}},
+])
+def test_adapters_and_drafts_are_part_of_the_image(change):
+    """Fixed at start and baked (fleet-pitfalls P20, P22): a new adapter, a new revision of
+    one or a draft makes a new image, whose replicas mount each where the argv names it."""
+    plain, with_addons = bake(), bake(**change)
+    assert with_addons.digest != plain.digest
+    if change is not ADAPTERS and "loraAdapters" in change:
+        assert with_addons.digest != bake(**ADAPTERS).digest
+
+
+def test_a_replica_mounts_the_baked_adapters_where_the_argv_names_them():
+    settings = parse({"model": MODEL, "maxModelLen": 8192, "replicas": 2, **ADAPTERS})
+    plan = choose_plan(settings)
+    baked = fleet_bake.bake_files(
+        settings, plan, vllm_argv=vllm_command(settings, plan), limits=stack_limits(settings, plan),
+        region="us-east-1", stack="prod", model_host_dir="/data/models/x", alb_subnet_cidrs=["172.31.0.0/20"],
+        driver_branch="580", addon_mounts=(("/data/models/acme--sql-lora--default", "/models/adapters/sql"),),
+    )
+    env = dict(line.split("=", 1) for line in baked.files["replica.env"].splitlines() if "=" in line)
+    assert env["VLLM_DEPLOY_ADDON_MOUNTS"] == "/data/models/acme--sql-lora--default:/models/adapters/sql"
+    assert "sql=/models/adapters/sql" in baked.files["vllm-args.json"]
+    assert "VLLM_DEPLOY_ADDON_MOUNTS" not in bake().files["replica.env"]

@@ -68,7 +68,9 @@ def _pulumi_type(annotation) -> typing.Optional[str]:
     if annotation is str or (origin is typing.Literal and all(isinstance(a, str) for a in args)):
         return "string"
     if origin is list:
-        return "array"
+        # Pulumi types an array's items as string, integer, boolean or array, never object
+        # (loraAdapters: a list of {name, model, revision}): such keys stay undeclared.
+        return "array" if _pulumi_type(args[0]) is not None else None
     return None
 
 

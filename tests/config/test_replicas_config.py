@@ -46,7 +46,25 @@ def test_a_fleet_refuses_what_it_cannot_run_naming_both_keys(combination, keys):
     parse({"model": MODEL, **single})
 
 
-@pytest.mark.parametrize("bad", [-1, 3601])
+@pytest.mark.parametrize("bad", [-1, 3601, "-5", "ten"])
 def test_drain_seconds_is_bounded_by_the_target_groups_limit(bad):
     (message,) = problems(drainSeconds=bad)
+    # The key, the value, the range and a fix that works, in our words (not pydantic's).
     assert f"vllm-deploy:drainSeconds={bad!r}" in message
+    assert "from 0 to 3600" in message and "pulumi config set drainSeconds 300" in message
+    assert "Input should be" not in message and "greater than" not in message
+    assert parse({"model": MODEL, "drainSeconds": "300"}).drain_seconds == 300  # the fix is accepted
+
+
+def test_every_broken_cross_key_rule_is_reported_in_one_error():
+    found = problems(replicas=3, nodes=2, idleStopMinutes=30, tls="letsencrypt")
+    # Four rules broken, four lines, each naming its own keys and fix.
+    assert len(found) == 4, found
+    expected = [
+        ("tls=letsencrypt needs `domain`", "set domain"),
+        ("replicas=3 with nodes=2", "set nodes to 1"),
+        ("replicas=3 with idleStopMinutes=30", "unset idleStopMinutes"),
+        ("replicas=3 with tls=letsencrypt", "set tls to self-signed"),
+    ]
+    for (keys, fix), line in zip(expected, found):
+        assert keys in line and fix in line, (keys, line)

@@ -26,7 +26,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from serving.nginx import NginxSite
 from serving.nginx_conf import render
@@ -180,6 +180,8 @@ def start_fake_vllm(
     host: str = LOOPBACK,
     shutdown_timeout_s: float = 0,
     tool_calls: str = "off",
+    lora_modules: Sequence[str] = (),
+    fail_lora_generation: Optional[int] = None,
 ) -> FakeVllmProcess:
     """Starts `python -m tests.fakes.fake_vllm` on a free loopback port; the key goes by env.
     `metrics_overrides`: a JSON file the fake reads at each /metrics request (fake_vllm.py);
@@ -205,6 +207,10 @@ def start_fake_vllm(
         argv += ["--shutdown-timeout", str(shutdown_timeout_s)]
     if tool_calls != "off":
         argv += ["--tool-calls", tool_calls]
+    if lora_modules:  # `lora_modules`: name=path items; `fail_lora_generation`: their status
+        argv += ["--lora-modules", *lora_modules]
+    if fail_lora_generation is not None:
+        argv += ["--fail-lora-generation", str(fail_lora_generation)]
     env = {**os.environ, fake_vllm.API_KEY_ENV: api_key, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, text=True)
     ready, _, _ = select.select([process.stdout], [], [], timeout_s)

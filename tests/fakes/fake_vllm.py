@@ -17,6 +17,8 @@ tests can see what crossed the proxy. Extensions in the request body misbehave o
 `fake_header_delay_ms` waits before answering at all, `fake_abort_after` closes the
 connection after that many content chunks (a crash mid-stream), `fake_pause_after` /
 `fake_pause_ms` go silent mid-stream.
+`--lora-modules NAME=PATH ...` serves LoRA adapters as vLLM 0.33 lists and accepts them;
+`--fail-lora-generation STATUS` fails every generation through one.
 
     python -m tests.fakes.fake_vllm --port 8000 --api-key KEY [--chunk-delay-ms 20]
         [--metrics-overrides FILE]
@@ -80,6 +82,8 @@ class FakeSettings:
     fail_generation: Optional[int] = None  # HTTP status every generation answers with
     shutdown_timeout_s: float = 0  # > 0: SIGTERM drains as vLLM 0.33's --shutdown-timeout
     tool_calls: str = "off"  # off | parse | unparsed | bad-arguments (see TOOL_CALL_MODES)
+    lora_modules: tuple[tuple[str, str], ...] = ()  # (name, path) as --lora-modules name=path
+    fail_lora_generation: Optional[int] = None  # HTTP status a generation through an adapter answers
 
 
 # vllm/renderers/hf.py (safe_apply_chat_template) raises this for a tokenizer without a template.
@@ -221,7 +225,13 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
             "parent": None,
             "max_model_len": settings.max_model_len,
         }
-        self._send_json(200, {"object": "list", "data": [model]})
+        # vLLM 0.33 lists each loaded adapter after the base model, its parent
+        # (vllm/entrypoints/openai/models/serving.py show_available_models).
+        adapters = [
+            {**model, "id": name, "root": path, "parent": settings.model, "max_model_len": None}
+            for name, path in settings.lora_modules
+        ]
+        self._send_json(200, {"object": "list", "data": [model, *adapters]})
 
     def _chat(self, body: bytes) -> None:
         try:
@@ -283,7 +293,13 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
     def _generation_refused(self, request: dict) -> bool:
         """Answers (and returns True) when the request names another model or generation fails."""
         settings = self.server.settings
-        if request.get("model") != settings.model:
+        adapters = [name for name, _ in settings.lora_modules]
+        if request.get("model") in adapters and settings.fail_lora_generation is not None:
+            status = settings.fail_lora_generation
+            kind = ERROR_TYPES.get(status, "InternalServerError")
+            self._send_json(status, _error(f"fake-vllm: generation through adapter failed with {status} (as asked)", kind, status))
+            return True
+        if request.get("model") != settings.model and request.get("model") not in adapters:
             # vllm/entrypoints/serve/engine/serving.py (_check_model): the served names, and
             # param "model", as a real vLLM answers (tests/real_vllm/test_fake_agrees.py).
             message = f"The model `{request.get('model')}` does not exist. Valid aliases: {settings.model}."
@@ -448,6 +464,10 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help='how a request with tools and tool_choice "auto" is answered')
     parser.add_argument("--shutdown-timeout", type=float, default=0,
                         help="> 0: SIGTERM finishes running requests for up to this long (vLLM 0.33)")
+    parser.add_argument("--lora-modules", nargs="+", default=[], metavar="NAME=PATH",
+                        help="LoRA adapters served beside the model (vLLM's name=path form)")
+    parser.add_argument("--fail-lora-generation", type=int, metavar="STATUS",
+                        help="every generation through an adapter answers STATUS")
     args = parser.parse_args(argv)
     settings = FakeSettings(
         api_key=args.api_key or None,
@@ -459,6 +479,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         fail_generation=args.fail_generation,
         shutdown_timeout_s=args.shutdown_timeout,
         tool_calls=args.tool_calls,
+        lora_modules=tuple(tuple(m.split("=", 1)) for m in args.lora_modules),  # type: ignore[misc]
+        fail_lora_generation=args.fail_lora_generation,
     )
     server = FakeVllmServer((args.host, args.port), settings)
     if settings.shutdown_timeout_s > 0:

@@ -103,6 +103,7 @@ class Host:
             assert real, f"test needs the real `{tool}`"
             (self.bin / tool).symlink_to(real)
         self.daemon_json = root / "etc" / "docker" / "daemon.json"
+        self.cdi_spec = root / "etc" / "cdi" / "nvidia.yaml"
         self.keyrings = root / "etc" / "apt" / "keyrings"
         self.sources = root / "etc" / "apt" / "sources.list.d"
         self.venv = root / "opt" / "vllm-deploy" / "venv"
@@ -122,6 +123,7 @@ class Host:
             "VLLM_DEPLOY_APT_KEYRINGS_DIR": str(self.keyrings),
             "VLLM_DEPLOY_APT_SOURCES_DIR": str(self.sources),
             "VLLM_DEPLOY_DOCKER_DAEMON_JSON": str(self.daemon_json),
+            "VLLM_DEPLOY_CDI_SPEC": str(self.cdi_spec),
             "VLLM_DEPLOY_VENV": str(self.venv),
             "VLLM_DEPLOY_PCI_DEVICES_DIR": str(self.pci),
         }
@@ -466,11 +468,22 @@ def test_docker_key_download_is_retried_then_reported(host: Host) -> None:
 # --- install_container_toolkit.sh -----------------------------------------------------
 
 
+def _nvidia_ctk_configures(run: Run) -> list[list[str]]:
+    """The nvidia-ctk calls that change Docker's or the host's configuration (not `cdi generate`
+    into a temp file that is compared and dropped when unchanged)."""
+    return [c for c in run.called("nvidia-ctk") if c[:2] != ["cdi", "generate"]]
+
+
 def test_toolkit_present_and_registered_changes_nothing(dlami: Host) -> None:
+    dlami.cdi_spec.parent.mkdir(parents=True)
+    dlami.run("install_container_toolkit.sh")  # the DLAMI ships no CDI spec: written once
+    spec = dlami.cdi_spec.read_text()
     run = dlami.run("install_container_toolkit.sh")
     assert_ok(run)
     assert run.called("apt-get") == [] and run.called("systemctl") == []
-    assert run.called("nvidia-ctk") == []
+    assert _nvidia_ctk_configures(run) == []
+    assert dlami.cdi_spec.read_text() == spec and not list(dlami.cdi_spec.parent.glob("*.tmp*"))
+    assert "--runtime=nvidia --gpus all" in run.stderr
 
 
 def _docker_only(host: Host) -> None:
@@ -484,7 +497,7 @@ def test_toolkit_is_installed_registered_and_docker_restarted_once(host: Host) -
     run = host.run("install_container_toolkit.sh")
     assert_ok(run)
     assert run.installs() == ["nvidia-container-toolkit"]
-    assert run.called("nvidia-ctk") == [
+    assert _nvidia_ctk_configures(run) == [
         ["runtime", "configure", "--runtime=docker", f"--config={host.daemon_json}"]
     ]
     assert run.called("systemctl") == [["restart", "docker"]]
@@ -506,7 +519,7 @@ def test_toolkit_installed_but_unregistered_is_only_configured(host: Host) -> No
     host.add_command("nvidia-ctk")
     run = host.run("install_container_toolkit.sh")
     assert_ok(run)
-    assert run.installs() == [] and len(run.called("nvidia-ctk")) == 1
+    assert run.installs() == [] and len(_nvidia_ctk_configures(run)) == 1
     assert run.called("systemctl") == [["restart", "docker"]]
 
 
@@ -528,7 +541,7 @@ def test_smoke_check_passes_and_prints_one_summary_line(dlami: Host) -> None:
     pulls = [c for c in run.called("docker") if c[0] == "pull"]
     assert pulls == [["pull", "-q", "ubuntu:22.04"]] * 2  # the first one failed
     [docker_run] = [c for c in run.called("docker") if c[0] == "run"]
-    assert docker_run == ["run", "--rm", "--gpus", "all", "ubuntu:22.04", "nvidia-smi",
+    assert docker_run == ["run", "--rm", "--runtime=nvidia", "--gpus", "all", "ubuntu:22.04", "nvidia-smi",
                           "--query-gpu=name,memory.total", "--format=csv,noheader,nounits"]
 
     again = dlami.run("gpu_smoke_check.sh", VLLM_DEPLOY_EXPECTED_GPUS="4")
@@ -578,8 +591,10 @@ def test_smoke_check_tells_an_l4_from_an_a10g_by_name(dlami: Host) -> None:
 
 def test_smoke_check_reports_a_container_without_gpu_access(dlami: Host) -> None:
     dlami.flag("nvidia_runtime_active", present=False)
+    (dlami.state / "pkgs" / "nvidia-container-toolkit").unlink()  # no hook for --gpus either
     run = dlami.run("gpu_smoke_check.sh", VLLM_DEPLOY_EXPECTED_GPUS="4")
-    assert_failed(run, "could not select device driver", "install_container_toolkit.sh")
+    assert_failed(run, "could not select device driver",
+                  "nvidia-ctk runtime configure --runtime=docker && systemctl restart docker")
 
 
 def test_smoke_check_names_a_missing_or_bad_gpu_count(dlami: Host) -> None:
@@ -614,7 +629,7 @@ def test_dlami_host_passes_the_chain_without_any_package_or_service_change(dlami
     for run in runs:
         assert_ok(run)
         assert run.called("apt-get") == [] and run.called("systemctl") == [], run.calls
-        assert run.called("systemd-run") == [] and run.called("nvidia-ctk") == []
+        assert run.called("systemd-run") == [] and _nvidia_ctk_configures(run) == []
     assert "VLLM_DEPLOY_REBOOT" not in "".join(r.stdout for r in runs)
 
 

@@ -38,6 +38,7 @@ class FakeMetrics:
         self.waiting = 0
         self.finished = {"stop": 5, "length": 1}
         self.engine_metrics = True  # False: the API server answers before the engine's loggers exist
+        self.generated: Optional[int] = None  # vllm:generation_tokens_total, when set
         metrics = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -84,6 +85,12 @@ class FakeMetrics:
             for reason, count in self.finished.items():
                 lines.append(f'vllm:request_success_total{{{labels},finished_reason="{reason}"}} {float(count)}')
                 lines.append(f'vllm:request_success_created{{{labels},finished_reason="{reason}"}} 1.7e+09')
+            if self.generated is not None:
+                lines += [
+                    "# HELP vllm:generation_tokens_total Number of generation tokens processed.",
+                    "# TYPE vllm:generation_tokens_total counter",
+                    f"vllm:generation_tokens_total{{{labels}}} {float(self.generated)}",
+                ]
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:
@@ -101,7 +108,7 @@ def free_port() -> int:
 class Watcher:
     """idle_stop.sh as systemd would run it, on the simulated host."""
 
-    def __init__(self, host: Host, url: str) -> None:
+    def __init__(self, host: Host, url: str, **extra: str) -> None:
         self.host = host
         self.log = host.root / "watcher.log"
         env = {
@@ -110,6 +117,7 @@ class Watcher:
             "VLLM_DEPLOY_IDLE_STOP_SECONDS": str(IDLE_SECONDS),
             "VLLM_DEPLOY_IDLE_POLL_SECONDS": str(POLL_SECONDS),
             "VLLM_DEPLOY_METRICS_URL": url,
+            **extra,
         }
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(["bash", str(SCRIPTS / "idle_stop.sh")], env=env, stdout=log, stderr=log)
@@ -164,8 +172,8 @@ def cleanup():
         thing.close()
 
 
-def start(host: Host, cleanup: list, url: str) -> Watcher:
-    watcher = Watcher(host, url)
+def start(host: Host, cleanup: list, url: str, **extra: str) -> Watcher:
+    watcher = Watcher(host, url, **extra)
     cleanup.append(watcher)
     return watcher
 

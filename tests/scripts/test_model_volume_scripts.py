@@ -282,3 +282,57 @@ def test_the_room_is_measured_on_the_models_volume(hub: Host) -> None:
     run = download(hub, "b")
     assert_ok(run)
     assert [c[-1] for c in run.called("df") if "--output=avail" in c] == [str(hub.models)]
+
+
+# --- download_model.sh: LoRA adapters (VLLM_DEPLOY_MODEL_KIND=adapter) ----------------------
+
+
+def publish_adapter(host: Host, revision: str, weights: str = "adapter_model.safetensors") -> None:
+    repo = host.state / "remote_repo" / revision
+    repo.mkdir(parents=True)
+    (repo / "adapter_config.json").write_text('{"r": 16, "peft_type": "LORA"}')
+    (repo / weights).write_bytes(b"\1" * 1000)
+
+
+def download_adapter(host: Host, revision: str, **extra: str):
+    return host.run("download_model.sh", **{
+        "VLLM_DEPLOY_MODEL": "acme/sql-lora",
+        "VLLM_DEPLOY_MODEL_REVISION": revision,
+        "VLLM_DEPLOY_MODEL_KIND": "adapter",
+        "VLLM_DEPLOY_MODELS_DIR": str(host.models),
+        "VLLM_DEPLOY_MODEL_DIR": str(host.models / f"lora@{revision}"),
+        "VLLM_DEPLOY_KEEP_OTHER_MODELS": "1",
+        **extra,
+    })
+
+
+def test_an_adapter_is_verified_as_an_adapter_and_keeps_the_base_model(hub: Host) -> None:
+    """An adapter has no config.json: it is checked for adapter_config.json and its weights,
+    downloaded once, and the base model beside it stays (as the add-on steps run it)."""
+    assert_ok(download(hub, "a"))
+    publish_adapter(hub, "lora1")
+    fetched = download_adapter(hub, "lora1")
+    assert_ok(fetched)
+    assert (hub.models / "lora@lora1" / "adapter_config.json").is_file()
+    assert on_disk(hub) == {"qwen@a", "lora@lora1"}
+    again = download_adapter(hub, "lora1")
+    assert_ok(again)
+    assert again.called("hf") == [] and "already in" in again.stderr
+
+
+def test_an_adapter_repository_without_weights_fails_naming_them(hub: Host) -> None:
+    publish_adapter(hub, "broken", weights="README.md")
+    failed = download_adapter(hub, "broken")
+    assert failed.returncode != 0
+    assert "no adapter_model.safetensors" in failed.stderr
+    assert not (hub.models / "lora@broken" / ".vllm-deploy-download").exists()
+
+
+def test_a_model_repository_downloaded_as_an_adapter_is_refused(hub: Host) -> None:
+    failed = download_adapter(hub, "a")  # a base model's files: no adapter_config.json
+    assert failed.returncode != 0 and "adapter_config.json is missing" in failed.stderr
+
+
+def test_an_unknown_kind_is_refused(hub: Host) -> None:
+    failed = download_adapter(hub, "a", VLLM_DEPLOY_MODEL_KIND="lora")
+    assert failed.returncode != 0 and "VLLM_DEPLOY_MODEL_KIND must be model or adapter" in failed.stderr

@@ -59,7 +59,7 @@ def host(tmp_path):
     return tmp_path
 
 
-def run_script(host, port, *, model=MODEL, key=KEY, timeout=20, model_dir=None, api=None, tool_parser=None):
+def run_script(host, port, *, model=MODEL, key=KEY, timeout=20, model_dir=None, api=None, tool_parser=None, adapters=None):
     env = {
         "PATH": f"{host / 'bin'}:{os.environ['PATH']}",
         "VLLM_DEPLOY_PORT": str(port),
@@ -75,6 +75,8 @@ def run_script(host, port, *, model=MODEL, key=KEY, timeout=20, model_dir=None, 
         env["VLLM_DEPLOY_GENERATION_API"] = api
     if tool_parser is not None:
         env["VLLM_DEPLOY_TOOL_CALL_PARSER"] = tool_parser
+    if adapters is not None:
+        env["VLLM_DEPLOY_LORA_ADAPTERS"] = adapters
     return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -244,6 +246,16 @@ def tool_server(request):
     server.stop()
 
 
+# --- LoRA adapters (loraAdapters): listed, and one generation through the first --------------
+
+
+@pytest.fixture(scope="module")
+def lora_server():
+    server = start_fake_vllm(api_key=KEY, model=MODEL, lora_modules=["sql=/models/adapters/sql", "chat=/models/adapters/chat"])
+    yield server
+    server.stop()
+
+
 @pytest.mark.parametrize("tool_server", ["parse"], indirect=True)
 def test_with_tool_calling_on_readiness_makes_one_tool_call(host, tool_server):
     result = run_script(host, tool_server.port, tool_parser="hermes")
@@ -272,3 +284,26 @@ def test_a_failing_tool_call_fails_the_deploy_with_a_clear_message(host, tool_se
         assert "tool choice requires --enable-auto-tool-choice" in result.stderr
     assert "set toolCallParser to the model's" in result.stderr
     assert KEY not in result.stdout + result.stderr
+def test_every_adapter_listed_and_one_generation_through_an_adapter_is_ready(host, lora_server):
+    result = run_script(host, lora_server.port, adapters="sql chat")
+    assert result.returncode == 0, result.stderr
+    assert "generating 8 tokens through LoRA adapter 'sql'" in result.stderr
+
+
+def test_an_adapter_vllm_does_not_list_fails_the_deploy_naming_it(host, lora_server):
+    result = run_script(host, lora_server.port, adapters="sql summarize")
+    assert result.returncode != 0
+    assert "/v1/models does not list the LoRA adapter 'summarize' (loraAdapters)" in result.stderr
+    assert "No adapter found" in result.stderr  # where to look in the container log
+    assert KEY not in result.stderr + result.stdout
+
+
+def test_a_failing_generation_through_an_adapter_fails_the_deploy(host):
+    server = start_fake_vllm(api_key=KEY, model=MODEL, lora_modules=["sql=/models/adapters/sql"], fail_lora_generation=500)
+    try:
+        result = run_script(host, server.port, adapters="sql")
+    finally:
+        server.stop()
+    assert result.returncode != 0
+    assert "the generation through LoRA adapter 'sql' failed (HTTP 500)" in result.stderr
+    assert "generation through adapter failed with 500" in result.stderr  # vLLM's body is shown

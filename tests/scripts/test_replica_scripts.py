@@ -146,6 +146,27 @@ def test_a_missing_parameter_fails_naming_it_and_abandons_the_launch(replica) ->
     assert len([c for c in run.called("aws") if c[:2] == ["ssm", "get-parameter"]]) == 1, "not retried"
 
 
+def test_no_imds_cannot_abandon_so_it_says_the_hook_times_out_into_abandon(replica) -> None:
+    """Without IMDS there is no instance id, and complete-lifecycle-action needs one: the trap
+    (installed before any check) says so, and the hook's default result (ABANDON, set on the
+    group: components/fleet_group.py) ends the launch at its heartbeat timeout."""
+    (replica.state / "imds" / "instance-id").unlink()
+    run = replica.run("boot.sh")
+    assert_failed(run, "the instance metadata service (IMDSv2) did not answer")
+    assert "cannot be completed from here" in run.stderr
+    assert "heartbeat timeout with its default result ABANDON" in run.stderr
+    assert replica.completions() == []
+    assert not [c for c in run.called("aws") if c[:2] == ["ssm", "get-parameter"]]
+    assert not [c for c in run.called("docker") if c[:1] == ["run"]]
+
+
+def test_imds_failing_after_the_instance_is_known_abandons_the_launch(replica) -> None:
+    (replica.state / "imds" / "local-ipv4").unlink()
+    run = replica.run("boot.sh")
+    assert_failed(run, "IMDS gave no local-ipv4")
+    assert [(h, r) for h, r, _ in replica.completions()] == [("vllm-launch", "ABANDON")]
+
+
 def test_an_unmounted_model_volume_fails_before_any_container(replica) -> None:
     (replica.models / "config.json").unlink()
     run = replica.run("boot.sh")
@@ -420,3 +441,17 @@ def test_a_warm_up_that_never_answers_fails_and_leaves_no_container(tmp_path: Pa
                    VLLM_DEPLOY_HEALTH_TIMEOUT_S="1", VLLM_DEPLOY_HEALTH_POLL_S="0.1")
     assert_failed(run, "vLLM did not answer /health within 1s on the builder", "stub docker log of vllm-compile-warmup")
     assert not (host.state / "containers" / "vllm-compile-warmup").exists()
+
+
+def test_boot_mounts_the_baked_adapters_read_only_and_refuses_an_image_without_them(replica) -> None:
+    """VLLM_DEPLOY_ADDON_MOUNTS (replica.env, loraAdapters / speculativeModel): each baked
+    directory where the argv names it; one missing from the image stops the boot, naming it."""
+    adapter = replica.root / "data" / "models" / "acme--sql-lora--default"
+    adapter.mkdir(parents=True)
+    run = replica.run("boot.sh", VLLM_DEPLOY_ADDON_MOUNTS=f"{adapter}:/models/adapters/sql")
+    assert_ok(run)
+    assert _option_values(_docker_run(run, "vllm"), "-v") == [
+        f"{replica.models}:/models/served:ro", f"{adapter}:/models/adapters/sql:ro"]
+    missing = replica.root / "data" / "models" / "gone"
+    failed = replica.run("boot.sh", VLLM_DEPLOY_ADDON_MOUNTS=f"{adapter}:/models/adapters/sql,{missing}:/models/draft")
+    assert failed.returncode != 0 and f"no {missing} on this replica" in failed.stderr

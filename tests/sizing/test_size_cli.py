@@ -213,3 +213,17 @@ def test_nodes_sizes_a_plan_across_nodes_as_json_and_as_text(capsys):
     assert sizing_cli.main(["meta-llama/Llama-3.1-405B-Instruct", "--nodes", "2"]) == 0
     text = capsys.readouterr().out
     assert "2 x p4de.24xlarge" in text and "pipeline parallel 2 (layers 63/63)" in text
+
+
+def test_lora_adapters_and_a_draft_take_their_terms_out_of_the_kv_cache(capsys, monkeypatch, tmp_path):
+    """tools/size --lora-adapter ... --speculative-model ...: the terms appear in the JSON, and
+    the KV cache shrinks by them (the closing figures of issue 28 come from this command)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VLLM_DEPLOY_MODEL_CACHE", str(tmp_path))
+    common = ["Qwen/Qwen2.5-7B-Instruct", "--gpu", "L40S", "--max-model-len", "16384"]
+    alone = run_json(capsys, *common)["per_gpu_gib"]
+    adapters = [f"--lora-adapter={n}=acme/{n}-lora" for n in ("a", "b", "c", "d")]
+    added = run_json(capsys, *common, *adapters, "--max-lora-rank", "16",
+                     "--speculative-model", "Qwen/Qwen2.5-0.5B-Instruct")["per_gpu_gib"]
+    assert added["lora_buffers"] > 0 and added["draft_weights"] > 0.9
+    assert added["kv_cache"] == pytest.approx(alone["kv_cache"] - added["lora_buffers"] - added["draft_weights"], abs=0.02)

@@ -482,6 +482,21 @@ def test_prometheus_retention_is_on_the_disk_and_off_it_without_monitoring():
     assert not any("monitoring" in n for n in plan(config(model, monitoring=False)).notes)
 
 
+def test_a_fleets_replicas_keep_no_prometheus_disk_their_metrics_go_to_cloudwatch():
+    """replicas >= 2: the CloudWatch agent sends the metrics away, so the root volume does not
+    grow with monitoringRetentionSizeGib, and the report says where the metrics are."""
+    model = "Qwen/Qwen2.5-7B-Instruct"
+    without = plan(config(model, monitoring=False, replicas=3)).root_volume_gb
+    fleet = plan(config(model, replicas=3))
+    assert fleet.root_volume_gb == plan(config(model, replicas=3, monitoringRetentionSizeGib=500)).root_volume_gb
+    assert fleet.root_volume_gb < plan(config(model)).root_volume_gb  # the single host's Prometheus
+    base = host.VLLM_IMAGE_DISK_GB + host.HOST_OS_DISK_GB + host.ROOT_HEADROOM_GB
+    assert without == math.ceil(base / 10) * 10
+    assert fleet.root_volume_gb == math.ceil((base + host.CLOUDWATCH_AGENT_DISK_GB) / 10) * 10
+    (note,) = [n for n in fleet.notes if "monitoring" in n or "CloudWatch" in n]
+    assert "CloudWatch agent" in note and "kept in CloudWatch" in note and "GiB of metrics" not in note
+
+
 def test_report_shows_the_choice_the_memory_arithmetic_and_the_price():
     chosen = plan(config("Qwen/Qwen2.5-7B-Instruct", maxModelLen=8192))
     report = format_report(chosen)

@@ -179,4 +179,8 @@ LOCAL_COMMAND_ACTIONS: dict[str, tuple[set[str], str]] = {
     "components/local/wait_for_refresh.py": (
         {"autoscaling:DescribeInstanceRefreshes"}, "its newest_refresh(): describe_instance_refreshes"),
     "components/local/wait_for_reboot.py": (set(), "TCP to the host's SSH port, no AWS call"),
+    "components/local/prune_images.py": (
+        {"ec2:DescribeImages", "ec2:DeregisterImage", "ec2:DeleteSnapshot"},
+        "its stack_images(): describe_images; remove(): deregister_image with DeleteAssociatedSnapshots "
+        "(AWS deletes the image's snapshots in that call)"),
 }

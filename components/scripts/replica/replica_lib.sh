@@ -11,6 +11,21 @@
 
 REPLICA_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
+# read_vllm_args FILE: sets the array vllm_args to the JSON list in FILE (vllm-args.json), one
+# element per argument, passed NUL-separated (no word splitting, no globbing).
+read_vllm_args() {
+  local file=$1 tmp
+  tmp=$(mktemp)
+  if ! python3 -c 'import json, sys; sys.stdout.write("".join(a + "\0" for a in json.load(open(sys.argv[1]))))' \
+    "$file" >"$tmp"; then
+    rm -f "$tmp"
+    die "cannot read $file" "re-render it with serving/replica.py"
+  fi
+  # shellcheck disable=SC2034 # read by the script that sources this file
+  mapfile -d '' -t vllm_args <"$tmp"
+  rm -f "$tmp"
+}
+
 # load_replica_env: exports replica.env's VLLM_DEPLOY_* lines; no eval, nothing else accepted.
 load_replica_env() {
   local file=${VLLM_DEPLOY_REPLICA_ENV:-$REPLICA_HERE/replica.env} name value

@@ -48,6 +48,7 @@ import traceback
 from typing import Any
 
 import fake_cuda
+from addon_probe import draft_probe, lora_probe
 from probes import error_text, kv_cache_info, layer_probe
 
 TOKENIZER_FILES = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json"}
@@ -104,6 +105,11 @@ def check(request: dict[str, Any]) -> dict[str, Any]:
         return _failed(result, exc)
     result["engine_config_ok"] = True
     result.update(summarize(config))
+    # LoRA buffers and the draft, measured with vLLM's own classes (addon_probe.py).
+    if config.lora_config is not None:
+        result["lora_probe"] = lora_probe(config)
+    if config.speculative_config is not None:
+        result["draft_probe"] = draft_probe(config)
 
     result["stage"] = "renderer"
     try:
