@@ -224,7 +224,8 @@ def start_notes(plan, config) -> tuple[tuple[str, ...], tuple[str, ...]]:
              "(bench/cold_start.py)",)
     slowest = max(e.total_s for e in estimates.values())
     warnings: tuple[str, ...] = ()
-    if config.readiness_timeout_minutes * 60 < slowest:
+    # A fleet's own readiness warning (components.fleet_group, sizing.start_time) covers replicas.
+    if config.replicas < 2 and config.readiness_timeout_minutes * 60 < slowest:
         need = int(-(-slowest // 60)) + 5
         warnings = (f"vllm-deploy:readinessTimeoutMinutes={config.readiness_timeout_minutes} is shorter than the "
                     f"expected start ({slowest / 60:.1f} min, bench/cold_start.py): set it to {need} or more",)

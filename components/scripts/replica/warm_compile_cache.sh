@@ -45,7 +45,9 @@ if container_exists "$name"; then
   docker rm -f "$name" >/dev/null || die "docker rm -f $name failed" "inspect: docker ps -a"
 fi
 port=$VLLM_DEPLOY_VLLM_PORT
-docker run -d --name "$name" --gpus all --ipc host -p "127.0.0.1:$port:$port" \
+# The GPU request that works in the container toolkit's mode (lib.sh gpu_access_detect), as boot.sh.
+gpu_access_detect
+docker run -d --name "$name" "${GPU_ARGS[@]}" --ipc host -p "127.0.0.1:$port:$port" \
   --env-file "$REPLICA_HERE/vllm.env" \
   -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" -v "$cache_dir:$VLLM_DEPLOY_COMPILE_CACHE_MOUNT" \
   "$image" "${vllm_args[@]}" >/dev/null || die "docker run $name failed" "inspect: journalctl -u docker"
