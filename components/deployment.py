@@ -27,6 +27,7 @@ from config.settings import StackConfig
 from serving.cluster_network import EFA_HOST_MOUNT, efa_interfaces, nccl_environment
 from serving.proxy_limits import ProxyLimits
 from sizing.costs import host_cost
+from sizing.startup import model_volume_for
 from sizing.plan import SizingPlan
 
 
@@ -222,7 +223,8 @@ class VllmDeployment(pulumi.ComponentResource):
         self.public_ip = head.public_ip
         self.model_volume_id = nodes[0].volume.volume_id
         self.cost = host_cost(
-            plan.hourly_price_usd, sum(plan.root_volume_gb + n.volume.size_gb for n in nodes), len(nodes)
+            plan.hourly_price_usd, sum(plan.root_volume_gb + n.volume.size_gb for n in nodes), len(nodes),
+            volume_performance_usd_per_month=len(nodes) * model_volume_for(plan, self._args.settings).usd_per_month,
         ).to_output()
         self.nodes = pulumi.Output.all(
             *[
@@ -311,6 +313,7 @@ class VllmDeployment(pulumi.ComponentResource):
                 size_gb=max(plan.model_volume_gb, kept_gb),
                 instance=host.instance,
                 retain=settings.retain_model_volume,
+                performance=model_volume_for(plan, settings),
             ),
             in_aws,
         )

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from config.settings import StackConfig
-from serving import replica
+from serving import compile_cache, replica
 from serving.monitoring import cloudwatch
 from serving.nginx_conf import site_for_stack
 from serving.proxy_limits import ProxyLimits
 from serving.nginx import NGINX_IMAGE
-from serving.vllm_args import VLLM_PORT
+from serving.vllm_args import SHUTDOWN_TIMEOUT_S as VLLM_SHUTDOWN_TIMEOUT_S, VLLM_PORT
 from sizing.plan import SizingPlan
 
 SCRIPTS_DIR = Path(__file__).resolve().parent / "scripts"
@@ -30,13 +30,15 @@ REPLICA_SCRIPTS_DIR = SCRIPTS_DIR / "replica"
 INSTALL_SCRIPT = "install_replica.sh"
 CLEANUP_SCRIPT = "bake_cleanup.sh"
 CWAGENT_SCRIPT = "install_cloudwatch_agent.sh"  # ours: the CloudWatch agent, monitoring on only
+WARM_CACHE_SCRIPT = "warm_compile_cache.sh"  # ours: vLLM started once, its compile cache baked
 REPLICA_DIR = "/opt/vllm-deploy/replica"  # where install_replica.sh puts the files (contract)
 
 LAUNCH_HOOK = "vllm-launch"
 TERMINATE_HOOK = "vllm-terminate"
 # vLLM's --shutdown-timeout on a replica: small, because the ALB has already drained the
-# replica for drainSeconds when the terminate hook runs (fleet-pitfalls P7, AWS's order).
-SHUTDOWN_TIMEOUT_S = 30
+# replica for drainSeconds when the terminate hook runs (fleet-pitfalls P7, AWS's order); the
+# single host's value (serving.vllm_args), so the replica's argv is the single host's.
+SHUTDOWN_TIMEOUT_S = VLLM_SHUTDOWN_TIMEOUT_S
 # `docker stop -t` above it (contract: shutdown timeout + 30 s), and time to complete the action.
 DOCKER_STOP_MARGIN_S = 30
 HOOK_MARGIN_S = 60
@@ -122,9 +124,14 @@ def bake_files(
         # launch hook often enough that its timeout never ends a load still in progress (P8).
         health_timeout_s=settings.readiness_timeout_minutes * 60,
         heartbeat_interval_s=launch_heartbeat_interval_s(settings),
+        # vLLM's compile cache beside the weights: baked on the builder (its type), reused by
+        # replicas of that type (serving.compile_cache).
+        compile_cache_base=compile_cache.cache_base(model_host_dir),
+        compile_cache_suffix=compile_cache.cache_suffix(settings.vllm_image, list(vllm_argv)),
         addon_mounts=addon_mounts,
     )
     files = replica.replica_files(vllm_argv=list(vllm_argv), nginx_site=site, settings=replica_settings)
+    files[WARM_CACHE_SCRIPT] = (REPLICA_SCRIPTS_DIR / WARM_CACHE_SCRIPT).read_text()
     if metrics_group is not None:
         files.update(cloudwatch.replica_files(stack=stack, group_name=metrics_group, vllm_port=VLLM_PORT))
         files[CWAGENT_SCRIPT] = (REPLICA_SCRIPTS_DIR / CWAGENT_SCRIPT).read_text()

@@ -32,7 +32,9 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
 
-from components.fleet_bake import CLEANUP_SCRIPT, CWAGENT_SCRIPT, INSTALL_SCRIPT, REPLICA_DIR, BakeInputs
+from components.fleet_bake import (
+    CLEANUP_SCRIPT, CWAGENT_SCRIPT, INSTALL_SCRIPT, REPLICA_DIR, WARM_CACHE_SCRIPT, BakeInputs,
+)
 from components.fleet_image_cleanup import destroy_guard
 from components.benchmark import VllmBenchmark, VllmBenchmarkArgs
 from components.gpu_host import GpuHost, GpuHostArgs
@@ -45,6 +47,7 @@ from components.vllm_server import generation_api
 from config.settings import StackConfig
 from serving.vllm_args import VLLM_PORT
 from sizing.plan import SizingPlan
+from sizing.startup import VolumePerformance, model_volume_for
 
 STAGE_DIR = f"{REMOTE_DIR}/replica-bake"  # on the builder; removed by the cleanup step
 # The first snapshot of a model volume is a full copy: AWS says image creation can take
@@ -108,11 +111,17 @@ class FleetImage(pulumi.ComponentResource):
     builder: GpuHost
     volume_gb: int  # the builder's root + model volume, billed while it is stopped (GB)
     model_volume_gb: int  # the model volume's size: each replica's copy from the snapshot (GB)
+    model_volume_performance: VolumePerformance  # its gp3 throughput and IOPS, for each copy too
 
     def __init__(self, name: str, args: FleetImageArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("FleetImage"), name, None, opts)
         settings, plan, bake = args.settings, args.plan, args.bake
+        self._readiness_minutes = settings.readiness_timeout_minutes
         in_aws = pulumi.ResourceOptions(parent=self)
+        # The builder's model volume and each replica's copy of it (the launch template's block
+        # device for model_device_name: throughput and iops from here; the snapshot does not
+        # carry them): the weights within sizing.start_stages's target.
+        self.model_volume_performance = model_volume_for(plan, settings)
         host = GpuHost(
             child(name, "host"),
             GpuHostArgs(
@@ -126,6 +135,7 @@ class FleetImage(pulumi.ComponentResource):
             child(name, "models"),
             ModelVolumeArgs(
                 availability_zone=host.zone, size_gb=max(plan.model_volume_gb, kept_gb), instance=host.instance,
+                performance=self.model_volume_performance,
             ),
             in_aws,
         )
@@ -196,11 +206,15 @@ class FleetImage(pulumi.ComponentResource):
         env = {"VLLM_DEPLOY_REPLICA_DIR": REPLICA_DIR}
         sudo = "sudo --preserve-env=VLLM_DEPLOY_REPLICA_DIR bash"
 
-        def step(role: str, create: str, depends: list[pulumi.Resource], **extra) -> command.remote.Command:
+        def step(
+            role: str, create: str, depends: list[pulumi.Resource],
+            custom_timeouts: Optional[pulumi.CustomTimeouts] = None, **extra,
+        ) -> command.remote.Command:
             return command.remote.Command(
                 child(name, role), connection=host.connection, create=create, environment=env,
                 triggers=triggers, add_previous_output_in_env=False,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=depends), **extra,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends, custom_timeouts=custom_timeouts),
+                **extra,
             )
 
         upload = step(
@@ -214,7 +228,14 @@ class FleetImage(pulumi.ComponentResource):
         if CWAGENT_SCRIPT in bake.files:  # a fleet with monitoring on: the agent, signature checked
             before_install.append(step("cloudwatch-agent", f"{sudo} {STAGE_DIR}/{CWAGENT_SCRIPT}", [upload]))
         install = step("replica-install", f"{sudo} {STAGE_DIR}/{INSTALL_SCRIPT}", before_install)
-        measured = self._benchmark(name, args, host, setup, after=install)
+        # vLLM once with the replica's argv and env, so the image carries its compile cache for
+        # this type (serving.compile_cache): as long as a start may take, and a pull.
+        warm_minutes = self._readiness_minutes + 15
+        warm = step(
+            "compile-cache", f"{sudo} {STAGE_DIR}/{WARM_CACHE_SCRIPT}", [install],
+            custom_timeouts=pulumi.CustomTimeouts(create=f"{warm_minutes}m", update=f"{warm_minutes}m"),
+        )
+        measured = self._benchmark(name, args, host, setup, after=warm)
         return step(
             "bake-cleanup", f"sudo rm -rf {STAGE_DIR} && {sudo} {REPLICA_DIR}/{CLEANUP_SCRIPT}", [measured]
         )

@@ -15,6 +15,10 @@ import pulumi
 import pulumi_aws as aws
 
 from components.naming import child, component_type, default_tags
+from sizing.start_stages import VolumePerformance, rate
+
+GP3_BASELINE_MIB_S = int(rate("gp3_baseline_throughput"))
+GP3_BASELINE_IOPS = int(rate("gp3_baseline_iops"))
 
 # Any free name: on Nitro instances (every type the sizing picks) the volume appears as an NVMe
 # device whatever this says, and the host finds it by its volume id (mount_model_volume.sh).
@@ -72,6 +76,22 @@ class ModelVolumeArgs:
     """The instance to attach to; a new instance gets a new attachment, the volume stays."""
     retain: bool = False
     """Keep the volume (and the weights) when the stack is destroyed."""
+    performance: Optional[VolumePerformance] = None
+    """gp3 throughput (MiB/s) and IOPS (sizing.startup.model_volume_for); at or below gp3's free
+    baseline (125 MiB/s, 3,000 IOPS) nothing is set, so such a volume's inputs stay as they were."""
+
+
+def _performance_inputs(performance: Optional[VolumePerformance]) -> dict[str, int]:
+    """The volume's throughput / iops inputs above gp3's baseline (EC2 modifies a volume's
+    performance in place: no replacement, at most once per 6 hours, AWS ModifyVolume)."""
+    if performance is None:
+        return {}
+    inputs = {}
+    if performance.throughput_mib_s > GP3_BASELINE_MIB_S:
+        inputs["throughput"] = performance.throughput_mib_s
+    if performance.iops > GP3_BASELINE_IOPS:
+        inputs["iops"] = performance.iops
+    return inputs
 
 
 class ModelVolume(pulumi.ComponentResource):
@@ -89,6 +109,7 @@ class ModelVolume(pulumi.ComponentResource):
             size=args.size_gb,
             type="gp3",
             encrypted=True,
+            **_performance_inputs(args.performance),
             tags={"Name": volume_name(name)},  # project, stack, managed-by: provider default tags
             opts=pulumi.ResourceOptions(
                 parent=self,

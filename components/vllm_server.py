@@ -26,10 +26,17 @@ from components.ray_cluster import (
     ray_auth_upload,
 )
 from config.settings import StackConfig
-from serving.vllm_args import CONTAINER_ENV, SERVED_MODEL_PATH, VLLM_PORT, sets_chat_template
+from serving.compile_cache import host_cache_dir
+from serving.vllm_args import (
+    CONTAINER_CACHE_ROOT, CONTAINER_ENV, DOCKER_STOP_MARGIN_S, SERVED_MODEL_PATH, SHUTDOWN_TIMEOUT_S, VLLM_PORT,
+    sets_chat_template,
+)
 from sizing.plan import SizingPlan
 
 CONTAINER_NAME = "vllm"
+# `docker stop` (and the provider's delete) waits this long for vLLM's own drain
+# (--shutdown-timeout, serving.vllm_args) before SIGKILL.
+DOCKER_STOP_TIMEOUT_S = SHUTDOWN_TIMEOUT_S + DOCKER_STOP_MARGIN_S
 
 
 def tool_call_parser(serve_args: list[str]) -> Optional[str]:
@@ -140,6 +147,10 @@ class VllmServer(pulumi.ComponentResource):
                 for source, target in host.addon_mounts
             ),
         ]
+        # vLLM's compile cache on the model volume, one directory per instance type, image and
+        # argv (serving.compile_cache): a restart or a wake skips the compile. A volume binding,
+        # not a mount: Docker creates the directory the first time.
+        cache_dir = host_cache_dir(host.model_dir, args.plan.instance.name, args.settings.vllm_image, self.args)
         labels = [docker.ContainerLabelArgs(label=INSTANCE_LABEL, value=host.instance_id)]
         network: dict = dict(
             ports=[docker.ContainerPortArgs(internal=VLLM_PORT, external=VLLM_PORT, ip="127.0.0.1")]
@@ -198,7 +209,13 @@ class VllmServer(pulumi.ComponentResource):
             must_run=True,
             **network,
             mounts=mounts,
+            volumes=[docker.ContainerVolumeArgs(host_path=cache_dir, container_path=CONTAINER_CACHE_ROOT)],
             labels=labels,
+            # vLLM's --shutdown-timeout lets requests in flight finish on a stop; Docker waits
+            # above it before SIGKILL (its default is 10 s), on a restart, a replacement or a
+            # delete alike (fleet-pitfalls P7).
+            stop_timeout=DOCKER_STOP_TIMEOUT_S,
+            destroy_grace_seconds=DOCKER_STOP_TIMEOUT_S,
             log_driver="json-file",
             log_opts={"max-size": "100m", "max-file": "5"},
             opts=host.docker_options(

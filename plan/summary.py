@@ -18,6 +18,7 @@ from components.naming import component_type
 from components.vllm_server import CONTAINER_NAME
 from plan.engine import ROOT, ProgramRun, Registered, is_secret, is_unknown
 from sizing.costs import HostCost
+from sizing.start_stages import VolumePerformance
 
 SECRET = "[secret]"
 UNKNOWN = "(known after apply)"
@@ -234,12 +235,17 @@ def host_cost(run: ProgramRun) -> Optional[HostCost]:
         return None
     roots = [(i.plain.get("rootBlockDevice") or {}).get("volumeSize") for i in instances]
     volumes = [v.plain.get("size") for v in run.of_type(EBS_VOLUME)]
+    performance = sum(
+        VolumePerformance(int(v.plain.get("throughput") or 125), int(v.plain.get("iops") or 3000)).usd_per_month
+        for v in run.of_type(EBS_VOLUME)
+    )
     market = (instances[0].plain.get("instanceMarketOptions") or {}).get("marketType")
     return HostCost(
         instance_usd_per_hour=sizing.value.get("hourlyPriceUsd"),
         volume_gb=sum(int(r or 0) for r in roots) + sum(int(v or 0) for v in volumes),
         public_ipv4_addresses=len(run.of_type(EIP)),
         spot=market == "spot",
+        volume_performance_usd_per_month=performance,
     )
 
 

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from serving.nginx import CONTAINER_CERT_PATH, CONTAINER_KEY_PATH, NginxSite
 from serving.nginx_conf import render
-from serving.vllm_args import CONTAINER_ENV, SERVED_MODEL_PATH, VLLM_PORT
+from serving.vllm_args import CONTAINER_CACHE_ROOT, CONTAINER_ENV, SERVED_MODEL_PATH, VLLM_PORT
 
 # AWS "Application Load Balancer attributes", idle_timeout.timeout_seconds: 1-4000 s (AWS doc,
 # undated copy; fleet-pitfalls.md P2, Wave-RF/WaveHouse#346).
@@ -117,6 +117,10 @@ class ReplicaSettings:
     upstream_timeout_s: int  # the proxy's upstream read timeout; drives the ALB idle timeout
     health_timeout_s: int = 1800  # boot: how long /health may take (readinessTimeoutMinutes)
     heartbeat_interval_s: int = 300  # boot: lifecycle heartbeats while the model loads
+    # vLLM's compile cache on the model volume (serving.compile_cache): boot.sh mounts
+    # <base>/<its instance type>--<suffix> at VLLM_CACHE_ROOT; empty base: no cache mount.
+    compile_cache_base: str = ""
+    compile_cache_suffix: str = ""
     # LoRA adapters and the draft baked beside the weights: (host dir, container path) each,
     # mounted read-only where the argv names them (components.host_setup.addon_dirs).
     addon_mounts: tuple[tuple[str, str], ...] = ()
@@ -146,6 +150,10 @@ class ReplicaSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
                 problems.append(f"{name}={value!r} must be an integer in {low}..{high or 'any'}")
+        if self.compile_cache_base and (not _ABS_PATH.match(self.compile_cache_base)
+                                        or not _ENV_SAFE.match(self.compile_cache_suffix or "")):
+            problems.append(f"compile_cache_base={self.compile_cache_base!r} / compile_cache_suffix="
+                            f"{self.compile_cache_suffix!r}: an absolute path and a non-empty safe name")
         if not self.alb_subnet_cidrs:
             problems.append("alb_subnet_cidrs is empty: name the ALB's subnets (CIDR blocks)")
         for cidr in self.alb_subnet_cidrs:
@@ -227,6 +235,12 @@ def replica_env(site: NginxSite, settings: ReplicaSettings) -> str:
         "VLLM_DEPLOY_VLLM_CONTAINER": VLLM_CONTAINER,
         "VLLM_DEPLOY_NGINX_CONTAINER": NGINX_CONTAINER,
     }
+    if settings.compile_cache_base:
+        values.update({
+            "VLLM_DEPLOY_COMPILE_CACHE_BASE": settings.compile_cache_base,
+            "VLLM_DEPLOY_COMPILE_CACHE_SUFFIX": settings.compile_cache_suffix,
+            "VLLM_DEPLOY_COMPILE_CACHE_MOUNT": CONTAINER_CACHE_ROOT,
+        })
     if settings.addon_mounts:  # host:container pairs, comma-separated (boot.sh mounts each :ro)
         values["VLLM_DEPLOY_ADDON_MOUNTS"] = ",".join(f"{h}:{c}" for h, c in settings.addon_mounts)
     for name, value in values.items():

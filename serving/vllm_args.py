@@ -17,6 +17,7 @@ from serving.extra_args import meaning_problems
 from serving.flag_reader import Option, FlagReader
 from serving.tool_calling import parser_args
 from serving.vllm_flags import SECRET_FLAGS, DEPRECATED_QUANTIZATIONS
+from sizing.host import host_ram_required_gib
 from sizing.plan import SizingPlan
 from sizing.rope import RopeOverride
 from sizing.vllm_rules import MAX_LEN_KEYS
@@ -27,9 +28,32 @@ from sizing.vllm_rules import MAX_LEN_KEYS
 VLLM_PORT = 8000
 SERVED_MODEL_PATH = "/models/served"
 
+# Where vLLM's caches live in its container (VLLM_CACHE_ROOT, vllm/envs.py): a directory of the
+# model volume is mounted there (serving.compile_cache), so torch.compile's artifacts outlive the
+# container, the instance and the bake.
+CONTAINER_CACHE_ROOT = "/vllm-cache"
+
 # The vLLM container's environment besides VLLM_API_KEY (a secret, added by whoever starts it):
-# the weights are already on disk, never fetched at start; no usage reports.
-CONTAINER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1"}
+# the weights are already on disk, never fetched at start; no usage reports; the cache root.
+CONTAINER_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "VLLM_CACHE_ROOT": CONTAINER_CACHE_ROOT}
+
+# vLLM 0.33's --shutdown-timeout default is 0: SIGTERM aborts every request in flight
+# (vllm/engine/arg_utils.py; tests/real_vllm/test_graceful_stop.py records it). Every host gets
+# this many seconds to let them finish (a restart, a replaced container, a stop); `docker stop`
+# waits above it (DOCKER_STOP_MARGIN_S). A replica's drain uses the same value
+# (components/fleet_bake.py), after the load balancer's deregistration delay.
+SHUTDOWN_TIMEOUT_S = 30
+DOCKER_STOP_MARGIN_S = 30
+
+# --safetensors-load-strategy prefetch (vLLM 0.33 LoadConfig; vllm/model_executor/model_loader/
+# weight_utils.py): 8 threads read the checkpoint into the page cache in 16 MiB blocks while the
+# workers load, so a gp3 volume is read at its provisioned throughput rather than at mmap's
+# page-fault pace (vllm-project/vllm#36012: 1500 s -> 435 s). Only where the whole checkpoint
+# fits in 90 % of the RAM left to the page cache (vLLM's own guard; above it prefetched pages
+# would be evicted before use) and on one node (the prefetch splits files by global rank, so
+# across nodes a node would cache another node's files); not on a spot fleet (one argv for
+# every type of its GPU, whatever their RAM).
+PREFETCH_RAM_SHARE = 0.90
 
 # One node: inside the container's own network namespace; the host publishes the port on its
 # loopback only, so this is not an exposure (nginx is the only way in).
@@ -138,7 +162,36 @@ def serve_args(
     internal = FlagReader(managed, "sizing plan").run().problems
     if internal:  # the builder's own output must pass the same check as the user's
         raise ValueError("vllm_args built flags vLLM would reject:\n" + "\n".join(internal))
-    return [model_path, *managed, *config.vllm_extra_args]
+    return [model_path, *managed, *_start_args(config, plan), *config.vllm_extra_args]
+
+
+def _given(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def _start_args(config: StackConfig, plan: SizingPlan) -> list[str]:
+    """What makes a start faster and a stop graceful, unless vllmExtraArgs sets it: the weight
+    prefetch where it fits (PREFETCH_RAM_SHARE), and --shutdown-timeout SHUTDOWN_TIMEOUT_S (a
+    replica's argv then needs nothing more, serving.replica.replica_argv)."""
+    extra = list(config.vllm_extra_args)
+    args: list[str] = []
+    # A spot fleet runs one argv on every type of its GPU (serving.fleet_types), whatever their
+    # RAM: no prefetch there, so the argv does not depend on the type's memory.
+    spot_fleet = config.replicas > 1 and config.spot
+    if not _given(extra, "--safetensors-load-strategy") and not spot_fleet and prefetch_fits(plan):
+        args += ["--safetensors-load-strategy", "prefetch"]
+    if not _given(extra, "--shutdown-timeout"):
+        args += ["--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S)]
+    return args
+
+
+def prefetch_fits(plan: SizingPlan) -> bool:
+    """Whether the checkpoint (plan.weights_on_disk_gb) fits in PREFETCH_RAM_SHARE of the host RAM
+    vLLM's processes leave (sizing.host.host_ram_required_gib), on a one-node plan."""
+    if plan.nodes != 1:
+        return False
+    free_gib = plan.instance.memory_gib - host_ram_required_gib(plan.tensor_parallel_size)
+    return plan.weights_on_disk_gb * 1e9 <= PREFETCH_RAM_SHARE * free_gib * 2**30
 
 
 def _managed_args(config: StackConfig, plan: SizingPlan, port: int) -> list[str]:

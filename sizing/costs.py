@@ -5,8 +5,9 @@ Elastic IP keep being billed.
 
 Prices (re-check before quoting; other regions differ):
 * gp3 storage: $0.08 per GB-month in US East (N. Virginia), https://aws.amazon.com/ebs/pricing/
-  (the 3,000 IOPS and 125 MB/s baseline every gp3 volume has are included; the program sets
-  no extra IOPS or throughput).
+  (the 3,000 IOPS and 125 MB/s baseline every gp3 volume has are included; the model volume's
+  throughput and IOPS above them: sizing/catalog/start-rates.csv, $0.040 per MiB/s-month and
+  $0.005 per IOPS-month).
 * public IPv4: $0.005 per address per hour, in use or idle, since 2024-02-01,
   https://aws.amazon.com/vpc/pricing/ ("Public IPv4 address" tab) and the AWS News Blog
   "New – AWS Public IPv4 Address Charge + Public IP Insights" (2023-07-28).
@@ -52,6 +53,13 @@ class HostCost:
     spot: bool = False
     load_balancers: int = 0  # Application Load Balancers (replicas), their hourly part
     instances: int = 1  # how many instances instance_usd_per_hour pays for (replicas)
+    # gp3 throughput above 125 MiB/s and IOPS above 3,000 (sizing.start_stages.VolumePerformance),
+    # every volume together; billed whether the instance runs or not.
+    volume_performance_usd_per_month: float = 0.0
+
+    @property
+    def volume_performance_usd_per_hour(self) -> float:
+        return self.volume_performance_usd_per_month / HOURS_PER_MONTH
 
     @property
     def load_balancer_usd_per_hour(self) -> float:
@@ -59,7 +67,8 @@ class HostCost:
 
     @property
     def volume_usd_per_hour(self) -> float:
-        return self.volume_gb * GP3_USD_PER_GB_MONTH / HOURS_PER_MONTH
+        """gp3 storage, plus any throughput and IOPS above the baseline."""
+        return self.volume_gb * GP3_USD_PER_GB_MONTH / HOURS_PER_MONTH + self.volume_performance_usd_per_hour
 
     @property
     def public_ipv4_usd_per_hour(self) -> float:
@@ -98,10 +107,14 @@ class HostCost:
             label = f"instances x{self.instances} (on-demand)"
         rows = [
             (label, instance, None if instance is None else instance * HOURS_PER_MONTH),
-            (f"gp3 volumes {self.volume_gb} GB", self.volume_usd_per_hour, self.volume_gb * GP3_USD_PER_GB_MONTH),
+            (f"gp3 volumes {self.volume_gb} GB", self.volume_usd_per_hour - self.volume_performance_usd_per_hour,
+             self.volume_gb * GP3_USD_PER_GB_MONTH),
             (f"public IPv4 x{self.public_ipv4_addresses}", self.public_ipv4_usd_per_hour,
              self.public_ipv4_usd_per_hour * HOURS_PER_MONTH),
         ]
+        if self.volume_performance_usd_per_month:
+            rows.append(("gp3 throughput/IOPS above 125 MiB/s, 3,000 IOPS", self.volume_performance_usd_per_hour,
+                         self.volume_performance_usd_per_month))
         if self.load_balancers:
             rows.append((f"application load balancer x{self.load_balancers} (LCUs extra)",
                          self.load_balancer_usd_per_hour, self.load_balancer_usd_per_hour * HOURS_PER_MONTH))
@@ -121,6 +134,7 @@ class HostCost:
             "spot": self.spot,
             "volumeGb": self.volume_gb,
             "volumePerHour": self.volume_usd_per_hour,
+            "volumePerformancePerMonth": self.volume_performance_usd_per_month,
             "publicIpv4Addresses": self.public_ipv4_addresses,
             "publicIpv4PerHour": self.public_ipv4_usd_per_hour,
             "totalPerHour": self.total_usd_per_hour,
@@ -145,10 +159,15 @@ class HostCost:
         }
 
 
-def host_cost(instance_usd_per_hour: Optional[float], volumes_gb: int, nodes: int = 1) -> HostCost:
+def host_cost(
+    instance_usd_per_hour: Optional[float], volumes_gb: int, nodes: int = 1, *,
+    volume_performance_usd_per_month: float = 0.0,
+) -> HostCost:
     """`nodes` hosts (each with its public IPv4 address: one Elastic IP per node) costing
-    `instance_usd_per_hour` together, with `volumes_gb` GB of gp3 volumes in all."""
-    return HostCost(instance_usd_per_hour=instance_usd_per_hour, volume_gb=volumes_gb, public_ipv4_addresses=nodes)
+    `instance_usd_per_hour` together, with `volumes_gb` GB of gp3 volumes in all, and
+    `volume_performance_usd_per_month` for their throughput and IOPS above the baseline."""
+    return HostCost(instance_usd_per_hour=instance_usd_per_hour, volume_gb=volumes_gb, public_ipv4_addresses=nodes,
+                    volume_performance_usd_per_month=volume_performance_usd_per_month)
 
 
 def fleet_cost(

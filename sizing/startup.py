@@ -175,3 +175,58 @@ def kv_bytes_for_requests(
     layout = kv_layout(spec, kv_dtype_bytes, tensor_parallel_size)
     in_flight = accounting.in_flight_batches * max_num_batched_tokens
     return bytes_for_requests(layout, max_model_len, in_flight, requests)
+
+
+# --- how long a start takes (sizing.start_stages) ---------------------------------------------------
+
+from sizing.start_stages import (  # noqa: E402 - the start-time half, re-exported for callers of this module
+    FLEET_ROOT_VOLUME_MIB_S, VOLUME_INITIALIZATION_MIB_S, Start, StartEstimate, VolumePerformance, estimate_start, model_volume_performance,
+)
+
+
+def model_volume_for(plan, config) -> VolumePerformance:
+    """The model volume's gp3 throughput and IOPS for `plan` (SizingPlan) and `config`
+    (StackConfig): modelVolumeThroughputMibps, or what loads plan.weights_on_disk_gb / nodes
+    within sizing.start_stages.WEIGHT_LOAD_TARGET_S."""
+    return model_volume_performance(
+        plan.weights_on_disk_gb / max(1, plan.nodes), throughput_mib_s=config.model_volume_throughput_mibps
+    )
+
+
+def expected_start(plan, config, start: Start) -> StartEstimate:
+    """The expected start of `plan` (SizingPlan) under `config` (StackConfig), stage by stage in
+    seconds (StartEstimate.total_s, .stages, .biggest): Start.HOST_COLD (a single host's first
+    vLLM start), WAKE (a stopped host started again), FLEET_COLD (a replica from the baked image:
+    volumes read through the initialization rate, VOLUME_INITIALIZATION_MIB_S), WARM_POOL (a
+    replica from the warm pool). The model volume at model_volume_for(plan, config); the root at
+    gp3's baseline on a single host, at FLEET_ROOT_VOLUME_MIB_S on a replica. Pure; for grace periods, hook and readiness timeouts, warm-ups."""
+    return estimate_start(
+        start,
+        weights_gb=plan.weights_on_disk_gb,
+        model_volume_mib_s=model_volume_for(plan, config).throughput_mib_s,
+        root_volume_mib_s=FLEET_ROOT_VOLUME_MIB_S if start in (Start.FLEET_COLD, Start.WARM_POOL) else 125,
+        volume_initialization_mib_s=VOLUME_INITIALIZATION_MIB_S,
+        nodes=plan.nodes,
+    )
+
+
+def start_notes(plan, config) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(notes, warnings) about the start for the sizing report: the model volume's throughput
+    with its cost and the expected starts (sizing.start_stages); a warning naming
+    readinessTimeoutMinutes when it is shorter than the slowest expected start (a single host's
+    first, or a fleet's cold scale-out with replicas >= 2)."""
+    volume = model_volume_for(plan, config)
+    starts = [Start.HOST_COLD, Start.WAKE] if config.replicas < 2 else [Start.FLEET_COLD, Start.WARM_POOL]
+    estimates = {start: expected_start(plan, config, start) for start in starts}
+    cost = f", +${volume.usd_per_month:.2f}/month per volume" if volume.usd_per_month else " (gp3's free baseline)"
+    timing = "; ".join(f"{s.value} ~{e.total_s / 60:.1f} min (biggest: {e.biggest.name})" for s, e in estimates.items())
+    notes = (f"model volume: {volume.throughput_mib_s} MiB/s, {volume.iops} IOPS{cost}; expected start: {timing} "
+             "(bench/cold_start.py)",)
+    slowest = max(e.total_s for e in estimates.values())
+    warnings: tuple[str, ...] = ()
+    # A fleet's own readiness warning (components.fleet_group, sizing.start_time) covers replicas.
+    if config.replicas < 2 and config.readiness_timeout_minutes * 60 < slowest:
+        need = int(-(-slowest // 60)) + 5
+        warnings = (f"vllm-deploy:readinessTimeoutMinutes={config.readiness_timeout_minutes} is shorter than the "
+                    f"expected start ({slowest / 60:.1f} min, bench/cold_start.py): set it to {need} or more",)
+    return notes, warnings

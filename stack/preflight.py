@@ -32,6 +32,7 @@ from sizing.hub import download_repo_id, hub_offline, has_chat_template, local_m
 from sizing.models import ModelResolutionError
 from sizing.plan import SizingPlan
 from sizing.report import format_report
+from sizing.startup import start_notes
 from stack.pulumi_config import Secrets, aws_provider_settings, load, plain_secret, unreadable
 
 
@@ -116,7 +117,11 @@ def size(settings: StackConfig, offered: Optional[set[str]]) -> SizingPlan:
     if note is not None:
         pulumi.log.warn(note)
         chosen = dataclasses.replace(chosen, notes=(*chosen.notes, note))
-    return chosen
+    # The model volume's throughput and the expected start (sizing.start_stages, issue 26).
+    start, too_short = start_notes(chosen, settings)
+    for warning in too_short:
+        pulumi.log.warn(warning)
+    return dataclasses.replace(chosen, notes=(*chosen.notes, *start, *too_short))
 
 
 def chat_template_note(settings: StackConfig) -> Optional[str]:

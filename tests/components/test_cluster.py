@@ -7,6 +7,7 @@ import pytest
 
 from serving.flag_reader import check_flags
 from sizing.gpus import load_instances
+from sizing.start_stages import VolumePerformance
 from tests.harness import AwsWorld, plain_text, reveal
 
 INSTANCE = "aws:ec2/instance:Instance"
@@ -230,7 +231,11 @@ def test_the_nodes_output_and_the_cost_count_every_node(cluster):
     # both Elastic IPs: running costs more than the instances alone, stopped keeps 2 addresses.
     assert cost["runningPerHour"] > sizing["hourlyPriceUsd"]
     volumes_gb = 2 * (sizing["rootVolumeGb"] + sizing["modelVolumeGb"])
-    assert cost["stoppedPerHour"] == pytest.approx(volumes_gb * 0.08 / 730 + 2 * 0.005, abs=1e-4)
+    # ...and each model volume's throughput and IOPS above gp3's baseline (the same on both).
+    performance = [VolumePerformance(v.plain.get("throughput") or 125, v.plain.get("iops") or 3000).usd_per_month
+                   for v in run.of_type("aws:ebs/volume:Volume")]
+    assert len(performance) == 2 and performance[0] == performance[1] > 0
+    assert cost["stoppedPerHour"] == pytest.approx((volumes_gb * 0.08 + sum(performance)) / 730 + 2 * 0.005, abs=1e-4)
 
 
 def test_idle_stop_is_refused_across_nodes_before_any_resource(program):

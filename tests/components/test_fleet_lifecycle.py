@@ -80,7 +80,9 @@ def test_the_benchmark_measures_one_replica_on_the_builder_before_the_image_is_m
     from tests.harness import is_secret, plain_text
 
     run = prod_fleet(program, benchmarkOnDeploy=True)
-    chain = ["vllm-builder-replica-install", "vllm-builder-bench-serve", "vllm-builder-bench-ready",
+    # The compile-cache warm-up (fast start) between the install and the benchmark.
+    chain = ["vllm-builder-replica-install", "vllm-builder-compile-cache", "vllm-builder-bench-serve",
+             "vllm-builder-bench-ready",
              "vllm-builder-benchmark-run", "vllm-builder-bench-stop", "vllm-builder-bake-cleanup",
              "vllm-builder-stopped", "vllm-builder-image"]
     for before, after in zip(chain, chain[1:]):
@@ -100,7 +102,8 @@ def test_the_benchmark_measures_one_replica_on_the_builder_before_the_image_is_m
     assert "benchmark" in run.exports
     quiet = prod_fleet(program)  # prod's own benchmarkOnDeploy: false
     assert not [r for r in quiet.resources if "-bench" in r.name] and "benchmark" not in quiet.exports
-    assert quiet.named("vllm-builder-bake-cleanup").depends_on(quiet.named("vllm-builder-replica-install"))
+    assert quiet.named("vllm-builder-bake-cleanup").depends_on(quiet.named("vllm-builder-compile-cache"))
+    assert quiet.named("vllm-builder-compile-cache").depends_on(quiet.named("vllm-builder-replica-install"))
 
 
 def test_a_readiness_bound_below_the_expected_load_is_warned_with_a_working_value(program):

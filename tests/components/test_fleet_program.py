@@ -134,10 +134,10 @@ def test_the_fleet_has_its_resources_wired_in_order(program):
     # The only EC2 instance is the builder; the replicas are the group's.
     (builder,) = run.of_type(INSTANCE)
     assert group.plain["desiredCapacity"] == group.plain["minSize"] == group.plain["maxSize"] == 3
-    # builder -> model -> upload -> install -> cleanup -> stopped -> image -> template -> group
+    # builder -> model -> upload -> install -> compile cache -> cleanup -> stopped -> image -> template -> group
     chain = [run.named("vllm-builder-setup-model"), run.named("vllm-builder-replica-upload"),
-             run.named("vllm-builder-replica-install"), run.named("vllm-builder-bake-cleanup"), stopped, image,
-             template, group]
+             run.named("vllm-builder-replica-install"), run.named("vllm-builder-compile-cache"),
+             run.named("vllm-builder-bake-cleanup"), stopped, image, template, group]
     for later, earlier in zip(chain[1:], chain):
         assert later.depends_on(earlier), (later.name, earlier.name)
     assert stopped.plain["state"] == "stopped" and stopped.depends_on(builder)

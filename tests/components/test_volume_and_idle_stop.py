@@ -5,6 +5,7 @@ import pytest
 
 from components.host_setup import MODELS_DIR
 from sizing.costs import GP3_USD_PER_GB_MONTH, HOURS_PER_MONTH, PUBLIC_IPV4_USD_PER_HOUR
+from sizing.start_stages import VolumePerformance
 from tests.components.test_program import reaches
 from tests.harness import AwsWorld, stack_config
 
@@ -177,8 +178,12 @@ def test_the_outputs_show_the_cost_running_and_stopped(program, stack):
 
     run = program(stack_config(stack), stack=stack)
     cost = run.exports["costUsd"].value
-    volumes_gb = run.one(VOLUME).plain["size"] + run.one(INSTANCE).plain["rootBlockDevice"]["volumeSize"]
-    stopped = volumes_gb * GP3_USD_PER_GB_MONTH / HOURS_PER_MONTH + PUBLIC_IPV4_USD_PER_HOUR
+    volume = run.one(VOLUME).plain
+    volumes_gb = volume["size"] + run.one(INSTANCE).plain["rootBlockDevice"]["volumeSize"]
+    # The model volume's provisioned throughput and IOPS above gp3's baseline bill, stopped or not.
+    performance = VolumePerformance(volume.get("throughput") or 125, volume.get("iops") or 3000).usd_per_month
+    assert (performance > 0) is (stack == "prod"), "prod's 15 GB of weights need more than 125 MiB/s"
+    stopped = (volumes_gb * GP3_USD_PER_GB_MONTH + performance) / HOURS_PER_MONTH + PUBLIC_IPV4_USD_PER_HOUR
     assert cost["stoppedPerHour"] == pytest.approx(stopped, abs=1e-4)
     assert cost["runningPerHour"] == pytest.approx(run.exports["hourlyPriceUsd"].value + stopped, abs=1e-4)
     assert cost["runningPerMonth"] == pytest.approx(cost["runningPerHour"] * 730, abs=0.1)

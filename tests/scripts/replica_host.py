@@ -53,6 +53,13 @@ def single_host(raw: Optional[dict] = None) -> tuple[StackConfig, list[str], Ngi
     return config, vllm_command(config, plan), site
 
 
+def without_shutdown_timeout(argv: list[str]) -> list[str]:
+    """The program's argv without its --shutdown-timeout pair (serving.vllm_args emits it on
+    every host), for a replica rendered with another shutdown_timeout_s."""
+    at = argv.index("--shutdown-timeout")
+    return [*argv[:at], *argv[at + 2:]]
+
+
 def settings_for(config: StackConfig, **changes) -> ReplicaSettings:
     values = dict(
         region="us-east-1", api_key_parameter=PARAMETER, vllm_image=config.vllm_image,

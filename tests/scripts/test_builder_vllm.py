@@ -58,13 +58,14 @@ def test_start_serves_the_replicas_argv_with_the_key_only_in_a_file_docker_read(
     assert started.stdout == "VLLM_DEPLOY_BUILDER_VLLM=started\n"
     (vllm,) = [c for c in started.called("docker") if c[:1] == ["run"]]
     at = vllm.index(settings.vllm_image)
-    assert vllm[at + 1:] == [*argv, "--shutdown-timeout", "30"], "the argv every replica boots with"
+    # The single host's argv carries --shutdown-timeout itself (serving.vllm_args): a replica's is the same.
+    assert vllm[at + 1:] == argv and argv[argv.index("--shutdown-timeout") + 1] == "30", "the argv every replica boots with"
     assert vllm[vllm.index("--name") + 1] == "vllm-builder"
     assert "--restart" not in vllm, "nothing restarts it on the builder"
     assert vllm[vllm.index("-p") + 1] == "127.0.0.1:8000:8000"
     assert vllm[vllm.index("-v") + 1] == f"{host.models}:/models/served:ro"
     names = (host.state / "containers" / "vllm-builder.env-names").read_text().split()
-    assert sorted(names) == ["HF_HUB_OFFLINE", "VLLM_API_KEY", "VLLM_NO_USAGE_STATS"], "the replica's environment"
+    assert sorted(names) == ["HF_HUB_OFFLINE", "VLLM_API_KEY", "VLLM_CACHE_ROOT", "VLLM_NO_USAGE_STATS"], "the replica's environment"
     # The key: never on a command line, in the output, or left on disk.
     assert KEY not in host.calls_text() and KEY not in started.stdout + started.stderr
     secrets_dir = host.root / "run" / "vllm-deploy-builder"

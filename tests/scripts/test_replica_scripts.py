@@ -16,6 +16,7 @@ import pytest
 
 from serving.monitoring import cloudwatch
 from serving.nginx import CONTAINER_CONF_PATH, CONTAINER_TLS_DIR
+from serving import compile_cache
 from serving.replica import fleet_site, replica_files
 from serving.nginx_conf import render
 from tests.scripts.replica_host import (
@@ -78,13 +79,14 @@ def test_boot_runs_the_single_hosts_argv_and_nginx_config_and_completes_the_laun
 
     vllm = _docker_run(run, "vllm")
     image_at = vllm.index(settings.vllm_image)
-    assert vllm[image_at + 1:] == [*argv, "--shutdown-timeout", "30"], "stack.preflight's argv, as a single host runs it"
+    assert vllm[image_at + 1:] == argv, "stack.preflight's argv, as a single host runs it"
+    assert argv[argv.index("--shutdown-timeout") + 1] == "30"
     assert _option_values(vllm, "--restart") == ["always"] and "--gpus" in vllm
     assert _option_values(vllm, "-p") == ["127.0.0.1:8000:8000"], "vLLM only on loopback, as on a single host"
     assert _option_values(vllm, "--stop-timeout") == ["60"], "P7: above --shutdown-timeout"
     assert _option_values(vllm, "-v") == [f"{replica.models}:/models/served:ro"]
     env_names = (replica.state / "containers" / "vllm.env-names").read_text().split()
-    assert sorted(env_names) == ["HF_HUB_OFFLINE", "VLLM_API_KEY", "VLLM_NO_USAGE_STATS"]
+    assert sorted(env_names) == ["HF_HUB_OFFLINE", "VLLM_API_KEY", "VLLM_CACHE_ROOT", "VLLM_NO_USAGE_STATS"]
 
     proxy = _docker_run(run, "vllm-proxy")
     assert proxy[-1] == settings.nginx_image and _option_values(proxy, "--network") == ["host"]
@@ -377,6 +379,68 @@ def test_the_agent_installer_refuses_a_package_signed_by_another_key(tmp_path: P
     again = subprocess.run(["bash", str(script)], env={**env, "VLLM_DEPLOY_CWAGENT_CTL": str(ctl)},
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and again.stdout == "VLLM_DEPLOY_CWAGENT=present\n"
+
+
+def test_boot_mounts_the_compile_cache_of_its_own_instance_type(tmp_path: Path, stack):
+    """The cache the builder baked is found by a replica of the builder's type; a replica of
+    another type (a mixed-instances group) gets a directory of its own (fleet-pitfalls P23)."""
+    config, argv, site, _ = stack
+    suffix = compile_cache.cache_suffix(config.vllm_image, argv)
+    settings = settings_for(config, compile_cache_base="/data/models/.vllm-compile-cache", compile_cache_suffix=suffix)
+    host = ReplicaHost(tmp_path, replica_files(vllm_argv=argv, nginx_site=site, settings=settings))
+    host.set_parameter(PARAMETER, API_KEY)
+    (host.state / "imds" / "instance-type").write_text("g6.xlarge")
+    base = tmp_path / "data" / "models" / ".vllm-compile-cache"
+    run = host.run("boot.sh", VLLM_DEPLOY_COMPILE_CACHE_BASE=str(base))
+    assert_ok(run)
+    expected = base / f"g6.xlarge--{suffix}"
+    assert expected.is_dir()
+    assert _option_values(_docker_run(run, "vllm"), "-v") == [f"{host.models}:/models/served:ro", f"{expected}:/vllm-cache"]
+    # The single host computes the same directory for the same type, image and argv.
+    assert compile_cache.host_cache_dir(str(tmp_path / "data" / "models" / "served"), "g6.xlarge",
+                                        config.vllm_image, argv) == str(expected)
+
+
+# --- warm_compile_cache.sh (bake time) ------------------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _warm_host(tmp_path: Path, stack) -> tuple[ReplicaHost, Path, str]:
+    config, argv, site, _ = stack
+    suffix = compile_cache.cache_suffix(config.vllm_image, argv)
+    settings = settings_for(config, compile_cache_base="/data/models/.vllm-compile-cache", compile_cache_suffix=suffix)
+    files = replica_files(vllm_argv=argv, nginx_site=site, settings=settings)
+    files["warm_compile_cache.sh"] = (REPO / "components" / "scripts" / "replica" / "warm_compile_cache.sh").read_text()
+    host = ReplicaHost(tmp_path, files)
+    (host.state / "imds" / "instance-type").write_text("g6.xlarge")
+    return host, tmp_path / "data" / "models" / ".vllm-compile-cache", suffix
+
+
+def test_the_bake_starts_vllm_once_as_a_replica_would_and_keeps_its_compile_cache(tmp_path: Path, stack):
+    _, argv, _, settings = stack
+    host, base, suffix = _warm_host(tmp_path, stack)
+    run = host.run("warm_compile_cache.sh", VLLM_DEPLOY_COMPILE_CACHE_BASE=str(base))
+    assert_ok(run)
+    cache = base / f"g6.xlarge--{suffix}"
+    assert run.stdout == f"VLLM_DEPLOY_COMPILE_CACHE={cache}\n" and cache.is_dir()
+    assert ["pull", settings.vllm_image] in run.called("docker"), "the builder lacked the image"
+    warm = _docker_run(run, "vllm-compile-warmup")
+    assert warm[warm.index(settings.vllm_image) + 1:] == argv, "the replica's argv, so the same compile hash"
+    assert _option_values(warm, "-v") == [f"{host.models}:/models/served:ro", f"{cache}:/vllm-cache"]
+    assert _option_values(warm, "--env-file") == [str(host.dir / "vllm.env")], "no API key file at bake time"
+    assert not (host.state / "containers" / "vllm-compile-warmup").exists(), "the warm-up container is removed"
+    again = host.run("warm_compile_cache.sh", VLLM_DEPLOY_COMPILE_CACHE_BASE=str(base))
+    assert_ok(again)
+    assert not [c for c in again.called("docker") if c[:1] == ["pull"]], "idempotent: the image is there"
+
+
+def test_a_warm_up_that_never_answers_fails_and_leaves_no_container(tmp_path: Path, stack):
+    host, base, _ = _warm_host(tmp_path, stack)
+    host.fail("health")
+    run = host.run("warm_compile_cache.sh", VLLM_DEPLOY_COMPILE_CACHE_BASE=str(base),
+                   VLLM_DEPLOY_HEALTH_TIMEOUT_S="1", VLLM_DEPLOY_HEALTH_POLL_S="0.1")
+    assert_failed(run, "vLLM did not answer /health within 1s on the builder", "stub docker log of vllm-compile-warmup")
+    assert not (host.state / "containers" / "vllm-compile-warmup").exists()
 
 
 def test_boot_mounts_the_baked_adapters_read_only_and_refuses_an_image_without_them(replica) -> None:

@@ -21,9 +21,9 @@ from serving.replica import (
     keepalive_timeouts,
     replica_files,
 )
-from serving.vllm_args import VLLM_PORT
+from serving.vllm_args import SHUTDOWN_TIMEOUT_S, VLLM_PORT
 from sizing.choice import plan as choose_plan
-from tests.scripts.replica_host import PUBLIC_IP, settings_for, single_host
+from tests.scripts.replica_host import PUBLIC_IP, settings_for, single_host, without_shutdown_timeout
 
 
 def _block(conf: str, head: str) -> str:
@@ -110,7 +110,14 @@ def test_single_host_never_trusts_x_forwarded_for():
 
 
 def test_argv_is_the_single_hosts_plus_a_shutdown_timeout():
-    config, argv, site = single_host()
+    config, single_argv, site = single_host()
+    # Every host drains on a stop (serving.vllm_args): a replica runs the single host's argv as is.
+    at = single_argv.index("--shutdown-timeout")
+    assert single_argv[at + 1] == str(SHUTDOWN_TIMEOUT_S)
+    unchanged = replica_files(vllm_argv=single_argv, nginx_site=site,
+                              settings=settings_for(config, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S))
+    assert json.loads(unchanged["vllm-args.json"]) == single_argv
+    argv = without_shutdown_timeout(single_argv)  # an argv without it gets the settings' value
     settings = settings_for(config, shutdown_timeout_s=45)
     files = replica_files(vllm_argv=argv, nginx_site=site, settings=settings)
     assert json.loads(files["vllm-args.json"]) == [*argv, "--shutdown-timeout", "45"]

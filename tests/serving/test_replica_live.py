@@ -36,7 +36,7 @@ from tests.fakes import (
     start_fake_vllm, start_nginx,
 )
 from tests.fakes.clients import tls_context
-from tests.scripts.replica_host import PARAMETER, ReplicaHost, settings_for, single_host
+from tests.scripts.replica_host import PARAMETER, ReplicaHost, settings_for, single_host, without_shutdown_timeout
 
 BALANCER_SOURCE = "127.0.0.10"  # the "ALB subnet": the only address whose X-Forwarded-For counts
 SHUTDOWN_TIMEOUT_S = 10
@@ -80,7 +80,8 @@ def start_replica(stack, prefix: Path, api_key: str, pki, name: str, address: st
     stack.callback(nginx.stop)
     host_root = prefix / name / "host"
     host_root.mkdir()
-    host = ReplicaHost(host_root, replica_files(vllm_argv=argv, nginx_site=prod_site, settings=settings))
+    host = ReplicaHost(host_root, replica_files(vllm_argv=without_shutdown_timeout(argv), nginx_site=prod_site,
+                                                settings=settings))
     host.set_parameter(PARAMETER, api_key)
     host.add_container("vllm", pid=fake.process.pid)
     host.pending("vllm-terminate")

@@ -198,6 +198,17 @@ rm -f "$VLLM_DEPLOY_RUN_DIR/draining" "$VLLM_DEPLOY_RUN_DIR/drained"
 
 read_vllm_args "$REPLICA_HERE/vllm-args.json"
 
+# vLLM's compile cache on the model volume (serving/compile_cache.py): one directory per instance
+# type, vLLM image and argv, so the cache baked on the builder serves replicas of its type only.
+cache_opts=()
+if [[ -n "${VLLM_DEPLOY_COMPILE_CACHE_BASE:-}" ]]; then
+  require_env VLLM_DEPLOY_COMPILE_CACHE_SUFFIX VLLM_DEPLOY_COMPILE_CACHE_MOUNT
+  instance_type=$(imds_get instance-type) || die "IMDS gave no instance-type" "check the instance metadata service"
+  cache_dir=$VLLM_DEPLOY_COMPILE_CACHE_BASE/$instance_type--$VLLM_DEPLOY_COMPILE_CACHE_SUFFIX
+  install -d -m 0755 "$cache_dir"
+  cache_opts=(-v "$cache_dir:$VLLM_DEPLOY_COMPILE_CACHE_MOUNT")
+fi
+
 for name in "$proxy" "$vllm"; do
   if container_exists "$name"; then
     docker rm -f "$name" >/dev/null || die "docker rm -f $name failed" "inspect: docker ps -a"
@@ -217,7 +228,7 @@ gpu_access_detect
 docker run -d --name "$vllm" --restart always "${GPU_ARGS[@]}" --ipc host \
   -p "127.0.0.1:$port:$port" \
   --env-file "$key_file" --env-file "$REPLICA_HERE/vllm.env" \
-  -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" "${addon_mounts[@]}" \
+  -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" "${addon_mounts[@]}" "${cache_opts[@]}" \
   --stop-timeout "$VLLM_DEPLOY_DOCKER_STOP_TIMEOUT_S" \
   --log-driver json-file --log-opt max-size=100m --log-opt max-file=5 \
   "$VLLM_DEPLOY_VLLM_IMAGE" "${vllm_args[@]}" >/dev/null ||
