@@ -34,6 +34,7 @@ from components.stack_resources import generated_api_key, tagged_provider
 from config.settings import StackConfig
 from serving.monitoring.prometheus import requests_waiting_threshold
 from sizing.costs import fleet_cost
+from sizing.start_stages import fleet_root_volume_performance
 from sizing.plan import SizingPlan
 
 
@@ -154,17 +155,25 @@ class VllmFleet(pulumi.ComponentResource):
         self.load_balancer_dns_name = balancer.dns_name
         self.builder_instance_id = image.builder.instance_id
         self.ssh_private_key = image.builder.ssh_private_key
+        # Each replica's volumes are provisioned above gp3's baseline (components.fleet_group), the
+        # builder's model volume like a single host's: their throughput and IOPS bill monthly.
+        performance = {
+            "replica_volume_performance_usd_per_month": image.model_volume_performance.usd_per_month
+            + fleet_root_volume_performance().usd_per_month,
+            "builder_volume_performance_usd_per_month": image.model_volume_performance.usd_per_month,
+        }
         self.cost_breakdown = fleet_cost(
             plan.hourly_price_usd, replicas=settings.replicas,
             replica_volume_gb=plan.root_volume_gb + image.model_volume_gb,
             builder_volume_gb=image.volume_gb, load_balancer_zones=len(network.load_balancer_subnets),
+            **performance,
         )
         self.cost = self.cost_breakdown.to_output()
         # Issue 26: with maxReplicas, warmReplicas or spot, what scaling watches and costs.
         self.scaling = scaling_output(
             settings, plan, replica_volume_gb=plan.root_volume_gb + image.model_volume_gb,
             builder_volume_gb=image.volume_gb, load_balancer_zones=len(network.load_balancer_subnets),
-            instance_types=group.instance_types,
+            instance_types=group.instance_types, **performance,
         )
         self.refresh_surge = refresh_surge(settings, plan)
         self.metrics_dashboard_url = monitoring.dashboard_url if monitoring else None

@@ -35,6 +35,7 @@ from config.settings import StackConfig
 from serving.monitoring import cloudwatch
 from sizing import start_time
 from sizing.plan import SizingPlan
+from sizing.start_stages import VolumePerformance, fleet_root_volume_performance
 
 # Volumes made from the image's snapshots are read lazily from S3 (~5 MiB/s on first touch):
 # EBS provisioned initialization at its maximum, 300 MiB/s (AWS EC2 API EbsBlockDevice
@@ -61,10 +62,10 @@ def group_name(stack: str) -> str:
     return f"vllm-deploy-{stack}-replicas"
 
 
-def replica_start(settings: StackConfig, plan: SizingPlan) -> start_time.StartEstimate:
+def replica_start(settings: StackConfig, plan: SizingPlan) -> start_time.ReplicaStart:
     """The replicas' expected start (sizing.start_time), --enforce-eager read as vLLM reads it."""
     eager = any(a.split("=", 1)[0].replace("_", "-") == "--enforce-eager" for a in settings.vllm_extra_args)
-    return start_time.replica_start(plan, enforce_eager=eager)
+    return start_time.replica_start(plan, settings, enforce_eager=eager)
 
 
 def capacity_wait_minutes(settings: StackConfig, plan: SizingPlan) -> int:
@@ -212,10 +213,17 @@ class FleetGroup(pulumi.ComponentResource):
         everything it needs from its files and the parameter."""
         plan, image = args.plan, args.image
 
-        def volume(size_gb: int, snapshot: Optional[pulumi.Input[str]] = None) -> aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs:
+        def volume(
+            size_gb: int, performance: VolumePerformance, snapshot: Optional[pulumi.Input[str]] = None,
+        ) -> aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs:
+            # Throughput and IOPS only above gp3's free baseline (sizing.start_stages): the image
+            # layers and weights hydrate at the initialization rate, and the volume must keep up.
+            faster = performance.usd_per_month > 0
             return aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
                 volume_type="gp3", volume_size=size_gb, encrypted="true", delete_on_termination="true",
                 snapshot_id=snapshot, volume_initialization_rate=VOLUME_INITIALIZATION_MIB_S,
+                throughput=performance.throughput_mib_s if faster else None,
+                iops=performance.iops if faster else None,
             )
 
         return aws.ec2.LaunchTemplate(
@@ -234,10 +242,12 @@ class FleetGroup(pulumi.ComponentResource):
             )],
             block_device_mappings=[
                 aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=image.root_device_name, ebs=volume(plan.root_volume_gb)
+                    device_name=image.root_device_name, ebs=volume(plan.root_volume_gb, fleet_root_volume_performance())
                 ),
                 aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
-                    device_name=image.model_device_name, ebs=volume(image.model_volume_gb, image.model_snapshot_id)
+                    device_name=image.model_device_name, ebs=volume(
+                        image.model_volume_gb, image.model_volume_performance, image.model_snapshot_id
+                    )
                 ),
             ],
             update_default_version=True,

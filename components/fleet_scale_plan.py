@@ -45,15 +45,16 @@ def fleet_instance_types(
     return found.names
 
 
-def warm_pool_usd_per_month(warm: int, replica_volume_gb: int) -> float:
-    """Stopped instances bill their gp3 volumes only (no compute, and the auto-assigned public
-    IPv4 address is released while stopped)."""
-    return warm * replica_volume_gb * GP3_USD_PER_GB_MONTH
+def warm_pool_usd_per_month(warm: int, replica_volume_gb: int, replica_volume_performance_usd_per_month: float = 0.0) -> float:
+    """Stopped instances bill their gp3 volumes only, their provisioned throughput and IOPS
+    included (no compute, and the auto-assigned public IPv4 address is released while stopped)."""
+    return warm * (replica_volume_gb * GP3_USD_PER_GB_MONTH + replica_volume_performance_usd_per_month)
 
 
 def scaling_output(
     settings: StackConfig, plan: SizingPlan, *, replica_volume_gb: int, builder_volume_gb: int,
     load_balancer_zones: int, instance_types: list[str],
+    replica_volume_performance_usd_per_month: float = 0.0, builder_volume_performance_usd_per_month: float = 0.0,
 ) -> Optional[dict[str, Any]]:
     """The `scaling` output: None for a fixed on-demand fleet. Per month (730 h), USD, the
     instances at the on-demand list price (a spot fleet's ceiling)."""
@@ -63,11 +64,14 @@ def scaling_output(
 
     def month(replicas: int) -> Optional[float]:
         total = fleet_cost(plan.hourly_price_usd, replicas=replicas, replica_volume_gb=replica_volume_gb,
-                           builder_volume_gb=builder_volume_gb, load_balancer_zones=load_balancer_zones)
+                           builder_volume_gb=builder_volume_gb, load_balancer_zones=load_balancer_zones,
+                           replica_volume_performance_usd_per_month=replica_volume_performance_usd_per_month,
+                           builder_volume_performance_usd_per_month=builder_volume_performance_usd_per_month)
         monthly = total.total_usd_per_month
         return None if monthly is None else round(monthly, 2)
 
-    warm_month = round(warm_pool_usd_per_month(settings.warm_replicas, replica_volume_gb), 2)
+    warm_month = round(warm_pool_usd_per_month(settings.warm_replicas, replica_volume_gb,
+                                               replica_volume_performance_usd_per_month), 2)
     out: dict[str, Any] = {
         **fleet_scaling.summary(settings).to_dict(),
         "scales": fleet_scaling.scales(settings),

@@ -219,6 +219,7 @@ def fleet_cost(fleet: Registered) -> HostCost:
         spot=bool(cost.get("spot")),
         load_balancers=int(cost.get("loadBalancers", 0)),
         instances=int(cost.get("instances", 1)),
+        volume_performance_usd_per_month=float(cost.get("volumePerformancePerMonth") or 0.0),
     )
 
 

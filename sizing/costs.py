@@ -177,15 +177,20 @@ def fleet_cost(
     replica_volume_gb: int,
     builder_volume_gb: int,
     load_balancer_zones: int,
+    replica_volume_performance_usd_per_month: float = 0.0,
+    builder_volume_performance_usd_per_month: float = 0.0,
 ) -> HostCost:
     """A fleet: `replicas` instances at `instance_usd_per_hour` each, each with its volumes
     (`replica_volume_gb`: root + model) and a public IPv4 address; the stopped builder's volumes
     and Elastic IP (kept for the image, fleet-pitfalls P11); one load balancer with an address
-    per zone."""
+    per zone. The volumes' throughput and IOPS above gp3's baseline: USD per month for one
+    replica's volumes and for the builder's."""
     return HostCost(
         instance_usd_per_hour=None if instance_usd_per_hour is None else instance_usd_per_hour * replicas,
         volume_gb=replicas * replica_volume_gb + builder_volume_gb,
         public_ipv4_addresses=replicas + 1 + load_balancer_zones,
         load_balancers=1,
         instances=replicas,
+        volume_performance_usd_per_month=replicas * replica_volume_performance_usd_per_month
+        + builder_volume_performance_usd_per_month,
     )

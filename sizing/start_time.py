@@ -1,14 +1,16 @@
-"""How long a fleet's replica takes from launch to answering /health, term by term. Pure.
+"""A fleet's replica start, grouped into the terms its Auto Scaling timings need. Pure.
 
-A replica boots from the baked image: both its volumes are made from the image's snapshots, so
-every block it reads is fetched from S3 on first touch, at the volume initialization rate the
-launch template sets (fleet-pitfalls P12). The terms, in seconds:
+The stages themselves (boot, the image layers and the weights read through the volume
+initialization rate, torch.compile, CUDA graph capture, readiness), each with its rate and
+source, are sizing.start_stages' (sizing.startup.expected_start, Start.FLEET_COLD); this module
+only groups them, in whole seconds:
 
-    boot        EC2 launch to the boot unit (an allowance, BOOT_S)
+    boot        EC2 launch to the boot unit, and the boot's own first work
     image       the vLLM image's layers read from the root volume's snapshot
-    weights     the checkpoint read from the model volume's snapshot (weights_on_disk_gb)
-    engine      vLLM's own start after the weights: torch.compile, CUDA graph capture, the
-                memory profile (an allowance, ENGINE_INIT_S; less with --enforce-eager)
+    weights     the checkpoint read from the model volume's snapshot
+    engine      vLLM's start after the weights: torch.compile (the baked cache), CUDA graph
+                capture, the API server, the load balancer's health checks; with
+                --enforce-eager neither compile nor graphs run
 
 The fleet's timing keys are derived from the total (components.fleet_group): the Auto Scaling
 group's wait for capacity (`pulumi up`), and the instance warm-up of a refresh.
@@ -19,25 +21,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sizing.host import VLLM_IMAGE_DISK_GB
 from sizing.plan import SizingPlan
+from sizing.start_stages import VOLUME_INITIALIZATION_MIB_S, Start
+from sizing.startup import expected_start
 
-GB = 10**9
-MIB = 2**20
-
-# EBS provisioned volume initialization, at its maximum: 300 MiB/s (AWS EC2 API
-# EbsBlockDevice.VolumeInitializationRate, valid range 100-300 MiB/s; fleet-pitfalls P12). The
-# launch template sets it on both volumes (components.fleet_group).
-SNAPSHOT_INITIALIZATION_MIB_S = 300
-# EC2's launch to systemd running the replica's boot unit: an allowance (a GPU instance's
-# firmware and the driver's module load take a minute or more), not a measurement.
-BOOT_S = 120
-# vLLM 0.33's start after the weights are loaded: torch.compile of the model (its compile
-# cache is empty on a fresh replica, fleet-pitfalls P23), CUDA graph capture for each batch size
-# and the memory profile run: an allowance of minutes, not a measurement. With --enforce-eager
-# neither compile nor graphs run.
-ENGINE_INIT_S = 180
-ENGINE_INIT_EAGER_S = 45
+# The launch template's volume initialization rate (sizing.start_stages: its maximum, 300 MiB/s).
+SNAPSHOT_INITIALIZATION_MIB_S = VOLUME_INITIALIZATION_MIB_S
+# Stages --enforce-eager skips (vLLM 0.33: no torch.compile, no CUDA graphs in eager mode).
+EAGER_SKIPS = ("torch.compile", "CUDA graph capture")
+_TERMS = {
+    "instance boot": "boot", "first-boot work": "boot",
+    "image layers (root volume read)": "image", "image pull": "image",
+    "weight load": "weights",
+}
 # The capacity wait covers twice the estimate: a launch that lands in a slower zone, a first
 # launch that hits insufficient capacity and retries, a hydration below the provisioned rate.
 START_SLACK = 2
@@ -46,8 +42,8 @@ MIN_WARMUP_S = 60
 
 
 @dataclass(frozen=True)
-class StartEstimate:
-    """A replica's expected start, in seconds, term by term (see the module's docstring)."""
+class ReplicaStart:
+    """A replica's expected start, in whole seconds, term by term (see the module's docstring)."""
 
     boot_s: int
     image_s: int
@@ -66,22 +62,18 @@ class StartEstimate:
         return self.weights_s + self.engine_s
 
 
-def read_seconds(gb: float, mib_s: float = SNAPSHOT_INITIALIZATION_MIB_S) -> int:
-    """Seconds to read `gb` GB (10**9 bytes) from a snapshot-backed volume at `mib_s` MiB/s."""
-    return math.ceil(gb * GB / (mib_s * MIB))
+def replica_start(plan: SizingPlan, config, *, enforce_eager: bool = False) -> ReplicaStart:
+    """A replica's expected start for `plan` (SizingPlan) under `config` (StackConfig: the model
+    volume's throughput), from sizing.startup.expected_start(Start.FLEET_COLD)."""
+    terms = {"boot": 0.0, "image": 0.0, "weights": 0.0, "engine": 0.0}
+    for stage in expected_start(plan, config, Start.FLEET_COLD).stages:
+        if enforce_eager and stage.name in EAGER_SKIPS:
+            continue
+        terms[_TERMS.get(stage.name, "engine")] += stage.seconds
+    return ReplicaStart(**{f"{k}_s": math.ceil(v) for k, v in terms.items()})
 
 
-def replica_start(plan: SizingPlan, *, enforce_eager: bool = False) -> StartEstimate:
-    """A replica's expected start for `plan` (its instance, its weights on disk)."""
-    return StartEstimate(
-        boot_s=BOOT_S,
-        image_s=read_seconds(VLLM_IMAGE_DISK_GB),
-        weights_s=read_seconds(plan.weights_on_disk_gb),
-        engine_s=ENGINE_INIT_EAGER_S if enforce_eager else ENGINE_INIT_S,
-    )
-
-
-def capacity_wait_s(estimate: StartEstimate, readiness_timeout_s: int) -> int:
+def capacity_wait_s(estimate: ReplicaStart, readiness_timeout_s: int) -> int:
     """How long `pulumi up` waits for the group's healthy replicas (wait_for_capacity_timeout):
     START_SLACK times the expected start, and never less than one replica's launch hook may take
     (readinessTimeoutMinutes, the hook's heartbeat bound) plus the boot before it, so `pulumi up`
@@ -89,7 +81,7 @@ def capacity_wait_s(estimate: StartEstimate, readiness_timeout_s: int) -> int:
     return max(START_SLACK * estimate.total_s, readiness_timeout_s + estimate.boot_s)
 
 
-def instance_warmup_s(estimate: StartEstimate) -> int:
+def instance_warmup_s(estimate: ReplicaStart) -> int:
     """A refresh's (and the group's default) instance warm-up: the launch hook already holds a
     replica out of service until /health answers, so what is left to wait for after InService is
     one vLLM restart (a crash on the first real requests, restarted by Docker) coming back before

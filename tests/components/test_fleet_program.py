@@ -17,6 +17,7 @@ from serving.monitoring import cloudwatch, prometheus
 from serving.nginx import DEFAULT_UPSTREAM_TIMEOUT_S
 from serving.replica import keepalive_timeouts
 from sizing.costs import ALB_USD_PER_HOUR
+from sizing.start_stages import VolumePerformance
 from tests.harness import AwsWorld, computed_outputs, is_secret, plain_text, reveal, stack_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -329,8 +330,22 @@ def test_cost_counts_every_replica_the_balancer_and_the_stopped_builder(program)
     replica_gb = sizing["rootVolumeGb"] + sizing["modelVolumeGb"]
     hourly = run.exports["costUsd"].value["runningPerHour"]
     gp3 = 0.08 / 730
-    expected = 3 * price + ALB_USD_PER_HOUR + (4 * replica_gb) * gp3 + (3 + 1 + 3) * 0.005
+    replica_extra, builder_extra = provisioned_performance_usd_per_month(run)
+    assert replica_extra > 0  # prod's weights want more than gp3's 125 MiB/s (sizing.start_stages)
+    expected = (3 * price + ALB_USD_PER_HOUR + (4 * replica_gb) * gp3 + (3 + 1 + 3) * 0.005
+                + (3 * replica_extra + builder_extra) / 730)
     assert hourly == pytest.approx(expected, abs=1e-3)
+
+
+def provisioned_performance_usd_per_month(run) -> tuple[float, float]:
+    """(one replica's, the builder's) gp3 throughput and IOPS above the free baseline, USD per
+    month, priced from what the launch template and the builder's volumes provision."""
+    def extra(ebs) -> float:
+        return VolumePerformance(int(ebs.get("throughput") or 125), int(ebs.get("iops") or 3000)).usd_per_month
+    template = run.of_type("aws:ec2/launchTemplate:LaunchTemplate")[0]
+    replica = sum(extra(m["ebs"]) for m in template.plain["blockDeviceMappings"])
+    builder = sum(extra(v.plain) for v in run.of_type("aws:ebs/volume:Volume"))
+    return replica, builder
 
 
 def test_replicas_go_only_where_the_type_is_offered_and_the_balancer_spans_every_zone(program):

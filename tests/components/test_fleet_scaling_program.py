@@ -19,7 +19,7 @@ from serving.vllm_args import SERVED_MODEL_PATH, VLLM_PORT, serve_args
 from sizing import gpus
 from sizing.choice import plan as choose_plan
 from sizing.costs import GP3_USD_PER_GB_MONTH
-from tests.components.test_fleet_program import API_KEY, ASG, baked_files
+from tests.components.test_fleet_program import API_KEY, ASG, baked_files, provisioned_performance_usd_per_month
 from tests.harness import AwsWorld, stack_config
 
 POLICY = "aws:autoscaling/policy:Policy"
@@ -78,7 +78,8 @@ def test_a_warm_pool_keeps_warm_replicas_stopped_and_its_hooks_fire_on_entry(pro
     sizing = run.exports["sizing"].value
     replica_gb = sizing["rootVolumeGb"] + sizing["modelVolumeGb"]
     scaling = run.exports["scaling"].value
-    assert scaling["warmPoolPerMonth"] == pytest.approx(2 * replica_gb * GP3_USD_PER_GB_MONTH, abs=0.01)
+    replica_extra, _ = provisioned_performance_usd_per_month(run)  # stopped volumes keep their throughput
+    assert scaling["warmPoolPerMonth"] == pytest.approx(2 * (replica_gb * GP3_USD_PER_GB_MONTH + replica_extra), abs=0.01)
     assert "vllm-deploy:warmReplicas" not in " ".join(run.logs)
 
 

@@ -244,10 +244,14 @@ def test_a_scaling_fleets_plan_shows_the_month_at_min_and_max_and_the_warm_pool(
     scaling = summary.outputs["scaling"]
     at_min = summary.cost.total_usd_per_month
     assert scaling["costAtMinPerMonth"] == pytest.approx(at_min, abs=0.01)
-    per_replica = summary.sizing["hourlyPriceUsd"] * 730
-    assert scaling["costAtMaxPerMonth"] - at_min == pytest.approx(3 * per_replica, rel=0.05)  # 3 more replicas
     sizing = summary.sizing
-    assert scaling["warmPoolPerMonth"] == pytest.approx((sizing["rootVolumeGb"] + sizing["modelVolumeGb"]) * 0.08, abs=0.01)
+    volumes = (sizing["rootVolumeGb"] + sizing["modelVolumeGb"]) * 0.08
+    # One replica's provisioned throughput/IOPS: the fleet's (2 replicas + the builder's model volume).
+    builder = summary.cost.volume_performance_usd_per_month - 2 * (scaling["warmPoolPerMonth"] - volumes)
+    assert 0 < builder < summary.cost.volume_performance_usd_per_month
+    per_replica = summary.sizing["hourlyPriceUsd"] * 730 + scaling["warmPoolPerMonth"] + 0.005 * 730
+    assert scaling["costAtMaxPerMonth"] - at_min == pytest.approx(3 * per_replica, abs=0.05)  # 3 more replicas
+    assert scaling["warmPoolPerMonth"] > volumes  # the stopped volumes keep their provisioned throughput
     assert "2 to 5 replicas on vllm-deploy/replicas vllm_num_requests_waiting" in printed
     assert f"${scaling['costAtMaxPerMonth']:,.2f} at 5" in printed
     assert f"warm pool: 1 stopped instance(s), volumes only: ${scaling['warmPoolPerMonth']:,.2f}/month" in printed

@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+import math
+
 from config.validation import parse
 from sizing import start_time
 from sizing.choice import plan
-from sizing.host import VLLM_IMAGE_DISK_GB
+from sizing.start_stages import FLEET_ROOT_VOLUME_MIB_S, rate
+from sizing.startup import model_volume_for
 
 SMALL, LARGE = "Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-72B-Instruct"
 
 
-def estimate(model: str, **keys) -> start_time.StartEstimate:
-    return start_time.replica_start(plan(parse({"model": model, "replicas": 3, **keys})))
+def estimate(model: str, **keys) -> start_time.ReplicaStart:
+    config = parse({"model": model, "replicas": 3, **keys})
+    return start_time.replica_start(plan(config), config)
 
 
-def test_each_term_is_bytes_over_the_initialization_rate_or_a_named_allowance():
-    small = plan(parse({"model": SMALL, "replicas": 3}))
-    got = start_time.replica_start(small)
-    rate = 300 * 2**20  # bytes/s: EBS's maximum VolumeInitializationRate
-    assert got.weights_s == -(-int(small.weights_on_disk_gb * 1e9) // rate)
-    assert got.image_s == -(-VLLM_IMAGE_DISK_GB * 10**9 // rate)
-    assert (got.boot_s, got.engine_s) == (start_time.BOOT_S, start_time.ENGINE_INIT_S)
+def test_each_term_groups_the_fleet_cold_stages_of_the_start_model():
+    config = parse({"model": SMALL, "replicas": 3})
+    small = plan(config)
+    got = start_time.replica_start(small, config)
+    volume = model_volume_for(small, config).throughput_mib_s
+    # The weights hydrate at the slower of the initialization rate and the volume's throughput.
+    assert got.weights_s == math.ceil(small.weights_on_disk_gb * 1e9 / 2**20 / min(300, volume))
+    image_gb = rate("vllm_image_unpacked") * 2**30 / 1e9
+    assert got.image_s == math.ceil(image_gb * 1e9 / 2**20 / min(300, FLEET_ROOT_VOLUME_MIB_S))
+    assert got.boot_s == math.ceil(rate("instance_boot") + rate("first_boot_work"))
+    assert got.engine_s == math.ceil(rate("torch_compile_cached") + rate("cuda_graph_capture")
+                                     + rate("api_server_ready") + rate("alb_healthy"))
     assert got.total_s == got.boot_s + got.image_s + got.weights_s + got.engine_s
-    eager = start_time.replica_start(small, enforce_eager=True)
+    eager = start_time.replica_start(small, config, enforce_eager=True)
     assert eager.engine_s < got.engine_s and eager.weights_s == got.weights_s
+
+
+def test_a_faster_model_volume_shortens_the_weights_term_up_to_the_initialization_rate():
+    slow = parse({"model": LARGE, "replicas": 3, "modelVolumeThroughputMibps": 125})
+    fast = parse({"model": LARGE, "replicas": 3, "modelVolumeThroughputMibps": 1000})
+    slow_s = start_time.replica_start(plan(slow), slow).weights_s
+    fast_s = start_time.replica_start(plan(fast), fast).weights_s
+    assert slow_s > 2 * fast_s  # 125 MiB/s against the 300 MiB/s initialization rate
 
 
 def test_a_ten_times_larger_model_waits_and_warms_up_longer():
