@@ -42,13 +42,14 @@ def refresh_surge(settings: StackConfig, plan: SizingPlan) -> dict[str, int]:
     """What an instance refresh needs on top of the fleet while old and new replicas overlap
     (maximum healthy 200 %: a whole new set before the old one goes): instances, GPUs, vCPUs
     (the account's on-demand vCPU quota for the family counts them, fleet-pitfalls P15)."""
-    # At the top of its range a scaling fleet refreshes maxReplicas replicas (issue 26).
-    extra = max(settings.replicas, settings.max_replicas or 0) * (REFRESH_MAX_HEALTHY_PCT - 100) // 100
+    # At the top of its range a scaling fleet runs, and so refreshes, maxReplicas replicas (issue 26).
+    running = max(settings.replicas, settings.max_replicas or 0)
+    extra = running * (REFRESH_MAX_HEALTHY_PCT - 100) // 100
     return {
         "extraInstances": extra,
         "extraGpus": extra * plan.instance.gpu_count,
         "extraVcpus": extra * plan.instance.vcpus,
-        "peakVcpus": (settings.replicas + extra) * plan.instance.vcpus,
+        "peakVcpus": (running + extra) * plan.instance.vcpus,
     }
 
 

@@ -397,3 +397,17 @@ def test_a_domain_without_a_route_53_zone_says_where_to_point_it(program):
     zoned = AwsWorld()
     zoned.hosted_zones["example.com"] = "Z0123456789ABCDEFGHIJ"
     assert not any("loadBalancerDnsName" in line for line in prod_fleet(program, world=zoned, domain="llm.example.com").logs)
+
+
+def test_a_scaling_fleets_refresh_surge_counts_the_top_of_its_range():
+    """At maxReplicas a refresh overlaps maxReplicas old and as many new replicas: the vCPU quota
+    the plan asks for must cover both (a quota set from a smaller figure fails the refresh)."""
+    from components.fleet import refresh_surge
+    from config.validation import parse
+    from sizing.choice import plan as choose_plan
+
+    config = parse({"model": "Qwen/Qwen2.5-7B-Instruct", "replicas": 3, "maxReplicas": 6, "maxModelLen": 8192})
+    sized = choose_plan(config)
+    surge = refresh_surge(config, sized)
+    assert surge["extraInstances"] == 6
+    assert surge["peakVcpus"] == 12 * sized.instance.vcpus
