@@ -122,10 +122,12 @@ class FleetImage(pulumi.ComponentResource):
         # device for model_device_name: throughput and iops from here; the snapshot does not
         # carry them): the weights within sizing.start_stages's target.
         self.model_volume_performance = model_volume_for(plan, settings)
+        # The builder is on-demand even in a spot fleet (`spot` is the replicas' purchase option):
+        # an interrupted builder would stop in the middle of the provisioning the image is made of.
         host = GpuHost(
             child(name, "host"),
             GpuHostArgs(
-                settings=settings, plan=plan, model_volume=args.model_volume, subnet=args.subnet,
+                settings=settings.model_copy(update={"spot": False}), plan=plan, model_volume=args.model_volume, subnet=args.subnet,
                 serves_endpoint=False, rebuild_key=bake.digest,
             ),
             in_aws,

@@ -89,6 +89,9 @@ def test_spot_is_a_mixed_instances_group_over_types_that_run_the_same_argv(progr
     group = run.one(ASG)
     assert group.plain.get("launchTemplate") is None and group.plain["capacityRebalance"] is True
     assert "warmPool" not in group.plain or group.plain["warmPool"] is None
+    # The builder the image is made on stays on-demand: an interruption would stop its provisioning.
+    builders = run.of_type("aws:ec2/instance:Instance")
+    assert builders and all(not b.plain.get("instanceMarketOptions") for b in builders)
     policy = group.plain["mixedInstancesPolicy"]
     distribution = policy["instancesDistribution"]
     assert distribution["onDemandBaseCapacity"] == 1 and distribution["onDemandPercentageAboveBaseCapacity"] == 0
