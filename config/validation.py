@@ -36,6 +36,9 @@ _FIELD_BY_KEY = {field.alias or name: name for name, field in StackConfig.model_
 _AWS_PROVIDER_KEYS = {"region": "region", "profile": "profile", "awsregion": "region", "awsprofile": "profile"}
 
 
+# Field names that differ from their camelCase key (max_model_len -> maxModelLen).
+_ALIASES = {name: field.alias for name, field in StackConfig.model_fields.items() if field.alias and field.alias != name}
+
 def _describe_errors(err: dict[str, Any], raw: dict[str, Any]) -> list[str]:
     """One line per problem: a broken cross-key rule set (config.rules.CrossKeyErrors) gives one
     line per rule, each naming its keys and fix; any other error gives one line."""
@@ -58,7 +61,9 @@ def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
             if provider_key else
             f"known keys: {', '.join(KEYS)}"
         )
-        return f"{NAMESPACE}:{key} is not a known key; {hint} (pulumi config rm {key})"
+        fix = (f"rename it: pulumi config rm {key}, then pulumi config set {guess[0]} <the same value>"
+               if guess else f"pulumi config rm {key}")
+        return f"{NAMESPACE}:{key} is not a known key; {hint} ({fix})"
     if not key:  # model-level cross-field check
         return msg
     where = f"{NAMESPACE}:{key}" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
@@ -92,6 +97,16 @@ def parse(raw: dict[str, Any]) -> StackConfig:
     # namespace is not ours to check, a mistyped one of ours is refused (config.namespaces).
     foreign = judge((k for k in raw if ":" in k), KEYS).refused
     values = {k: v for k, v in raw.items() if k not in SECRET_KEYS and ":" not in k}
+    # The model accepts its Python field names too (populate_by_name, for the program's own
+    # use); a stack file must use the documented camelCase keys, so `max_model_len` (vLLM's
+    # Python spelling) is refused with the key meant, as a mistyped key is.
+    foreign += [
+        f"{NAMESPACE}:{k} is not a known key; did you mean {NAMESPACE}:{_ALIASES[k]}? (rename it: "
+        f"pulumi config rm {k}, then pulumi config set {_ALIASES[k]} <the same value>)"
+        for k in values if k in _ALIASES
+    ]
+    for k in [k for k in values if k in _ALIASES]:
+        del values[k]
     if secrets:  # callers pass secrets separately; reaching here is a programming error
         raise ConfigError([f"{NAMESPACE}:{k} must be read as a secret" for k in secrets])
     try:

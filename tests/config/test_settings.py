@@ -301,3 +301,26 @@ def test_the_cross_key_rules_read_only_values_a_stack_config_has():
     read = set(CrossKeyValues.__annotations__) | {"grafana_cidrs"}
     has = set(StackConfig.model_fields) | {n for n, v in vars(StackConfig).items() if isinstance(v, property)}
     assert read <= has, sorted(read - has)
+
+
+# --- a newcomer's spellings of a key (the newcomer trial's findings) --------------------------
+
+@pytest.mark.parametrize("spelling", ["max_model_len", "max-model-len"])
+def test_vllms_spellings_of_a_key_are_refused_with_ours_and_a_fix_that_keeps_the_value(spelling):
+    """vLLM's Python name (max_model_len) and CLI name (max-model-len) are not our keys: both are
+    refused (never silently honoured), naming maxModelLen and a fix that sets it again."""
+    with pytest.raises(ConfigError) as err:
+        parse({"model": "Qwen/Qwen2.5-7B-Instruct", spelling: 4096})
+    text = str(err.value)
+    assert f"vllm-deploy:{spelling} is not a known key; did you mean vllm-deploy:maxModelLen?" in text
+    assert "pulumi config set maxModelLen <the same value>" in text
+    fixed = parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxModelLen": 4096})
+    assert fixed.max_model_len == 4096
+
+
+def test_one_of_our_keys_under_a_namespace_nobody_reads_is_refused_not_ignored():
+    with pytest.raises(ConfigError) as err:
+        parse({"model": "Qwen/Qwen2.5-7B-Instruct", "vllm:maxModelLen": 4096})
+    assert "you likely meant vllm-deploy:maxModelLen" in str(err.value)
+    # A key of its own under an unknown namespace is not ours to refuse.
+    assert parse({"model": "Qwen/Qwen2.5-7B-Instruct", "team:owner": "ml"}).max_model_len is None
