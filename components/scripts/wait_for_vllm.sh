@@ -156,14 +156,20 @@ path=/v1/completions
 if [[ "$kind" == chat ]]; then
   path=/v1/chat/completions
 fi
-generation_request "$(json_string "$served")" >"$work/request.json"
+# generate_or_fail MODEL WHAT: 8 tokens through ${path} from the model (or LoRA adapter) named
+# MODEL; a status other than 200, or an answer without choices, fails readiness naming WHAT.
+generate_or_fail() {
+  local model=$1 what=$2 http_status body
+  generation_request "$(json_string "$model")" >"$work/request.json"
+  http_status=$(post_with_key "${base}${path}" "$work/request.json" "$work/response.json") || http_status="none"
+  body=$(head -c 4000 "$work/response.json" 2>/dev/null || true)
+  if [[ "$http_status" != 200 ]] || ! grep -qF '"choices"' <<<"$body"; then
+    explain_failure "${what} failed (HTTP ${http_status})" \
+      "--- response body (first 4000 bytes) ---"$'\n'"${body:-(empty)}"
+  fi
+}
 log "generating 8 tokens through ${path}: ${kind} ${why}"
-http_status=$(post_with_key "${base}${path}" "$work/request.json" "$work/response.json") || http_status="none"
-body=$(head -c 4000 "$work/response.json" 2>/dev/null || true)
-if [[ "$http_status" != 200 ]] || ! grep -qF '"choices"' <<<"$body"; then
-  explain_failure "the first generation through ${path} failed (HTTP ${http_status})" \
-    "--- response body (first 4000 bytes) ---"$'\n'"${body:-(empty)}"
-fi
+generate_or_fail "$served" "the first generation through ${path}"
 
 # Tool calling on: one chat request with a tool and tool_choice "auto". vLLM answers 400 when
 # auto tool choice is off (vllm/renderers/online_renderer.py), 500 when the parser fails; a
@@ -222,13 +228,7 @@ fi
 
 # One generation through a LoRA adapter: it is applied only when a request names it.
 if ((${#adapters[@]} > 0)); then
-  generation_request "$(json_string "${adapters[0]}")" >"$work/adapter.json"
   log "generating 8 tokens through LoRA adapter '${adapters[0]}'"
-  http_status=$(post_with_key "${base}${path}" "$work/adapter.json" "$work/response.json") || http_status="none"
-  body=$(head -c 4000 "$work/response.json" 2>/dev/null || true)
-  if [[ "$http_status" != 200 ]] || ! grep -qF '"choices"' <<<"$body"; then
-    explain_failure "the generation through LoRA adapter '${adapters[0]}' failed (HTTP ${http_status})" \
-      "--- response body (first 4000 bytes) ---"$'\n'"${body:-(empty)}"
-  fi
+  generate_or_fail "${adapters[0]}" "the generation through LoRA adapter '${adapters[0]}'"
 fi
 log "vLLM is ready, serves '${served}' and generated through ${path}"
