@@ -173,6 +173,14 @@ def addon_notes(addons: AddOns) -> list[str]:
             "without LoRA (compilation_config.cudagraph_specialize_lora), which the CUDA graph term "
             "does not double"
         )
+    unread = [name for name, rank in addons.adapter_ranks if not rank]
+    if unread:
+        notes.append(
+            f"LoRA adapter(s) {', '.join(unread)}: adapter_config.json could not be read (offline, or the "
+            "hub did not answer), so neither the adapter's existence nor its rank nor its base model was "
+            f"checked; sized at --max-lora-rank {addons.max_lora_rank}, and the download step fails "
+            "`pulumi up` if the adapter is not there"
+        )
     if addons.method is not None:
         what = addons.draft.model_id if addons.draft else f"method {addons.method} (no weights)"
         notes.append(

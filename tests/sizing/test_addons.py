@@ -10,7 +10,7 @@ import pytest
 
 from config.validation import parse
 from sizing.addon_facts import resolve_addons
-from sizing.addons import AddOns, draft_kv_page_bytes, lora_buffer_bytes
+from sizing.addons import AddOns, addon_notes, draft_kv_page_bytes, lora_buffer_bytes
 from sizing.errors import SizingError
 from sizing.hub import resolve
 from sizing.kv_cache import capacity, kv_layout
@@ -88,7 +88,10 @@ def test_an_unreadable_rank_needs_max_lora_rank_named(monkeypatch, tmp_path):
     with pytest.raises(SizingError, match=r"vllm-deploy:maxLoraRank is needed: the rank of x \(acme/x-lora\)"):
         resolve_addons(config)
     with_rank = parse({"model": BASE, "maxLoraRank": 64, "loraAdapters": [{"name": "x", "model": "acme/x-lora"}]})
-    assert resolve_addons(with_rank).max_lora_rank == 64
+    resolved = resolve_addons(with_rank)
+    assert resolved.max_lora_rank == 64
+    # The plan says the adapter went unchecked, as it says for a model the Hub did not answer for.
+    assert any("LoRA adapter(s) x: adapter_config.json could not be read" in n for n in addon_notes(resolved))
 
 
 @pytest.mark.parametrize("values, message", [
