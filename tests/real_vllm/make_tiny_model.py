@@ -16,6 +16,13 @@ ones vLLM loads the model with. What it writes, as `hf download` would leave a m
 With --tool-tokens the tokenizer also has Qwen2.5's tool-call delimiters <tool_call> and
 </tool_call> as added tokens (as Qwen2.5's own tokenizer has them), for the hermes tool parser.
 Prints the directory's size in bytes on stdout.
+
+    .real-vllm-venv/bin/python tests/real_vllm/make_tiny_model.py ADAPTER_DIR --lora-for MODEL_DIR
+
+writes a PEFT LoRA adapter for that model instead (as `hf download` leaves one): adapter_config.json
+(r 8, alpha 16, q_proj and v_proj of every layer) and adapter_model.safetensors with seeded random
+A and B matrices in bfloat16, named as PEFT saves them
+(base_model.model.model.layers.<i>.self_attn.<module>.lora_<A|B>.weight).
 """
 
 from __future__ import annotations
@@ -101,7 +108,40 @@ def make_model(directory: Path, tokenizer) -> None:
     model.save_pretrained(directory, safe_serialization=True)
 
 
+LORA_RANK = 8
+
+
+def make_lora(directory: Path, model_dir: Path) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    config = json.loads((model_dir / "config.json").read_text())
+    hidden = config["hidden_size"]
+    head_dim = hidden // config["num_attention_heads"]
+    outputs = {"q_proj": hidden, "v_proj": config["num_key_value_heads"] * head_dim}
+    torch.manual_seed(1)
+    tensors = {}
+    for layer in range(config["num_hidden_layers"]):
+        for module, out in outputs.items():
+            prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            tensors[f"{prefix}.lora_A.weight"] = (torch.randn(LORA_RANK, hidden) * 0.01).to(torch.bfloat16)
+            tensors[f"{prefix}.lora_B.weight"] = (torch.randn(out, LORA_RANK) * 0.01).to(torch.bfloat16)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / "adapter_model.safetensors"))
+    (directory / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": LORA_RANK, "lora_alpha": 16,
+        "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False, "modules_to_save": None,
+        "target_modules": sorted(outputs), "base_model_name_or_path": str(model_dir),
+    }, indent=2))
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[1] == "--lora-for":
+        make_lora(Path(argv[0]), Path(argv[2]))
+        print(sum(p.stat().st_size for p in Path(argv[0]).rglob("*") if p.is_file()))
+        return 0
     if len(argv) not in (1, 2) or argv[1:] not in ([], ["--tool-tokens"]):
         print(__doc__, file=sys.stderr)
         return 2

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from serving.adapter_args import ADAPTERS_PATH
 from tests.fakes import LOOPBACK, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,6 +74,16 @@ def make_model(directory: Path, tool_tokens: bool = False) -> Path:
     return directory
 
 
+def make_lora(directory: Path, model_dir: Path) -> Path:
+    """A tiny PEFT LoRA adapter (rank 8, q_proj and v_proj) for the tiny model in `model_dir`,
+    written into `directory` (make_tiny_model.py --lora-for); returns it."""
+    subprocess.run(
+        [str(PYTHON), str(Path(__file__).with_name("make_tiny_model.py")), str(directory), "--lora-for", str(model_dir)],
+        check=True, capture_output=True, text=True, timeout=300,
+    )
+    return directory
+
+
 def program_values(model_dir: Path, **keys: object) -> dict[str, object]:
     """The stack config a user would write for the tiny local model (keys as in Pulumi.<stack>.yaml),
     with `keys` (e.g. toolCalling=True) on top."""
@@ -96,11 +107,15 @@ def _replace_value(argv: list[str], flag: str, old: str, new: str) -> list[str]:
     return [*argv[: index + 1], new, *argv[index + 2:]]
 
 
-def local_argv(program: list[str], model_dir: Path, port: int) -> list[str]:
+def local_argv(program: list[str], model_dir: Path, port: int, adapters: Optional[dict[str, str]] = None) -> list[str]:
     """The program's argv with the container-only parts replaced (see the module docstring)."""
     if program[0] != CONTAINER_MODEL_PATH:
         raise ServerError(f"the program's argv starts with {program[0]!r}, not {CONTAINER_MODEL_PATH}")
     argv = [str(model_dir), *program[1:]]
+    # LoRA adapters (loraAdapters): the container's /models/adapters/<name> is the local directory
+    # the adapter's `model` names (the program mounts it there).
+    for name, local in (adapters or {}).items():
+        argv = [a.replace(f"={ADAPTERS_PATH}/{name}", f"={local}") for a in argv]
     argv = _replace_value(argv, "--host", "0.0.0.0", LOOPBACK)
     return _replace_value(argv, "--port", "8000", str(port))
 
@@ -190,7 +205,8 @@ def start(model_dir: Path, work: Path, api_key: str, *, extra: tuple[str, ...] =
     if problem:
         raise ServerError(problem)
     port = free_port()
-    argv = [*local_argv(program_argv(model_dir, **(keys or {})), model_dir, port), *extra]
+    adapters = {a["name"]: a["model"] for a in (keys or {}).get("loraAdapters", [])}  # type: ignore[union-attr]
+    argv = [*local_argv(program_argv(model_dir, **(keys or {})), model_dir, port, adapters), *extra]
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "HF_"))},
         # components/vllm_server.py's container environment

@@ -46,7 +46,7 @@ def make_host(tmp_path: Path, server) -> Path:
     return tmp_path
 
 
-def run_script(host: Path, server, *, model=None, key=None, api=None, model_dir=None, tool_parser=None):
+def run_script(host: Path, server, *, model=None, key=None, api=None, model_dir=None, tool_parser=None, adapters=None):
     env = {
         "PATH": f"{host / 'bin'}:{os.environ['PATH']}",
         "VLLM_DEPLOY_PORT": str(server.port),
@@ -61,6 +61,8 @@ def run_script(host: Path, server, *, model=None, key=None, api=None, model_dir=
         env["VLLM_DEPLOY_GENERATION_API"] = api
     if tool_parser is not None:
         env["VLLM_DEPLOY_TOOL_CALL_PARSER"] = tool_parser
+    if adapters is not None:  # loraAdapters' names, as components/vllm_server.py passes them
+        env["VLLM_DEPLOY_LORA_ADAPTERS"] = adapters
     return subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300)
 
 
