@@ -138,7 +138,7 @@ class VllmFleet(pulumi.ComponentResource):
         )
         # Once the refresh onto a new image has succeeded: this stack's older images go (P11).
         prune_after_refresh(
-            name, region=self.region, stack=stack, image_id=image.image_id,
+            name, region=self.region, stack=stack, stack_id=image.stack_id, image_id=image.image_id,
             refresh_wait=group.refresh_wait, parent=self,
         )
         if monitoring is not None:

@@ -28,6 +28,7 @@ from components import fleet_access, fleet_scaling
 from components.fleet_bake import (
     LAUNCH_HOOK, TERMINATE_HOOK, api_key_parameter, launch_hook_timeout_s, terminate_hook_timeout_s,
 )
+from components.deployer_aws import local_aws_environment
 from components.fleet_image import FleetImage
 from components.host_setup import PROJECT_ROOT
 from components.naming import child, component_type, default_tags
@@ -195,7 +196,7 @@ class FleetGroup(pulumi.ComponentResource):
             # project's .venv (Pulumi.yaml's virtualenv) when there is one, since the waiter needs
             # boto3, which a system python3 lacks (it says so and how to fix it otherwise).
             create=REFRESH_WAIT_COMMAND,
-            environment={"GROUP_NAME": group.name, "AWS_REGION": args.region, "TIMEOUT_SECONDS": str(timeout_s)},
+            environment={"GROUP_NAME": group.name, **local_aws_environment(args.region), "TIMEOUT_SECONDS": str(timeout_s)},
             triggers=[template.latest_version],
             add_previous_output_in_env=False,
             opts=pulumi.ResourceOptions(

@@ -31,11 +31,12 @@ from typing import Optional
 import pulumi
 import pulumi_aws as aws
 import pulumi_command as command
+import pulumi_random as random
 
 from components.fleet_bake import (
     CLEANUP_SCRIPT, CWAGENT_SCRIPT, INSTALL_SCRIPT, REPLICA_DIR, WARM_CACHE_SCRIPT, BakeInputs,
 )
-from components.fleet_image_cleanup import destroy_guard
+from components.fleet_image_cleanup import STACK_ID_TAG, destroy_guard
 from components.benchmark import VllmBenchmark, VllmBenchmarkArgs
 from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_handle import HostHandle
@@ -158,18 +159,30 @@ class FleetImage(pulumi.ComponentResource):
             state="stopped",
             opts=pulumi.ResourceOptions(parent=self, depends_on=[cleaned]),
         )
+        # This stack's images carry a random id made once for the stack: the pruner and the
+        # destroy guard touch only those, never another stack of the same project and name in
+        # the account (two people's `dev`).
+        self.stack_id = random.RandomId(child(name, "stack-id"), byte_length=8, opts=pulumi.ResourceOptions(parent=self)).hex
         # Deleted after the image resource (which depends on it): `pulumi destroy` then removes
         # every image of this stack that the retained resource leaves behind.
-        guard = [destroy_guard(name, region=args.region, stack=pulumi.get_stack(), parent=self)] if args.region else []
+        guard = [
+            destroy_guard(name, region=args.region, stack=pulumi.get_stack(), stack_id=self.stack_id, parent=self)
+        ] if args.region else []
+        # A name of its own for each bake: an image name is unique in a Region, and going back to
+        # an earlier digest (A, B, A) bakes again while the retained image A still holds its name.
+        bake_id = random.RandomId(
+            child(name, "bake-id"), byte_length=4, keepers={"digest": bake.digest}, opts=pulumi.ResourceOptions(parent=self),
+        )
         image = aws.ec2.AmiFromInstance(
             child(name, "image"),
             source_instance_id=stopped.instance_id,
-            name=f"vllm-deploy-{pulumi.get_stack()}-{bake.digest[:16]}",
+            name=bake_id.hex.apply(lambda suffix: f"vllm-deploy-{pulumi.get_stack()}-{bake.digest[:16]}-{suffix}"),
             description=f"vllm-deploy {pulumi.get_stack()}: {settings.model} on {plan.instance.name}, "
             f"image digest {bake.digest}",
             # A stopped builder: the snapshot is of a clean, unmounted file system (P11).
             snapshot_without_reboot=False,
-            tags={**default_tags(), "Name": child(name, "image"), "vllm-deploy-image-digest": bake.digest},
+            tags={**default_tags(), "Name": child(name, "image"), "vllm-deploy-image-digest": bake.digest,
+                  STACK_ID_TAG: self.stack_id},
             opts=pulumi.ResourceOptions(
                 parent=self,
                 depends_on=[stopped, *guard],

@@ -21,9 +21,12 @@ import pulumi
 import pulumi_command as command
 
 from components.host_setup import PROJECT_ROOT
+from components.deployer_aws import local_aws_environment
 from components.naming import PROJECT, child
 
 PRUNE_IMAGES = PROJECT_ROOT / "components" / "local" / "prune_images.py"
+# The tag prune_images.py selects this stack's images by (its STACK_ID_TAG, kept equal by a test).
+STACK_ID_TAG = "vllm-deploy-stack-id"
 
 
 def prune_command(mode: str) -> str:
@@ -35,25 +38,29 @@ def prune_command(mode: str) -> str:
     )
 
 
-def _environment(region: str, stack: str) -> dict[str, str]:
-    return {"PROJECT": PROJECT, "STACK": stack, "AWS_REGION": region}
+def _environment(region: str, stack: str, stack_id: pulumi.Input[str]) -> dict[str, pulumi.Input[str]]:
+    """The script's settings: this stack (its project, name and random id, the images' tags) and
+    the deployer's Region and profile."""
+    return {"PROJECT": PROJECT, "STACK": stack, "STACK_ID": stack_id, **local_aws_environment(region)}
 
 
-def destroy_guard(name: str, *, region: str, stack: str, parent: pulumi.Resource) -> command.local.Command:
+def destroy_guard(
+    name: str, *, region: str, stack: str, stack_id: pulumi.Input[str], parent: pulumi.Resource,
+) -> command.local.Command:
     """The command whose delete removes every baked image of this stack. Make the image resource
     depend on it, so it is deleted after the image, the launch template and the group."""
     return command.local.Command(
         child(name, "image-destroy"),
         create=f"echo 'pulumi destroy removes the baked images of stack {stack} and their snapshots'",
         delete=prune_command("destroy"),
-        environment=_environment(region, stack),
+        environment=_environment(region, stack, stack_id),
         add_previous_output_in_env=False,
         opts=pulumi.ResourceOptions(parent=parent, custom_timeouts=pulumi.CustomTimeouts(delete="30m")),
     )
 
 
 def prune_after_refresh(
-    name: str, *, region: str, stack: str, image_id: pulumi.Output[str],
+    name: str, *, region: str, stack: str, stack_id: pulumi.Input[str], image_id: pulumi.Output[str],
     refresh_wait: command.local.Command, parent: pulumi.Resource,
 ) -> command.local.Command:
     """The command that, once the refresh onto `image_id` has succeeded, removes this stack's
@@ -61,7 +68,7 @@ def prune_after_refresh(
     return command.local.Command(
         child(name, "image-prune"),
         create=prune_command("prune"),
-        environment={**_environment(region, stack), "CURRENT_IMAGE_ID": image_id},
+        environment={**_environment(region, stack, stack_id), "CURRENT_IMAGE_ID": image_id},
         triggers=[image_id],
         add_previous_output_in_env=False,
         opts=pulumi.ResourceOptions(

@@ -16,6 +16,7 @@ from components import host_access
 from components.capacity import capacity_hook, error_hooks_supported
 from components.host_image import AmiQuery, ami_query, user_data
 from components.cluster import ClusterMembership
+from components.deployer_aws import local_aws_environment
 from components.model_volume import ExistingVolume
 from components.naming import child, component_type, default_tags
 from components.placement import choose_subnet
@@ -137,11 +138,7 @@ class GpuHost(pulumi.ComponentResource):
         SSH: docs/host-keys.md), read again for each new instance (a replaced one has a new
         key). Runs where `pulumi up` runs, with the deploy credentials pulumi-aws uses; `.venv`'s
         python (boto3) when there is one, as the command is part of the state."""
-        aws_config = pulumi.Config("aws")
-        environment: dict[str, pulumi.Input[str]] = {"INSTANCE_ID": instance.id}
-        for key, variable in (("region", "AWS_REGION"), ("profile", "AWS_PROFILE")):
-            if aws_config.get(key):
-                environment[variable] = aws_config.get(key)  # type: ignore[assignment]
+        environment: dict[str, pulumi.Input[str]] = {"INSTANCE_ID": instance.id, **local_aws_environment()}
         read = command.local.Command(
             child(self._name, "host-key"),
             create=f"{LOCAL_PYTHON} {HOST_KEY_TOOL}",

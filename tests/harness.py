@@ -11,6 +11,8 @@ wiring on the recording, never the mocks' own echo.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 
 from typing import Any, Optional
@@ -86,6 +88,9 @@ def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, A
         return {"results": list(inputs.get("inputs", []))[: int(inputs.get("resultCount", 1))]}
     if typ == "random:index/randomPassword:RandomPassword":
         return {"result": "mock-generated-api-key-0123456789abcdef"}
+    if typ == "random:index/randomId:RandomId":  # new keepers, new id (as the provider replaces it)
+        seed = name + json.dumps(inputs.get("keepers") or {}, sort_keys=True)
+        return {"hex": hashlib.sha256(seed.encode()).hexdigest()[: 2 * int(inputs.get("byteLength", 8))]}
     if typ == "command:remote:Command" and name.endswith("-benchmark-run"):
         # What benchmark_vllm.sh prints for the levels it was given.
         levels = tuple(int(c) for c in reveal(inputs["environment"])["VLLM_DEPLOY_BENCH_CONCURRENCY"].split())

@@ -28,15 +28,19 @@ import sys
 from typing import Any
 
 DIGEST_TAG = "vllm-deploy-image-digest"
+# A random id made once per stack (components.fleet_image): two stacks of the same project and
+# name in one account (two people's `dev`) never touch each other's images.
+STACK_ID_TAG = "vllm-deploy-stack-id"
 
 
-def stack_images(client: Any, project: str, stack: str) -> list[dict[str, Any]]:
+def stack_images(client: Any, project: str, stack: str, stack_id: str) -> list[dict[str, Any]]:
     """This stack's baked images, oldest first (by CreationDate, then id)."""
     images = client.describe_images(
         Owners=["self"],
         Filters=[
             {"Name": "tag:project", "Values": [project]},
             {"Name": "tag:stack", "Values": [stack]},
+            {"Name": f"tag:{STACK_ID_TAG}", "Values": [stack_id]},
             {"Name": "tag-key", "Values": [DIGEST_TAG]},
         ],
     )["Images"]
@@ -62,11 +66,15 @@ def remove(client: Any, image: dict[str, Any]) -> None:
           flush=True)
 
 
-def run(client: Any, mode: str, project: str, stack: str, current: str = "") -> int:
+def run(client: Any, mode: str, project: str, stack: str, current: str = "", stack_id: str = "") -> int:
     if mode not in ("prune", "destroy"):
         print(f"prune_images: unknown mode {mode!r} (prune or destroy)", file=sys.stderr, flush=True)
         return 1
-    images = stack_images(client, project, stack)
+    if not stack_id:
+        print(f"{stack}: no STACK_ID, so this stack's images cannot be told from another's of the same "
+              "name; nothing removed", file=sys.stderr, flush=True)
+        return 1
+    images = stack_images(client, project, stack, stack_id)
     doomed = images if mode == "destroy" else images_to_remove(images, current)
     if mode == "prune" and current not in {i["ImageId"] for i in images}:
         print(f"{stack}: the current image {current} is not among this stack's images; nothing removed", flush=True)
@@ -94,7 +102,8 @@ def main() -> int:
         return 1
     mode = sys.argv[1] if len(sys.argv) > 1 else ""
     client = boto3.client("ec2", region_name=os.environ["AWS_REGION"])
-    return run(client, mode, os.environ["PROJECT"], os.environ["STACK"], os.environ.get("CURRENT_IMAGE_ID", ""))
+    return run(client, mode, os.environ["PROJECT"], os.environ["STACK"], os.environ.get("CURRENT_IMAGE_ID", ""),
+               os.environ.get("STACK_ID", ""))
 
 
 if __name__ == "__main__":

@@ -292,7 +292,14 @@ def test_the_image_is_kept_when_replaced_and_rebaked_exactly_when_its_content_ch
     assert bake(replicas=4)[1] == name  # the count is the group's business, not the image's
     assert bake(modelRevision="a1b2c3d")[1] != name
     assert bake(drainSeconds=120)[1] == name  # the target group's delay: no new image, no roll
-    assert re.fullmatch(r"vllm-deploy-prod-[0-9a-f]{16}", name)
+    # The digest, then the bake's own id (an image name is unique in a Region: going back to an
+    # earlier digest bakes under a new name while the retained image keeps the old one).
+    assert re.fullmatch(r"vllm-deploy-prod-[0-9a-f]{16}-[0-9a-f]{8}", name)
+    bake_id = run.named("vllm-builder-bake-id")
+    assert bake_id.plain["keepers"] == {"digest": builder.replacement_trigger}
+    stack_id = run.named("vllm-builder-stack-id")
+    assert "keepers" not in stack_id.plain or not stack_id.plain["keepers"]  # made once per stack
+    assert re.fullmatch(r"[0-9a-f]{16}", image.plain["tags"]["vllm-deploy-stack-id"])
 
 
 def test_the_instance_profile_reads_one_parameter_and_answers_its_own_hooks(program):
@@ -411,3 +418,18 @@ def test_a_scaling_fleets_refresh_surge_counts_the_top_of_its_range():
     surge = refresh_surge(config, sized)
     assert surge["extraInstances"] == 6
     assert surge["peakVcpus"] == 12 * sized.instance.vcpus
+
+
+def test_every_local_aws_command_uses_the_stacks_profile_and_region(program):
+    """The refresh wait, the image pruner, the destroy guard and the host-key reader run where
+    `pulumi up` runs, with boto3: they must reach the account pulumi-aws deploys to (aws:profile),
+    not the machine's default credentials."""
+    run = prod_fleet(program, **{"aws:profile": "team-gpu", "aws:region": "us-east-1"})
+    local = [r for r in run.of_type("command:local:Command")
+             if r.name.endswith(("-refresh-wait", "-image-prune", "-image-destroy", "-host-key"))]
+    assert {r.name.rsplit("-", 2)[-2] + "-" + r.name.rsplit("-", 2)[-1] for r in local} >= {
+        "refresh-wait", "image-prune", "image-destroy", "host-key"}
+    for command in local:
+        environment = reveal(command.plain["environment"])
+        assert environment.get("AWS_PROFILE") == "team-gpu", command.name
+        assert environment.get("AWS_REGION") == "us-east-1", command.name
