@@ -10,12 +10,12 @@ module does not import config.settings, which calls it: the import runs one way.
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Protocol, Union
+from typing import Any, Literal, Optional, Protocol, Union
 
 from config.access import inside_any
 from config.constants import DISABLE_LOG_STATS, NAMESPACE
 from config.images import is_pinned_vllm_image, unverified_image_message
-from config.risky_args import risky_arg_problem
+from config.risky_args import is_pinned_revision, risky_arg_problem, trusts_remote_code
 
 
 class CrossKeyValues(Protocol):
@@ -40,6 +40,7 @@ class CrossKeyValues(Protocol):
     warm_replicas: int
     on_demand_replicas: int
     model_revision: Optional[str]
+    speculative_model: Any  # config.keys_adapters.SpeculativeModel or None: .model, .revision
 
     @property
     def grafana_cidrs(self) -> list[str]: ...
@@ -210,3 +211,17 @@ def _risky_extra_args(config: CrossKeyValues) -> None:
     problem = risky_arg_problem(config.vllm_extra_args, config.model, config.model_revision, config.is_local_model)
     if problem:
         raise ValueError(problem)
+    draft = config.speculative_model
+    if (trusts_remote_code(config.vllm_extra_args) and draft is not None and draft.model
+            and not draft.model.startswith(("/", "./", "~")) and not is_pinned_revision(draft.revision)):
+        # vLLM 0.33 builds the draft's ModelConfig with the target's trust_remote_code
+        # (vllm/config/speculative.py, SpeculativeConfig.__post_init__): the draft's repository
+        # runs code on the host too.
+        given = f"revision={draft.revision!r}" if draft.revision else "no revision (the main branch)"
+        raise ValueError(
+            f"{NAMESPACE}:vllmExtraArgs has --trust-remote-code and {NAMESPACE}:speculativeModel "
+            f"{draft.model} has {given}: vLLM loads the draft with the same trust, so whoever can push "
+            "to its repository runs code on the host. Fix: pin the draft's reviewed commit, "
+            "speculativeModel.revision: <40-hex commit id> (pulumi config set --path "
+            "'speculativeModel.revision' <commit>), or remove --trust-remote-code"
+        )

@@ -78,3 +78,16 @@ def test_the_program_warns_at_preview_and_goes_on():
     warned = [line for line in run.logs if "--allowed-media-domains" in line or "--enable-log-requests" in line]
     assert len(warned) == 2, run.logs
     assert run.resources
+
+
+def test_trust_remote_code_needs_the_drafts_revision_pinned_too():
+    """vLLM 0.33 loads a speculative draft with the target's trust_remote_code
+    (vllm/config/speculative.py): an unpinned draft repository would run code on the host."""
+    pinned = "0123456789abcdef0123456789abcdef01234567"
+    values = {"model": "Qwen/Qwen2.5-7B-Instruct", "modelRevision": pinned, "vllmExtraArgs": ["--trust-remote-code"],
+              "speculativeModel": {"model": "Qwen/Qwen2.5-0.5B-Instruct", "numSpeculativeTokens": 3}}
+    with pytest.raises(ConfigError) as err:
+        parse(values)
+    assert "vllm-deploy:speculativeModel Qwen/Qwen2.5-0.5B-Instruct has no revision" in str(err.value)
+    fixed = {**values, "speculativeModel": {**values["speculativeModel"], "revision": pinned}}
+    assert parse(fixed).speculative_model.revision == pinned
