@@ -24,6 +24,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator, model_validator
 
 from config import values
+from config.constants import NAMESPACE
 from config.keys_base import Keys
 
 # vllm/config/lora.py MaxLoRARanks.
@@ -151,16 +152,19 @@ class AdapterKeys(Keys):
             )
         return value
 
-    @model_validator(mode="after")
-    def _adapters_consistent(self) -> "AdapterKeys":
+    def adapter_key_problems(self) -> list[str]:
+        """The adapter keys' combinations that cannot work, one message each (StackConfig reports
+        them with every other cross-key problem at once)."""
+        problems = []
         names = [a.name for a in self.lora_adapters]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise ValueError(f"loraAdapters: the name {twice[0]!r} is used twice; give each adapter its own name")
-        if not self.lora_adapters and (self.max_loras is not None or self.max_lora_rank is not None):
-            key = "maxLoras" if self.max_loras is not None else "maxLoraRank"
-            raise ValueError(f"{key} is set but loraAdapters is empty; add loraAdapters or drop {key}")
-        return self
+        for twice in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"{NAMESPACE}:loraAdapters: the name {twice!r} is used twice; give each adapter its own name")
+        if not self.lora_adapters:
+            for key, value in (("maxLoras", self.max_loras), ("maxLoraRank", self.max_lora_rank)):
+                if value is not None:
+                    problems.append(f"{NAMESPACE}:{key}={value} is set but {NAMESPACE}:loraAdapters is empty; "
+                                    f"add loraAdapters or drop {key} (pulumi config rm {key})")
+        return problems
 
     @property
     def lora_enabled(self) -> bool:

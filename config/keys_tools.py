@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from config.constants import NAMESPACE
 from config.keys_base import Keys
@@ -50,11 +50,13 @@ class ToolKeys(Keys):
             raise ValueError(f"{value!r} is not a parser name; write one name, e.g. hermes")
         return value
 
-    @model_validator(mode="after")
-    def _tool_keys_agree(self) -> "ToolKeys":
+    def tool_key_problems(self) -> list[str]:
+        """The tool keys' combinations that cannot work, one message each (StackConfig reports
+        them with every other cross-key problem at once)."""
+        problems = []
         if self.tool_call_parser is not None and not self.tool_calling:
-            raise ValueError(
-                f"toolCallParser={self.tool_call_parser!r} does nothing without toolCalling: "
+            problems.append(
+                f"{NAMESPACE}:toolCallParser={self.tool_call_parser!r} does nothing without toolCalling: "
                 f"set {NAMESPACE}:toolCalling true (or drop toolCallParser)"
             )
         extra = list(getattr(self, "vllm_extra_args", []) or [])
@@ -63,8 +65,8 @@ class ToolKeys(Keys):
             name = arg.split("=", 1)[0].replace("_", "-")
             if name in owned:
                 key = "toolCalling/toolCallParser" if name in TOOL_FLAGS else "reasoningParser"
-                raise ValueError(
-                    f"vllmExtraArgs has {name}, which {key} sets; drop it from vllmExtraArgs "
+                problems.append(
+                    f"{NAMESPACE}:vllmExtraArgs has {name}, which {key} sets; drop it from vllmExtraArgs "
                     f"(to choose the parser, set {'toolCallParser' if name in TOOL_FLAGS else 'reasoningParser'})"
                 )
-        return self
+        return problems

@@ -54,7 +54,13 @@ class StackConfig(MonitoringKeys, AccessKeys, FleetKeys, HostKeys, AdapterKeys, 
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "StackConfig":
-        rules.check_all(self)
+        problems = self.tool_key_problems() + self.adapter_key_problems()
+        try:
+            rules.check_all(self)
+        except rules.CrossKeyErrors as broken:
+            problems += broken.problems
+        if problems:
+            raise rules.CrossKeyErrors(problems)
         return self
 
     # --- derived -------------------------------------------------------------------

@@ -324,3 +324,17 @@ def test_one_of_our_keys_under_a_namespace_nobody_reads_is_refused_not_ignored()
     assert "you likely meant vllm-deploy:maxModelLen" in str(err.value)
     # A key of its own under an unknown namespace is not ours to refuse.
     assert parse({"model": "Qwen/Qwen2.5-7B-Instruct", "team:owner": "ml"}).max_model_len is None
+
+
+def test_the_sections_rules_and_the_cross_key_rules_are_reported_together():
+    """One preview shows every combination that cannot work (the adversarial review saw the
+    tool and adapter rules hide the fleet's until fixed one by one)."""
+    with pytest.raises(ConfigError) as err:
+        parse({"model": "Qwen/Qwen2.5-7B-Instruct", "maxReplicas": 4, "warmReplicas": 2,
+               "toolCallParser": "hermes", "maxLoras": 4})
+    text = str(err.value)
+    for said in ("vllm-deploy:toolCallParser='hermes' does nothing without toolCalling",
+                 "vllm-deploy:maxLoras=4 is set but vllm-deploy:loraAdapters is empty",
+                 "vllm-deploy:maxReplicas=4 with vllm-deploy:replicas=1",
+                 "vllm-deploy:warmReplicas=2 with vllm-deploy:replicas=1"):
+        assert said in text

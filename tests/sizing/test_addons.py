@@ -96,7 +96,7 @@ def test_an_unreadable_rank_needs_max_lora_rank_named(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("values, message", [
     ({"maxLoraRank": 24, "loraAdapters": [{"name": "a", "model": "acme/a"}]}, "24 is not a rank vLLM 0.33 accepts"),
-    ({"maxLoras": 2}, "maxLoras is set but loraAdapters is empty"),
+    ({"maxLoras": 2}, "maxLoras=2 is set but vllm-deploy:loraAdapters is empty"),
     ({"loraAdapters": [{"name": "a", "model": "acme/a"}, {"name": "a", "model": "acme/b"}]}, "'a' is used twice"),
     ({"speculativeModel": {"numSpeculativeTokens": 2}}, "method draft_model needs model"),
     ({"speculativeModel": {"method": "ngram", "model": DRAFT, "numSpeculativeTokens": 2}}, "drafts without a model"),
