@@ -65,6 +65,17 @@ def _lora(config: StackConfig) -> tuple[int, tuple[tuple[str, int], ...]]:
     ranks: list[tuple[str, int]] = []
     unread: list[str] = []
     for adapter in config.lora_adapters:
+        local = Path(adapter.model).expanduser()
+        if adapter.is_local and not (local / ADAPTER_CONFIG).is_file():
+            # No maxLoraRank can help here: the directory itself is missing or not an adapter.
+            what = "does not exist" if not local.exists() else (
+                "is not a directory" if not local.is_dir() else f"has no {ADAPTER_CONFIG}")
+            raise SizingError(
+                f"{where}: adapter {adapter.name!r} names the local directory {adapter.model}, which "
+                f"{what} on this machine; a LoRA adapter directory holds {ADAPTER_CONFIG} and "
+                "adapter_model.safetensors (as `hf download <adapter>` leaves them). Fix: set its model "
+                "to such a directory (an absolute path), or to the adapter's hub id"
+            )
         rank, why = adapter_rank(adapter, config.model_source)
         if rank is None:
             unread.append(f"{adapter.name} ({adapter.model}): {why}")

@@ -108,7 +108,7 @@ def test_local_adapter_and_draft_directories_are_uploaded_and_mounted(program, t
 
 @pytest.mark.parametrize("config, message", [
     ({"loraAdapters": [{"name": "x", "model": "/nonexistent/adapter"}], "maxLoraRank": 16},
-     "is not a LoRA adapter directory on this machine"),
+     "names the local directory /nonexistent/adapter, which does not exist on this machine"),
     ({"speculativeModel": {"model": "/nonexistent/draft", "numSpeculativeTokens": 2}},
      "speculativeModel.model='/nonexistent/draft'"),
     ({"vllmExtraArgs": ["--enable-lora", "--lora-modules", "sql=/home/me/sql-lora"]},

@@ -118,3 +118,13 @@ def test_lora_turned_on_in_vllm_extra_args_is_sized_at_its_own_limits():
     assert (addons.max_loras, addons.max_lora_rank) == (1, 64)
     off = parse({"model": BASE, "vllmExtraArgs": ["--max-lora-rank", "64"]})
     assert not resolve_addons(off, engine_options(off.vllm_extra_args)).lora
+
+
+@pytest.mark.parametrize("path", ["/nonexistent/adapter", "/etc/passwd", "/tmp"])
+def test_a_local_adapter_that_is_not_an_adapter_directory_is_named_before_any_rank_question(path):
+    """maxLoraRank cannot fix a missing or wrong directory: the error says what the directory is."""
+    config = parse({"model": BASE, "loraAdapters": [{"name": "sql", "model": path}]})
+    with pytest.raises(SizingError) as err:
+        resolve_addons(config)
+    text = str(err.value)
+    assert f"adapter 'sql' names the local directory {path}" in text and "maxLoraRank is needed" not in text
