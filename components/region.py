@@ -9,7 +9,7 @@ import pulumi
 import pulumi_aws as aws
 
 from sizing.gpus import load_instances
-from sizing.regions import load_regions, unknown_region
+from sizing.regions import load_regions, other_partition, unknown_region
 
 
 def offered_instance_types() -> set[str]:
@@ -54,6 +54,9 @@ def check_region() -> None:
     region = configured_region()
     if not region:
         return
+    elsewhere = other_partition(region)
+    if elsewhere:
+        raise pulumi.RunError(elsewhere)
     catalog = {r.code for r in load_regions()}
     try:
         enabled = set(aws.get_regions().names)

@@ -49,10 +49,26 @@ def unknown_region(region: str, among: Optional[Iterable[str]] = None, why: str 
     )
 
 
-def region_problem(region: str) -> Optional[str]:
-    """None when `region` is a catalog Region, else the refusal (unknown_region)."""
-    if region in {r.code for r in load_regions()}:
+def other_partition(region: str) -> Optional[str]:
+    """The refusal for a Region of another AWS partition (China, GovCloud, isolated): accounts
+    there are separate, no commercial account can enable them, and this program's instance
+    catalog, prices and IAM policies (arn:aws:...) are the commercial partition's. None otherwise."""
+    found = next((r for r in load_regions() if r.code == region), None)
+    if found is None or found.partition == "aws":
         return None
+    return (
+        f"aws:region={region!r} ({found.name}) is in the {found.partition} partition, not the commercial "
+        "`aws` partition vllm-deploy supports (its instance catalog, prices and IAM policies are for "
+        "it; an account there is a separate account, which cannot be enabled from this one). Fix: "
+        f"pulumi config set aws:region {closest_regions(region, [r.code for r in load_regions() if r.partition == 'aws'], 1)[0]}"
+    )
+
+
+def region_problem(region: str) -> Optional[str]:
+    """None when `region` is a catalog Region of the commercial partition, else the refusal
+    (other_partition, unknown_region)."""
+    if region in {r.code for r in load_regions()}:
+        return other_partition(region)
     return unknown_region(region)
 
 

@@ -74,3 +74,12 @@ def test_the_catalog_holds_every_commercial_region_and_refuses_typos():
     assert {"us-east-1", "us-west-2", "eu-central-1", "ap-northeast-1", "us-gov-west-1", "cn-north-1"} <= codes
     assert region_problem("us-east-1") is None
     assert "eu-west-1" in region_problem("euwest1")
+
+
+@pytest.mark.parametrize("region", ["cn-north-1", "us-gov-west-1"])
+def test_a_region_of_another_partition_is_refused_as_such_not_as_one_to_enable(region):
+    """China and GovCloud Regions cannot be enabled from a commercial account: the fix names a
+    commercial Region instead of `aws account enable-region`."""
+    problem = region_problem(region)
+    assert problem and "partition, not the commercial `aws` partition" in problem
+    assert "enable-region" not in problem and "pulumi config set aws:region " in problem
