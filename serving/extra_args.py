@@ -280,6 +280,15 @@ def _speculative(args: _Args, ctx: _Context) -> list[str]:
         ]
     if isinstance(model, str) and method not in ("ngram", "custom_class") and model not in ("ngram", "[ngram]"):
         problem = _path_problem(f"{flag} model", "directory", model, ctx)
+        if problem and not model.startswith(("/", "./", "~")):
+            # A hub id: the speculativeModel key downloads it and passes its container path.
+            tokens = spec.get("num_speculative_tokens")
+            problem = (
+                f"{ctx.where}: {flag} names the draft {model!r}, which the offline container cannot "
+                f"download; use the key that downloads and mounts it: {NAMESPACE}:speculativeModel: "
+                f"{{model: {model}, numSpeculativeTokens: {tokens if tokens is not None else 4}}} "
+                f"(and drop {flag} from vllmExtraArgs)"
+            )
         return [problem] if problem else []
     return []
 

@@ -367,4 +367,6 @@ def test_the_mtp_methods_come_from_vllms_source():
 def test_a_draft_model_the_offline_container_cannot_fetch_is_refused():
     config = {"model": "Qwen/Qwen2.5-0.5B-Instruct", "num_speculative_tokens": 3}
     problem = only(["--speculative-config", json.dumps(config)])
-    assert "'Qwen/Qwen2.5-0.5B-Instruct' is a directory the vLLM container cannot see" in problem
+    # A hub id: the refusal names the key that downloads and mounts the draft.
+    assert "names the draft 'Qwen/Qwen2.5-0.5B-Instruct', which the offline container cannot download" in problem
+    assert "vllm-deploy:speculativeModel: {model: Qwen/Qwen2.5-0.5B-Instruct, numSpeculativeTokens: 3}" in problem
