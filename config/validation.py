@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from config.constants import NAMESPACE, SECRET_KEYS
 from config.namespaces import judge
@@ -53,6 +54,8 @@ def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     key = str(loc[0]) if loc else ""
     msg = err["msg"].removeprefix("Value error, ")
     kind = err["type"]
+    if len(loc) > 1:  # inside an object or list key: loraAdapters[0].rank, speculativeModel.model
+        return _describe_nested(err, loc, msg, kind)
     if kind == "extra_forbidden":
         guess = difflib.get_close_matches(key, KEYS + SECRET_KEYS, n=1, cutoff=0.6)
         provider_key = _AWS_PROVIDER_KEYS.get(key.lower())
@@ -82,6 +85,40 @@ def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     field = StackConfig.model_fields.get(_FIELD_BY_KEY.get(key, ""))
     about = f" ({field.description})" if field is not None and field.description else ""
     return f"{where}={given!r}: {msg}{about}"
+
+
+def _nested_model(annotation: Any) -> Any:
+    """The pydantic model inside a field's type (list[LoraAdapter], Optional[SpeculativeModel])."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for inner in typing.get_args(annotation):
+        found = _nested_model(inner)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe_nested(err: dict[str, Any], loc: tuple, msg: str, kind: str) -> str:
+    """An error inside an object or list key, named by its path (loraAdapters[0].rank), with its
+    own value and a fix through `pulumi config set --path`."""
+    where = f"{NAMESPACE}:{loc[0]}" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+    path = str(loc[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
+    parent = path.rsplit(".", 1)[0] if isinstance(loc[-1], str) else path
+    if kind == "extra_forbidden":
+        field = StackConfig.model_fields.get(_FIELD_BY_KEY.get(str(loc[0]), ""))
+        nested = _nested_model(field.annotation) if field is not None else None
+        fields = [f.alias or n for n, f in nested.model_fields.items()] if nested is not None else []
+        guess = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.5)
+        known = f"did you mean {guess[0]}? " if guess else ""
+        return (f"{where} is not a known field here; {known}{loc[0]} takes {', '.join(fields) or 'other fields'} "
+                f"(pulumi config rm --path '{path}'"
+                + (f", then pulumi config set --path '{parent}.{guess[0]}' <the same value>)" if guess and isinstance(loc[-1], str) else ")"))
+    if kind == "missing":
+        return f"{where} is required: pulumi config set --path '{path}' <value> (inside {parent})"
+    value = err.get("input")
+    if "PRIVATE KEY" in str(value):
+        value = "<a private key, not shown>"
+    return f"{where}={value!r}: {msg} (pulumi config set --path '{path}' <value>)"
 
 
 def parse(raw: dict[str, Any]) -> StackConfig:

@@ -338,3 +338,18 @@ def test_the_sections_rules_and_the_cross_key_rules_are_reported_together():
                  "vllm-deploy:maxReplicas=4 with vllm-deploy:replicas=1",
                  "vllm-deploy:warmReplicas=2 with vllm-deploy:replicas=1"):
         assert said in text
+
+
+def test_an_error_inside_an_object_key_names_its_field_and_a_path_fix():
+    """loraAdapters[0].rank or speculativeModel.numSpecTokens: the nested field is named, with
+    `pulumi config set --path`, never the top key as "not a known key"."""
+    with pytest.raises(ConfigError) as err:
+        parse({"model": "Qwen/Qwen2.5-7B-Instruct",
+               "speculativeModel": {"model": "Qwen/Qwen2.5-0.5B-Instruct", "numSpecTokens": 3}})
+    text = str(err.value)
+    assert "vllm-deploy:speculativeModel.numSpecTokens is not a known field here; did you mean numSpeculativeTokens?" in text
+    assert "pulumi config set --path 'speculativeModel.numSpeculativeTokens' <the same value>" in text
+    assert "speculativeModel is not a known key" not in text
+    with pytest.raises(ConfigError) as err:
+        parse({"model": "Qwen/Qwen2.5-7B-Instruct", "loraAdapters": [{"name": "bad name!", "model": "org/x"}]})
+    assert "vllm-deploy:loraAdapters[0].name='bad name!'" in str(err.value)
