@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import traceback
@@ -161,6 +162,12 @@ def _main(argv: Optional[list[str]]) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             parser.error(f"--set {item!r}: write KEY=VALUE, e.g. --set replicas=3")
+        if value.strip().startswith(("[", "{")):  # a list or an object, as the stack file would hold it
+            try:
+                value = json.loads(value)
+            except ValueError:
+                parser.error(f"--set {item!r}: the value starts like JSON but is not valid JSON, "
+                             "e.g. --set 'allowedCidrs=[\"203.0.113.0/24\"]'")
         overrides[key if ":" in key else f"{engine.PROJECT}:{key}"] = value
 
     stack = args.stack

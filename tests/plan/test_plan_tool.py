@@ -277,3 +277,13 @@ def test_the_offline_plan_refuses_a_bad_region_and_a_mistyped_namespace(clone, t
     for text in said:
         assert text in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_set_takes_a_list_as_the_stack_file_would_hold_it(clone, tmp_path):
+    """--set 'allowedCidrs=[...]' (JSON) plans like the same list in Pulumi.<stack>.yaml: the
+    security group admits it, the nginx config renders, and no traceback (the value reached the
+    offline nginx render as a string before)."""
+    result = plan_cli(clone, tmp_path, "dev", "--set", 'allowedCidrs=["203.0.113.0/24"]', "--nginx")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "vllm-host-https-203.0.113.0-24" in result.stdout and "listen" in result.stdout
+    assert "Traceback" not in result.stderr
