@@ -7,6 +7,7 @@ preview, never logged or exported) a secret's plain value.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import os
@@ -64,6 +65,33 @@ def _foreign_keys() -> dict[str, str]:
     """The stack's keys of other namespaces (`aws:region`, a mistyped `vllm_deploy:model`), for
     parse() to judge by name: their values are never read here (one may be a secret)."""
     return {k: "<not read>" for k in _all_values() if ":" in k and not k.startswith(f"{NAMESPACE}:")}
+
+
+def aws_provider_keys() -> set[str]:
+    """The `aws:*` keys pulumi-aws reads (its pulumi_aws.config module's settings, camelCase)."""
+    import pulumi_aws.config  # noqa: F401 - loads the package (vars imports it back)
+    from pulumi_aws.config import vars as provider_vars
+
+    names = [n for n, v in vars(provider_vars._ExportableConfig).items() if isinstance(v, property)]
+    return {n.split("_")[0] + "".join(p.capitalize() for p in n.split("_")[1:]) for n in names}
+
+
+def aws_key_problems(keys: Any) -> list[str]:
+    """`aws:regoin` and the like: an `aws:*` key pulumi-aws does not read but that is close to
+    one it does, which would be silently ignored (the provider then takes its Region from the
+    environment, possibly another one). Keys with no close match are left to the provider."""
+    known = aws_provider_keys()
+    problems = []
+    for full in sorted(k for k in keys if k.startswith("aws:")):
+        name = full[len("aws:"):]
+        guess = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        if name not in known and guess:
+            problems.append(
+                f"{full} is not a setting of the AWS provider, which would ignore it (and take its "
+                f"value from the environment instead); you likely meant aws:{guess[0]}. Fix: pulumi "
+                f"config rm '{full}', then pulumi config set aws:{guess[0]} <the same value>"
+            )
+    return problems
 
 
 def _project_keys() -> dict[str, Any]:
@@ -128,6 +156,7 @@ def load() -> tuple[StackConfig, Secrets]:
     foreign = _foreign_keys()
     for warning in judge(foreign, KEYS).warnings:
         pulumi.log.warn(warning)
+    problems += aws_key_problems(foreign)
     try:
         settings = parse({**values, **foreign})
     except ConfigError as exc:

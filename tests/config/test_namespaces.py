@@ -75,3 +75,14 @@ def test_the_program_warns_about_an_unrelated_namespace_and_goes_on(monkeypatch)
     run = run_program({**stack_config("dev"), "acme-policies:owner": "team-a"}, preview=True)
     assert any("acme-policies:owner" in line for line in run.logs)
     assert run.resources
+
+
+def test_a_mistyped_aws_provider_key_is_refused_with_the_one_meant(monkeypatch):
+    """`aws:regoin` would be ignored by pulumi-aws, which then takes its Region from the
+    environment (possibly another one): refused before anything is created, naming aws:region."""
+    monkeypatch.setenv("VLLM_DEPLOY_PUBLIC_IP", "192.0.2.44")
+    run = run_program({**stack_config("dev"), "aws:regoin": "eu-west-1"}, preview=True, expect_error=True)
+    assert run.error is not None and not run.resources
+    assert "aws:regoin is not a setting of the AWS provider" in str(run.error)
+    assert "pulumi config set aws:region <the same value>" in str(run.error)
+    assert run_program({**stack_config("dev"), "aws:region": "eu-west-1"}, preview=True).error is None
