@@ -41,6 +41,8 @@ class CrossKeyValues(Protocol):
     on_demand_replicas: int
     model_revision: Optional[str]
     speculative_model: Any  # config.keys_adapters.SpeculativeModel or None: .model, .revision
+    scale_on_waiting_requests: float
+    replace_stopped_host: bool
 
     @property
     def grafana_cidrs(self) -> list[str]: ...
@@ -195,6 +197,29 @@ def _scaling_keys(config: CrossKeyValues) -> None:
             "on an Auto Scaling group with a mixed-instances policy or spot instances (PutWarmPool); "
             "set warmReplicas to 0 to keep spot, or spot to false to keep the warm pool"
         )
+    # Keys set (away from their defaults: Pulumi.yaml declares the defaults, which the CLI passes
+    # as if set) where they would do nothing: refused like toolCallParser without toolCalling, so
+    # a user never believes a setting is in force when it is not.
+    given = {name for name in ("on_demand_replicas", "scale_on_waiting_requests")
+             if getattr(config, name) != _default(config, name)}
+    if "on_demand_replicas" in given and not (config.replicas > 1 and config.spot):
+        problems.append(
+            f"{NAMESPACE}:onDemandReplicas={config.on_demand_replicas} does nothing without a spot fleet "
+            f"({n}, spot={str(config.spot).lower()}): it is the on-demand base of a fleet with spot "
+            "replicas; set replicas to 2 or more and spot to true, or drop onDemandReplicas "
+            "(pulumi config rm onDemandReplicas)"
+        )
+    if "scale_on_waiting_requests" in given and not (top is not None and top > config.replicas):
+        problems.append(
+            f"{NAMESPACE}:scaleOnWaitingRequests={config.scale_on_waiting_requests:g} does nothing without "
+            f"maxReplicas above replicas ({n}): set maxReplicas to the most replicas to scale to, or drop "
+            "scaleOnWaitingRequests (pulumi config rm scaleOnWaitingRequests)"
+        )
+    if config.replace_stopped_host and config.replicas > 1:
+        problems.append(
+            f"{NAMESPACE}:replaceStoppedHost=true with {n}: a fleet's Auto Scaling group replaces a "
+            "stopped replica itself; drop replaceStoppedHost (pulumi config rm replaceStoppedHost)"
+        )
     if config.replicas > 1 and config.spot and config.on_demand_replicas > config.replicas:
         problems.append(
             f"{NAMESPACE}:onDemandReplicas={config.on_demand_replicas} is above {n}: the on-demand "
@@ -203,6 +228,11 @@ def _scaling_keys(config: CrossKeyValues) -> None:
         )
     if problems:
         raise CrossKeyErrors(problems)
+
+
+def _default(config: CrossKeyValues, name: str) -> Any:
+    """The default of field `name` of the config's model (pydantic's model_fields)."""
+    return type(config).model_fields[name].default  # type: ignore[attr-defined]
 
 
 def _risky_extra_args(config: CrossKeyValues) -> None:

@@ -51,3 +51,19 @@ def test_spot_is_allowed_on_a_fleet_now():
 def test_the_waiting_target_must_be_above_zero(bad):
     (message,) = problems(replicas=2, maxReplicas=4, scaleOnWaitingRequests=bad)
     assert "scaleOnWaitingRequests" in message
+
+
+@pytest.mark.parametrize("values, said", [
+    ({"onDemandReplicas": 2}, "vllm-deploy:onDemandReplicas=2 does nothing without a spot fleet"),
+    ({"replicas": 2, "scaleOnWaitingRequests": 3}, "vllm-deploy:scaleOnWaitingRequests=3 does nothing without maxReplicas"),
+    ({"replicas": 2, "replaceStoppedHost": True}, "vllm-deploy:replaceStoppedHost=true with vllm-deploy:replicas=2"),
+])
+def test_a_key_set_where_it_would_do_nothing_is_refused_with_the_fix(values, said):
+    with pytest.raises(ConfigError) as err:
+        parse({"model": "Qwen/Qwen2.5-7B-Instruct", **values})
+    assert said in str(err.value)
+    # The same keys where they act are accepted.
+    parse({"model": "Qwen/Qwen2.5-7B-Instruct", "replicas": 2, "spot": True, "onDemandReplicas": 2,
+           "maxReplicas": 4, "scaleOnWaitingRequests": 3})
+    # Their defaults (which Pulumi.yaml declares, so the CLI passes them) are never refused.
+    parse({"model": "Qwen/Qwen2.5-7B-Instruct", "onDemandReplicas": 1, "scaleOnWaitingRequests": 2})
