@@ -6,8 +6,11 @@
 # vLLM on loopback only; no restart policy (the builder is stopped next, and serves nothing).
 #
 #   VLLM_DEPLOY_BUILDER_ACTION=start  run the container, the API key (VLLM_API_KEY, secret)
-#        through an env file (0600, in a 0700 directory on tmpfs) removed once `docker run` has
-#        read it: never an argument, never printed, never on the root volume the image is made of.
+#        in a file (0600, in a 0700 directory on tmpfs) mounted read-only into the container,
+#        whose shell entrypoint exports it before `exec vllm serve`: never an argument, never
+#        printed, and not in the container's configuration either (an --env-file's values land in
+#        /var/lib/docker/containers/<id>/config.v2.json on the root volume the image is made of,
+#        whose freed blocks a snapshot can still hold).
 #   VLLM_DEPLOY_BUILDER_ACTION=stop   `docker stop` with the replica's stop timeout (vLLM's
 #        --shutdown-timeout below it), remove the container and the env file's directory.
 #        bake_cleanup.sh then checks that no container remains.
@@ -61,23 +64,26 @@ if docker container inspect "$name" >/dev/null 2>&1; then
   docker rm -f "$name" >/dev/null || die "docker rm -f $name failed" "inspect: docker ps -a"
 fi
 install -d -m 0700 "$secrets_dir"
-key_file=$secrets_dir/api-key.env
+key_file=$secrets_dir/api-key
 (
   umask 077
-  printf 'VLLM_API_KEY=%s\n' "$VLLM_API_KEY" >"$key_file"
+  printf '%s' "$VLLM_API_KEY" >"$key_file"
 )
+container_key=/run/secrets/vllm-api-key
+# The image's entrypoint is `vllm serve`: the shell reads the key, then becomes it.
+# shellcheck disable=SC2016 # expanded by the container's shell, not here
+serve='VLLM_API_KEY=$(cat '"$container_key"') && export VLLM_API_KEY && exec vllm serve "$@"'
 port=$VLLM_DEPLOY_VLLM_PORT
 status=0
 # The GPU request that works in the container toolkit's mode (lib.sh gpu_access_detect).
 gpu_access_detect
 docker run -d --name "$name" "${GPU_ARGS[@]}" --ipc host \
   -p "127.0.0.1:$port:$port" \
-  --env-file "$key_file" --env-file "$replica_dir/vllm.env" \
-  -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" \
+  --env-file "$replica_dir/vllm.env" -v "$key_file:$container_key:ro" \
+  -v "$VLLM_DEPLOY_MODEL_DIR:$VLLM_DEPLOY_MODEL_MOUNT:ro" --entrypoint /bin/sh \
   --stop-timeout "$VLLM_DEPLOY_DOCKER_STOP_TIMEOUT_S" \
   --log-driver json-file --log-opt max-size=100m --log-opt max-file=5 \
-  "$VLLM_DEPLOY_VLLM_IMAGE" "${vllm_args[@]}" >/dev/null || status=$?
-rm -f "$key_file" # docker read it at `run`; nothing of the key stays on disk
+  "$VLLM_DEPLOY_VLLM_IMAGE" -c "$serve" vllm-serve "${vllm_args[@]}" >/dev/null || status=$?
 ((status == 0)) ||
   die "docker run $name failed" "inspect: journalctl -u docker; is $VLLM_DEPLOY_VLLM_IMAGE pulled (docker images)?"
 log "started $name ($VLLM_DEPLOY_VLLM_IMAGE) on 127.0.0.1:$port with the replica's argv"

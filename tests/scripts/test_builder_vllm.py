@@ -51,25 +51,34 @@ def test_it_passes_shellcheck_from_its_place_in_the_repository():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_start_serves_the_replicas_argv_with_the_key_only_in_a_file_docker_read(builder):
+def test_start_serves_the_replicas_argv_with_the_key_only_in_a_mounted_tmpfs_file(builder):
     host, _, argv, settings = builder
     started = run(builder, "start", VLLM_API_KEY=KEY)
     assert_ok(started)
     assert started.stdout == "VLLM_DEPLOY_BUILDER_VLLM=started\n"
     (vllm,) = [c for c in started.called("docker") if c[:1] == ["run"]]
     at = vllm.index(settings.vllm_image)
-    # The single host's argv carries --shutdown-timeout itself (serving.vllm_args): a replica's is the same.
-    assert vllm[at + 1:] == argv and argv[argv.index("--shutdown-timeout") + 1] == "30", "the argv every replica boots with"
+    # The image's `vllm serve` through a shell that reads the key first, with the replica's argv;
+    # the single host's argv carries --shutdown-timeout itself (serving.vllm_args).
+    assert vllm[vllm.index("--entrypoint") + 1] == "/bin/sh"
+    assert vllm[at + 1] == "-c" and vllm[at + 2].endswith('exec vllm serve "$@"') and vllm[at + 3] == "vllm-serve"
+    assert vllm[at + 4:] == argv and argv[argv.index("--shutdown-timeout") + 1] == "30", "the argv every replica boots with"
     assert vllm[vllm.index("--name") + 1] == "vllm-builder"
     assert "--restart" not in vllm, "nothing restarts it on the builder"
     assert vllm[vllm.index("-p") + 1] == "127.0.0.1:8000:8000"
-    assert vllm[vllm.index("-v") + 1] == f"{host.models}:/models/served:ro"
-    names = (host.state / "containers" / "vllm-builder.env-names").read_text().split()
-    assert sorted(names) == ["HF_HUB_OFFLINE", "VLLM_API_KEY", "VLLM_CACHE_ROOT", "VLLM_NO_USAGE_STATS"], "the replica's environment"
-    # The key: never on a command line, in the output, or left on disk.
-    assert KEY not in host.calls_text() and KEY not in started.stdout + started.stderr
+    mounts = [vllm[i + 1] for i, a in enumerate(vllm) if a == "-v"]
     secrets_dir = host.root / "run" / "vllm-deploy-builder"
-    assert not any(KEY in p.read_text() for p in secrets_dir.rglob("*") if p.is_file())
+    assert f"{host.models}:/models/served:ro" in mounts
+    assert f"{secrets_dir / 'api-key'}:/run/secrets/vllm-api-key:ro" in mounts
+    # No --env-file carries the key: Docker would keep its value in the container's configuration
+    # on the root volume the image is made of.
+    names = (host.state / "containers" / "vllm-builder.env-names").read_text().split()
+    assert sorted(names) == ["HF_HUB_OFFLINE", "VLLM_CACHE_ROOT", "VLLM_NO_USAGE_STATS"], "the replica's environment"
+    # The key: never on a command line or in the output; only in the 0600 file of the 0700 tmpfs
+    # directory the container reads.
+    assert KEY not in host.calls_text() and KEY not in started.stdout + started.stderr
+    assert (secrets_dir / "api-key").read_text() == KEY
+    assert oct((secrets_dir / "api-key").stat().st_mode & 0o777) == "0o600"
     assert oct(secrets_dir.stat().st_mode & 0o777) == "0o700"
 
 
