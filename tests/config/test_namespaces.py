@@ -20,6 +20,8 @@ MODEL = {"model": "Qwen/Qwen2.5-1.5B-Instruct"}
     ("vllm-deploy-:maxModelLen", "vllm-deploy:maxModelLen"),
     ("VLLM-Deploy:instanceType", "vllm-deploy:instanceType"),
     ("vlm-deploy:maxModelLen", "vllm-deploy:maxModelLen"),
+    ("vllm-deplyo:maxModelLen", "vllm-deploy:maxModelLen"),  # two edits: a transposed pair
+    ("vlm-deply:maxModelLen", "vllm-deploy:maxModelLen"),  # two edits: two letters dropped
     ("vllm_deploy:maxmodellen", "vllm-deploy:maxModelLen"),  # the key's case fixed too
     ("AWS:region", "aws:region"),
     ("aws_:region", "aws:region"),

@@ -60,3 +60,11 @@ def test_the_wait_never_ends_before_a_replicas_own_launch_hook_would():
     long_readiness = 4 * 3600  # readinessTimeoutMinutes=240: the hook may wait that long
     assert start_time.capacity_wait_s(small, long_readiness) == long_readiness + small.boot_s
     assert start_time.instance_warmup_s(small) >= start_time.MIN_WARMUP_S
+
+
+def test_a_quick_restart_still_gets_the_minimum_warm_up():
+    """A tiny eager model restarts in well under a minute: the refresh still waits MIN_WARMUP_S."""
+    config = parse({"model": "Qwen/Qwen2.5-0.5B-Instruct", "replicas": 2, "vllmExtraArgs": ["--enforce-eager"]})
+    quick = start_time.replica_start(plan(config), config, enforce_eager=True)
+    assert quick.vllm_restart_s < start_time.MIN_WARMUP_S
+    assert start_time.instance_warmup_s(quick) == start_time.MIN_WARMUP_S
