@@ -20,8 +20,9 @@ MODEL = {"model": "Qwen/Qwen2.5-1.5B-Instruct"}
     ("vllm-deploy-:maxModelLen", "vllm-deploy:maxModelLen"),
     ("VLLM-Deploy:instanceType", "vllm-deploy:instanceType"),
     ("vlm-deploy:maxModelLen", "vllm-deploy:maxModelLen"),
-    ("vllm-deplyo:maxModelLen", "vllm-deploy:maxModelLen"),  # two edits: a transposed pair
-    ("vlm-deply:maxModelLen", "vllm-deploy:maxModelLen"),  # two edits: two letters dropped
+    # Two edits, with a key name that is not ours either (ours are refused under any namespace).
+    ("vllm-deplyo:servedName", "vllm-deploy:servedModelName"),  # a transposed pair
+    ("vlm-deply:servedName", "vllm-deploy:servedModelName"),  # two letters dropped
     ("vllm_deploy:maxmodellen", "vllm-deploy:maxModelLen"),  # the key's case fixed too
     ("AWS:region", "aws:region"),
     ("aws_:region", "aws:region"),
