@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -234,3 +235,32 @@ def test_the_spot_bound_fits_the_notice_and_the_script_uses_the_plans_value() ->
     from components.fleet_bake import SHUTDOWN_TIMEOUT_S
     worst = (fleet_scaling.SPOT_STREAM_BOUND_S - SHUTDOWN_TIMEOUT_S) + SHUTDOWN_TIMEOUT_S + 15
     assert worst < fleet_scaling.SPOT_NOTICE_S
+
+
+def test_a_spot_drain_restarted_part_way_keeps_the_bound_from_when_drain_mode_went_on(replica: ReplicaHost) -> None:
+    """Killed (or failed) and run again, the drain does not start its bound afresh: drain mode
+    went on at the flag's time, so a re-run past the bound stops vLLM at once."""
+    fake = start_fake_vllm(api_key=API_KEY, chunk_delay_ms=100, shutdown_timeout_s=2)
+    (replica.bin / "curl").unlink()
+    (replica.bin / "curl").symlink_to(shutil.which("curl"))
+    replica.add_container("vllm", pid=fake.process.pid)
+    replica.run_dir.mkdir(parents=True, exist_ok=True)
+    flag = replica.run_dir / "draining"
+    flag.touch()
+    past = time.time() - 30  # drain mode went on 30 s ago, beyond the 5 s bound
+    os.utime(flag, (past, past))
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            long_stream = pool.submit(_stream, fake.port, 600)
+            time.sleep(0.5)
+            started = time.monotonic()
+            run = replica.run("spot_drain.sh", timeout_s=60, VLLM_DEPLOY_VLLM_PORT=str(fake.port),
+                              VLLM_DEPLOY_SHUTDOWN_TIMEOUT_S="2", VLLM_DEPLOY_SPOT_STREAM_BOUND_S="5",
+                              VLLM_DEPLOY_SPOT_POLL_S="0.2")
+            took = time.monotonic() - started
+            assert_ok(run)
+            long_stream.result(timeout=30)
+        assert took < 3 + 15, took  # no new wait for streams: straight to vLLM's stop
+        assert (replica.state / "containers" / "vllm.stopped").read_text().strip() == "exited"
+    finally:
+        fake.stop()

@@ -35,8 +35,13 @@ while true; do
   fi
   if ((spot_done == 0)) && notice=$(imds_get spot/instance-action 2>/dev/null) && [[ -n "$notice" ]]; then
     log "spot interruption notice: $notice"
-    spot_done=1
-    bash "$REPLICA_HERE/spot_drain.sh" || log "spot_drain.sh failed; EC2 ends the instance at the notice's time"
+    # Done only once it succeeded: a failed drain is tried again at the next poll, with the
+    # bound counted from when drain mode went on (spot_drain.sh).
+    if bash "$REPLICA_HERE/spot_drain.sh"; then
+      spot_done=1
+    else
+      log "spot_drain.sh failed; trying again (EC2 ends the instance at the notice's time)"
+    fi
   fi
   sleep "$poll"
 done

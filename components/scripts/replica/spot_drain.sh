@@ -14,7 +14,9 @@
 #      105 s with the defaults, inside the two minutes; a stream longer than ~90 s is cut.
 # No lifecycle action here: EC2 terminates the instance; if the group's termination hook gets to
 # it first, lifecycle_watch.sh completes it (drain.sh finds vLLM already stopped).
-# Idempotent: a second run finds the flag set and vLLM stopped. Stdout: VLLM_DEPLOY_SPOT_DRAINED=<s>
+# Idempotent: a second run finds the flag set and vLLM stopped; a run restarted part-way (killed,
+# or lifecycle_watch.sh retrying a failed one) counts the bound from when drain mode went on (the
+# flag's time), never afresh. Stdout: VLLM_DEPLOY_SPOT_DRAINED=<s>
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR/.. source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -30,10 +32,16 @@ poll=${VLLM_DEPLOY_SPOT_POLL_S:-1}
 shutdown=$VLLM_DEPLOY_SHUTDOWN_TIMEOUT_S
 container=$VLLM_DEPLOY_VLLM_CONTAINER
 wait_s=$((bound > shutdown ? bound - shutdown : 0))
-started=$SECONDS
-
 install -d -m 0755 "$VLLM_DEPLOY_RUN_DIR"
-touch "$VLLM_DEPLOY_RUN_DIR/draining"
+flag=$VLLM_DEPLOY_RUN_DIR/draining
+elapsed=0
+if [[ -f "$flag" ]]; then
+  elapsed=$(($(date +%s) - $(stat -c %Y "$flag")))
+  ((elapsed >= 0)) || elapsed=0
+else
+  touch "$flag"
+fi
+started=$((SECONDS - elapsed))
 log "spot interruption notice: drain mode on; streams may run up to ${wait_s}s, then vLLM gets ${shutdown}s more"
 
 # running: vLLM's running requests (summed over engines), or nothing when /metrics does not answer.
