@@ -33,7 +33,7 @@ REPLICA_STUBS = Path(__file__).resolve().parent / "replica_stubs"
 REAL_TOOLS = (
     "bash", "env", "cat", "cp", "mv", "rm", "mkdir", "chmod", "ln", "grep", "sed", "tr", "head",
     "tail", "sleep", "install", "dirname", "basename", "touch", "wc", "awk", "date", "mktemp", "cmp",
-    "openssl", "find",
+    "openssl", "find", "stat",
 )
 INSTANCE_ID = "i-0123456789abcdef0"
 PRIVATE_IP = "10.0.1.23"

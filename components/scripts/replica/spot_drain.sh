@@ -36,7 +36,9 @@ install -d -m 0755 "$VLLM_DEPLOY_RUN_DIR"
 flag=$VLLM_DEPLOY_RUN_DIR/draining
 elapsed=0
 if [[ -f "$flag" ]]; then
-  elapsed=$(($(date +%s) - $(stat -c %Y "$flag")))
+  now_s=$(date +%s)
+  flag_s=$(stat -c %Y "$flag") || flag_s=$now_s
+  elapsed=$((now_s - flag_s))
   ((elapsed >= 0)) || elapsed=0
 else
   touch "$flag"
