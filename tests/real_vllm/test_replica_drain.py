@@ -129,7 +129,8 @@ def test_drain_with_a_real_vllm_finishes_every_stream_and_refuses_new_work_at_on
         stack.callback(nginx.stop)
         (prefix / "replica" / "host").mkdir()
         host = ReplicaHost(prefix / "replica" / "host",
-                           replica_files(vllm_argv=host_argv, nginx_site=prod_site, settings=settings))
+                           replica_files(vllm_argv=without_shutdown_timeout(host_argv), nginx_site=prod_site,
+                                         settings=settings))
         host.set_parameter(PARAMETER, api_key)
         host.add_container("vllm", pid=server.process.pid)  # the container's PID 1: `vllm serve`
         host.pending("vllm-terminate")
