@@ -202,13 +202,20 @@ def test_a_spot_notice_drains_within_the_two_minutes_and_streams_finish(replica:
 
 
 
-def test_a_stream_longer_than_the_spot_bound_is_cut_at_the_bound(replica: ReplicaHost) -> None:
-    """The README's promise has a limit: what still runs at the bound gets vLLM's shutdown
-    timeout and then stops, so the drain ends in time even with a stream that would not."""
+def slow_vllm_behind(replica: ReplicaHost):
+    """A fake vLLM streaming a token every 100 ms with a 2 s shutdown timeout, as the replica's
+    vLLM container, reached with the real curl."""
     fake = start_fake_vllm(api_key=API_KEY, chunk_delay_ms=100, shutdown_timeout_s=2)
     (replica.bin / "curl").unlink()
     (replica.bin / "curl").symlink_to(shutil.which("curl"))
     replica.add_container("vllm", pid=fake.process.pid)
+    return fake
+
+
+def test_a_stream_longer_than_the_spot_bound_is_cut_at_the_bound(replica: ReplicaHost) -> None:
+    """The README's promise has a limit: what still runs at the bound gets vLLM's shutdown
+    timeout and then stops, so the drain ends in time even with a stream that would not."""
+    fake = slow_vllm_behind(replica)
     try:
         with ThreadPoolExecutor(1) as pool:
             long_stream = pool.submit(_stream, fake.port, 600)  # a minute of tokens
@@ -240,10 +247,7 @@ def test_the_spot_bound_fits_the_notice_and_the_script_uses_the_plans_value() ->
 def test_a_spot_drain_restarted_part_way_keeps_the_bound_from_when_drain_mode_went_on(replica: ReplicaHost) -> None:
     """Killed (or failed) and run again, the drain does not start its bound afresh: drain mode
     went on at the flag's time, so a re-run past the bound stops vLLM at once."""
-    fake = start_fake_vllm(api_key=API_KEY, chunk_delay_ms=100, shutdown_timeout_s=2)
-    (replica.bin / "curl").unlink()
-    (replica.bin / "curl").symlink_to(shutil.which("curl"))
-    replica.add_container("vllm", pid=fake.process.pid)
+    fake = slow_vllm_behind(replica)
     replica.run_dir.mkdir(parents=True, exist_ok=True)
     flag = replica.run_dir / "draining"
     flag.touch()
