@@ -12,18 +12,19 @@ from __future__ import annotations
 
 from typing import Optional
 
-import pulumi
+import pulumi_aws as aws
+
+from components.region import configured_region
 
 
 def local_aws_environment(region: Optional[str] = None) -> dict[str, str]:
-    """{"AWS_REGION": ..., "AWS_PROFILE": ...} for the keys the stack sets; `region` (already
-    resolved by the caller) overrides aws:region."""
-    aws = pulumi.Config("aws")
+    """{"AWS_REGION": ..., "AWS_PROFILE": ...} as the default provider reads them (its own
+    pulumi_aws.config, components.region.configured_region); `region` (already resolved by the
+    caller) overrides it."""
     environment: dict[str, str] = {}
-    chosen = region or aws.get("region")
+    chosen = region or configured_region()
     if chosen:
         environment["AWS_REGION"] = chosen
-    profile = aws.get("profile")
-    if profile:
-        environment["AWS_PROFILE"] = profile
+    if aws.config.profile:
+        environment["AWS_PROFILE"] = aws.config.profile
     return environment
