@@ -27,12 +27,13 @@ from config.keys_fleet import FleetKeys
 from config.keys_host import HostKeys
 from config.keys_model import ModelKeys
 from config.keys_monitoring import MonitoringKeys
+from config.keys_tenants import TenantKeys
 from config.keys_tools import ToolKeys
 
 
 # pydantic lists inherited fields from the last base to the first: this order keeps the config
 # reference in the order a user reads it (the model first, monitoring last).
-class StackConfig(MonitoringKeys, AccessKeys, FleetKeys, HostKeys, AdapterKeys, ToolKeys, ModelKeys):
+class StackConfig(MonitoringKeys, TenantKeys, AccessKeys, FleetKeys, HostKeys, AdapterKeys, ToolKeys, ModelKeys):
     """Everything a stack can say, with defaults. Field docs are the config reference."""
 
     # --- validators that read fields of several sections ------------------------------
@@ -54,7 +55,7 @@ class StackConfig(MonitoringKeys, AccessKeys, FleetKeys, HostKeys, AdapterKeys, 
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "StackConfig":
-        problems = self.tool_key_problems() + self.adapter_key_problems()
+        problems = self.tool_key_problems() + self.adapter_key_problems() + self.tenant_key_problems()
         try:
             rules.check_all(self)
         except rules.CrossKeyErrors as broken:

@@ -40,6 +40,20 @@ _AWS_PROVIDER_KEYS = {"region": "region", "profile": "profile", "awsregion": "re
 # Field names that differ from their camelCase key (max_model_len -> maxModelLen).
 _ALIASES = {name: field.alias for name, field in StackConfig.model_fields.items() if field.alias and field.alias != name}
 
+# Fields whose values are secrets wherever they appear (apiKeys.<tenant>.key): never echoed.
+_SECRET_FIELDS = ("key", "previousKey", "previous_key")
+
+
+def _without_secrets(value: Any) -> Any:
+    """`value` as an error may show it: a tenant's given keys replaced by a placeholder."""
+    if isinstance(value, dict):
+        return {k: ("<secret, not shown>" if k in _SECRET_FIELDS and v is not None else _without_secrets(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return value
+
+
 def _describe_errors(err: dict[str, Any], raw: dict[str, Any]) -> list[str]:
     """One line per problem: a broken cross-key rule set (config.rules.CrossKeyErrors) gives one
     line per rule, each naming its keys and fix; any other error gives one line."""
@@ -70,7 +84,7 @@ def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     if not key:  # model-level cross-field check
         return msg
     where = f"{NAMESPACE}:{key}" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
-    given = raw.get(key, "<missing>")
+    given = _without_secrets(raw.get(key, "<missing>"))
     if "PRIVATE KEY" in str(given):  # a private key pasted by mistake is never echoed
         given = "<a private key, not shown>"
     if kind == "missing":
@@ -115,9 +129,11 @@ def _describe_nested(err: dict[str, Any], loc: tuple, msg: str, kind: str) -> st
                 + (f", then pulumi config set --path '{parent}.{guess[0]}' <the same value>)" if guess and isinstance(loc[-1], str) else ")"))
     if kind == "missing":
         return f"{where} is required: pulumi config set --path '{path}' <value> (inside {parent})"
-    value = err.get("input")
+    value = _without_secrets(err.get("input"))
     if "PRIVATE KEY" in str(value):
         value = "<a private key, not shown>"
+    if loc[-1] in _SECRET_FIELDS:  # a tenant's given key: the value is not shown, the fix is a secret
+        return f"{where}: {msg} (pulumi config set --secret --path '{path}' <value>)"
     return f"{where}={value!r}: {msg} (pulumi config set --path '{path}' <value>)"
 
 
