@@ -36,6 +36,10 @@ from sizing.models import ModelSpec, catalog_models
 from sizing.report import format_report, format_table
 from sizing.whatif import WhatIf, catalog_gpu_names, gpu_instance, result_object, what_if
 
+# The one option with a default of its own: the stack key it feeds is required (no default to
+# take), and README's add-on example leaves it out.
+NUM_SPECULATIVE_TOKENS = 4
+
 
 def stack_default(key: str) -> Any:
     """The stack key's default (config.settings.StackConfig), the one the CLI's option takes:
@@ -86,8 +90,7 @@ def _addon_keys(args: argparse.Namespace) -> dict[str, object]:
         method = {"method": model} if model in ("ngram", "suffix") else {"model": model}
         raw["speculativeModel"] = {
             **method, **({"revision": revision} if revision else {}),
-            **({"numSpeculativeTokens": args.num_speculative_tokens}
-               if args.num_speculative_tokens is not None else {}),
+            "numSpeculativeTokens": args.num_speculative_tokens,
         }
     return raw
 
@@ -135,8 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     addons.add_argument("--max-loras", type=int)
     addons.add_argument("--max-lora-rank", type=int, help="needed when an adapter's rank cannot be read")
     addons.add_argument("--speculative-model", metavar="MODEL[@REVISION]", help="a draft model, or ngram / suffix")
-    addons.add_argument("--num-speculative-tokens", type=int,
-                        help="with --speculative-model (required there, as numSpeculativeTokens is)")
+    addons.add_argument(
+        "--num-speculative-tokens", type=int, default=NUM_SPECULATIVE_TOKENS,
+        help=f"with --speculative-model (default {NUM_SPECULATIVE_TOKENS} here: the stack key "
+        "speculativeModel.numSpeculativeTokens has no default, a stack must set it)",
+    )
     parser.add_argument("--model-source", choices=("huggingface", "modelscope"))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     ranking = parser.add_argument_group("ranking the catalog's instances")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from config.validation import parse
+from config.settings import StackConfig
+from config.validation import ConfigError, parse
 from sizing import __main__ as sizing_cli
 from sizing import quantities as q
 from sizing.choice import candidates, plan
@@ -130,13 +131,11 @@ def test_tools_size_defaults_are_the_stacks():
     assert sizing_cli._cli_config(args) == parse({"model": MODEL})
     assert args.min_concurrent_sequences is None  # left to parse(): the stack's default applies
     assert sizing_cli.stack_default("min_concurrent_sequences") == parse({"model": MODEL}).min_concurrent_sequences == 2
-    # No option carries a default of its own that could drift from the stack's.
+    # No option carries a default of its own that could drift from the stack's, but the one whose
+    # stack key has no default (speculativeModel.numSpeculativeTokens is required in a stack).
     own = {a.dest: a.default for a in sizing_cli._parser()._actions
            if a.default not in (None, False) and a.dest != "help"}
-    assert own == {}
-
-
-def test_a_draft_without_num_speculative_tokens_is_refused_as_the_stack_refuses_it(capsys):
-    """numSpeculativeTokens has no default in a stack; tools/size no longer supplies 4."""
-    status = sizing_cli.main([MODEL, "--gpu", "L40S", "--speculative-model", "ngram"])
-    assert status == 2 and "numSpeculativeTokens" in capsys.readouterr().err
+    assert own == {"num_speculative_tokens": sizing_cli.NUM_SPECULATIVE_TOKENS}
+    assert StackConfig.model_fields["speculative_model"].default is None
+    with pytest.raises(ConfigError, match="numSpeculativeTokens is required"):
+        parse({"model": MODEL, "speculativeModel": {"method": "ngram"}})
