@@ -118,7 +118,7 @@ def test_no_output_labels_a_figure_plain_kv_cache(capsys):
     assert BARE_KV.search("per GPU: weights 14.19 GiB + KV cache 0.88 GiB")  # the old wording is caught
 
 
-@pytest.mark.parametrize("doc", sorted((REPO / "docs").glob("*.md")), ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))], ids=lambda p: p.name)
 def test_no_doc_labels_a_figure_plain_kv_cache(doc):
     found = [m.group(0) for m in BARE_KV.finditer(doc.read_text())]
     assert not found, f"{doc.name}: {found} (use the names in sizing/quantities.py)"
@@ -139,3 +139,12 @@ def test_tools_size_defaults_are_the_stacks():
     assert StackConfig.model_fields["speculative_model"].default is None
     with pytest.raises(ConfigError, match="numSpeculativeTokens is required"):
         parse({"model": MODEL, "speculativeModel": {"method": "ngram"}})
+
+
+def test_readme_names_every_kv_quantity_by_its_one_name_and_key():
+    """README's table of quantities says what each is called and where the output carries it."""
+    from sizing import quantities as q
+    readme = (REPO / "README.md").read_text()
+    for quantity in (q.KV_FOR_SEQUENCES, q.KV_ALLOCATED, q.KV_TOKENS, q.MAX_CONCURRENCY, q.HEADROOM):
+        assert f"| {quantity.label} |" in readme, quantity.label
+        assert f"`{quantity.output_key}`" in readme, quantity.output_key
