@@ -14,8 +14,8 @@ sizing/catalog/memory-calibration.csv that were fitted on the logs, by the rule 
 * ``cuda_graph_gpt_oss_extra`` ("all"): the mean excess of the gpt-oss ``v1`` rows over that line;
 * ``sampler_bytes_per_logit`` (``v1``, and ``v1-cg``, a copy of it): the median over the
   sampler-bound ``v1`` rows of (activation - activation_floor - hidden states) / (rows x vocab);
-* ``mxfp4_load_extra`` ("all"): the median over the one-GPU MXFP4 rows of the logged weights
-  minus the weights predicted without it.
+* ``mxfp4_load_extra`` ("all"): the median over the one-GPU MXFP4 rows on Hopper's Triton
+  backend of the logged weights minus the weights predicted without it.
 
 Not refitted (they come from vLLM's source, from a PR's or report's figures rather than a row, or
 from a column the rows do not have): the forward-pass copies, ``moe_hidden_copies``,
@@ -156,9 +156,13 @@ def fit_sampler(rows: Iterable[Row], facts: RowFacts) -> Constants:
 
 
 def fit_mxfp4_load_extra(rows: Iterable[Row], facts: RowFacts) -> Constants:
-    """mxfp4_load_extra (GiB): logged minus predicted weights of the one-GPU MXFP4 rows."""
+    """mxfp4_load_extra (GiB): logged minus predicted weights of the one-GPU MXFP4 rows that ran
+    the Triton backend (Hopper, and no "Marlin" in the row: Marlin's layout of before 0.11 is
+    not modelled)."""
     chosen = [row for row in rows if row.get("weights_gib") and int(row["tensor_parallel"]) == 1
-              and facts.spec(row) is not None and facts.is_mxfp4(row)]
+              and facts.spec(row) is not None and facts.is_mxfp4(row)
+              and 9.0 <= facts.compute_capability(row) < 10.0
+              and not any("marlin" in text.lower() for text in row.values() if text)]
     with refitted({("mxfp4_load_extra", "all"): 0.0}):
         excess = [float(row["weights_gib"]) - facts.weights_gib(row) for row in chosen]
     # no MXFP4 row among those given: nothing shows an extra
