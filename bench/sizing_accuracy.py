@@ -14,6 +14,11 @@ printed it. Each row is predicted twice:
 * **as vLLM 0.33**: what the deployer sizes with. Where its verdict differs from the row's
   own, the row is listed with the reason (an older release spent memory differently).
 
+Then: the rows per vLLM version (their own ``vllm_version``), and the median and worst error per
+term in sample and held out of the calibration: the constants fitted on the logs are refitted
+(bench/calibration_fit.py) without each row's source, or without each model's rows, and the
+held-out rows predicted with them (docs/sizing-accuracy.md says what is refitted).
+
 Errors are (predicted - logged) / logged. "GiB" columns: predicted/logged. The verdict: vLLM
 starts (the KV cache holds one max_model_len request, and before 0.25 the warm-up after the KV
 cache allocation finds memory) against the row's outcome.
@@ -204,6 +209,17 @@ def print_held_out(rows: list[dict[str, str]]) -> None:
             errs = errors[label]
             cells.append(f"{statistics.median(errs):.2%} / {max(errs):.1%} ({len(errs)})" if errs else "-")
         print(f"{label:<12} " + " ".join(f"{c:>22}" for c in cells))
+    verdicts = held_out(rows, source_of, FACTS, _verdict)
+    known = [row for row in rows if verdicts[row["id"]]]
+    agree = sum(verdicts[row["id"]]["starts"] == (row["outcome"] == STARTED) for row in known)
+    print(f"fit verdict, held out (leave one source out) vs whether vLLM started: {agree} agree, "
+          f"{len(known) - agree} disagree")
+
+
+def _verdict(row: dict[str, str]) -> dict[str, bool]:
+    """{"starts": the estimate's verdict as the row's own vLLM}, {} without the settings."""
+    own = predict(row, row_accounting(row))
+    return {"starts": own.starts} if own else {}
 
 
 @dataclass

@@ -78,7 +78,8 @@ _REFITTED: contextvars.ContextVar[Mapping[tuple[str, str], float]] = contextvars
 def refitted(values: Mapping[tuple[str, str], float]) -> Iterator[None]:
     """Within the block, ``value`` (and ``accounting``) answer with these constants instead of the
     file's: keys are (name, accounting) as in memory-calibration.csv, e.g.
-    ("non_torch_one_gpu", "all") or ("sampler_bytes_per_logit", "v1"). Raises KeyError for a
+    ("non_torch_one_gpu", "all") or ("sampler_bytes_per_logit", "v1"); ``ACCOUNTING_033``, built at
+    import, keeps the file's values (call ``accounting(key)`` inside the block). Raises KeyError for a
     (name, accounting) the file does not have, so a misspelt refit cannot pass unnoticed.
     """
     known = {(c.name, c.accounting) for c in constants()}
