@@ -14,6 +14,11 @@ printed it. Each row is predicted twice:
 * **as vLLM 0.33**: what the deployer sizes with. Where its verdict differs from the row's
   own, the row is listed with the reason (an older release spent memory differently).
 
+Then: the rows per vLLM version (their own ``vllm_version``), and the median and worst error per
+term in sample and held out of the calibration: the constants fitted on the logs are refitted
+(bench/calibration_fit.py) without each row's source, or without each model's rows, and the
+held-out rows predicted with them (docs/sizing-accuracy.md says what is refitted).
+
 Errors are (predicted - logged) / logged. "GiB" columns: predicted/logged. The verdict: vLLM
 starts (the KV cache holds one max_model_len request, and before 0.25 the warm-up after the KV
 cache allocation finds memory) against the row's outcome.
@@ -31,7 +36,8 @@ from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sizing.calibration import ACCOUNTING_033, accounting, accounting_for_version  # noqa: E402
+from bench.calibration_fit import RowFacts, fit, held_out, model_of, relative_errors, source_of  # noqa: E402
+from sizing.calibration import ACCOUNTING_033, accounting, accounting_for_version, refitted  # noqa: E402
 from sizing.errors import SizingError  # noqa: E402
 from sizing.formats import WeightFormat  # noqa: E402
 from sizing.hub import FetchError, resolve  # noqa: E402
@@ -145,6 +151,77 @@ def weights_only(row: dict[str, str]) -> float:
     return weights_per_gpu_bytes(spec, weight_format(row), tp, own, gpu_facts(row)[1]) / GIB
 
 
+def predict_terms(row: dict[str, str]) -> dict[str, float]:
+    """Term label (TERMS) -> the value predicted for the row as its own vLLM, with the constants in
+    force (the file's, or refitted ones inside ``sizing.calibration.refitted``); weights alone
+    when the row lacks the settings of a full estimate; {} when its model is unknown offline."""
+    if model_spec(row) is None:
+        return {}
+    own = predict(row, row_accounting(row))
+    if own is None:
+        return {"weights": weights_only(row)}
+    return {label: getattr(own, attribute) for _, attribute, label in TERMS}
+
+
+FACTS = RowFacts(
+    spec=model_spec,
+    compute_capability=lambda row: gpu_facts(row)[1],
+    weights_gib=lambda row: predict_terms(row)["weights"],
+    is_mxfp4=lambda row: weight_format(row).method == "mxfp4",
+)
+
+
+def print_versions(rows: list[dict[str, str]]) -> None:
+    """How many rows each vLLM release printed (the rows' own vllm_version), and its accounting."""
+    counts: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (row["vllm_version"], row_accounting(row))
+        counts[key] = counts.get(key, 0) + 1
+    print(f"{len(rows)} logs by the vLLM version that printed them:")
+    for (version, own), count in sorted(counts.items(), key=lambda item: -item[1]):
+        print(f"  {count:>3}  vLLM {version:<22} (accounting {own})")
+
+
+def print_held_out(rows: list[dict[str, str]]) -> None:
+    """Median and worst |error| per term: in sample (the file's constants, and the fit on every
+    row), and held out (leave one source out, leave one model out)."""
+    rows = [row for row in rows if model_spec(row) is not None]
+    terms = [(column, label) for column, _, label in TERMS]
+    with refitted(fit(rows, FACTS)):
+        refit_all = {row["id"]: predict_terms(row) for row in rows}
+    by_source = held_out(rows, source_of, FACTS, predict_terms)
+    other = [row for row in rows if row_accounting(row) != "v1"]  # no refitted constant reads them
+    columns = {
+        "in sample": relative_errors(rows, {row["id"]: predict_terms(row) for row in rows}, terms),
+        "refit, all rows": relative_errors(rows, refit_all, terms),
+        "held-out source": relative_errors(rows, by_source, terms),
+        "held-out model": relative_errors(rows, held_out(rows, model_of, FACTS, predict_terms), terms),
+        "not 0.17-0.20": relative_errors(other, by_source, terms),
+    }
+    print("median / worst |error| (relative), (rows); in sample: the shipped constants; refit: fitted")
+    print("on every row by bench/calibration_fit.py; held-out: refitted without the row's source (its")
+    print("log file or issue comment), or without every row of its model, then predicted; not")
+    print(f"0.17-0.20: the held-out-source figures of the {len(other)} rows from other releases")
+    print(f"{'term':<12} " + " ".join(f"{name:>22}" for name in columns))
+    for _, label in terms:
+        cells = []
+        for errors in columns.values():
+            errs = errors[label]
+            cells.append(f"{statistics.median(errs):.2%} / {max(errs):.1%} ({len(errs)})" if errs else "-")
+        print(f"{label:<12} " + " ".join(f"{c:>22}" for c in cells))
+    verdicts = held_out(rows, source_of, FACTS, _verdict)
+    known = [row for row in rows if verdicts[row["id"]]]
+    agree = sum(verdicts[row["id"]]["starts"] == (row["outcome"] == STARTED) for row in known)
+    print(f"fit verdict, held out (leave one source out) vs whether vLLM started: {agree} agree, "
+          f"{len(known) - agree} disagree")
+
+
+def _verdict(row: dict[str, str]) -> dict[str, bool]:
+    """{"starts": the estimate's verdict as the row's own vLLM}, {} without the settings."""
+    own = predict(row, row_accounting(row))
+    return {"starts": own.starts} if own else {}
+
+
 @dataclass
 class Errors:
     relative: dict[str, list[float]]
@@ -238,6 +315,10 @@ def main() -> int:
         print("\n".join(skipped))
     print("rows where the verdict or vLLM 0.33 differs:")
     print("\n".join(differs) if differs else "  none")
+    print()
+    print_versions(rows)
+    print()
+    print_held_out(rows)
     if args.catalog:
         print()
         _catalog_table()

@@ -21,10 +21,13 @@ did, and say where 0.33 differs:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import csv
 import functools
 import re
 from dataclasses import dataclass
+from typing import Iterator, Mapping
 from pathlib import Path
 
 
@@ -64,12 +67,40 @@ def constants() -> tuple[Constant, ...]:
         )
 
 
+# (name, accounting) -> value: constants refitted on a subset of the calibration rows, in force
+# inside ``refitted`` (bench/sizing_accuracy.py's held-out figures); empty otherwise.
+_REFITTED: contextvars.ContextVar[Mapping[tuple[str, str], float]] = contextvars.ContextVar(
+    "refitted_constants", default={}
+)
+
+
+@contextlib.contextmanager
+def refitted(values: Mapping[tuple[str, str], float]) -> Iterator[None]:
+    """Within the block, ``value`` (and ``accounting``) answer with these constants instead of the
+    file's: keys are (name, accounting) as in memory-calibration.csv, e.g.
+    ("non_torch_one_gpu", "all") or ("sampler_bytes_per_logit", "v1"); ``ACCOUNTING_033``, built at
+    import, keeps the file's values (call ``accounting(key)`` inside the block). Raises KeyError for a
+    (name, accounting) the file does not have, so a misspelt refit cannot pass unnoticed.
+    """
+    known = {(c.name, c.accounting) for c in constants()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise KeyError(f"{CALIBRATION_CSV.name} has no constant {unknown[0]!r} to refit")
+    token = _REFITTED.set({**_REFITTED.get(), **values})
+    try:
+        yield
+    finally:
+        _REFITTED.reset(token)
+
+
 def value(name: str, accounting: str = TARGET) -> float:
-    """A constant for this accounting (falling back to the one marked "all").
+    """A constant for this accounting (falling back to the one marked "all"); a refitted one
+    inside ``refitted``.
 
     Raises KeyError naming the constant when the file has neither.
     """
     rows = {c.accounting: c.value for c in constants() if c.name == name}
+    rows.update({key: v for (n, key), v in _REFITTED.get().items() if n == name})
     if accounting in rows:
         return rows[accounting]
     if "all" in rows:
