@@ -20,7 +20,7 @@
 # Idempotent: files identical to the installed ones change nothing and reload nothing.
 # stdout: one line TENANTS=unchanged|installed|reloaded.
 set -euo pipefail
-# shellcheck source=components/scripts/lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require_env VLLM_DEPLOY_TENANT_FILES VLLM_DEPLOY_TENANT_DIR VLLM_DEPLOY_NGINX_CONTAINER
