@@ -259,7 +259,7 @@ class NginxSite(BaseModel):
     )
     worker_shutdown_timeout_s: int = Field(
         DEFAULT_WORKER_SHUTDOWN_TIMEOUT_S,
-        ge=10,
+        ge=1,
         le=DEFAULT_UPSTREAM_TIMEOUT_S,
         description="How long old workers may finish their streams after a reload (tenant mode); "
         "past it their connections are closed and those streams cut.",

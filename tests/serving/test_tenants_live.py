@@ -27,7 +27,7 @@ from serving import tenants
 from serving.tenants import TenantLimits
 from tests.fakes import (
     FakeVllmProcess, RunningNginx, TestPki, make_prefix_dir, make_test_pki, require_proxy_tools,
-    start_fake_vllm,
+    start_fake_vllm, worker_pids,
 )
 from tests.fakes.tenant_proxy import (
     reload_nginx, require_njs, start_tenant_nginx, tenant_site, write_tenant_files,
@@ -283,5 +283,47 @@ def test_a_key_rotated_by_reload_works_at_once_while_an_older_stream_completes(e
         events = [line for line in answer.text.splitlines() if line.startswith("data: ")]
         assert events[-1] == "data: [DONE]" and len(events) >= 10, "all 8 tokens, the finish and [DONE]"
         assert all(key not in running.access_log() for key in (old, new))
+    finally:
+        running.stop()
+
+
+def test_past_worker_shutdown_timeout_an_older_stream_is_cut_and_the_old_worker_exits(env):
+    """P24 (shared/reference/fleet-pitfalls.md): the bound on how long a reload's old workers
+    live. A stream begun before the reload is cut that long after it (the access log says
+    "complete": false) and nginx is back to its configured workers, however many reloads."""
+    prefix = env.prefix / "shutdown"
+    site = tenant_site(prefix=prefix, upstream_port=env.fake.port, pki=env.pki, tenants_dir=env.prefix / "tenants",
+                       worker_shutdown_timeout_s=2)
+    running = start_tenant_nginx(site, prefix)
+    try:
+        result: dict = {}
+
+        def stream() -> None:
+            began, text = time.monotonic(), ""
+            try:
+                with _http(env) as client, client.stream(
+                        "POST", f"{running.https_url}/v1/chat/completions",
+                        headers={"Authorization": f"Bearer {KEYS['team-b']}"},
+                        json={"model": "fake-model", "stream": True, "max_tokens": 30, "fake_chunk_delay_ms": 300,
+                              "messages": [{"role": "user", "content": "a long one"}]}) as answer:
+                    for chunk in answer.iter_text():
+                        text += chunk
+            except Exception as exc:  # noqa: BLE001 - the cut shows as a protocol error
+                result["error"] = type(exc).__name__
+            result["text"], result["took"] = text, time.monotonic() - began
+
+        thread = threading.Thread(target=stream)
+        thread.start()
+        time.sleep(0.6)
+        reload_nginx(running)
+        thread.join(30)
+        assert "data: [DONE]" not in result["text"] and result["text"].count("data: ") >= 2
+        assert 2.0 <= result["took"] < 6.0, "cut about 2 s after the reload, long before its 9 s"
+        line = _log_lines(site.access_log_path)[-1]
+        assert line["tenant"] == "team-b" and line["complete"] is False
+        deadline = time.monotonic() + 5
+        while len(worker_pids(running.process.pid)) != site.limits.worker_processes:
+            assert time.monotonic() < deadline, "the old worker outlived worker_shutdown_timeout"
+            time.sleep(0.1)
     finally:
         running.stop()
