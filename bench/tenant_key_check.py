@@ -4,14 +4,16 @@ it on) and once in tenant mode (apiKeys: njs hashes the bearer key with SHA-256,
 the tenant, the tenant's limit_req/limit_conn zones count it, the njs body filter reads the
 `usage`, a second access log line goes to the usage log).
 
-Two nginx processes with one worker each, side by side. A client sends `--requests` plain chat
+Three nginx processes with one worker each, side by side. A client sends `--requests` plain chat
 completions per round (`--rounds`) to each, one kept-alive TLS connection per nginx, a plain
 and a tenant request in turn so the shared machine's noise falls on both alike; then as many
 with an unknown key. Per mode it prints:
 
   wall p50 / p95   client-side time per request (us): TLS, nginx, the fake and back
   nginx cpu/req    user+system CPU time the nginx worker spent per request (us), from
-                   /proc/<worker>/stat: the proxy's own cost, without the fake's or the client's
+                   /proc/<worker>/schedstat: the proxy's own cost, without the fake's or the client's
+  key check only   the tenant-mode file with the usage body filter and usage log taken out:
+                   what the check itself (hash, map, tenant zones) costs
   nginx 401 cpu    tenant mode only: CPU per request refused with an unknown key (us): the check
                    and nginx's own JSON answer, nothing proxied
 
@@ -42,9 +44,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script: make config/ and tests/ importable
     sys.path.insert(0, str(REPO_ROOT))
 
+from serving.nginx_conf import render  # noqa: E402
 from serving.tenants import TenantLimits  # noqa: E402
 from tests.fakes import (  # noqa: E402
-    installed_nginx_version, local_site, make_prefix_dir, make_test_pki, start_fake_vllm, start_nginx, worker_pids,
+    free_port, installed_nginx_version, local_site, make_prefix_dir, make_test_pki, start_fake_vllm, start_nginx, worker_pids,
 )
 from tests.fakes.tenant_proxy import installed_njs_module, start_tenant_nginx, write_tenant_files  # noqa: E402
 
@@ -52,6 +55,11 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_s(pid: int) -> float:
+    """CPU time a process has run, in seconds: /proc/<pid>/schedstat's first field (ns, the
+    scheduler's own count), else utime+stime from /proc/<pid>/stat (clock ticks, coarse)."""
+    schedstat = Path(f"/proc/{pid}/schedstat")
+    if schedstat.exists():
+        return int(schedstat.read_text().split()[0]) / 1e9
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
@@ -133,13 +141,27 @@ def main(argv: Optional[list[str]] = None) -> None:
                                  usage_log_path=str(prefix / "tenant" / "usage.log"))
         tenant = start_tenant_nginx(tenant_site, prefix / "tenant")
         started.append(tenant)
+        # The key check alone: the same tenant-mode file without the usage body filter and log.
+        check_site = tenant_site.model_copy(update={
+            "https_port": free_port(), "http_port": free_port(), "pid_path": str(prefix / "check" / "nginx.pid"),
+            "access_log_path": str(prefix / "check" / "access.log"),
+            "error_log_path": str(prefix / "check" / "error.log"), "temp_dir": str(prefix / "check" / "tmp")})
+        check_text = render(check_site)
+        for line in ("js_body_filter tenants.usage_filter;", f"access_log {check_site.usage_log_path} vllm_usage if=$tenant;"):
+            assert line in check_text, line
+            check_text = check_text.replace(line, "")
+        (prefix / "check").mkdir(mode=0o755)
+        check = start_nginx(check_site, prefix / "check", conf_text=check_text)
+        started.append(check)
         tls = ssl.create_default_context(cafile=str(pki.ca_cert))
-        workers = {name: worker_pids(n.process.pid)[0] for name, n in (("plain", plain), ("tenant", tenant))}
+        workers = {name: worker_pids(n.process.pid)[0] for name, n in (("plain", plain), ("tenant", tenant),
+                                                                        ("check", check))}
 
         plain_client = _Client(plain_site.https_port, tls, stack_key, workers["plain"], 200)
         tenant_client = _Client(tenant_site.https_port, tls, tenant_key, workers["tenant"], 200)
+        check_client = _Client(check_site.https_port, tls, tenant_key, workers["check"], 200)
         for _ in range(args.rounds):
-            _round([plain_client, tenant_client], args.requests)
+            _round([plain_client, check_client, tenant_client], args.requests)
         refused = _Client(tenant_site.https_port, tls, "sk-wrong-" + "x" * 32, workers["tenant"], 401)
         _round([refused], args.requests)
 
@@ -148,7 +170,8 @@ def main(argv: Optional[list[str]] = None) -> None:
               f"and tenant requests interleaved one by one, each mode on one TLS keep-alive connection to its "
               f"own nginx (one worker)\n")
         print(f"{'mode':<34}{'wall p50 us':>12}{'wall p95 us':>12}{'nginx cpu/req us':>18}")
-        rows = {"plain (vLLM checks the key)": plain_client, "tenant (nginx checks the key)": tenant_client,
+        rows = {"plain (vLLM checks the key)": plain_client, "tenant: key check only": check_client,
+                "tenant (nginx checks the key)": tenant_client,
                 "tenant, unknown key -> nginx 401": refused}
         figures = {}
         for label, client in rows.items():
@@ -156,7 +179,10 @@ def main(argv: Optional[list[str]] = None) -> None:
             figures[label] = (p50, p95, client.cpu_s / client.requests * 1e6)
             print(f"{label:<34}{p50:>12.0f}{p95:>12.0f}{figures[label][2]:>18.1f}")
         plain_fig, tenant_fig = figures["plain (vLLM checks the key)"], figures["tenant (nginx checks the key)"]
-        print(f"\ntenant/plain: wall p50 x{tenant_fig[0] / plain_fig[0]:.3f}, "
+        check_fig = figures["tenant: key check only"]
+        print(f"\nkey check only/plain: wall p50 x{check_fig[0] / plain_fig[0]:.3f}, nginx CPU per request "
+              f"x{check_fig[2] / plain_fig[2]:.3f} (+{check_fig[2] - plain_fig[2]:.1f} us: key hash, tenant map, zones)")
+        print(f"tenant/plain: wall p50 x{tenant_fig[0] / plain_fig[0]:.3f}, "
               f"nginx CPU per request x{tenant_fig[2] / plain_fig[2]:.3f} "
               f"(+{tenant_fig[2] - plain_fig[2]:.1f} us: key hash, tenant map and zones, usage filter, usage log)")
     finally:
