@@ -144,9 +144,13 @@ def test_a_tenants_key_reaches_vllm_as_the_stacks_key_and_the_logs_name_the_tena
     _assert_no_key_in_logs(env.nginx)
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong-" + "x" * 40, f"Basic {KEYS['team-a']}",
-                                           f"Bearer {STACK_KEY}"])
-def test_a_missing_or_unknown_key_gets_nginxs_json_401_and_never_reaches_vllm(env, authorization):
+UNAUTHORIZED = {"missing": None, "unknown": "Bearer wrong-" + "x" * 40, "basic-scheme": f"Basic {KEYS['team-a']}",
+                "the-stacks-own-key": f"Bearer {STACK_KEY}"}
+
+
+@pytest.mark.parametrize("case", list(UNAUTHORIZED))  # ids without the random keys (xdist compares them)
+def test_a_missing_or_unknown_key_gets_nginxs_json_401_and_never_reaches_vllm(env, case):
+    authorization = UNAUTHORIZED[case]
     answer = _post(env, {"Authorization": authorization} if authorization else {})
     assert answer.status_code == 401
     assert answer.headers["content-type"] == "application/json"
