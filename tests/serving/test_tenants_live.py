@@ -117,6 +117,36 @@ def _post(env: Env, headers: dict, body: dict | None = None, running: RunningNgi
                            json=body or {"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]})
 
 
+class _Stream(threading.Thread):
+    """A streamed chat completion in a thread; `first` is set once its first bytes arrived (the
+    request is in nginx and vLLM's hands), `text`, `status`, `error`, `ended` once it is over."""
+
+    def __init__(self, env: Env, running: RunningNginx, key: str, **body) -> None:
+        super().__init__(daemon=True)
+        self.env, self.running, self.key = env, running, key
+        self.body = {"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": "a long one"}], **body}
+        self.first = threading.Event()
+        self.text, self.status, self.error, self.ended = "", 0, None, 0.0
+        self.began = time.monotonic()
+        self.start()
+        assert self.first.wait(15), "the stream did not begin"
+
+    def run(self) -> None:
+        try:
+            with _http(self.env) as client, client.stream(
+                    "POST", f"{self.running.https_url}/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {self.key}"}, json=self.body) as answer:
+                self.status = answer.status_code
+                for chunk in answer.iter_text():
+                    self.text += chunk
+                    self.first.set()
+        except Exception as exc:  # noqa: BLE001 - a cut stream shows as a protocol error
+            self.error = type(exc).__name__
+        finally:
+            self.ended = time.monotonic()
+            self.first.set()
+
+
 def _log_lines(path: str | Path) -> list[dict]:
     time.sleep(0.2)  # nginx writes the line as the request ends
     path = Path(path)
@@ -182,24 +212,15 @@ def test_a_tenant_over_its_rate_gets_429_json_while_another_is_served(env):
 def test_a_tenant_at_its_concurrency_limit_gets_429_while_another_is_served(env):
     """`single` may have one request in flight: while its stream runs, its second call is
     refused with Retry-After, and another tenant is served."""
-    results: dict = {}
-
-    def long_stream() -> None:
-        results["stream"] = _post(env, {"Authorization": f"Bearer {KEYS['single']}"}, {
-            "model": "fake-model", "stream": True, "fake_chunk_delay_ms": 300,
-            "messages": [{"role": "user", "content": "hi"}]})
-
-    thread = threading.Thread(target=long_stream)
-    thread.start()
+    stream = _Stream(env, env.nginx, KEYS["single"], fake_chunk_delay_ms=300)
     try:
-        time.sleep(0.4)
         second = _post(env, {"Authorization": f"Bearer {KEYS['single']}"})
         assert second.status_code == 429 and second.headers["retry-after"] == "5"
         assert "concurrent requests for tenant single (at most 1)" in second.json()["error"]["message"]
         assert _post(env, {"Authorization": f"Bearer {KEYS['team-a']}"}).status_code == 200
     finally:
-        thread.join(30)
-    assert results["stream"].status_code == 200 and results["stream"].text.rstrip().endswith("[DONE]")
+        stream.join(30)
+    assert stream.status == 200 and stream.text.rstrip().endswith("[DONE]")
 
 
 def test_tokens_of_a_stream_reach_both_logs(env):
@@ -255,19 +276,11 @@ def test_a_key_rotated_by_reload_works_at_once_while_an_older_stream_completes(e
     running = start_tenant_nginx(site, prefix)
     try:
         old, new = KEYS["team-a"], "ka2-" + secrets.token_hex(20)
-        result: dict = {}
-
-        def stream() -> None:
-            result["answer"] = _post(env, {"Authorization": f"Bearer {old}"}, {
-                "model": "fake-model", "stream": True, "max_tokens": 8, "fake_chunk_delay_ms": 400,
-                "messages": [{"role": "user", "content": "a long one"}]}, running=running)
-
-        thread = threading.Thread(target=stream)
-        thread.start()
-        time.sleep(0.6)
+        stream = _Stream(env, running, old, max_tokens=8, fake_chunk_delay_ms=400)
         assert _post(env, {"Authorization": f"Bearer {new}"}, running=running).status_code == 401
         write_tenant_files(tenants_dir, LIMITS, {**{n: [k] for n, k in KEYS.items()}, "team-a": [new]}, STACK_KEY)
         reload_nginx(running)
+        reloaded = time.monotonic()
         # Until the old worker has read the signal it may still accept a connection: poll
         # briefly, then the new key is served and the old one refused, every time.
         deadline = time.monotonic() + 5
@@ -280,11 +293,10 @@ def test_a_key_rotated_by_reload_works_at_once_while_an_older_stream_completes(e
         for _ in range(5):
             assert _post(env, {"Authorization": f"Bearer {new}"}, running=running).status_code == 200
             assert _post(env, {"Authorization": f"Bearer {old}"}, running=running).status_code == 401
-        assert thread.is_alive(), "the stream must still be running across the reload"
-        thread.join(30)
-        answer = result["answer"]
-        assert answer.status_code == 200
-        events = [line for line in answer.text.splitlines() if line.startswith("data: ")]
+        stream.join(30)
+        assert stream.ended > reloaded + 1, "the stream ran on across the reload"
+        assert stream.status == 200 and stream.error is None
+        events = [line for line in stream.text.splitlines() if line.startswith("data: ")]
         assert events[-1] == "data: [DONE]" and len(events) >= 10, "all 8 tokens, the finish and [DONE]"
         assert all(key not in running.access_log() for key in (old, new))
     finally:
@@ -300,29 +312,12 @@ def test_past_worker_shutdown_timeout_an_older_stream_is_cut_and_the_old_worker_
                        worker_shutdown_timeout_s=2)
     running = start_tenant_nginx(site, prefix)
     try:
-        result: dict = {}
-
-        def stream() -> None:
-            began, text = time.monotonic(), ""
-            try:
-                with _http(env) as client, client.stream(
-                        "POST", f"{running.https_url}/v1/chat/completions",
-                        headers={"Authorization": f"Bearer {KEYS['team-b']}"},
-                        json={"model": "fake-model", "stream": True, "max_tokens": 30, "fake_chunk_delay_ms": 300,
-                              "messages": [{"role": "user", "content": "a long one"}]}) as answer:
-                    for chunk in answer.iter_text():
-                        text += chunk
-            except Exception as exc:  # noqa: BLE001 - the cut shows as a protocol error
-                result["error"] = type(exc).__name__
-            result["text"], result["took"] = text, time.monotonic() - began
-
-        thread = threading.Thread(target=stream)
-        thread.start()
-        time.sleep(0.6)
+        stream = _Stream(env, running, KEYS["team-b"], max_tokens=30, fake_chunk_delay_ms=300)
         reload_nginx(running)
-        thread.join(30)
-        assert "data: [DONE]" not in result["text"] and result["text"].count("data: ") >= 2
-        assert 2.0 <= result["took"] < 6.0, "cut about 2 s after the reload, long before its 9 s"
+        reloaded = time.monotonic()
+        stream.join(30)
+        assert "data: [DONE]" not in stream.text and stream.text.count("data: ") >= 1 and stream.error
+        assert 1.5 <= stream.ended - reloaded < 6.0, "cut about 2 s after the reload, long before its 9 s"
         line = _log_lines(site.access_log_path)[-1]
         assert line["tenant"] == "team-b" and line["complete"] is False
         deadline = time.monotonic() + 5
