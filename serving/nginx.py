@@ -18,6 +18,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from serving.proxy_limits import UPSTREAM_KEEPALIVE, ProxyLimits
+from serving.tenants import TENANT_DIR_CONTAINER, USAGE_LOG_CONTAINER
 
 # Stable line of the official image as of 2026-10-21 (docker-library/repo-info,
 # repos/nginx/remote/stable-alpine.md: NGINX_VERSION=1.30.6). The template uses only
@@ -34,6 +35,19 @@ CONTAINER_CONF_PATH = "/etc/nginx/nginx.conf"
 CONTAINER_TLS_DIR = "/etc/nginx/tls"
 CONTAINER_CERT_PATH = f"{CONTAINER_TLS_DIR}/server.crt"
 CONTAINER_KEY_PATH = f"{CONTAINER_TLS_DIR}/server.key"
+
+# njs (ngx_http_js_module) in the official image: the alpine variant installs nginx.org's
+# nginx-module-njs package (nginxinc/docker-nginx, stable/alpine/Dockerfile), whose module sits in
+# /usr/lib/nginx/modules, linked from /etc/nginx/modules. Debian's libnginx-mod-http-js (the
+# tests' nginx) puts it in /usr/lib/nginx/modules/ngx_http_js_module.so.
+CONTAINER_NJS_MODULE_PATH = "/etc/nginx/modules/ngx_http_js_module.so"
+
+# After a reload (a tenant added, removed or re-keyed) the old workers finish their requests,
+# streams included, then exit; past this bound nginx closes what they still hold, so a stream
+# older than the reload is cut there (the client sees it end early, the log "complete": false)
+# and a revoked key's streams end by then. Without a bound, repeated reloads pile up old
+# workers (shared/reference/fleet-pitfalls.md P24).
+DEFAULT_WORKER_SHUTDOWN_TIMEOUT_S = 900
 
 # A long answer from a large model can stream for many minutes with long gaps while a
 # batch is busy; nginx's 60 s default would cut it off mid-generation.
@@ -229,6 +243,28 @@ class NginxSite(BaseModel):
         description="Who may open /grafana/; everyone else gets 403 (empty: nobody).",
     )
 
+    # --- tenants: named keys checked by nginx (serving.tenants) -------------------------
+    tenants_dir: Optional[str] = Field(
+        None,
+        description="Directory of the tenants' files (serving.tenants) nginx includes; set: nginx "
+        "checks every /v1/ key itself (401 from nginx), names the tenant in its logs and applies "
+        "the tenants' limits; None: vLLM checks the one apiKey (no njs, the file as before).",
+    )
+    njs_module_path: str = Field(
+        CONTAINER_NJS_MODULE_PATH, description="ngx_http_js_module.so (tenant mode only)."
+    )
+    usage_log_path: str = Field(
+        USAGE_LOG_CONTAINER,
+        description="Per-tenant usage log, JSON lines (serving.tenants.USAGE_LOG_FIELDS); tenant mode only.",
+    )
+    worker_shutdown_timeout_s: int = Field(
+        DEFAULT_WORKER_SHUTDOWN_TIMEOUT_S,
+        ge=1,
+        le=DEFAULT_UPSTREAM_TIMEOUT_S,
+        description="How long old workers may finish their streams after a reload (tenant mode); "
+        "past it their connections are closed and those streams cut.",
+    )
+
     # --- validators ---------------------------------------------------------------
     @field_validator("upstream_host", "listen_address")
     @classmethod
@@ -249,6 +285,9 @@ class NginxSite(BaseModel):
         "access_log_path",
         "error_log_path",
         "drain_flag_path",
+        "tenants_dir",
+        "njs_module_path",
+        "usage_log_path",
     )
     @classmethod
     def _safe_path(cls, value: Optional[str], info) -> Optional[str]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Optional
 
 import jinja2
 
-from serving import proxy_policy
+from serving import proxy_policy, tenants
 from serving.monitoring.services import GRAFANA
 from serving.nginx import NginxSite
 from serving.proxy_limits import ProxyLimits
@@ -69,6 +69,7 @@ def _policy(site: NginxSite) -> dict[str, object]:
         "plain_http": plain,
         "plain_http_with_key": plain_with_key,
         "upstream_headers": proxy_policy.headers_to_upstream(site.upstream_authority),
+        "unauthorized": tenants.unauthorized_body(),
     }
 
 
@@ -85,7 +86,7 @@ def site_for_stack(
 
     `vllm_port` is vLLM's --port; `public_ip` the host's address, the canonical host when no
     domain is set. `overrides` are further NginxSite fields (paths, ports) for callers that
-    need them. `limits`: serving.proxy_limits.stack_limits() for the planned host, computed
+    need them. With ``apiKeys`` set the site is in tenant mode (``tenants_dir``). `limits`: serving.proxy_limits.stack_limits() for the planned host, computed
     once at preview (stack.preflight).
     """
     values: dict[str, object] = {
@@ -101,5 +102,8 @@ def site_for_stack(
     if config.monitoring:
         values["grafana_upstream_port"] = GRAFANA.port
         values["grafana_allowed_cidrs"] = config.grafana_cidrs
+    if config.tenants_enabled:
+        # nginx checks the tenants' keys; the files come from serving.tenants.tenant_files.
+        values["tenants_dir"] = tenants.TENANT_DIR_CONTAINER
     values.update(overrides)
     return NginxSite.model_validate(values)
