@@ -165,3 +165,17 @@ def test_rotation_keeps_only_the_live_generations(program, tenant, live, newest)
     assert run.exports["apiKeys"].value == {"team-a": answered[newest]}
     assert all(key_hash(k) in files for k in answered.values())
     assert all(passwords[n].plain["length"] >= 32 and passwords[n].plain["special"] is False for n in live)
+
+
+def test_with_letsencrypt_the_proxys_steps_share_one_host_directory(program):
+    """The certificate step and the tenants step run from one step factory: one workdir, one copy
+    of lib.sh, no two resources with one URN (which the mocks would not catch)."""
+    letsencrypt = {"tls": "letsencrypt", "domain": "llm.example.com", "letsencryptEmail": "ops@example.com"}
+    run = program({**SMALL, **letsencrypt, "apiKeys": TENANTS}, secrets={"apiKey": API_KEY})
+    urns = [r.urn for r in run.resources]
+    assert len(urns) == len(set(urns))
+    container = run.named("vllm-proxy-container")
+    assert container.depends_on(run.named(STEP)) and container.depends_on(run.named("vllm-proxy-certificate"))
+    assert [r.name for r in run.resources if r.name.endswith("-workdir") and r.name.startswith("vllm-proxy")] == [
+        "vllm-proxy-workdir"
+    ]
