@@ -179,3 +179,18 @@ def test_with_letsencrypt_the_proxys_steps_share_one_host_directory(program):
     assert [r.name for r in run.resources if r.name.endswith("-workdir") and r.name.startswith("vllm-proxy")] == [
         "vllm-proxy-workdir"
     ]
+
+
+def test_the_most_tenants_fit_in_one_environment_variable(program):
+    """The bundle travels as one environment variable of the SSH step: Linux refuses an execve
+    with a single environment string over MAX_ARG_STRLEN (32 pages: 131072 bytes on 4 KiB pages,
+    include/uapi/linux/binfmts.h), which `sudo` and `bash` do. The most tenants (MAX_TENANTS), each
+    with two live keys, stay well under it."""
+    from config.keys_tenants import MAX_TENANTS
+
+    tenants = {f"tenant-{i:02d}": {"rotation": 1, "keepPreviousKey": True, "rateLimitPerMinute": 60}
+               for i in range(MAX_TENANTS)}
+    run = tenant_program(program, tenants)
+    bundle = reveal(run.named(STEP).inputs["environment"])["VLLM_DEPLOY_TENANT_FILES"]
+    assert len(f"VLLM_DEPLOY_TENANT_FILES={bundle}") < 131072 // 2
+    assert len(run.exports["apiKeys"].value) == MAX_TENANTS
