@@ -7,8 +7,8 @@
 # Environment: VLLM_DEPLOY_TENANT_FILES (secret), VLLM_DEPLOY_TENANT_DIR,
 #              VLLM_DEPLOY_NGINX_CONTAINER
 set -euo pipefail
-# shellcheck source=components/scripts/lib.sh
-source "$(dirname "$0")/lib.sh"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 require_env VLLM_DEPLOY_TENANT_FILES VLLM_DEPLOY_TENANT_DIR VLLM_DEPLOY_NGINX_CONTAINER
 dir=$VLLM_DEPLOY_TENANT_DIR
