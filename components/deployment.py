@@ -115,7 +115,7 @@ class VllmDeployment(pulumi.ComponentResource):
         lookups = pulumi.InvokeOptions(parent=self, provider=provider)
 
         api_key = args.api_key if args.api_key is not None else self._generated_api_key(name)
-        tenants = tenant_api_keys(self, name, args.settings.api_keys, args.tenant_keys or {})
+        tenants = tenant_api_keys(self, name, args.settings, args.proxy_limits, args.tenant_keys or {})
         nodes = self._nodes(name, args, in_aws, lookups)
         head = nodes[0].handle(self._docker_engine(name, nodes[0]))
         server = self._server(head, nodes, api_key)

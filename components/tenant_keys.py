@@ -15,14 +15,16 @@ Outputs: `keys`, the secret map tenant -> current key (the stack output `apiKeys
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Mapping, Optional, Protocol, Sequence
 
 import pulumi
 import pulumi_random as random
 
 from components.naming import child, component_type
 from config.keys_tenants import Tenant
-from serving.tenants import key_hash
+from config.settings import StackConfig
+from serving.proxy_limits import ProxyLimits
+from serving.tenants import TenantLimits, key_hash, tenant_limits
 
 
 class GivenKey(Protocol):
@@ -55,15 +57,17 @@ def live_generations(tenant: Tenant) -> tuple[int, ...]:
     return (tenant.rotation,)
 
 
-def tenant_summary(tenants: Mapping[str, Tenant]) -> list[dict[str, Any]]:
-    """What a plan shows of each tenant: name, limits, whether its key is given or generated (and
-    the live generations), never a key."""
+def tenant_summary(tenants: Mapping[str, Tenant], limits: Sequence[TenantLimits] = ()) -> list[dict[str, Any]]:
+    """What a plan shows of each tenant: name, limits (`limits`: as the proxy applies them, the
+    defaults resolved), whether its key is given or generated (and its rotation), never a key."""
+    applied = {t.name: t.max_concurrent_requests for t in limits}
     rows = []
     for name, tenant in sorted(tenants.items()):
         rows.append({
             "name": name,
             "rateLimitPerMinute": tenant.rate_limit_per_minute,
-            "maxConcurrentRequests": tenant.max_concurrent_requests,
+            "maxConcurrentRequests": tenant.max_concurrent_requests or applied.get(name),
+            "maxConcurrentRequestsIsDefault": tenant.max_concurrent_requests is None,
             "key": "given" if tenant.key_given else "generated",
             "acceptsPreviousKey": tenant.previous_key is not None or tenant.keep_previous_key,
             **({} if tenant.key_given else {"rotation": tenant.rotation}),
@@ -77,6 +81,8 @@ class TenantApiKeysArgs:
     """The validated `apiKeys` (StackConfig.api_keys): names, limits, rotation."""
     given: Mapping[str, GivenKey] = field(default_factory=dict)
     """The given keys by tenant (stack.pulumi_config.Secrets.tenant_keys: TenantSecret); the others are generated."""
+    limits: Sequence[TenantLimits] = ()
+    """The limits the proxy applies (serving.tenants.tenant_limits), for the summary a plan shows."""
 
 
 class TenantApiKeys(pulumi.ComponentResource):
@@ -109,7 +115,7 @@ class TenantApiKeys(pulumi.ComponentResource):
                 lambda hs: {n: list(h) for n, h in zip(names, hs)}
             )
         )
-        self.summary = tenant_summary(args.tenants)
+        self.summary = tenant_summary(args.tenants, args.limits)
         self.register_outputs({"apiKeys": self.keys, "keyHashes": self.key_hashes, "tenants": self.summary})
 
     def _generated(self, name: str, tenant: str, rotation: int) -> pulumi.Output[str]:
@@ -124,13 +130,14 @@ class TenantApiKeys(pulumi.ComponentResource):
 
 
 def tenant_api_keys(
-    parent: pulumi.Resource, name: str, tenants: Mapping[str, Tenant], given: Mapping[str, GivenKey]
+    parent: pulumi.Resource, name: str, settings: StackConfig, limits: ProxyLimits, given: Mapping[str, GivenKey]
 ) -> Optional[TenantApiKeys]:
     """The tenants' keys under `parent` (named `<name>-api-keys`), or None without `apiKeys`
     (a stack with only apiKey registers nothing new)."""
-    if not tenants:
+    if not settings.tenants_enabled:
         return None
     return TenantApiKeys(
-        child(name, "api-keys"), TenantApiKeysArgs(tenants=tenants, given=given),
+        child(name, "api-keys"),
+        TenantApiKeysArgs(tenants=settings.api_keys, given=given, limits=tenant_limits(settings, limits)),
         pulumi.ResourceOptions(parent=parent),
     )

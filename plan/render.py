@@ -161,8 +161,10 @@ def tenant_lines(tenants: list[dict]) -> list[str]:
     lines = []
     for t in tenants:
         rate = f"{t['rateLimitPerMinute']} requests/min" if t.get("rateLimitPerMinute") else "no rate limit of its own"
-        concurrent = t.get("maxConcurrentRequests") or "vLLM's batch (default)"
+        concurrent = f"{t.get('maxConcurrentRequests') or '?'} concurrent requests"
+        if t.get("maxConcurrentRequestsIsDefault"):
+            concurrent += " (the default: what vLLM batches at once)"
         key = f"generated key, rotation {t.get('rotation', 0)}" if t["key"] == "generated" else "given key (secret)"
         previous = "; the previous key is accepted too" if t.get("acceptsPreviousKey") else ""
-        lines.append(f"{t['name']}: {rate}, {concurrent} concurrent requests; {key}{previous}")
+        lines.append(f"{t['name']}: {rate}, {concurrent}; {key}{previous}")
     return lines
