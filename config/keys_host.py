@@ -86,6 +86,7 @@ class HostKeys(Keys):
         None,
         description="Your own OpenSSH public key; by default the stack generates a key "
         "pair and keeps the private key as a secret output.",
+        json_schema_extra={"x-default": "generated"},
     )
 
     @field_validator("instance_type")

@@ -33,7 +33,8 @@ class ModelKeys(Keys):
         "huggingface", description="Where the host downloads the weights from."
     )
     model_revision: Optional[str] = Field(
-        None, description="Branch, tag or commit of the model repository (default: main)."
+        None, description="Branch, tag or commit of the model repository (default: main).",
+        json_schema_extra={"x-default": "`main`"},
     )
     served_model_name: Optional[str] = Field(
         None, description="Name clients pass as `model` (default: the model id)."

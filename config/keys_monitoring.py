@@ -46,5 +46,6 @@ class MonitoringKeys(Keys):
         None,
         ge=1,
         description="More requests than this waiting for 5 minutes raise the VllmRequestsQueued "
-        "alert (default: the full-length sequences the KV cache holds, from sizing).",
+        "alert (default: sizing's maximum concurrency, the full-length sequences the KV cache vLLM "
+        "will allocate holds).",
     )

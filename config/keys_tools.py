@@ -36,11 +36,13 @@ class ToolKeys(Keys):
         None,
         description="With toolCalling: the --tool-call-parser name to use instead of the "
         "family's (one vLLM 0.33 registers, e.g. hermes, llama3_json, mistral).",
+        json_schema_extra={"x-default": "derived: the model family's parser"},
     )
     reasoning_parser: Optional[str] = Field(
         None,
         description="--reasoning-parser: auto for the model family's, or a name vLLM 0.33 "
         "registers (e.g. qwen3, deepseek_r1); the reasoning then comes back apart from the answer.",
+        json_schema_extra={"x-default": "off"},
     )
 
     @field_validator("tool_call_parser", "reasoning_parser")

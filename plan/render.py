@@ -88,14 +88,14 @@ def to_text(summary: PlanSummary, out: TextIO, *, nginx: bool = False) -> None:
         console.print(cost)
         surge = summary.outputs.get("refreshSurge")
         if isinstance(surge, dict):  # a fleet never stops; an update briefly doubles it
+            scaling = summary.outputs.get("scaling")
             console.print(Text(
                 f"  fleet: {summary.cost.instances} replicas; the stopped image builder's volumes and address "
                 "are in the volumes and IPv4 lines. An update (instance refresh) launches "
                 f"{surge['extraInstances']} more instances ({surge['extraGpus']} GPUs, {surge['extraVcpus']} "
-                f"vCPUs; {surge['peakVcpus']} vCPUs at the peak) until the old ones retire: the account's "
-                "on-demand vCPU quota for the family must allow it"
+                f"vCPUs; {surge['peakVcpus']} vCPUs at the peak) until the old ones retire: "
+                + _quota(scaling if isinstance(scaling, dict) else {})
             ))
-            scaling = summary.outputs.get("scaling")
             if isinstance(scaling, dict):  # issue 26: maxReplicas, warmReplicas, spot
                 for line in scaling_lines(scaling):
                     console.print(Text("  " + line))
@@ -124,6 +124,18 @@ def to_text(summary: PlanSummary, out: TextIO, *, nginx: bool = False) -> None:
         console.print(Text(f"note: {note}"))
     if not nginx:
         console.print(Text(f"note: the nginx config: tools/plan {summary.stack} --nginx"))
+
+
+def _quota(scaling: dict) -> str:
+    """Which of EC2's vCPU quotas a fleet's refresh surge counts against: on-demand and spot
+    instances have separate ones per family (Service Quotas, EC2: 'Running On-Demand G and VT
+    instances' L-DB2E81BA, 'All G and VT Spot Instance Requests' L-3819A6DF; P: L-417A185B,
+    L-7212CCBC; docs/fleet.md)."""
+    if scaling.get("spot"):
+        return (f"the family's on-demand vCPU quota counts the {scaling['onDemandReplicas']} on-demand "
+                "replica(s), its spot vCPU quota (a separate one, e.g. 'All G and VT Spot Instance "
+                "Requests') the spot ones: both must allow it")
+    return "the account's on-demand vCPU quota for the family must allow it"
 
 
 def scaling_lines(scaling: dict) -> list[str]:

@@ -7,9 +7,11 @@ MODEL on a GPU, or which AWS GPU instance serves it and why, without AWS credent
         [--kv-cache-dtype K] [--min-concurrent-sequences M] [--rope-scaling JSON] [--json]
 
 With a GPU it answers for that GPU (``sizing.whatif``); without, it ranks the catalog's instances.
-``--json`` prints one object (``sizing.whatif.result_object``). ``--min-concurrent-sequences``
-defaults to 1 here, so "fits" is vLLM's own verdict (the stack key defaults to 2). Catalog models
-need no network; any other model's config.json is asked of the hub once (said on stderr) and
+``--json`` prints one object (``sizing.whatif.result_object``). Every option that names a stack key
+defaults to that key's default (``stack_default``), so the answer is the stack's: "fits" means
+vLLM starts and its KV cache holds ``minConcurrentSequences`` full-length requests. The figures'
+names are ``sizing.quantities``'. Without a GPU the candidate table lists the instances that fit
+(``--all``: every instance, with why not). Catalog models need no network; any other model's config.json is asked of the hub once (said on stderr) and
 cached.
 """
 
@@ -26,6 +28,7 @@ from config.images import PINNED_VLLM_VERSION
 from config.settings import StackConfig
 from config.validation import ConfigError, parse
 from sizing import gpus as instance_catalog
+from sizing import quantities as q
 from sizing.choice import _resolve_spec, candidates, plan
 from sizing.errors import SizingError
 from sizing.hub import http_fetch, resolve
@@ -33,8 +36,15 @@ from sizing.models import ModelSpec, catalog_models
 from sizing.report import format_report, format_table
 from sizing.whatif import WhatIf, catalog_gpu_names, gpu_instance, result_object, what_if
 
-# The CLI's default: the verdict is vLLM's own (one full-length request), not the stack's 2.
-CLI_MIN_CONCURRENT_SEQUENCES = 1
+# The one option with a default of its own: the stack key it feeds is required (no default to
+# take), and README's add-on example leaves it out.
+NUM_SPECULATIVE_TOKENS = 4
+
+
+def stack_default(key: str) -> Any:
+    """The stack key's default (config.settings.StackConfig), the one the CLI's option takes:
+    an option left out is left out of the config, so parse() applies the same default."""
+    return StackConfig.model_fields[key].get_default(call_default_factory=True)
 
 
 def _cli_config(args: argparse.Namespace) -> StackConfig:
@@ -117,8 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--quantization")
     serve.add_argument("--kv-cache-dtype")
     serve.add_argument(
-        "--min-concurrent-sequences", type=int, default=CLI_MIN_CONCURRENT_SEQUENCES,
-        help="full-length requests the KV cache must hold at once (default 1: vLLM's own check)",
+        "--min-concurrent-sequences", type=int,
+        help="full-length requests the KV cache must hold at once (default: the stack's, "
+        f"{stack_default('min_concurrent_sequences')}; 1 is vLLM's own start check)",
     )
     serve.add_argument("--rope-scaling", type=_rope_scaling, help='JSON, e.g. \'{"rope_type": "yarn", "factor": 4.0}\'')
     addons = parser.add_argument_group("LoRA adapters and speculative decoding (loraAdapters, speculativeModel)")
@@ -127,7 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     addons.add_argument("--max-loras", type=int)
     addons.add_argument("--max-lora-rank", type=int, help="needed when an adapter's rank cannot be read")
     addons.add_argument("--speculative-model", metavar="MODEL[@REVISION]", help="a draft model, or ngram / suffix")
-    addons.add_argument("--num-speculative-tokens", type=int, default=4)
+    addons.add_argument(
+        "--num-speculative-tokens", type=int, default=NUM_SPECULATIVE_TOKENS,
+        help=f"with --speculative-model (default {NUM_SPECULATIVE_TOKENS} here: the stack key "
+        "speculativeModel.numSpeculativeTokens has no default, a stack must set it)",
+    )
     parser.add_argument("--model-source", choices=("huggingface", "modelscope"))
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     ranking = parser.add_argument_group("ranking the catalog's instances")
@@ -136,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     ranking.add_argument("--max-hourly-price-usd", type=float)
     ranking.add_argument("--region", help="label only: offerings per region need AWS (pulumi preview checks them)")
     ranking.add_argument("--offered", help="comma-separated instance types to consider (e.g. what a region offers)")
-    ranking.add_argument("--all", action="store_true", help="list every instance, with why it does not fit")
+    ranking.add_argument("--all", action="store_true",
+                         help="list every instance, with why it does not fit (without it: only the ones that fit)")
     parser.add_argument("--list-models", action="store_true", help="list the catalog models and exit")
     parser.add_argument("--list-gpus", action="store_true", help="list the catalog GPUs and exit")
     return parser
@@ -203,13 +219,19 @@ def _ranking(args: argparse.Namespace, config: StackConfig, spec: ModelSpec) -> 
         chosen = plan(config, offered=offered, resolver=lambda *_: spec)
     except SizingError as exc:
         if not args.json:
-            print(format_table(judged, show_all=True))
-            print()
-            raise
+            # The ways out first (the refusal, on stderr); the long table only with --all.
+            if args.all:
+                print(format_table(judged, show_all=True))
+                print()
+                raise
+            raise SizingError(
+                f"{exc}\n  every candidate ({len(judged)}) and why it does not fit: the same command with --all"
+            ) from None
         largest = max(instance_catalog.load_instances(), key=lambda i: (i.gpu_count > 0, i.total_cuda_memory_gib))
         result = what_if(config, spec, largest)
         print(json.dumps(result_object(
-            WhatIf(result.instance, result.tensor_parallel_size, result.estimate, False, (str(exc),)),
+            WhatIf(result.instance, result.tensor_parallel_size, result.estimate, False, (str(exc),),
+                   config.min_concurrent_sequences),
             instance_type=None, hourly_price_usd=None, vllm=PINNED_VLLM_VERSION,
         )))
         return 0
@@ -242,28 +264,34 @@ def _ranking(args: argparse.Namespace, config: StackConfig, spec: ModelSpec) -> 
 def format_what_if(config: StackConfig, result: WhatIf) -> str:
     """The readable answer for one GPU: vLLM's startup figures, then the verdict and why."""
     est, inst = result.estimate, result.instance
+    w = len(q.KV_ALLOCATED.label)  # the widest label below
     lines = [
         f"{config.model} on {inst.gpu_count}x {inst.gpu_model.removeprefix('NVIDIA ')} "
         f"({est.total_gib:.2f} GiB as CUDA sees it, compute capability {inst.compute_capability:.1f}), "
         f"tensor parallel {result.tensor_parallel_size}, vLLM {PINNED_VLLM_VERSION}",
         f"  max model len {est.max_model_len}, gpu memory utilization {config.gpu_memory_utilization:g}, "
-        f"kv cache {config.kv_cache_dtype}",
-        f"  per GPU, GiB:   budget {est.budget_gib:6.2f}  (= {config.gpu_memory_utilization:g} x {est.total_gib:.2f})",
-        f"    - weights     {est.weights_gib:6.2f}  (Model loading took)",
-        *([f"    - LoRA bufs   {est.lora_buffers_gib:6.2f}  (in Model loading took: max_loras x max_lora_rank x layer dims)"]
-          if est.lora_buffers_gib else []),
-        *([f"    - draft       {est.draft_weights_gib:6.2f}  (in Model loading took: the draft's weights)"]
+        f"KV cache dtype {config.kv_cache_dtype}",
+        f"  per GPU, GiB:\n      {q.BUDGET.label:<{w}} {est.budget_gib:6.2f}  "
+        f"(= {config.gpu_memory_utilization:g} x {est.total_gib:.2f})",
+        f"    - {q.WEIGHTS.label:<{w}} {est.weights_gib:6.2f}  (Model loading took)",
+        *([f"    - {'LoRA buffers':<{w}} {est.lora_buffers_gib:6.2f}  (in Model loading took: max_loras x "
+           "max_lora_rank x layer dims)"] if est.lora_buffers_gib else []),
+        *([f"    - {'draft weights':<{w}} {est.draft_weights_gib:6.2f}  (in Model loading took: the draft's weights)"]
           if est.draft_weights_gib else []),
-        f"    - activation  {est.activation_gib:6.2f}  (profile run peak)",
-        f"    - CUDA graphs {est.cuda_graphs_gib:6.2f}  (Estimated CUDA graph memory)",
-        f"    - non-torch   {est.non_torch_gib:6.2f}",
-        f"    = KV cache    {est.kv_cache_gib:6.2f}  (Available KV cache memory)",
-        f"  GPU KV cache size: {est.kv_cache_tokens:,} tokens; maximum concurrency for "
+        f"    - {q.ACTIVATION_PEAK.label:<{w}} {est.activation_gib:6.2f}  (the profile run's peak)",
+        f"    - {q.CUDA_GRAPHS.label:<{w}} {est.cuda_graphs_gib:6.2f}  (Estimated CUDA graph memory)",
+        f"    - {q.NON_TORCH.label:<{w}} {est.non_torch_gib:6.2f}",
+        f"    = {q.KV_ALLOCATED.label:<{w}} {est.kv_cache_gib:6.2f}  (Available KV cache memory)",
+        f"  {q.KV_TOKENS.label}: {est.kv_cache_tokens:,} tokens; {q.MAX_CONCURRENCY.label} for "
         f"{est.max_model_len:,} tokens per request: {est.max_concurrency:.2f}x",
     ]
     need = est.kv_needed_gib(config.min_concurrent_sequences)
+    lines.append(
+        f"  {q.KV_FOR_SEQUENCES.label}: minConcurrentSequences {config.min_concurrent_sequences} x "
+        f"{est.max_model_len:,} tokens = {need:.2f} GiB"
+    )
     if result.fits:
-        lines.append(f"  fits: yes ({config.min_concurrent_sequences} full-length request(s) need {need:.2f} GiB of KV cache)")
+        lines.append("  fits: yes")
     else:
         lines.append("  fits: no")
         lines += [f"    - {reason}" for reason in result.reasons]

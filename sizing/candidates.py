@@ -15,6 +15,7 @@ from typing import Optional
 
 from config.settings import StackConfig
 from sizing import gpus as instance_catalog
+from sizing import quantities as q
 from sizing.addon_facts import resolve_addons
 from sizing.addons import NONE, AddOnMemory, AddOns
 from sizing.memory import KV_BLOCK_TOKENS
@@ -175,6 +176,7 @@ def _stage_breakdown(
         runtime_overhead_gib=est.non_torch_gib,
         budget_gib=est.budget_gib,
         addons=_addon_memory(est, request, config),
+        available_kv_gib=est.kv_cache_gib,
     )
     return memory, est.kv_cache_tokens
 
@@ -294,15 +296,15 @@ def _memory_shortfall(memory: MemoryBreakdown, request: Request, config: StackCo
     if loaded > memory.budget_gib:
         what = "the weights alone do not fit"
     elif loaded + memory.overhead_gib > memory.budget_gib:
-        what = "weights + activations/runtime leave no room for the KV cache"
+        what = f"weights + {q.OVERHEAD.label} leave no room for the KV cache"
     else:
-        what = (f"KV for {config.min_concurrent_sequences} x {request.max_model_len} tokens "
-                "does not fit")
+        what = (f"the {q.KV_FOR_SEQUENCES.label} ({config.min_concurrent_sequences} x "
+                f"{request.max_model_len} tokens) does not fit")
     return (
         f"needs {memory.required_gib:.1f} GiB per GPU (weights {memory.weights_gib:.1f} + "
         + (f"LoRA/draft {memory.addons.loaded_gib:.1f} + " if memory.addons.loaded_gib else "")
-        + f"KV "
-        f"{memory.kv_cache_gib:.1f} + overhead {memory.overhead_gib:.1f}), budget "
+        + f"{q.KV_FOR_SEQUENCES.label} "
+        f"{memory.kv_cache_gib:.1f} + {q.OVERHEAD.label} {memory.overhead_gib:.1f}), {q.BUDGET.label} "
         f"{memory.budget_gib:.1f} GiB: {what}"
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
+from sizing import quantities as q
 from sizing.addons import AddOnMemory
 from sizing.gpus import GpuInstance
 from sizing.rope import RopeOverride
@@ -19,7 +20,7 @@ class MemoryBreakdown:
     """Estimated GPU memory per GPU, in GiB (2**30 bytes)."""
 
     weights_gib: float
-    kv_cache_gib: float  # what the required full-length sequences need
+    kv_cache_gib: float  # KV cache for the requested sequences (sizing.quantities.KV_FOR_SEQUENCES)
     activation_gib: float  # profile-run peak at max_num_batched_tokens
     cuda_graphs_gib: float
     runtime_overhead_gib: float  # CUDA context, NCCL/cuBLAS workspaces, allocator slack
@@ -27,6 +28,15 @@ class MemoryBreakdown:
     # LoRA buffers and a speculative draft (sizing.addons): loaded with the weights; the draft's
     # KV share is inside kv_cache_gib.
     addons: AddOnMemory = field(default_factory=AddOnMemory)
+    # The KV cache vLLM will allocate ("Available KV cache memory", sizing.quantities.KV_ALLOCATED);
+    # None where no startup estimate made it: then the budget less everything but the KV term.
+    available_kv_gib: Optional[float] = None
+
+    @property
+    def kv_allocated_gib(self) -> float:
+        if self.available_kv_gib is not None:
+            return self.available_kv_gib
+        return self.budget_gib - self.weights_gib - self.addons.loaded_gib - self.overhead_gib
 
     @property
     def overhead_gib(self) -> float:
@@ -79,6 +89,7 @@ class SizingPlan:
     model_type: str = ""  # config.json model_type
     max_loras: int = 0  # --max-loras (0: LoRA off), sized (sizing.addons)
     max_lora_rank: int = 0  # --max-lora-rank: maxLoraRank, or read from the adapters
+    min_concurrent_sequences: int = 0  # the full-length requests the KV term holds (0: not said)
 
     @property
     def pipeline_parallel_size(self) -> int:
@@ -109,16 +120,18 @@ class SizingPlan:
             "quantization": self.quantization or "none",
             "maxModelLen": self.max_model_len,
             "perGpu": {
-                "budgetGib": round(mem.budget_gib, 2),
-                "weightsGib": round(mem.weights_gib, 2),
-                "kvCacheGib": round(mem.kv_cache_gib, 2),
-                "overheadGib": round(mem.overhead_gib, 2),
-                "headroomGib": round(mem.headroom_gib, 2),
+                # Keys from sizing.quantities, one per quantity.
+                q.BUDGET.output_key: round(mem.budget_gib, 2),
+                q.WEIGHTS.output_key: round(mem.weights_gib, 2),
+                q.KV_FOR_SEQUENCES.output_key: round(mem.kv_cache_gib, 2),
+                q.KV_ALLOCATED.output_key: round(mem.kv_allocated_gib, 2),
+                q.OVERHEAD.output_key: round(mem.overhead_gib, 2),
+                q.HEADROOM.output_key: round(mem.headroom_gib, 2),
                 # LoRA buffers and the draft (sizing.addons), only on a stack that has them.
                 **(mem.addons.as_output() if mem.addons != AddOnMemory() else {}),
             },
-            "kvCacheCapacityTokens": self.kv_cache_capacity_tokens,
-            "concurrentFullLengthSequences": self.concurrent_full_length_sequences,
+            q.KV_TOKENS.output_key: self.kv_cache_capacity_tokens,
+            q.MAX_CONCURRENCY.output_key: self.concurrent_full_length_sequences,
             "rootVolumeGb": self.root_volume_gb,
             "modelVolumeGb": self.model_volume_gb,
             "weightsOnDiskGb": round(self.weights_on_disk_gb, 2),

@@ -11,6 +11,7 @@ from typing import Optional
 
 from config.constants import MAX_NODES, NAMESPACE
 from config.settings import StackConfig
+from sizing import quantities as q
 from sizing.candidates import Candidate, judge_catalog, resolve_request
 from sizing.gpus import gpus_label
 from sizing.memory import GIB, kv_bytes_per_token, weight_bytes
@@ -22,21 +23,28 @@ from sizing.ways_out import ways_out
 
 def nothing_fits_message(config: StackConfig, spec: ModelSpec, judged: list[Candidate]) -> str:
     """The refusal when no candidate in `judged` (``sizing.candidates.judge_catalog``) fits: the
-    weights and KV cache in GiB, an instance excluded only by the price cap or the region, the
-    largest that fails on its own merits, and the ways out (N nodes among them)."""
+    ways out first (N nodes among them), then why: the weights and the KV cache for the requested
+    sequences in GiB, an instance excluded only by the price cap or the region, and the largest
+    that fails on its own merits."""
     request = resolve_request(config, spec)
     total = weight_bytes(spec, request.fmt)
     kv_token = kv_bytes_per_token(spec, request.kv_dtype_bytes, 1)
     kv_total = kv_bytes_for_requests(
         spec, request.kv_dtype_bytes, 1, request.max_model_len, config.min_concurrent_sequences
     )
-    lines = [
-        f"no instance can serve {config.model} as configured.",
+    across = _across_nodes(config, spec, judged)
+    ways = ways_out(config, request.spec, request.fmt, request.max_model_len) + ([across] if across else [])
+    lines = [f"no instance can serve {config.model} as configured. Ways out:"]
+    lines += [f"    - {way}" for way in ways]
+    split = "of one instance" if node_counts(config) == (1,) else "of each node, the layers across the nodes"
+    lines += [
+        "  why:",
         f"  weights: {spec.total_params / 1e9:.1f}B parameters as {request.fmt.label} = "
-        f"{total / GIB:.1f} GiB in all (split across the GPUs of one instance)",
-        f"  KV cache: {kv_token:,} bytes/token x {config.min_concurrent_sequences} sequences x "
+        f"{total / GIB:.1f} GiB in all (split across the GPUs {split})",
+        f"  {q.KV_FOR_SEQUENCES.label}: {kv_token:,} bytes/token x {config.min_concurrent_sequences} sequences x "
         f"{request.max_model_len} tokens = {kv_total / GIB:.1f} GiB"
-        + (" (MLA: held in full on every GPU)" if spec.is_mla else " (split across GPUs)"),
+        + ((" (MLA: held in full on every GPU" + ("" if node_counts(config) == (1,) else
+            " of a node, its layers' share") + ")") if spec.is_mla else " (split across GPUs)"),
     ]
     would_fit = [
         c for c in judged if c.blockers and all(b.kind in ("filter", "region") for b in c.blockers)
@@ -44,7 +52,7 @@ def nothing_fits_message(config: StackConfig, spec: ModelSpec, judged: list[Cand
     if would_fit:
         best = would_fit[0]
         lines.append(
-            f"  {best.instance.name} (${best.price:.2f}/h) would fit but is excluded: "
+            f"  {best.label} (${best.price:.2f}/h) would fit but is excluded: "
             f"{'; '.join(best.reasons)}"
         )
     # The largest instance the region offers that fails on its own merits shows the physical limit.
@@ -60,11 +68,6 @@ def nothing_fits_message(config: StackConfig, spec: ModelSpec, judged: list[Cand
             f"  largest candidate in the region: {largest.instance.name} "
             f"({gpus_label(largest.instance)}, TP {largest.tensor_parallel_size or '-'}): {reasons}"
         )
-    lines.append("  ways out:")
-    lines += [f"    - {way}" for way in ways_out(config, request.spec, request.fmt, request.max_model_len)]
-    across = _across_nodes(config, spec, judged)
-    if across:
-        lines.append(f"    - {across}")
     return "\n".join(lines)
 
 
@@ -82,8 +85,8 @@ def _across_nodes(config: StackConfig, spec: ModelSpec, judged: list[Candidate])
     best = min(fitting, key=lambda c: c.sort_key)  # what nodes=auto then picks: the cheapest
     return (
         f"{best.label} across nodes (pipeline parallel {best.nodes}, tensor parallel "
-        f"{best.tensor_parallel_size} in each, ${best.price:.2f}/h in all): set nodes to auto to "
-        "size it (tools/size); `pulumi up` deploys one node only yet"
+        f"{best.tensor_parallel_size} in each, ${best.price:.2f}/h in all): set nodes to auto (or "
+        f"{best.nodes}) and `pulumi up` deploys them (tools/size MODEL --nodes auto shows the plan)"
     )
 
 
@@ -104,13 +107,7 @@ def sixteen_bit_refusal(spec: ModelSpec, config: StackConfig) -> str:
         f"{NAMESPACE}:dtype={config.dtype} asks for 16-bit weights, but {spec.model_id}'s checkpoint "
         f"is {spec.native_quantization} and vLLM serves it as {spec.native_quantization} whatever "
         "dtype says (dtype then sets only the activations).",
-        "At 16-bit: " + nothing_fits_message(config, as_16bit, judged_16bit).split("\n", 1)[1].lstrip(),
     ]
-    if holds_16bit:
-        lines.append(
-            f"  16-bit weights fit on one node only on {', '.join(holds_16bit)}, and only from a "
-            "bfloat16 conversion of the checkpoint (set model to such a repository)."
-        )
     if fp8_fits:
         best = fp8_fits[0]
         lines.append(
@@ -118,4 +115,10 @@ def sixteen_bit_refusal(spec: ModelSpec, config: StackConfig) -> str:
             f"activations: the cheapest instance for that is {best.instance.name} "
             f"(${best.price:.2f}/h, {gpus_label(best.instance)})."
         )
+    if holds_16bit:
+        lines.append(
+            f"16-bit weights fit on one node only on {', '.join(holds_16bit)}, and only from a "
+            "bfloat16 conversion of the checkpoint (set model to such a repository)."
+        )
+    lines.append("At 16-bit: " + nothing_fits_message(config, as_16bit, judged_16bit))
     return "\n".join(lines)

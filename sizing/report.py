@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sizing import quantities as q
 from sizing.candidates import Candidate
 from sizing.costs import host_cost
 from sizing.gpus import gpus_label
@@ -25,16 +26,20 @@ def format_report(plan: SizingPlan) -> str:
         f"sizing {plan.model}: {where} ({gpus_label(plan.instance)}{each}), "
         f"tensor parallel {plan.tensor_parallel_size}{pipeline}, {price} on-demand",
         f"  dtype {plan.dtype}, quantization {plan.quantization or 'from checkpoint'}, "
-        f"kv cache {plan.kv_cache_dtype}, max model len {plan.max_model_len}, "
+        f"KV cache dtype {plan.kv_cache_dtype}, max model len {plan.max_model_len}, "
         f"max batched tokens {plan.max_num_batched_tokens}",
-        f"  per GPU{' (fullest stage)' if plan.nodes > 1 else ''}: weights {mem.weights_gib:.2f} GiB + {_addons_sum(mem)}KV cache {mem.kv_cache_gib:.2f} GiB + "
-        f"activations {mem.activation_gib:.2f} GiB + CUDA graphs {mem.cuda_graphs_gib:.2f} GiB + "
-        f"runtime {mem.runtime_overhead_gib:.2f} GiB = {mem.required_gib:.2f} GiB",
+        f"  per GPU{' (fullest stage)' if plan.nodes > 1 else ''}: {q.WEIGHTS.label} {mem.weights_gib:.2f} GiB + "
+        f"{_addons_sum(mem)}{q.KV_FOR_SEQUENCES.label} {mem.kv_cache_gib:.2f} GiB + "
+        f"{q.ACTIVATION_PEAK.label} {mem.activation_gib:.2f} GiB + {q.CUDA_GRAPHS.label} {mem.cuda_graphs_gib:.2f} GiB + "
+        f"{q.NON_TORCH.label} {mem.runtime_overhead_gib:.2f} GiB = {mem.required_gib:.2f} GiB",
+        *([f"    ({q.KV_FOR_SEQUENCES.label}: minConcurrentSequences {plan.min_concurrent_sequences} x "
+           f"maxModelLen {plan.max_model_len} tokens)"] if plan.min_concurrent_sequences else []),
         *_addon_lines(plan),
-        f"  budget {mem.budget_gib:.2f} GiB ({plan.gpu_memory_utilization:g} x "
-        f"{plan.instance.cuda_memory_gib:.2f} GiB as CUDA sees it{_derived(plan)}), "
-        f"headroom {mem.headroom_gib:.2f} GiB",
-        f"  KV cache holds ~{plan.kv_cache_capacity_tokens:,} tokens = "
+        f"  {q.BUDGET.label} {mem.budget_gib:.2f} GiB ({plan.gpu_memory_utilization:g} x "
+        f"{plan.instance.cuda_memory_gib:.2f} GiB {q.GPU_TOTAL.label.removeprefix('GPU memory ')}{_derived(plan)}), "
+        f"{q.HEADROOM.label} {mem.headroom_gib:.2f} GiB",
+        f"  {q.KV_ALLOCATED.label}: {mem.kv_allocated_gib:.2f} GiB per GPU; {q.KV_TOKENS.label} "
+        f"~{plan.kv_cache_capacity_tokens:,} tokens; {q.MAX_CONCURRENCY.label} "
         f"{plan.concurrent_full_length_sequences} full-length sequences",
         f"  {'each node: ' if plan.nodes > 1 else ''}root volume {plan.root_volume_gb} GB, model volume {plan.model_volume_gb} GB "
         f"(weights {plan.weights_on_disk_gb:.1f} GB)",
@@ -64,8 +69,8 @@ def _addon_lines(plan: SizingPlan) -> list[str]:
         )
     if a.draft_weights_gib or a.draft_kv_gib:
         lines.append(
-            f"  draft: weights {a.draft_weights_gib:.3f} GiB (loaded with the model), KV cache "
-            f"{a.draft_kv_gib:.3f} GiB of the KV term ({a.draft_kv_bytes_per_token} B per token: its "
+            f"  draft: weights {a.draft_weights_gib:.3f} GiB (loaded with the model), "
+            f"{a.draft_kv_gib:.3f} GiB of the {q.KV_FOR_SEQUENCES.label} ({a.draft_kv_bytes_per_token} B per token: its "
             "layers share the target's blocks, vllm/v1/kv_cache_interface.py UniformTypeKVCacheSpecs)"
         )
     return lines
@@ -90,19 +95,18 @@ def _cost_line(plan: SizingPlan) -> str:
 
 def format_table(judged: Sequence[Candidate], *, show_all: bool = False) -> str:
     rows = [c for c in judged if show_all or c.fits]
+    cols = (q.WEIGHTS, q.KV_FOR_SEQUENCES, q.OVERHEAD, q.BUDGET, q.HEADROOM)
     header = (
         f"{'instance':<20} {'GPUs':<50} {'TP':>2} {'$/h':>8} {'fit':<3} "
-        f"{'weights':>8} {'KV':>7} {'other':>6} {'budget':>7} {'spare':>7}  why not"
+        + " ".join(f"{c.column:>8}" for c in cols) + "  why not"
     )
     lines = [header, "-" * len(header)]
     for c in rows:
         m = c.memory
-        mem = (
-            f"{m.weights_gib:>8.1f} {m.kv_cache_gib:>7.1f} {m.overhead_gib:>6.1f} "
-            f"{m.budget_gib:>7.1f} {m.headroom_gib:>7.1f}"
-            if m
-            else f"{'-':>8} {'-':>7} {'-':>6} {'-':>7} {'-':>7}"
+        figures = (
+            (m.weights_gib, m.kv_cache_gib, m.overhead_gib, m.budget_gib, m.headroom_gib) if m else None
         )
+        mem = " ".join(f"{v:>8.1f}" for v in figures) if figures else " ".join(f"{'-':>8}" for _ in cols)
         price = f"{c.price:>8.3f}" if c.price is not None else f"{'-':>8}"
         lines.append(
             f"{c.label:<20} {gpus_label(c.instance):<50} {c.tensor_parallel_size or '-':>2} "
@@ -110,6 +114,6 @@ def format_table(judged: Sequence[Candidate], *, show_all: bool = False) -> str:
         )
     lines.append(
         "memory columns are GiB per GPU; GPUs show the CUDA total (what vLLM budgets against); "
-        "other = activations + CUDA graphs + runtime"
+        f"{q.legend()}"
     )
     return "\n".join(lines)

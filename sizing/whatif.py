@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from config.settings import StackConfig
 from sizing import gpus
+from sizing import quantities as q
 from sizing.candidates import Candidate, resolve_request, startup_estimate
 from sizing.choice import evaluate
 from sizing.cheaper import CONTEXT_LADDER
@@ -120,6 +121,7 @@ class WhatIf:
     estimate: StartupEstimate
     fits: bool
     reasons: tuple[str, ...]
+    min_concurrent_sequences: int = 1  # the requests the KV cache for the requested sequences holds
 
 
 def what_if(config: StackConfig, spec: ModelSpec, instance: GpuInstance) -> WhatIf:
@@ -135,7 +137,7 @@ def what_if(config: StackConfig, spec: ModelSpec, instance: GpuInstance) -> What
         reasons.append(_shortfall(est, config))
     if not fits:
         reasons += _ways_to_fit(config, spec, instance, est)
-    return WhatIf(instance, tp, est, fits, tuple(reasons))
+    return WhatIf(instance, tp, est, fits, tuple(reasons), config.min_concurrent_sequences)
 
 
 def _asked_tp(config: StackConfig) -> int:
@@ -145,8 +147,9 @@ def _asked_tp(config: StackConfig) -> int:
 def _shortfall(est: StartupEstimate, config: StackConfig) -> str:
     need = est.kv_needed_gib(config.min_concurrent_sequences)
     return (
-        f"Available KV cache memory {est.kv_cache_gib:.2f} GiB < {need:.2f} GiB for "
-        f"{config.min_concurrent_sequences} request(s) of {est.max_model_len} tokens"
+        f"{q.KV_ALLOCATED.label} {est.kv_cache_gib:.2f} GiB (Available KV cache memory) < "
+        f"{q.KV_FOR_SEQUENCES.label} {need:.2f} GiB ({config.min_concurrent_sequences} x "
+        f"{est.max_model_len} tokens)"
     )
 
 
@@ -176,20 +179,21 @@ def result_object(result: WhatIf, **extra: Any) -> dict[str, Any]:
     return {
         "fits": result.fits,
         "tensor_parallel_size": result.tensor_parallel_size,
-        "per_gpu_gib": {
-            "total": round(est.total_gib, 2),
-            "budget": round(est.budget_gib, 2),
-            "weights": round(est.weights_gib, 2),
-            "activation": round(est.activation_gib, 2),
-            "cuda_graphs": round(est.cuda_graphs_gib, 2),
-            "non_torch": round(est.non_torch_gib, 2),
-            "kv_cache": round(est.kv_cache_gib, 2),
+        "per_gpu_gib": {  # keys from sizing.quantities, one per quantity
+            q.GPU_TOTAL.json_key: round(est.total_gib, 2),
+            q.BUDGET.json_key: round(est.budget_gib, 2),
+            q.WEIGHTS.json_key: round(est.weights_gib, 2),
+            q.ACTIVATION_PEAK.json_key: round(est.activation_gib, 2),
+            q.CUDA_GRAPHS.json_key: round(est.cuda_graphs_gib, 2),
+            q.NON_TORCH.json_key: round(est.non_torch_gib, 2),
+            q.KV_ALLOCATED.json_key: round(est.kv_cache_gib, 2),
+            q.KV_FOR_SEQUENCES.json_key: round(est.kv_needed_gib(result.min_concurrent_sequences), 2),
             # Only with loraAdapters / a speculative draft (sizing.addons).
             **({"lora_buffers": round(est.lora_buffers_gib, 3)} if est.lora_buffers_gib else {}),
             **({"draft_weights": round(est.draft_weights_gib, 3)} if est.draft_weights_gib else {}),
         },
-        "kv_cache_tokens": est.kv_cache_tokens,
-        "max_concurrency": round(est.max_concurrency, 2),
+        q.KV_TOKENS.json_key: est.kv_cache_tokens,
+        q.MAX_CONCURRENCY.json_key: round(est.max_concurrency, 2),
         "reasons": list(result.reasons),
         **extra,
     }

@@ -48,13 +48,47 @@ def _type_name(annotation: object) -> str:
     return str(annotation)
 
 
+# A field's json_schema_extra key that spells its default column where the field's value does not
+# say it (a None that means `main`, or a generated key).
+DEFAULT_TEXT = "x-default"
+
+
 def _default(field) -> str:
+    """The default column: **required**, the literal default, or for a None default what it
+    means: the field's ``x-default``, else "off" / "derived: <how>" from the description's
+    "(default: ...)", else "none" (the key is simply unset)."""
     if field.default is PydanticUndefined and field.default_factory is None:
         return "**required**"
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if DEFAULT_TEXT in extra:
+        return str(extra[DEFAULT_TEXT])
     value = field.get_default(call_default_factory=True)
     if value is None:
-        return "(derived)"
+        said = _described_default(field.description or "")
+        if said is None:
+            return "none"
+        return "off" if said == "off" else f"derived: {said}"
     return f"`{json.dumps(value)}`" if not isinstance(value, str) else f"`{value}`"
+
+
+def _described_default(description: str) -> "str | None":
+    """What "default: ..." in a description's parentheses says, up to its first "; " (nested
+    parentheses kept); None without one."""
+    start = description.find("default: ")
+    if start < 0:
+        return None
+    depth, text = 0, []
+    for char in description[start + len("default: "):]:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            if depth == 0:
+                break
+            depth -= 1
+        elif char == ";" and depth == 0:
+            break
+        text.append(char)
+    return "".join(text).strip()
 
 
 def table() -> str:

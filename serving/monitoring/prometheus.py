@@ -208,8 +208,8 @@ def command_args(
 
 
 def requests_waiting_threshold(config: "StackConfig", plan: "SizingPlan") -> int:
-    """alertRequestsWaiting, or the full-length sequences the KV cache holds (sizing's
-    `concurrentFullLengthSequences`): more waiting than that, and a newcomer waits at least
+    """alertRequestsWaiting, or sizing's maximum concurrency: the full-length sequences the KV
+    cache vLLM will allocate holds (`concurrentFullLengthSequences`): more waiting than that, and a newcomer waits at least
     one whole long request before it starts."""
     if config.alert_requests_waiting is not None:
         return config.alert_requests_waiting

@@ -62,7 +62,7 @@ def test_example_stack_deploys_and_exports_the_output_contract(program, stack):
     sizing = exports["sizing"].value
     for key in ("gpus", "gpuMemoryGib", "tensorParallelSize"):
         assert sizing[key] > 0
-    for key in ("weightsGib", "kvCacheGib", "overheadGib"):
+    for key in ("weightsGib", "kvCacheForSequencesGib", "kvCacheAllocatedGib", "overheadGib"):
         assert sizing["perGpu"][key] > 0
     assert exports["publicIp"].value in exports["sshCommand"].value
     assert any(re.search(r"per GPU( \(fullest stage\))?: weights", line) for line in run.logs), "the sizing report is logged at preview"

@@ -69,8 +69,10 @@ def test_the_program_decides_as_recorded(case: Case, models):
         )
 
 
-def test_the_readme_states_the_corpus_size():
+def test_the_readme_and_docs_state_the_corpus_size():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert f"{len(CASES)} stack configs" in readme and f"replays {len(CASES)} configs" in readme
+    root = Path(__file__).resolve().parents[2]
+    for page, says in (("README.md", f"{len(CASES)} stack configs"), ("docs/testing.md", f"{len(CASES)} stack configs"),
+                       ("docs/preview-checks.md", f"replays {len(CASES)} configs")):
+        assert says in (root / page).read_text(), f"{page} should say {says!r}"

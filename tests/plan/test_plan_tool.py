@@ -228,6 +228,22 @@ def test_a_fleets_plan_shows_its_cost_with_the_balancer_and_the_refresh_surge(mo
     assert API_KEY not in printed and API_KEY not in render.to_json(summary)
 
 
+def test_a_spot_fleets_refresh_names_the_spot_quota_as_well(monkeypatch, tmp_path):
+    """On-demand and spot instances count against separate vCPU quotas: a spot fleet's surge
+    needs both, an on-demand fleet's only the on-demand one."""
+    printed = {}
+    for spot in (False, True):
+        summary = fleet_plan(monkeypatch, tmp_path, extra={"vllm-deploy:spot": spot})
+        text = tmp_path / f"plan-{spot}.txt"
+        with text.open("w") as out:
+            render.to_text(summary, out)
+        printed[spot] = " ".join(text.read_text().split())
+    assert "on-demand vCPU quota for the family must allow it" in printed[False]
+    assert "spot vCPU quota" not in printed[False]
+    assert "on-demand vCPU quota counts the 1 on-demand replica(s)" in printed[True]
+    assert "spot vCPU quota (a separate one, e.g. 'All G and VT Spot Instance Requests') the spot ones" in printed[True]
+
+
 def test_set_overrides_a_stack_value_for_one_plan(clone, tmp_path):
     result = plan_cli(clone, tmp_path, "prod", "--set", "replicas=0", public_ip=DEPLOYER_IP)
     assert result.returncode == 1 and "vllm-deploy:replicas=0" in result.stderr

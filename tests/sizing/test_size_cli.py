@@ -21,7 +21,8 @@ from sizing.whatif import find_gpu
 
 REPO = Path(__file__).resolve().parents[2]
 AWQ_CONFIG = REPO / "tests" / "fixtures" / "models" / "qwen2.5-7b-instruct-awq" / "config.json"
-PER_GPU_KEYS = {"total", "budget", "weights", "activation", "cuda_graphs", "non_torch", "kv_cache"}
+PER_GPU_KEYS = {"total", "budget", "weights", "activation", "cuda_graphs", "non_torch", "kv_cache_allocated",
+                "kv_cache_for_sequences"}
 REQUIRED_KEYS = {"fits", "tensor_parallel_size", "per_gpu_gib", "kv_cache_tokens", "max_concurrency", "reasons"}
 
 
@@ -45,24 +46,24 @@ def test_json_is_one_object_of_the_stable_shape(capsys):
 
 
 def test_json_figures_follow_vllms_arithmetic(capsys):
-    """kv_cache = budget - weights - activation - CUDA graphs - non-torch ("Available KV cache
+    """kv_cache_allocated = budget - weights - activation - CUDA graphs - non-torch ("Available KV cache
     memory"); the token count is concurrency x max_model_len; the budget is 0.92 x the CUDA total."""
     result = run_json(capsys, "Qwen/Qwen2.5-7B-Instruct", "--gpu", "L4", "--max-model-len", "16384")
     gib = result["per_gpu_gib"]
     assert gib["total"] == 21.95 and gib["budget"] == pytest.approx(0.92 * 21.95, abs=0.01)
     rest = gib["weights"] + gib["activation"] + gib["cuda_graphs"] + gib["non_torch"]
-    assert gib["kv_cache"] == pytest.approx(gib["budget"] - rest, abs=0.03)
+    assert gib["kv_cache_allocated"] == pytest.approx(gib["budget"] - rest, abs=0.03)
     assert gib["weights"] == pytest.approx(7.616e9 * 2 / 2**30, rel=0.01)
     assert result["kv_cache_tokens"] == pytest.approx(result["max_concurrency"] * 16384, rel=1e-3)
     # Qwen2.5-7B holds 57,344 B of KV per token: blocks of 16 tokens from the available memory
-    blocks = math.floor(gib["kv_cache"] * 2**30 / (16 * 57344))
+    blocks = math.floor(gib["kv_cache_allocated"] * 2**30 / (16 * 57344))
     assert result["kv_cache_tokens"] == pytest.approx(blocks * 16, rel=2e-3)
 
 
 def test_a_model_whose_weights_exceed_the_budget_does_not_fit(capsys):
     """Qwen2.5-7B in 16-bit is 7.616e9 x 2 B = 14.19 GiB; a T4 budgets 0.92 x 14.58 = 13.41 GiB."""
     result = run_json(capsys, "Qwen/Qwen2.5-7B-Instruct", "--gpu", "T4")
-    assert result["fits"] is False and result["per_gpu_gib"]["kv_cache"] < 0
+    assert result["fits"] is False and result["per_gpu_gib"]["kv_cache_allocated"] < 0
     assert any("weights alone do not fit" in reason for reason in result["reasons"])
 
 
@@ -77,20 +78,25 @@ def test_any_gpu_by_its_cuda_total_and_compute_capability(capsys):
     assert old["fits"] is False and any("sm_70" in reason for reason in old["reasons"])
 
 
-def test_the_verdict_is_vllms_own_unless_more_sequences_are_asked_for(capsys):
-    """One 32k request of Qwen2.5-7B needs 1.75 GiB of KV cache, which an L4 has; four need 7 GiB."""
+def test_the_verdict_holds_the_requested_sequences(capsys):
+    """One 32k request of Qwen2.5-7B needs 1.75 GiB of KV cache, two (the stack's default) 3.5,
+    which an L4 has (4.74 GiB allocated); four need 7 GiB."""
     one = run_json(capsys, "Qwen/Qwen2.5-7B-Instruct", "--gpu", "L4", "--max-model-len", "32768")
+    assert one["per_gpu_gib"]["kv_cache_for_sequences"] == pytest.approx(2 * 32768 * 57344 / 2**30, abs=0.01)
     four = run_json(capsys, "Qwen/Qwen2.5-7B-Instruct", "--gpu", "L4", "--max-model-len", "32768",
                     "--min-concurrent-sequences", "4")
     assert one["fits"] is True and four["fits"] is False
-    assert one["per_gpu_gib"] == four["per_gpu_gib"]  # the same startup; only the ask differs
+    # the same startup; only the ask differs
+    assert {k: v for k, v in one["per_gpu_gib"].items() if k != "kv_cache_for_sequences"} == \
+        {k: v for k, v in four["per_gpu_gib"].items() if k != "kv_cache_for_sequences"}
     assert "would fit at --max-model-len 16384" in four["reasons"]
     assert "would fit with --kv-cache-dtype fp8" in four["reasons"]
-    # Llama-3.1-8B on an L4 leaves about 3.9 GiB: one 20k request (2.4 GiB) but not two
+    # Llama-3.1-8B on an L4 leaves about 3.9 GiB: one 20k request (2.4 GiB, vLLM's own check) but
+    # not two, the default
+    single = run_json(capsys, "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "L4", "--max-model-len", "20000",
+                      "--min-concurrent-sequences", "1")
     default = run_json(capsys, "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "L4", "--max-model-len", "20000")
-    two = run_json(capsys, "meta-llama/Llama-3.1-8B-Instruct", "--gpu", "L4", "--max-model-len", "20000",
-                   "--min-concurrent-sequences", "2")
-    assert default["fits"] is True and two["fits"] is False
+    assert single["fits"] is True and default["fits"] is False
 
 
 def test_tensor_parallelism_over_several_gpus(capsys):
@@ -226,4 +232,4 @@ def test_lora_adapters_and_a_draft_take_their_terms_out_of_the_kv_cache(capsys, 
     added = run_json(capsys, *common, *adapters, "--max-lora-rank", "16",
                      "--speculative-model", "Qwen/Qwen2.5-0.5B-Instruct")["per_gpu_gib"]
     assert added["lora_buffers"] > 0 and added["draft_weights"] > 0.9
-    assert added["kv_cache"] == pytest.approx(alone["kv_cache"] - added["lora_buffers"] - added["draft_weights"], abs=0.02)
+    assert added["kv_cache_allocated"] == pytest.approx(alone["kv_cache_allocated"] - added["lora_buffers"] - added["draft_weights"], abs=0.02)

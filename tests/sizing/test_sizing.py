@@ -233,7 +233,7 @@ def test_long_context_pushes_the_model_to_a_bigger_instance():
     assert long.instance.name == brute_force_cheapest(long_cfg, spec).instance.name
     assert long.hourly_price_usd > short.hourly_price_usd
     refused = evaluate(long_cfg, spec, short.instance)
-    assert "KV for 2 x 32768 tokens does not fit" in " ".join(refused.reasons)
+    assert "the KV cache for the requested sequences (2 x 32768 tokens) does not fit" in " ".join(refused.reasons)
     assert long.memory.kv_cache_gib * GIB == hand_kv_for_requests(32, 8, 128, long.tensor_parallel_size, 32768, 2)
 
 
