@@ -33,11 +33,18 @@ class TenantLimits:
 
 
 def tenant_limits(settings: "StackConfig", limits: "ProxyLimits") -> tuple[TenantLimits, ...]:
-    """Each tenant's limits in name order; maxConcurrentRequests defaults to the per-client limit."""
-    return tuple(
-        TenantLimits(name, t.rate_limit_per_minute, t.max_concurrent_requests or limits.max_streams_per_client)
-        for name, t in sorted(settings.api_keys.items())
-    )
+    """Each tenant's limits in name order; maxConcurrentRequests defaults to the per-client limit.
+    Raises ValueError naming apiKeys.<name>.maxConcurrentRequests above limits.max_streams."""
+    result = []
+    for name, t in sorted(settings.api_keys.items()):
+        concurrent = t.max_concurrent_requests or limits.max_streams_per_client
+        if concurrent > limits.max_streams:
+            raise ValueError(
+                f"apiKeys.{name}.maxConcurrentRequests={concurrent} is above the {limits.max_streams} requests "
+                f"the proxy admits from all clients together on this host; set it to {limits.max_streams} or less"
+            )
+        result.append(TenantLimits(name, t.rate_limit_per_minute, concurrent))
+    return tuple(result)
 
 
 def key_hash(key: str) -> str:

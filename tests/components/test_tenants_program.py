@@ -181,16 +181,29 @@ def test_with_letsencrypt_the_proxys_steps_share_one_host_directory(program):
     ]
 
 
-def test_the_most_tenants_fit_in_one_environment_variable(program):
+@pytest.mark.parametrize("name_length", [9, 64])
+def test_no_tenants_step_carries_more_than_one_environment_string_can(program, name_length):
     """The bundle travels as one environment variable of the SSH step: Linux refuses an execve
     with a single environment string over MAX_ARG_STRLEN (32 pages: 131072 bytes on 4 KiB pages,
-    include/uapi/linux/binfmts.h), which `sudo` and `bash` do. The most tenants (MAX_TENANTS), each
-    with two live keys, stay well under it."""
+    include/uapi/linux/binfmts.h), which `sudo` and `bash` are. With the most tenants
+    (MAX_TENANTS), each with two live keys, the program either registers a step whose bundle fits,
+    or refuses at preview, naming the limit and the way out, before any cloud resource."""
     from config.keys_tenants import MAX_TENANTS
 
-    tenants = {f"tenant-{i:02d}": {"rotation": 1, "keepPreviousKey": True, "rateLimitPerMinute": 60}
+    tenants = {f"t{i:02d}-".ljust(name_length, "x"): {"rotation": 1, "keepPreviousKey": True, "rateLimitPerMinute": 60}
                for i in range(MAX_TENANTS)}
-    run = tenant_program(program, tenants)
+    run = tenant_program(program, tenants, expect_error=True)
+    if run.error is not None:
+        message = str(run.error)
+        assert "MAX_ARG_STRLEN" in message and "shorter tenant names" in message, message
+        assert run.cloud_resources == []
+        return
     bundle = reveal(run.named(STEP).inputs["environment"])["VLLM_DEPLOY_TENANT_FILES"]
-    assert len(f"VLLM_DEPLOY_TENANT_FILES={bundle}") < 131072 // 2
+    assert len(f"VLLM_DEPLOY_TENANT_FILES={bundle}") + 1 <= 131072
     assert len(run.exports["apiKeys"].value) == MAX_TENANTS
+
+
+def test_a_tenant_limit_above_the_proxys_capacity_is_refused_before_anything_exists(program):
+    run = tenant_program(program, {"team-a": {"maxConcurrentRequests": 65535}}, expect_error=True)
+    assert "apiKeys.team-a.maxConcurrentRequests=65535 is above the" in str(run.error)
+    assert run.cloud_resources == []
