@@ -35,9 +35,11 @@ if settings.replicas > 1:  # a fleet: an Auto Scaling group behind a load balanc
     pulumi.export("hourlyPriceUsd", plan.hourly_price_usd)  # one replica's
     pulumi.export("sizing", plan.to_output())
 else:
-    deployment = VllmDeployment("vllm", VllmDeploymentArgs(**args))
+    deployment = VllmDeployment("vllm", VllmDeploymentArgs(**args, tenant_keys=checked.secrets.tenant_keys))
     pulumi.export("endpoint", deployment.endpoint)
     pulumi.export("apiKey", deployment.api_key)
+    if deployment.api_keys is not None:  # apiKeys: tenant -> key, secret (docs/tenants.md)
+        pulumi.export("apiKeys", deployment.api_keys)
     if deployment.ca_certificate is not None:  # tls=self-signed: clients verify against it
         pulumi.export("caCertificate", deployment.ca_certificate)
     pulumi.export("servedModelName", settings.served_name)

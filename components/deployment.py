@@ -22,6 +22,7 @@ from components.placement import choose_subnet
 from components.proxy import NginxProxy, NginxProxyArgs
 from components.ray_cluster import RayHead, RayWorker, RayWorkerArgs, node_name, ray_auth_token, ray_nodes
 from components.stack_resources import generated_api_key, tagged_provider
+from components.tenant_keys import GivenKey, TenantApiKeys, tenant_api_keys
 from components.vllm_server import VllmServer, VllmServerArgs
 from config.settings import StackConfig
 from serving.cluster_network import EFA_HOST_MOUNT, efa_interfaces, nccl_environment
@@ -49,6 +50,8 @@ class VllmDeploymentArgs:
     """Secret ModelScope token (modelSource modelscope)."""
     aws_settings: Optional[dict[str, Any]] = None
     """The stack's aws:* settings for the explicit provider (stack.pulumi_config.aws_provider_settings)."""
+    tenant_keys: Optional[dict[str, GivenKey]] = None
+    """apiKeys' given keys by tenant (stack.pulumi_config.Secrets.tenant_keys); the others are generated."""
 
 
 @dataclass
@@ -90,6 +93,7 @@ class VllmDeployment(pulumi.ComponentResource):
 
     endpoint: pulumi.Output[str]
     api_key: pulumi.Output[str]
+    api_keys: Optional[pulumi.Output[dict[str, str]]]  # apiKeys: tenant -> key (secret); None without
     ca_certificate: Optional[pulumi.Output[str]]  # None with tls=letsencrypt
     instance_id: pulumi.Output[str]
     public_ip: pulumi.Output[str]
@@ -111,10 +115,11 @@ class VllmDeployment(pulumi.ComponentResource):
         lookups = pulumi.InvokeOptions(parent=self, provider=provider)
 
         api_key = args.api_key if args.api_key is not None else self._generated_api_key(name)
+        tenants = tenant_api_keys(self, name, args.settings, args.proxy_limits, args.tenant_keys or {})
         nodes = self._nodes(name, args, in_aws, lookups)
         head = nodes[0].handle(self._docker_engine(name, nodes[0]))
         server = self._server(head, nodes, api_key)
-        proxy = self._proxy(head, server, nodes[0].host.public_ip)
+        proxy = self._proxy(head, server, nodes[0].host.public_ip, tenants, api_key)
         # Beside the proxy, not before it: on a first deploy nobody has the endpoint yet, and a
         # failed benchmark should not keep the endpoint from coming up.
         self.benchmark = self._benchmark(head, server, api_key)
@@ -125,6 +130,7 @@ class VllmDeployment(pulumi.ComponentResource):
         )
         self.grafana_url, self.grafana_password = self._monitoring(head, server, proxy, address)
         self.api_key = pulumi.Output.secret(api_key)
+        self.api_keys = tenants.keys if tenants is not None else None
         self.ca_certificate = proxy.ca_certificate
         self.region = aws.get_region(opts=lookups).region
         self._node_outputs(nodes)
@@ -132,6 +138,7 @@ class VllmDeployment(pulumi.ComponentResource):
             {
                 "endpoint": self.endpoint,
                 "apiKey": self.api_key,
+                "apiKeys": self.api_keys,
                 "caCertificate": self.ca_certificate,
                 "instanceId": self.instance_id,
                 "publicIp": self.public_ip,
@@ -173,12 +180,16 @@ class VllmDeployment(pulumi.ComponentResource):
         resolve_head_started(server.container_id)
         return server
 
-    def _proxy(self, head: HostHandle, server: VllmServer, public_ip: pulumi.Output[str]) -> NginxProxy:
+    def _proxy(
+        self, head: HostHandle, server: VllmServer, public_ip: pulumi.Output[str],
+        tenants: Optional[TenantApiKeys], api_key: pulumi.Output[str],
+    ) -> NginxProxy:
         return NginxProxy(
             child(self._name, "proxy"),
             NginxProxyArgs(
                 settings=self._args.settings, limits=self._args.proxy_limits, host=head,
                 public_ip=public_ip, upstream_port=server.port, depends_on=[server.ready],
+                tenants=tenants, upstream_api_key=api_key,
             ),
             pulumi.ResourceOptions(parent=self),
         )

@@ -13,6 +13,7 @@ tls=letsencrypt: certbot on the host obtains (and a systemd timer renews) a cert
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from typing import Optional
 
@@ -26,10 +27,16 @@ from components.certificates import stack_certificates
 from components.docker_host import CONTAINER_SLICE, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
+from components.script_steps import ScriptSteps
+from components.tenant_keys import TenantApiKeys
 from serving.nginx import CONTAINER_CERT_PATH, CONTAINER_CONF_PATH, CONTAINER_KEY_PATH, NGINX_IMAGE
 from serving.nginx_conf import render, site_for_stack
 from config.settings import StackConfig
 from serving.proxy_limits import ProxyLimits
+from serving.tenants import (
+    TENANT_DIR_CONTAINER, TENANT_DIR_HOST, USAGE_LOG_CONTAINER, USAGE_LOG_HOST_DIR, tenant_bundle, tenant_files,
+    tenant_limits,
+)
 
 PROXY_CONTAINER_NAME = "vllm-proxy"
 # Served at /.well-known/acme-challenge/ on port 80 in every mode, so a stack can switch to
@@ -63,6 +70,10 @@ class NginxProxyArgs:
     """vLLM's port on the host's loopback."""
     depends_on: list[pulumi.Resource]
     """What must exist before the proxy starts (the vLLM container)."""
+    tenants: Optional[TenantApiKeys] = None
+    """apiKeys (tenant mode): the keys' hashes nginx checks; None: vLLM checks the one apiKey."""
+    upstream_api_key: Optional[pulumi.Output[str]] = None
+    """The stack's own apiKey, which nginx sends vLLM in tenant mode (secret)."""
 
 
 class NginxProxy(pulumi.ComponentResource):
@@ -77,6 +88,7 @@ class NginxProxy(pulumi.ComponentResource):
     def __init__(self, name: str, args: NginxProxyArgs, opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__(component_type("NginxProxy"), name, None, opts)
         self._name = name
+        self._steps: Optional[ScriptSteps] = None
         settings, host = args.settings, args.host
 
         image = docker.RemoteImage(
@@ -102,6 +114,14 @@ class NginxProxy(pulumi.ComponentResource):
                 docker.ContainerUploadArgs(file=CONTAINER_KEY_PATH, content=server_key, permissions="0600"),
             ]
             self.ca_certificate = ca_cert
+        if args.tenants is not None:  # tenant mode: nginx includes the tenants' files it reloads
+            depends_on.append(self._tenant_files(settings, args, args.tenants))
+            volumes += [
+                docker.ContainerVolumeArgs(host_path=TENANT_DIR_HOST, container_path=TENANT_DIR_CONTAINER, read_only=True),
+                docker.ContainerVolumeArgs(
+                    host_path=USAGE_LOG_HOST_DIR, container_path=posixpath.dirname(USAGE_LOG_CONTAINER)
+                ),
+            ]
         # The address is known once the Elastic IP exists; rendering needs no resource.
         self.config_text = pulumi.Output.from_input(args.public_ip).apply(
             lambda ip: proxy_config(settings, args.limits, public_ip=ip, upstream_port=args.upstream_port)
@@ -137,9 +157,34 @@ class NginxProxy(pulumi.ComponentResource):
             {"caCertificate": self.ca_certificate, "containerId": self.container_id, "nginxConfig": self.config_text}
         )
 
+    def _host_steps(self, host: HostHandle) -> ScriptSteps:
+        """The proxy's host script steps (one factory: its workdir and lib.sh copy exist once)."""
+        if self._steps is None:
+            self._steps = host.steps(self, self._name)
+        return self._steps
+
+    def _tenant_files(
+        self, settings: StackConfig, args: NginxProxyArgs, tenants: TenantApiKeys
+    ) -> command.remote.Command:
+        """proxy_tenants.sh: installs the tenants' files (key hashes, limits, the upstream key) in
+        TENANT_DIR_HOST and reloads nginx when it runs. Before the container on create; on a
+        change of tenants, keys or limits only this step runs again (its secret environment
+        changed), so neither the container nor vLLM is replaced."""
+        if args.upstream_api_key is None:
+            raise ValueError("tenant mode needs the stack's apiKey: nginx sends it upstream")
+        limits = tenant_limits(settings, args.limits)
+        bundle = pulumi.Output.all(tenants.key_hashes, args.upstream_api_key).apply(
+            lambda v: tenant_bundle(tenant_files(limits, v[0], v[1]))
+        )
+        return self._host_steps(args.host).run(
+            "tenants", "proxy_tenants.sh", after=args.host.runtime_ready,
+            env={"VLLM_DEPLOY_TENANT_DIR": TENANT_DIR_HOST, "VLLM_DEPLOY_NGINX_CONTAINER": PROXY_CONTAINER_NAME},
+            secret_env={"VLLM_DEPLOY_TENANT_FILES": bundle}, timeout="10m",
+        )
+
     def _letsencrypt(self, settings: StackConfig, args: NginxProxyArgs) -> command.remote.Command:
         """certbot on the host; standalone on the first deploy (nothing serves port 80 yet)."""
-        return args.host.steps(self, self._name).run(
+        return self._host_steps(args.host).run(
             "certificate", "obtain_certificate.sh", after=args.depends_on[-1] if args.depends_on else None,
             env={
                 "VLLM_DEPLOY_DOMAIN": settings.domain or "",

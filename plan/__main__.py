@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -67,9 +68,30 @@ def load_stack(stack: str, root: Path = engine.ROOT) -> tuple[dict[str, Any], di
     for key, value in values.items():
         if isinstance(value, dict) and set(value) == {"secure"}:
             secrets[key] = "[secret]"
+        elif _has_secure_leaf(value):  # e.g. apiKeys.<tenant>.key: Pulumi makes the whole value secret
+            secrets[key] = json.dumps(_placeholders(value, key))
         else:
             config[key] = value
     return config, secrets
+
+
+def _has_secure_leaf(value: Any) -> bool:
+    if isinstance(value, dict):
+        return set(value) == {"secure"} or any(_has_secure_leaf(v) for v in value.values())
+    return isinstance(value, list) and any(_has_secure_leaf(v) for v in value)
+
+
+def _placeholders(value: Any, path: str) -> Any:
+    """`value` with each encrypted leaf replaced by a placeholder distinct per path, of a given
+    key's form (config.keys_tenants), so the program accepts it; the program is told these
+    values are unreadable (UNREADABLE_SECRETS_ENV) and they only ever sit inside secrets."""
+    if isinstance(value, dict) and set(value) == {"secure"}:
+        return "unreadable-secret-placeholder." + hashlib.sha256(path.encode()).hexdigest()[:32]
+    if isinstance(value, dict):
+        return {k: _placeholders(v, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_placeholders(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
 
 
 def offline_nginx_config(config: dict[str, Any]) -> str:
@@ -195,7 +217,8 @@ def _main(argv: Optional[list[str]]) -> int:
     summary = summarize(run, args.stack, notes)
     if summary.nginx_config in (None, UNKNOWN):
         # The proxy renders its config around the Elastic IP, which only `pulumi up` knows.
-        summary = dataclasses.replace(summary, nginx_config=offline_nginx_config(config))
+        structured = {k: json.loads(v) for k, v in secrets.items() if v != "[secret]"}  # apiKeys' placeholders
+        summary = dataclasses.replace(summary, nginx_config=offline_nginx_config({**config, **structured}))
         notes.append(f"the nginx config is shown for an Elastic IP of {PLACEHOLDER_ELASTIC_IP} "
                      "(a documentation address); AWS assigns the real one at `pulumi up`")
     if args.json:

@@ -78,6 +78,11 @@ def to_text(summary: PlanSummary, out: TextIO, *, nginx: bool = False) -> None:
     console.print(Text(f"vLLM command (in {image}, whose entrypoint is `vllm serve`):"))
     console.print(Text("  " + shlex.join(["vllm", "serve", *summary.vllm_argv])), soft_wrap=True)
     console.print()
+    if summary.tenants is not None:
+        console.print(Text("Tenants (apiKeys; nginx checks their keys, which the secret output apiKeys holds):"))
+        for line in tenant_lines(summary.tenants):
+            console.print(Text("  " + line))
+        console.print()
     cost = _cost(summary)
     if cost is not None:
         console.print(cost)
@@ -159,4 +164,19 @@ def scaling_lines(scaling: dict) -> list[str]:
             f"{', '.join(scaling['instanceTypes'])}; instance prices above are on-demand, the ceiling; streams "
             f"longer than ~{scaling['spotStreamBoundSeconds']} s can be cut when a spot replica is interrupted"
         )
+    return lines
+
+
+def tenant_lines(tenants: list[dict]) -> list[str]:
+    """One line per tenant: its limits and whether its key is generated (which generation) or
+    given, and whether a previous key is still accepted; never a key."""
+    lines = []
+    for t in tenants:
+        rate = f"{t['rateLimitPerMinute']} requests/min" if t.get("rateLimitPerMinute") else "no rate limit of its own"
+        concurrent = f"{t.get('maxConcurrentRequests') or '?'} concurrent requests"
+        if t.get("maxConcurrentRequestsIsDefault"):
+            concurrent += " (the default: what vLLM batches at once)"
+        key = f"generated key, rotation {t.get('rotation', 0)}" if t["key"] == "generated" else "given key (secret)"
+        previous = "; the previous key is accepted too" if t.get("acceptsPreviousKey") else ""
+        lines.append(f"{t['name']}: {rate}, {concurrent}; {key}{previous}")
     return lines

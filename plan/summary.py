@@ -136,6 +136,7 @@ class PlanSummary:
     cost: Optional[HostCost]
     outputs: dict[str, Any]
     notes: list[str] = field(default_factory=list)  # what this offline plan assumed
+    tenants: Optional[list[dict[str, Any]]] = None  # apiKeys: names, limits, given/generated; never a key
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -149,6 +150,7 @@ class PlanSummary:
             "cost": self.cost.to_dict() if self.cost else None,
             "outputs": self.outputs,
             "notes": self.notes,
+            **({"tenants": self.tenants} if self.tenants is not None else {}),
         }
 
 
@@ -199,6 +201,16 @@ def nginx_config(run: ProgramRun) -> Optional[str]:
         config = component.outputs.get("nginxConfig")
         if config is not None:
             return shown(config)
+    return None
+
+
+def tenants(run: ProgramRun) -> Optional[list[dict[str, Any]]]:
+    """The tenants (apiKeys) as the TenantApiKeys component registered them (components.tenant_keys
+    .tenant_summary: no key in it); None without apiKeys."""
+    for component in run.of_type(component_type("TenantApiKeys")):
+        rows = component.outputs.get("tenants")
+        if rows is not None:
+            return shown(rows)
     return None
 
 
@@ -280,4 +292,5 @@ def summarize(run: ProgramRun, stack: str, notes: Optional[list[str]] = None) ->
         cost=host_cost(run),
         outputs={name: _output(export) for name, export in run.exports.items()},
         notes=list(notes or []),
+        tenants=tenants(run),
     )

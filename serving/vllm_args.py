@@ -182,6 +182,14 @@ def _start_args(config: StackConfig, plan: SizingPlan) -> list[str]:
         args += ["--safetensors-load-strategy", "prefetch"]
     if not _given(extra, "--shutdown-timeout"):
         args += ["--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S)]
+    # apiKeys (issue 29): the proxy counts each tenant's tokens from the `usage` vLLM sends; a
+    # stream carries it only when asked (stream_options) or with this flag (vLLM 0.33
+    # vllm/entrypoints/common/cli_args.py enable_force_include_usage, read by
+    # vllm/entrypoints/serve/utils/api_utils.py should_include_usage). Off without tenants.
+    if config.tenants_enabled and not any(
+        _given(extra, f) for f in ("--enable-force-include-usage", "--disable-force-include-usage")
+    ):
+        args += ["--enable-force-include-usage"]
     return args
 
 

@@ -34,6 +34,7 @@ from sizing.plan import SizingPlan
 from sizing.report import format_report
 from sizing.startup import start_notes
 from stack.pulumi_config import Secrets, aws_provider_settings, load, plain_secret, unreadable
+from stack.tenant_checks import check_tenants
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,8 @@ def proxy_limits(settings: StackConfig, plan: SizingPlan) -> ProxyLimits:
     """The proxy's limits on the planned host (serving.proxy_limits), or pulumi.RunError naming
     the keys the proxy could never honour there."""
     try:
-        return stack_limits(settings, plan)
+        limits = stack_limits(settings, plan)
+        check_tenants(settings, limits)  # apiKeys: limits the proxy honours, files that fit (issue 29)
+        return limits
     except ConfigError as exc:
         raise pulumi.RunError(str(exc)) from None

@@ -14,7 +14,7 @@ import os
 import re
 import typing
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import pulumi
@@ -47,6 +47,58 @@ class Secrets:
     api_key: Optional[pulumi.Output[str]]
     hf_token: Optional[pulumi.Output[str]]
     modelscope_token: Optional[pulumi.Output[str]] = None
+    # apiKeys: the tenants whose key is given (not generated), by name (issue 29).
+    tenant_keys: dict[str, "TenantSecret"] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TenantSecret:
+    """A tenant's given key (and the key it replaces, accepted too while set), as secret Outputs."""
+
+    key: pulumi.Output[str]
+    previous_key: Optional[pulumi.Output[str]] = None
+
+
+# A tenant's fields that hold a given key (config/keys_tenants.py: never a StackConfig value).
+_TENANT_KEY_FIELDS = ("key", "previousKey")
+
+
+def _given_tenant_keys(raw_api_keys: Any) -> dict[str, dict[str, str]]:
+    """tenant -> {field: value} of the keys `apiKeys` gives (decoded; malformed input is left
+    to the validator, which reports it without the value)."""
+    tenants = _decode("apiKeys", raw_api_keys)
+    if not isinstance(tenants, dict):
+        return {}
+    return {
+        name: {f: t[f] for f in _TENANT_KEY_FIELDS if isinstance(t.get(f), str)}
+        for name, t in tenants.items()
+        if isinstance(t, dict) and any(isinstance(t.get(f), str) for f in _TENANT_KEY_FIELDS)
+    }
+
+
+def _plain_tenant_key_problems(given: dict[str, dict[str, str]]) -> list[str]:
+    """A given key stored in plain text, with the command that stores it encrypted. With any
+    secure leaf Pulumi marks the whole `apiKeys` value secret, so the check is on the key."""
+    full = f"{NAMESPACE}:apiKeys"
+    if not given or runtime_config.is_config_secret(full):
+        return []
+    return [
+        f"{full}.{name}.{f} is stored in plain text in the stack file; store it encrypted: "
+        f"pulumi config set --secret --path 'apiKeys.{name}.{f}' (it prompts for the value, which then "
+        "stays out of your shell history)"
+        for name, fields in sorted(given.items()) for f in fields
+    ]
+
+
+def _tenant_secrets(given: dict[str, dict[str, str]]) -> dict[str, TenantSecret]:
+    # Secret here whatever the engine says: nothing downstream may see a given key plain.
+    return {
+        name: TenantSecret(
+            key=pulumi.Output.secret(fields["key"]),
+            previous_key=pulumi.Output.secret(fields["previousKey"]) if "previousKey" in fields else None,
+        )
+        for name, fields in sorted(given.items()) if "key" in fields
+    }
 
 
 def _all_values() -> dict[str, Any]:
@@ -152,6 +204,8 @@ def load() -> tuple[StackConfig, Secrets]:
                 f"{full} is stored in plain text in the stack file; store it encrypted: "
                 f"pulumi config set --secret {key} (it prompts for the value, which then stays out of your shell history)"
             )
+    given = _given_tenant_keys(raw.get("apiKeys"))
+    problems += _plain_tenant_key_problems(given)
     values = {k: _decode(k, v) for k, v in raw.items() if k not in SECRET_KEYS}
     foreign = _foreign_keys()
     for warning in judge(foreign, KEYS).warnings:
@@ -179,6 +233,7 @@ def load() -> tuple[StackConfig, Secrets]:
         api_key=cfg.get_secret("apiKey"),
         hf_token=cfg.get_secret("hfToken"),
         modelscope_token=cfg.get_secret("modelscopeToken"),
+        tenant_keys=_tenant_secrets(given),
     )
 
 

@@ -86,6 +86,9 @@ def computed_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, A
         return {"certRequestPem": "-----BEGIN CERTIFICATE REQUEST-----\nMOCK\n-----END CERTIFICATE REQUEST-----\n"}
     if typ == "random:index/randomShuffle:RandomShuffle":
         return {"results": list(inputs.get("inputs", []))[: int(inputs.get("resultCount", 1))]}
+    if typ == "random:index/randomPassword:RandomPassword" and "-tenant-" in name:
+        # A tenant's key generation (components.tenant_keys): one key per resource, as the provider.
+        return {"result": "mock-tenant-key-" + hashlib.sha256(name.encode()).hexdigest()[:32]}
     if typ == "random:index/randomPassword:RandomPassword":
         return {"result": "mock-generated-api-key-0123456789abcdef"}
     if typ == "random:index/randomId:RandomId":  # new keepers, new id (as the provider replaces it)
