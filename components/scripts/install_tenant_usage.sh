@@ -153,10 +153,15 @@ if ((metrics)); then
   fi
   program=$(printf '%s' "$VLLM_DEPLOY_MTAIL_PROGRAM_B64" | base64 -d) ||
     die "VLLM_DEPLOY_MTAIL_PROGRAM_B64 is not base64" "pass serving.monitoring.tenant_usage.program_base64()"
+  # A program mtail would refuse fails here, before it replaces the running one.
+  staging="$etc_dir/mtail.check"
+  rm -rf "$staging" && install -d -m 0755 "$staging"
+  printf '%s\n' "$program" >"$staging/tenant_usage.mtail"
+  mtail --compile_only --progs "$staging" --logtostderr >&2 ||
+    die "mtail cannot compile the program in VLLM_DEPLOY_MTAIL_PROGRAM_B64 (kept in $staging)" \
+      "check it with: mtail --compile_only --progs $staging"
+  rm -rf "$staging"
   install_file "$program" "$program_dir/tenant_usage.mtail" 0644
-  # A program mtail would refuse fails here, not in a restart loop.
-  mtail --compile_only --progs "$program_dir" --logtostderr >&2 ||
-    die "mtail cannot compile $program_dir/tenant_usage.mtail" "check the program with: mtail --compile_only --progs $program_dir"
   install_file "[Unit]
 Description=vllm-deploy: per-tenant usage metrics (mtail over the proxy's usage log) on $address:$port
 After=network.target
