@@ -106,9 +106,11 @@ ln -f '$log_path' '$view_path.new'
 mv -f '$view_path.new' '$view_path'" "$relink" 0755
 
 # nginx -s reopen only signals the master, which then has its workers reopen: the relink waits
-# for them. A stopped proxy opens the new file when it starts.
+# for them. A stopped proxy opens the new file when it starts. allowhardlink (logrotate 3.19+,
+# Ubuntu 22.04 and later): the live log has mtail's second name; it is renamed, never emptied.
 install_file "# Written by install_tenant_usage.sh: the proxy's per-tenant usage log.
 $log_path {
+    allowhardlink
     size ${VLLM_DEPLOY_USAGE_LOG_MAX_MIB}M
     rotate $VLLM_DEPLOY_USAGE_LOG_KEEP
     missingok
