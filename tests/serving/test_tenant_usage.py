@@ -121,6 +121,9 @@ def test_the_usage_log_is_where_the_proxy_writes_it():
     tenants = pytest.importorskip("serving.tenants", reason="serving/tenants.py (the proxy's) not merged yet")
     assert tenant_usage.USAGE_LOG_HOST_DIR == tenants.USAGE_LOG_HOST_DIR
     assert Path(tenants.USAGE_LOG_CONTAINER).name == tenant_usage.USAGE_LOG_NAME
+    program = tenant_usage.program_text()
+    unread = [f for f in tenants.USAGE_LOG_FIELDS if f != "time" and f'"{f}":' not in program]
+    assert unread == []
 
 
 def test_the_operations_guide_explains_every_usage_panel_and_alert():

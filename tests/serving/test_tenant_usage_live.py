@@ -34,7 +34,8 @@ from tests.scripts.test_tenant_usage_script import usage_host
 SCRAPE_S = 1
 RATE_INTERVAL = "10s"  # what Grafana puts for $__rate_interval: four scrapes at least
 
-# Requests as the proxy logs them: two tenants, a stream whose usage never came ("-"), a 429,
+# Requests as the proxy logs them (serving/templates/nginx.conf.j2's vllm_usage format): two
+# tenants, an answer without usage (null), a stream the client cut ("-"), a 429,
 # an unknown key (tenant "", nginx's 401), a line that is not the log's format.
 ENTRIES = [
     {"tenant": "team-a", "status": 200, "request_bytes": 812, "response_bytes": 2048,
@@ -42,7 +43,9 @@ ENTRIES = [
     {"tenant": "team-a", "status": 200, "request_bytes": 640, "response_bytes": 9120,
      "request_time": 3.5, "prompt_tokens": 33, "completion_tokens": 410},
     {"tenant": "team-a", "status": 200, "request_bytes": 500, "response_bytes": 700,
-     "request_time": 0.75, "prompt_tokens": "-", "completion_tokens": "-"},
+     "request_time": 0.75, "prompt_tokens": None, "completion_tokens": None},
+    {"tenant": "team-a", "status": 499, "request_bytes": 500, "response_bytes": 0,
+     "request_time": 12.0, "prompt_tokens": "-", "completion_tokens": "-"},
     {"tenant": "team-a", "status": 429, "request_bytes": 500, "response_bytes": 310, "request_time": 0.0},
     {"tenant": "team-b.eu", "status": 200, "request_bytes": 1024, "response_bytes": 4096,
      "request_time": 2.0, "prompt_tokens": 2000, "completion_tokens": 15},
@@ -265,6 +268,7 @@ def test_mtail_counts_each_tenants_requests_tokens_bytes_and_seconds(live: Live)
     assert _growth(before, after, expected) == {k: round(v, 6) for k, v in expected.items()}
     # Spot checks in the field's terms: the stream without usage counts as a request only.
     assert after[("vllm_deploy_tenant_prompt_tokens_total", (("tenant", "team-a"),))] == 153
+    assert after[("vllm_deploy_tenant_requests_total", (("status_class", "4xx"), ("tenant", "team-a")))] == 2
     assert after[("vllm_deploy_unauthenticated_requests_total", (("status_class", "4xx"),))] == 2
     assert after[("vllm_deploy_usage_log_unparsed_lines_total", ())] == 1
     # No tenant label for requests without a key: not "", not a name a tenant could have.
