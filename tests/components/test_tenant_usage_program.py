@@ -56,3 +56,12 @@ def test_without_api_keys_nothing_of_it_exists(program):
     assert "Tenant" not in uploaded(prom, prometheus.RULES_PATH)
     grafana_files = [u["file"] for u in reveal(run.named("vllm-monitoring-grafana").inputs["uploads"])]
     assert not any("tenants" in f for f in grafana_files)
+
+
+def test_with_api_keys_and_monitoring_off_the_usage_log_is_still_rotated(program):
+    run = program({**TENANTS, "monitoring": False})
+    step = run.named("vllm-tenant-usage-install")
+    env = reveal(step.inputs["environment"])
+    assert env["VLLM_DEPLOY_USAGE_METRICS"] == "0"
+    assert not any(k.startswith("VLLM_DEPLOY_MTAIL_") for k in env)
+    assert not any(r.name.startswith("vllm-monitoring") for r in run.resources)
