@@ -16,6 +16,7 @@ from components.gpu_host import GpuHost, GpuHostArgs
 from components.host_handle import HostHandle
 from components.host_setup import HostSetup, HostSetupArgs
 from components.monitoring import Monitoring, MonitoringArgs
+from components.tenant_usage import tenant_usage_step
 from components.model_volume import ExistingVolume, ModelVolume, ModelVolumeArgs, find_model_volume
 from components.naming import child, component_type
 from components.placement import choose_subnet
@@ -214,6 +215,9 @@ class VllmDeployment(pulumi.ComponentResource):
         """monitoring: Grafana's URL (reached through the proxy, so it waits for both) and its
         admin password; (None, None) when off."""
         if not self._args.settings.monitoring:
+            if self._args.settings.tenants_enabled:
+                # The proxy's usage log grows in tenant mode with or without monitoring: rotate it.
+                tenant_usage_step(self, self._name, head, metrics=False)
             return None, None
         monitoring = Monitoring(
             child(self._name, "monitoring"),

@@ -21,10 +21,12 @@ from config.image_pins import with_digest
 from components.docker_host import CONTAINER_SLICE, GPU_RUNTIME, INSTANCE_LABEL
 from components.host_handle import HostHandle
 from components.naming import child, component_type
+from components.tenant_usage import tenant_usage_step
 from config.settings import StackConfig
 from serving.monitoring import grafana, prometheus
 from serving.monitoring.certificate_expiry import expiry_alert_rules, unix_seconds
 from serving.monitoring.catalog import DCGM_COUNTERS_FILE
+from serving.monitoring.usage_dashboard import usage_alert_rules
 from serving.monitoring.services import (
     DCGM_COUNTERS_PATH,
     DCGM_EXPORTER,
@@ -72,12 +74,16 @@ class Monitoring(pulumi.ComponentResource):
         super().__init__(component_type("Monitoring"), name, None, opts)
         self._name = name
         self._args = args
+        self._tenants = args.settings.tenants_enabled
 
         password = self._grafana_password()
         prometheus_container = self._prometheus()
         exporters = [self._node_exporter(), self._dcgm_exporter()]
         grafana_container = self._grafana(password, after=prometheus_container)
-        self.ready = self._readiness([prometheus_container, grafana_container, *exporters])
+        # apiKeys: mtail's per-tenant counters on the host (components.tenant_usage); the
+        # readiness check then waits for their scrape job too.
+        usage = [tenant_usage_step(self, name, args.host, metrics=True)] if self._tenants else []
+        self.ready = self._readiness([prometheus_container, grafana_container, *exporters], after=usage)
 
         self.grafana_password = password
         self.grafana_url = pulumi.Output.all(self.ready.id, args.address).apply(
@@ -134,7 +140,8 @@ class Monitoring(pulumi.ComponentResource):
     def _prometheus(self) -> docker.Container:
         settings, plan = self._args.settings, self._args.plan
         rules = prometheus.alert_rules(prometheus.requests_waiting_threshold(settings, plan))
-        config = prometheus.config_yaml(prometheus.scrape_targets(self._args.vllm_port))
+        rules += usage_alert_rules() if self._tenants else ()
+        config = prometheus.config_yaml(prometheus.scrape_targets(self._args.vllm_port, tenant_usage=self._tenants))
         # A named volume keeps the metrics across container replacements; Docker fills a new
         # one from the image's /prometheus, owned by the image's user (nobody). Its label
         # ties it to the instance, so a new host gets a new volume.
@@ -220,13 +227,14 @@ class Monitoring(pulumi.ComponentResource):
             envs=pulumi.Output.secret(envs),
             uploads=[
                 docker.ContainerUploadArgs(file=path, content=text, permissions="0644")
-                for path, text in sorted(grafana.provisioned_files().items())
+                for path, text in sorted(grafana.provisioned_files(tenant_usage=self._tenants).items())
             ],
         )
 
-    def _readiness(self, containers: list[docker.Container]) -> command.remote.Command:
+    def _readiness(self, containers: list[docker.Container], *,
+                   after: list[command.remote.Command]) -> command.remote.Command:
         """Prometheus ready with every target up, and Grafana healthy, checked on the host."""
-        jobs = " ".join(prometheus.scrape_targets(self._args.vllm_port))
+        jobs = " ".join(prometheus.scrape_targets(self._args.vllm_port, tenant_usage=self._tenants))
         return self._args.host.steps(self, self._name).run(
             "ready", "wait_for_monitoring.sh", after=self._args.vllm_ready,
             env={
@@ -240,6 +248,6 @@ class Monitoring(pulumi.ComponentResource):
                 "VLLM_DEPLOY_TIMEOUT_SECONDS": str(READINESS_TIMEOUT_S),
             },
             log_output=True,
-            extra_triggers=[c.id for c in containers],
+            extra_triggers=[c.id for c in containers] + [step.id for step in after],
             timeout=f"{READINESS_TIMEOUT_S // 60 + 5}m",
         )

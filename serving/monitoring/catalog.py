@@ -13,6 +13,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.monitoring.tenant_usage import PROGRAM_FILE, USAGE_METRICS
+
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 
 VLLM_METRICS_FILE = METRICS_DIR / "vllm-0.33.0.txt"
@@ -31,7 +33,7 @@ class MetricFamily:
     # (prometheus_client) adds to a counter's samples and `# TYPE` line.
     name: str
     type: str  # gauge | counter | histogram
-    exporter: str  # vllm | dcgm | node | prometheus
+    exporter: str  # vllm | dcgm | node | prometheus | mtail
     source: str  # where the name was read
 
     @property
@@ -95,8 +97,17 @@ def dcgm_families() -> tuple[MetricFamily, ...]:
     return tuple(families)
 
 
+@functools.lru_cache(maxsize=None)
+def usage_families() -> tuple[MetricFamily, ...]:
+    """The per-tenant counters of our own mtail program (serving.monitoring.tenant_usage):
+    mtail exports each under its declared name, `_total` included."""
+    return tuple(
+        MetricFamily(m.name, "counter", "mtail", f"{PROGRAM_FILE.name}: counter {m.name}") for m in USAGE_METRICS
+    )
+
+
 def all_families() -> tuple[MetricFamily, ...]:
-    return vllm_families() + dcgm_families() + node_families() + prometheus_families()
+    return vllm_families() + dcgm_families() + node_families() + prometheus_families() + usage_families()
 
 
 @functools.lru_cache(maxsize=None)

@@ -7,11 +7,14 @@ secret and joins the container's environment in components/monitoring.py only.
 
 from __future__ import annotations
 
+import json
+
 import yaml
 
-from serving.monitoring.dashboards import DATASOURCE_UID, dashboard_files
+from serving.monitoring.dashboards import DATASOURCE_UID, dashboard_files, dashboard_json
 from serving.monitoring.prometheus import SCRAPE_INTERVAL_S
 from serving.monitoring.services import GRAFANA, LOOPBACK, PROMETHEUS
+from serving.monitoring.usage_dashboard import USAGE
 
 SUB_PATH = "/grafana/"
 ADMIN_USER = "admin"
@@ -77,11 +80,14 @@ def dashboard_provider_yaml() -> str:
     return yaml.safe_dump({"apiVersion": 1, "providers": [provider]}, sort_keys=False)
 
 
-def provisioned_files() -> dict[str, str]:
-    """Container path -> content of every file Grafana needs at start."""
+def provisioned_files(*, tenant_usage: bool = False) -> dict[str, str]:
+    """Container path -> content of every file Grafana needs at start. `tenant_usage` (apiKeys
+    set): the "Usage by tenant" dashboard too (serving.monitoring.usage_dashboard)."""
     files = {
         f"{PROVISIONING_DIR}/datasources/prometheus.yaml": datasource_yaml(),
         f"{PROVISIONING_DIR}/dashboards/vllm-deploy.yaml": dashboard_provider_yaml(),
     }
     files.update({f"{DASHBOARDS_DIR}/{name}": text for name, text in dashboard_files().items()})
+    if tenant_usage:
+        files[f"{DASHBOARDS_DIR}/{USAGE.uid}.json"] = json.dumps(dashboard_json(USAGE), indent=2, sort_keys=True) + "\n"
     return files

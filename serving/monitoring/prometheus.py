@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import yaml
 
 from serving.monitoring.services import DCGM_EXPORTER, LOOPBACK, NODE_EXPORTER, PROMETHEUS, VLLM_JOB
+from serving.monitoring.tenant_usage import USAGE_JOB
+from serving.monitoring.tenant_usage import scrape_address as usage_scrape_address
 
 if TYPE_CHECKING:
     from config.settings import StackConfig
@@ -153,14 +155,18 @@ def rules_yaml(rules: Sequence[AlertRule]) -> str:
     return yaml.safe_dump({"groups": [group]}, sort_keys=False, width=1000)
 
 
-def scrape_targets(vllm_port: int) -> dict[str, str]:
-    """job -> host:port of everything Prometheus scrapes on the host, all on loopback."""
-    return {
+def scrape_targets(vllm_port: int, *, tenant_usage: bool = False) -> dict[str, str]:
+    """job -> host:port of everything Prometheus scrapes on the host, all on loopback.
+    `tenant_usage` (apiKeys set): mtail's per-tenant counters too (serving.monitoring.tenant_usage)."""
+    targets = {
         VLLM_JOB: f"{LOOPBACK}:{vllm_port}",
         DCGM_EXPORTER.job: DCGM_EXPORTER.address,
         NODE_EXPORTER.job: NODE_EXPORTER.address,
         PROMETHEUS.job: PROMETHEUS.address,
     }
+    if tenant_usage:
+        targets[USAGE_JOB] = usage_scrape_address()
+    return targets
 
 
 def config_yaml(
