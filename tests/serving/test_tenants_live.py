@@ -188,14 +188,19 @@ def test_a_missing_or_unknown_key_gets_nginxs_json_401_and_never_reaches_vllm(en
     assert error["code"] == 401 and error["type"] == "AuthenticationError", "nginx's, not vLLM's own body"
     line = _log_lines(env.nginx.site.access_log_path)[-1]
     assert line["status"] == 401 and line["upstream_status"] == "" and line["tenant"] == ""
+    # The usage log counts it apart from every tenant (mtail's unauthenticated counter).
+    usage = _log_lines(env.nginx.site.usage_log_path)[-1]
+    assert usage["status"] == 401 and usage["tenant"] == ""
     # The openai client reads it as what it is.
     with pytest.raises(openai.AuthenticationError):
         _client(env, env.nginx, "sk-unknown-" + "y" * 40).models.list()
 
 
 def test_health_stays_keyless_in_tenant_mode(env):
+    before = len(_log_lines(env.nginx.site.usage_log_path))
     with _http(env) as client:
         assert client.get(f"{env.nginx.https_url}/health").status_code == 200
+    assert len(_log_lines(env.nginx.site.usage_log_path)) == before, "a health check is not usage"
 
 
 def test_a_tenant_over_its_rate_gets_429_json_while_another_is_served(env):

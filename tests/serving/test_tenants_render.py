@@ -58,7 +58,7 @@ def test_with_api_keys_only_tenant_lines_are_added(stack):
     assert f"include {tenants.TENANT_DIR_CONTAINER}/tenants.conf;" in added
     assert f"include {tenants.TENANT_DIR_CONTAINER}/location.conf;" in added
     assert re.search(r"^worker_shutdown_timeout \d+s;$", added, re.M)
-    assert f"access_log {tenants.USAGE_LOG_CONTAINER} vllm_usage if=$tenant;" in added
+    assert f"access_log {tenants.USAGE_LOG_CONTAINER} vllm_usage if=$usage_logged;" in added
 
 
 def test_the_v1_location_refuses_unknown_keys_before_any_limit_and_sets_every_header_itself():
