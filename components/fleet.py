@@ -24,6 +24,7 @@ from components.fleet_image_cleanup import prune_after_refresh
 from components.fleet_monitoring import FleetMonitoring, FleetMonitoringArgs
 from components.fleet_network import fleet_network, public_zone_of
 from components.fleet_scale_plan import fleet_instance_types, scaling_output
+from components.fleet_tenants import fleet_tenants
 from components.host_setup import NVIDIA_DRIVER_BRANCH, addon_dirs, model_dir_on_host
 from components.load_balancer import FleetLoadBalancer, FleetLoadBalancerArgs
 from components.model_volume import find_model_volume
@@ -92,6 +93,8 @@ class VllmFleet(pulumi.ComponentResource):
             metrics_group=group_name(stack) if monitoring else None,
             addon_mounts=tuple((d.host_dir, d.container_path) for d in addon_dirs(settings)),
         )
+        # Tenant mode (issue 29): the tenants' keys, and their nginx files for the replicas' parameter.
+        tenants = fleet_tenants(self, name, settings, args.proxy_limits, api_key) if settings.tenants_enabled else None
         builder_name = child(name, "builder")
         existing = find_model_volume(child(builder_name, "models"), lookups)
         image = FleetImage(
@@ -133,6 +136,7 @@ class VllmFleet(pulumi.ComponentResource):
                 partition=aws.get_partition(opts=lookups).partition,
                 metrics_log_group=monitoring.log_group if monitoring else None,
                 instance_types=fleet_instance_types(settings, plan, args.vllm_command, self) if settings.spot else None,
+                tenants=tenants,
             ),
             in_aws,
         )
@@ -150,6 +154,7 @@ class VllmFleet(pulumi.ComponentResource):
         # The endpoint exists once the group has its replicas healthy behind the balancer.
         self.endpoint = pulumi.Output.all(group.group_name, balancer.address).apply(lambda v: f"https://{v[1]}/v1")
         self.api_key = pulumi.Output.secret(api_key)
+        self.api_keys = tenants.keys if tenants is not None else None  # secret: tenant -> key
         self.ca_certificate = balancer.ca_certificate
         self.image_id = image.image_id
         self.auto_scaling_group_name = group.group_name
@@ -218,6 +223,7 @@ class VllmFleet(pulumi.ComponentResource):
         return {
             "endpoint": self.endpoint,
             "apiKey": self.api_key,
+            **({"apiKeys": self.api_keys} if self.api_keys is not None else {}),
             **({"caCertificate": self.ca_certificate} if self.ca_certificate is not None else {}),
             "replicas": self._settings_replicas,
             "autoScalingGroupName": self.auto_scaling_group_name,
