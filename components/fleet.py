@@ -33,6 +33,7 @@ from components.placement import choose_subnet
 from components.deployment import VllmDeploymentArgs
 from components.stack_resources import generated_api_key, tagged_provider
 from config.settings import StackConfig
+from serving.replica_tenants import parameter_tier
 from serving.monitoring.prometheus import requests_waiting_threshold
 from sizing.costs import fleet_cost
 from sizing.start_stages import fleet_root_volume_performance
@@ -72,6 +73,9 @@ class VllmFleet(pulumi.ComponentResource):
         super().__init__(component_type("VllmFleet"), name, None, opts)
         settings, plan, stack = args.settings, args.plan, pulumi.get_stack()
         self._settings_replicas = settings.replicas
+        # Tenant mode: tenants whose nginx files could not fit one SSM parameter are refused here,
+        # before any resource (a ValueError naming apiKeys and a fix).
+        tenant_tier = parameter_tier(settings, args.proxy_limits) if settings.tenants_enabled else None
         provider = tagged_provider(self, name, dict(args.aws_settings or {}))
         in_aws = pulumi.ResourceOptions(parent=self, providers={"aws": provider})
         lookups = pulumi.InvokeOptions(parent=self, provider=provider)
@@ -94,7 +98,7 @@ class VllmFleet(pulumi.ComponentResource):
             addon_mounts=tuple((d.host_dir, d.container_path) for d in addon_dirs(settings)),
         )
         # Tenant mode (issue 29): the tenants' keys, and their nginx files for the replicas' parameter.
-        tenants = fleet_tenants(self, name, settings, args.proxy_limits, api_key) if settings.tenants_enabled else None
+        tenants = fleet_tenants(self, name, settings, args.proxy_limits, api_key, tenant_tier) if tenant_tier else None
         builder_name = child(name, "builder")
         existing = find_model_volume(child(builder_name, "models"), lookups)
         image = FleetImage(

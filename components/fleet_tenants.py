@@ -33,12 +33,12 @@ class FleetTenants:
 
 
 def fleet_tenants(
-    parent: pulumi.Resource, name: str, settings: StackConfig, limits: ProxyLimits, api_key: pulumi.Output[str]
+    parent: pulumi.Resource, name: str, settings: StackConfig, limits: ProxyLimits, api_key: pulumi.Output[str],
+    tier: str,
 ) -> FleetTenants:
     """The tenants' keys (components.tenant_keys) and the secret files built from their hashes and
-    the stack's own `api_key` (what nginx sends upstream). Raises ValueError (at preview) when the
-    files could not fit one SSM parameter."""
-    tier = replica_tenants.parameter_tier(settings, limits)
+    the stack's own `api_key` (what nginx sends upstream), for a parameter of `tier`
+    (serving.replica_tenants.parameter_tier, checked before any resource)."""
     keys = TenantApiKeys(child(name, "tenants"), settings, opts=pulumi.ResourceOptions(parent=parent))
     files = pulumi.Output.all(keys.hashes, api_key).apply(
         lambda v: replica_tenants.check_value_fits(replica_tenants.bundle_for(settings, limits, v[0], v[1]), tier)

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 from typing import Mapping, Sequence
 
 from config.settings import StackConfig
 from serving.proxy_limits import ProxyLimits
-from serving.tenants import tenant_bundle, tenant_files, tenant_limits
+from serving.tenants import key_hash, tenant_bundle, tenant_files, tenant_limits
 
 # AWS SSM PutParameter "Value": Standard 4 KB, Advanced 8 KB (characters of the value).
 STANDARD_TIER_MAX_CHARS = 4096
@@ -36,7 +37,7 @@ ADVANCED_TIER_MAX_CHARS = 8192
 # The upstream key in the files is the stack's apiKey: generated (components.stack_resources,
 # 48 characters) or given. A bound for the estimate; a longer given key is caught at `up`.
 UPSTREAM_KEY_BOUND_CHARS = 256
-HASH_CHARS = 64  # serving.tenants.key_hash: hex SHA-256
+SIZE_MARGIN_CHARS = 64
 
 
 def parameter_value(bundle: str) -> str:
@@ -54,20 +55,28 @@ def accepted_keys(settings: StackConfig) -> dict[str, int]:
     }
 
 
+def _placeholder(seed: str, length: int) -> str:
+    """`length` characters of base64 from SHA-256 chains: deterministic, and no more compressible
+    than a random key (a generated key is 48 of [A-Za-z0-9]; a given one any characters)."""
+    out, i = "", 0
+    while len(out) < length:
+        out += base64.b64encode(hashlib.sha256(f"{seed}-{i}".encode()).digest()).decode().rstrip("=")
+        i += 1
+    return out[:length]
+
+
 def bundle_size_bound(settings: StackConfig, limits: ProxyLimits) -> int:
-    """An upper bound (characters) of parameter_value() for this stack's tenants: the files
-    rendered with each tenant's number of accepted hashes and an upstream key of
-    UPSTREAM_KEY_BOUND_CHARS, with bytes that do not compress."""
+    """An upper bound (characters) of parameter_value() for this stack's tenants: the real
+    rendering (serving.tenants) compressed, with each tenant's number of accepted hashes as
+    SHA-256 digests of placeholders (as compressible as real ones: hex of a hash) and an upstream
+    key of UPSTREAM_KEY_BOUND_CHARS random-looking characters, plus SIZE_MARGIN_CHARS and 2 %
+    for gzip's few bytes of variation between equally random inputs."""
     tenants = tenant_limits(settings, limits)
     counts = accepted_keys(settings)
-    hashes = {t.name: [f"{i:x}" * HASH_CHARS for i in range(counts.get(t.name, 1))] for t in tenants}
-    files = tenant_files(tenants, hashes, "k" * UPSTREAM_KEY_BOUND_CHARS)
-    tar_bytes = len(base64.b64decode(tenant_bundle(files)))
-    content = sum(len(text.encode()) for text in files.values())
-    # gzip of a tar: the content at worst (hashes and keys are random) plus ~1 % for the headers,
-    # names and padding, a 64-byte margin and gzip's framing; then base64's 4/3.
-    compressed = min(tar_bytes, content + len(files) * 64 + tar_bytes // 100 + 64)
-    return 4 * -(-compressed // 3)
+    hashes = {t.name: [key_hash(f"bound-{t.name}-{i}") for i in range(counts.get(t.name, 1))] for t in tenants}
+    files = tenant_files(tenants, hashes, _placeholder("upstream", UPSTREAM_KEY_BOUND_CHARS))
+    size = len(parameter_value(tenant_bundle(files)))
+    return size + size // 50 + SIZE_MARGIN_CHARS
 
 
 def parameter_tier(settings: StackConfig, limits: ProxyLimits) -> str:

@@ -176,7 +176,7 @@ tenant_swap() {
   for path in "$new"/*; do
     [[ ! -e "$path" ]] || mv -f -- "$path" "$run/files/${path##*/}"
   done
-  rmdir -- "$new"
+  rm -rf -- "$new"
 }
 tenant_restore() {
   local run=$VLLM_DEPLOY_TENANT_RUN_DIR path
