@@ -12,10 +12,11 @@ configuration, over even the Advanced tier's 8 KB; gzip takes the padding out. T
 undoes it with ``base64 -d | gzip -dc | tar -x``.
 
 Tiers (AWS Systems Manager user guide, "Managing parameter tiers"): Standard holds values up to
-4 KB (4096 characters) and costs nothing; Advanced up to 8 KB, USD 0.05 per parameter-month and
-USD 0.05 per 10,000 API interactions (the timer's GetParameter: 43,200 a month per replica,
-about USD 0.22). An Advanced parameter cannot go back to Standard in place (AWS refuses the
-downgrade; pulumi-aws replaces the parameter). The tier is chosen at preview from
+4 KB and costs nothing extra; Advanced up to 8 KB and is charged (AWS Systems Manager pricing; at
+this writing USD 0.05 per parameter-month and per 10,000 API interactions, so the timer's 43,200
+GetParameter calls a month cost about USD 0.22 per replica; pricing not verified here). An
+Advanced parameter cannot be reverted to Standard (the guide: delete and recreate it; the
+Terraform provider under pulumi-aws recreates it). The tier is chosen at preview from
 ``bundle_size_bound``, an upper bound on the value's length for the stack's tenants, so it does
 not depend on a key's value and changes only when tenants or their number of keys do.
 """
