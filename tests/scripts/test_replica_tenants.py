@@ -7,9 +7,13 @@ prints the parameter or a file's content."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import io
 import os
 import shutil
 import stat
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -222,3 +226,20 @@ def test_the_fleet_site_keeps_every_field_of_the_single_hosts_site() -> None:
         if name not in fleet_fields:
             assert getattr(changed, name) == getattr(site, name), name
     assert {n for n in fleet_fields if getattr(changed, n) != getattr(site, n)} == fleet_fields
+
+
+def test_a_bundle_with_a_link_or_a_path_outside_the_directory_is_refused(tenant_replica) -> None:
+    host = tenant_replica
+    booted(host)
+    before = installed(host)
+    for member in (tarfile.TarInfo("../escape.conf"), tarfile.TarInfo("http.conf")):
+        if member.name == "http.conf":
+            member.type, member.linkname = tarfile.SYMTYPE, "/etc/shadow"
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w") as tar:
+            tar.addfile(member, io.BytesIO(b""))
+        host.set_parameter(TENANTS_PARAMETER, base64.b64encode(gzip.compress(out.getvalue())).decode())
+        run = host.run("tenant_sync.sh")
+        assert_failed(run, "does not hold the tenants' files")
+        assert installed(host) == before and reloads(host) == 0
+    assert not (Path(host.env["VLLM_DEPLOY_TENANT_RUN_DIR"]) / "escape.conf").exists()

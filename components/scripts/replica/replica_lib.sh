@@ -146,7 +146,8 @@ read_parameter() {
 # (serving/replica_tenants.py parameter_value). Nothing here prints it or a file's content.
 
 # tenant_unpack VALUE_FILE DIR: DIR (made anew) holds the files in VALUE_FILE, 0600 each; fails
-# without touching anything else when the value does not decode or names a file outside DIR.
+# without touching anything else when the value does not decode, names a file outside DIR or
+# holds anything but regular files.
 tenant_unpack() {
   local value=$1 dir=$2 tar_file="$2.tar" name
   rm -rf -- "$dir" "$tar_file"
@@ -157,6 +158,11 @@ tenant_unpack() {
   while IFS= read -r name; do
     [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || { rm -rf -- "$dir" "$tar_file"; return 1; }
   done < <(tar -tf "$tar_file")
+  # Regular files only: no link or device that would make nginx read something else.
+  if tar -tvf "$tar_file" | cut -c1 | grep -qv -- '-'; then
+    rm -rf -- "$dir" "$tar_file"
+    return 1
+  fi
   tar -xf "$tar_file" -C "$dir" --no-same-owner --no-same-permissions || { rm -rf -- "$dir" "$tar_file"; return 1; }
   rm -f -- "$tar_file"
   find "$dir" -type f -exec chmod 0600 {} +
@@ -203,11 +209,14 @@ tenant_fetch() {
 tenant_fetch_install() {
   local run=$VLLM_DEPLOY_TENANT_RUN_DIR sha
   install -d -m 0700 "$run"
-  sha=$(tenant_fetch "$run/incoming") || die "cannot read the tenants' files from $VLLM_DEPLOY_TENANT_PARAMETER" \
-    "see the error above; the instance profile may read that parameter"
-  tenant_unpack "$run/incoming" "$run/staging" || die "the SSM parameter $VLLM_DEPLOY_TENANT_PARAMETER does not hold the tenants' files (base64 of a gzip'd tar of plain names)" \
-    "pulumi up writes it from apiKeys; run it again"
-  tenant_swap "$run/staging"
-  rm -f -- "$run/incoming" "$run/rejected.sha256"
-  printf '%s\n' "$sha" >"$run/value.sha256"
+  {
+    flock 9 # not while tenant_sync.sh installs (the timer's lock, released at the end of this block)
+    sha=$(tenant_fetch "$run/incoming") || die "cannot read the tenants' files from $VLLM_DEPLOY_TENANT_PARAMETER" \
+      "see the error above; the instance profile may read that parameter"
+    tenant_unpack "$run/incoming" "$run/staging" || die "the SSM parameter $VLLM_DEPLOY_TENANT_PARAMETER does not hold the tenants' files (base64 of a gzip'd tar of plain names)" \
+      "pulumi up writes it from apiKeys; run it again"
+    tenant_swap "$run/staging"
+    rm -f -- "$run/incoming" "$run/rejected.sha256"
+    printf '%s\n' "$sha" >"$run/value.sha256"
+  } 9>"$run/lock"
 }
