@@ -1,6 +1,7 @@
 """What a fleet's replicas may reach and be reached by: their security group, the API key as an
-SSM SecureString parameter, and an instance profile allowed only to read that parameter, to
-answer their own lifecycle hooks, and SSM Session Manager. Functions creating resources under
+SSM SecureString parameter, and an instance profile allowed only to read that parameter (and in
+tenant mode the tenants' files parameter, components.fleet_tenants), to answer their own
+lifecycle hooks, and SSM Session Manager. Functions creating resources under
 the group component (components.fleet_group.FleetGroup), named after it."""
 
 from __future__ import annotations

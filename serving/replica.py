@@ -17,6 +17,12 @@ argv (serving.vllm_args, passed in as ``vllm_argv``) and the same nginx config
   leaves old workers behind with the streams; a stat per request costs nothing next to a
   generation, and every worker sees the flag the moment drain.sh writes it.
 
+Tenant mode (issue 29, ``settings.tenant_parameter`` set): the single host's site already
+includes the tenants' directory (serving.nginx_conf.site_for_stack) and ``fleet_site`` keeps it;
+replica.env names the SSM parameter the tenants' files come from and where nginx mounts them
+(TENANTS_RUN_DIR on tmpfs -> serving.tenants.TENANT_DIR_CONTAINER); boot.sh installs them and
+tenant_sync.sh (TENANT_UNITS' timer) keeps them current (serving/replica_tenants.py).
+
 And the self-signed certificate paths: the ALB does not validate a target's certificate (P4),
 so each replica makes its own at first boot (components/scripts/replica/boot.sh), never in the
 image; nginx reads it at the single host's container paths.

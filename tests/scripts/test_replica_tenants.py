@@ -243,3 +243,9 @@ def test_a_bundle_with_a_link_or_a_path_outside_the_directory_is_refused(tenant_
         assert_failed(run, "does not hold the tenants' files")
         assert installed(host) == before and reloads(host) == 0
     assert not (Path(host.env["VLLM_DEPLOY_TENANT_RUN_DIR"]) / "escape.conf").exists()
+
+
+def test_a_tenant_parameter_name_ssm_would_refuse_is_refused_naming_the_field() -> None:
+    config, _, _ = single_host()
+    with pytest.raises(ValueError, match="tenant_parameter='proxy tenants'"):
+        settings_for(config, tenant_parameter="proxy tenants")

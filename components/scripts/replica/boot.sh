@@ -15,7 +15,7 @@
 #   4. The vLLM and nginx containers, removed and created again (a rotated key is picked up at the
 #      next boot): vllm-args.json as the argv (with --shutdown-timeout), --stop-timeout above it,
 #      restart policy always; nginx with the baked config, the certificate and the drain flag's
-#      directory mounted read-only.
+#      directory mounted read-only (and in tenant mode the tenants' files, step 2b).
 #   4b. With monitoring on: the CloudWatch agent with the baked config (cloudwatch/agent.json).
 #   5. /health THROUGH nginx (https on loopback, verified against that certificate), heartbeating
 #      the launch hook while the model loads; then complete-lifecycle-action CONTINUE on it.
