@@ -22,6 +22,7 @@ from components.placement import choose_subnet
 from components.proxy import NginxProxy, NginxProxyArgs
 from components.ray_cluster import RayHead, RayWorker, RayWorkerArgs, node_name, ray_auth_token, ray_nodes
 from components.stack_resources import generated_api_key, tagged_provider
+from components.tenant_keys import GivenKey, TenantApiKeys, tenant_api_keys
 from components.vllm_server import VllmServer, VllmServerArgs
 from config.settings import StackConfig
 from serving.cluster_network import EFA_HOST_MOUNT, efa_interfaces, nccl_environment
@@ -49,6 +50,8 @@ class VllmDeploymentArgs:
     """Secret ModelScope token (modelSource modelscope)."""
     aws_settings: Optional[dict[str, Any]] = None
     """The stack's aws:* settings for the explicit provider (stack.pulumi_config.aws_provider_settings)."""
+    tenant_keys: Optional[dict[str, GivenKey]] = None
+    """apiKeys' given keys by tenant (stack.pulumi_config.Secrets.tenant_keys); the others are generated."""
 
 
 @dataclass

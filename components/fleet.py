@@ -98,7 +98,7 @@ class VllmFleet(pulumi.ComponentResource):
             addon_mounts=tuple((d.host_dir, d.container_path) for d in addon_dirs(settings)),
         )
         # Tenant mode (issue 29): the tenants' keys, and their nginx files for the replicas' parameter.
-        tenants = fleet_tenants(self, name, settings, args.proxy_limits, api_key, tenant_tier) if tenant_tier else None
+        tenants = fleet_tenants(self, name, settings, args.proxy_limits, api_key, tenant_tier, args.tenant_keys or {}) if tenant_tier else None
         builder_name = child(name, "builder")
         existing = find_model_volume(child(builder_name, "models"), lookups)
         image = FleetImage(

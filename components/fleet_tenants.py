@@ -11,13 +11,14 @@ replica's vllm-replica-tenants.timer installs the new files and reloads nginx wi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import pulumi
 import pulumi_aws as aws
 
 from components.fleet_bake import tenant_files_parameter
 from components.naming import child
-from components.tenant_keys import TenantApiKeys
+from components.tenant_keys import GivenKey, tenant_api_keys
 from config.settings import StackConfig
 from serving import replica_tenants
 from serving.proxy_limits import ProxyLimits
@@ -34,13 +35,13 @@ class FleetTenants:
 
 def fleet_tenants(
     parent: pulumi.Resource, name: str, settings: StackConfig, limits: ProxyLimits, api_key: pulumi.Output[str],
-    tier: str,
+    tier: str, given: Mapping[str, GivenKey],
 ) -> FleetTenants:
     """The tenants' keys (components.tenant_keys) and the secret files built from their hashes and
     the stack's own `api_key` (what nginx sends upstream), for a parameter of `tier`
     (serving.replica_tenants.parameter_tier, checked before any resource)."""
-    keys = TenantApiKeys(child(name, "tenants"), settings, opts=pulumi.ResourceOptions(parent=parent))
-    files = pulumi.Output.all(keys.hashes, api_key).apply(
+    keys = tenant_api_keys(parent, name, settings, limits, given)
+    files = pulumi.Output.all(keys.key_hashes, api_key).apply(
         lambda v: replica_tenants.check_value_fits(replica_tenants.bundle_for(settings, limits, v[0], v[1]), tier)
     )
     return FleetTenants(keys=pulumi.Output.secret(keys.keys), files=pulumi.Output.secret(files), tier=tier)
