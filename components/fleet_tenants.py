@@ -41,6 +41,7 @@ def fleet_tenants(
     the stack's own `api_key` (what nginx sends upstream), for a parameter of `tier`
     (serving.replica_tenants.parameter_tier, checked before any resource)."""
     keys = tenant_api_keys(parent, name, settings, limits, given)
+    assert keys is not None, "fleet_tenants is called in tenant mode only (settings.tenants_enabled)"
     files = pulumi.Output.all(keys.key_hashes, api_key).apply(
         lambda v: replica_tenants.check_value_fits(replica_tenants.bundle_for(settings, limits, v[0], v[1]), tier)
     )
