@@ -27,7 +27,7 @@ args = dict(
 )
 
 if settings.replicas > 1:  # a fleet: an Auto Scaling group behind a load balancer (README, Replicas)
-    fleet = VllmFleet("vllm", VllmFleetArgs(**args))
+    fleet = VllmFleet("vllm", VllmFleetArgs(**args, tenant_keys=checked.secrets.tenant_keys))
     for name, value in fleet.outputs().items():
         pulumi.export(name, value)
     pulumi.export("servedModelName", settings.served_name)

@@ -24,6 +24,7 @@ from components.fleet_image_cleanup import prune_after_refresh
 from components.fleet_monitoring import FleetMonitoring, FleetMonitoringArgs
 from components.fleet_network import fleet_network, public_zone_of
 from components.fleet_scale_plan import fleet_instance_types, scaling_output
+from components.fleet_tenants import fleet_tenants
 from components.host_setup import NVIDIA_DRIVER_BRANCH, addon_dirs, model_dir_on_host
 from components.load_balancer import FleetLoadBalancer, FleetLoadBalancerArgs
 from components.model_volume import find_model_volume
@@ -32,6 +33,7 @@ from components.placement import choose_subnet
 from components.deployment import VllmDeploymentArgs
 from components.stack_resources import generated_api_key, tagged_provider
 from config.settings import StackConfig
+from serving.replica_tenants import parameter_tier
 from serving.monitoring.prometheus import requests_waiting_threshold
 from sizing.costs import fleet_cost
 from sizing.start_stages import fleet_root_volume_performance
@@ -71,6 +73,9 @@ class VllmFleet(pulumi.ComponentResource):
         super().__init__(component_type("VllmFleet"), name, None, opts)
         settings, plan, stack = args.settings, args.plan, pulumi.get_stack()
         self._settings_replicas = settings.replicas
+        # Tenant mode: tenants whose nginx files could not fit one SSM parameter are refused here,
+        # before any resource (a ValueError naming apiKeys and a fix).
+        tenant_tier = parameter_tier(settings, args.proxy_limits) if settings.tenants_enabled else None
         provider = tagged_provider(self, name, dict(args.aws_settings or {}))
         in_aws = pulumi.ResourceOptions(parent=self, providers={"aws": provider})
         lookups = pulumi.InvokeOptions(parent=self, provider=provider)
@@ -92,6 +97,8 @@ class VllmFleet(pulumi.ComponentResource):
             metrics_group=group_name(stack) if monitoring else None,
             addon_mounts=tuple((d.host_dir, d.container_path) for d in addon_dirs(settings)),
         )
+        # Tenant mode (issue 29): the tenants' keys, and their nginx files for the replicas' parameter.
+        tenants = fleet_tenants(self, name, settings, args.proxy_limits, api_key, tenant_tier, args.tenant_keys or {}) if tenant_tier else None
         builder_name = child(name, "builder")
         existing = find_model_volume(child(builder_name, "models"), lookups)
         image = FleetImage(
@@ -133,6 +140,7 @@ class VllmFleet(pulumi.ComponentResource):
                 partition=aws.get_partition(opts=lookups).partition,
                 metrics_log_group=monitoring.log_group if monitoring else None,
                 instance_types=fleet_instance_types(settings, plan, args.vllm_command, self) if settings.spot else None,
+                tenants=tenants,
             ),
             in_aws,
         )
@@ -150,6 +158,7 @@ class VllmFleet(pulumi.ComponentResource):
         # The endpoint exists once the group has its replicas healthy behind the balancer.
         self.endpoint = pulumi.Output.all(group.group_name, balancer.address).apply(lambda v: f"https://{v[1]}/v1")
         self.api_key = pulumi.Output.secret(api_key)
+        self.api_keys = tenants.keys if tenants is not None else None  # secret: tenant -> key
         self.ca_certificate = balancer.ca_certificate
         self.image_id = image.image_id
         self.auto_scaling_group_name = group.group_name
@@ -218,6 +227,7 @@ class VllmFleet(pulumi.ComponentResource):
         return {
             "endpoint": self.endpoint,
             "apiKey": self.api_key,
+            **({"apiKeys": self.api_keys} if self.api_keys is not None else {}),
             **({"caCertificate": self.ca_certificate} if self.ca_certificate is not None else {}),
             "replicas": self._settings_replicas,
             "autoScalingGroupName": self.auto_scaling_group_name,

@@ -1,6 +1,7 @@
 """What a fleet's replicas may reach and be reached by: their security group, the API key as an
-SSM SecureString parameter, and an instance profile allowed only to read that parameter, to
-answer their own lifecycle hooks, and SSM Session Manager. Functions creating resources under
+SSM SecureString parameter, and an instance profile allowed only to read that parameter (and in
+tenant mode the tenants' files parameter, components.fleet_tenants), to answer their own
+lifecycle hooks, and SSM Session Manager. Functions creating resources under
 the group component (components.fleet_group.FleetGroup), named after it."""
 
 from __future__ import annotations
@@ -109,10 +110,13 @@ def metrics_statements(log_group_arn: str, namespace: str) -> list[dict]:
 def replica_instance_profile(
     parent: pulumi.Resource, name: str, *, parameter_arn: pulumi.Input[str], group_arn: pulumi.Input[str], region: str,
     metrics: Optional[tuple[pulumi.Input[str], str]] = None,
+    tenant_parameter_arn: Optional[pulumi.Input[str]] = None,
 ) -> aws.iam.InstanceProfile:
     """A role that may read the one parameter (decrypting through SSM only), complete and
     heartbeat this group's lifecycle actions, and open Session Manager sessions; with `metrics`
-    (the log group's ARN, the metric namespace) what the CloudWatch agent needs: nothing else."""
+    (the log group's ARN, the metric namespace) what the CloudWatch agent needs; with
+    `tenant_parameter_arn` (tenant mode, issue 29) the tenants' files parameter too: nothing else.
+    Without it the policy is the one fleets had before tenants, byte for byte."""
     role = aws.iam.Role(
         child(name, "role"),
         assume_role_policy=json.dumps({
@@ -123,15 +127,18 @@ def replica_instance_profile(
         opts=pulumi.ResourceOptions(parent=parent),
     )
     log_group_arn, namespace = metrics if metrics is not None else (None, "")
-    policy = pulumi.Output.all(parameter_arn, group_arn, log_group_arn).apply(lambda arns: json.dumps({
+    policy = pulumi.Output.all(parameter_arn, group_arn, log_group_arn, tenant_parameter_arn).apply(lambda arns: json.dumps({
         "Version": "2012-10-17",
         "Statement": [
             {"Sid": "ApiKey", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": arns[0]},
+            *([{"Sid": "TenantFiles", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": arns[3]}]
+              if arns[3] else []),
             {
                 "Sid": "ApiKeyDecrypt", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": "*",
                 "Condition": {"StringEquals": {
                     "kms:ViaService": f"ssm.{region}.amazonaws.com",
-                    "kms:EncryptionContext:PARAMETER_ARN": arns[0],
+                    # Either parameter's ciphertext, and only through SSM (a list: any of them).
+                    "kms:EncryptionContext:PARAMETER_ARN": [arns[0], arns[3]] if arns[3] else arns[0],
                 }},
             },
             {"Sid": "LifecycleHooks", "Effect": "Allow", "Action": LIFECYCLE_ACTIONS, "Resource": arns[1]},

@@ -51,6 +51,11 @@ def api_key_parameter(stack: str) -> str:
     return f"/vllm-deploy/{stack}/api-key"
 
 
+def tenant_files_parameter(stack: str) -> str:
+    """Tenant mode (issue 29): the SSM SecureString parameter that holds the tenants' nginx files."""
+    return f"/vllm-deploy/{stack}/proxy-tenants"
+
+
 def clamp_hook_timeout(seconds: int) -> int:
     low, high = HOOK_TIMEOUT_RANGE_S
     return max(low, min(high, seconds))
@@ -129,6 +134,9 @@ def bake_files(
         compile_cache_base=compile_cache.cache_base(model_host_dir),
         compile_cache_suffix=compile_cache.cache_suffix(settings.vllm_image, list(vllm_argv)),
         addon_mounts=addon_mounts,
+        # Tenant mode: the parameter's NAME only; its value (keys' hashes) is read at boot and by
+        # the replica's timer, so a tenant change never re-bakes (issue 29).
+        tenant_parameter=tenant_files_parameter(stack) if settings.tenants_enabled else "",
     )
     files = replica.replica_files(vllm_argv=list(vllm_argv), nginx_site=site, settings=replica_settings)
     files[WARM_CACHE_SCRIPT] = (REPLICA_SCRIPTS_DIR / WARM_CACHE_SCRIPT).read_text()

@@ -25,6 +25,7 @@ import pulumi_aws as aws
 import pulumi_command as command
 
 from components import fleet_access, fleet_scaling
+from components.fleet_tenants import FleetTenants, tenant_files_ssm_parameter
 from components.fleet_bake import (
     LAUNCH_HOOK, TERMINATE_HOOK, api_key_parameter, launch_hook_timeout_s, terminate_hook_timeout_s,
 )
@@ -101,6 +102,8 @@ class FleetGroupArgs:
     """With monitoring on: the replicas' metrics log group (it exists before any replica)."""
     instance_types: Optional[list[str]] = None
     """With spot: the mixed-instances policy's types, cheapest first (serving.fleet_types)."""
+    tenants: Optional[FleetTenants] = None
+    """Tenant mode (apiKeys, issue 29): the tenants' files, kept in their own SSM parameter."""
 
 
 class FleetGroup(pulumi.ComponentResource):
@@ -119,9 +122,11 @@ class FleetGroup(pulumi.ComponentResource):
             f"autoScalingGroupName/{asg_name}"
         )
         log_group = args.metrics_log_group
+        tenant_files = tenant_files_ssm_parameter(self, name, stack, args.tenants) if args.tenants else None
         profile = fleet_access.replica_instance_profile(
             self, name, parameter_arn=parameter.arn, group_arn=group_arn, region=args.region,
             metrics=(log_group.arn, cloudwatch.NAMESPACE) if log_group is not None else None,
+            tenant_parameter_arn=tenant_files.arn if tenant_files is not None else None,
         )
         security_group = fleet_access.replica_security_group(self, name, settings, args.vpc_id, args.load_balancer_group_id)
         template = self._launch_template(name, args, profile, security_group)
@@ -167,7 +172,9 @@ class FleetGroup(pulumi.ComponentResource):
                 aws.autoscaling.GroupTagArgs(key=k, value=v, propagate_at_launch=True)
                 for k, v in {**default_tags(), "Name": child(name, "replica")}.items()
             ],
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[parameter, *([log_group] if log_group else [])]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[
+                parameter, *([log_group] if log_group else []), *([tenant_files] if tenant_files else []),
+            ]),
         )
         fleet_scaling.scaling_policy(self, name, settings, group)
         self.refresh_wait = self._wait_for_refresh(name, args, group, template)
@@ -175,10 +182,12 @@ class FleetGroup(pulumi.ComponentResource):
         self.instance_types = list(args.instance_types or [args.plan.instance.name])
         self.launch_template_version = template.latest_version
         self.api_key_parameter_name = parameter.name
+        self.tenant_files_parameter_name = tenant_files.name if tenant_files is not None else None
         self.register_outputs({
             "autoScalingGroupName": self.group_name,
             "launchTemplateVersion": self.launch_template_version,
             "apiKeyParameter": self.api_key_parameter_name,
+            **({"tenantFilesParameter": self.tenant_files_parameter_name} if tenant_files is not None else {}),
         })
 
     def _wait_for_refresh(

@@ -17,6 +17,12 @@ argv (serving.vllm_args, passed in as ``vllm_argv``) and the same nginx config
   leaves old workers behind with the streams; a stat per request costs nothing next to a
   generation, and every worker sees the flag the moment drain.sh writes it.
 
+Tenant mode (issue 29, ``settings.tenant_parameter`` set): the single host's site already
+includes the tenants' directory (serving.nginx_conf.site_for_stack) and ``fleet_site`` keeps it;
+replica.env names the SSM parameter the tenants' files come from and where nginx mounts them
+(TENANTS_RUN_DIR on tmpfs -> serving.tenants.TENANT_DIR_CONTAINER); boot.sh installs them and
+tenant_sync.sh (TENANT_UNITS' timer) keeps them current (serving/replica_tenants.py).
+
 And the self-signed certificate paths: the ALB does not validate a target's certificate (P4),
 so each replica makes its own at first boot (components/scripts/replica/boot.sh), never in the
 image; nginx reads it at the single host's container paths.
@@ -46,6 +52,7 @@ from pathlib import Path
 
 from serving.nginx import CONTAINER_CERT_PATH, CONTAINER_KEY_PATH, NginxSite
 from serving.nginx_conf import render
+from serving.tenants import TENANT_DIR_CONTAINER
 from serving.vllm_args import CONTAINER_CACHE_ROOT, CONTAINER_ENV, SERVED_MODEL_PATH, VLLM_PORT
 
 # AWS "Application Load Balancer attributes", idle_timeout.timeout_seconds: 1-4000 s (AWS doc,
@@ -65,6 +72,10 @@ REPLICA_DIR = "/opt/vllm-deploy/replica"  # these files (the image)
 RUN_DIR = "/run/vllm-deploy"  # tmpfs: the drain flag (a reboot serves again); mounted into nginx
 DRAIN_FLAG_PATH = f"{RUN_DIR}/draining"
 SECRETS_DIR = "/run/vllm-deploy-secrets"  # tmpfs, 0700: the API key's env file, never on disk
+# Tenant mode (issue 29): the tenants' nginx files from SSM, on tmpfs (never the root volume the
+# image is made from, P9); its files/ subdirectory is mounted read-only into nginx at
+# serving.tenants.TENANT_DIR_CONTAINER (serving/replica_tenants.py, tenant_sync.sh).
+TENANTS_RUN_DIR = "/run/vllm-deploy-tenants"
 TLS_DIR = "/etc/vllm-deploy/tls"  # the replica's own certificate, made at first boot
 VLLM_CONTAINER = "vllm"  # the single host's names (components/vllm_server.py, proxy.py)
 NGINX_CONTAINER = "vllm-proxy"
@@ -72,8 +83,11 @@ NGINX_CONTAINER = "vllm-proxy"
 SCRIPTS_DIR = Path(__file__).resolve().parents[1] / "components" / "scripts"
 REPLICA_SCRIPTS = ("replica_lib.sh", "boot.sh", "lifecycle_watch.sh", "drain.sh",
                    "install_replica.sh", "bake_cleanup.sh",
-                   "spot_drain.sh")  # issue 26: the spot interruption notice's drain
+                   "spot_drain.sh",  # issue 26: the spot interruption notice's drain
+                   "tenant_sync.sh")  # issue 29: the tenants' files from SSM, reloaded on change
 UNITS = ("vllm-replica.service", "vllm-replica-lifecycle.service")
+# Baked always, enabled by install_replica.sh only when replica.env names a tenant parameter.
+TENANT_UNITS = ("vllm-replica-tenants.service", "vllm-replica-tenants.timer")
 
 # Values written into replica.env (read by bash and systemd): no space, quote, `$` or backslash.
 _ENV_SAFE = re.compile(r"^[A-Za-z0-9._/:@+=,-]+$")
@@ -124,6 +138,9 @@ class ReplicaSettings:
     # LoRA adapters and the draft baked beside the weights: (host dir, container path) each,
     # mounted read-only where the argv names them (components.host_setup.addon_dirs).
     addon_mounts: tuple[tuple[str, str], ...] = ()
+    # Tenant mode (issue 29): the SSM SecureString holding the tenants' nginx files (its name,
+    # never its value); empty: no tenants, replica.env as before.
+    tenant_parameter: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "alb_subnet_cidrs", tuple(self.alb_subnet_cidrs))
@@ -133,6 +150,8 @@ class ReplicaSettings:
             "nginx_image": _ENV_SAFE, "served_model_name": _ENV_SAFE, "model_host_dir": _ABS_PATH,
             "launch_hook_name": _HOOK, "terminate_hook_name": _HOOK,
         }
+        if self.tenant_parameter:
+            checks["tenant_parameter"] = _PARAMETER
         for name, pattern in checks.items():
             value = getattr(self, name)
             if not isinstance(value, str) or not pattern.match(value):
@@ -243,6 +262,12 @@ def replica_env(site: NginxSite, settings: ReplicaSettings) -> str:
         })
     if settings.addon_mounts:  # host:container pairs, comma-separated (boot.sh mounts each :ro)
         values["VLLM_DEPLOY_ADDON_MOUNTS"] = ",".join(f"{h}:{c}" for h, c in settings.addon_mounts)
+    if settings.tenant_parameter:  # tenant mode: boot.sh and tenant_sync.sh read the files from it
+        values.update({
+            "VLLM_DEPLOY_TENANT_PARAMETER": settings.tenant_parameter,
+            "VLLM_DEPLOY_TENANT_RUN_DIR": TENANTS_RUN_DIR,
+            "VLLM_DEPLOY_TENANT_DIR_CONTAINER": TENANT_DIR_CONTAINER,
+        })
     for name, value in values.items():
         if not _ENV_SAFE.match(value):
             raise ValueError(f"{name}={value!r} cannot be written to replica.env (characters outside "
@@ -274,6 +299,6 @@ def replica_files(*, vllm_argv: list[str], nginx_site: NginxSite, settings: Repl
         "nginx/nginx.conf": render(site),
         "lib.sh": (SCRIPTS_DIR / "lib.sh").read_text(),
     }
-    for name in (*REPLICA_SCRIPTS, *UNITS):
+    for name in (*REPLICA_SCRIPTS, *UNITS, *TENANT_UNITS):
         files[name] = (SCRIPTS_DIR / "replica" / name).read_text()
     return files

@@ -34,6 +34,7 @@ REAL_TOOLS = (
     "bash", "env", "cat", "cp", "mv", "rm", "mkdir", "chmod", "ln", "grep", "sed", "tr", "head",
     "tail", "sleep", "install", "dirname", "basename", "touch", "wc", "awk", "date", "mktemp", "cmp",
     "openssl", "find", "stat",
+    "base64", "gzip", "tar", "sha256sum", "cut", "flock",  # issue 29: the tenants' files
 )
 INSTANCE_ID = "i-0123456789abcdef0"
 PRIVATE_IP = "10.0.1.23"

@@ -16,6 +16,7 @@ from serving.replica import (
     ALB_IDLE_TIMEOUT_MAX_S,
     DRAIN_FLAG_PATH,
     REPLICA_SCRIPTS,
+    TENANT_UNITS,
     UNITS,
     fleet_site,
     keepalive_timeouts,
@@ -134,7 +135,7 @@ def test_files_carry_every_script_and_unit_and_no_key():
     config, argv, site = single_host()
     files = replica_files(vllm_argv=argv, nginx_site=site, settings=settings_for(config))
     assert set(files) == {"replica.env", "vllm.env", "vllm-args.json", "nginx/nginx.conf", "lib.sh",
-                          *REPLICA_SCRIPTS, *UNITS}
+                          *REPLICA_SCRIPTS, *UNITS, *TENANT_UNITS}
     assert not any("VLLM_API_KEY" in text or "--api-key" in text
                    for name, text in files.items() if not name.endswith(".sh"))
 

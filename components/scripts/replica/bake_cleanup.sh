@@ -6,7 +6,8 @@
 #   - the SSH authorized keys provisioning used (each replica gets the launch template's key, or
 #     none, from cloud-init at its first boot);
 #   - any secret or rendered TLS file: the API key's env file, the replica certificate and key,
-#     the drain flags, a Hugging Face token cache, Docker registry credentials;
+#     the drain flags, a Hugging Face token cache, Docker registry credentials, the tenants'
+#     nginx files (issue 29: key hashes and the upstream key; a replica reads them from SSM);
 # then checks, and FAILS naming what remains. Idempotent. Images stay (that is the bake).
 #
 # Environment (tests override): VLLM_DEPLOY_ROOTFS, a prefix for every path below (default /).
@@ -22,7 +23,8 @@ secret_paths() {
   printf '%s\n' \
     "$root/run/vllm-deploy-secrets" "$root/etc/vllm-deploy/tls" "$root/run/vllm-deploy/draining" \
     "$root/run/vllm-deploy/drained" "$root/root/.docker/config.json" \
-    "$root/root/.cache/huggingface/token" "$root/root/.ssh/authorized_keys"
+    "$root/root/.cache/huggingface/token" "$root/root/.ssh/authorized_keys" \
+    "$root/run/vllm-deploy-tenants" "$root/etc/vllm-deploy/proxy-tenants"
   local home
   for home in "$root"/home/*; do
     printf '%s\n' "$home/.ssh/authorized_keys" "$home/.docker/config.json" \

@@ -6,12 +6,16 @@
 #   2. The API key from the SSM SecureString parameter into a root-only 0600 env file on tmpfs
 #      ($VLLM_DEPLOY_SECRETS_DIR); never an argument, never printed. Throttling is retried with
 #      back-off; a missing parameter fails at once, naming it.
+#   2b. Tenant mode (replica.env names VLLM_DEPLOY_TENANT_PARAMETER, issue 29): the tenants' nginx
+#      files from that SecureString onto tmpfs ($VLLM_DEPLOY_TENANT_RUN_DIR/files, never the root
+#      volume the image is made from, P9), mounted read-only into nginx where its config includes
+#      them; vllm-replica-tenants.timer keeps them current (tenant_sync.sh).
 #   3. A self-signed certificate for nginx, made here if absent (key 0600): the load balancer does
 #      not validate a target's certificate (P4), and none is ever in the image.
 #   4. The vLLM and nginx containers, removed and created again (a rotated key is picked up at the
 #      next boot): vllm-args.json as the argv (with --shutdown-timeout), --stop-timeout above it,
 #      restart policy always; nginx with the baked config, the certificate and the drain flag's
-#      directory mounted read-only.
+#      directory mounted read-only (and in tenant mode the tenants' files, step 2b).
 #   4b. With monitoring on: the CloudWatch agent with the baked config (cloudwatch/agent.json).
 #   5. /health THROUGH nginx (https on loopback, verified against that certificate), heartbeating
 #      the launch hook while the model loads; then complete-lifecycle-action CONTINUE on it.
@@ -91,45 +95,11 @@ target_state=$(imds_get autoscaling/target-lifecycle-state 2>/dev/null) || targe
 private_ip=$(imds_get local-ipv4) || die "IMDS gave no local-ipv4" "check the instance's network interface"
 
 # --- 2. the API key ------------------------------------------------------------------------
-# read_key: the parameter's value on stdout; fails at once when it does not exist or cannot be
-# read, retries (with back-off) what looks transient, such as ThrottlingException (P10).
-read_key() {
-  local attempts=${VLLM_DEPLOY_RETRY_ATTEMPTS:-5} delay=${VLLM_DEPLOY_RETRY_DELAY:-2} attempt=1 err
-  err=$(mktemp)
-  while true; do
-    if aws ssm get-parameter --region "$region" --name "$parameter" --with-decryption \
-      --query Parameter.Value --output text 2>"$err"; then
-      rm -f "$err"
-      return 0
-    fi
-    if grep -qF ParameterNotFound "$err"; then
-      rm -f "$err"
-      die "the SSM parameter $parameter does not exist in $region" \
-        "the stack creates it (SecureString $parameter); run pulumi up, or check the region and the name in replica.env"
-    fi
-    if grep -qE 'AccessDenied|not authorized' "$err"; then
-      log "$(head -c 500 "$err")"
-      rm -f "$err"
-      die "this instance may not read the SSM parameter $parameter" \
-        "the instance profile needs ssm:GetParameter on it (and kms:Decrypt on its key)"
-    fi
-    if ((attempt >= attempts)); then
-      log "$(head -c 500 "$err")"
-      rm -f "$err"
-      die "reading the SSM parameter $parameter failed after $attempts attempts" \
-        "check the replica's route to SSM (NAT gateway or VPC endpoint) and SSM's throttling limits"
-    fi
-    log "reading $parameter failed (attempt $attempt of $attempts): $(head -c 200 "$err"); retrying in ${delay}s"
-    sleep "$delay"
-    delay=$((delay * 2 > 30 ? 30 : delay * 2))
-    attempt=$((attempt + 1))
-  done
-}
-
+tenant_mount=()
 if [[ "$target_state" == Warmed:* ]]; then
   log "entering the warm pool ($target_state): the API key is read when the instance leaves it"
 else
-  key=$(read_key)
+  key=$(read_parameter "$parameter")
   if [[ -z "$key" || "$key" == *[[:space:]]* ]]; then
     die "the SSM parameter $parameter is empty or holds whitespace" "store the API key alone, as a SecureString"
   fi
@@ -141,6 +111,14 @@ else
   mv "$key_file.tmp" "$key_file"
   unset key
   log "API key read from $parameter into $key_file (0600)"
+  # Tenant mode (issue 29): the tenants' nginx files from their parameter onto tmpfs, before nginx
+  # starts; vllm-replica-tenants.timer (tenant_sync.sh) installs later versions and reloads nginx.
+  if [[ -n "${VLLM_DEPLOY_TENANT_PARAMETER:-}" ]]; then
+    require_env VLLM_DEPLOY_TENANT_RUN_DIR VLLM_DEPLOY_TENANT_DIR_CONTAINER
+    tenant_fetch_install
+    tenant_mount=(-v "$VLLM_DEPLOY_TENANT_RUN_DIR/files:$VLLM_DEPLOY_TENANT_DIR_CONTAINER:ro")
+    log "tenants' nginx files from $VLLM_DEPLOY_TENANT_PARAMETER in $VLLM_DEPLOY_TENANT_RUN_DIR/files (tmpfs)"
+  fi
 fi
 
 # --- 3. the certificate --------------------------------------------------------------------
@@ -239,7 +217,7 @@ docker run -d --name "$proxy" --restart always --network host --cgroup-parent vl
   --ulimit "nofile=$nofile:$nofile" \
   -v "$REPLICA_HERE/nginx/nginx.conf:/etc/nginx/nginx.conf:ro" \
   -v "$VLLM_DEPLOY_TLS_DIR:/etc/nginx/tls:ro" \
-  -v "$VLLM_DEPLOY_RUN_DIR:$VLLM_DEPLOY_RUN_DIR:ro" \
+  -v "$VLLM_DEPLOY_RUN_DIR:$VLLM_DEPLOY_RUN_DIR:ro" "${tenant_mount[@]}" \
   --log-driver json-file --log-opt max-size=50m --log-opt max-file=5 \
   "$VLLM_DEPLOY_NGINX_IMAGE" >/dev/null ||
   die "docker run $proxy failed" "inspect: docker logs $proxy"

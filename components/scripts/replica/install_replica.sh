@@ -18,8 +18,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 dest=${VLLM_DEPLOY_REPLICA_DIR:-/opt/vllm-deploy/replica}
 systemd_dir=${VLLM_DEPLOY_SYSTEMD_DIR:-/etc/systemd/system}
 units=(vllm-replica.service vllm-replica-lifecycle.service)
+# Tenant mode (issue 29): installed always, the timer enabled only when replica.env names the
+# tenants' parameter (tenant_sync.sh is a no-op without it anyway).
+tenant_units=(vllm-replica-tenants.service vllm-replica-tenants.timer)
 files=(replica.env vllm.env vllm-args.json nginx/nginx.conf lib.sh replica_lib.sh boot.sh
-  lifecycle_watch.sh drain.sh install_replica.sh bake_cleanup.sh spot_drain.sh "${units[@]}")
+  lifecycle_watch.sh drain.sh install_replica.sh bake_cleanup.sh spot_drain.sh tenant_sync.sh
+  "${units[@]}" "${tenant_units[@]}")
 
 for file in "${files[@]}"; do
   [[ -f "$here/$file" ]] || die "$here/$file is missing" \
@@ -54,7 +58,7 @@ for file in "${files[@]}"; do
   [[ "$file" == *.sh ]] && mode=0755
   put "$here/$file" "$dest/$file" "$mode"
 done
-for unit in "${units[@]}"; do
+for unit in "${units[@]}" "${tenant_units[@]}"; do
   sed "s#@REPLICA_DIR@#$dest#g" "$dest/$unit" >"$dest/$unit.rendered"
   put "$dest/$unit.rendered" "$systemd_dir/$unit" 0644
   rm -f "$dest/$unit.rendered"
@@ -80,5 +84,12 @@ systemctl daemon-reload
 for unit in "${units[@]}"; do
   systemctl enable "$unit" >&2 || die "systemctl enable $unit failed" "inspect: systemctl status $unit"
 done
+if grep -q '^VLLM_DEPLOY_TENANT_PARAMETER=' "$dest/replica.env"; then
+  systemctl enable vllm-replica-tenants.timer >&2 ||
+    die "systemctl enable vllm-replica-tenants.timer failed" "inspect: systemctl status vllm-replica-tenants.timer"
+  units+=(vllm-replica-tenants.timer)
+else
+  systemctl disable vllm-replica-tenants.timer >&2 2>/dev/null || true
+fi
 log "installed into $dest; ${units[*]} enabled (they start at the next boot)"
 printf 'VLLM_DEPLOY_REPLICA_INSTALLED=%s\n' "$changed"

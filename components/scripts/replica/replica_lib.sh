@@ -98,3 +98,125 @@ heartbeat() {
 container_exists() {
   docker container inspect "$1" >/dev/null 2>&1
 }
+
+# read_parameter NAME: the SSM parameter's decrypted value on stdout; fails at once (die) when it does not
+# exist or cannot be read, retries (with back-off) what looks transient, such as ThrottlingException (P10).
+read_parameter() {
+  local parameter=$1 region=$VLLM_DEPLOY_REGION attempt=1 err
+  local attempts=${VLLM_DEPLOY_RETRY_ATTEMPTS:-5} delay=${VLLM_DEPLOY_RETRY_DELAY:-2}
+  err=$(mktemp)
+  while true; do
+    if aws ssm get-parameter --region "$region" --name "$parameter" --with-decryption \
+      --query Parameter.Value --output text 2>"$err"; then
+      rm -f "$err"
+      return 0
+    fi
+    if grep -qF ParameterNotFound "$err"; then
+      rm -f "$err"
+      die "the SSM parameter $parameter does not exist in $region" \
+        "the stack creates it (SecureString $parameter); run pulumi up, or check the region and the name in replica.env"
+    fi
+    if grep -qE 'AccessDenied|not authorized' "$err"; then
+      log "$(head -c 500 "$err")"
+      rm -f "$err"
+      die "this instance may not read the SSM parameter $parameter" \
+        "the instance profile needs ssm:GetParameter on it (and kms:Decrypt on its key)"
+    fi
+    if ((attempt >= attempts)); then
+      log "$(head -c 500 "$err")"
+      rm -f "$err"
+      die "reading the SSM parameter $parameter failed after $attempts attempts" \
+        "check the replica's route to SSM (NAT gateway or VPC endpoint) and SSM's throttling limits"
+    fi
+    log "reading $parameter failed (attempt $attempt of $attempts): $(head -c 200 "$err"); retrying in ${delay}s"
+    sleep "$delay"
+    delay=$((delay * 2 > 30 ? 30 : delay * 2))
+    attempt=$((attempt + 1))
+  done
+}
+
+
+# --- tenant mode (issue 29) -------------------------------------------------------------------
+# $VLLM_DEPLOY_TENANT_RUN_DIR (tmpfs under /run, 0700, never the image's root volume, P9):
+#   files/         the tenants' nginx files, mounted read-only into nginx (its config includes them)
+#   previous/      the files before the last install (restored when nginx -t refuses new ones)
+#   value.sha256   the SHA-256 of the parameter value files/ came from
+#   rejected.sha256  a value nginx -t refused (not tried again until the parameter changes)
+# The parameter's value: base64 of a gzip-compressed tar of flat file names
+# (serving/replica_tenants.py parameter_value). Nothing here prints it or a file's content.
+
+# tenant_unpack VALUE_FILE DIR: DIR (made anew) holds the files in VALUE_FILE, 0600 each; fails
+# without touching anything else when the value does not decode, names a file outside DIR or
+# holds anything but regular files.
+tenant_unpack() {
+  local value=$1 dir=$2 tar_file="$2.tar" name
+  rm -rf -- "$dir" "$tar_file"
+  (umask 077 && mkdir -p -- "$dir" && base64 -d <"$value" | gzip -dc >"$tar_file") 2>/dev/null || {
+    rm -rf -- "$dir" "$tar_file"
+    return 1
+  }
+  while IFS= read -r name; do
+    [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || { rm -rf -- "$dir" "$tar_file"; return 1; }
+  done < <(tar -tf "$tar_file")
+  # Regular files only: no link or device that would make nginx read something else.
+  if tar -tvf "$tar_file" | cut -c1 | grep -qv -- '-'; then
+    rm -rf -- "$dir" "$tar_file"
+    return 1
+  fi
+  tar -xf "$tar_file" -C "$dir" --no-same-owner --no-same-permissions || { rm -rf -- "$dir" "$tar_file"; return 1; }
+  rm -f -- "$tar_file"
+  find "$dir" -type f -exec chmod 0600 {} +
+}
+
+# tenant_swap NEW_DIR: files/ becomes NEW_DIR's files (each renamed in place, so the directory
+# nginx has mounted stays the same inode; names NEW_DIR lacks are removed), the old set kept in
+# previous/. tenant_restore: files/ back to previous/.
+tenant_swap() {
+  local run=$VLLM_DEPLOY_TENANT_RUN_DIR new=$1 path
+  rm -rf -- "$run/previous"
+  install -d -m 0700 "$run/files"
+  cp -a -- "$run/files" "$run/previous"
+  for path in "$run/files"/*; do
+    [[ ! -e "$path" || -e "$new/${path##*/}" ]] || rm -f -- "$path"
+  done
+  for path in "$new"/*; do
+    [[ ! -e "$path" ]] || mv -f -- "$path" "$run/files/${path##*/}"
+  done
+  rm -rf -- "$new"
+}
+tenant_restore() {
+  local run=$VLLM_DEPLOY_TENANT_RUN_DIR path
+  for path in "$run/files"/*; do
+    rm -f -- "$path"
+  done
+  for path in "$run/previous"/*; do
+    [[ ! -e "$path" ]] || cp -a -- "$path" "$run/files/${path##*/}"
+  done
+}
+
+# tenant_fetch VALUE_FILE: the parameter's value into VALUE_FILE (0600); prints its SHA-256.
+tenant_fetch() {
+  local out=$1 value
+  value=$(read_parameter "$VLLM_DEPLOY_TENANT_PARAMETER") || return 1
+  [[ -n "$value" ]] || die "the SSM parameter $VLLM_DEPLOY_TENANT_PARAMETER is empty" \
+    "pulumi up writes the tenants' files there (apiKeys); run it again"
+  (umask 077 && printf '%s' "$value" >"$out")
+  unset value
+  sha256sum "$out" | cut -d' ' -f1
+}
+
+# tenant_fetch_install (boot): the parameter's files into files/; dies naming the parameter.
+tenant_fetch_install() {
+  local run=$VLLM_DEPLOY_TENANT_RUN_DIR sha
+  install -d -m 0700 "$run"
+  {
+    flock 9 # not while tenant_sync.sh installs (the timer's lock, released at the end of this block)
+    sha=$(tenant_fetch "$run/incoming") || die "cannot read the tenants' files from $VLLM_DEPLOY_TENANT_PARAMETER" \
+      "see the error above; the instance profile may read that parameter"
+    tenant_unpack "$run/incoming" "$run/staging" || die "the SSM parameter $VLLM_DEPLOY_TENANT_PARAMETER does not hold the tenants' files (base64 of a gzip'd tar of plain names)" \
+      "pulumi up writes it from apiKeys; run it again"
+    tenant_swap "$run/staging"
+    rm -f -- "$run/incoming" "$run/rejected.sha256"
+    printf '%s\n' "$sha" >"$run/value.sha256"
+  } 9>"$run/lock"
+}
