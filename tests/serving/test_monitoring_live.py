@@ -31,6 +31,7 @@ from tests.fakes import FakeVllmProcess, free_port, start_fake_vllm
 from tests.fakes.exposition import dcgm_text, node_text
 from tests.fakes.fake_exporter import FakeExporter
 from tests.fakes.fake_grafana import start_fake_grafana
+from tests.fakes.system_tools import binary
 
 SCRIPT = Path(__file__).resolve().parents[2] / "components" / "scripts" / "wait_for_monitoring.sh"
 WAITING_THRESHOLD = 4
@@ -46,13 +47,7 @@ TROUBLED_NODE = {"node_filesystem_avail_bytes": 10e9}  # of 200e9: 95% used
 
 
 def _binary(name: str) -> str:
-    found = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/usr/sbin"]))
-    if found:
-        return found
-    reason = f"needs {name} (apt-get install prometheus)"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the live monitoring tests: {reason}")
-    pytest.skip(reason)
+    return binary(name, "prometheus", "live monitoring tests")
 
 
 @dataclass

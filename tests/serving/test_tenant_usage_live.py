@@ -10,7 +10,6 @@ logrotate prometheus); every process is stopped at the end.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -30,6 +29,7 @@ from serving.monitoring import prometheus, tenant_usage
 from serving.monitoring.usage_dashboard import USAGE, usage_alert_rules
 from tests.fakes import free_port
 from tests.scripts.test_tenant_usage_script import usage_host
+from tests.fakes.system_tools import binary
 
 SCRAPE_S = 1
 RATE_INTERVAL = "10s"  # what Grafana puts for $__rate_interval: four scrapes at least
@@ -57,13 +57,7 @@ GARBAGE = "2026/12/07 16:40:42 [warn] not a usage line"
 
 
 def _binary(name: str) -> str:
-    found = shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/usr/sbin"]))
-    if found:
-        return found
-    reason = f"needs {name} (apt-get install mtail logrotate prometheus)"
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the live usage tests: {reason}")
-    pytest.skip(reason)
+    return binary(name, "mtail logrotate prometheus", "live usage tests")
 
 
 def line(entry: dict[str, Any]) -> str:
