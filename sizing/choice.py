@@ -231,6 +231,7 @@ def _to_plan(config: StackConfig, spec: ModelSpec, chosen: Candidate) -> SizingP
         effective_max_num_seqs=limits.max_num_seqs,
         gpu_memory_utilization=config.gpu_memory_utilization,
         min_concurrent_sequences=config.min_concurrent_sequences,
+        model_volume_throughput_mibps=config.model_volume_throughput_mibps,
         memory=chosen.memory,
         kv_cache_capacity_tokens=chosen.kv_capacity_tokens,
         root_volume_gb=root_volume_gb(config),

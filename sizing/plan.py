@@ -90,6 +90,7 @@ class SizingPlan:
     max_loras: int = 0  # --max-loras (0: LoRA off), sized (sizing.addons)
     max_lora_rank: int = 0  # --max-lora-rank: maxLoraRank, or read from the adapters
     min_concurrent_sequences: int = 0  # the full-length requests the KV term holds (0: not said)
+    model_volume_throughput_mibps: Optional[int] = None  # modelVolumeThroughputMibps (None: sized)
 
     @property
     def pipeline_parallel_size(self) -> int:

@@ -9,6 +9,7 @@ from sizing.candidates import Candidate
 from sizing.costs import host_cost
 from sizing.gpus import gpus_label
 from sizing.plan import SizingPlan
+from sizing.start_stages import model_volume_performance
 
 
 def format_report(plan: SizingPlan) -> str:
@@ -82,9 +83,15 @@ def _derived(plan: SizingPlan) -> str:
 
 
 def _cost_line(plan: SizingPlan) -> str:
-    # Across nodes every node has its own volumes and its own Elastic IP (SSH, image pulls).
+    # Across nodes every node has its own volumes and its own Elastic IP (SSH, image pulls), and
+    # its model volume's throughput above gp3's baseline (the same figure the stack's costUsd
+    # output and tools/plan's cost table count: sizing.startup.model_volume_for).
+    performance = model_volume_performance(
+        plan.weights_on_disk_gb / max(1, plan.nodes), throughput_mib_s=plan.model_volume_throughput_mibps
+    )
     cost = host_cost(
-        plan.hourly_price_usd, (plan.root_volume_gb + plan.model_volume_gb) * plan.nodes, plan.nodes
+        plan.hourly_price_usd, (plan.root_volume_gb + plan.model_volume_gb) * plan.nodes, plan.nodes,
+        volume_performance_usd_per_month=plan.nodes * performance.usd_per_month,
     )
     running = "no price" if cost.total_usd_per_hour is None else f"${cost.total_usd_per_hour:.4g}/h"
     return (
