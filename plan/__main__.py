@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -166,6 +167,46 @@ def _quiet_dead_event_loops(unraisable: "sys.UnraisableHookArgs") -> None:
     sys.__unraisablehook__(unraisable)
 
 
+# `pulumi config set --path` syntax: a.b, a[0], a["b.c"].
+_PATH_STEP = re.compile(r'\.|\[')
+_PATH_TOKEN = re.compile(r'\["([^"]*)"\]|\[(\d+)\]|\.?([^.\[\]]+)')
+
+
+def _set_path(config: dict, namespace: str, path: str, value: object) -> None:
+    """Set `value` at `path` (pulumi config set --path syntax) inside config["<namespace>:<first>"],
+    making the objects and arrays on the way. Raises ValueError for a path it cannot follow."""
+    steps: list[object] = []
+    at = 0
+    while at < len(path):
+        match = _PATH_TOKEN.match(path, at)
+        if not match or match.end() == at:
+            raise ValueError(f"cannot read the path at {path[at:]!r} (write a.b, a[0] or a[\"b.c\"])")
+        quoted, index, name = match.groups()
+        steps.append(int(index) if index is not None else (quoted if quoted is not None else name))
+        at = match.end()
+    if not steps or not isinstance(steps[0], str):
+        raise ValueError("a path starts with a key name")
+    root_key = f"{namespace}:{steps[0]}"
+    holder, slot = config, root_key
+    for step in steps[1:]:
+        current = holder[slot] if (isinstance(holder, dict) and slot in holder) or (
+            isinstance(holder, list) and isinstance(slot, int) and slot < len(holder)) else None
+        if current is None:
+            current = [] if isinstance(step, int) else {}
+        elif isinstance(step, int) != isinstance(current, list):
+            raise ValueError(f"{'.'.join(map(str, steps[:steps.index(step)]))} is not an "
+                             f"{'array' if isinstance(step, int) else 'object'}")
+        if isinstance(holder, list):
+            while len(holder) <= slot:  # type: ignore[operator]
+                holder.append(None)
+        holder[slot] = current  # type: ignore[index]
+        holder, slot = current, step
+    if isinstance(holder, list):
+        while len(holder) <= slot:  # type: ignore[operator]
+            holder.append(None)
+    holder[slot] = value  # type: ignore[index]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     sys.unraisablehook = _quiet_dead_event_loops
     return _main(argv)
@@ -177,7 +218,9 @@ def _main(argv: Optional[list[str]]) -> int:
     parser.add_argument("--json", action="store_true", help="print the plan as JSON (nginx config included)")
     parser.add_argument("--nginx", action="store_true", help="also print the proxy's nginx config")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a stack value for this plan only, e.g. --set replicas=3 (repeatable)")
+                        help="override a stack value for this plan only, e.g. --set replicas=3; a path sets "
+                        "inside an object or array as `pulumi config set --path` does, e.g. --set "
+                        "apiKeys.team-a.rateLimitPerMinute=600; a value in [..] or {..} is JSON (repeatable)")
     args = parser.parse_args(argv)
     overrides: dict[str, str] = {}
     for item in args.set:
@@ -192,6 +235,7 @@ def _main(argv: Optional[list[str]]) -> int:
                              "e.g. --set 'allowedCidrs=[\"203.0.113.0/24\"]'")
         overrides[key if ":" in key else f"{engine.PROJECT}:{key}"] = value
 
+    paths = {key: value for key, value in overrides.items() if _PATH_STEP.search(key.partition(":")[2])}
     stack = args.stack
     if stack.startswith("Pulumi.") and stack.endswith(".yaml"):  # the stack file's name works too
         stack = Path(stack).name[len("Pulumi."):-len(".yaml")]
@@ -201,7 +245,13 @@ def _main(argv: Optional[list[str]]) -> int:
     except StackFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    config.update(overrides)
+    config.update({key: value for key, value in overrides.items() if key not in paths})
+    for key, value in paths.items():
+        namespace, _, path = key.partition(":")
+        try:
+            _set_path(config, namespace, path, value)
+        except ValueError as exc:
+            parser.error(f"--set {path}={value}: {exc}")
     region = str(config.get("aws:region") or DEFAULT_REGION)
     placeholder_ip = None
     if not os.environ.get("VLLM_DEPLOY_PUBLIC_IP"):

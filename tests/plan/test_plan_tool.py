@@ -303,3 +303,17 @@ def test_set_takes_a_list_as_the_stack_file_would_hold_it(clone, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "vllm-host-https-203.0.113.0-24" in result.stdout and "listen" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_set_with_a_path_sets_inside_an_object_as_pulumi_config_set_path_does(clone, tmp_path):
+    """--set 'apiKeys.team-a.rateLimitPerMinute=600' plans what `pulumi config set --path` would
+    write (it was refused as an unknown key named like the per-address rateLimitPerMinute)."""
+    result = plan_cli(clone, tmp_path, "dev", "--json", "--set", "apiKeys.team-a.rateLimitPerMinute=600",
+                      "--set", "apiKeys.team-b.maxConcurrentRequests=8", "--set", 'allowedCidrs[0]=203.0.113.0/24')
+    assert result.returncode == 0, result.stderr[-2000:]
+    planned = json.loads(result.stdout)
+    tenants = {t["name"]: t for t in planned["tenants"]}
+    assert tenants["team-a"]["rateLimitPerMinute"] == 600 and tenants["team-b"]["maxConcurrentRequests"] == 8
+    assert any(r["name"] == "vllm-host-https-203.0.113.0-24" for r in planned["resources"])
+    bad = plan_cli(clone, tmp_path, "dev", "--set", "replicas.x=1")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
