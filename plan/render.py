@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from plan.summary import PlanSummary
+from sizing import gpus
 
 # Wide enough for the resource table when the output is a file or a pipe (no terminal width).
 PIPE_WIDTH = 200
@@ -104,6 +105,9 @@ def to_text(summary: PlanSummary, out: TextIO, *, nginx: bool = False) -> None:
             console.print(Text(f"  stopped instance{'s' if several else ''}: "
                                f"{_money(summary.cost.stopped_usd_per_month, 2)}/month "
                                f"(the volumes and the Elastic IP{'s' if several else ''} still bill)"))
+            quota = _host_quota(summary)
+            if quota:
+                console.print(Text("  " + quota))
         for source in summary.cost.to_dict()["sources"]:
             console.print(Text(f"  source: {source}"))
         console.print()
@@ -124,6 +128,31 @@ def to_text(summary: PlanSummary, out: TextIO, *, nginx: bool = False) -> None:
         console.print(Text(f"note: {note}"))
     if not nginx:
         console.print(Text(f"note: the nginx config: tools/plan {summary.stack} --nginx"))
+
+
+# EC2's on-demand vCPU quotas per instance family (Service Quotas, service code ec2): G and VT
+# (g*, gr*) L-DB2E81BA, P L-417A185B; README "Prerequisites".
+_ON_DEMAND_QUOTAS = {"g": ("Running On-Demand G and VT instances", "L-DB2E81BA"),
+                     "p": ("Running On-Demand P instances", "L-417A185B")}
+
+
+def _host_quota(summary: PlanSummary) -> Optional[str]:
+    """The vCPUs the planned host(s) need of which on-demand quota, and the command that reads it
+    (None when the plan has no instance or its family has no quota listed here)."""
+    sizing = summary.sizing or {}
+    name = sizing.get("instanceType")
+    quota = _ON_DEMAND_QUOTAS.get(str(name or "")[:1])
+    if not name or quota is None:
+        return None
+    try:
+        vcpus = gpus.get(name).vcpus * int(sizing.get("nodes") or 1)
+    except KeyError:
+        return None
+    region = next((r.inputs.get("region") for r in summary.resources if r.type == "pulumi:providers:aws"
+                   and r.inputs.get("region")), "us-east-1")
+    return (f"quota: {vcpus} vCPUs of '{quota[0]}' in {region} (0 on most new accounts); check it: "
+            f"aws service-quotas get-service-quota --service-code ec2 --quota-code {quota[1]} "
+            f"--region {region} --query Quota.Value")
 
 
 def _quota(scaling: dict) -> str:

@@ -317,3 +317,14 @@ def test_set_with_a_path_sets_inside_an_object_as_pulumi_config_set_path_does(cl
     assert any(r["name"] == "vllm-host-https-203.0.113.0-24" for r in planned["resources"])
     bad = plan_cli(clone, tmp_path, "dev", "--set", "replicas.x=1")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_a_single_hosts_plan_names_the_vcpu_quota_it_needs_and_how_to_check_it(clone, tmp_path):
+    """A newcomer planning another instance type learns its vCPUs and which quota (the README
+    gives dev's only): the catalog's vCPUs x nodes, the family's on-demand quota code."""
+    result = plan_cli(clone, tmp_path, "large")
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = " ".join(result.stdout.split())
+    assert ("quota: 192 vCPUs of 'Running On-Demand P instances' in us-east-1 (0 on most new accounts); "
+            "check it: aws service-quotas get-service-quota --service-code ec2 --quota-code L-417A185B "
+            "--region us-east-1 --query Quota.Value") in printed
