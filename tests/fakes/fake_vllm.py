@@ -186,6 +186,11 @@ class FakeVllmHandler(BaseHTTPRequestHandler):
             ("POST", "/v1/chat/completions"): lambda: self._chat(body),
             ("POST", "/v1/completions"): lambda: self._completions(body),
         }.get((method, path))
+        # vLLM 0.33 mounts its metrics app on a regex, not a path: anything starting /metrics
+        # (vllm/entrypoints/serve/instrumentator/metrics.py, path_regex "^/metrics(?P<path>.*)$"),
+        # and uvicorn hands it the raw path, dot segments and all.
+        if route is None and method == "GET" and path.startswith("/metrics"):
+            route = self._metrics
         if route is None:
             self._send_json(404, {"detail": "Not Found"})
         else:

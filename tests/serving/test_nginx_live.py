@@ -239,6 +239,19 @@ def test_paths_outside_the_api_are_not_proxied(proxy):
     assert _status(proxy, f"{proxy.main.https_url}/tokenize", "-X", "POST") == 404
 
 
+@pytest.mark.parametrize("path", ["/metrics/../v1/models", "/metrics%2f..%2fv1/models", "/metrics/../health",
+                                  "/v1/../metrics", "/x/../health"])
+def test_a_path_that_normalizes_into_a_location_but_is_not_its_own_is_not_proxied(proxy, path):
+    """nginx routes by the normalized path, vLLM by the raw one (uvicorn keeps dot segments, and
+    vLLM's metrics route is a prefix regex): /metrics/../v1/models was /v1/ here and /metrics
+    there, past the allow-list and, outside /v1, past vLLM's key check."""
+    result = _curl(proxy, f"{proxy.main.https_url}{path}", "--path-as-is", "-w", "\n%{http_code}")
+    assert result.returncode == 0, result.stderr
+    body, status = result.stdout.rsplit("\n", 1)
+    assert status in ("403", "404"), (path, status, body[:200])
+    assert "vllm:" not in body, "vLLM's metrics reached the client"
+
+
 def test_metrics_refused_outside_the_allowed_cidrs(proxy):
     assert _status(proxy, f"{proxy.main.https_url}/metrics") == 403
 

@@ -35,7 +35,8 @@ def _stack_site(stack: str, api_keys: dict | None = None):
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
 def test_without_api_keys_the_nginx_conf_is_byte_identical_to_before_tenants(stack):
-    """The fixtures were rendered by the templates of commit ee5efec (before tenant mode)."""
+    """The fixtures were rendered by the templates of commit ee5efec (before tenant mode), plus
+    only the raw-path guards of the three vLLM locations (a fix for every stack, not tenant mode)."""
     _, site = _stack_site(stack)
     assert site.tenants_dir is None
     assert render(site) == (FIXTURES / f"{stack}.conf").read_text()
