@@ -85,6 +85,17 @@ class Tenant(Keys):
         "is set back to false (rotation window).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _camel_case_only(cls, value: object) -> object:
+        """previous_key would validate (pydantic takes field names too) and then never be read as
+        the secret it is (stack.pulumi_config reads previousKey): stack keys are camelCase."""
+        if isinstance(value, dict):
+            wrong = [(k, f.alias) for k, f in cls.model_fields.items() if k in value and f.alias and f.alias != k]
+            if wrong:
+                raise ValueError("; ".join(f"write {alias}, not {name}" for name, alias in wrong))
+        return value
+
     @field_validator("key")
     @classmethod
     def _key(cls, value: Optional[str]) -> Optional[str]:

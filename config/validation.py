@@ -44,6 +44,26 @@ _ALIASES = {name: field.alias for name, field in StackConfig.model_fields.items(
 _SECRET_FIELDS = ("key", "previousKey", "previous_key")
 
 
+# What an apiKeys value may show in an error: the tenants' names and their non-secret fields.
+_TENANT_SHOWN = ("rateLimitPerMinute", "maxConcurrentRequests", "rotation", "keepPreviousKey")
+_NOT_SHOWN = "<not shown: apiKeys may hold keys>"
+
+
+def _api_keys_shown(value: Any, depth: int) -> Any:
+    """An apiKeys value (depth 0: the map, 1: one tenant, 2: a tenant's field) as an error may
+    show it: anything but names and the limit fields is hidden, since a key given one level too
+    high (apiKeys.team-a = <key>) is a plain string where a tenant belongs."""
+    if depth == 0 and isinstance(value, dict):
+        return {name: _api_keys_shown(tenant, 1) for name, tenant in value.items()}
+    if depth == 1 and isinstance(value, dict):
+        return {k: (v if k in _TENANT_SHOWN and not isinstance(v, (dict, list, str)) or
+                    (k in _TENANT_SHOWN and isinstance(v, str) and len(v) < 16) else _NOT_SHOWN)
+                for k, v in value.items()}
+    if depth == 2 and (isinstance(value, (int, float, bool)) or value is None):
+        return value
+    return _NOT_SHOWN
+
+
 def _without_secrets(value: Any) -> Any:
     """`value` as an error may show it: a tenant's given keys replaced by a placeholder."""
     if isinstance(value, dict):
@@ -84,7 +104,7 @@ def _describe_error(err: dict[str, Any], raw: dict[str, Any]) -> str:
     if not key:  # model-level cross-field check
         return msg
     where = f"{NAMESPACE}:{key}" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:])
-    given = _without_secrets(raw.get(key, "<missing>"))
+    given = _api_keys_shown(raw.get(key), 0) if key == "apiKeys" else _without_secrets(raw.get(key, "<missing>"))
     if "PRIVATE KEY" in str(given):  # a private key pasted by mistake is never echoed
         given = "<a private key, not shown>"
     if kind == "missing":
@@ -129,11 +149,17 @@ def _describe_nested(err: dict[str, Any], loc: tuple, msg: str, kind: str) -> st
                 + (f", then pulumi config set --path '{parent}.{guess[0]}' <the same value>)" if guess and isinstance(loc[-1], str) else ")"))
     if kind == "missing":
         return f"{where} is required: pulumi config set --path '{path}' <value> (inside {parent})"
-    value = _without_secrets(err.get("input"))
+    value = _api_keys_shown(err.get("input"), len(loc) - 1) if loc[0] == "apiKeys" else _without_secrets(err.get("input"))
     if "PRIVATE KEY" in str(value):
         value = "<a private key, not shown>"
     if loc[-1] in _SECRET_FIELDS:  # a tenant's given key: the value is not shown, the fix is a secret
         return f"{where}: {msg} (pulumi config set --secret --path '{path}' <value>)"
+    if loc[0] == "apiKeys" and len(loc) == 2 and not isinstance(err.get("input"), dict):  # perhaps its key
+        return (f"{where}={value}: {msg}; a tenant is an object of its limits; to give its key: "
+                f"pulumi config set --secret --path '{path}.key' (it prompts), or to generate one: "
+                f"pulumi config set --path '{path}.rotation' 0")
+    if loc[0] == "apiKeys":
+        return f"{where}={value}: {msg} (pulumi config set --path '{path}' <value>)"
     return f"{where}={value!r}: {msg} (pulumi config set --path '{path}' <value>)"
 
 
