@@ -100,7 +100,12 @@ if ! docker exec "$container" nginx -t 2>&1 | redacted; then
   die "nginx -t rejected the new tenants' files; the previous ones are back and nginx still serves them" \
     "see the nginx -t output above; re-render the files with serving.tenants.tenant_files"
 fi
-docker exec "$container" nginx -s reload 2>&1 | redacted ||
-  die "nginx -s reload failed in container $container" "docker logs $container"
+if ! docker exec "$container" nginx -s reload 2>&1 | redacted; then
+  # Put the old files back: nginx still serves them, and the next run must see a change to
+  # install and reload (left in place, it would find them "unchanged" and never reload).
+  replace_files "$work/old"
+  die "nginx -s reload failed in container $container; the previous files are back and nginx still serves them" \
+    "docker logs $container, then run pulumi up again"
+fi
 log "nginx reloaded: new requests use the new tenants; running streams finish on the old workers"
 echo "TENANTS=reloaded"

@@ -167,3 +167,23 @@ def test_a_bundle_that_is_not_one_is_refused_without_showing_it(host):
     assert run.returncode != 0 and "is not base64" in run.stderr
     assert STACK_KEY not in run.stdout + run.stderr
     assert host.status("ka-" + "1" * 40) == 200
+
+
+def test_a_failed_reload_puts_the_old_files_back_so_the_next_run_reloads(host):
+    """Left in place after a failed reload, the new files made the next `pulumi up` print
+    TENANTS=unchanged and never reload: a revoked key stayed valid with no error shown."""
+    wrapper = host.state / "nginx"
+    real = wrapper.read_text().splitlines()[-1]
+    wrapper.write_text("#!/bin/sh\n"
+                       f'if [ "$1" = "-s" ] && [ -f {host.state}/fail_reload ]; then rm -f {host.state}/fail_reload; '
+                       'echo "reload failed" >&2; exit 1; fi\n' + real + "\n")
+    (host.state / "fail_reload").touch()
+    before = {p.name: p.read_bytes() for p in host.tenants_dir.iterdir()}
+    revoked = {"team-a": "ka-" + "4" * 40, "team-b": "kb-" + "1" * 40}  # team-a's old key revoked
+    run = host.run(_bundle(revoked))
+    assert run.returncode != 0 and "reload failed" in run.stderr and "previous files are back" in run.stderr
+    assert {p.name: p.read_bytes() for p in host.tenants_dir.iterdir()} == before
+    again = host.run(_bundle(revoked))
+    assert again.returncode == 0 and again.stdout == "TENANTS=reloaded\n", again.stderr
+    expected = {"ka-" + "1" * 40: 401, "ka-" + "4" * 40: 200, "kb-" + "1" * 40: 200}
+    assert host.settled(expected) == expected
