@@ -153,6 +153,24 @@ def test_sync_keeps_the_old_files_when_nginx_refuses_the_new_ones(tenant_replica
     assert installed(host) == good and reloads(host) == 1
 
 
+def test_sync_retries_a_value_when_docker_not_nginx_failed_the_check(tenant_replica) -> None:
+    """A container restarting is not nginx refusing the files: marking the value refused kept a
+    revoked key valid on that replica until apiKeys changed again."""
+    host = tenant_replica
+    booted(host)
+    before = installed(host)
+    new = files_for({"team-a": TEAM_A_KEY, "team-b": "sk-team-b-rotated-000000000"}, rate=120)
+    host.set_parameter(TENANTS_PARAMETER, value_of(new))
+    (host.state / "fail" / "docker-exec").write_text("")
+    run = host.run("tenant_sync.sh")
+    assert_failed(run, "could not run nginx -t")
+    assert installed(host) == before and reloads(host) == 0
+    (host.state / "fail" / "docker-exec").unlink()
+    again = host.run("tenant_sync.sh")
+    assert again.stdout == "VLLM_DEPLOY_TENANTS=reloaded\n", again.stderr
+    assert installed(host) == new and reloads(host) == 1
+
+
 def test_sync_keeps_the_files_it_has_when_ssm_fails(tenant_replica) -> None:
     host = tenant_replica
     booted(host)

@@ -62,6 +62,12 @@ if ! container_exists "$proxy"; then
 fi
 if ! checked=$(docker exec "$proxy" nginx -t 2>&1); then
   tenant_restore
+  if ! grep -q 'test failed' <<<"$checked"; then
+    # Docker could not run nginx -t (the container restarting, the daemon busy): not nginx's
+    # verdict on the files, so the same value is tried again on the next tick.
+    die "could not run nginx -t in $proxy ($(head -n 1 <<<"$checked" | sed -E 's/"[^"]*"/"..."/g' | head -c 200)); the previous tenants' files are back, the new ones are tried again within a minute" \
+      "docker ps -a --filter name=$proxy; journalctl -u docker"
+  fi
   printf '%s\n' "$sha" >"$run/rejected.sha256"
   log "nginx -t: $(sed -E 's/"[^"]*"/"..."/g; s/'"'"'[^'"'"']*'"'"'/'"'"'...'"'"'/g' <<<"$checked" | head -c 1000)"
   die "nginx -t refused the new tenants' files: the previous ones are back and $proxy was not reloaded" \
