@@ -62,8 +62,9 @@ class Tenant(Keys):
     max_concurrent_requests: Optional[int] = Field(
         None, ge=1, le=65535,
         description="Requests this tenant may have in flight at once, streams included (429 with "
-        "Retry-After past it); default: the sequences vLLM batches at once (maxNumSeqs or vLLM's "
-        "default for the GPU). On a fleet both limits are per replica.",
+        "Retry-After past it); default: an equal share of the sequences vLLM batches at once "
+        "(maxNumSeqs or vLLM's default for the GPU, divided by the number of tenants, rounded up), "
+        "so one tenant's flood leaves the others theirs. On a fleet both limits are per replica.",
     )
     key: Optional[str] = Field(
         None,

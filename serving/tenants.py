@@ -94,16 +94,20 @@ class TenantLimits:
 
 def tenant_limits(settings: "StackConfig", limits: ProxyLimits) -> tuple[TenantLimits, ...]:
     """Each tenant of ``settings.api_keys`` (sorted by name: zone indexes stay put) with its
-    limits on the host ``limits`` describes. ``max_concurrent_requests`` defaults to
-    ``limits.max_streams_per_client`` (the sequences vLLM batches at once, serving.proxy_limits).
+    limits on the host ``limits`` describes. ``max_concurrent_requests`` defaults to an equal
+    share of ``limits.max_streams_per_client`` (by default the sequences vLLM batches at once,
+    serving.proxy_limits): ceil(that / tenants), at least 1, so that tenants left at their
+    default cannot together hold more than the batch and one tenant's flood leaves the others
+    their share (a tenant that may take more says so with maxConcurrentRequests).
 
     Raises ValueError naming ``apiKeys.<name>.maxConcurrentRequests`` when it is above what the
     proxy admits from all clients together (``limits.max_streams``).
     """
     result = []
+    share = max(1, -(-limits.max_streams_per_client // max(1, len(settings.api_keys))))
     for name in sorted(settings.api_keys):
         tenant = settings.api_keys[name]
-        concurrent = tenant.max_concurrent_requests or limits.max_streams_per_client
+        concurrent = tenant.max_concurrent_requests or share
         if concurrent > limits.max_streams:
             raise ValueError(
                 f"apiKeys.{name}.maxConcurrentRequests={concurrent} is above the "

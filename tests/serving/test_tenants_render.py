@@ -135,12 +135,17 @@ def test_an_upstream_key_nginx_could_not_quote_is_refused_unseen():
     assert bad not in str(caught.value)
 
 
-def test_tenant_limits_default_to_the_batch_and_refuse_more_than_the_host_admits():
-    config = parse({**stack_config("dev"), "apiKeys": {"b": {"maxConcurrentRequests": 3}, "a": {"rateLimitPerMinute": 6}}})
+def test_tenant_limits_default_to_an_equal_share_of_the_batch_and_refuse_more_than_the_host_admits():
+    config = parse({**stack_config("dev"), "apiKeys": {"b": {"maxConcurrentRequests": 3}, "a": {"rateLimitPerMinute": 6},
+                                                       "c": {}}})
     limits = derive_limits(vcpus=4, memory_gib=16, default_per_client=256)
     got = tenants.tenant_limits(config, limits)
-    assert [t.name for t in got] == ["a", "b"], "sorted: zone indexes do not depend on dict order"
-    assert got[0] == tenants.TenantLimits("a", 6, limits.max_streams_per_client)
+    assert [t.name for t in got] == ["a", "b", "c"], "sorted: zone indexes do not depend on dict order"
+    # 256 sequences in vLLM's batch, 3 tenants: 86 each (rounded up); together at most the batch
+    # plus rounding, so no tenant at its default queues behind another's flood.
+    assert got[0] == tenants.TenantLimits("a", 6, 86) and got[2].max_concurrent_requests == 86
+    alone = parse({**stack_config("dev"), "apiKeys": {"solo": {}}})
+    assert tenants.tenant_limits(alone, limits)[0].max_concurrent_requests == limits.max_streams_per_client
     assert got[1].max_concurrent_requests == 3 and got[1].rate_limit_per_minute is None
     too_many = parse({**stack_config("dev"), "apiKeys": {"a": {"maxConcurrentRequests": limits.max_streams + 1}}})
     with pytest.raises(ValueError, match=r"apiKeys\.a\.maxConcurrentRequests"):
