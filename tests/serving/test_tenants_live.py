@@ -174,6 +174,25 @@ def test_a_tenants_key_reaches_vllm_as_the_stacks_key_and_the_logs_name_the_tena
     _assert_no_key_in_logs(env.nginx)
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
+def test_the_scheme_is_read_regardless_of_case_as_vllm_reads_it(env, scheme):
+    """vLLM 0.33 compares the scheme case-insensitively (serve/middleware/authenticate.py): a
+    client that worked against vLLM's own check keeps working behind the tenant check."""
+    answer = _post(env, {"Authorization": f"{scheme} {KEYS['team-b']}"})
+    assert answer.status_code == 200, answer.text
+    assert _log_lines(env.nginx.site.access_log_path)[-1]["tenant"] == "team-b"
+
+
+def test_a_cors_preflight_passes_without_a_key_as_vllm_lets_it(env):
+    """OPTIONS carries no credentials (a browser's CORS preflight); vLLM's own check lets it
+    through, so nginx does not answer it 401 either: it reaches vLLM, which decides."""
+    with _http(env) as client:
+        answer = client.request("OPTIONS", f"{env.nginx.https_url}/v1/chat/completions")
+    assert answer.status_code != 401
+    line = _log_lines(env.nginx.site.access_log_path)[-1]
+    assert line["method"] == "OPTIONS" and line["upstream_status"] != "" and line["tenant"] == ""
+
+
 UNAUTHORIZED = {"missing": None, "unknown": "Bearer wrong-" + "x" * 40, "basic-scheme": f"Basic {KEYS['team-a']}",
                 "the-stacks-own-key": f"Bearer {STACK_KEY}"}
 
