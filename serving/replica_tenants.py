@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import base64
 import gzip
-import hashlib
 from typing import Mapping, Sequence
 
 from config.settings import StackConfig
 from serving.proxy_limits import ProxyLimits
-from serving.tenants import key_hash, tenant_bundle, tenant_files, tenant_limits
+from serving.tenants import LONGEST_UPSTREAM_KEY, largest_files, tenant_bundle, tenant_files, tenant_limits
 
 # AWS SSM PutParameter "Value": Standard 4 KB, Advanced 8 KB (characters of the value).
 STANDARD_TIER_MAX_CHARS = 4096
 ADVANCED_TIER_MAX_CHARS = 8192
 # The upstream key in the files is the stack's apiKey: generated (components.stack_resources,
 # 48 characters) or given. A bound for the estimate; a longer given key is caught at `up`.
-UPSTREAM_KEY_BOUND_CHARS = 256
+UPSTREAM_KEY_BOUND_CHARS = LONGEST_UPSTREAM_KEY
 SIZE_MARGIN_CHARS = 64
 
 
@@ -47,36 +46,14 @@ def parameter_value(bundle: str) -> str:
     return base64.b64encode(gzip.compress(base64.b64decode(bundle), mtime=0)).decode()
 
 
-def accepted_keys(settings: StackConfig) -> dict[str, int]:
-    """How many keys each tenant's nginx files accept (config.keys_tenants): 2 in a rotation
-    window (previousKey given, or keepPreviousKey), else 1."""
-    return {
-        name: 2 if (t.previous_key is not None or t.keep_previous_key) else 1
-        for name, t in settings.api_keys.items()
-    }
-
-
-def _placeholder(seed: str, length: int) -> str:
-    """`length` characters of base64 from SHA-256 chains: deterministic, and no more compressible
-    than a random key (a generated key is 48 of [A-Za-z0-9]; a given one any characters)."""
-    out, i = "", 0
-    while len(out) < length:
-        out += base64.b64encode(hashlib.sha256(f"{seed}-{i}".encode()).digest()).decode().rstrip("=")
-        i += 1
-    return out[:length]
-
-
 def bundle_size_bound(settings: StackConfig, limits: ProxyLimits) -> int:
     """An upper bound (characters) of parameter_value() for this stack's tenants: the real
     rendering (serving.tenants) compressed, with each tenant's number of accepted hashes as
     SHA-256 digests of placeholders (as compressible as real ones: hex of a hash) and an upstream
-    key of UPSTREAM_KEY_BOUND_CHARS random-looking characters, plus SIZE_MARGIN_CHARS and 2 %
-    for gzip's few bytes of variation between equally random inputs."""
-    tenants = tenant_limits(settings, limits)
-    counts = accepted_keys(settings)
-    hashes = {t.name: [key_hash(f"bound-{t.name}-{i}") for i in range(counts.get(t.name, 1))] for t in tenants}
-    files = tenant_files(tenants, hashes, _placeholder("upstream", UPSTREAM_KEY_BOUND_CHARS))
-    size = len(parameter_value(tenant_bundle(files)))
+    key of UPSTREAM_KEY_BOUND_CHARS random-looking characters (serving.tenants.largest_files),
+    plus SIZE_MARGIN_CHARS and 2 % for gzip's few bytes of variation between equally random
+    inputs."""
+    size = len(parameter_value(tenant_bundle(largest_files(settings, limits))))
     return size + size // 50 + SIZE_MARGIN_CHARS
 
 

@@ -74,6 +74,7 @@ _TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # The stack's own key goes inside a double-quoted nginx string: no quote, backslash, `$`, `;`,
 # braces or whitespace.
 _UPSTREAM_KEY = re.compile(r"^[A-Za-z0-9._~+/=-]{16,256}$")
+LONGEST_UPSTREAM_KEY = 256  # the longest stack apiKey tenant_files takes (_UPSTREAM_KEY)
 
 
 @dataclass(frozen=True)
@@ -249,3 +250,31 @@ def tenant_bundle(files: Mapping[str, str]) -> str:
             info.uname = info.gname = "root"
             tar.addfile(info, io.BytesIO(data))
     return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def accepted_keys(settings: "StackConfig") -> dict[str, int]:
+    """How many keys each tenant's files accept (config.keys_tenants): 2 in a rotation window
+    (previousKey given, or keepPreviousKey), else 1."""
+    return {name: 2 if (t.previous_key is not None or t.keep_previous_key) else 1
+            for name, t in settings.api_keys.items()}
+
+
+def _random_looking(seed: str, length: int) -> str:
+    """`length` characters of base64 from SHA-256 chains: deterministic, and no more compressible
+    than a random key (a generated key is 48 of [A-Za-z0-9]; a given one any characters)."""
+    out, i = "", 0
+    while len(out) < length:
+        out += base64.b64encode(hashlib.sha256(f"{seed}-{i}".encode()).digest()).decode().rstrip("=")
+        i += 1
+    return out[:length]
+
+
+def largest_files(settings: "StackConfig", limits: ProxyLimits) -> dict[str, str]:
+    """The stack's tenant files as large as its keys can make them, before any key exists (for
+    the size checks at preview: stack.tenant_checks, serving.replica_tenants): each tenant's
+    accepted hashes as SHA-256 digests of placeholders (every hash is 64 hex characters, and as
+    compressible as a real one) and a random-looking upstream key of LONGEST_UPSTREAM_KEY."""
+    counts = accepted_keys(settings)
+    tenants = tenant_limits(settings, limits)
+    hashes = {t.name: [key_hash(f"bound-{t.name}-{i}") for i in range(counts.get(t.name, 1))] for t in tenants}
+    return tenant_files(tenants, hashes, _random_looking("upstream", LONGEST_UPSTREAM_KEY))
